@@ -1,0 +1,130 @@
+//! Assembles a running Clientele from a [`Config`]: opens the store, builds
+//! the HTTP state, serves until told to stop, and closes the store. Also
+//! the `rebuild` command, which replays the kept raw events into a fresh
+//! directory.
+//!
+//! `main` and the integration tests both start Clientele through here.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::config::{Config, StoreUrl};
+use crate::http::{self, AppState, INGEST_SLOTS};
+use crate::model::normalize;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{EventQuery, EventStatus, Store, StoreError};
+use crate::telemetry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the HTTP server failed: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Opens the store the URL names.
+pub fn open_store(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
+    match url {
+        StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path)?)),
+        StoreUrl::Postgres(_) => Err(StoreError::Open {
+            path: url.to_string(),
+            reason: "this build has no Postgres store yet; use a sqlite:// store".into(),
+        }),
+    }
+}
+
+/// Serves on `listener` until `shutdown` completes, then lets in-flight
+/// requests finish and closes the store.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    normalize::warm_up();
+    let store = open_store(&config.store)?;
+    tracing::info!(store = %config.store, "store opened");
+    if config.admin_token.expose() == "change-me" {
+        tracing::warn!("admin_token is the example's: set your own (CLIENTELE_ADMIN_TOKEN)");
+    }
+    for source in &config.sources {
+        tracing::info!(route = %format!("POST /webhooks/{}", source.name()), kind = source.kind.as_str(), "serving source");
+    }
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        first_source: config.sources.first().map(|s| s.name().to_owned()),
+        sources: config.sources.into_iter().map(|s| (s.name().to_owned(), s)).collect(),
+        admin_token: config.admin_token,
+        max_body_bytes: config.max_body_bytes,
+        metrics: telemetry::metrics(),
+        ingest_slots: Semaphore::new(INGEST_SLOTS),
+    });
+    tracing::info!(address = %listener.local_addr()?, "listening: /webhooks/{{source}}, /api/v1, /healthz, /readyz, /metrics");
+    let served = axum::serve(
+        listener,
+        http::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(served?)
+}
+
+/// What a rebuild did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Accepted events replayed.
+    pub replayed: u64,
+    /// Events of sources no longer configured, left out.
+    pub skipped: u64,
+}
+
+/// Empties the directory and replays every accepted event, in arrival
+/// order, through its source's adapter.
+pub async fn rebuild(config: &Config) -> Result<Rebuilt, AppError> {
+    let store = open_store(&config.store)?;
+    let result = replay(store.as_ref(), config).await;
+    store.close().await;
+    result
+}
+
+async fn replay(store: &dyn Store, config: &Config) -> Result<Rebuilt, AppError> {
+    let sources: HashMap<&str, _> = config.sources.iter().map(|s| (s.name(), s)).collect();
+    store.reset_directory().await?;
+    let mut rebuilt = Rebuilt::default();
+    let mut after = None;
+    loop {
+        let page = store
+            .events(EventQuery {
+                status: Some(EventStatus::Accepted),
+                limit: 1000,
+                after,
+            })
+            .await?;
+        for event in page.items {
+            let (Some(source), Some(body)) = (sources.get(event.source.as_str()), event.body) else {
+                rebuilt.skipped += 1;
+                continue;
+            };
+            let mapped = match serde_json::from_slice(&body) {
+                Ok(value) => source.kind.adapter().map(&value, &source.settings),
+                Err(_) => {
+                    rebuilt.skipped += 1;
+                    continue;
+                }
+            };
+            store.reprocess(event.event_id, mapped).await?;
+            rebuilt.replayed += 1;
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(rebuilt),
+        }
+    }
+}

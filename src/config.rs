@@ -1,0 +1,528 @@
+//! Configuration: the TOML file of SPEC §2, overridden by `CLIENTELE_*`
+//! environment variables, validated into typed settings.
+//!
+//! `main` loads it once; the HTTP layer reads the sources and tokens, the
+//! store layer the store URL. Every error names the key at fault and what
+//! to do about it, and no secret ever reaches a `Debug` or log line.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use axum::http::HeaderName;
+use jiff::tz::TimeZone;
+use serde::Deserialize;
+
+use crate::model::Country;
+use crate::sources::{Kind, SourceSettings};
+
+/// The example configuration, committed as `clientele.example.toml`: what
+/// `serve` runs when no `--config` is given.
+pub const EXAMPLE: &str = include_str!("../clientele.example.toml");
+
+const ENV_PREFIX: &str = "CLIENTELE_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("{origin}: `{key}` {problem}")]
+    Invalid {
+        origin: String,
+        key: String,
+        problem: String,
+    },
+}
+
+/// A secret from the config: compared, never shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(secret: String) -> Self {
+        Self(secret)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl fmt::Display for StoreUrl {
+    /// Shown in logs: a Postgres URL loses its password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            StoreUrl::Postgres(url) => match (url.find("://"), url.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => {
+                    let userinfo = &url[scheme + 3..at];
+                    let user = userinfo.split(':').next().unwrap_or_default();
+                    write!(f, "{}{user}{}", &url[..scheme + 3], &url[at..])
+                }
+                _ => f.write_str(url),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// An allowed sender: one address or a CIDR block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    fn parse(s: &str) -> Option<Self> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((addr, prefix)) => (addr.parse::<IpAddr>().ok()?, Some(prefix.parse().ok()?)),
+            None => (s.parse::<IpAddr>().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Self { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match (self.addr, ip) {
+            (IpAddr::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            _ => ip,
+        };
+        let (net, ip, bits) = match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => (u32::from(n) as u128, u32::from(i) as u128, 32),
+            (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
+            _ => return false,
+        };
+        let shift = bits - u32::from(self.prefix);
+        shift >= bits || (net >> shift) == (ip >> shift)
+    }
+}
+
+/// One inbound connection (SPEC §1).
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub kind: Kind,
+    pub settings: SourceSettings,
+    /// Any one is accepted, so that tokens can be rotated.
+    pub tokens: Vec<Secret>,
+    /// Overrides the header the platform's adapter reads the token from.
+    pub auth_header: Option<HeaderName>,
+    /// Empty: any sender.
+    pub allow_ips: Vec<IpRange>,
+}
+
+impl Source {
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub store: StoreUrl,
+    pub admin_token: Secret,
+    pub max_body_bytes: usize,
+    pub log_format: LogFormat,
+    pub sources: Vec<Source>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: String,
+    store: String,
+    admin_token: String,
+    #[serde(default = "default_max_body_bytes")]
+    max_body_bytes: usize,
+    #[serde(default)]
+    log_format: LogFormat,
+    #[serde(default)]
+    sources: Vec<RawSource>,
+}
+
+fn default_max_body_bytes() -> usize {
+    1024 * 1024
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: String,
+    kind: Kind,
+    #[serde(default)]
+    tokens: Vec<String>,
+    tokens_env: Option<String>,
+    auth_header: Option<String>,
+    #[serde(default)]
+    allow_ips: Vec<String>,
+    default_country: Option<Country>,
+    timezone: Option<String>,
+    account: Option<String>,
+}
+
+impl Config {
+    /// Reads `path`, or the committed example when `None`, then applies the
+    /// process environment.
+    pub fn load(path: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let (origin, text) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                (path.display().to_string(), text)
+            }
+            None => ("clientele.example.toml (built in)".to_owned(), EXAMPLE.to_owned()),
+        };
+        Self::from_toml(&origin, &text, std::env::vars())
+    }
+
+    /// Parses `text` with the given environment; `origin` names the file in
+    /// messages.
+    pub fn from_toml(
+        origin: &str,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let parse_error = |origin: &str, e: toml::de::Error| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_error(origin, e))?;
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let overridden = apply_env(&mut table, &env)?;
+        // With overrides the document parsed is a re-serialization, whose
+        // line numbers are not the file's: say so.
+        let (origin, raw) = if overridden.is_empty() {
+            (origin.to_owned(), toml::from_str::<RawConfig>(text))
+        } else {
+            let merged = toml::to_string(&table).expect("a parsed table serializes");
+            let origin = format!("{origin} with {}", overridden.join(", "));
+            let raw = toml::from_str::<RawConfig>(&merged);
+            (origin, raw)
+        };
+        let raw = raw.map_err(|e| parse_error(&origin, e))?;
+        raw.validate(&origin, &env)
+    }
+}
+
+/// Applies `CLIENTELE_KEY` and `CLIENTELE_SECTION__KEY` variables to the
+/// table; returns the variables used. Variables named by a source's
+/// `tokens_env` hold secrets, not config keys, and are skipped.
+fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<Vec<String>, ConfigError> {
+    let secret_vars: HashSet<String> = table
+        .get("sources")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.get("tokens_env").and_then(toml::Value::as_str))
+        .map(str::to_owned)
+        .collect();
+    let mut used = Vec::new();
+    for (name, value) in env {
+        let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if secret_vars.contains(name) {
+            continue;
+        }
+        let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
+        // A value that reads as TOML (a number, a list) keeps its type;
+        // anything else is a string.
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let (last, sections) = path.split_last().expect("split yields one item at least");
+        let mut target = &mut *table;
+        for section in sections {
+            let entry = target
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            target = entry.as_table_mut().ok_or_else(|| ConfigError::Invalid {
+                origin: "environment".to_owned(),
+                key: name.clone(),
+                problem: format!("names `{section}`, which is not a section"),
+            })?;
+        }
+        target.insert(last.clone(), parsed);
+        used.push(name.clone());
+    }
+    used.sort();
+    Ok(used)
+}
+
+impl RawConfig {
+    fn validate(self, origin: &str, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let invalid = |key: &str, problem: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key: key.to_owned(),
+            problem,
+        };
+        let listen = self.listen.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!(
+                    "{:?} is not an address and port such as \"127.0.0.1:8080\"",
+                    self.listen
+                ),
+            )
+        })?;
+        let store = if let Some(path) = self.store.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(invalid("store", "needs a file path after sqlite://".to_owned()));
+            }
+            StoreUrl::Sqlite(PathBuf::from(path))
+        } else if self.store.starts_with("postgres://") || self.store.starts_with("postgresql://") {
+            StoreUrl::Postgres(self.store.clone())
+        } else {
+            return Err(invalid(
+                "store",
+                "must start with sqlite:// (embedded) or postgres://".to_owned(),
+            ));
+        };
+        if self.admin_token.trim().is_empty() {
+            return Err(invalid("admin_token", "must not be empty".to_owned()));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(invalid("max_body_bytes", "must be at least 1".to_owned()));
+        }
+        let mut names = HashSet::new();
+        let mut sources = Vec::with_capacity(self.sources.len());
+        for (i, raw) in self.sources.into_iter().enumerate() {
+            let key = |field: &str| format!("sources[{i}].{field}");
+            if raw.name.is_empty()
+                || !raw
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid(
+                    &key("name"),
+                    "must be non-empty letters, digits, '-' or '_' (it is a URL segment)".to_owned(),
+                ));
+            }
+            if !names.insert(raw.name.clone()) {
+                return Err(invalid(
+                    &key("name"),
+                    format!("{:?} is used by another source", raw.name),
+                ));
+            }
+            let mut tokens: Vec<Secret> = raw.tokens.into_iter().map(Secret).collect();
+            if let Some(var) = &raw.tokens_env {
+                let value = env
+                    .iter()
+                    .find(|(name, _)| name == var)
+                    .map(|(_, value)| value)
+                    .ok_or_else(|| {
+                        invalid(
+                            &key("tokens_env"),
+                            format!("names the variable {var}, which is not set"),
+                        )
+                    })?;
+                tokens.extend(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(|t| Secret(t.to_owned())),
+                );
+            }
+            if tokens.iter().any(|t| t.0.trim().is_empty()) {
+                return Err(invalid(&key("tokens"), "must not hold an empty token".to_owned()));
+            }
+            if tokens.is_empty() {
+                return Err(invalid(
+                    &key("tokens"),
+                    "is missing: give `tokens = [\"…\"]` or `tokens_env = \"VARIABLE\"`".to_owned(),
+                ));
+            }
+            let auth_header = raw
+                .auth_header
+                .map(|h| {
+                    HeaderName::try_from(h.as_str())
+                        .map_err(|_| invalid(&key("auth_header"), format!("{h:?} is not a header name")))
+                })
+                .transpose()?;
+            let allow_ips = raw
+                .allow_ips
+                .iter()
+                .map(|s| {
+                    IpRange::parse(s)
+                        .ok_or_else(|| invalid(&key("allow_ips"), format!("{s:?} is not an IP address or CIDR block")))
+                })
+                .collect::<Result<_, _>>()?;
+            let timezone = match raw.timezone {
+                None => TimeZone::UTC,
+                Some(name) => TimeZone::get(&name).map_err(|_| {
+                    invalid(
+                        &key("timezone"),
+                        format!("{name:?} is not an IANA time zone such as \"America/Los_Angeles\""),
+                    )
+                })?,
+            };
+            sources.push(Source {
+                kind: raw.kind,
+                settings: SourceSettings {
+                    name: raw.name,
+                    default_country: raw.default_country,
+                    timezone,
+                    account: raw.account.filter(|a| !a.trim().is_empty()),
+                },
+                tokens,
+                auth_header,
+                allow_ips,
+            });
+        }
+        Ok(Config {
+            listen,
+            store,
+            admin_token: Secret(self.admin_token),
+            max_body_bytes: self.max_body_bytes,
+            log_format: self.log_format,
+            sources,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::from_toml("test.toml", text, env)
+    }
+
+    const MINIMAL: &str = r#"
+listen = "127.0.0.1:8080"
+store = "sqlite://./data/c.db"
+admin_token = "admin"
+
+[[sources]]
+name = "treez"
+kind = "treez"
+tokens = ["t1", "t2"]
+default_country = "us"
+timezone = "America/Los_Angeles"
+"#;
+
+    #[test]
+    fn the_example_file_loads() {
+        let config = load(EXAMPLE, &[]).unwrap();
+        assert_eq!(config.store, StoreUrl::Sqlite("./clientele-data/clientele.db".into()));
+        assert!(config.sources.iter().any(|s| s.kind == Kind::Vagaro));
+        assert!(config.sources.iter().any(|s| s.kind == Kind::Treez));
+    }
+
+    #[test]
+    fn a_minimal_file_gets_defaults() {
+        let config = load(MINIMAL, &[]).unwrap();
+        assert_eq!(config.max_body_bytes, 1024 * 1024);
+        let source = &config.sources[0];
+        assert_eq!(source.settings.default_country, Country::parse("US"));
+        assert_eq!(source.tokens.len(), 2);
+        assert_eq!(source.settings.timezone.iana_name(), Some("America/Los_Angeles"));
+    }
+
+    #[test]
+    fn environment_overrides_the_file_with_types() {
+        let config = load(
+            MINIMAL,
+            &[
+                ("CLIENTELE_LISTEN", "0.0.0.0:9000"),
+                ("CLIENTELE_MAX_BODY_BYTES", "2048"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(config.max_body_bytes, 2048);
+    }
+
+    #[test]
+    fn tokens_env_is_read_and_not_taken_for_a_key() {
+        let text = MINIMAL.replace("tokens = [\"t1\", \"t2\"]", "tokens_env = \"CLIENTELE_TREEZ_TOKENS\"");
+        let config = load(&text, &[("CLIENTELE_TREEZ_TOKENS", "a, b,")]).unwrap();
+        let tokens: Vec<&str> = config.sources[0].tokens.iter().map(Secret::expose).collect();
+        assert_eq!(tokens, ["a", "b"]);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_them() {
+        let err = load(&format!("lisen = \"x\"\n{MINIMAL}"), &[]).unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+        let err = load(MINIMAL, &[("CLIENTELE_BOGUS", "1")]).unwrap_err().to_string();
+        assert!(err.contains("bogus") && err.contains("CLIENTELE_BOGUS"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (MINIMAL.replace("\"us\"", "\"XX\""), "default_country"),
+            (
+                MINIMAL.replace("America/Los_Angeles", "Mars/Olympus"),
+                "sources[0].timezone",
+            ),
+            (MINIMAL.replace("127.0.0.1:8080", "localhost"), "listen"),
+            (MINIMAL.replace("sqlite://./data/c.db", "mysql://x"), "store"),
+            (MINIMAL.replace("tokens = [\"t1\", \"t2\"]", ""), "sources[0].tokens"),
+            (MINIMAL.replace("name = \"treez\"", "name = \"a/b\""), "sources[0].name"),
+            (MINIMAL.replace("kind = \"treez\"", "kind = \"square\""), "kind"),
+        ];
+        for (text, key) in cases {
+            let err = load(&text, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_or_store_urls() {
+        let config = load(MINIMAL, &[]).unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("t1") && !debug.contains("admin\""), "{debug}");
+        let url = StoreUrl::Postgres("postgres://app:hunter2@db:5432/c".into());
+        assert_eq!(url.to_string(), "postgres://app@db:5432/c");
+    }
+
+    #[test]
+    fn ip_ranges_match_addresses_and_blocks() {
+        let block = IpRange::parse("10.1.0.0/16").unwrap();
+        assert!(block.contains("10.1.200.3".parse().unwrap()));
+        assert!(!block.contains("10.2.0.1".parse().unwrap()));
+        assert!(block.contains("::ffff:10.1.0.9".parse().unwrap()));
+        let one = IpRange::parse("::1").unwrap();
+        assert!(one.contains("::1".parse().unwrap()));
+        assert!(
+            IpRange::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(IpRange::parse("10.0.0.0/33").is_none());
+    }
+}

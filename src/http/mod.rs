@@ -1,0 +1,85 @@
+//! The HTTP edge: platform webhooks in, the admin API, and health and
+//! metrics endpoints.
+//!
+//! Handlers parse requests into the types of `crate::sources` and
+//! `crate::store`, call the store, and turn results and errors into JSON
+//! (`error` is the only place errors become statuses).
+
+mod api;
+pub mod error;
+mod ingest;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::Semaphore;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::config::{Secret, Source};
+use crate::store::Store;
+
+pub use ingest::content_hash;
+
+/// Deliveries being read or stored at once at most; beyond, `503`.
+pub const INGEST_SLOTS: usize = 4096;
+
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub sources: HashMap<String, Source>,
+    /// The first configured source, whose country reads phone filters that
+    /// name no source.
+    pub first_source: Option<String>,
+    pub admin_token: Secret,
+    pub max_body_bytes: usize,
+    pub metrics: PrometheusHandle,
+    pub ingest_slots: Semaphore,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/customers", get(api::list_customers))
+        .route("/customers/{id}", get(api::get_customer))
+        .route("/customers/{id}/events", get(api::customer_history))
+        .route("/events", get(api::list_events))
+        .route("/events/{id}", get(api::get_event))
+        .route("/events/{id}/reprocess", post(api::reprocess_event))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), api::require_admin));
+    Router::new()
+        .route("/webhooks/{source}", post(ingest::receive))
+        .nest("/api/v1", api)
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { error::ApiError::not_found("no such route") })
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("a request handler panicked");
+            error::ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; see the server log",
+            )
+            .into_response()
+        }))
+        .with_state(state)
+}
+
+async fn readyz(State(app): State<Arc<AppState>>) -> Result<impl IntoResponse, error::ApiError> {
+    app.store.check().await?;
+    Ok(axum::Json(serde_json::json!({"status": "ready"})))
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+}

@@ -1,0 +1,7 @@
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod model;
+pub mod sources;
+pub mod store;
+pub mod telemetry;

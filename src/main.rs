@@ -1,0 +1,84 @@
+//! `clientele`: the command line over the library: `serve` and `rebuild`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use clientele::app;
+use clientele::config::Config;
+use clientele::telemetry;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Customer-webhook hub: platform customer events in, one directory, signed webhooks out"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Receives webhooks and serves the API (on the built-in example
+    /// config when no --config is given).
+    Serve {
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Rebuilds the directory from the kept raw events.
+    Rebuild {
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            let config = Config::load(config.as_deref()).context("invalid configuration")?;
+            telemetry::init_logging(config.log_format);
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (is another process using it?)", config.listen))?;
+            app::serve(config, listener, shutdown_signal()).await?;
+        }
+        Command::Rebuild { config } => {
+            let config = Config::load(config.as_deref()).context("invalid configuration")?;
+            telemetry::init_logging(config.log_format);
+            let rebuilt = app::rebuild(&config).await?;
+            tracing::info!(
+                replayed = rebuilt.replayed,
+                skipped = rebuilt.skipped,
+                "directory rebuilt"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

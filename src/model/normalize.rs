@@ -1,0 +1,967 @@
+//! Normalization of platform field values into canonical ones (SPEC §4
+//! "Normalization"): strings, emails, phones, regions, countries, booleans,
+//! timestamps, dates and the free-form `attributes`.
+//!
+//! Adapters (`crate::sources`) call these on every field they read; each
+//! returns the normalized value, `None` for an absent or null-like value, or
+//! a [`Problem`]. A [`Reader`] collects an event's problems as [`Warning`]s
+//! (the field becomes `null`, the event still applies), and [`required`]
+//! turns a missing essential into the reason an event is quarantined.
+//! Nothing here knows a platform.
+
+use std::fmt;
+use std::str::FromStr;
+
+use jiff::Timestamp;
+use jiff::fmt::temporal::Pieces;
+use jiff::tz::TimeZone;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use super::{Address, CustomerRef, Phone, Warning};
+
+/// An instant in UTC with millisecond precision, shown as
+/// `2026-04-24T18:38:21.000Z` everywhere Clientele writes a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UtcMillis(Timestamp);
+
+impl UtcMillis {
+    pub fn now() -> Self {
+        Self::from_timestamp(Timestamp::now())
+    }
+
+    /// Truncates to the millisecond, so that what is stored is what is shown.
+    pub fn from_timestamp(ts: Timestamp) -> Self {
+        let ms = ts.as_millisecond();
+        Self(Timestamp::from_millisecond(ms).expect("a valid timestamp truncated stays valid"))
+    }
+
+    pub fn as_timestamp(self) -> Timestamp {
+        self.0
+    }
+
+    pub fn as_millisecond(self) -> i64 {
+        self.0.as_millisecond()
+    }
+
+    /// Reads a platform time: RFC 3339 with `Z` or an offset, or an
+    /// offset-less `YYYY-MM-DD[T ]hh:mm:ss[.SSS]` read in `tz` (or in the
+    /// zone of a `[Area/City]` annotation, should a platform send one).
+    ///
+    /// An offset-less time that a daylight-saving change makes ambiguous
+    /// takes the earlier instant (SPEC §8); one that falls in the hour
+    /// skipped in spring is moved forward by the gap, as clocks are (jiff's
+    /// "compatible" disambiguation). Instants outside the years 1 to 9999
+    /// UTC are refused, so every accepted time prints as RFC 3339 and
+    /// parses back.
+    pub fn parse_in(s: &str, tz: &TimeZone) -> Result<Self, Problem> {
+        let pieces = Pieces::parse(s).map_err(|_| Problem::NotTimestamp)?;
+        let time = pieces.time().ok_or(Problem::NotTimestamp)?;
+        let civil = pieces.date().to_datetime(time);
+        let instant = match pieces.to_numeric_offset() {
+            Some(offset) => offset.to_timestamp(civil),
+            None => {
+                let zone = pieces
+                    .to_time_zone()
+                    .map_err(|_| Problem::UnknownTimeZone)?
+                    .unwrap_or_else(|| tz.clone());
+                zone.to_ambiguous_timestamp(civil).compatible()
+            }
+        }
+        .map_err(|_| Problem::YearOutOfRange)?;
+        if !YEARS.contains(&TimeZone::UTC.to_datetime(instant).year()) {
+            return Err(Problem::YearOutOfRange);
+        }
+        Ok(Self::from_timestamp(instant))
+    }
+}
+
+impl fmt::Display for UtcMillis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"))
+    }
+}
+
+impl FromStr for UtcMillis {
+    type Err = jiff::Error;
+
+    /// Reads an RFC 3339 instant (`Z` or an offset).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<Timestamp>().map(Self::from_timestamp)
+    }
+}
+
+impl Serialize for UtcMillis {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for UtcMillis {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An ISO 3166-1 alpha-2 country code, upper-case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Country(&'static str);
+
+impl Country {
+    /// Accepts an alpha-2 code in any case, trimmed.
+    pub fn parse(code: &str) -> Option<Self> {
+        let code = code.trim().to_ascii_uppercase();
+        rust_iso3166::from_alpha2(&code).map(|c| Self(c.alpha2))
+    }
+
+    /// Accepts what platforms send as a record's country: an alpha-2 or an
+    /// alpha-3 code, in any case. Configuration keeps to [`Country::parse`].
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::parse(code)
+            .or_else(|| rust_iso3166::from_alpha3(&code.trim().to_ascii_uppercase()).map(|c| Self(c.alpha2)))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+impl fmt::Display for Country {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Country {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        Country::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("{s:?} is not an ISO 3166-1 alpha-2 country code (e.g. \"US\")"))
+        })
+    }
+}
+
+/// Why a field's value cannot be read. The message is a predicate on the
+/// field ("optOut is not a boolean") and never holds the value: values may
+/// be personal data, and the raw body keeps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("is missing")]
+    Missing,
+    #[error("is not a string")]
+    NotString,
+    #[error("is not a boolean")]
+    NotBoolean,
+    #[error("is not an object")]
+    NotObject,
+    #[error("is not a list")]
+    NotList,
+    #[error("is not an ISO 3166-1 country code")]
+    UnknownCountry,
+    #[error("is not an ISO 3166-2 subdivision code")]
+    UnknownRegion,
+    #[error("is a region code with no country to qualify it")]
+    RegionWithoutCountry,
+    #[error("is not a date and time")]
+    NotTimestamp,
+    #[error("names an unknown time zone")]
+    UnknownTimeZone,
+    #[error("is outside the years 1 to 9999")]
+    YearOutOfRange,
+    #[error("is not a calendar date (YYYY-MM-DD)")]
+    NotDate,
+    #[error("names the customer itself")]
+    SelfReference,
+    #[error("is not a known status")]
+    UnknownStatus,
+}
+
+/// The years a canonical time or date may have: four digits, after year 0.
+const YEARS: std::ops::RangeInclusive<i16> = 1..=9999;
+
+/// Trims a platform string; `""` and `"N/A"` (any case) are how platforms
+/// say "no value".
+fn clean(s: &str) -> Option<&str> {
+    let s = s.trim();
+    (!s.is_empty() && !s.eq_ignore_ascii_case("n/a")).then_some(s)
+}
+
+/// `"true"`/`"false"` in any case, as platforms serialize booleans.
+fn bool_word(s: &str) -> Option<bool> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if s.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// A string field. Numbers are read as their decimal form because
+/// platforms send ids as integers as readily as strings (`"3904"`, `19`).
+pub fn text(v: &Value) -> Result<Option<String>, Problem> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(clean(s).map(str::to_owned)),
+        Value::Number(n) => Ok(Some(n.to_string())),
+        Value::Bool(_) | Value::Array(_) | Value::Object(_) => Err(Problem::NotString),
+    }
+}
+
+/// An email address: trimmed and lower-cased, nothing more (SPEC §4). It
+/// is not otherwise validated: the platform's value is the customer's
+/// contact as the merchant holds it, and a stricter check would drop data
+/// the spec keeps (the seed's own example is an obfuscated
+/// `[email protected]`).
+pub fn email(v: &Value) -> Result<Option<String>, Problem> {
+    Ok(text(v)?.map(|s| s.to_lowercase()))
+}
+
+/// A phone of the given kind. `raw` keeps the platform's text; `e164` is
+/// set only when the number is valid for its country (`country` for
+/// numbers without `+`), and is otherwise `null`, never a problem: a
+/// number the platform holds is worth keeping even when it cannot be
+/// dialled. libphonenumber's validity check accepts the fictional 555
+/// numbers of the platforms' examples (`9145551212` → `+19145551212`).
+pub fn phone(kind: &str, v: &Value, country: Option<Country>) -> Result<Option<Phone>, Problem> {
+    let Some(raw) = text(v)? else {
+        return Ok(None);
+    };
+    let region = country.and_then(|c| c.as_str().parse::<phonenumber::country::Id>().ok());
+    let e164 = phonenumber::parse(region, &raw)
+        .ok()
+        .filter(phonenumber::is_valid)
+        .map(|n| n.format().mode(phonenumber::Mode::E164).to_string());
+    Ok(Some(Phone {
+        kind: kind.to_owned(),
+        e164,
+        raw,
+    }))
+}
+
+/// Loads libphonenumber's metadata (tens of milliseconds), so that start-up
+/// pays for it rather than the first delivery with a phone.
+pub fn warm_up() {
+    let _ = phonenumber::parse(Some(phonenumber::country::Id::US), "+1 914 555 1212");
+}
+
+/// A country: an ISO 3166-1 alpha-2 or alpha-3 code in any case, as
+/// alpha-2.
+pub fn country(v: &Value) -> Result<Option<Country>, Problem> {
+    text(v)?
+        .map(|s| Country::from_code(&s).ok_or(Problem::UnknownCountry))
+        .transpose()
+}
+
+/// An ISO 3166-2 subdivision, `CC-SUB` upper-case. A qualified code
+/// (`"CA-ON"`) stands on its own; a bare one (`"NY"`) is qualified with
+/// `country`, the record's country or else the source's default. Either
+/// must name a real subdivision.
+pub fn region(v: &Value, country: Option<Country>) -> Result<Option<String>, Problem> {
+    let Some(code) = text(v)? else {
+        return Ok(None);
+    };
+    let code = code.to_ascii_uppercase();
+    // Subdivision suffixes are alphanumeric, so a hyphen means "qualified".
+    let qualified = if code.contains('-') {
+        code
+    } else {
+        let country = country.ok_or(Problem::RegionWithoutCountry)?;
+        format!("{country}-{code}")
+    };
+    rust_iso3166::iso3166_2::from_code(&qualified)
+        .map(|sub| Some(sub.code.to_owned()))
+        .ok_or(Problem::UnknownRegion)
+}
+
+/// A boolean: a JSON boolean, or `"true"`/`"false"` in any case. Anything
+/// else (`"yes"`, `1`) is a problem rather than a guess.
+pub fn boolean(v: &Value) -> Result<Option<bool>, Problem> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Bool(b) => Ok(Some(*b)),
+        Value::String(s) => match clean(s) {
+            None => Ok(None),
+            Some(s) => bool_word(s).map(Some).ok_or(Problem::NotBoolean),
+        },
+        Value::Number(_) | Value::Array(_) | Value::Object(_) => Err(Problem::NotBoolean),
+    }
+}
+
+/// A platform time, see [`UtcMillis::parse_in`].
+pub fn timestamp(v: &Value, tz: &TimeZone) -> Result<Option<UtcMillis>, Problem> {
+    text(v)?.map(|s| UtcMillis::parse_in(&s, tz)).transpose()
+}
+
+/// A calendar date as `YYYY-MM-DD`, checked to exist (`2023-02-30` is a
+/// problem). A date with a time (`1948-02-12T00:00:00Z`) gives its date
+/// as written, with no time-zone conversion: a birth date is a day in the
+/// calendar, not an instant, and converting would shift it.
+pub fn date(v: &Value) -> Result<Option<String>, Problem> {
+    let Some(s) = text(v)? else {
+        return Ok(None);
+    };
+    let date = Pieces::parse(&s).map_err(|_| Problem::NotDate)?.date();
+    if !YEARS.contains(&date.year()) {
+        return Err(Problem::YearOutOfRange);
+    }
+    Ok(Some(date.to_string()))
+}
+
+/// A JSON object; `null` is absent.
+pub fn object(v: &Value) -> Result<Option<&Map<String, Value>>, Problem> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Object(map) => Ok(Some(map)),
+        _ => Err(Problem::NotObject),
+    }
+}
+
+/// A JSON array; `null` is absent.
+fn list(v: &Value) -> Result<Option<&[Value]>, Problem> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Array(items) => Ok(Some(items)),
+        _ => Err(Problem::NotList),
+    }
+}
+
+/// An unmapped field's value, by the rules of the mapped ones: strings
+/// trimmed, `""`/`"N/A"` null, `"true"`/`"false"` booleans, numbers and
+/// booleans as they are, arrays and objects element by element. Nulls are
+/// left out of arrays and objects, and an array or object left empty is
+/// null itself, so that "nothing" has one spelling and attributes converge.
+pub fn attribute(v: &Value) -> Option<Value> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => {
+            let s = clean(s)?;
+            Some(bool_word(s).map_or_else(|| Value::String(s.to_owned()), Value::Bool))
+        }
+        Value::Number(_) | Value::Bool(_) => Some(v.clone()),
+        Value::Array(items) => {
+            let items: Vec<Value> = items.iter().filter_map(attribute).collect();
+            (!items.is_empty()).then_some(Value::Array(items))
+        }
+        Value::Object(map) => {
+            let map = attributes(map.iter());
+            (!map.is_empty()).then_some(Value::Object(map))
+        }
+    }
+}
+
+/// Unmapped fields as `attributes`: each normalized by [`attribute`], those
+/// that come out null left out.
+pub fn attributes<'v>(fields: impl Iterator<Item = (&'v String, &'v Value)>) -> Map<String, Value> {
+    fields
+        .filter_map(|(name, v)| Some((name.clone(), attribute(v)?)))
+        .collect()
+}
+
+fn parse_present<'v, T>(
+    v: Option<&'v Value>,
+    parse: impl FnOnce(&'v Value) -> Result<Option<T>, Problem>,
+) -> Result<Option<T>, Problem> {
+    v.map_or(Ok(None), parse)
+}
+
+/// Reads a value an event cannot do without (its customer id, its
+/// envelope). The error is the reason to quarantine the event, naming the
+/// field and never its value: `"data.customer_id is missing"`.
+pub fn required<'v, T>(
+    field: &str,
+    v: Option<&'v Value>,
+    parse: impl FnOnce(&'v Value) -> Result<Option<T>, Problem>,
+) -> Result<T, String> {
+    match parse_present(v, parse) {
+        Ok(Some(value)) => Ok(value),
+        Ok(None) => Err(format!("{field} {}", Problem::Missing)),
+        Err(problem) => Err(format!("{field} {problem}")),
+    }
+}
+
+/// An address's fields as a platform sends them, for [`Reader::address`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AddressFields<'v> {
+    pub street1: Option<&'v Value>,
+    pub street2: Option<&'v Value>,
+    pub city: Option<&'v Value>,
+    pub region_code: Option<&'v Value>,
+    pub region_name: Option<&'v Value>,
+    pub postal_code: Option<&'v Value>,
+    pub country_code: Option<&'v Value>,
+    pub country_name: Option<&'v Value>,
+    pub primary: Option<&'v Value>,
+}
+
+/// Reads one event's fields, turning each [`Problem`] into a [`Warning`]
+/// on the canonical field name and a `null`, so that one bad field never
+/// costs the rest of the event (SPEC §8).
+#[derive(Debug, Default)]
+pub struct Reader {
+    warnings: Vec<Warning>,
+}
+
+impl Reader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads `v` (absent is `None`) with one of this module's parsers.
+    pub fn read<'v, T>(
+        &mut self,
+        field: &str,
+        v: Option<&'v Value>,
+        parse: impl FnOnce(&'v Value) -> Result<Option<T>, Problem>,
+    ) -> Option<T> {
+        parse_present(v, parse).unwrap_or_else(|problem| {
+            self.warn(field, problem);
+            None
+        })
+    }
+
+    pub fn warn(&mut self, field: &str, problem: Problem) {
+        self.warnings.push(Warning {
+            field: field.to_owned(),
+            problem: problem.to_string(),
+        });
+    }
+
+    /// The items of a list field; absent, null or not a list is empty.
+    pub fn list<'v>(&mut self, field: &str, v: Option<&'v Value>) -> &'v [Value] {
+        self.read(field, v, list).unwrap_or_default()
+    }
+
+    /// The items of a list of objects (phones, addresses), each with its
+    /// field name (`addresses[0]`). Items that are not objects are left out,
+    /// each with a warning.
+    pub fn objects<'v>(&mut self, field: &str, v: Option<&'v Value>) -> Vec<(String, &'v Map<String, Value>)> {
+        self.list(field, v)
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| {
+                let field = format!("{field}[{i}]");
+                let item = self.read(&field, Some(item), object)?;
+                Some((field, item))
+            })
+            .collect()
+    }
+
+    /// A phone's or an address's kind (`mobile`, `address_of_record`), read
+    /// as text; one that the platform leaves out is `other`.
+    pub fn kind(&mut self, field: &str, v: Option<&Value>) -> String {
+        self.read(&format!("{field}.kind"), v, text)
+            .unwrap_or_else(|| "other".to_owned())
+    }
+
+    /// A set of ids or names (`businessIds`, `groups`): sorted and without
+    /// duplicates, because the platforms send sets and the directory must
+    /// not see a reordering as a change. Unreadable items are left out,
+    /// each with a warning.
+    pub fn set(&mut self, field: &str, v: Option<&Value>) -> Vec<String> {
+        let mut items: Vec<String> = self
+            .list(field, v)
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| self.read(&format!("{field}[{i}]"), Some(item), text))
+            .collect();
+        items.sort_unstable();
+        items.dedup();
+        items
+    }
+
+    /// An address, or `None` when it holds nothing (the flag aside). Its
+    /// country is its own, else `default_country`; that country also
+    /// qualifies a bare region code. Warnings are named `{field}.{name}`.
+    pub fn address(
+        &mut self,
+        field: &str,
+        kind: String,
+        fields: AddressFields<'_>,
+        default_country: Option<Country>,
+    ) -> Option<Address> {
+        let mut read = |name: &str, v| self.read(&format!("{field}.{name}"), v, text);
+        let street1 = read("street1", fields.street1);
+        let street2 = read("street2", fields.street2);
+        let city = read("city", fields.city);
+        let region_name = read("regionName", fields.region_name);
+        let postal_code = read("postalCode", fields.postal_code);
+        let country_name = read("countryName", fields.country_name);
+        let own_country = self.read(&format!("{field}.countryCode"), fields.country_code, country);
+        let country = own_country.or(default_country);
+        let region_code = self.read(&format!("{field}.regionCode"), fields.region_code, |v| {
+            region(v, country)
+        });
+        let primary = self.read(&format!("{field}.primary"), fields.primary, boolean);
+        let says_something = [
+            &street1,
+            &street2,
+            &city,
+            &region_code,
+            &region_name,
+            &postal_code,
+            &country_name,
+        ]
+        .iter()
+        .any(|f| f.is_some())
+            || own_country.is_some();
+        says_something.then(|| Address {
+            kind,
+            street1,
+            street2,
+            city,
+            region_code,
+            region_name,
+            postal_code,
+            country_code: country.map(|c| c.as_str().to_owned()),
+            country_name,
+            primary: primary.unwrap_or(false),
+        })
+    }
+
+    /// Merge links as `(mergedInto, mergedFrom)`: customer ids of the same
+    /// account, made into references by `to_ref`. A link from a customer to
+    /// itself would make it its own survivor; it is dropped with a warning.
+    pub fn merge_links(
+        &mut self,
+        own: &CustomerRef,
+        into: Option<&Value>,
+        from: Option<&Value>,
+        to_ref: impl Fn(String) -> CustomerRef,
+    ) -> (Option<CustomerRef>, Vec<CustomerRef>) {
+        let into = self.read("mergedInto", into, text);
+        let into = into.and_then(|id| self.unless_self("mergedInto", own, to_ref(id)));
+        let from = self.set("mergedFrom", from);
+        let from = from
+            .into_iter()
+            .filter_map(|id| self.unless_self("mergedFrom", own, to_ref(id)))
+            .collect();
+        (into, from)
+    }
+
+    fn unless_self(&mut self, field: &str, own: &CustomerRef, link: CustomerRef) -> Option<CustomerRef> {
+        if link.id == own.id {
+            self.warn(field, Problem::SelfReference);
+            None
+        } else {
+            Some(link)
+        }
+    }
+
+    pub fn into_warnings(self) -> Vec<Warning> {
+        self.warnings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn la() -> TimeZone {
+        TimeZone::get("America/Los_Angeles").unwrap()
+    }
+
+    fn us() -> Option<Country> {
+        Country::parse("US")
+    }
+
+    fn at(s: &str, tz: &TimeZone) -> Result<Option<String>, Problem> {
+        timestamp(&json!(s), tz).map(|t| t.map(|t| t.to_string()))
+    }
+
+    #[test]
+    fn utc_millis_prints_three_fraction_digits() {
+        let t: UtcMillis = "2026-04-24T11:38:21-07:00".parse().unwrap();
+        assert_eq!(t.to_string(), "2026-04-24T18:38:21.000Z");
+        let t: UtcMillis = "2026-04-24T18:38:21.123456Z".parse().unwrap();
+        assert_eq!(t.to_string(), "2026-04-24T18:38:21.123Z");
+    }
+
+    #[test]
+    fn country_is_alpha2_upper_case() {
+        assert_eq!(Country::parse(" us ").map(Country::as_str), Some("US"));
+        assert_eq!(Country::parse("XX"), None);
+        assert_eq!(Country::parse("USA"), None);
+    }
+
+    #[test]
+    fn country_accepts_alpha3_from_platforms() {
+        assert_eq!(country(&json!("usa")), Ok(us()));
+        assert_eq!(country(&json!("gb")), Ok(Country::parse("GB")));
+        assert_eq!(country(&json!("")), Ok(None));
+        assert_eq!(country(&json!("XX")), Err(Problem::UnknownCountry));
+        assert_eq!(country(&json!("United States")), Err(Problem::UnknownCountry));
+    }
+
+    #[test]
+    fn text_is_trimmed_and_null_like_values_are_none() {
+        assert_eq!(text(&json!("  Jules ")), Ok(Some("Jules".into())));
+        assert_eq!(text(&json!("")), Ok(None));
+        assert_eq!(text(&json!("   ")), Ok(None));
+        assert_eq!(text(&json!("n/A")), Ok(None));
+        assert_eq!(text(&Value::Null), Ok(None));
+    }
+
+    #[test]
+    fn text_reads_integer_ids() {
+        assert_eq!(text(&json!(19)), Ok(Some("19".into())));
+    }
+
+    #[test]
+    fn text_refuses_booleans_lists_and_objects() {
+        for v in [json!(true), json!(["a"]), json!({"a": 1})] {
+            assert_eq!(text(&v), Err(Problem::NotString));
+        }
+    }
+
+    #[test]
+    fn email_is_lower_cased_but_not_validated() {
+        assert_eq!(
+            email(&json!(" Jules@Example.COM ")),
+            Ok(Some("jules@example.com".into()))
+        );
+        assert_eq!(email(&json!("[Email protected]")), Ok(Some("[email protected]".into())));
+        assert_eq!(email(&json!("N/A")), Ok(None));
+    }
+
+    #[test]
+    fn phone_gets_e164_from_the_country() {
+        let p = phone("mobile", &json!("9145551212"), us()).unwrap().unwrap();
+        assert_eq!(p.kind, "mobile");
+        assert_eq!(p.e164.as_deref(), Some("+19145551212"));
+        assert_eq!(p.raw, "9145551212");
+        let p = phone("day", &json!(" (914) 555-1212 "), us()).unwrap().unwrap();
+        assert_eq!(
+            (p.e164.as_deref(), p.raw.as_str()),
+            (Some("+19145551212"), "(914) 555-1212")
+        );
+    }
+
+    #[test]
+    fn phone_with_international_prefix_ignores_the_country() {
+        let p = phone("day", &json!("+44 20 7946 0958"), us()).unwrap().unwrap();
+        assert_eq!(p.e164.as_deref(), Some("+442079460958"));
+    }
+
+    #[test]
+    fn unusable_phone_keeps_raw_without_e164() {
+        for raw in ["12345", "call me", "1111111111"] {
+            let p = phone("primary", &json!(raw), us()).unwrap().unwrap();
+            assert_eq!((p.e164, p.raw.as_str()), (None, raw));
+        }
+        let p = phone("primary", &json!("9145551212"), None).unwrap().unwrap();
+        assert_eq!(p.e164, None, "no country to read a national number with");
+    }
+
+    #[test]
+    fn empty_phone_is_dropped_and_wrong_type_is_a_problem() {
+        assert_eq!(phone("day", &json!(""), us()), Ok(None));
+        assert_eq!(phone("day", &Value::Null, us()), Ok(None));
+        assert_eq!(phone("day", &json!(false), us()), Err(Problem::NotString));
+    }
+
+    #[test]
+    fn region_is_qualified_with_the_country() {
+        assert_eq!(region(&json!("NY"), us()), Ok(Some("US-NY".into())));
+        assert_eq!(region(&json!(" ca "), us()), Ok(Some("US-CA".into())));
+    }
+
+    #[test]
+    fn qualified_region_stays_whatever_the_country() {
+        assert_eq!(region(&json!("CA-ON"), us()), Ok(Some("CA-ON".into())));
+        assert_eq!(region(&json!("ca-on"), None), Ok(Some("CA-ON".into())));
+        assert_eq!(region(&json!("AU-NSW"), us()), Ok(Some("AU-NSW".into())));
+    }
+
+    #[test]
+    fn region_problems() {
+        assert_eq!(region(&json!("ZZ"), us()), Err(Problem::UnknownRegion));
+        assert_eq!(region(&json!("XX-YY"), us()), Err(Problem::UnknownRegion));
+        assert_eq!(region(&json!("New York"), us()), Err(Problem::UnknownRegion));
+        assert_eq!(region(&json!("NY"), None), Err(Problem::RegionWithoutCountry));
+        assert_eq!(region(&json!("N/A"), None), Ok(None));
+    }
+
+    #[test]
+    fn boolean_reads_json_booleans_and_their_strings() {
+        assert_eq!(boolean(&json!(true)), Ok(Some(true)));
+        assert_eq!(boolean(&json!(" TRUE ")), Ok(Some(true)));
+        assert_eq!(boolean(&json!("false")), Ok(Some(false)));
+        for v in [Value::Null, json!(""), json!("N/A")] {
+            assert_eq!(boolean(&v), Ok(None));
+        }
+        for v in [json!("yes"), json!(1), json!([true])] {
+            assert_eq!(boolean(&v), Err(Problem::NotBoolean));
+        }
+    }
+
+    #[test]
+    fn timestamps_with_z_or_offset() {
+        let utc = TimeZone::UTC;
+        assert_eq!(
+            at("2024-03-15T00:00:00Z", &la()),
+            Ok(Some("2024-03-15T00:00:00.000Z".into()))
+        );
+        assert_eq!(
+            at("2024-03-15T00:00:00.5Z", &utc),
+            Ok(Some("2024-03-15T00:00:00.500Z".into()))
+        );
+        assert_eq!(
+            at("2026-04-24T11:38:21.000-07:00", &utc),
+            Ok(Some("2026-04-24T18:38:21.000Z".into()))
+        );
+    }
+
+    #[test]
+    fn offset_less_timestamps_are_read_in_the_source_zone() {
+        assert_eq!(
+            at("2026-04-24 11:38:21.000", &la()),
+            Ok(Some("2026-04-24T18:38:21.000Z".into()))
+        );
+        assert_eq!(
+            at("2026-01-24T11:38:21", &la()),
+            Ok(Some("2026-01-24T19:38:21.000Z".into()))
+        );
+        assert_eq!(
+            at("2026-01-24 11:38:21", &TimeZone::UTC),
+            Ok(Some("2026-01-24T11:38:21.000Z".into()))
+        );
+    }
+
+    #[test]
+    fn zone_annotation_overrides_the_source_zone() {
+        assert_eq!(
+            at("2026-01-24T11:38:21[America/New_York]", &la()),
+            Ok(Some("2026-01-24T16:38:21.000Z".into()))
+        );
+        assert_eq!(
+            at("2026-01-24T11:38:21[Mars/Olympus]", &la()),
+            Err(Problem::UnknownTimeZone)
+        );
+    }
+
+    #[test]
+    fn dst_overlap_takes_the_earlier_instant() {
+        // 01:30 happens twice on 2026-11-01 in Los Angeles: PDT, then PST.
+        assert_eq!(
+            at("2026-11-01 01:30:00", &la()),
+            Ok(Some("2026-11-01T08:30:00.000Z".into()))
+        );
+    }
+
+    #[test]
+    fn dst_gap_moves_forward_by_the_gap() {
+        // 02:30 does not exist on 2026-03-08 in Los Angeles; it reads as 03:30 PDT.
+        assert_eq!(
+            at("2026-03-08 02:30:00", &la()),
+            Ok(Some("2026-03-08T10:30:00.000Z".into()))
+        );
+    }
+
+    #[test]
+    fn timestamp_problems() {
+        let utc = TimeZone::UTC;
+        assert_eq!(at("yesterday", &utc), Err(Problem::NotTimestamp));
+        assert_eq!(at("2026-04-24", &utc), Err(Problem::NotTimestamp));
+        assert_eq!(at("2026-02-30T00:00:00Z", &utc), Err(Problem::NotTimestamp));
+        assert_eq!(at("0000-06-01T00:00:00Z", &utc), Err(Problem::YearOutOfRange));
+        assert_eq!(at("0001-01-01T00:30:00+01:00", &utc), Err(Problem::YearOutOfRange));
+        assert_eq!(timestamp(&json!(true), &utc), Err(Problem::NotString));
+        assert_eq!(at("N/A", &utc), Ok(None));
+    }
+
+    #[test]
+    fn dates_are_real_calendar_days() {
+        assert_eq!(date(&json!("1948-02-12")), Ok(Some("1948-02-12".into())));
+        assert_eq!(date(&json!("2024-02-29")), Ok(Some("2024-02-29".into())));
+        assert_eq!(date(&json!("2023-02-30")), Err(Problem::NotDate));
+        assert_eq!(date(&json!("12/02/1948")), Err(Problem::NotDate));
+        assert_eq!(date(&json!("0000-01-01")), Err(Problem::YearOutOfRange));
+        assert_eq!(date(&json!("")), Ok(None));
+    }
+
+    #[test]
+    fn date_with_a_time_keeps_the_day_as_written() {
+        assert_eq!(date(&json!("1948-02-12T23:00:00-08:00")), Ok(Some("1948-02-12".into())));
+        assert_eq!(date(&json!("1948-02-12 00:00:00.000")), Ok(Some("1948-02-12".into())));
+    }
+
+    #[test]
+    fn attributes_are_normalized_and_nulls_omitted() {
+        let fields = json!({
+            "verification_status": " VERIFICATION_PENDING ",
+            "notes": "N/A",
+            "caregiver_license_number": "",
+            "drivers_license": null,
+            "is_caregiver": false,
+            "banned": "TRUE",
+            "rewards_balance": 0,
+            "imageList": [],
+            "external_ids": {"aiq_contact_id": null, "sticky": ""},
+            "tags": ["a", "", null, "b"],
+            "reasons": [{"reason": "NEW", "note": "n/a"}, {"note": null}],
+        });
+        let attrs = attributes(fields.as_object().unwrap().iter());
+        assert_eq!(
+            Value::Object(attrs),
+            json!({
+                "verification_status": "VERIFICATION_PENDING",
+                "is_caregiver": false,
+                "banned": true,
+                "rewards_balance": 0,
+                "tags": ["a", "b"],
+                "reasons": [{"reason": "NEW"}],
+            })
+        );
+    }
+
+    #[test]
+    fn required_names_the_field_and_not_the_value() {
+        let body = json!({"id": "secret@example.com", "flag": true});
+        assert_eq!(
+            required("id", body.get("id"), text),
+            Ok("secret@example.com".to_owned())
+        );
+        assert_eq!(
+            required("data.customer_id", body.get("nope"), text),
+            Err("data.customer_id is missing".to_owned())
+        );
+        assert_eq!(
+            required("flag", body.get("flag"), text),
+            Err("flag is not a string".to_owned())
+        );
+        assert_eq!(
+            required("body", Some(&json!([1])), object),
+            Err("body is not an object".to_owned())
+        );
+    }
+
+    #[test]
+    fn reader_turns_problems_into_warnings_and_nulls() {
+        let body = json!({"optOut": "yes", "firstName": " Jules "});
+        let mut r = Reader::new();
+        assert_eq!(r.read("optOut", body.get("optOut"), boolean), None);
+        assert_eq!(r.read("firstName", body.get("firstName"), text), Some("Jules".into()));
+        assert_eq!(r.read("lastName", body.get("lastName"), text), None);
+        assert_eq!(
+            r.into_warnings(),
+            vec![Warning {
+                field: "optOut".into(),
+                problem: "is not a boolean".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn sets_are_sorted_deduplicated_and_skip_bad_items() {
+        let mut r = Reader::new();
+        let v = json!(["456", 123, " 456 ", "", "N/A", {"id": 1}]);
+        assert_eq!(r.set("businessIds", Some(&v)), vec!["123", "456"]);
+        assert_eq!(r.set("groups", Some(&json!("SENIOR"))), Vec::<String>::new());
+        assert_eq!(r.set("groups", None), Vec::<String>::new());
+        let fields: Vec<String> = r.into_warnings().into_iter().map(|w| w.field).collect();
+        assert_eq!(fields, ["businessIds[5]", "groups"]);
+    }
+
+    #[test]
+    fn address_takes_the_default_country_only_when_it_says_something() {
+        let mut r = Reader::new();
+        let street = json!("2515 SHEPHERD WAY");
+        let state = json!("CA");
+        let fields = AddressFields {
+            street1: Some(&street),
+            region_code: Some(&state),
+            ..AddressFields::default()
+        };
+        let a = r.address("addresses[0]", "home".into(), fields, us()).unwrap();
+        assert_eq!(a.region_code.as_deref(), Some("US-CA"));
+        assert_eq!(a.country_code.as_deref(), Some("US"));
+        assert!(!a.primary);
+        let blank = json!("");
+        let yes = json!(true);
+        let empty = AddressFields {
+            street1: Some(&blank),
+            primary: Some(&yes),
+            ..AddressFields::default()
+        };
+        assert_eq!(r.address("addresses[1]", "home".into(), empty, us()), None);
+        assert!(r.into_warnings().is_empty());
+    }
+
+    #[test]
+    fn address_region_uses_its_own_country_first() {
+        let mut r = Reader::new();
+        let (on, ca, bad) = (json!("ON"), json!("can"), json!("ZZ"));
+        let fields = AddressFields {
+            region_code: Some(&on),
+            country_code: Some(&ca),
+            ..AddressFields::default()
+        };
+        let a = r.address("addresses[0]", "home".into(), fields, us()).unwrap();
+        assert_eq!(
+            (a.region_code.as_deref(), a.country_code.as_deref()),
+            (Some("CA-ON"), Some("CA"))
+        );
+        let fields = AddressFields {
+            region_code: Some(&bad),
+            ..fields
+        };
+        let a = r.address("addresses[0]", "home".into(), fields, us()).unwrap();
+        assert_eq!(a.region_code, None);
+        assert_eq!(r.into_warnings()[0].field, "addresses[0].regionCode");
+    }
+
+    #[test]
+    fn merge_links_drop_self_references() {
+        let to_ref = |id: String| CustomerRef {
+            id: format!("t:a:{id}"),
+            source: "t".into(),
+            external_id: id,
+            account: Some("a".into()),
+        };
+        let own = to_ref("1".into());
+        let mut r = Reader::new();
+        let (into, from) = r.merge_links(&own, Some(&json!(1)), Some(&json!([3, "2", "1", 2])), to_ref);
+        assert_eq!(into, None);
+        let from: Vec<&str> = from.iter().map(|l| l.id.as_str()).collect();
+        assert_eq!(from, ["t:a:2", "t:a:3"]);
+        let fields: Vec<String> = r.into_warnings().into_iter().map(|w| w.field).collect();
+        assert_eq!(fields, ["mergedInto", "mergedFrom"]);
+    }
+
+    const TIMESTAMP_LIKE: &str = "[0-9]{4}-[0-1][0-9]-[0-3][0-9][T ][0-2][0-9]:[0-5][0-9]:[0-6][0-9](\\.[0-9]{1,9})?(Z|[+-][0-2][0-9]:[0-5][0-9])?";
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(s in any::<String>()) {
+            let v = Value::String(s);
+            let _ = timestamp(&v, &la());
+            let _ = date(&v);
+            let _ = region(&v, us());
+            let _ = region(&v, None);
+            let _ = phone("mobile", &v, us());
+            let _ = phone("mobile", &v, None);
+            let _ = boolean(&v);
+            let _ = country(&v);
+        }
+
+        #[test]
+        fn phone_parser_never_panics_on_phone_like_text(s in "[+]?[0-9 ()./x-]{0,24}") {
+            let _ = phone("mobile", &Value::String(s), Country::parse("GB"));
+        }
+
+        #[test]
+        fn timestamps_round_trip_through_display(s in TIMESTAMP_LIKE) {
+            if let Ok(Some(t)) = timestamp(&Value::String(s), &la()) {
+                let shown = t.to_string();
+                prop_assert_eq!(shown.len(), "2026-04-24T18:38:21.000Z".len());
+                prop_assert_eq!(shown.parse::<UtcMillis>().ok(), Some(t));
+            }
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! Clientele's own envelope (SPEC §1), for platforms without an adapter,
+//! backfills and tests: `{id, createdDate, type: "customer", action,
+//! payload}`, authenticated with `Authorization: Bearer …`, where `payload`
+//! holds the canonical customer's fields (camelCase) with `customerId` for
+//! the platform's id and `updatedAt` as its order time.
+//!
+//! The payload is read with the same normalizers as the platforms'
+//! (`crate::model::normalize`), so a sender need not pre-normalize, and an
+//! outbound payload of Clientele itself can be sent back in: the
+//! directory's own bookkeeping fields in it are skipped.
+
+use serde_json::Value;
+
+use crate::model::normalize::{self, AddressFields, Problem, Reader, required};
+use crate::model::{Country, CustomerEvent, CustomerRef, Profile, Status};
+use crate::sources::{Adapter, Mapped, SourceSettings, TokenHeader, Unmappable};
+
+pub struct ClienteleEnvelope;
+
+/// Payload fields with a place in the canonical customer; the rest are
+/// kept as `attributes`.
+const MAPPED: &[&str] = &[
+    "customerId",
+    "account",
+    "status",
+    "platformStatus",
+    "firstName",
+    "middleName",
+    "lastName",
+    "nickname",
+    "email",
+    "phones",
+    "birthDate",
+    "addresses",
+    "businessIds",
+    "groups",
+    "optOut",
+    "createdAt",
+    "updatedAt",
+    "attributes",
+    "mergedInto",
+    "mergedFrom",
+];
+
+/// Fields of an outbound customer that the directory derives itself; they
+/// say nothing about the customer and are not kept.
+const DIRECTORY_OWN: &[&str] = &["id", "source", "externalId", "version", "changedAt"];
+
+impl Adapter for ClienteleEnvelope {
+    fn token_header(&self) -> TokenHeader {
+        TokenHeader::Bearer
+    }
+
+    fn envelope_id(&self, body: &Value) -> Option<String> {
+        normalize::text(body.get("id")?).ok().flatten()
+    }
+
+    fn map(&self, body: &Value, source: &SourceSettings) -> Result<Mapped, Unmappable> {
+        let envelope = required("body", Some(body), normalize::object).map_err(Unmappable)?;
+        let kind = required("type", envelope.get("type"), normalize::text).map_err(Unmappable)?;
+        if !kind.eq_ignore_ascii_case("customer") {
+            return Ok(Mapped::Ignored {
+                what: format!("clientele {kind} event"),
+            });
+        }
+        let payload = required("payload", envelope.get("payload"), normalize::object).map_err(Unmappable)?;
+        let external_id =
+            required("payload.customerId", payload.get("customerId"), normalize::text).map_err(Unmappable)?;
+
+        let mut r = Reader::new();
+        let tz = &source.timezone;
+        let field = |name: &str| payload.get(name);
+        let sent_at = r.read("envelope.createdDate", envelope.get("createdDate"), |v| {
+            normalize::timestamp(v, tz)
+        });
+        let created_at = r.read("createdAt", field("createdAt"), |v| normalize::timestamp(v, tz));
+        let updated_at = r.read("updatedAt", field("updatedAt"), |v| normalize::timestamp(v, tz));
+        let order_at = updated_at.or(created_at);
+        if order_at.is_none() && sent_at.is_none() {
+            return Err(Unmappable(
+                "no usable time for ordering: payload.updatedAt, payload.createdAt and \
+                 createdDate are missing or unreadable"
+                    .into(),
+            ));
+        }
+
+        let account = r
+            .read("account", field("account"), normalize::text)
+            .or_else(|| source.account.clone());
+        let to_ref = |id: String| CustomerRef {
+            id: format!("{}:{id}", source.name),
+            source: source.name.clone(),
+            external_id: id,
+            account: account.clone(),
+        };
+        let customer = to_ref(external_id);
+        let (merged_into, merged_from) = r.merge_links(&customer, field("mergedInto"), field("mergedFrom"), to_ref);
+
+        let addresses: Vec<_> = r
+            .objects("addresses", field("addresses"))
+            .into_iter()
+            .filter_map(|(at, a)| {
+                let kind = r.kind(&at, a.get("kind"));
+                let fields = AddressFields {
+                    street1: a.get("street1"),
+                    street2: a.get("street2"),
+                    city: a.get("city"),
+                    region_code: a.get("regionCode"),
+                    region_name: a.get("regionName"),
+                    postal_code: a.get("postalCode"),
+                    country_code: a.get("countryCode"),
+                    country_name: a.get("countryName"),
+                    primary: a.get("primary"),
+                };
+                r.address(&at, kind, fields, source.default_country)
+            })
+            .collect();
+        // The record's country, for national phone numbers, is its primary
+        // address's.
+        let country = addresses
+            .iter()
+            .find(|a| a.primary)
+            .and_then(|a| a.country_code.as_deref())
+            .and_then(Country::parse)
+            .or(source.default_country);
+        let phones = r
+            .objects("phones", field("phones"))
+            .into_iter()
+            .filter_map(|(at, p)| {
+                let kind = r.kind(&at, p.get("kind"));
+                let read = |v: &Value| normalize::phone(&kind, v, country);
+                // `raw` is what the platform holds; `e164` alone will do.
+                r.read(&format!("{at}.raw"), p.get("raw"), read)
+                    .or_else(|| r.read(&format!("{at}.e164"), p.get("e164"), read))
+            })
+            .collect();
+
+        let mut attributes = normalize::attributes(
+            payload
+                .iter()
+                .filter(|(name, _)| !MAPPED.contains(&name.as_str()) && !DIRECTORY_OWN.contains(&name.as_str())),
+        );
+        // Explicit attributes win over stray top-level fields of the same name.
+        if let Some(explicit) = r.read("attributes", field("attributes"), normalize::object) {
+            attributes.extend(normalize::attributes(explicit.iter()));
+        }
+
+        let profile = Profile {
+            account,
+            status: r.read("status", field("status"), status).unwrap_or_default(),
+            platform_status: r.read("platformStatus", field("platformStatus"), normalize::text),
+            first_name: r.read("firstName", field("firstName"), normalize::text),
+            middle_name: r.read("middleName", field("middleName"), normalize::text),
+            last_name: r.read("lastName", field("lastName"), normalize::text),
+            nickname: r.read("nickname", field("nickname"), normalize::text),
+            email: r.read("email", field("email"), normalize::email),
+            phones,
+            birth_date: r.read("birthDate", field("birthDate"), normalize::date),
+            addresses,
+            business_ids: r.set("businessIds", field("businessIds")),
+            groups: r.set("groups", field("groups")),
+            opt_out: r.read("optOut", field("optOut"), normalize::boolean),
+            created_at,
+            updated_at,
+            attributes,
+        };
+        Ok(Mapped::Customer(Box::new(CustomerEvent {
+            customer,
+            order_at,
+            sent_at,
+            profile,
+            merged_into,
+            merged_from,
+            warnings: r.into_warnings(),
+        })))
+    }
+}
+
+/// `active` or `inactive` in any case. `merged`, as Clientele itself
+/// shows an absorbed record, is read as `inactive`: the merge is carried
+/// by `mergedInto`, and the directory shows it.
+fn status(v: &Value) -> Result<Option<Status>, Problem> {
+    let Some(s) = normalize::text(v)? else {
+        return Ok(None);
+    };
+    match s.to_ascii_lowercase().as_str() {
+        "active" => Ok(Some(Status::Active)),
+        "inactive" | "merged" => Ok(Some(Status::Inactive)),
+        _ => Err(Problem::UnknownStatus),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::tz::TimeZone;
+    use serde_json::json;
+
+    use super::*;
+    use crate::sources::Kind;
+
+    fn settings() -> SourceSettings {
+        SourceSettings {
+            name: "backfill".into(),
+            default_country: Country::parse("US"),
+            timezone: TimeZone::UTC,
+            account: None,
+        }
+    }
+
+    fn envelope(payload: Value) -> Value {
+        json!({
+            "id": "evt_1",
+            "createdDate": "2026-04-24T18:38:22.000Z",
+            "type": "customer",
+            "action": "updated",
+            "payload": payload,
+        })
+    }
+
+    fn event(body: &Value) -> CustomerEvent {
+        match ClienteleEnvelope.map(body, &settings()) {
+            Ok(Mapped::Customer(event)) => *event,
+            other => panic!("expected a customer, got {other:?}"),
+        }
+    }
+
+    fn reason(body: &Value) -> String {
+        ClienteleEnvelope.map(body, &settings()).unwrap_err().0
+    }
+
+    fn warned(event: &CustomerEvent) -> Vec<&str> {
+        event.warnings.iter().map(|w| w.field.as_str()).collect()
+    }
+
+    #[test]
+    fn canonical_fields_map_one_to_one() {
+        let e = event(&envelope(json!({
+            "customerId": "c-1",
+            "account": "shop-1",
+            "status": "inactive",
+            "platformStatus": "Closed",
+            "firstName": "Mia", "middleName": "E", "lastName": "Wallace", "nickname": "M",
+            "email": "Mia@Example.com",
+            "phones": [{"kind": "mobile", "raw": "914-555-1212"}],
+            "birthDate": "1970-05-01",
+            "addresses": [{"kind": "home", "street1": "1 Main St", "street2": "Apt 2", "city": "Los Angeles",
+                           "regionCode": "CA", "regionName": "California", "postalCode": "90001",
+                           "countryCode": "US", "countryName": "United States", "primary": "true"}],
+            "businessIds": ["b2", "b1"],
+            "groups": ["VIP"],
+            "optOut": false,
+            "createdAt": "2026-01-01T00:00:00Z",
+            "updatedAt": "2026-04-24T11:38:21.000-07:00",
+            "attributes": {"tier": "gold"},
+        })));
+        assert_eq!(
+            e.customer,
+            CustomerRef {
+                id: "backfill:c-1".into(),
+                source: "backfill".into(),
+                external_id: "c-1".into(),
+                account: Some("shop-1".into()),
+            }
+        );
+        assert_eq!(e.order_at.unwrap().to_string(), "2026-04-24T18:38:21.000Z");
+        assert_eq!(e.sent_at.unwrap().to_string(), "2026-04-24T18:38:22.000Z");
+        assert_eq!(e.warnings, vec![]);
+        assert_eq!(
+            serde_json::to_value(&e.profile).unwrap(),
+            json!({
+                "account": "shop-1",
+                "status": "inactive",
+                "platformStatus": "Closed",
+                "firstName": "Mia", "middleName": "E", "lastName": "Wallace", "nickname": "M",
+                "email": "mia@example.com",
+                "phones": [{"kind": "mobile", "e164": "+19145551212", "raw": "914-555-1212"}],
+                "birthDate": "1970-05-01",
+                "addresses": [{"kind": "home", "street1": "1 Main St", "street2": "Apt 2",
+                               "city": "Los Angeles", "regionCode": "US-CA", "regionName": "California",
+                               "postalCode": "90001", "countryCode": "US",
+                               "countryName": "United States", "primary": true}],
+                "businessIds": ["b1", "b2"],
+                "groups": ["VIP"],
+                "optOut": false,
+                "createdAt": "2026-01-01T00:00:00.000Z",
+                "updatedAt": "2026-04-24T18:38:21.000Z",
+                "attributes": {"tier": "gold"},
+            })
+        );
+    }
+
+    #[test]
+    fn token_is_bearer_and_id_the_envelope_id() {
+        assert_eq!(ClienteleEnvelope.token_header(), TokenHeader::Bearer);
+        assert_eq!(
+            ClienteleEnvelope.envelope_id(&envelope(json!({}))).as_deref(),
+            Some("evt_1")
+        );
+    }
+
+    #[test]
+    fn other_event_types_are_ignored() {
+        let mut body = envelope(json!({"customerId": "c-1"}));
+        body["type"] = json!("order");
+        assert_eq!(
+            ClienteleEnvelope.map(&body, &settings()),
+            Ok(Mapped::Ignored {
+                what: "clientele order event".into()
+            })
+        );
+    }
+
+    #[test]
+    fn unmappable_bodies_name_the_field() {
+        let mut no_type = envelope(json!({"customerId": "c-1"}));
+        no_type.as_object_mut().unwrap().remove("type");
+        let cases = [
+            (json!(null), "body is missing"),
+            (json!(3), "body is not an object"),
+            (no_type, "type is missing"),
+            (envelope(Value::Null), "payload is missing"),
+            (envelope(json!(["c-1"])), "payload is not an object"),
+            (envelope(json!({"customerId": ""})), "payload.customerId is missing"),
+            (
+                envelope(json!({"customerId": [1]})),
+                "payload.customerId is not a string",
+            ),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(reason(&body), expected);
+        }
+    }
+
+    #[test]
+    fn no_usable_time_is_unmappable() {
+        let mut body = envelope(json!({"customerId": "c-1", "updatedAt": "now"}));
+        body["createdDate"] = json!(null);
+        assert_eq!(
+            reason(&body),
+            "no usable time for ordering: payload.updatedAt, payload.createdAt and createdDate \
+             are missing or unreadable"
+        );
+    }
+
+    #[test]
+    fn integer_id_and_the_source_account() {
+        let source = SourceSettings {
+            account: Some("main".into()),
+            ..settings()
+        };
+        let Ok(Mapped::Customer(e)) = ClienteleEnvelope.map(&envelope(json!({"customerId": 42})), &source) else {
+            panic!("expected a customer");
+        };
+        assert_eq!(e.customer.id, "backfill:42");
+        assert_eq!(e.customer.account.as_deref(), Some("main"));
+        assert_eq!(e.profile.account.as_deref(), Some("main"));
+        assert_eq!(e.profile.status, Status::Active);
+    }
+
+    #[test]
+    fn phones_take_raw_or_e164_and_the_primary_address_country() {
+        let e = event(&envelope(json!({
+            "customerId": "c-1",
+            "addresses": [
+                {"kind": "work", "countryCode": "US", "city": "Boston"},
+                {"kind": "home", "countryCode": "GB", "city": "London", "primary": true},
+            ],
+            "phones": [
+                {"kind": "home", "raw": "020 7946 0958"},
+                {"kind": "mobile", "e164": "+19145551212"},
+                {"raw": "", "e164": null},
+                "+19145551212",
+                {"raw": "ask reception"},
+                {"kind": "fax", "raw": false, "e164": "+19145551212"},
+            ],
+        })));
+        let phones: Vec<(&str, Option<&str>, &str)> = e
+            .profile
+            .phones
+            .iter()
+            .map(|p| (p.kind.as_str(), p.e164.as_deref(), p.raw.as_str()))
+            .collect();
+        assert_eq!(
+            phones,
+            [
+                ("home", Some("+442079460958"), "020 7946 0958"),
+                ("mobile", Some("+19145551212"), "+19145551212"),
+                ("other", None, "ask reception"),
+                ("fax", Some("+19145551212"), "+19145551212"),
+            ]
+        );
+        assert_eq!(warned(&e), ["phones[3]", "phones[5].raw"]);
+    }
+
+    #[test]
+    fn status_values() {
+        for (status, expected) in [
+            (json!("Active"), Status::Active),
+            (json!("INACTIVE"), Status::Inactive),
+            (json!("merged"), Status::Inactive),
+            (json!(null), Status::Active),
+        ] {
+            let e = event(&envelope(json!({"customerId": "c-1", "status": status})));
+            assert_eq!(e.profile.status, expected);
+        }
+        let e = event(&envelope(json!({"customerId": "c-1", "status": "banned"})));
+        assert_eq!(e.profile.status, Status::Active);
+        assert_eq!(warned(&e), ["status"]);
+    }
+
+    #[test]
+    fn merge_links_name_customers_of_the_same_source() {
+        let e = event(&envelope(json!({
+            "customerId": "c-1",
+            "mergedInto": "c-0",
+            "mergedFrom": ["c-3", 2, "c-1"],
+        })));
+        assert_eq!(e.merged_into.as_ref().unwrap().id, "backfill:c-0");
+        let from: Vec<&str> = e.merged_from.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(from, ["backfill:2", "backfill:c-3"]);
+        assert_eq!(warned(&e), ["mergedFrom"]);
+    }
+
+    #[test]
+    fn unknown_fields_join_attributes_and_bookkeeping_is_skipped() {
+        let e = event(&envelope(json!({
+            "customerId": "c-1",
+            "id": "backfill:c-1",
+            "version": 3,
+            "changedAt": "2026-04-24T18:38:22.000Z",
+            "loyalty": {"points": 10, "card": ""},
+            "tier": "silver",
+            "attributes": {"tier": "gold", "vip": "TRUE", "note": "N/A"},
+        })));
+        assert_eq!(
+            Value::Object(e.profile.attributes),
+            json!({"loyalty": {"points": 10}, "tier": "gold", "vip": true})
+        );
+        let e = event(&envelope(json!({"customerId": "c-1", "attributes": "gold"})));
+        assert_eq!(warned(&e), ["attributes"]);
+    }
+
+    /// What Clientele sends out, sent back in, reads as the same customer:
+    /// a backfill from another Clientele loses nothing.
+    #[test]
+    fn an_outbound_payload_reads_back_as_the_same_profile() {
+        let treez = SourceSettings {
+            name: "treez".into(),
+            ..settings()
+        };
+        let body: Value = serde_json::from_str(include_str!("../../tests/fixtures/treez-customer.json")).unwrap();
+        let Ok(Mapped::Customer(original)) = Kind::Treez.adapter().map(&body, &treez) else {
+            panic!("expected a customer");
+        };
+        let mut payload = serde_json::to_value(&original.profile).unwrap();
+        payload["customerId"] = json!(original.customer.external_id);
+        payload["mergedInto"] = Value::Null;
+        payload["mergedFrom"] = json!([]);
+        let e = event(&envelope(payload));
+        assert_eq!(e.warnings, vec![]);
+        assert_eq!(e.profile, original.profile);
+    }
+}

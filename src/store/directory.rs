@@ -1,0 +1,312 @@
+//! What one customer event does to the directory, decided without I/O.
+//!
+//! A backend loads the records and merge links an event touches
+//! ([`touched_ids`]), calls [`apply`], and persists the [`Effects`] in the
+//! same transaction as the raw delivery. Keeping this pure is what makes
+//! every backend converge the same way, and lets property tests check
+//! convergence without a database.
+//!
+//! Convergence: a record's fields are a function of its highest-keyed
+//! snapshot and of the set of merge links naming it, each link keeping the
+//! highest key that claimed it. Both are independent of arrival order and
+//! of repetition, so the directory is too; only `version` and `changedAt`
+//! (bookkeeping) record the order things happened in.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use serde_json::{Map, Value, json};
+
+use crate::model::{Customer, CustomerEvent, CustomerRef, OrderKey, Profile, Status, UtcMillis};
+
+use super::{Action, HistoryEntry, Outcome};
+
+/// A customer as kept: the applied snapshot plus derived merge state and
+/// bookkeeping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub id: String,
+    pub source: String,
+    pub external_id: String,
+    /// The applied snapshot, with the platform's own status.
+    pub profile: Profile,
+    /// `None`: a merge stub that no snapshot has reached yet.
+    pub order_key: Option<OrderKey>,
+    pub merged_into: Option<String>,
+    pub merged_from: Vec<String>,
+    pub version: u64,
+    pub changed_at: UtcMillis,
+}
+
+impl Record {
+    pub fn to_customer(&self) -> Customer {
+        let mut profile = self.profile.clone();
+        if self.merged_into.is_some() {
+            profile.status = Status::Merged;
+        }
+        Customer {
+            id: self.id.clone(),
+            source: self.source.clone(),
+            external_id: self.external_id.clone(),
+            profile,
+            merged_into: self.merged_into.clone(),
+            merged_from: self.merged_from.clone(),
+            version: self.version,
+            changed_at: self.changed_at,
+        }
+    }
+}
+
+/// `absorbed` was merged into `survivor`, as claimed by the event with
+/// `order_key` (the highest such claim).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeLink {
+    pub survivor: String,
+    pub absorbed: String,
+    pub order_key: OrderKey,
+}
+
+/// The state an event needs: every touched record that exists, every link
+/// that names a touched id, and which touched ids were erased.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub records: HashMap<String, Record>,
+    pub links: Vec<MergeLink>,
+    pub suppressed: HashSet<String>,
+}
+
+/// Who the event was, for history entries.
+#[derive(Debug, Clone)]
+pub struct EventMeta {
+    pub event_id: String,
+    pub received_at: UtcMillis,
+    pub order_key: OrderKey,
+}
+
+/// A record to insert or update.
+#[derive(Debug, Clone)]
+pub struct RecordWrite {
+    pub record: Record,
+    /// The record's fields changed (as opposed to only its order key): it
+    /// gets a new place in the change feed.
+    pub changed: bool,
+}
+
+/// A real change of a record, for subscribers.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub action: Action,
+    pub customer: Customer,
+    pub changes: Map<String, Value>,
+}
+
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// The outcome for the event's own customer.
+    pub outcome: Option<Outcome>,
+    pub writes: Vec<RecordWrite>,
+    /// Links to insert, or to raise to a higher key.
+    pub links: Vec<MergeLink>,
+    pub history: Vec<(String, HistoryEntry)>,
+    pub changes: Vec<Change>,
+}
+
+/// The ids whose state [`apply`] needs: the event's customer and every
+/// customer its merge fields name.
+pub fn touched_ids(event: &CustomerEvent) -> Vec<String> {
+    let mut ids = vec![event.customer.id.clone()];
+    for other in event.merged_into.iter().chain(&event.merged_from) {
+        if !ids.contains(&other.id) {
+            ids.push(other.id.clone());
+        }
+    }
+    ids
+}
+
+/// Folds `event` into the loaded state. `now` stamps changed records.
+pub fn apply(loaded: &Loaded, event: &CustomerEvent, meta: &EventMeta, now: UtcMillis) -> Effects {
+    let me = &event.customer;
+    let key = &meta.order_key;
+    let mut effects = Effects::default();
+
+    // Merge claims are facts: each raises its link to this event's key.
+    // Claims on oneself or on an erased customer are dropped.
+    let claims = event
+        .merged_into
+        .iter()
+        .map(|survivor| (survivor, me))
+        .chain(event.merged_from.iter().map(|absorbed| (me, absorbed)))
+        .filter(|(s, a)| s.id != a.id && ![&s.id, &a.id].iter().any(|id| loaded.suppressed.contains(*id)));
+    let mut links: BTreeMap<(String, String), OrderKey> = loaded
+        .links
+        .iter()
+        .map(|l| ((l.survivor.clone(), l.absorbed.clone()), l.order_key.clone()))
+        .collect();
+    let mut refs: BTreeMap<&str, &CustomerRef> = BTreeMap::from([(me.id.as_str(), me)]);
+    for (survivor, absorbed) in claims {
+        refs.insert(&survivor.id, survivor);
+        refs.insert(&absorbed.id, absorbed);
+        let pair = (survivor.id.clone(), absorbed.id.clone());
+        if links.get(&pair).is_none_or(|k| k < key) {
+            links.insert(pair.clone(), key.clone());
+            effects.links.push(MergeLink {
+                survivor: pair.0,
+                absorbed: pair.1,
+                order_key: key.clone(),
+            });
+        }
+    }
+
+    let mine = loaded.records.get(&me.id);
+    let snapshot_applies = mine.and_then(|r| r.order_key.as_ref()).is_none_or(|k| k < key);
+
+    for (id, who) in refs {
+        let old = loaded.records.get(id);
+        let (profile, order_key) = if id == me.id && snapshot_applies {
+            (event.profile.clone(), Some(key.clone()))
+        } else if let Some(old) = old {
+            (old.profile.clone(), old.order_key.clone())
+        } else {
+            let stub = Profile {
+                account: who.account.clone(),
+                ..Profile::default()
+            };
+            (stub, None)
+        };
+        let merged_into = links
+            .iter()
+            .filter(|((s, a), _)| a == id && s != id)
+            .max_by(|x, y| x.1.cmp(y.1))
+            .map(|((s, _), _)| s.clone());
+        let merged_from: Vec<String> = links
+            .keys()
+            .filter(|(s, a)| s == id && a != id)
+            .map(|(_, a)| a.clone())
+            .collect();
+        let mut record = Record {
+            id: id.to_owned(),
+            source: old.map_or_else(|| who.source.clone(), |o| o.source.clone()),
+            external_id: old.map_or_else(|| who.external_id.clone(), |o| o.external_id.clone()),
+            profile,
+            order_key,
+            merged_into,
+            merged_from,
+            version: old.map_or(0, |o| o.version),
+            changed_at: old.map_or(now, |o| o.changed_at),
+        };
+        let before = old.map(Record::to_customer);
+        let changes = diff(before.as_ref(), &record.to_customer());
+        let is_me = id == me.id;
+        if old.is_some() && changes.is_empty() {
+            if is_me {
+                let outcome = if snapshot_applies {
+                    Outcome::Unchanged
+                } else {
+                    Outcome::Stale
+                };
+                effects.outcome = Some(outcome);
+                effects
+                    .history
+                    .push((id.to_owned(), entry(meta, Action::Updated, outcome, Map::new(), event)));
+                if old.is_some_and(|o| o.order_key != record.order_key) {
+                    effects.writes.push(RecordWrite { record, changed: false });
+                }
+            }
+            continue;
+        }
+        let action = match old {
+            None => Action::Created,
+            Some(old) if old.merged_into.is_none() && record.merged_into.is_some() => Action::Merged,
+            Some(_) => Action::Updated,
+        };
+        record.version += 1;
+        record.changed_at = now;
+        if is_me {
+            effects.outcome = Some(Outcome::Applied);
+        }
+        effects.history.push((
+            id.to_owned(),
+            entry(meta, action, Outcome::Applied, changes.clone(), event),
+        ));
+        effects.changes.push(Change {
+            action,
+            customer: record.to_customer(),
+            changes,
+        });
+        effects.writes.push(RecordWrite { record, changed: true });
+    }
+    effects
+}
+
+fn entry(
+    meta: &EventMeta,
+    action: Action,
+    outcome: Outcome,
+    changes: Map<String, Value>,
+    event: &CustomerEvent,
+) -> HistoryEntry {
+    HistoryEntry {
+        event_id: meta.event_id.clone(),
+        received_at: meta.received_at,
+        order_key: meta.order_key.clone(),
+        action,
+        outcome,
+        changes,
+        warnings: event.warnings.clone(),
+    }
+}
+
+/// Fields shown as sets: their changes are what was added and removed.
+const SET_FIELDS: [&str; 3] = ["businessIds", "groups", "mergedFrom"];
+/// The record's identity and bookkeeping: never a change in themselves.
+const NOT_CHANGES: [&str; 5] = ["id", "source", "externalId", "version", "changedAt"];
+
+/// The changes from `before` (none: a new record) to `after`, as
+/// `{"field": {"from", "to"}}`, and `{"added", "removed"}` for set fields.
+pub fn diff(before: Option<&Customer>, after: &Customer) -> Map<String, Value> {
+    let to_map = |c: &Customer| match serde_json::to_value(c) {
+        Ok(Value::Object(map)) => map,
+        _ => unreachable!("a customer serializes to a JSON object"),
+    };
+    let before = before.map(to_map).unwrap_or_default();
+    let after = to_map(after);
+    let mut changes = Map::new();
+    for (field, new) in &after {
+        if NOT_CHANGES.contains(&field.as_str()) {
+            continue;
+        }
+        let old = before.get(field).unwrap_or(&Value::Null);
+        if old == new || (old.is_null() && is_empty(new)) {
+            continue;
+        }
+        let change = if SET_FIELDS.contains(&field.as_str()) {
+            let set = |v: &Value| -> BTreeSet<String> {
+                v.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            };
+            let (old, new) = (set(old), set(new));
+            json!({
+                "added": new.difference(&old).collect::<Vec<_>>(),
+                "removed": old.difference(&new).collect::<Vec<_>>(),
+            })
+        } else {
+            json!({"from": old, "to": new})
+        };
+        changes.insert(field.clone(), change);
+    }
+    changes
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,244 @@
+//! Storage: the inbox of raw deliveries, the customer directory and its
+//! history, behind one [`Store`] trait.
+//!
+//! The HTTP layer hands the store a [`Delivery`] (authenticated, parsed,
+//! mapped by its adapter); the store commits the raw body, the dedupe
+//! record and the delivery's effect on the directory in one transaction and
+//! only then answers. What an event does to the directory is decided by
+//! [`directory`], which is pure and shared by every backend; a backend only
+//! loads, applies and persists. The backend is chosen by the store URL's
+//! scheme (`sqlite://`).
+
+pub mod directory;
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::model::{Customer, OrderKey, UtcMillis, Warning};
+use crate::sources::{Mapped, Unmappable};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored data cannot be read: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error("the store has shut down")]
+    Closed,
+    /// The database cannot take writes now (disk full, I/O error): the
+    /// delivery was not kept, and the platform should retry.
+    #[error("the store cannot take writes: {0}")]
+    Unavailable(String),
+    /// A broken invariant: a bug, logged and answered as an internal error.
+    #[error("internal error: {0}")]
+    Bug(String),
+    #[error("event {0} was redacted by an erasure and cannot be reprocessed")]
+    Redacted(String),
+}
+
+/// One authenticated delivery, ready to be kept.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The source's configured name.
+    pub source: String,
+    pub dedupe_key: String,
+    pub received_at: UtcMillis,
+    /// The request headers of interest (`traceparent`, `user-agent`,
+    /// `content-type`), lower-case names.
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+    pub mapped: Result<Mapped, Unmappable>,
+}
+
+/// What keeping a delivery did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    Accepted {
+        event_id: String,
+        customer_id: String,
+        outcome: Outcome,
+    },
+    /// The same delivery was kept before: nothing changed.
+    Duplicate {
+        event_id: String,
+    },
+    Ignored {
+        event_id: String,
+    },
+    Quarantined {
+        event_id: String,
+        reason: String,
+    },
+    /// The customer was erased: nothing was kept.
+    Suppressed,
+}
+
+/// What an event did to its customer's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Applied,
+    /// Older than the record's current snapshot: kept, changed nothing.
+    Stale,
+    /// Newer, but the record already said all of it.
+    Unchanged,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Stale => "stale",
+            Outcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// How a record changed, in the vocabulary of outbound messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Created,
+    Updated,
+    Merged,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventStatus {
+    Accepted,
+    Quarantined,
+    Ignored,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Accepted => "accepted",
+            EventStatus::Quarantined => "quarantined",
+            EventStatus::Ignored => "ignored",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "accepted" => Some(EventStatus::Accepted),
+            "quarantined" => Some(EventStatus::Quarantined),
+            "ignored" => Some(EventStatus::Ignored),
+            _ => None,
+        }
+    }
+}
+
+/// A kept delivery as the API lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredEvent {
+    pub event_id: String,
+    pub source: String,
+    pub dedupe_key: String,
+    pub received_at: UtcMillis,
+    pub status: EventStatus,
+    pub reason: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub customer_id: Option<String>,
+    pub duplicates: u64,
+    pub redacted: bool,
+    pub headers: BTreeMap<String, String>,
+    /// The raw body; `None` once redacted.
+    #[serde(skip)]
+    pub body: Option<Vec<u8>>,
+    /// Arrival order, for paging.
+    #[serde(skip)]
+    pub seq: i64,
+}
+
+/// One entry of a customer's history (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub event_id: String,
+    pub received_at: UtcMillis,
+    pub order_key: OrderKey,
+    pub action: Action,
+    pub outcome: Outcome,
+    pub changes: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Warning>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CustomerQuery {
+    pub source: Option<String>,
+    pub account: Option<String>,
+    pub email: Option<String>,
+    /// E.164.
+    pub phone: Option<String>,
+    pub business_id: Option<String>,
+    pub changed_since: Option<UtcMillis>,
+    pub include_merged: bool,
+    pub limit: usize,
+    /// Continue after this position (from a previous page).
+    pub after: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub status: Option<EventStatus>,
+    pub limit: usize,
+    pub after: Option<i64>,
+}
+
+/// A page of results and the position to continue from, if there is more.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<i64>,
+}
+
+/// A Clientele store. Writes are linearized by the backend; reads see only
+/// committed data.
+pub trait Store: Send + Sync + 'static {
+    /// Keeps a delivery and applies it, durably, before answering.
+    fn ingest(&self, delivery: Delivery) -> BoxFuture<'_, Result<IngestOutcome, StoreError>>;
+
+    /// Applies a kept event again with a fresh mapping of its body (after a
+    /// fix of the source's configuration, or in a rebuild). `None`: no such
+    /// event.
+    fn reprocess(
+        &self,
+        event_id: String,
+        mapped: Result<Mapped, Unmappable>,
+    ) -> BoxFuture<'_, Result<Option<IngestOutcome>, StoreError>>;
+
+    fn customer(&self, id: String) -> BoxFuture<'_, Result<Option<Customer>, StoreError>>;
+
+    fn customers(&self, query: CustomerQuery) -> BoxFuture<'_, Result<Page<Customer>, StoreError>>;
+
+    /// `None`: no such customer.
+    fn history(&self, id: String) -> BoxFuture<'_, Result<Option<Vec<HistoryEntry>>, StoreError>>;
+
+    fn event(&self, id: String) -> BoxFuture<'_, Result<Option<StoredEvent>, StoreError>>;
+
+    /// Kept events in arrival order.
+    fn events(&self, query: EventQuery) -> BoxFuture<'_, Result<Page<StoredEvent>, StoreError>>;
+
+    /// Empties the directory (records, history, merge links), keeping the
+    /// raw events and suppressions: the first step of a rebuild.
+    fn reset_directory(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Whether the store can serve reads and take writes.
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Finishes queued writes and closes the store.
+    fn close(&self) -> BoxFuture<'_, ()>;
+}

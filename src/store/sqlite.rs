@@ -1,0 +1,757 @@
+//! The embedded store: one SQLite file in WAL mode, no server.
+//!
+//! One writer thread owns the only writing connection. Requests reach it
+//! through a bounded channel; it takes every request waiting, runs each in
+//! its own savepoint inside one transaction, commits once (one fsync for
+//! the whole group, `synchronous = FULL`) and only then answers each
+//! request. Reads run on a small pool of read-only connections, which WAL
+//! lets proceed while the writer commits.
+
+use std::collections::{BTreeMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
+use super::{
+    BoxFuture, CustomerQuery, Delivery, EventQuery, EventStatus, HistoryEntry, IngestOutcome, Outcome, Page, Store,
+    StoreError, StoredEvent,
+};
+use crate::model::{Customer, OrderKey, UtcMillis};
+use crate::sources::{Mapped, Unmappable};
+
+const MIGRATIONS: &[&str] = &[include_str!("migrations/sqlite/0001_init.sql")];
+
+/// Requests waiting for the writer at most; beyond, callers wait.
+const QUEUE: usize = 1024;
+/// Requests committed together at most.
+const MAX_BATCH: usize = 512;
+/// Idle read connections kept open.
+const MAX_IDLE_READERS: usize = 8;
+
+pub struct SqliteStore {
+    commands: mpsc::Sender<Command>,
+    readers: Arc<Readers>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Command {
+    op: Op,
+    reply: oneshot::Sender<Result<Answer, StoreError>>,
+}
+
+enum Op {
+    Ingest(Box<Delivery>),
+    Reprocess(String, Result<Mapped, Unmappable>),
+    ResetDirectory,
+    Shutdown,
+}
+
+enum Answer {
+    Ingest(IngestOutcome),
+    Reprocess(Option<IngestOutcome>),
+    Done,
+}
+
+impl SqliteStore {
+    /// Opens (creating if need be) the database at `path` and brings its
+    /// schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_error = |reason: String| StoreError::Open {
+            path: path.display().to_string(),
+            reason,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_error(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let mut conn = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA busy_timeout = 5000;",
+        )?;
+        migrate(&mut conn)?;
+        let last_change: i64 =
+            conn.query_row("SELECT COALESCE(MAX(change_seq), 0) FROM customers", [], |r| r.get(0))?;
+        let (commands, receiver) = mpsc::channel(QUEUE);
+        let writer = Writer { conn, last_change };
+        let handle = std::thread::Builder::new()
+            .name("clientele-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|e| open_error(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            commands,
+            readers: Arc::new(Readers {
+                path: path.to_owned(),
+                idle: Mutex::new(Vec::new()),
+            }),
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    async fn send(&self, op: Op) -> Result<Answer, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command { op, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (version, sql) in (1i64..).zip(MIGRATIONS).skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn ingest(&self, delivery: Delivery) -> BoxFuture<'_, Result<IngestOutcome, StoreError>> {
+        Box::pin(async move {
+            match self.send(Op::Ingest(Box::new(delivery))).await? {
+                Answer::Ingest(outcome) => Ok(outcome),
+                _ => unreachable!("the writer answers an ingest with an ingest outcome"),
+            }
+        })
+    }
+
+    fn reprocess(
+        &self,
+        event_id: String,
+        mapped: Result<Mapped, Unmappable>,
+    ) -> BoxFuture<'_, Result<Option<IngestOutcome>, StoreError>> {
+        Box::pin(async move {
+            match self.send(Op::Reprocess(event_id, mapped)).await? {
+                Answer::Reprocess(outcome) => Ok(outcome),
+                _ => unreachable!("the writer answers a reprocess with its outcome"),
+            }
+        })
+    }
+
+    fn customer(&self, id: String) -> BoxFuture<'_, Result<Option<Customer>, StoreError>> {
+        Box::pin(
+            self.readers
+                .run(move |conn| Ok(load_record(conn, &id)?.map(|r| r.to_customer()))),
+        )
+    }
+
+    fn customers(&self, query: CustomerQuery) -> BoxFuture<'_, Result<Page<Customer>, StoreError>> {
+        Box::pin(self.readers.run(move |conn| list_customers(conn, &query)))
+    }
+
+    fn history(&self, id: String) -> BoxFuture<'_, Result<Option<Vec<HistoryEntry>>, StoreError>> {
+        Box::pin(self.readers.run(move |conn| {
+            let exists = conn
+                .prepare_cached("SELECT 1 FROM customers WHERE id = ?1")?
+                .exists([&id])?;
+            if !exists {
+                return Ok(None);
+            }
+            let mut stmt = conn.prepare_cached("SELECT entry FROM history WHERE customer_id = ?1 ORDER BY seq")?;
+            let entries = stmt
+                .query_map([&id], |r| r.get::<_, String>(0))?
+                .map(|entry| Ok(serde_json::from_str(&entry?)?))
+                .collect::<Result<_, StoreError>>()?;
+            Ok(Some(entries))
+        }))
+    }
+
+    fn event(&self, id: String) -> BoxFuture<'_, Result<Option<StoredEvent>, StoreError>> {
+        Box::pin(self.readers.run(move |conn| {
+            let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1");
+            let raw = conn.prepare_cached(&sql)?.query_row([&id], RawEvent::read).optional()?;
+            raw.map(RawEvent::into_event).transpose()
+        }))
+    }
+
+    fn events(&self, query: EventQuery) -> BoxFuture<'_, Result<Page<StoredEvent>, StoreError>> {
+        Box::pin(self.readers.run(move |conn| {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 AND (?2 IS NULL OR status = ?2) ORDER BY seq LIMIT ?3"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let status = query.status.map(EventStatus::as_str);
+            let rows = stmt.query_map(params![query.after.unwrap_or(0), status, query.limit as i64 + 1], RawEvent::read)?;
+            let events = rows.map(|r| r?.into_event()).collect::<Result<Vec<_>, _>>()?;
+            Ok(page(events, query.limit, |e| e.seq))
+        }))
+    }
+
+    fn reset_directory(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move { self.send(Op::ResetDirectory).await.map(|_| ()) })
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            if self.commands.is_closed() {
+                return Err(StoreError::Closed);
+            }
+            self.readers
+                .run(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+                .await
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // The writer answers Shutdown after committing what came before.
+            let _ = self.send(Op::Shutdown).await;
+            let handle = self.writer.lock().expect("writer handle lock").take();
+            if let Some(handle) = handle {
+                let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+            }
+        })
+    }
+}
+
+fn page<T>(mut items: Vec<T>, limit: usize, position: impl Fn(&T) -> i64) -> Page<T> {
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next = if more { items.last().map(position) } else { None };
+    Page { items, next }
+}
+
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    /// Runs `read` on a pooled read-only connection, off the async threads.
+    fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static {
+        let this = Arc::clone(self);
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = this.take()?;
+                let result = read(&conn);
+                this.put(conn);
+                result
+            })
+            .await
+            .map_err(|e| StoreError::Bug(format!("a read panicked: {e}")))?
+        }
+    }
+
+    fn take(&self) -> Result<Connection, StoreError> {
+        if let Some(conn) = self.idle.lock().expect("reader pool lock").pop() {
+            return Ok(conn);
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(&self.path, flags)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(conn)
+    }
+
+    fn put(&self, conn: Connection) {
+        let mut idle = self.idle.lock().expect("reader pool lock");
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    /// The last position given in the change feed (`change_seq`).
+    last_change: i64,
+}
+
+impl Writer {
+    fn run(mut self, mut receiver: mpsc::Receiver<Command>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(command) = receiver.blocking_recv() {
+            batch.push(command);
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            let shutdown = batch.iter().any(|c| matches!(c.op, Op::Shutdown));
+            self.commit(&mut batch);
+            if shutdown {
+                break;
+            }
+        }
+        tracing::debug!("store writer stopped");
+    }
+
+    /// Runs every command of the batch in one transaction, each in its own
+    /// savepoint so that one failure does not undo the others, and answers
+    /// them only once the transaction is committed.
+    fn commit(&mut self, batch: &mut Vec<Command>) {
+        let size = batch.len();
+        let mut done = Vec::with_capacity(size);
+        let mut tx = match self.conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot begin a write transaction");
+                for command in batch.drain(..) {
+                    let _ = command.reply.send(Err(StoreError::Unavailable(e.to_string())));
+                }
+                return;
+            }
+        };
+        for command in batch.drain(..) {
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<Answer, StoreError> {
+                let sp = tx.savepoint()?;
+                let answer = execute(&sp, &command.op, &mut self.last_change)?;
+                sp.commit()?;
+                Ok(answer)
+            }))
+            .unwrap_or_else(|_| Err(StoreError::Bug("a write panicked".into())));
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "a write failed and was rolled back");
+            }
+            done.push((command.reply, result));
+        }
+        match tx.commit() {
+            Ok(()) => {
+                metrics::histogram!("clientele_store_batch_size").record(size as f64);
+                for (reply, result) in done {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a write transaction failed to commit");
+                for (reply, _) in done {
+                    let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+fn execute(tx: &Connection, op: &Op, last_change: &mut i64) -> Result<Answer, StoreError> {
+    match op {
+        Op::Ingest(delivery) => ingest(tx, delivery, last_change).map(Answer::Ingest),
+        Op::Reprocess(event_id, mapped) => reprocess(tx, event_id, mapped, last_change).map(Answer::Reprocess),
+        Op::ResetDirectory => {
+            tx.execute_batch(
+                "DELETE FROM customers; DELETE FROM customer_phones; DELETE FROM customer_businesses;
+                 DELETE FROM merge_links; DELETE FROM history;",
+            )?;
+            Ok(Answer::Done)
+        }
+        Op::Shutdown => Ok(Answer::Done),
+    }
+}
+
+fn ingest(tx: &Connection, d: &Delivery, last_change: &mut i64) -> Result<IngestOutcome, StoreError> {
+    if is_suppressed_target(tx, &d.mapped)? {
+        return Ok(IngestOutcome::Suppressed);
+    }
+    let duplicate = tx
+        .prepare_cached(
+            "UPDATE events SET duplicates = duplicates + 1 WHERE source = ?1 AND dedupe_key = ?2 RETURNING id",
+        )?
+        .query_row([&d.source, &d.dedupe_key], |r| r.get::<_, String>(0))
+        .optional()?;
+    if let Some(event_id) = duplicate {
+        return Ok(IngestOutcome::Duplicate { event_id });
+    }
+    let event_id = format!("evt_{}", uuid::Uuid::now_v7().simple());
+    let settled = settle(tx, &event_id, &d.dedupe_key, d.received_at, &d.mapped, last_change)?;
+    tx.prepare_cached(
+        "INSERT INTO events (id, source, dedupe_key, received_at, headers, body, status, reason, outcome, customer_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        event_id,
+        d.source,
+        d.dedupe_key,
+        d.received_at.to_string(),
+        serde_json::to_string(&d.headers)?,
+        d.body,
+        settled.status.as_str(),
+        settled.reason,
+        settled.outcome.map(Outcome::as_str),
+        settled.customer_id,
+    ])?;
+    Ok(settled.answer)
+}
+
+fn reprocess(
+    tx: &Connection,
+    event_id: &str,
+    mapped: &Result<Mapped, Unmappable>,
+    last_change: &mut i64,
+) -> Result<Option<IngestOutcome>, StoreError> {
+    let row = tx
+        .prepare_cached("SELECT dedupe_key, received_at, redacted FROM events WHERE id = ?1")?
+        .query_row([event_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, bool>(2)?))
+        })
+        .optional()?;
+    let Some((dedupe_key, received_at, redacted)) = row else {
+        return Ok(None);
+    };
+    if redacted {
+        return Err(StoreError::Redacted(event_id.to_owned()));
+    }
+    if is_suppressed_target(tx, mapped)? {
+        return Ok(Some(IngestOutcome::Suppressed));
+    }
+    let received_at = parse_time(&received_at)?;
+    let settled = settle(tx, event_id, &dedupe_key, received_at, mapped, last_change)?;
+    tx.prepare_cached("UPDATE events SET status = ?2, reason = ?3, outcome = ?4, customer_id = ?5 WHERE id = ?1")?
+        .execute(params![
+            event_id,
+            settled.status.as_str(),
+            settled.reason,
+            settled.outcome.map(Outcome::as_str),
+            settled.customer_id,
+        ])?;
+    Ok(Some(settled.answer))
+}
+
+fn is_suppressed_target(tx: &Connection, mapped: &Result<Mapped, Unmappable>) -> Result<bool, StoreError> {
+    match mapped {
+        Ok(Mapped::Customer(event)) => is_suppressed(tx, &event.customer.id),
+        _ => Ok(false),
+    }
+}
+
+fn is_suppressed(conn: &Connection, id: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM suppressions WHERE customer_id = ?1")?
+        .exists([id])?)
+}
+
+/// What a kept event became, for its row in `events`.
+struct Settled {
+    status: EventStatus,
+    reason: Option<String>,
+    outcome: Option<Outcome>,
+    customer_id: Option<String>,
+    answer: IngestOutcome,
+}
+
+fn settle(
+    tx: &Connection,
+    event_id: &str,
+    dedupe_key: &str,
+    received_at: UtcMillis,
+    mapped: &Result<Mapped, Unmappable>,
+    last_change: &mut i64,
+) -> Result<Settled, StoreError> {
+    let event_id = event_id.to_owned();
+    Ok(match mapped {
+        Err(Unmappable(reason)) => Settled {
+            status: EventStatus::Quarantined,
+            reason: Some(reason.clone()),
+            outcome: None,
+            customer_id: None,
+            answer: IngestOutcome::Quarantined {
+                event_id,
+                reason: reason.clone(),
+            },
+        },
+        Ok(Mapped::Ignored { what }) => Settled {
+            status: EventStatus::Ignored,
+            reason: Some(what.clone()),
+            outcome: None,
+            customer_id: None,
+            answer: IngestOutcome::Ignored { event_id },
+        },
+        Ok(Mapped::Customer(event)) => {
+            let meta = EventMeta {
+                event_id: event_id.clone(),
+                received_at,
+                order_key: OrderKey {
+                    at: event.order_at,
+                    sent_at: event.sent_at,
+                    dedupe_key: dedupe_key.to_owned(),
+                },
+            };
+            let outcome = apply_event(tx, event, &meta, last_change)?;
+            let customer_id = event.customer.id.clone();
+            Settled {
+                status: EventStatus::Accepted,
+                reason: None,
+                outcome: Some(outcome),
+                customer_id: Some(customer_id.clone()),
+                answer: IngestOutcome::Accepted {
+                    event_id,
+                    customer_id,
+                    outcome,
+                },
+            }
+        }
+    })
+}
+
+/// Loads what the event touches, applies it, and persists the effects.
+fn apply_event(
+    tx: &Connection,
+    event: &crate::model::CustomerEvent,
+    meta: &EventMeta,
+    last_change: &mut i64,
+) -> Result<Outcome, StoreError> {
+    let ids = directory::touched_ids(event);
+    let mut loaded = Loaded::default();
+    let mut seen_links = HashSet::new();
+    let mut links = tx.prepare_cached(
+        "SELECT survivor, absorbed, order_key FROM merge_links WHERE survivor = ?1
+         UNION ALL SELECT survivor, absorbed, order_key FROM merge_links WHERE absorbed = ?1",
+    )?;
+    for id in &ids {
+        if let Some(record) = load_record(tx, id)? {
+            loaded.records.insert(id.clone(), record);
+        }
+        if is_suppressed(tx, id)? {
+            loaded.suppressed.insert(id.clone());
+        }
+        let rows = links.query_map([id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+        })?;
+        for row in rows {
+            let (survivor, absorbed, key) = row?;
+            if seen_links.insert((survivor.clone(), absorbed.clone())) {
+                loaded.links.push(MergeLink {
+                    survivor,
+                    absorbed,
+                    order_key: serde_json::from_str(&key)?,
+                });
+            }
+        }
+    }
+    let effects = directory::apply(&loaded, event, meta, UtcMillis::now());
+    for write in &effects.writes {
+        let r = &write.record;
+        let order_key = r.order_key.as_ref().map(serde_json::to_string).transpose()?;
+        if !write.changed {
+            tx.prepare_cached("UPDATE customers SET order_key = ?2 WHERE id = ?1")?
+                .execute(params![r.id, order_key])?;
+            continue;
+        }
+        *last_change += 1;
+        tx.prepare_cached(
+            "INSERT INTO customers (id, source, external_id, account, email, status, profile, order_key,
+                                    merged_into, merged_from, version, changed_at, change_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             ON CONFLICT (id) DO UPDATE SET account = excluded.account, email = excluded.email,
+                 status = excluded.status, profile = excluded.profile, order_key = excluded.order_key,
+                 merged_into = excluded.merged_into, merged_from = excluded.merged_from,
+                 version = excluded.version, changed_at = excluded.changed_at, change_seq = excluded.change_seq",
+        )?
+        .execute(params![
+            r.id,
+            r.source,
+            r.external_id,
+            r.profile.account,
+            r.profile.email,
+            r.to_customer().profile.status.as_str(),
+            serde_json::to_string(&r.profile)?,
+            order_key,
+            r.merged_into,
+            serde_json::to_string(&r.merged_from)?,
+            r.version as i64,
+            r.changed_at.to_string(),
+            *last_change,
+        ])?;
+        tx.prepare_cached("DELETE FROM customer_phones WHERE customer_id = ?1")?
+            .execute([&r.id])?;
+        tx.prepare_cached("DELETE FROM customer_businesses WHERE customer_id = ?1")?
+            .execute([&r.id])?;
+        let mut phone =
+            tx.prepare_cached("INSERT OR IGNORE INTO customer_phones (e164, customer_id) VALUES (?1, ?2)")?;
+        for e164 in r.profile.phones.iter().filter_map(|p| p.e164.as_deref()) {
+            phone.execute([e164, &r.id])?;
+        }
+        let mut business =
+            tx.prepare_cached("INSERT OR IGNORE INTO customer_businesses (business_id, customer_id) VALUES (?1, ?2)")?;
+        for business_id in &r.profile.business_ids {
+            business.execute([business_id, &r.id])?;
+        }
+    }
+    let mut link = tx.prepare_cached(
+        "INSERT INTO merge_links (survivor, absorbed, order_key) VALUES (?1, ?2, ?3)
+         ON CONFLICT (survivor, absorbed) DO UPDATE SET order_key = excluded.order_key",
+    )?;
+    for l in &effects.links {
+        link.execute(params![l.survivor, l.absorbed, serde_json::to_string(&l.order_key)?])?;
+    }
+    let mut history = tx.prepare_cached("INSERT INTO history (customer_id, event_id, entry) VALUES (?1, ?2, ?3)")?;
+    for (customer_id, entry) in &effects.history {
+        history.execute(params![customer_id, entry.event_id, serde_json::to_string(entry)?])?;
+    }
+    Ok(effects
+        .outcome
+        .expect("applying an event always settles its own customer"))
+}
+
+const RECORD_COLUMNS: &str =
+    "id, source, external_id, profile, order_key, merged_into, merged_from, version, changed_at, change_seq";
+
+fn load_record(conn: &Connection, id: &str) -> Result<Option<Record>, StoreError> {
+    let sql = format!("SELECT {RECORD_COLUMNS} FROM customers WHERE id = ?1");
+    let raw = conn.prepare_cached(&sql)?.query_row([id], RawRecord::read).optional()?;
+    raw.map(|r| r.into_record().map(|(record, _)| record)).transpose()
+}
+
+fn list_customers(conn: &Connection, q: &CustomerQuery) -> Result<Page<Customer>, StoreError> {
+    let mut sql = format!("SELECT {RECORD_COLUMNS} FROM customers WHERE change_seq > ?");
+    let mut args: Vec<String> = vec![q.after.unwrap_or(0).to_string()];
+    let filters = [
+        ("source = ?", q.source.clone()),
+        ("account = ?", q.account.clone()),
+        ("email = ?", q.email.as_ref().map(|e| e.trim().to_lowercase())),
+        (
+            "id IN (SELECT customer_id FROM customer_phones WHERE e164 = ?)",
+            q.phone.clone(),
+        ),
+        (
+            "id IN (SELECT customer_id FROM customer_businesses WHERE business_id = ?)",
+            q.business_id.clone(),
+        ),
+        ("changed_at >= ?", q.changed_since.map(|t| t.to_string())),
+    ];
+    for (clause, value) in filters {
+        if let Some(value) = value {
+            sql.push_str(" AND ");
+            sql.push_str(clause);
+            args.push(value);
+        }
+    }
+    if !q.include_merged {
+        sql.push_str(" AND status <> 'merged'");
+    }
+    sql.push_str(" ORDER BY change_seq LIMIT ?");
+    args.push((q.limit + 1).to_string());
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(&args), RawRecord::read)?;
+    let records = rows.map(|r| r?.into_record()).collect::<Result<Vec<_>, StoreError>>()?;
+    let page = page(records, q.limit, |(_, seq)| *seq);
+    Ok(Page {
+        items: page.items.into_iter().map(|(r, _)| r.to_customer()).collect(),
+        next: page.next,
+    })
+}
+
+fn parse_time(s: &str) -> Result<UtcMillis, StoreError> {
+    s.parse()
+        .map_err(|e| StoreError::Bug(format!("stored time {s:?} cannot be read: {e}")))
+}
+
+/// A `customers` row as read, before its JSON columns are decoded (which
+/// can fail, and must not fail inside rusqlite's row callback).
+struct RawRecord {
+    id: String,
+    source: String,
+    external_id: String,
+    profile: String,
+    order_key: Option<String>,
+    merged_into: Option<String>,
+    merged_from: String,
+    version: i64,
+    changed_at: String,
+    change_seq: i64,
+}
+
+impl RawRecord {
+    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            source: r.get(1)?,
+            external_id: r.get(2)?,
+            profile: r.get(3)?,
+            order_key: r.get(4)?,
+            merged_into: r.get(5)?,
+            merged_from: r.get(6)?,
+            version: r.get(7)?,
+            changed_at: r.get(8)?,
+            change_seq: r.get(9)?,
+        })
+    }
+
+    fn into_record(self) -> Result<(Record, i64), StoreError> {
+        let record = Record {
+            id: self.id,
+            source: self.source,
+            external_id: self.external_id,
+            profile: serde_json::from_str(&self.profile)?,
+            order_key: self.order_key.as_deref().map(serde_json::from_str).transpose()?,
+            merged_into: self.merged_into,
+            merged_from: serde_json::from_str(&self.merged_from)?,
+            version: self.version as u64,
+            changed_at: parse_time(&self.changed_at)?,
+        };
+        Ok((record, self.change_seq))
+    }
+}
+
+const EVENT_COLUMNS: &str = "seq, id, source, dedupe_key, received_at, headers, body, status, reason, outcome, customer_id, duplicates, redacted";
+
+struct RawEvent {
+    seq: i64,
+    id: String,
+    source: String,
+    dedupe_key: String,
+    received_at: String,
+    headers: String,
+    body: Option<Vec<u8>>,
+    status: String,
+    reason: Option<String>,
+    outcome: Option<String>,
+    customer_id: Option<String>,
+    duplicates: i64,
+    redacted: bool,
+}
+
+impl RawEvent {
+    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            seq: r.get(0)?,
+            id: r.get(1)?,
+            source: r.get(2)?,
+            dedupe_key: r.get(3)?,
+            received_at: r.get(4)?,
+            headers: r.get(5)?,
+            body: r.get(6)?,
+            status: r.get(7)?,
+            reason: r.get(8)?,
+            outcome: r.get(9)?,
+            customer_id: r.get(10)?,
+            duplicates: r.get(11)?,
+            redacted: r.get(12)?,
+        })
+    }
+
+    fn into_event(self) -> Result<StoredEvent, StoreError> {
+        let status = EventStatus::parse(&self.status)
+            .ok_or_else(|| StoreError::Bug(format!("unknown event status {:?}", self.status)))?;
+        let outcome = self
+            .outcome
+            .map(|o| serde_json::from_value::<Outcome>(serde_json::Value::String(o)))
+            .transpose()?;
+        let headers: BTreeMap<String, String> = serde_json::from_str(&self.headers)?;
+        Ok(StoredEvent {
+            event_id: self.id,
+            source: self.source,
+            dedupe_key: self.dedupe_key,
+            received_at: parse_time(&self.received_at)?,
+            status,
+            reason: self.reason,
+            outcome,
+            customer_id: self.customer_id,
+            duplicates: self.duplicates as u64,
+            redacted: self.redacted,
+            headers,
+            body: self.body,
+            seq: self.seq,
+        })
+    }
+}
