@@ -66,7 +66,7 @@ impl Adapter for Vagaro {
         let account = r.read("account", field("businessGroupId"), normalize::text);
         // The envelope time was documented as `createdAt` before `createdDate`.
         let sent_at = r
-            .read("createdDate", envelope.get("createdDate"), |v| {
+            .read("envelope.createdDate", envelope.get("createdDate"), |v| {
                 normalize::timestamp(v, tz)
             })
             .or_else(|| {
@@ -344,7 +344,13 @@ mod tests {
         let envelope = body.as_object_mut().unwrap();
         envelope.remove("createdDate");
         envelope.insert("createdAt".into(), json!("2024-03-16T01:02:03.456Z"));
-        assert_eq!(event(&body).sent_at.unwrap().to_string(), "2024-03-16T01:02:03.456Z");
+        let e = event(&body);
+        assert_eq!(e.sent_at.unwrap().to_string(), "2024-03-16T01:02:03.456Z");
+        assert_eq!(e.warnings, vec![]);
+        body["createdDate"] = json!("2024-03-16");
+        let e = event(&body);
+        assert_eq!(e.sent_at.unwrap().to_string(), "2024-03-16T01:02:03.456Z");
+        assert_eq!(warned(&e), ["envelope.createdDate"]);
     }
 
     #[test]

@@ -179,3 +179,256 @@ pub fn with(mut value: Value, pointer: &str, new: Value) -> Value {
     *value.pointer_mut(pointer).unwrap_or_else(|| panic!("{pointer} exists")) = new;
     value
 }
+
+/// Adds a source's token in the header its kind reads.
+pub fn source_auth(source: &str, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match source {
+        "vagaro" => request.header("X-Vagaro-Signature", VAGARO_TOKEN),
+        "treez" => request.bearer_auth(TREEZ_TOKEN),
+        _ => request.bearer_auth(CLIENTELE_TOKEN),
+    }
+}
+
+impl TestApp {
+    /// A bare `POST /webhooks/{source}`: no token, no headers; the caller
+    /// adds what the case needs.
+    pub fn webhook(&self, source: &str) -> reqwest::RequestBuilder {
+        self.client.post(self.url(&format!("/webhooks/{source}")))
+    }
+
+    /// Posts raw bytes to a source with its token and the extra `headers`.
+    pub async fn deliver_with(&self, source: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (StatusCode, Value) {
+        let mut request = source_auth(source, self.webhook(source)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        send(request).await
+    }
+
+    /// Delivers a JSON value (serialized compactly) with the source's token.
+    pub async fn deliver_json(&self, source: &str, body: &Value) -> (StatusCode, Value) {
+        self.deliver(source, &body.to_string()).await
+    }
+
+    /// An admin API GET with query parameters, URL-encoded.
+    pub async fn get_query(&self, path: &str, query: &[(&str, &str)]) -> (StatusCode, Value) {
+        send(self.client.get(self.url(path)).bearer_auth(ADMIN).query(query)).await
+    }
+
+    /// The kept raw events, all pages, optionally of one status.
+    pub async fn events(&self, status: Option<&str>) -> Vec<Value> {
+        let mut query = vec![("limit", "1000")];
+        if let Some(status) = status {
+            query.push(("status", status));
+        }
+        let (code, body) = self.get_query("/api/v1/events", &query).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        assert!(body["nextCursor"].is_null(), "more than one page of events: {body}");
+        body["data"].as_array().expect("a data array").clone()
+    }
+
+    /// One kept raw event, with its body.
+    pub async fn event(&self, event_id: &str) -> Value {
+        let (code, body) = self.get(&format!("/api/v1/events/{event_id}")).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// A customer's history entries, oldest first.
+    pub async fn history(&self, id: &str) -> Vec<Value> {
+        let (code, body) = self.get(&format!("/api/v1/customers/{id}/events")).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        body["data"].as_array().expect("a data array").clone()
+    }
+
+    /// Every customer, merged ones included, in one page.
+    pub async fn directory(&self) -> Vec<Value> {
+        let (code, body) = self
+            .get_query("/api/v1/customers", &[("includeMerged", "true"), ("limit", "1000")])
+            .await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        assert!(body["nextCursor"].is_null(), "more than one page of customers: {body}");
+        body["data"].as_array().expect("a data array").clone()
+    }
+
+    /// The ids a customer list answers for `query`, in order (one page).
+    pub async fn customer_ids(&self, query: &[(&str, &str)]) -> Vec<String> {
+        let (code, body) = self.get_query("/api/v1/customers", query).await;
+        assert_eq!(code, StatusCode::OK, "{query:?}: {body}");
+        ids(&body["data"])
+    }
+
+    /// Asserts that no delivery left anything behind: no kept event, no
+    /// customer (merged ones included).
+    pub async fn assert_nothing_kept(&self) {
+        assert_eq!(self.events(None).await, Vec::<Value>::new(), "kept events");
+        assert_eq!(self.directory().await, Vec::<Value>::new(), "customers");
+    }
+}
+
+/// Sends a request and reads its answer.
+pub async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    read(request.send().await.expect("a response")).await
+}
+
+/// The `id`s of a JSON array of records.
+pub fn ids(records: &Value) -> Vec<String> {
+    records
+        .as_array()
+        .expect("an array of records")
+        .iter()
+        .map(|r| r["id"].as_str().expect("a string id").to_owned())
+        .collect()
+}
+
+/// Asserts the error shape of SPEC §3, `{"error":{"code","message"}}`,
+/// and returns the code.
+pub fn error_code(body: &Value) -> String {
+    let object = body.as_object().unwrap_or_else(|| panic!("an error object: {body}"));
+    assert_eq!(object.len(), 1, "only `error` at the top: {body}");
+    let error = body["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("`error` is an object: {body}"));
+    let code = error.get("code").and_then(Value::as_str).unwrap_or_default();
+    let message = error.get("message").and_then(Value::as_str).unwrap_or_default();
+    assert!(!code.is_empty(), "a code: {body}");
+    assert!(!message.is_empty(), "a message: {body}");
+    code.to_owned()
+}
+
+/// A record without the directory's bookkeeping (`version`, `changedAt`),
+/// the only fields allowed to depend on arrival order (SPEC §8).
+pub fn without_bookkeeping(record: &Value) -> Value {
+    let mut record = record.clone();
+    let object = record.as_object_mut().expect("a record object");
+    object.remove("version");
+    object.remove("changedAt");
+    record
+}
+
+/// Gzips `bytes`.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes).expect("gzip into memory");
+    encoder.finish().expect("gzip into memory")
+}
+
+/// The Treez example for customer `id` of dispensary `account`, updated at
+/// `last_update`.
+pub fn treez(account: &str, id: &str, last_update: &str) -> Value {
+    let example: Value = serde_json::from_str(TREEZ_EXAMPLE).expect("the Treez fixture is JSON");
+    let body = with(example, "/dispensary_short_name", Value::from(account));
+    let body = with(body, "/data/customer_id", Value::from(id));
+    with(body, "/data/last_update", Value::from(last_update))
+}
+
+/// The Vagaro example for customer `id` as envelope `event_id`, modified
+/// at `modified`.
+pub fn vagaro(event_id: &str, id: &str, modified: &str) -> Value {
+    let example: Value = serde_json::from_str(VAGARO_EXAMPLE).expect("the Vagaro fixture is JSON");
+    let body = with(example, "/id", Value::from(event_id));
+    let body = with(body, "/payload/customerId", Value::from(id));
+    with(body, "/payload/modifiedDate", Value::from(modified))
+}
+
+/// Sets `pointer` in `value` (JSON pointer), creating the last segment
+/// when absent.
+pub fn set(mut value: Value, pointer: &str, new: Value) -> Value {
+    let (parent, key) = pointer.rsplit_once('/').expect("a JSON pointer");
+    let parent = if parent.is_empty() {
+        &mut value
+    } else {
+        value.pointer_mut(parent).unwrap_or_else(|| panic!("{parent} exists"))
+    };
+    parent
+        .as_object_mut()
+        .unwrap_or_else(|| panic!("{pointer}'s parent is an object"))
+        .insert(key.to_owned(), new);
+    value
+}
+
+/// Removes `pointer` from `value` (JSON pointer).
+pub fn without(mut value: Value, pointer: &str) -> Value {
+    let (parent, key) = pointer.rsplit_once('/').expect("a JSON pointer");
+    let parent = if parent.is_empty() {
+        &mut value
+    } else {
+        value.pointer_mut(parent).unwrap_or_else(|| panic!("{parent} exists"))
+    };
+    parent
+        .as_object_mut()
+        .unwrap_or_else(|| panic!("{pointer}'s parent is an object"))
+        .remove(key)
+        .unwrap_or_else(|| panic!("{pointer} exists"));
+    value
+}
+
+/// Posts `body` to `path` over a plain socket with `Transfer-Encoding:
+/// chunked`, so the server learns the size only by reading (no
+/// `Content-Length` to refuse up front). `headers` are sent as given.
+pub async fn post_chunked(
+    address: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
+    let path = path.to_owned();
+    let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(address).expect("a connection");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .expect("a read timeout");
+        let mut request =
+            format!("POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n");
+        for (name, value) in &headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        let mut bytes = request.into_bytes();
+        for chunk in body.chunks(8192) {
+            bytes.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            bytes.extend_from_slice(chunk);
+            bytes.extend_from_slice(b"\r\n");
+        }
+        bytes.extend_from_slice(b"0\r\n\r\n");
+        // The server may answer and close before reading everything: a
+        // failed write still leaves its answer to read.
+        let _ = stream.write_all(&bytes);
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let (head, rest) = answer
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("an HTTP answer: {answer:?}"));
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("a status line: {head:?}"));
+        let chunked = head.lines().any(|l| {
+            let l = l.to_ascii_lowercase();
+            l.starts_with("transfer-encoding:") && l.contains("chunked")
+        });
+        let text = if chunked { dechunk(rest) } else { rest.to_owned() };
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (StatusCode::from_u16(status).expect("a status"), body)
+    })
+    .await
+    .expect("the raw request")
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || tail.len() < size {
+            break;
+        }
+        out.push_str(&tail[..size]);
+        rest = tail[size..].trim_start_matches("\r\n");
+    }
+    out
+}

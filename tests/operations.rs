@@ -1,0 +1,237 @@
+//! Running Clientele as an operator does: the real binary, its logs, its
+//! shutdown, `rebuild`, and `/metrics`.
+
+mod util;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use clientele::app;
+use clientele::config::Config;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use util::{TREEZ_EXAMPLE, TREEZ_TOKEN, TestApp, VAGARO_EXAMPLE, VAGARO_TOKEN, config_text, with};
+
+/// Personal data and secrets of the deliveries below: none may be logged.
+const NEVER_LOGGED: [&str; 11] = [
+    "Winnfield",
+    "Jules",
+    "SHEPHERD",
+    "1948-02-12",
+    "Johnny",
+    "Edgecombe",
+    "9145551212",
+    "+19145551212",
+    "jules@example.com",
+    TREEZ_TOKEN,
+    VAGARO_TOKEN,
+];
+
+#[tokio::test]
+async fn the_binary_logs_no_personal_data_or_secrets_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("clientele.toml");
+    std::fs::write(&config, config_text(dir.path(), "")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clientele"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the clientele binary starts");
+    let (lines, received) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let address = loop {
+        let line = received
+            .recv_timeout(Duration::from_secs(30))
+            .expect("clientele logs its address");
+        log.push(line.clone());
+        if let Some(at) = line.find("address=") {
+            break line[at + "address=".len()..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned();
+        }
+    };
+
+    let client = reqwest::Client::new();
+    let post = |source: &str, token: (&str, &str), body: String| {
+        client
+            .post(format!("http://{address}/webhooks/{source}"))
+            .header(token.0, token.1)
+            .body(body)
+            .send()
+    };
+    let treez = with(
+        with(
+            serde_json::from_str(TREEZ_EXAMPLE).unwrap(),
+            "/data/email",
+            json!("Jules@Example.com"),
+        ),
+        "/data/phone",
+        json!("9145551212"),
+    );
+    let bearer = format!("Bearer {TREEZ_TOKEN}");
+    let deliveries = [
+        post("treez", ("authorization", &bearer), treez.to_string()),
+        post("treez", ("authorization", &bearer), treez.to_string()),
+        post(
+            "vagaro",
+            ("x-vagaro-signature", VAGARO_TOKEN),
+            VAGARO_EXAMPLE.to_owned(),
+        ),
+        post("vagaro", ("x-vagaro-signature", "wrong"), VAGARO_EXAMPLE.to_owned()),
+        post(
+            "treez",
+            ("authorization", &bearer),
+            with(treez.clone(), "/data/customer_id", Value::Null).to_string(),
+        ),
+        post("treez", ("authorization", &bearer), "{not json".to_owned()),
+    ];
+    let mut statuses = Vec::new();
+    for delivery in deliveries {
+        statuses.push(delivery.await.expect("an answer").status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 401, 202, 400]);
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    let status = child.wait().expect("clientele exits");
+    assert!(status.success(), "a clean exit on SIGTERM: {status}");
+    reader.join().unwrap();
+    log.extend(received.try_iter());
+    let log = log.join("\n");
+    assert!(log.contains("stopped"), "shutdown is logged:\n{log}");
+    assert!(log.contains("delivery kept"), "deliveries are logged at debug:\n{log}");
+    for secret in NEVER_LOGGED {
+        assert!(
+            !log.to_lowercase().contains(&secret.to_lowercase()),
+            "{secret:?} was logged:\n{log}"
+        );
+    }
+}
+
+/// The directory without bookkeeping, for comparisons.
+async fn directory(app: &TestApp) -> Vec<Value> {
+    let (status, page) = app.get("/api/v1/customers?includeMerged=true&limit=1000").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut customers: Vec<Value> = page["data"].as_array().unwrap().clone();
+    for c in &mut customers {
+        c.as_object_mut().unwrap().remove("changedAt");
+    }
+    customers.sort_by_key(|c| c["id"].as_str().unwrap().to_owned());
+    customers
+}
+
+#[tokio::test]
+async fn rebuild_recomputes_the_live_directory_from_the_raw_events() {
+    let app = TestApp::spawn().await;
+    let treez: Value = serde_json::from_str(TREEZ_EXAMPLE).unwrap();
+    let updates = [
+        (
+            "3904",
+            "2026-04-24T11:38:21.000-07:00",
+            "ACTIVE",
+            json!([]),
+            Value::Null,
+        ),
+        (
+            "3904",
+            "2026-04-25T09:00:00.000-07:00",
+            "MERGED",
+            json!(["77"]),
+            Value::Null,
+        ),
+        (
+            "77",
+            "2026-04-25T08:59:00.000-07:00",
+            "DEACTIVATED",
+            json!([]),
+            json!("3904"),
+        ),
+        (
+            "3904",
+            "2026-04-20T09:00:00.000-07:00",
+            "ACTIVE",
+            json!([]),
+            Value::Null,
+        ),
+    ];
+    for (id, time, status, absorbed, into) in updates {
+        let mut body = with(treez.clone(), "/data/customer_id", json!(id));
+        body = with(body, "/data/last_update", json!(time));
+        body = with(body, "/data/status", json!(status));
+        body = with(body, "/data/merged_customer_ids", absorbed);
+        body = with(body, "/data/merged_into_customer_id", into);
+        let (status, answer) = app.deliver("treez", &body.to_string()).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    app.deliver("vagaro", VAGARO_EXAMPLE).await;
+    let (status, _) = app.deliver("treez", r#"{"event_type": "CUSTOMER", "data": {}}"#).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let live = directory(&app).await;
+    assert_eq!(live.len(), 3);
+    let histories = app.get("/api/v1/customers/treez:partnersandbox3:3904/events").await.1;
+    let dir = app.dir.clone();
+    let temp = app.stop().await;
+
+    let config = Config::from_toml("test", &config_text(&dir, ""), std::iter::empty()).unwrap();
+    let rebuilt = app::rebuild(&config).await.unwrap();
+    assert_eq!((rebuilt.replayed, rebuilt.skipped), (5, 0));
+
+    let app = TestApp::spawn_in(&dir, "").await;
+    assert_eq!(directory(&app).await, live);
+    assert_eq!(
+        app.get("/api/v1/customers/treez:partnersandbox3:3904/events").await.1,
+        histories
+    );
+    app.stop().await;
+    drop(temp);
+}
+
+#[tokio::test]
+async fn metrics_count_deliveries_by_source_and_outcome() {
+    let app = TestApp::spawn().await;
+    app.deliver("treez", TREEZ_EXAMPLE).await;
+    app.deliver("treez", TREEZ_EXAMPLE).await;
+    app.deliver("treez", "[]").await;
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Other tests in this binary deliver too: check presence, not counts.
+    for series in [
+        r#"clientele_deliveries_total{source="treez",status="applied"}"#,
+        r#"clientele_deliveries_total{source="treez",status="duplicate"}"#,
+        r#"clientele_deliveries_total{source="treez",status="quarantined"}"#,
+        r#"clientele_ingest_duration_seconds_bucket{source="treez",le="0.005"}"#,
+    ] {
+        assert!(text.contains(series), "{series} missing from:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn health_needs_no_token_and_readiness_checks_the_store() {
+    let app = TestApp::spawn().await;
+    for path in ["/healthz", "/readyz"] {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+}
