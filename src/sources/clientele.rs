@@ -11,8 +11,9 @@
 
 use serde_json::Value;
 
-use crate::model::normalize::{self, AddressFields, Problem, Reader, required};
+use crate::model::normalize::{self, AddressFields, Problem, Reader};
 use crate::model::{Country, CustomerEvent, CustomerRef, Profile, Status};
+use crate::sources::envelope::{self, Envelope};
 use crate::sources::{Adapter, Mapped, SourceSettings, TokenHeader, Unmappable};
 
 pub struct ClienteleEnvelope;
@@ -52,20 +53,18 @@ impl Adapter for ClienteleEnvelope {
     }
 
     fn envelope_id(&self, body: &Value) -> Option<String> {
-        normalize::text(body.get("id")?).ok().flatten()
+        envelope::id(body)
     }
 
     fn map(&self, body: &Value, source: &SourceSettings) -> Result<Mapped, Unmappable> {
-        let envelope = required("body", Some(body), normalize::object).map_err(Unmappable)?;
-        let kind = required("type", envelope.get("type"), normalize::text).map_err(Unmappable)?;
-        if !kind.eq_ignore_ascii_case("customer") {
-            return Ok(Mapped::Ignored {
-                what: format!("clientele {kind} event"),
-            });
-        }
-        let payload = required("payload", envelope.get("payload"), normalize::object).map_err(Unmappable)?;
-        let external_id =
-            required("payload.customerId", payload.get("customerId"), normalize::text).map_err(Unmappable)?;
+        let Envelope {
+            envelope,
+            payload,
+            external_id,
+        } = match envelope::open("clientele", body)? {
+            Ok(opened) => opened,
+            Err(ignored) => return Ok(ignored),
+        };
 
         let mut r = Reader::new();
         let tz = &source.timezone;
@@ -197,14 +196,10 @@ mod tests {
 
     use super::*;
     use crate::sources::Kind;
+    use crate::sources::testing::{self, warned};
 
     fn settings() -> SourceSettings {
-        SourceSettings {
-            name: "backfill".into(),
-            default_country: Country::parse("US"),
-            timezone: TimeZone::UTC,
-            account: None,
-        }
+        testing::settings("backfill", TimeZone::UTC)
     }
 
     fn envelope(payload: Value) -> Value {
@@ -218,18 +213,11 @@ mod tests {
     }
 
     fn event(body: &Value) -> CustomerEvent {
-        match ClienteleEnvelope.map(body, &settings()) {
-            Ok(Mapped::Customer(event)) => *event,
-            other => panic!("expected a customer, got {other:?}"),
-        }
+        testing::event(&ClienteleEnvelope, body, &settings())
     }
 
     fn reason(body: &Value) -> String {
-        ClienteleEnvelope.map(body, &settings()).unwrap_err().0
-    }
-
-    fn warned(event: &CustomerEvent) -> Vec<&str> {
-        event.warnings.iter().map(|w| w.field.as_str()).collect()
+        testing::reason(&ClienteleEnvelope, body, &settings())
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //! Adding a platform is adding a module here and a [`Kind`] variant.
 
 mod clientele;
+mod envelope;
+#[cfg(test)]
+mod testing;
 mod treez;
 mod vagaro;
 

@@ -189,15 +189,11 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::model::{Country, Customer};
+    use crate::model::Customer;
+    use crate::sources::testing::{self, warned};
 
     fn settings() -> SourceSettings {
-        SourceSettings {
-            name: "treez".into(),
-            default_country: Country::parse("US"),
-            timezone: TimeZone::get("America/Los_Angeles").unwrap(),
-            account: None,
-        }
+        testing::settings("treez", TimeZone::get("America/Los_Angeles").unwrap())
     }
 
     fn fixture() -> Value {
@@ -205,26 +201,15 @@ mod tests {
     }
 
     fn with(data: Value) -> Value {
-        let mut body = fixture();
-        for (name, v) in data.as_object().unwrap() {
-            body["data"][name] = v.clone();
-        }
-        body
+        testing::overlay(fixture(), "data", data)
     }
 
     fn event(body: &Value) -> CustomerEvent {
-        match Treez.map(body, &settings()) {
-            Ok(Mapped::Customer(event)) => *event,
-            other => panic!("expected a customer, got {other:?}"),
-        }
+        testing::event(&Treez, body, &settings())
     }
 
     fn reason(body: &Value) -> String {
-        Treez.map(body, &settings()).unwrap_err().0
-    }
-
-    fn warned(event: &CustomerEvent) -> Vec<&str> {
-        event.warnings.iter().map(|w| w.field.as_str()).collect()
+        testing::reason(&Treez, body, &settings())
     }
 
     fn ids(refs: &[CustomerRef]) -> Vec<&str> {

@@ -10,8 +10,9 @@
 
 use serde_json::Value;
 
-use crate::model::normalize::{self, AddressFields, Reader, required};
+use crate::model::normalize::{self, AddressFields, Reader};
 use crate::model::{Country, CustomerEvent, CustomerRef, Profile, Status};
+use crate::sources::envelope::{self, Envelope};
 use crate::sources::{Adapter, Mapped, SourceSettings, TokenHeader, Unmappable};
 
 pub struct Vagaro;
@@ -45,20 +46,18 @@ impl Adapter for Vagaro {
     }
 
     fn envelope_id(&self, body: &Value) -> Option<String> {
-        normalize::text(body.get("id")?).ok().flatten()
+        envelope::id(body)
     }
 
     fn map(&self, body: &Value, source: &SourceSettings) -> Result<Mapped, Unmappable> {
-        let envelope = required("body", Some(body), normalize::object).map_err(Unmappable)?;
-        let kind = required("type", envelope.get("type"), normalize::text).map_err(Unmappable)?;
-        if !kind.eq_ignore_ascii_case("customer") {
-            return Ok(Mapped::Ignored {
-                what: format!("vagaro {kind} event"),
-            });
-        }
-        let payload = required("payload", envelope.get("payload"), normalize::object).map_err(Unmappable)?;
-        let external_id =
-            required("payload.customerId", payload.get("customerId"), normalize::text).map_err(Unmappable)?;
+        let Envelope {
+            envelope,
+            payload,
+            external_id,
+        } = match envelope::open("vagaro", body)? {
+            Ok(opened) => opened,
+            Err(ignored) => return Ok(ignored),
+        };
 
         let mut r = Reader::new();
         let tz = &source.timezone;
@@ -159,14 +158,10 @@ mod tests {
 
     use super::*;
     use crate::model::Warning;
+    use crate::sources::testing::{self, warned};
 
     fn settings() -> SourceSettings {
-        SourceSettings {
-            name: "vagaro".into(),
-            default_country: Country::parse("US"),
-            timezone: TimeZone::UTC,
-            account: None,
-        }
+        testing::settings("vagaro", TimeZone::UTC)
     }
 
     fn fixture() -> Value {
@@ -174,26 +169,15 @@ mod tests {
     }
 
     fn with(payload: Value) -> Value {
-        let mut body = fixture();
-        for (name, v) in payload.as_object().unwrap() {
-            body["payload"][name] = v.clone();
-        }
-        body
+        testing::overlay(fixture(), "payload", payload)
     }
 
     fn event(body: &Value) -> CustomerEvent {
-        match Vagaro.map(body, &settings()) {
-            Ok(Mapped::Customer(event)) => *event,
-            other => panic!("expected a customer, got {other:?}"),
-        }
+        testing::event(&Vagaro, body, &settings())
     }
 
     fn reason(body: &Value) -> String {
-        Vagaro.map(body, &settings()).unwrap_err().0
-    }
-
-    fn warned(event: &CustomerEvent) -> Vec<&str> {
-        event.warnings.iter().map(|w| w.field.as_str()).collect()
+        testing::reason(&Vagaro, body, &settings())
     }
 
     #[test]
