@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::{Config, StoreUrl};
 use crate::http::{self, AppState, INGEST_SLOTS};
-use crate::model::normalize;
+use crate::model::{json, normalize};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{EventQuery, EventStatus, Store, StoreError};
 use crate::telemetry;
@@ -112,7 +112,7 @@ async fn replay(store: &dyn Store, config: &Config) -> Result<Rebuilt, AppError>
                 rebuilt.skipped += 1;
                 continue;
             };
-            let mapped = match serde_json::from_slice(&body) {
+            let mapped = match json::parse_body(&body) {
                 Ok(value) => source.kind.adapter().map(&value, &source.settings),
                 Err(_) => {
                     rebuilt.skipped += 1;

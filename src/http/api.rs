@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::ingest::{answer, matches_any, outcome_label};
-use crate::model::{Customer, UtcMillis, normalize};
+use crate::model::{Customer, UtcMillis, json, normalize};
 use crate::store::{CustomerQuery, EventQuery, EventStatus, Page, StoredEvent};
 
 const DEFAULT_PAGE: usize = 100;
@@ -203,7 +203,7 @@ pub async fn get_event(State(app): State<Arc<AppState>>, Path(id): Path<String>)
         .ok_or_else(|| ApiError::not_found(format!("no event {id:?}")))?;
     let body = match &event.body {
         Some(bytes) => {
-            serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+            json::decode(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
         }
         None => Value::Null,
     };
@@ -224,8 +224,7 @@ pub async fn reprocess_event(State(app): State<Arc<AppState>>, Path(id): Path<St
     let body = event
         .body
         .ok_or_else(|| conflict(format!("event {id} was redacted by an erasure")))?;
-    let value: Value =
-        serde_json::from_slice(&body).map_err(|_| conflict(format!("event {id} has no JSON body to map")))?;
+    let value = json::parse_body(&body).map_err(|_| conflict(format!("event {id} has no JSON body to map")))?;
     let mapped = source.kind.adapter().map(&value, &source.settings);
     let outcome = app
         .store

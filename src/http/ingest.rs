@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use super::error::ApiError;
 use crate::config::{Secret, Source};
-use crate::model::UtcMillis;
+use crate::model::{UtcMillis, json};
 use crate::sources::TokenHeader;
 use crate::store::{Delivery, IngestOutcome};
 
@@ -77,8 +77,7 @@ async fn receive_checked(
     let _slot = app.ingest_slots.try_acquire().map_err(|_| ApiError::overloaded())?;
     let received_at = UtcMillis::now();
     let bytes = read_body(body, headers, app.max_body_bytes).await?;
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))?;
+    let value = json::parse_body(&bytes).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
     let dedupe_key = DEDUPE_HEADERS
         .iter()
         .find_map(|name| header_text(headers, name))

@@ -6,6 +6,7 @@
 //! serialize [`Customer`] as the camelCase JSON of SPEC §4. Nothing here
 //! knows a platform or a database.
 
+pub mod json;
 pub mod normalize;
 
 use serde::{Deserialize, Serialize};

@@ -21,7 +21,7 @@ use super::{
     BoxFuture, CustomerQuery, Delivery, EventQuery, EventStatus, HistoryEntry, IngestOutcome, Outcome, Page, Store,
     StoreError, StoredEvent,
 };
-use crate::model::{Customer, OrderKey, UtcMillis};
+use crate::model::{Customer, OrderKey, UtcMillis, json};
 use crate::sources::{Mapped, Unmappable};
 
 const MIGRATIONS: &[&str] = &[include_str!("migrations/sqlite/0001_init.sql")];
@@ -159,7 +159,7 @@ impl Store for SqliteStore {
             let mut stmt = conn.prepare_cached("SELECT entry FROM history WHERE customer_id = ?1 ORDER BY seq")?;
             let entries = stmt
                 .query_map([&id], |r| r.get::<_, String>(0))?
-                .map(|entry| Ok(serde_json::from_str(&entry?)?))
+                .map(|entry| Ok(json::decode(entry?.as_bytes())?))
                 .collect::<Result<_, StoreError>>()?;
             Ok(Some(entries))
         }))
@@ -523,7 +523,7 @@ fn apply_event(
                 loaded.links.push(MergeLink {
                     survivor,
                     absorbed,
-                    order_key: serde_json::from_str(&key)?,
+                    order_key: json::decode(key.as_bytes())?,
                 });
             }
         }
@@ -682,10 +682,14 @@ impl RawRecord {
             id: self.id,
             source: self.source,
             external_id: self.external_id,
-            profile: serde_json::from_str(&self.profile)?,
-            order_key: self.order_key.as_deref().map(serde_json::from_str).transpose()?,
+            profile: json::decode(self.profile.as_bytes())?,
+            order_key: self
+                .order_key
+                .as_deref()
+                .map(|k| json::decode(k.as_bytes()))
+                .transpose()?,
             merged_into: self.merged_into,
-            merged_from: serde_json::from_str(&self.merged_from)?,
+            merged_from: json::decode(self.merged_from.as_bytes())?,
             version: self.version as u64,
             changed_at: parse_time(&self.changed_at)?,
         };
@@ -737,7 +741,7 @@ impl RawEvent {
             .outcome
             .map(|o| serde_json::from_value::<Outcome>(serde_json::Value::String(o)))
             .transpose()?;
-        let headers: BTreeMap<String, String> = serde_json::from_str(&self.headers)?;
+        let headers: BTreeMap<String, String> = json::decode(self.headers.as_bytes())?;
         Ok(StoredEvent {
             event_id: self.id,
             source: self.source,
