@@ -790,3 +790,23 @@ proptest! {
         prop_assert_eq!(in_order, shuffled);
     }
 }
+
+#[tokio::test]
+async fn a_changed_phone_is_found_by_the_new_number_and_no_longer_by_the_old() {
+    let app = TestApp::spawn().await;
+    let first = with(treez("shop", "5", T1), "/data/phone", json!("9145551212"));
+    app.deliver_json("treez", &first).await;
+    let second = with(treez("shop", "5", T2), "/data/phone", json!("2125550000"));
+    app.deliver_json("treez", &second).await;
+    assert_eq!(app.customer_ids(&[("phone", "2125550000")]).await, ["treez:shop:5"]);
+    assert!(app.customer_ids(&[("phone", "9145551212")]).await.is_empty());
+    // An older snapshot arriving late changes neither the record nor its lookup.
+    let late = with(
+        treez("shop", "5", "2026-04-15T00:00:00Z"),
+        "/data/phone",
+        json!("3105550000"),
+    );
+    app.deliver_json("treez", &late).await;
+    assert!(app.customer_ids(&[("phone", "3105550000")]).await.is_empty());
+    assert_eq!(app.customer_ids(&[("phone", "2125550000")]).await, ["treez:shop:5"]);
+}

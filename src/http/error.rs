@@ -51,8 +51,10 @@ impl ApiError {
         )
     }
 
-    pub fn status(&self) -> StatusCode {
-        self.status
+    /// The machine-readable code, also the `status` label of rejected
+    /// deliveries in the metrics.
+    pub fn code(&self) -> &'static str {
+        self.code
     }
 }
 

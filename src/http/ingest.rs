@@ -50,7 +50,7 @@ pub async fn receive(
             let status = outcome_label(&outcome);
             (status, answer(outcome))
         }
-        Err(error) => (rejection_label(&error), error.into_response()),
+        Err(error) => (error.code(), error.into_response()),
     };
     let name = source.name().to_owned();
     metrics::counter!("clientele_deliveries_total", "source" => name.clone(), "status" => status).increment(1);
@@ -266,16 +266,6 @@ pub fn outcome_label(outcome: &IngestOutcome) -> &'static str {
     }
 }
 
-fn rejection_label(error: &ApiError) -> &'static str {
-    match error.status() {
-        StatusCode::FORBIDDEN => "forbidden",
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
-        _ => "error",
-    }
-}
 
 #[cfg(test)]
 mod tests {

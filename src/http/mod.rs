@@ -26,8 +26,10 @@ use crate::store::Store;
 
 pub use ingest::content_hash;
 
-/// Deliveries being read or stored at once at most; beyond, `503`.
-pub const INGEST_SLOTS: usize = 4096;
+/// Deliveries being read or stored at once at most; beyond, `503` with
+/// `Retry-After`. One full writer batch: enough to keep the writer busy,
+/// and memory bounded by `INGEST_SLOTS × max_body_bytes` whatever the load.
+pub const INGEST_SLOTS: usize = 512;
 
 pub struct AppState {
     pub store: Arc<dyn Store>,

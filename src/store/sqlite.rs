@@ -7,7 +7,7 @@
 //! request. Reads run on a small pool of read-only connections, which WAL
 //! lets proceed while the writer commits.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -72,7 +72,10 @@ impl SqliteStore {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
-             PRAGMA busy_timeout = 5000;",
+             PRAGMA busy_timeout = 5000;
+             PRAGMA temp_store = MEMORY;
+             PRAGMA cache_size = -16384;
+             PRAGMA wal_autocheckpoint = 16384;",
         )?;
         migrate(&mut conn)?;
         let last_change: i64 =
@@ -562,20 +565,23 @@ fn apply_event(
             r.changed_at.to_string(),
             *last_change,
         ])?;
-        tx.prepare_cached("DELETE FROM customer_phones WHERE customer_id = ?1")?
-            .execute([&r.id])?;
-        tx.prepare_cached("DELETE FROM customer_businesses WHERE customer_id = ?1")?
-            .execute([&r.id])?;
-        let mut phone =
-            tx.prepare_cached("INSERT OR IGNORE INTO customer_phones (e164, customer_id) VALUES (?1, ?2)")?;
-        for e164 in r.profile.phones.iter().filter_map(|p| p.e164.as_deref()) {
-            phone.execute([e164, &r.id])?;
-        }
-        let mut business =
-            tx.prepare_cached("INSERT OR IGNORE INTO customer_businesses (business_id, customer_id) VALUES (?1, ?2)")?;
-        for business_id in &r.profile.business_ids {
-            business.execute([business_id, &r.id])?;
-        }
+        let old = loaded.records.get(&r.id).map(|o| &o.profile);
+        let phones = |p: &crate::model::Profile| p.phones.iter().filter_map(|p| p.e164.clone()).collect();
+        sync_lookup(
+            tx,
+            &PHONES,
+            &r.id,
+            old.map(phones).unwrap_or_default(),
+            phones(&r.profile),
+        )?;
+        let businesses = |p: &crate::model::Profile| p.business_ids.iter().cloned().collect();
+        sync_lookup(
+            tx,
+            &BUSINESSES,
+            &r.id,
+            old.map(businesses).unwrap_or_default(),
+            businesses(&r.profile),
+        )?;
     }
     let mut link = tx.prepare_cached(
         "INSERT INTO merge_links (survivor, absorbed, order_key) VALUES (?1, ?2, ?3)
@@ -591,6 +597,41 @@ fn apply_event(
     Ok(effects
         .outcome
         .expect("applying an event always settles its own customer"))
+}
+
+/// A table that finds customers by a key (an E.164 phone, a business id).
+struct Lookup {
+    insert: &'static str,
+    delete: &'static str,
+}
+
+const PHONES: Lookup = Lookup {
+    insert: "INSERT OR IGNORE INTO customer_phones (e164, customer_id) VALUES (?1, ?2)",
+    delete: "DELETE FROM customer_phones WHERE e164 = ?1 AND customer_id = ?2",
+};
+
+const BUSINESSES: Lookup = Lookup {
+    insert: "INSERT OR IGNORE INTO customer_businesses (business_id, customer_id) VALUES (?1, ?2)",
+    delete: "DELETE FROM customer_businesses WHERE business_id = ?1 AND customer_id = ?2",
+};
+
+/// Brings a lookup table from a record's `old` keys to its `new` ones,
+/// touching only the keys that changed: most updates change none, and each
+/// row touched is a random page written.
+fn sync_lookup(
+    tx: &Connection,
+    lookup: &Lookup,
+    id: &str,
+    old: BTreeSet<String>,
+    new: BTreeSet<String>,
+) -> Result<(), StoreError> {
+    for gone in old.difference(&new) {
+        tx.prepare_cached(lookup.delete)?.execute([gone.as_str(), id])?;
+    }
+    for added in new.difference(&old) {
+        tx.prepare_cached(lookup.insert)?.execute([added.as_str(), id])?;
+    }
+    Ok(())
 }
 
 const RECORD_COLUMNS: &str =

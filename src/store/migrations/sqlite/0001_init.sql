@@ -19,7 +19,6 @@ CREATE TABLE events (
     UNIQUE (source, dedupe_key)
 );
 CREATE INDEX events_status ON events (status, seq);
-CREATE INDEX events_customer ON events (customer_id);
 
 -- The directory: one row per customer. `profile` is the applied snapshot
 -- (its own platform status); the rest is derived or bookkeeping.

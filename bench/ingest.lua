@@ -1,0 +1,48 @@
+-- wrk script: realistic customer deliveries for Clientele's ingest benchmark.
+-- Alternates Vagaro and Treez customer events over a pool of CUSTOMERS ids
+-- (default 100000), each delivery fresh (a new event id, a new update time),
+-- so that most are real upserts rather than duplicates.
+--   wrk -t2 -c64 -d20s --latency -s bench/ingest.lua http://127.0.0.1:8080
+
+local customers = tonumber(os.getenv("CUSTOMERS") or "100000")
+local threads = {}
+local counter = 0
+
+function setup(thread)
+  -- Sets the global `thread_id` in that thread's own Lua state.
+  thread:set("thread_id", #threads)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  math.randomseed(os.time() + thread_id * 7919)
+end
+
+local vagaro = [[{"id":"%s","createdDate":"%s","type":"customer","action":"updated","payload":{"customerId":"C%07d","businessIds":["%d","%d"],"customerFirstName":"First%d","customerLastName":"Last%d","businessGroupId":"group-%d","email":"person%d@example.com","mobilePhone":"914555%04d","dayPhone":"","nightPhone":"N/A","streetAddress":"%d Main Street","city":"New York","regionCode":"NY","regionName":"New York","countryCode":"US","countryName":"United States of America","postalCode":"10030","createdDate":"2023-07-10T08:50:00Z","createdBy":"bench","modifiedDate":"%s","modifiedBy":"bench"}}]]
+
+local treez = [[{"event_type":"CUSTOMER","dispensary_short_name":"shop%d","data":{"status":"ACTIVE","verification_status":"VERIFIED","customer_id":"%d","first_name":"First%d","middle_name":null,"nickname":null,"last_name":"Last%d","birthday":"1980-02-12","drivers_license":null,"state_medical_id":"N/A","email":"person%d@example.com","phone":"213555%04d","notes":"N/A","is_caregiver":false,"caregiver_license_number":"","rewards_balance":%d,"rewards_type":"POINTS","gender":"U","signup_date":"2024-04-24T11:38:21.000-07:00","last_visit_date":"2000-01-01 00:00:00.000","last_update":"%s","opt_out":"false","banned":false,"addresses":[{"type":"address_of_record","street1":"%d SHEPHERD WAY","street2":"","city":"INGLEWOOD","state":"CA","zipcode":"90301","primary":true}],"merged_customer_ids":[],"merged_into_customer_id":null,"patient_type":"ADULT","customer_groups":["SENIOR"],"external_ids":{"aiq_contact_id":null}}}]]
+
+local floor = math.floor
+
+local function timestamp(n)
+  -- A distinct, increasing time per delivery of this thread (LuaJIT: no //).
+  local seconds = n % 86400
+  return string.format("2026-%02d-%02dT%02d:%02d:%02d.%03dZ", 1 + floor(n / 2419200) % 12, 1 + floor(n / 86400) % 28,
+    floor(seconds / 3600), floor(seconds / 60) % 60, seconds % 60, thread_id)
+end
+
+function request()
+  counter = counter + 1
+  local c = math.random(customers)
+  local when = timestamp(counter)
+  if counter % 2 == 0 then
+    local body = string.format(vagaro, string.format("evt-%d-%d", thread_id, counter), when, c, c % 50, c % 7,
+      c, c, c % 10, c, c % 10000, c, when)
+    return wrk.format("POST", "/webhooks/vagaro",
+      {["Content-Type"] = "application/json", ["X-Vagaro-Signature"] = "vagaro-secret"}, body)
+  else
+    local body = string.format(treez, c % 10, c, c, c, c, c % 10000, counter, when, c)
+    return wrk.format("POST", "/webhooks/treez",
+      {["Content-Type"] = "application/json", ["Authorization"] = "Bearer treez-secret"}, body)
+  end
+end

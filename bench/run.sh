@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Ingest benchmark: the HTTP ceiling (bench/noop.rs, same stack, parses the
+# JSON and answers) and Clientele's durable ingest on a fresh embedded store,
+# under the same wrk load (bench/ingest.lua), in the same run.
+#
+#   bench/run.sh [seconds=20] [connections=64]
+#
+# Prints deliveries/s, p50/p99 acknowledgement latency, non-2xx answers and
+# peak RSS for both, and Clientele's rate as a ratio of the ceiling.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${1:-20}
+CONNECTIONS=${2:-64}
+THREADS=${THREADS:-2}
+NOOP_PORT=${NOOP_PORT:-8091}
+PORT=${PORT:-8092}
+
+if ! command -v wrk >/dev/null; then
+  apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+fi
+cargo build --release --quiet --bin clientele --example noop
+
+work=$(mktemp -d)
+cleanup() {
+  jobs -p | xargs -r kill 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+wait_for() {
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2
+  exit 1
+}
+
+# measure NAME PID PORT: runs wrk against PORT, then reads PID's peak RSS.
+measure() {
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s bench/ingest.lua "http://127.0.0.1:$3" >"$work/$1.txt"
+  local rate p50 p99 errors rss
+  rate=$(awk '/^Requests\/sec:/ {print $2}' "$work/$1.txt")
+  p50=$(awk '$1 == "50%" {print $2}' "$work/$1.txt")
+  p99=$(awk '$1 == "99%" {print $2}' "$work/$1.txt")
+  errors=$(awk '/Non-2xx/ {print $5}' "$work/$1.txt")
+  rss=$(awk '/^VmHWM:/ {printf "%.0f MiB", $2 / 1024}' "/proc/$2/status")
+  printf '%-10s %12s %10s %10s %10s %10s\n' "$1" "$rate" "$p50" "$p99" "${errors:-0}" "$rss"
+  echo "$rate" >"$work/$1.rate"
+}
+
+echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $(nproc) cores"
+printf '%-10s %12s %10s %10s %10s %10s\n' target deliveries/s p50 p99 non-2xx peak-RSS
+
+target/release/examples/noop "127.0.0.1:$NOOP_PORT" &
+noop=$!
+wait_for "$NOOP_PORT"
+measure noop "$noop" "$NOOP_PORT"
+kill "$noop"; wait "$noop" 2>/dev/null || true
+
+CLIENTELE_STORE="sqlite://$work/data/clientele.db" CLIENTELE_LISTEN="127.0.0.1:$PORT" RUST_LOG=warn \
+  target/release/clientele serve &
+clientele=$!
+wait_for "$PORT"
+measure clientele "$clientele" "$PORT"
+kill -TERM "$clientele"; wait "$clientele" 2>/dev/null || true
+
+awk -v c="$(cat "$work/clientele.rate")" -v n="$(cat "$work/noop.rate")" \
+  'BEGIN {printf "durable ingest / HTTP ceiling: %.2f\n", c / n}'
