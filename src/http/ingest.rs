@@ -266,7 +266,6 @@ pub fn outcome_label(outcome: &IngestOutcome) -> &'static str {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
