@@ -11,11 +11,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use crate::config::{Config, StoreUrl};
 use crate::http::{self, AppState, INGEST_SLOTS};
 use crate::model::{json, normalize};
+use crate::outbound::dispatcher;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{EventQuery, EventStatus, Store, StoreError};
 use crate::telemetry;
@@ -55,6 +56,7 @@ pub async fn serve(
     for source in &config.sources {
         tracing::info!(route = %format!("POST /webhooks/{}", source.name()), kind = source.kind.as_str(), "serving source");
     }
+    let delivery = config.delivery.clone();
     let state = Arc::new(AppState {
         store: store.clone(),
         first_source: config.sources.first().map(|s| s.name().to_owned()),
@@ -65,12 +67,22 @@ pub async fn serve(
         ingest_slots: Semaphore::new(INGEST_SLOTS),
     });
     tracing::info!(address = %listener.local_addr()?, "listening: /webhooks/{{source}}, /api/v1, /healthz, /readyz, /metrics");
+    let (stop, stopped) = watch::channel(false);
+    let dispatcher = tokio::spawn(dispatcher::run(store.clone(), delivery, stopped));
     let served = axum::serve(
         listener,
         http::router(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    })
     .await;
+    // Stops claiming, lets the sends in flight finish and record their
+    // attempts, then closes the store.
+    if dispatcher.await.is_err() {
+        tracing::error!("the outbound dispatcher panicked");
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(served?)

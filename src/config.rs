@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use axum::http::HeaderName;
 use jiff::tz::TimeZone;
@@ -142,6 +143,25 @@ impl Source {
     }
 }
 
+/// How outbound messages are sent (`[delivery]`, SPEC §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliverySettings {
+    /// The wait before each retry; the first attempt is immediate.
+    pub retry_schedule: Vec<Duration>,
+    /// An answer later than this is a failed attempt.
+    pub timeout: Duration,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        let schedule = [5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600];
+        Self {
+            retry_schedule: schedule.into_iter().map(Duration::from_secs).collect(),
+            timeout: Duration::from_secs(15),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -150,6 +170,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub log_format: LogFormat,
     pub sources: Vec<Source>,
+    pub delivery: DeliverySettings,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +185,15 @@ struct RawConfig {
     log_format: LogFormat,
     #[serde(default)]
     sources: Vec<RawSource>,
+    #[serde(default)]
+    delivery: RawDelivery,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    retry_schedule: Option<Vec<String>>,
+    timeout: Option<String>,
 }
 
 fn default_max_body_bytes() -> usize {
@@ -276,6 +306,41 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<Vec<St
     }
     used.sort();
     Ok(used)
+}
+
+impl RawDelivery {
+    fn validate(self, invalid: &impl Fn(&str, String) -> ConfigError) -> Result<DeliverySettings, ConfigError> {
+        let defaults = DeliverySettings::default();
+        let duration = |key: &str, text: &str| {
+            text.parse::<jiff::SignedDuration>()
+                .ok()
+                .and_then(|d| Duration::try_from(d).ok())
+                .ok_or_else(|| {
+                    invalid(
+                        key,
+                        format!("{text:?} is not a duration such as \"5s\", \"30m\" or \"2h\""),
+                    )
+                })
+        };
+        let retry_schedule = match self.retry_schedule {
+            None => defaults.retry_schedule,
+            Some(entries) => entries
+                .iter()
+                .map(|entry| duration("delivery.retry_schedule", entry))
+                .collect::<Result<_, _>>()?,
+        };
+        let timeout = match self.timeout {
+            None => defaults.timeout,
+            Some(text) => duration("delivery.timeout", &text)?,
+        };
+        if timeout.is_zero() {
+            return Err(invalid("delivery.timeout", "must be more than zero".to_owned()));
+        }
+        Ok(DeliverySettings {
+            retry_schedule,
+            timeout,
+        })
+    }
 }
 
 impl RawConfig {
@@ -400,7 +465,9 @@ impl RawConfig {
                 allow_ips,
             });
         }
+        let delivery = self.delivery.validate(&invalid)?;
         Ok(Config {
+            delivery,
             listen,
             store,
             admin_token: Secret(self.admin_token),
@@ -508,6 +575,22 @@ timezone = "America/Los_Angeles"
         assert!(!debug.contains("t1") && !debug.contains("admin\""), "{debug}");
         let url = StoreUrl::Postgres("postgres://app:hunter2@db:5432/c".into());
         assert_eq!(url.to_string(), "postgres://app@db:5432/c");
+    }
+
+    #[test]
+    fn delivery_has_the_spec_defaults_and_reads_durations() {
+        let config = load(MINIMAL, &[]).unwrap();
+        assert_eq!(config.delivery, DeliverySettings::default());
+        assert_eq!(config.delivery.retry_schedule[1], Duration::from_secs(300));
+        let text = format!("{MINIMAL}\n[delivery]\nretry_schedule = [\"10ms\", \"2h\"]\ntimeout = \"1s\"\n");
+        let config = load(&text, &[("CLIENTELE_DELIVERY__TIMEOUT", "3s")]).unwrap();
+        assert_eq!(
+            config.delivery.retry_schedule,
+            [Duration::from_millis(10), Duration::from_secs(7200)]
+        );
+        assert_eq!(config.delivery.timeout, Duration::from_secs(3));
+        let err = load(&format!("{MINIMAL}\n[delivery]\ntimeout = \"soon\"\n"), &[]).unwrap_err();
+        assert!(err.to_string().contains("delivery.timeout"), "{err}");
     }
 
     #[test]

@@ -64,7 +64,7 @@ async fn the_binary_logs_no_personal_data_or_secrets_and_stops_on_sigterm() {
         }
     };
 
-    let client = reqwest::Client::new();
+    let client = util::client();
     let post = |source: &str, token: (&str, &str), body: String| {
         client
             .post(format!("http://{address}/webhooks/{source}"))

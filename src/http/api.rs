@@ -248,7 +248,7 @@ fn parse_bool(name: &str, value: Option<&str>) -> Result<Option<bool>, ApiError>
         .transpose()
 }
 
-fn parse_limit(value: Option<&str>) -> Result<usize, ApiError> {
+pub fn parse_limit(value: Option<&str>) -> Result<usize, ApiError> {
     match value {
         None => Ok(DEFAULT_PAGE),
         Some(v) => v
@@ -259,7 +259,7 @@ fn parse_limit(value: Option<&str>) -> Result<usize, ApiError> {
     }
 }
 
-fn parse_cursor(value: Option<&str>) -> Result<Option<i64>, ApiError> {
+pub fn parse_cursor(value: Option<&str>) -> Result<Option<i64>, ApiError> {
     value
         .map(|v| {
             v.parse::<i64>()

@@ -8,6 +8,7 @@
 mod api;
 pub mod error;
 mod ingest;
+mod subscriptions;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,6 +52,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/events", get(api::list_events))
         .route("/events/{id}", get(api::get_event))
         .route("/events/{id}/reprocess", post(api::reprocess_event))
+        .route("/subscriptions", get(subscriptions::list).post(subscriptions::create))
+        .route(
+            "/subscriptions/{id}",
+            get(subscriptions::get)
+                .delete(subscriptions::delete)
+                .patch(subscriptions::patch),
+        )
+        .route("/subscriptions/{id}/messages", get(subscriptions::messages))
+        .route("/subscriptions/{id}/replay", post(subscriptions::replay))
+        .route("/messages/{id}/retry", post(subscriptions::retry))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), api::require_admin));
     Router::new()
         .route("/webhooks/{source}", post(ingest::receive))
@@ -79,7 +90,17 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Result<impl IntoResponse, e
     Ok(axum::Json(serde_json::json!({"status": "ready"})))
 }
 
+/// Renders the metrics; the outbound backlog is read from the store at
+/// each scrape, so it is as current as the scrape.
 async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    match app.store.backlog().await {
+        Ok(backlog) => {
+            for (subscription, pending) in backlog {
+                metrics::gauge!("clientele_outbox_backlog", "subscription" => subscription).set(pending as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the outbound backlog"),
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),

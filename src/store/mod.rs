@@ -15,11 +15,13 @@ pub mod sqlite;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::model::{Customer, OrderKey, UtcMillis, Warning};
+use crate::outbound::{Attempt, Due, Message, MessageStatus, Next, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -110,6 +112,25 @@ pub enum Action {
     Created,
     Updated,
     Merged,
+    /// Erased.
+    Deleted,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Created => "created",
+            Action::Updated => "updated",
+            Action::Merged => "merged",
+            Action::Deleted => "deleted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Created, Self::Updated, Self::Merged, Self::Deleted]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +219,28 @@ pub struct EventQuery {
     pub after: Option<i64>,
 }
 
+#[derive(Debug, Clone)]
+pub struct MessageQuery {
+    pub subscription_id: String,
+    pub status: Option<MessageStatus>,
+    pub limit: usize,
+    pub after: Option<i64>,
+}
+
+/// Which due messages the dispatcher takes, and for how long.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub now: UtcMillis,
+    /// Claimed messages are not due again before this: an attempt lost in a
+    /// crash is retried once it passes.
+    pub lease_until: UtcMillis,
+    pub limit: usize,
+    /// At most this many of one subscription's messages per claim.
+    pub per_subscription: usize,
+    /// Subscriptions with enough messages in flight already.
+    pub busy: Vec<String>,
+}
+
 /// A page of results and the position to continue from, if there is more.
 #[derive(Debug, Clone)]
 pub struct Page<T> {
@@ -241,4 +284,44 @@ pub trait Store: Send + Sync + 'static {
 
     /// Finishes queued writes and closes the store.
     fn close(&self) -> BoxFuture<'_, ()>;
+
+    fn create_subscription(&self, subscription: Subscription) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    fn subscriptions(&self) -> BoxFuture<'_, Result<Vec<Subscription>, StoreError>>;
+
+    fn subscription(&self, id: String) -> BoxFuture<'_, Result<Option<Subscription>, StoreError>>;
+
+    /// Deletes a subscription and its messages. `false`: no such subscription.
+    fn delete_subscription(&self, id: String) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    fn set_subscription_enabled(
+        &self,
+        id: String,
+        enabled: bool,
+    ) -> BoxFuture<'_, Result<Option<Subscription>, StoreError>>;
+
+    /// A subscription's messages, oldest first, with their attempts.
+    fn messages(&self, query: MessageQuery) -> BoxFuture<'_, Result<Page<Message>, StoreError>>;
+
+    /// Makes a message pending again, due now, with a fresh schedule.
+    /// `false`: no such message.
+    fn retry_message(&self, id: String) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Queues again, due now, every change since `since` that the
+    /// subscription wants. `None`: no such subscription.
+    fn replay(&self, subscription_id: String, since: UtcMillis) -> BoxFuture<'_, Result<Option<u64>, StoreError>>;
+
+    /// Claims due messages: pending, due, of an enabled subscription, with
+    /// no earlier pending message for the same customer and subscription
+    /// (so each customer's versions go out in order).
+    fn claim_due(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<Due>, StoreError>>;
+
+    /// Records an attempt and what follows from it.
+    fn record_attempt(&self, seq: i64, attempt: Attempt, next: Next) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Pending messages per subscription.
+    fn backlog(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>>;
+
+    /// Notified after a commit that queued messages.
+    fn queued(&self) -> Arc<tokio::sync::Notify>;
 }

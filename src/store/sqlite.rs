@@ -14,17 +14,23 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
 use super::{
-    BoxFuture, CustomerQuery, Delivery, EventQuery, EventStatus, HistoryEntry, IngestOutcome, Outcome, Page, Store,
-    StoreError, StoredEvent,
+    BoxFuture, Claim, CustomerQuery, Delivery, EventQuery, EventStatus, HistoryEntry, IngestOutcome, MessageQuery,
+    Outcome, Page, Store, StoreError, StoredEvent,
 };
 use crate::model::{Customer, OrderKey, UtcMillis, json};
+use crate::outbound::{Attempt, Due, Message, Next, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/sqlite/0001_init.sql")];
+mod outbound;
+
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/sqlite/0001_init.sql"),
+    include_str!("migrations/sqlite/0002_outbound.sql"),
+];
 
 /// Requests waiting for the writer at most; beyond, callers wait.
 const QUEUE: usize = 1024;
@@ -37,6 +43,7 @@ pub struct SqliteStore {
     commands: mpsc::Sender<Command>,
     readers: Arc<Readers>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    queued: Arc<Notify>,
 }
 
 struct Command {
@@ -48,12 +55,33 @@ enum Op {
     Ingest(Box<Delivery>),
     Reprocess(String, Result<Mapped, Unmappable>),
     ResetDirectory,
+    CreateSubscription(Subscription),
+    DeleteSubscription(String),
+    SetEnabled(String, bool),
+    RetryMessage(String),
+    Replay(String, UtcMillis),
+    Claim(Claim),
+    RecordAttempt(i64, Attempt, Next),
     Shutdown,
+}
+
+impl Op {
+    /// Whether the op may change the subscriptions.
+    fn touches_subscriptions(&self) -> bool {
+        matches!(
+            self,
+            Op::CreateSubscription(_) | Op::DeleteSubscription(_) | Op::SetEnabled(..) | Op::RecordAttempt(..)
+        )
+    }
 }
 
 enum Answer {
     Ingest(IngestOutcome),
     Reprocess(Option<IngestOutcome>),
+    Found(bool),
+    Subscription(Option<Subscription>),
+    Replayed(Option<u64>),
+    Claimed(Vec<Due>),
     Done,
 }
 
@@ -81,7 +109,16 @@ impl SqliteStore {
         let last_change: i64 =
             conn.query_row("SELECT COALESCE(MAX(change_seq), 0) FROM customers", [], |r| r.get(0))?;
         let (commands, receiver) = mpsc::channel(QUEUE);
-        let writer = Writer { conn, last_change };
+        let queued = Arc::new(Notify::new());
+        let writer = Writer {
+            conn,
+            ctx: Context {
+                last_change,
+                subscriptions: None,
+                queued: false,
+            },
+            queued: queued.clone(),
+        };
         let handle = std::thread::Builder::new()
             .name("clientele-writer".into())
             .spawn(move || writer.run(receiver))
@@ -93,6 +130,7 @@ impl SqliteStore {
                 idle: Mutex::new(Vec::new()),
             }),
             writer: Mutex::new(Some(handle)),
+            queued,
         })
     }
 
@@ -103,6 +141,11 @@ impl SqliteStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Sends `op` to the writer and picks its answer's value.
+    async fn ask<T>(&self, op: Op, pick: impl FnOnce(Answer) -> Option<T>) -> Result<T, StoreError> {
+        pick(self.send(op).await?).ok_or_else(|| StoreError::Bug("the writer answered another kind of request".into()))
     }
 }
 
@@ -119,12 +162,10 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 
 impl Store for SqliteStore {
     fn ingest(&self, delivery: Delivery) -> BoxFuture<'_, Result<IngestOutcome, StoreError>> {
-        Box::pin(async move {
-            match self.send(Op::Ingest(Box::new(delivery))).await? {
-                Answer::Ingest(outcome) => Ok(outcome),
-                _ => unreachable!("the writer answers an ingest with an ingest outcome"),
-            }
-        })
+        Box::pin(self.ask(Op::Ingest(Box::new(delivery)), |a| match a {
+            Answer::Ingest(outcome) => Some(outcome),
+            _ => None,
+        }))
     }
 
     fn reprocess(
@@ -132,12 +173,10 @@ impl Store for SqliteStore {
         event_id: String,
         mapped: Result<Mapped, Unmappable>,
     ) -> BoxFuture<'_, Result<Option<IngestOutcome>, StoreError>> {
-        Box::pin(async move {
-            match self.send(Op::Reprocess(event_id, mapped)).await? {
-                Answer::Reprocess(outcome) => Ok(outcome),
-                _ => unreachable!("the writer answers a reprocess with its outcome"),
-            }
-        })
+        Box::pin(self.ask(Op::Reprocess(event_id, mapped), |a| match a {
+            Answer::Reprocess(outcome) => Some(outcome),
+            _ => None,
+        }))
     }
 
     fn customer(&self, id: String) -> BoxFuture<'_, Result<Option<Customer>, StoreError>> {
@@ -214,6 +253,78 @@ impl Store for SqliteStore {
             }
         })
     }
+
+    fn create_subscription(&self, subscription: Subscription) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.ask(Op::CreateSubscription(subscription), |a| {
+            matches!(a, Answer::Done).then_some(())
+        }))
+    }
+
+    fn subscriptions(&self) -> BoxFuture<'_, Result<Vec<Subscription>, StoreError>> {
+        Box::pin(self.readers.run(outbound::subscriptions))
+    }
+
+    fn subscription(&self, id: String) -> BoxFuture<'_, Result<Option<Subscription>, StoreError>> {
+        Box::pin(self.readers.run(move |conn| outbound::subscription(conn, &id)))
+    }
+
+    fn delete_subscription(&self, id: String) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.ask(Op::DeleteSubscription(id), found))
+    }
+
+    fn set_subscription_enabled(
+        &self,
+        id: String,
+        enabled: bool,
+    ) -> BoxFuture<'_, Result<Option<Subscription>, StoreError>> {
+        Box::pin(self.ask(Op::SetEnabled(id, enabled), |a| match a {
+            Answer::Subscription(subscription) => Some(subscription),
+            _ => None,
+        }))
+    }
+
+    fn messages(&self, query: MessageQuery) -> BoxFuture<'_, Result<Page<Message>, StoreError>> {
+        Box::pin(self.readers.run(move |conn| outbound::messages(conn, &query)))
+    }
+
+    fn retry_message(&self, id: String) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.ask(Op::RetryMessage(id), found))
+    }
+
+    fn replay(&self, subscription_id: String, since: UtcMillis) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        Box::pin(self.ask(Op::Replay(subscription_id, since), |a| match a {
+            Answer::Replayed(count) => Some(count),
+            _ => None,
+        }))
+    }
+
+    fn claim_due(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<Due>, StoreError>> {
+        Box::pin(self.ask(Op::Claim(claim), |a| match a {
+            Answer::Claimed(due) => Some(due),
+            _ => None,
+        }))
+    }
+
+    fn record_attempt(&self, seq: i64, attempt: Attempt, next: Next) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.ask(Op::RecordAttempt(seq, attempt, next), |a| {
+            matches!(a, Answer::Done).then_some(())
+        }))
+    }
+
+    fn backlog(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
+        Box::pin(self.readers.run(outbound::backlog))
+    }
+
+    fn queued(&self) -> Arc<Notify> {
+        self.queued.clone()
+    }
+}
+
+fn found(answer: Answer) -> Option<bool> {
+    match answer {
+        Answer::Found(found) => Some(found),
+        _ => None,
+    }
 }
 
 fn page<T>(mut items: Vec<T>, limit: usize, position: impl Fn(&T) -> i64) -> Page<T> {
@@ -267,8 +378,20 @@ impl Readers {
 
 struct Writer {
     conn: Connection,
+    ctx: Context,
+    /// Told when a commit queued outbound messages.
+    queued: Arc<Notify>,
+}
+
+/// What the writer carries from one request to the next.
+struct Context {
     /// The last position given in the change feed (`change_seq`).
     last_change: i64,
+    /// Subscriptions, loaded when first needed and forgotten whenever a
+    /// write may have changed them.
+    subscriptions: Option<Vec<Subscription>>,
+    /// Whether the batch being written queued outbound messages.
+    queued: bool,
 }
 
 impl Writer {
@@ -308,9 +431,12 @@ impl Writer {
             }
         };
         for command in batch.drain(..) {
+            if command.op.touches_subscriptions() {
+                self.ctx.subscriptions = None;
+            }
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<Answer, StoreError> {
                 let sp = tx.savepoint()?;
-                let answer = execute(&sp, &command.op, &mut self.last_change)?;
+                let answer = execute(&sp, &command.op, &mut self.ctx)?;
                 sp.commit()?;
                 Ok(answer)
             }))
@@ -323,12 +449,17 @@ impl Writer {
         match tx.commit() {
             Ok(()) => {
                 metrics::histogram!("clientele_store_batch_size").record(size as f64);
+                if std::mem::take(&mut self.ctx.queued) {
+                    self.queued.notify_one();
+                }
                 for (reply, result) in done {
                     let _ = reply.send(result);
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "a write transaction failed to commit");
+                self.ctx.queued = false;
+                self.ctx.subscriptions = None;
                 for (reply, _) in done {
                     let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
                 }
@@ -337,10 +468,10 @@ impl Writer {
     }
 }
 
-fn execute(tx: &Connection, op: &Op, last_change: &mut i64) -> Result<Answer, StoreError> {
+fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreError> {
     match op {
-        Op::Ingest(delivery) => ingest(tx, delivery, last_change).map(Answer::Ingest),
-        Op::Reprocess(event_id, mapped) => reprocess(tx, event_id, mapped, last_change).map(Answer::Reprocess),
+        Op::Ingest(delivery) => ingest(tx, delivery, ctx).map(Answer::Ingest),
+        Op::Reprocess(event_id, mapped) => reprocess(tx, event_id, mapped, ctx).map(Answer::Reprocess),
         Op::ResetDirectory => {
             tx.execute_batch(
                 "DELETE FROM customers; DELETE FROM customer_phones; DELETE FROM customer_businesses;
@@ -348,11 +479,32 @@ fn execute(tx: &Connection, op: &Op, last_change: &mut i64) -> Result<Answer, St
             )?;
             Ok(Answer::Done)
         }
+        Op::CreateSubscription(subscription) => {
+            outbound::create_subscription(tx, subscription)?;
+            Ok(Answer::Done)
+        }
+        Op::DeleteSubscription(id) => outbound::delete_subscription(tx, id).map(Answer::Found),
+        Op::SetEnabled(id, enabled) => outbound::set_enabled(tx, id, *enabled).map(Answer::Subscription),
+        Op::RetryMessage(id) => {
+            let found = outbound::retry_message(tx, id)?;
+            ctx.queued |= found;
+            Ok(Answer::Found(found))
+        }
+        Op::Replay(id, since) => {
+            let replayed = outbound::replay(tx, id, *since)?;
+            ctx.queued |= replayed.is_some_and(|n| n > 0);
+            Ok(Answer::Replayed(replayed))
+        }
+        Op::Claim(claim) => outbound::claim(tx, claim).map(Answer::Claimed),
+        Op::RecordAttempt(seq, attempt, next) => {
+            outbound::record_attempt(tx, *seq, attempt, *next)?;
+            Ok(Answer::Done)
+        }
         Op::Shutdown => Ok(Answer::Done),
     }
 }
 
-fn ingest(tx: &Connection, d: &Delivery, last_change: &mut i64) -> Result<IngestOutcome, StoreError> {
+fn ingest(tx: &Connection, d: &Delivery, ctx: &mut Context) -> Result<IngestOutcome, StoreError> {
     if is_suppressed_target(tx, &d.mapped)? {
         return Ok(IngestOutcome::Suppressed);
     }
@@ -366,7 +518,7 @@ fn ingest(tx: &Connection, d: &Delivery, last_change: &mut i64) -> Result<Ingest
         return Ok(IngestOutcome::Duplicate { event_id });
     }
     let event_id = format!("evt_{}", uuid::Uuid::now_v7().simple());
-    let settled = settle(tx, &event_id, &d.dedupe_key, d.received_at, &d.mapped, last_change)?;
+    let settled = settle(tx, &event_id, &d.dedupe_key, d.received_at, &d.mapped, ctx)?;
     tx.prepare_cached(
         "INSERT INTO events (id, source, dedupe_key, received_at, headers, body, status, reason, outcome, customer_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -390,7 +542,7 @@ fn reprocess(
     tx: &Connection,
     event_id: &str,
     mapped: &Result<Mapped, Unmappable>,
-    last_change: &mut i64,
+    ctx: &mut Context,
 ) -> Result<Option<IngestOutcome>, StoreError> {
     let row = tx
         .prepare_cached("SELECT dedupe_key, received_at, redacted FROM events WHERE id = ?1")?
@@ -408,7 +560,7 @@ fn reprocess(
         return Ok(Some(IngestOutcome::Suppressed));
     }
     let received_at = parse_time(&received_at)?;
-    let settled = settle(tx, event_id, &dedupe_key, received_at, mapped, last_change)?;
+    let settled = settle(tx, event_id, &dedupe_key, received_at, mapped, ctx)?;
     tx.prepare_cached("UPDATE events SET status = ?2, reason = ?3, outcome = ?4, customer_id = ?5 WHERE id = ?1")?
         .execute(params![
             event_id,
@@ -448,7 +600,7 @@ fn settle(
     dedupe_key: &str,
     received_at: UtcMillis,
     mapped: &Result<Mapped, Unmappable>,
-    last_change: &mut i64,
+    ctx: &mut Context,
 ) -> Result<Settled, StoreError> {
     let event_id = event_id.to_owned();
     Ok(match mapped {
@@ -479,7 +631,7 @@ fn settle(
                     dedupe_key: dedupe_key.to_owned(),
                 },
             };
-            let outcome = apply_event(tx, event, &meta, last_change)?;
+            let outcome = apply_event(tx, event, &meta, ctx)?;
             let customer_id = event.customer.id.clone();
             Settled {
                 status: EventStatus::Accepted,
@@ -501,7 +653,7 @@ fn apply_event(
     tx: &Connection,
     event: &crate::model::CustomerEvent,
     meta: &EventMeta,
-    last_change: &mut i64,
+    ctx: &mut Context,
 ) -> Result<Outcome, StoreError> {
     let ids = directory::touched_ids(event);
     let mut loaded = Loaded::default();
@@ -540,7 +692,7 @@ fn apply_event(
                 .execute(params![r.id, order_key])?;
             continue;
         }
-        *last_change += 1;
+        ctx.last_change += 1;
         tx.prepare_cached(
             "INSERT INTO customers (id, source, external_id, account, email, status, profile, order_key,
                                     merged_into, merged_from, version, changed_at, change_seq)
@@ -563,7 +715,7 @@ fn apply_event(
             serde_json::to_string(&r.merged_from)?,
             r.version as i64,
             r.changed_at.to_string(),
-            *last_change,
+            ctx.last_change,
         ])?;
         let old = loaded.records.get(&r.id).map(|o| &o.profile);
         let phones = |p: &crate::model::Profile| p.phones.iter().filter_map(|p| p.e164.clone()).collect();
@@ -593,6 +745,13 @@ fn apply_event(
     let mut history = tx.prepare_cached("INSERT INTO history (customer_id, event_id, entry) VALUES (?1, ?2, ?3)")?;
     for (customer_id, entry) in &effects.history {
         history.execute(params![customer_id, entry.event_id, serde_json::to_string(entry)?])?;
+    }
+    if !effects.changes.is_empty() {
+        if ctx.subscriptions.is_none() {
+            ctx.subscriptions = Some(outbound::subscriptions(tx)?);
+        }
+        let subscriptions = ctx.subscriptions.as_deref().unwrap_or_default();
+        ctx.queued |= outbound::queue(tx, &effects.changes, subscriptions)?;
     }
     Ok(effects
         .outcome

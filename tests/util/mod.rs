@@ -3,9 +3,13 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use axum::http::HeaderMap;
 use clientele::app::{self, AppError};
 use clientele::config::Config;
 use reqwest::StatusCode;
@@ -89,7 +93,7 @@ impl TestApp {
         }));
         Self {
             address,
-            client: reqwest::Client::new(),
+            client: client(),
             dir: dir.to_owned(),
             _temp: None,
             shutdown: Some(shutdown),
@@ -155,6 +159,14 @@ impl TestApp {
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
+}
+
+/// An HTTP client for talking to Clientele. reqwest's TLS (rustls, which
+/// Clientele's outbound sends need) wants its crypto provider installed
+/// first, as Clientele itself does.
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }
 
 pub async fn read(response: reqwest::Response) -> (StatusCode, Value) {
@@ -428,4 +440,444 @@ fn dechunk(mut rest: &str) -> String {
         rest = tail[size..].trim_start_matches("\r\n");
     }
     out
+}
+
+// Outbound webhooks (SPEC §6): a receiver that plays a subscriber, an
+// independent Standard Webhooks verifier, and the subscription API.
+
+/// How long a wait for something the app sends may take before the test
+/// fails: a guard against hangs, never a synchronization.
+pub const SAFETY: Duration = Duration::from_secs(20);
+
+/// What a [`TestReceiver`] answers.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// `200` to everything.
+    Healthy,
+    /// `status` to the first `times` requests, then `200`.
+    FailFirst { times: usize, status: u16 },
+    /// `status` to the first `times` requests about `customer` (the
+    /// payload's `id`); `200` to the rest and to every other customer.
+    FailCustomer {
+        customer: String,
+        times: usize,
+        status: u16,
+    },
+    /// `status` with `Retry-After: {seconds}` to the first request, then
+    /// `200`.
+    RetryAfterOnce { status: u16, seconds: u64 },
+    /// Sleeps `delay` before answering `200` to the first `times` requests.
+    SlowFirst { times: usize, delay: Duration },
+    /// These statuses, one per request in order, then `200`.
+    Statuses(Vec<u16>),
+}
+
+impl Behaviour {
+    /// `status` to everything.
+    pub fn always(status: u16) -> Self {
+        Behaviour::FailFirst {
+            times: usize::MAX,
+            status,
+        }
+    }
+}
+
+/// One request a [`TestReceiver`] got, and what it answered.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub at: Instant,
+    pub headers: HeaderMap,
+    /// The body as sent: signatures are over these bytes.
+    pub raw: Vec<u8>,
+    /// The body as JSON (`null` if it is not JSON).
+    pub body: Value,
+    /// The status answered (after `delay`, if any).
+    pub status: u16,
+    pub delay: Option<Duration>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("a `{name}` header in {:?}", self.headers))
+    }
+
+    pub fn webhook_id(&self) -> &str {
+        self.header("webhook-id")
+    }
+
+    /// The payload's customer `id`.
+    pub fn customer(&self) -> &str {
+        self.body["payload"]["id"].as_str().unwrap_or_default()
+    }
+
+    pub fn version(&self) -> i64 {
+        self.body["payload"]["version"].as_i64().unwrap_or(-1)
+    }
+
+    pub fn action(&self) -> &str {
+        self.body["action"].as_str().unwrap_or_default()
+    }
+
+    /// Answered 2xx without a delay: a success from the sender's side too.
+    pub fn succeeded(&self) -> bool {
+        (200..300).contains(&self.status) && self.delay.is_none()
+    }
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    behaviour: Option<Behaviour>,
+    /// Requests answered under the current behaviour, in all and per
+    /// customer.
+    served: usize,
+    served_by_customer: HashMap<String, usize>,
+    received: Vec<Received>,
+}
+
+/// A subscriber in the test (after Svix's `TestReceiver`): a tiny HTTP
+/// server on `127.0.0.1:0` that keeps every request it gets and answers as
+/// its [`Behaviour`] says.
+#[derive(Clone)]
+pub struct TestReceiver {
+    address: SocketAddr,
+    state: Arc<Mutex<ReceiverState>>,
+    count: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+impl TestReceiver {
+    pub async fn start(behaviour: Behaviour) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let address = listener.local_addr().unwrap();
+        let receiver = Self {
+            address,
+            state: Arc::new(Mutex::new(ReceiverState {
+                behaviour: Some(behaviour),
+                ..ReceiverState::default()
+            })),
+            count: Arc::new(tokio::sync::watch::channel(0).0),
+        };
+        let router = axum::Router::new().fallback(Self::handle).with_state(receiver.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        receiver
+    }
+
+    /// A receiver that answers `200` to everything.
+    pub async fn healthy() -> Self {
+        Self::start(Behaviour::Healthy).await
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.address)
+    }
+
+    /// Changes the behaviour from the next request on; its counts start
+    /// from zero.
+    pub fn set(&self, behaviour: Behaviour) {
+        let mut state = self.state.lock().unwrap();
+        state.behaviour = Some(behaviour);
+        state.served = 0;
+        state.served_by_customer.clear();
+    }
+
+    /// Everything received so far, in arrival order.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.lock().unwrap().received.clone()
+    }
+
+    /// Waits until at least `n` requests have arrived; returns all of them.
+    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
+        self.wait_until(&format!("{n} requests"), |r| r.len() >= n).await
+    }
+
+    /// Waits until what was received satisfies `done`; returns all of it.
+    pub async fn wait_until(&self, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        let mut changes = self.count.subscribe();
+        let waited = tokio::time::timeout(SAFETY, async {
+            loop {
+                changes.borrow_and_update();
+                let received = self.received();
+                if done(&received) {
+                    return received;
+                }
+                changes.changed().await.expect("the receiver lives");
+            }
+        })
+        .await;
+        waited.unwrap_or_else(|_| panic!("{what} within {SAFETY:?}; got {:#?}", summary(&self.received())))
+    }
+
+    async fn handle(
+        axum::extract::State(receiver): axum::extract::State<Self>,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let at = Instant::now();
+        let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let customer = value["payload"]["id"].as_str().unwrap_or_default().to_owned();
+        let (status, retry_after, delay) = {
+            let mut state = receiver.state.lock().unwrap();
+            let served = state.served;
+            state.served += 1;
+            let for_customer = {
+                let n = state.served_by_customer.entry(customer.clone()).or_default();
+                *n += 1;
+                *n - 1
+            };
+            let answer = match state.behaviour.clone().expect("a behaviour") {
+                Behaviour::Healthy => (200, None, None),
+                Behaviour::FailFirst { times, status } => (if served < times { status } else { 200 }, None, None),
+                Behaviour::FailCustomer {
+                    customer: failing,
+                    times,
+                    status,
+                } => (
+                    if customer == failing && for_customer < times {
+                        status
+                    } else {
+                        200
+                    },
+                    None,
+                    None,
+                ),
+                Behaviour::RetryAfterOnce { status, seconds } => {
+                    if served == 0 {
+                        (status, Some(seconds), None)
+                    } else {
+                        (200, None, None)
+                    }
+                }
+                Behaviour::SlowFirst { times, delay } => (200, None, (served < times).then_some(delay)),
+                Behaviour::Statuses(statuses) => (statuses.get(served).copied().unwrap_or(200), None, None),
+            };
+            state.received.push(Received {
+                at,
+                headers,
+                raw: body.to_vec(),
+                body: value,
+                status: answer.0,
+                delay: answer.2,
+            });
+            receiver.count.send_modify(|n| *n += 1);
+            answer
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        let status = axum::http::StatusCode::from_u16(status).expect("a status");
+        match retry_after {
+            Some(seconds) => (status, [("retry-after", seconds.to_string())]).into_response(),
+            None => status.into_response(),
+        }
+    }
+}
+
+/// One line per request, for failure messages.
+pub fn summary(received: &[Received]) -> Vec<String> {
+    received
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} v{} {} → {}{}",
+                r.headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("-"),
+                r.customer(),
+                r.version(),
+                r.action(),
+                r.status,
+                r.delay.map(|d| format!(" after {d:?}")).unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// A URL nobody listens on: a subscriber that is down (connection refused).
+pub fn down_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}/hook")
+}
+
+/// HMAC-SHA256 (RFC 2104) written out from SHA-256, independently of the
+/// crate's signing code: H((K ⊕ opad) ‖ H((K ⊕ ipad) ‖ m)).
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut block = [0u8; 64];
+    if key.len() > block.len() {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
+    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(message).finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding (RFC 4648 §4).
+pub fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(BASE64[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Decodes standard base64, padded or not; `None` if it is not base64.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let mut out = Vec::new();
+    let (mut bits, mut count) = (0u32, 0u32);
+    for c in text.bytes() {
+        let value = BASE64.iter().position(|&b| b == c)? as u32;
+        bits = bits << 6 | value;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count & 0xff) as u8);
+        }
+    }
+    (count < 6).then_some(out)
+}
+
+/// The key bytes of a subscription secret: `whsec_` + base64 of the key,
+/// or, without the prefix, the secret's own bytes (SPEC §8).
+pub fn signing_key(secret: &str) -> Vec<u8> {
+    match secret.strip_prefix("whsec_") {
+        Some(encoded) => base64_decode(encoded).unwrap_or_else(|| panic!("{secret:?} is whsec_ + base64")),
+        None => secret.as_bytes().to_vec(),
+    }
+}
+
+/// Asserts that `request` carries a valid Standard Webhooks signature for
+/// `secret`: `v1,` + base64 HMAC-SHA256 over `{id}.{timestamp}.{body}`.
+pub fn assert_signed(secret: &str, request: &Received) {
+    let id = request.webhook_id();
+    let timestamp = request.header("webhook-timestamp");
+    assert!(
+        !timestamp.is_empty() && timestamp.bytes().all(|b| b.is_ascii_digit()),
+        "webhook-timestamp is Unix seconds: {timestamp:?}"
+    );
+    let mut signed = format!("{id}.{timestamp}.").into_bytes();
+    signed.extend_from_slice(&request.raw);
+    let expected = format!("v1,{}", base64_encode(&hmac_sha256(&signing_key(secret), &signed)));
+    let header = request.header("webhook-signature");
+    assert!(
+        header.split_whitespace().any(|s| s == expected),
+        "webhook-signature {header:?} should hold {expected:?}"
+    );
+}
+
+impl TestApp {
+    /// An admin API call with a JSON body.
+    pub async fn admin_json(&self, method: reqwest::Method, path: &str, body: &Value) -> (StatusCode, Value) {
+        send(
+            self.client
+                .request(method, self.url(path))
+                .bearer_auth(ADMIN)
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.admin(reqwest::Method::DELETE, path).await
+    }
+
+    /// Creates a subscription (`POST /api/v1/subscriptions`), expecting `201`.
+    pub async fn subscribe(&self, request: Value) -> Value {
+        let (status, body) = self
+            .admin_json(reqwest::Method::POST, "/api/v1/subscriptions", &request)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{request}: {body}");
+        body
+    }
+
+    /// A subscription to everything at `url`; returns its id and secret.
+    pub async fn subscribe_url(&self, url: &str) -> (String, String) {
+        let subscription = self.subscribe(serde_json::json!({ "url": url })).await;
+        (
+            subscription["id"].as_str().expect("an id").to_owned(),
+            subscription["secret"].as_str().expect("a secret").to_owned(),
+        )
+    }
+
+    /// `PATCH /api/v1/subscriptions/{id}` `{"enabled": …}`, expecting `200`.
+    pub async fn set_enabled(&self, subscription: &str, enabled: bool) -> Value {
+        let (status, body) = self
+            .admin_json(
+                reqwest::Method::PATCH,
+                &format!("/api/v1/subscriptions/{subscription}"),
+                &serde_json::json!({ "enabled": enabled }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// A subscription's messages, oldest first, optionally of one status.
+    pub async fn messages(&self, subscription: &str, status: Option<&str>) -> Vec<Value> {
+        let query: Vec<(&str, &str)> = status.map(|s| ("status", s)).into_iter().collect();
+        let path = format!("/api/v1/subscriptions/{subscription}/messages");
+        let (code, body) = self.get_query(&path, &query).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        assert!(body["nextCursor"].is_null(), "more than one page of messages: {body}");
+        body["data"].as_array().expect("a data array").clone()
+    }
+
+    /// Polls a subscription's messages until `done` holds for them;
+    /// returns them.
+    pub async fn wait_for_messages(
+        &self,
+        subscription: &str,
+        what: &str,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + SAFETY;
+        loop {
+            let messages = self.messages(subscription, None).await;
+            if done(&messages) {
+                return messages;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} within {SAFETY:?}; messages: {}",
+                serde_json::to_string_pretty(&messages).unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until every message of `subscription` has `status`; returns
+    /// them.
+    pub async fn wait_all(&self, subscription: &str, count: usize, status: &str) -> Vec<Value> {
+        self.wait_for_messages(subscription, &format!("{count} messages {status}"), |messages| {
+            messages.len() == count && messages.iter().all(|m| m["status"] == status)
+        })
+        .await
+    }
+
+    /// `/metrics` as text.
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await.expect("/metrics");
+        response.text().await.expect("a metrics body")
+    }
 }

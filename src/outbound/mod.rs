@@ -1,0 +1,129 @@
+//! Outbound webhooks (SPEC §6): subscriptions, the messages the directory's
+//! changes queue for them, and the dispatcher that signs and sends them.
+//!
+//! The store commits each change's envelope to an outbox, and one message
+//! per matching subscription, in the delivery's own transaction. The
+//! [`dispatcher`] claims due messages from the store, sends them with
+//! Standard Webhooks signatures ([`signing`]), and records each attempt and
+//! what follows from it ([`policy`]): delivered, retried later, or dead.
+
+pub mod dispatcher;
+pub mod policy;
+pub mod signing;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::UtcMillis;
+use crate::store::Action;
+
+/// Who receives which changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscription {
+    pub id: String,
+    pub url: String,
+    /// `whsec_` + base64 of the key, or raw key bytes. Shown once, at
+    /// creation.
+    #[serde(skip_serializing)]
+    pub secret: String,
+    /// Empty: every action.
+    pub actions: Vec<Action>,
+    /// Empty: every source.
+    pub sources: Vec<String>,
+    pub enabled: bool,
+    pub created_at: UtcMillis,
+}
+
+impl Subscription {
+    /// Whether a change of this action, of a record of this source, is for
+    /// this subscription.
+    pub fn wants(&self, action: Action, source: &str) -> bool {
+        (self.actions.is_empty() || self.actions.contains(&action))
+            && (self.sources.is_empty() || self.sources.iter().any(|s| s == source))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    Pending,
+    Delivered,
+    Dead,
+    /// Withdrawn by an erasure before it was delivered.
+    Cancelled,
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Pending => "pending",
+            MessageStatus::Delivered => "delivered",
+            MessageStatus::Dead => "dead",
+            MessageStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Delivered, Self::Dead, Self::Cancelled]
+            .into_iter()
+            .find(|status| status.as_str() == s)
+    }
+}
+
+/// One try at sending a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    pub at: UtcMillis,
+    /// `None`: no answer (connection failed, or timed out).
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// A message as the API lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub id: String,
+    /// The envelope id: `webhook-id`, the same for every subscriber.
+    pub event_id: String,
+    pub subscription_id: String,
+    pub customer_id: String,
+    pub version: u64,
+    pub action: Action,
+    pub status: MessageStatus,
+    pub next_attempt_at: Option<UtcMillis>,
+    pub attempts: Vec<Attempt>,
+    #[serde(skip)]
+    pub seq: i64,
+}
+
+/// A message claimed for sending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    pub seq: i64,
+    pub subscription_id: String,
+    pub url: String,
+    pub secret: String,
+    /// The envelope id, sent as `webhook-id`.
+    pub event_id: String,
+    pub body: String,
+    /// Failed attempts so far, which sets the next wait.
+    pub failures: u32,
+}
+
+/// What an attempt leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Delivered,
+    /// Pending, retried at that time.
+    Retry {
+        at: UtcMillis,
+    },
+    /// Out of retries, or the subscriber said `410 Gone`, which also
+    /// disables the subscription.
+    Dead {
+        disable_subscription: bool,
+    },
+}

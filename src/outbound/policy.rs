@@ -1,0 +1,139 @@
+//! What follows an attempt (SPEC §6, §8): a 2xx is delivered; `410 Gone`
+//! is dead and disables the subscription; anything else is retried after
+//! the schedule's next wait, plus up to 10% jitter, or after `Retry-After`
+//! on 429/503 if that is longer; after the last entry, dead.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::Next;
+use crate::model::UtcMillis;
+
+/// An attempt's result, as far as the policy cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Success,
+    Gone,
+    /// Any other status, a timeout or no connection; with the wait the
+    /// subscriber asked for (429/503 `Retry-After`).
+    Failed {
+        retry_after: Option<Duration>,
+    },
+}
+
+/// `failures` counts the failed attempts before this one; `jitter` is in
+/// `[0, 1)`, scaled to at most +10% of the wait.
+pub fn next(answer: Answer, failures: u32, schedule: &[Duration], now: UtcMillis, jitter: f64) -> Next {
+    match answer {
+        Answer::Success => Next::Delivered,
+        Answer::Gone => Next::Dead {
+            disable_subscription: true,
+        },
+        Answer::Failed { retry_after } => match schedule.get(failures as usize) {
+            None => Next::Dead {
+                disable_subscription: false,
+            },
+            Some(wait) => {
+                let wait = wait.mul_f64(1.0 + 0.1 * jitter.clamp(0.0, 1.0));
+                let wait = retry_after.map_or(wait, |asked| wait.max(asked));
+                let at = now.as_timestamp().checked_add(wait).unwrap_or(Timestamp::MAX);
+                Next::Retry {
+                    at: UtcMillis::from_timestamp(at),
+                }
+            }
+        },
+    }
+}
+
+/// Reads `Retry-After`: delay-seconds, or an HTTP date.
+pub fn retry_after(value: &str, now: UtcMillis) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
+    Some(
+        at.duration_since(now.as_timestamp())
+            .try_into()
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> UtcMillis {
+        "2026-04-24T00:00:00Z".parse().unwrap()
+    }
+
+    fn retry_in(next: Next) -> Duration {
+        match next {
+            Next::Retry { at } => Duration::from_millis((at.as_millisecond() - now().as_millisecond()) as u64),
+            other => panic!("expected a retry, got {other:?}"),
+        }
+    }
+
+    const SCHEDULE: [Duration; 2] = [Duration::from_secs(5), Duration::from_secs(300)];
+
+    #[test]
+    fn success_and_gone_end_the_message() {
+        assert_eq!(next(Answer::Success, 3, &SCHEDULE, now(), 0.5), Next::Delivered);
+        assert_eq!(
+            next(Answer::Gone, 0, &SCHEDULE, now(), 0.5),
+            Next::Dead {
+                disable_subscription: true
+            }
+        );
+    }
+
+    #[test]
+    fn failures_follow_the_schedule_with_at_most_ten_percent_jitter_then_die() {
+        let failed = Answer::Failed { retry_after: None };
+        assert_eq!(retry_in(next(failed, 0, &SCHEDULE, now(), 0.0)), Duration::from_secs(5));
+        assert_eq!(
+            retry_in(next(failed, 0, &SCHEDULE, now(), 0.999)),
+            Duration::from_millis(5499)
+        );
+        assert_eq!(
+            retry_in(next(failed, 1, &SCHEDULE, now(), 0.0)),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            next(failed, 2, &SCHEDULE, now(), 0.0),
+            Next::Dead {
+                disable_subscription: false
+            }
+        );
+    }
+
+    #[test]
+    fn retry_after_is_honoured_when_longer_than_the_schedule() {
+        let asked = |s| Answer::Failed {
+            retry_after: Some(Duration::from_secs(s)),
+        };
+        assert_eq!(
+            retry_in(next(asked(60), 0, &SCHEDULE, now(), 0.0)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            retry_in(next(asked(1), 0, &SCHEDULE, now(), 0.0)),
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        assert_eq!(retry_after(" 120 ", now()), Some(Duration::from_secs(120)));
+        assert_eq!(
+            retry_after("Fri, 24 Apr 2026 00:01:00 GMT", now()),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            retry_after("Thu, 23 Apr 2026 00:00:00 GMT", now()),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon", now()), None);
+    }
+}

@@ -1,0 +1,50 @@
+-- Outbound webhooks, version 2.
+
+CREATE TABLE subscriptions (
+    id         TEXT    PRIMARY KEY,
+    url        TEXT    NOT NULL,
+    secret     TEXT    NOT NULL,
+    actions    TEXT    NOT NULL,           -- JSON array; empty: every action
+    sources    TEXT    NOT NULL,           -- JSON array; empty: every source
+    enabled    INTEGER NOT NULL,
+    created_at TEXT    NOT NULL
+);
+
+-- The transactional outbox: one row per change of the directory, committed
+-- with the change. `id` is the envelope id every subscriber gets.
+CREATE TABLE outbox (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT    NOT NULL UNIQUE,
+    customer_id TEXT    NOT NULL,
+    source      TEXT    NOT NULL,
+    action      TEXT    NOT NULL,
+    version     INTEGER NOT NULL,
+    created_at  TEXT    NOT NULL,
+    body        TEXT    NOT NULL
+);
+CREATE INDEX outbox_created ON outbox (created_at);
+
+-- One outbox row to send to one subscription.
+CREATE TABLE messages (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              TEXT    NOT NULL UNIQUE,
+    subscription_id TEXT    NOT NULL,
+    outbox_seq      INTEGER NOT NULL,
+    customer_id     TEXT    NOT NULL,
+    status          TEXT    NOT NULL,      -- pending | delivered | dead | cancelled
+    failures        INTEGER NOT NULL DEFAULT 0,  -- failed attempts since the last (re)start
+    next_attempt_at INTEGER,               -- Unix ms, while pending; also the claim lease
+    UNIQUE (subscription_id, outbox_seq)
+);
+CREATE INDEX messages_due ON messages (status, next_attempt_at);
+CREATE INDEX messages_pending_customer ON messages (subscription_id, customer_id, seq) WHERE status = 'pending';
+CREATE INDEX messages_subscription ON messages (subscription_id, seq);
+
+CREATE TABLE attempts (
+    message_seq INTEGER NOT NULL,
+    at          TEXT    NOT NULL,
+    status_code INTEGER,
+    error       TEXT,
+    duration_ms INTEGER NOT NULL
+);
+CREATE INDEX attempts_message ON attempts (message_seq);

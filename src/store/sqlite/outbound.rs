@@ -1,0 +1,372 @@
+//! The embedded store's side of outbound webhooks: the outbox rows and
+//! messages written with each change, subscriptions, claiming due
+//! messages, and recording attempts. Writes run on the writer thread
+//! (`super::Writer`), reads on the read pool.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::json;
+
+use super::{StoreError, page};
+use crate::model::{UtcMillis, json};
+use crate::outbound::{Attempt, Due, Message, MessageStatus, Next, Subscription};
+use crate::store::directory::Change;
+use crate::store::{Action, Claim, MessageQuery, Page};
+
+const SUBSCRIPTION_COLUMNS: &str = "id, url, secret, actions, sources, enabled, created_at";
+
+fn read_subscription(r: &Row<'_>) -> rusqlite::Result<(String, String, String, String, String, bool, String)> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn decode_subscription(
+    (id, url, secret, actions, sources, enabled, created_at): (String, String, String, String, String, bool, String),
+) -> Result<Subscription, StoreError> {
+    Ok(Subscription {
+        id,
+        url,
+        secret,
+        actions: json::decode(actions.as_bytes())?,
+        sources: json::decode(sources.as_bytes())?,
+        enabled,
+        created_at: super::parse_time(&created_at)?,
+    })
+}
+
+pub(super) fn subscriptions(conn: &Connection) -> Result<Vec<Subscription>, StoreError> {
+    let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions ORDER BY created_at, id");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map([], read_subscription)?;
+    rows.map(|r| decode_subscription(r?)).collect()
+}
+
+pub(super) fn subscription(conn: &Connection, id: &str) -> Result<Option<Subscription>, StoreError> {
+    let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ?1");
+    let row = conn
+        .prepare_cached(&sql)?
+        .query_row([id], read_subscription)
+        .optional()?;
+    row.map(decode_subscription).transpose()
+}
+
+pub(super) fn create_subscription(tx: &Connection, s: &Subscription) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO subscriptions (id, url, secret, actions, sources, enabled, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        s.id,
+        s.url,
+        s.secret,
+        serde_json::to_string(&s.actions)?,
+        serde_json::to_string(&s.sources)?,
+        s.enabled,
+        s.created_at.to_string(),
+    ])?;
+    Ok(())
+}
+
+pub(super) fn delete_subscription(tx: &Connection, id: &str) -> Result<bool, StoreError> {
+    tx.prepare_cached(
+        "DELETE FROM attempts WHERE message_seq IN (SELECT seq FROM messages WHERE subscription_id = ?1)",
+    )?
+    .execute([id])?;
+    tx.prepare_cached("DELETE FROM messages WHERE subscription_id = ?1")?
+        .execute([id])?;
+    Ok(tx
+        .prepare_cached("DELETE FROM subscriptions WHERE id = ?1")?
+        .execute([id])?
+        > 0)
+}
+
+pub(super) fn set_enabled(tx: &Connection, id: &str, enabled: bool) -> Result<Option<Subscription>, StoreError> {
+    tx.prepare_cached("UPDATE subscriptions SET enabled = ?2 WHERE id = ?1")?
+        .execute(params![id, enabled])?;
+    subscription(tx, id)
+}
+
+/// Writes each change's envelope to the outbox, and a message due now for
+/// every subscription that wants it, enabled or not: a disabled one's
+/// messages wait until it is enabled again. Returns whether any message was
+/// queued.
+pub(super) fn queue(tx: &Connection, changes: &[Change], subscriptions: &[Subscription]) -> Result<bool, StoreError> {
+    let mut queued = false;
+    for change in changes {
+        let id = format!("evt_{}", uuid::Uuid::now_v7().simple());
+        let now = UtcMillis::now();
+        let body = json!({
+            "id": id,
+            "createdDate": now,
+            "type": "customer",
+            "action": change.action,
+            "payload": change.customer,
+            "changes": change.changes,
+        });
+        let customer = &change.customer;
+        let outbox_seq: i64 = tx
+            .prepare_cached(
+                "INSERT INTO outbox (id, customer_id, source, action, version, created_at, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING seq",
+            )?
+            .query_row(
+                params![
+                    id,
+                    customer.id,
+                    customer.source,
+                    change.action.as_str(),
+                    customer.version as i64,
+                    now.to_string(),
+                    body.to_string(),
+                ],
+                |r| r.get(0),
+            )?;
+        for subscription in subscriptions
+            .iter()
+            .filter(|s| s.wants(change.action, &customer.source))
+        {
+            enqueue(tx, &subscription.id, outbox_seq, &customer.id, now)?;
+            queued = true;
+        }
+    }
+    Ok(queued)
+}
+
+/// Makes one outbox row pending for one subscription, due at `due`, with
+/// a fresh schedule, whether it was sent before or not.
+fn enqueue(
+    tx: &Connection,
+    subscription_id: &str,
+    outbox_seq: i64,
+    customer_id: &str,
+    due: UtcMillis,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO messages (id, subscription_id, outbox_seq, customer_id, status, failures, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5)
+         ON CONFLICT (subscription_id, outbox_seq)
+         DO UPDATE SET status = 'pending', failures = 0, next_attempt_at = excluded.next_attempt_at",
+    )?
+    .execute(params![
+        format!("msg_{}", uuid::Uuid::now_v7().simple()),
+        subscription_id,
+        outbox_seq,
+        customer_id,
+        due.as_millisecond(),
+    ])?;
+    Ok(())
+}
+
+pub(super) fn retry_message(tx: &Connection, id: &str) -> Result<bool, StoreError> {
+    let changed = tx
+        .prepare_cached("UPDATE messages SET status = 'pending', failures = 0, next_attempt_at = ?2 WHERE id = ?1")?
+        .execute(params![id, UtcMillis::now().as_millisecond()])?;
+    Ok(changed > 0)
+}
+
+pub(super) fn replay(tx: &Connection, subscription_id: &str, since: UtcMillis) -> Result<Option<u64>, StoreError> {
+    let Some(subscription) = subscription(tx, subscription_id)? else {
+        return Ok(None);
+    };
+    let now = UtcMillis::now();
+    let mut stmt =
+        tx.prepare_cached("SELECT seq, customer_id, source, action FROM outbox WHERE created_at >= ?1 ORDER BY seq")?;
+    let rows = stmt.query_map([since.to_string()], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    let mut queued = 0;
+    for row in rows {
+        let (seq, customer_id, source, action) = row?;
+        if subscription.wants(parse_action(&action)?, &source) {
+            enqueue(tx, subscription_id, seq, &customer_id, now)?;
+            queued += 1;
+        }
+    }
+    Ok(Some(queued))
+}
+
+pub(super) fn claim(tx: &Connection, claim: &Claim) -> Result<Vec<Due>, StoreError> {
+    let seqs: Vec<i64> = tx
+        .prepare_cached(
+            "WITH due AS (
+                 SELECT m.seq, ROW_NUMBER() OVER (PARTITION BY m.subscription_id ORDER BY m.next_attempt_at, m.seq) AS n
+                 FROM messages m JOIN subscriptions s ON s.id = m.subscription_id
+                 WHERE m.status = 'pending' AND m.next_attempt_at <= ?1 AND s.enabled = 1
+                   AND s.id NOT IN (SELECT value FROM json_each(?2))
+                   AND NOT EXISTS (SELECT 1 FROM messages p
+                                   WHERE p.subscription_id = m.subscription_id AND p.customer_id = m.customer_id
+                                     AND p.status = 'pending' AND p.seq < m.seq))
+             SELECT seq FROM due WHERE n <= ?3 ORDER BY seq LIMIT ?4",
+        )?
+        .query_map(
+            params![
+                claim.now.as_millisecond(),
+                serde_json::to_string(&claim.busy)?,
+                claim.per_subscription as i64,
+                claim.limit as i64,
+            ],
+            |r| r.get(0),
+        )?
+        .collect::<Result<_, _>>()?;
+    let mut lease = tx.prepare_cached(
+        "UPDATE messages SET next_attempt_at = ?2 WHERE seq = ?1
+         RETURNING subscription_id, failures, outbox_seq",
+    )?;
+    let mut details = tx.prepare_cached(
+        "SELECT s.url, s.secret, o.id, o.body FROM subscriptions s, outbox o WHERE s.id = ?1 AND o.seq = ?2",
+    )?;
+    let mut claimed = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        let (subscription_id, failures, outbox_seq): (String, u32, i64) = lease
+            .query_row(params![seq, claim.lease_until.as_millisecond()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        let (url, secret, event_id, body) = details.query_row(params![subscription_id, outbox_seq], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        claimed.push(Due {
+            seq,
+            subscription_id,
+            url,
+            secret,
+            event_id,
+            body,
+            failures,
+        });
+    }
+    Ok(claimed)
+}
+
+/// Records an attempt; returns whether it disabled a subscription.
+pub(super) fn record_attempt(tx: &Connection, seq: i64, attempt: &Attempt, next: Next) -> Result<bool, StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO attempts (message_seq, at, status_code, error, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        seq,
+        attempt.at.to_string(),
+        attempt.status_code,
+        attempt.error,
+        attempt.duration_ms as i64
+    ])?;
+    let (status, next_at, failed) = match next {
+        Next::Delivered => (MessageStatus::Delivered, None, 0),
+        Next::Retry { at } => (MessageStatus::Pending, Some(at.as_millisecond()), 1),
+        Next::Dead { .. } => (MessageStatus::Dead, None, 1),
+    };
+    tx.prepare_cached(
+        "UPDATE messages SET status = ?2, next_attempt_at = ?3, failures = failures + ?4 WHERE seq = ?1",
+    )?
+    .execute(params![seq, status.as_str(), next_at, failed])?;
+    if let Next::Dead {
+        disable_subscription: true,
+    } = next
+    {
+        tx.prepare_cached(
+            "UPDATE subscriptions SET enabled = 0 WHERE id = (SELECT subscription_id FROM messages WHERE seq = ?1)",
+        )?
+        .execute([seq])?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+pub(super) fn messages(conn: &Connection, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT m.seq, m.id, o.id, m.subscription_id, m.customer_id, o.version, o.action, m.status, m.next_attempt_at
+         FROM messages m JOIN outbox o ON o.seq = m.outbox_seq
+         WHERE m.subscription_id = ?1 AND (?2 IS NULL OR m.status = ?2) AND m.seq > ?3
+         ORDER BY m.seq LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(
+        params![
+            q.subscription_id,
+            q.status.map(MessageStatus::as_str),
+            q.after.unwrap_or(0),
+            q.limit as i64 + 1
+        ],
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, String>(7)?,
+                r.get::<_, Option<i64>>(8)?,
+            ))
+        },
+    )?;
+    let mut attempts = conn.prepare_cached(
+        "SELECT at, status_code, error, duration_ms FROM attempts WHERE message_seq = ?1 ORDER BY rowid",
+    )?;
+    let mut messages = Vec::new();
+    for row in rows {
+        let (seq, id, event_id, subscription_id, customer_id, version, action, status, next_at) = row?;
+        let status = MessageStatus::parse(&status)
+            .ok_or_else(|| StoreError::Bug(format!("unknown message status {status:?}")))?;
+        let tried = attempts
+            .query_map([seq], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<u16>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?
+            .map(|a| {
+                let (at, status_code, error, duration_ms) = a?;
+                Ok(Attempt {
+                    at: super::parse_time(&at)?,
+                    status_code,
+                    error,
+                    duration_ms: duration_ms as u64,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let next_attempt_at = next_at
+            .filter(|_| status == MessageStatus::Pending)
+            .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+            .map(UtcMillis::from_timestamp);
+        messages.push(Message {
+            id,
+            event_id,
+            subscription_id,
+            customer_id,
+            version: version as u64,
+            action: parse_action(&action)?,
+            status,
+            next_attempt_at,
+            attempts: tried,
+            seq,
+        });
+    }
+    Ok(page(messages, q.limit, |m| m.seq))
+}
+
+pub(super) fn backlog(conn: &Connection) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.id, COUNT(m.seq) FROM subscriptions s
+         LEFT JOIN messages m ON m.subscription_id = s.id AND m.status = 'pending'
+         GROUP BY s.id ORDER BY s.id",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn parse_action(s: &str) -> Result<Action, StoreError> {
+    Action::parse(s).ok_or_else(|| StoreError::Bug(format!("unknown action {s:?}")))
+}

@@ -1,0 +1,980 @@
+//! Outbound webhooks (SPEC §6, §8 "Outbound"): subscriptions, the signed
+//! envelope subscribers get for every real change of the directory, and
+//! delivery: retries on the schedule, timeouts, `Retry-After`, `410 Gone`,
+//! dead messages and manual retries, per-customer order, replay, restarts,
+//! and metrics.
+//!
+//! A [`TestReceiver`] plays the subscriber; signatures are checked with an
+//! HMAC written in `util`, independently of the crate's signing code. Tests
+//! wait for requests or poll the message API (with a safety deadline that
+//! only guards against hangs); the only timing they assert is lower bounds.
+
+mod util;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use util::{
+    Behaviour, Received, TestApp, TestReceiver, assert_signed, base64_decode, base64_encode, down_url, error_code,
+    hmac_sha256, signing_key, summary, treez, vagaro, with,
+};
+
+const T1: &str = "2026-04-01T00:00:00Z";
+const T2: &str = "2026-05-01T00:00:00Z";
+const T3: &str = "2026-06-01T00:00:00Z";
+
+/// A `[delivery]` table: a new table after the test config's last source.
+fn delivery(schedule: &[&str], timeout: &str) -> String {
+    let schedule: Vec<String> = schedule.iter().map(|s| format!("{s:?}")).collect();
+    format!(
+        "\n[delivery]\nretry_schedule = [{}]\ntimeout = {timeout:?}\n",
+        schedule.join(", ")
+    )
+}
+
+/// Three quick retries, so that a message is dead after four attempts.
+fn quick() -> String {
+    delivery(&["10ms", "10ms", "10ms"], "2s")
+}
+
+/// A Treez snapshot of `id` in dispensary `account` named `first`.
+fn person(account: &str, id: &str, first: &str, last_update: &str) -> Value {
+    with(treez(account, id, last_update), "/data/first_name", json!(first))
+}
+
+/// Treez's survivor side of a merge: `id` absorbed `absorbed`.
+fn survivor(account: &str, id: &str, absorbed: &[&str], last_update: &str) -> Value {
+    let body = with(person(account, id, "Sam", last_update), "/data/status", json!("MERGED"));
+    with(body, "/data/merged_customer_ids", json!(absorbed))
+}
+
+/// A Vagaro customer `C1` snapshot as envelope `event`, modified at
+/// `modified`, in businesses `businesses`.
+fn vagaro_customer(event: &str, modified: &str, last_name: &str, businesses: &[&str]) -> Value {
+    let body = with(vagaro(event, "C1", modified), "/payload/businessIds", json!(businesses));
+    with(body, "/payload/customerLastName", json!(last_name))
+}
+
+/// Delivers and expects `200 accepted`; returns the answer.
+async fn accept(app: &TestApp, source: &str, body: &Value) -> Value {
+    let (status, answer) = app.deliver_json(source, body).await;
+    assert_eq!(status, StatusCode::OK, "{body}: {answer}");
+    assert_eq!(answer["status"], "accepted", "{answer}");
+    answer
+}
+
+/// A record without `changedAt`, which an outbound payload need not carry.
+fn comparable(record: &Value) -> Value {
+    let mut record = record.clone();
+    record.as_object_mut().expect("a record").remove("changedAt");
+    record
+}
+
+/// The status codes of a message's attempts.
+fn attempt_codes(message: &Value) -> Vec<Value> {
+    message["attempts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("attempts: {message}"))
+        .iter()
+        .map(|a| a["statusCode"].clone())
+        .collect()
+}
+
+fn timestamp(value: &Value) -> jiff::Timestamp {
+    value
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("an RFC 3339 time: {value}"))
+}
+
+// The verifier itself.
+
+#[test]
+fn the_test_hmac_matches_rfc_4231() {
+    // Test case 2: a short key.
+    let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+    assert_eq!(
+        hex::encode(mac),
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    );
+    // Test case 6: a key longer than the block is hashed first.
+    let mac = hmac_sha256(&[0xaa; 131], b"Test Using Larger Than Block-Size Key - Hash Key First");
+    assert_eq!(
+        hex::encode(mac),
+        "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+    );
+}
+
+#[test]
+fn the_test_base64_matches_rfc_4648() {
+    for (plain, encoded) in [
+        ("", ""),
+        ("f", "Zg=="),
+        ("fo", "Zm8="),
+        ("foo", "Zm9v"),
+        ("foob", "Zm9vYg=="),
+        ("fooba", "Zm9vYmE="),
+        ("foobar", "Zm9vYmFy"),
+    ] {
+        assert_eq!(base64_encode(plain.as_bytes()), encoded);
+        assert_eq!(base64_decode(encoded).as_deref(), Some(plain.as_bytes()));
+    }
+    assert_eq!(base64_decode("Zm9v!"), None);
+    assert_eq!(signing_key("whsec_Zm9vYmFy"), b"foobar");
+    assert_eq!(signing_key("foobar"), b"foobar");
+}
+
+// Subscriptions.
+
+#[tokio::test]
+async fn subscriptions_are_created_listed_fetched_disabled_and_deleted() {
+    let app = TestApp::spawn().await;
+    let created = app.subscribe(json!({"url": "https://example.com/hooks"})).await;
+    let id = created["id"].as_str().expect("an id").to_owned();
+    assert!(id.starts_with("sub_"), "{created}");
+    assert_eq!(created["url"], "https://example.com/hooks");
+    let secret = created["secret"].as_str().expect("a secret");
+    assert!(secret.starts_with("whsec_"), "{created}");
+    let key = base64_decode(&secret["whsec_".len()..]).expect("whsec_ + base64");
+    assert!(key.len() >= 16, "a generated key has at least 128 bits: {secret}");
+    let every_action = json!(["created", "updated", "merged", "deleted"]);
+    assert!(
+        created["actions"] == json!([]) || created["actions"] == every_action,
+        "absent actions: all: {created}"
+    );
+    assert!(created["sources"].is_array(), "{created}");
+    assert_eq!(created["enabled"], true);
+    timestamp(&created["createdAt"]);
+    let other = app.subscribe(json!({"url": "http://example.com/other"})).await;
+    assert_ne!(
+        other["secret"], created["secret"],
+        "each subscription gets its own secret"
+    );
+
+    // The secret is shown once, at creation.
+    let mut shown = created.clone();
+    shown.as_object_mut().unwrap().remove("secret");
+    let (status, one) = app.get(&format!("/api/v1/subscriptions/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(one, shown);
+    let (status, list) = app.get("/api/v1/subscriptions").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let listed = list["data"].as_array().expect("a data array");
+    assert_eq!(listed.len(), 2, "{list}");
+    assert!(listed.contains(&shown), "{list}");
+    assert!(listed.iter().all(|s| s.get("secret").is_none()), "{list}");
+
+    let disabled = app.set_enabled(&id, false).await;
+    assert_eq!(disabled["enabled"], false);
+    assert_eq!(disabled["id"], id);
+    assert!(disabled.get("secret").is_none(), "{disabled}");
+    assert_eq!(
+        app.get(&format!("/api/v1/subscriptions/{id}")).await.1["enabled"],
+        false
+    );
+    assert_eq!(app.set_enabled(&id, true).await["enabled"], true);
+
+    let (status, body) = app.delete(&format!("/api/v1/subscriptions/{id}")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, body) = app.get(&format!("/api/v1/subscriptions/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    error_code(&body);
+    let (_, list) = app.get("/api/v1/subscriptions").await;
+    assert_eq!(util::ids(&list["data"]), [other["id"].as_str().unwrap()]);
+    let (status, _) = app.delete(&format!("/api/v1/subscriptions/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_subscription_keeps_the_actions_and_sources_it_was_given() {
+    let app = TestApp::spawn().await;
+    let created = app
+        .subscribe(json!({"url": "http://example.com/h", "actions": ["updated", "merged"], "sources": ["treez"]}))
+        .await;
+    assert_eq!(created["actions"], json!(["updated", "merged"]));
+    assert_eq!(created["sources"], json!(["treez"]));
+    let (_, fetched) = app
+        .get(&format!("/api/v1/subscriptions/{}", created["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(fetched["actions"], json!(["updated", "merged"]));
+    assert_eq!(fetched["sources"], json!(["treez"]));
+}
+
+#[tokio::test]
+async fn invalid_subscriptions_are_refused_with_400() {
+    let app = TestApp::spawn().await;
+    for request in [
+        json!({"url": "ftp://example.com/hooks"}),
+        json!({"url": "not a url"}),
+        json!({"url": "https://example.com/h", "actions": ["exploded"]}),
+        json!({"url": "https://example.com/h", "sources": ["shopify"]}),
+    ] {
+        let (status, body) = app.admin_json(Method::POST, "/api/v1/subscriptions", &request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{request}: {body}");
+        error_code(&body);
+    }
+    let (_, list) = app.get("/api/v1/subscriptions").await;
+    assert_eq!(list["data"], json!([]), "nothing was created");
+
+    let anonymous = app
+        .client
+        .post(app.url("/api/v1/subscriptions"))
+        .json(&json!({"url": "https://example.com/h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let (status, _) = app.get("/api/v1/subscriptions/sub_nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+// What subscribers get.
+
+#[tokio::test]
+async fn a_subscriber_gets_created_then_updated_signed_with_the_whole_customer_and_its_changes() {
+    let app = TestApp::spawn().await;
+    let receiver = TestReceiver::healthy().await;
+    let (sub, secret) = app.subscribe_url(&receiver.url()).await;
+
+    accept(
+        &app,
+        "vagaro",
+        &vagaro_customer("o-1", "2023-08-10T08:50:00Z", "Smith", &["123", "456"]),
+    )
+    .await;
+    let first = receiver.wait_for(1).await.remove(0);
+    let record_v1 = app.customer("vagaro:C1").await;
+    accept(
+        &app,
+        "vagaro",
+        &vagaro_customer("o-2", "2023-08-11T08:50:00Z", "Smyth", &["789", "123"]),
+    )
+    .await;
+    let received = receiver.wait_for(2).await;
+    assert_eq!(received.len(), 2, "{:#?}", summary(&received));
+    let second = &received[1];
+    let record_v2 = app.customer("vagaro:C1").await;
+
+    for request in [&first, second] {
+        assert_signed(&secret, request);
+        assert_eq!(request.header("content-type"), "application/json");
+        assert_eq!(
+            request.webhook_id(),
+            request.body["id"],
+            "webhook-id is the envelope id"
+        );
+        assert!(request.webhook_id().starts_with("evt_"), "{}", request.webhook_id());
+        let sent_at: i64 = request.header("webhook-timestamp").parse().unwrap();
+        let now = jiff::Timestamp::now().as_second();
+        assert!(
+            (now - sent_at).abs() < 300,
+            "webhook-timestamp {sent_at} is now ({now})"
+        );
+        assert_eq!(request.body["type"], "customer");
+        assert!(request.body["createdDate"].as_str().unwrap_or_default().ends_with('Z'));
+        timestamp(&request.body["createdDate"]);
+        assert!(request.body["changes"].is_object(), "{}", request.body);
+    }
+    assert_ne!(first.webhook_id(), second.webhook_id());
+
+    assert_eq!(first.action(), "created");
+    assert_eq!(
+        comparable(&first.body["payload"]),
+        comparable(&record_v1),
+        "the whole customer, v1"
+    );
+    assert_eq!(first.version(), 1);
+    assert_eq!(second.action(), "updated");
+    assert_eq!(
+        comparable(&second.body["payload"]),
+        comparable(&record_v2),
+        "the whole customer, v2"
+    );
+    assert_eq!(second.version(), 2);
+    assert_eq!(
+        second.body["changes"],
+        json!({
+            "lastName": {"from": "Smith", "to": "Smyth"},
+            "businessIds": {"added": ["789"], "removed": ["456"]},
+            "updatedAt": {"from": "2023-08-10T08:50:00.000Z", "to": "2023-08-11T08:50:00.000Z"},
+        })
+    );
+    let history = app.history("vagaro:C1").await;
+    assert_eq!(second.body["changes"], history[1]["changes"], "the history's changes");
+
+    let messages = app.wait_all(&sub, 2, "delivered").await;
+    for (message, request) in messages.iter().zip([&first, second]) {
+        assert!(
+            message["id"].as_str().unwrap_or_default().starts_with("msg_"),
+            "{message}"
+        );
+        assert_eq!(message["eventId"], request.webhook_id());
+        assert_eq!(message["subscriptionId"], sub);
+        assert_eq!(message["customerId"], "vagaro:C1");
+        assert_eq!(message["version"], request.version());
+        assert_eq!(message["action"], request.action());
+        assert_eq!(message["nextAttemptAt"], Value::Null);
+        assert_eq!(attempt_codes(message), [json!(200)]);
+        let attempt = &message["attempts"][0];
+        timestamp(&attempt["at"]);
+        assert_eq!(attempt["error"], Value::Null, "{message}");
+        assert!(attempt["durationMs"].is_number(), "{message}");
+    }
+    assert_eq!(app.messages(&sub, Some("delivered")).await, messages);
+    assert_eq!(app.messages(&sub, Some("pending")).await, Vec::<Value>::new());
+    assert_eq!(app.messages(&sub, Some("dead")).await, Vec::<Value>::new());
+}
+
+#[tokio::test]
+async fn every_subscriber_gets_the_same_event_id_signed_with_its_own_secret() {
+    let app = TestApp::spawn().await;
+    let (one, two) = (TestReceiver::healthy().await, TestReceiver::healthy().await);
+    let raw_secret = "a raw secret, not base64!";
+    let created = app.subscribe(json!({"url": one.url(), "secret": raw_secret})).await;
+    assert_eq!(created["secret"], raw_secret, "a given secret is kept as given");
+    let given = format!("whsec_{}", base64_encode(b"sixteen key bytes"));
+    let created = app.subscribe(json!({"url": two.url(), "secret": given})).await;
+    assert_eq!(created["secret"], given, "a given secret is kept as given");
+
+    accept(&app, "treez", &person("se", "1", "Jules", T1)).await;
+    let (a, b) = (one.wait_for(1).await.remove(0), two.wait_for(1).await.remove(0));
+    assert_eq!(a.webhook_id(), b.webhook_id());
+    assert_eq!(a.body, b.body);
+    // Without the prefix, the secret's own bytes are the key.
+    assert_signed(raw_secret, &a);
+    assert_signed(&given, &b);
+}
+
+#[tokio::test]
+async fn duplicate_stale_and_unchanged_deliveries_send_nothing() {
+    let app = TestApp::spawn().await;
+    let receiver = TestReceiver::healthy().await;
+    let (sub, _) = app.subscribe_url(&receiver.url()).await;
+
+    let first = person("dup", "1", "Jules", T2);
+    assert_eq!(accept(&app, "treez", &first).await["outcome"], "applied");
+    let (_, again) = app.deliver_json("treez", &first).await;
+    assert_eq!(again["status"], "duplicate", "{again}");
+    let older = person("dup", "1", "Julius", T1);
+    assert_eq!(accept(&app, "treez", &older).await["outcome"], "stale");
+    let vagaro_first = vagaro("u-1", "U1", "2023-08-10T08:50:00Z");
+    accept(&app, "vagaro", &vagaro_first).await;
+    let same_later = with(
+        with(vagaro_first, "/id", json!("u-2")),
+        "/createdDate",
+        json!("2024-03-17T00:00:00Z"),
+    );
+    assert_eq!(accept(&app, "vagaro", &same_later).await["outcome"], "unchanged");
+    // Messages are committed with their change: the outbox is final now.
+    let messages = app.messages(&sub, None).await;
+    let kept: Vec<_> = messages
+        .iter()
+        .map(|m| (m["customerId"].clone(), m["version"].clone(), m["action"].clone()))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (json!("treez:dup:1"), json!(1), json!("created")),
+            (json!("vagaro:U1"), json!(1), json!("created")),
+        ]
+    );
+
+    // A real change after them: once it arrives, anything queued before it
+    // for the same customer would have arrived too.
+    accept(&app, "treez", &person("dup", "1", "Jim", T3)).await;
+    let received = receiver
+        .wait_until("treez:dup:1 v2", |r| r.iter().any(|r| r.version() == 2))
+        .await;
+    let seen: Vec<_> = received.iter().map(|r| (r.customer(), r.version())).collect();
+    assert_eq!(seen.iter().filter(|(c, _)| *c == "treez:dup:1").count(), 2, "{seen:?}");
+    assert!(
+        seen.contains(&("treez:dup:1", 1)) && seen.contains(&("treez:dup:1", 2)),
+        "{seen:?}"
+    );
+    assert_eq!(app.messages(&sub, None).await.len(), 3);
+}
+
+#[tokio::test]
+async fn subscriptions_filter_by_action_and_by_source() {
+    let app = TestApp::spawn().await;
+    let (all, updates, treez_only) = (
+        TestReceiver::healthy().await,
+        TestReceiver::healthy().await,
+        TestReceiver::healthy().await,
+    );
+    let (all_sub, all_secret) = app.subscribe_url(&all.url()).await;
+    let updates_sub = app
+        .subscribe(json!({"url": updates.url(), "actions": ["updated"]}))
+        .await;
+    let treez_sub = app
+        .subscribe(json!({"url": treez_only.url(), "sources": ["treez"]}))
+        .await;
+
+    accept(&app, "vagaro", &vagaro("f-1", "F1", "2023-08-10T08:50:00Z")).await;
+    accept(&app, "vagaro", &vagaro("f-2", "F1", "2023-08-11T08:50:00Z")).await;
+    accept(&app, "treez", &person("flt", "1", "Jules", T1)).await;
+    accept(&app, "treez", &person("flt", "1", "Jim", T2)).await;
+
+    let what = |r: &[Received]| -> Vec<(String, String)> {
+        r.iter()
+            .map(|r| (r.customer().to_owned(), r.action().to_owned()))
+            .collect()
+    };
+    let pairs = |p: &[(&str, &str)]| -> Vec<(String, String)> {
+        p.iter().map(|(c, a)| (c.to_string(), a.to_string())).collect()
+    };
+    let mut to_all = what(&all.wait_for(4).await);
+    to_all.sort();
+    assert_eq!(
+        to_all,
+        pairs(&[
+            ("treez:flt:1", "created"),
+            ("treez:flt:1", "updated"),
+            ("vagaro:F1", "created"),
+            ("vagaro:F1", "updated")
+        ])
+    );
+    let mut to_updates = what(&updates.wait_for(2).await);
+    to_updates.sort();
+    assert_eq!(
+        to_updates,
+        pairs(&[("treez:flt:1", "updated"), ("vagaro:F1", "updated")])
+    );
+    assert_eq!(
+        what(&treez_only.wait_for(2).await),
+        pairs(&[("treez:flt:1", "created"), ("treez:flt:1", "updated")])
+    );
+    // The outbox holds nothing else for the filtered subscriptions.
+    let count = |s: &Value| s["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.messages(&count(&updates_sub), None).await.len(), 2);
+    assert_eq!(app.messages(&count(&treez_sub), None).await.len(), 2);
+    assert_eq!(app.messages(&all_sub, None).await.len(), 4);
+
+    // One change, two subscribers: one event id, each signed with its own
+    // secret.
+    let vagaro_update = |r: &[Received]| {
+        r.iter()
+            .find(|r| r.customer() == "vagaro:F1" && r.action() == "updated")
+            .cloned()
+            .unwrap()
+    };
+    let (a, b) = (vagaro_update(&all.received()), vagaro_update(&updates.received()));
+    assert_eq!(a.webhook_id(), b.webhook_id());
+    assert_signed(&all_secret, &a);
+    assert_signed(updates_sub["secret"].as_str().unwrap(), &b);
+}
+
+#[tokio::test]
+async fn merges_send_one_created_for_a_stub_and_merged_for_an_absorbed_record() {
+    let app = TestApp::spawn().await;
+    let receiver = TestReceiver::healthy().await;
+    let (sub, _) = app.subscribe_url(&receiver.url()).await;
+    let (s, l, stub) = ("treez:mg:s", "treez:mg:l", "treez:mg:stub");
+
+    accept(&app, "treez", &person("mg", "l", "Lee", T1)).await;
+    accept(&app, "treez", &person("mg", "s", "Sam", T1)).await;
+    accept(&app, "treez", &survivor("mg", "s", &["l", "stub"], T2)).await;
+
+    let messages = app.messages(&sub, None).await;
+    let mut actions: BTreeMap<String, Vec<(Value, Value)>> = BTreeMap::new();
+    for m in &messages {
+        actions
+            .entry(m["customerId"].as_str().unwrap().to_owned())
+            .or_default()
+            .push((m["action"].clone(), m["version"].clone()));
+    }
+    assert_eq!(actions[l], [(json!("created"), json!(1)), (json!("merged"), json!(2))]);
+    assert_eq!(actions[s], [(json!("created"), json!(1)), (json!("updated"), json!(2))]);
+    assert_eq!(
+        actions[stub],
+        [(json!("created"), json!(1))],
+        "one message for a stub, not two"
+    );
+    assert_eq!(actions.len(), 3);
+
+    let received = receiver.wait_for(5).await;
+    let find = |id: &str, action: &str| {
+        received
+            .iter()
+            .find(|r| r.customer() == id && r.action() == action)
+            .unwrap_or_else(|| panic!("{id} {action} in {:#?}", summary(&received)))
+    };
+    let stub_created = find(stub, "created");
+    assert_eq!(stub_created.body["payload"]["status"], "merged");
+    assert_eq!(stub_created.body["payload"]["mergedInto"], s);
+    assert_eq!(
+        comparable(&stub_created.body["payload"]),
+        comparable(&app.customer(stub).await)
+    );
+    let merged = find(l, "merged");
+    assert_eq!(merged.body["payload"]["status"], "merged");
+    assert_eq!(merged.body["payload"]["mergedInto"], s);
+    assert_eq!(merged.body["changes"]["mergedInto"], json!({"from": null, "to": s}));
+    let survivor_updated = find(s, "updated");
+    assert_eq!(survivor_updated.body["payload"]["mergedFrom"], json!([l, stub]));
+    assert_eq!(
+        survivor_updated.body["changes"]["mergedFrom"],
+        json!({"added": [l, stub], "removed": []})
+    );
+}
+
+// Retries.
+
+#[tokio::test]
+async fn a_flaky_subscriber_gets_the_same_webhook_id_until_it_answers_2xx() {
+    let app = TestApp::spawn_with(&quick()).await;
+    let receiver = TestReceiver::start(Behaviour::FailFirst { times: 2, status: 500 }).await;
+    let (sub, secret) = app.subscribe_url(&receiver.url()).await;
+    accept(&app, "treez", &person("fl", "1", "Jules", T1)).await;
+
+    let received = receiver.wait_for(3).await;
+    let id = received[0].webhook_id();
+    for request in &received {
+        assert_eq!(request.webhook_id(), id, "{:#?}", summary(&received));
+        assert_eq!(request.body["id"], id);
+        assert_signed(&secret, request);
+    }
+    let messages = app.wait_all(&sub, 1, "delivered").await;
+    assert_eq!(attempt_codes(&messages[0]), [json!(500), json!(500), json!(200)]);
+    assert_eq!(messages[0]["eventId"], id);
+    assert_eq!(messages[0]["nextAttemptAt"], Value::Null);
+    assert_eq!(receiver.received().len(), 3, "nothing after the success");
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_times_out_and_is_retried() {
+    let app = TestApp::spawn_with(&delivery(&["10ms", "10ms"], "300ms")).await;
+    let receiver = TestReceiver::start(Behaviour::SlowFirst {
+        times: 1,
+        delay: Duration::from_secs(3),
+    })
+    .await;
+    let (sub, _) = app.subscribe_url(&receiver.url()).await;
+    accept(&app, "treez", &person("slow", "1", "Jules", T1)).await;
+
+    let received = receiver.wait_for(2).await;
+    assert_eq!(received[0].webhook_id(), received[1].webhook_id());
+    let messages = app.wait_all(&sub, 1, "delivered").await;
+    let attempts = messages[0]["attempts"].as_array().unwrap();
+    assert_eq!(
+        attempt_codes(&messages[0]),
+        [Value::Null, json!(200)],
+        "{}",
+        messages[0]
+    );
+    let error = attempts[0]["error"].as_str().unwrap_or_default().to_lowercase();
+    assert!(
+        ["time", "300ms", "0.3s"].iter().any(|w| error.contains(w)),
+        "an error that names the timeout: {}",
+        attempts[0]
+    );
+    assert!(
+        attempts[0]["durationMs"].as_f64().unwrap_or_default() >= 299.0,
+        "the attempt waited the timeout: {}",
+        attempts[0]
+    );
+    assert_eq!(attempts[1]["error"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_down_subscriber_s_message_is_dead_after_the_last_retry() {
+    let app = TestApp::spawn_with(&delivery(&["10ms", "10ms"], "2s")).await;
+    let (sub, _) = app.subscribe_url(&down_url()).await;
+    accept(&app, "treez", &person("down", "1", "Jules", T1)).await;
+
+    let messages = app.wait_all(&sub, 1, "dead").await;
+    let message = &messages[0];
+    assert_eq!(
+        attempt_codes(message),
+        [Value::Null, Value::Null, Value::Null],
+        "{message}"
+    );
+    for attempt in message["attempts"].as_array().unwrap() {
+        assert!(
+            !attempt["error"].as_str().unwrap_or_default().is_empty(),
+            "a network error is named: {attempt}"
+        );
+    }
+    assert_eq!(message["nextAttemptAt"], Value::Null);
+    assert_eq!(app.messages(&sub, Some("dead")).await, messages);
+    assert_eq!(app.messages(&sub, Some("pending")).await, Vec::<Value>::new());
+}
+
+#[tokio::test]
+async fn a_dead_message_is_sent_again_by_a_manual_retry() {
+    let app = TestApp::spawn_with(&quick()).await;
+    let receiver = TestReceiver::start(Behaviour::FailFirst { times: 4, status: 500 }).await;
+    let (sub, secret) = app.subscribe_url(&receiver.url()).await;
+    accept(&app, "treez", &person("mr", "1", "Jules", T1)).await;
+
+    let dead = app.wait_all(&sub, 1, "dead").await.remove(0);
+    assert_eq!(attempt_codes(&dead), vec![json!(500); 4], "first try and three retries");
+    assert_eq!(receiver.received().len(), 4);
+
+    let (status, body) = app
+        .post_admin(&format!("/api/v1/messages/{}/retry", dead["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body, json!({"status": "pending"}));
+    let received = receiver.wait_for(5).await;
+    assert_signed(&secret, &received[4]);
+    assert!(
+        received.iter().all(|r| r.webhook_id() == dead["eventId"]),
+        "{:#?}",
+        summary(&received)
+    );
+    let delivered = app.wait_all(&sub, 1, "delivered").await.remove(0);
+    assert_eq!(delivered["id"], dead["id"]);
+    assert_eq!(attempt_codes(&delivered).last(), Some(&json!(200)));
+    assert_eq!(attempt_codes(&delivered).len(), 5);
+
+    // A delivered message can be sent again too.
+    let (status, _) = app
+        .post_admin(&format!("/api/v1/messages/{}/retry", dead["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(receiver.wait_for(6).await[5].webhook_id(), dead["eventId"]);
+    let (status, _) = app.post_admin("/api/v1/messages/msg_nope/retry").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn retry_after_on_429_and_503_is_waited_for() {
+    let app = TestApp::spawn_with(&delivery(&["10ms", "10ms"], "2s")).await;
+    let too_many = TestReceiver::start(Behaviour::RetryAfterOnce {
+        status: 429,
+        seconds: 1,
+    })
+    .await;
+    let unavailable = TestReceiver::start(Behaviour::RetryAfterOnce {
+        status: 503,
+        seconds: 1,
+    })
+    .await;
+    let (first, _) = app.subscribe_url(&too_many.url()).await;
+    let (second, _) = app.subscribe_url(&unavailable.url()).await;
+    accept(&app, "treez", &person("ra", "1", "Jules", T1)).await;
+
+    for (receiver, sub) in [(&too_many, &first), (&unavailable, &second)] {
+        let received = receiver.wait_for(2).await;
+        let waited = received[1].at - received[0].at;
+        // The app counts from reading the answer, after our first arrival;
+        // 10 ms allow for times rounded to milliseconds in the store.
+        assert!(
+            waited >= Duration::from_millis(990),
+            "the retry waited Retry-After (1 s), not the schedule's 10 ms: {waited:?}"
+        );
+        assert_eq!(received[0].webhook_id(), received[1].webhook_id());
+        let messages = app.wait_all(sub, 1, "delivered").await;
+        assert_eq!(attempt_codes(&messages[0]), [json!(received[0].status), json!(200)]);
+    }
+}
+
+#[tokio::test]
+async fn gone_kills_the_message_and_disables_the_subscription_until_it_is_enabled() {
+    // The first try answers 500; while the retry waits, a second change is
+    // queued behind it; the retry answers 410.
+    let app = TestApp::spawn_with(&delivery(&["500ms", "10ms", "10ms"], "2s")).await;
+    let gone = TestReceiver::start(Behaviour::Statuses(vec![500, 410])).await;
+    let control = TestReceiver::healthy().await;
+    let (sub, _) = app.subscribe_url(&gone.url()).await;
+    app.subscribe_url(&control.url()).await;
+
+    accept(&app, "treez", &person("gone", "1", "Jules", T1)).await;
+    gone.wait_for(1).await;
+    accept(&app, "treez", &person("gone", "1", "Jim", T2)).await;
+    let messages = app
+        .wait_for_messages(&sub, "the first message dead", |m| {
+            m.len() == 2 && m[0]["status"] == "dead"
+        })
+        .await;
+    assert_eq!(
+        attempt_codes(&messages[0]),
+        [json!(500), json!(410)],
+        "410 is not retried"
+    );
+    assert_eq!(messages[1]["status"], "pending", "{}", messages[1]);
+    let (_, subscription) = app.get(&format!("/api/v1/subscriptions/{sub}")).await;
+    assert_eq!(subscription["enabled"], false, "{subscription}");
+
+    // Another customer's change reaches a healthy subscriber; the disabled
+    // one gets nothing meanwhile.
+    accept(&app, "treez", &person("gone", "2", "Jo", T1)).await;
+    control
+        .wait_until("the other customer", |r| {
+            r.iter().any(|r| r.customer() == "treez:gone:2")
+        })
+        .await;
+    assert_eq!(gone.received().len(), 2, "{:#?}", summary(&gone.received()));
+    let messages = app.messages(&sub, None).await;
+    assert_eq!(messages[1]["status"], "pending");
+    assert_eq!(attempt_codes(&messages[1]), Vec::<Value>::new(), "v2 was not tried");
+
+    assert_eq!(app.set_enabled(&sub, true).await["enabled"], true);
+    let received = gone
+        .wait_until("v2 after enabling", |r| {
+            r.iter().any(|r| r.customer() == "treez:gone:1" && r.version() == 2)
+        })
+        .await;
+    let versions: Vec<i64> = received
+        .iter()
+        .filter(|r| r.customer() == "treez:gone:1")
+        .map(Received::version)
+        .collect();
+    assert_eq!(versions, [1, 1, 2], "the dead v1 is not sent again");
+    let messages = app
+        .wait_for_messages(&sub, "v2 delivered", |m| m.len() >= 2 && m[1]["status"] == "delivered")
+        .await;
+    assert_eq!(messages[0]["status"], "dead");
+}
+
+#[tokio::test]
+async fn changes_while_a_subscription_is_disabled_are_sent_once_it_is_enabled() {
+    let app = TestApp::spawn_with(&quick()).await;
+    let paused = TestReceiver::healthy().await;
+    let control = TestReceiver::healthy().await;
+    let (sub, _) = app.subscribe_url(&paused.url()).await;
+    app.subscribe_url(&control.url()).await;
+    app.set_enabled(&sub, false).await;
+
+    accept(&app, "treez", &person("dis", "1", "Jules", T1)).await;
+    let sent = control.wait_for(1).await.remove(0);
+    assert_eq!(paused.received().len(), 0, "nothing is sent to a disabled subscription");
+
+    let queued = app.messages(&sub, None).await;
+    assert_eq!(queued.len(), 1, "the change is queued for the disabled subscription");
+    assert_eq!(queued[0]["status"], "pending");
+    app.set_enabled(&sub, true).await;
+    app.wait_all(&sub, 1, "delivered").await;
+    let received = paused.wait_for(1).await;
+    assert_eq!(received[0].webhook_id(), sent.webhook_id());
+}
+
+// Order.
+
+#[tokio::test]
+async fn a_failing_customer_holds_back_only_its_own_later_messages() {
+    let app = TestApp::spawn_with(&delivery(&["100ms"; 20], "2s")).await;
+    let (a, b) = ("treez:ord:a", "treez:ord:b");
+    let receiver = TestReceiver::start(Behaviour::FailCustomer {
+        customer: a.into(),
+        times: usize::MAX,
+        status: 500,
+    })
+    .await;
+    let (sub, _) = app.subscribe_url(&receiver.url()).await;
+
+    accept(&app, "treez", &person("ord", "a", "Ann", T1)).await;
+    accept(&app, "treez", &person("ord", "a", "Anne", T2)).await;
+    accept(&app, "treez", &person("ord", "b", "Bob", T1)).await;
+    // B gets through while A keeps failing.
+    receiver
+        .wait_until("B delivered while A fails twice", |r| {
+            r.iter().any(|r| r.customer() == b && r.succeeded()) && r.iter().filter(|r| r.customer() == a).count() >= 2
+        })
+        .await;
+    receiver.set(Behaviour::Healthy);
+    let received = receiver
+        .wait_until("A v2 delivered", |r| {
+            r.iter().any(|r| r.customer() == a && r.version() == 2 && r.succeeded())
+        })
+        .await;
+
+    let for_a: Vec<&Received> = received.iter().filter(|r| r.customer() == a).collect();
+    let first_success = for_a.iter().position(|r| r.succeeded()).unwrap();
+    assert!(
+        for_a[..=first_success].iter().all(|r| r.version() == 1),
+        "A v2 is not sent before A v1 is delivered: {:#?}",
+        summary(&received)
+    );
+    assert!(first_success >= 2, "{:#?}", summary(&received));
+    let b_at = received.iter().find(|r| r.customer() == b).unwrap().at;
+    assert!(b_at < for_a[first_success].at, "{:#?}", summary(&received));
+
+    let messages = app.wait_all(&sub, 3, "delivered").await;
+    let a_v1 = messages
+        .iter()
+        .find(|m| m["customerId"] == a && m["version"] == 1)
+        .unwrap();
+    assert!(attempt_codes(a_v1).len() >= 3, "{a_v1}");
+}
+
+#[tokio::test]
+async fn a_dead_message_does_not_hold_back_the_customer_s_later_versions() {
+    let app = TestApp::spawn_with(&delivery(&["10ms", "10ms"], "2s")).await;
+    let receiver = TestReceiver::start(Behaviour::FailCustomer {
+        customer: "treez:dh:1".into(),
+        times: 3,
+        status: 500,
+    })
+    .await;
+    let (sub, _) = app.subscribe_url(&receiver.url()).await;
+    accept(&app, "treez", &person("dh", "1", "Jules", T1)).await;
+    accept(&app, "treez", &person("dh", "1", "Jim", T2)).await;
+
+    let messages = app
+        .wait_for_messages(&sub, "v1 dead, v2 delivered", |m| {
+            m.len() == 2 && m[0]["status"] == "dead" && m[1]["status"] == "delivered"
+        })
+        .await;
+    assert_eq!(messages[0]["version"], 1);
+    assert_eq!(attempt_codes(&messages[0]), vec![json!(500); 3]);
+    let versions: Vec<i64> = receiver.received().iter().map(Received::version).collect();
+    assert_eq!(versions, [1, 1, 1, 2]);
+}
+
+#[tokio::test]
+async fn a_hung_subscriber_does_not_delay_a_healthy_one() {
+    let app = TestApp::spawn_with(&delivery(&["10ms"], "30s")).await;
+    let hung = TestReceiver::start(Behaviour::SlowFirst {
+        times: usize::MAX,
+        delay: Duration::from_secs(60),
+    })
+    .await;
+    app.subscribe_url(&hung.url()).await;
+    accept(&app, "treez", &person("hang", "1", "Jules", T1)).await;
+    hung.wait_for(1).await;
+
+    // The hung request is still open (timeout 30 s) when the next change
+    // comes.
+    let healthy = TestReceiver::healthy().await;
+    app.subscribe_url(&healthy.url()).await;
+    accept(&app, "treez", &person("hang", "2", "Jim", T1)).await;
+    let received = healthy.wait_for(1).await;
+    assert_eq!(received[0].customer(), "treez:hang:2");
+}
+
+#[tokio::test]
+async fn a_down_subscriber_waiting_for_its_retry_does_not_delay_a_healthy_one() {
+    let app = TestApp::spawn_with(&delivery(&["1h"], "2s")).await;
+    let (down, _) = app.subscribe_url(&down_url()).await;
+    accept(&app, "treez", &person("dn", "1", "Jules", T1)).await;
+    let waiting = app
+        .wait_for_messages(&down, "a first failed attempt", |m| {
+            m.len() == 1 && attempt_codes(&m[0]).len() == 1
+        })
+        .await
+        .remove(0);
+    assert_eq!(waiting["status"], "pending");
+    let tried = timestamp(&waiting["attempts"][0]["at"]);
+    let next = timestamp(&waiting["nextAttemptAt"]);
+    let wait = next.duration_since(tried).as_secs_f64();
+    assert!(
+        (3599.0..=3965.0).contains(&wait),
+        "the next attempt is 1 h (+ up to 10% jitter) after the first: {wait} s"
+    );
+
+    let healthy = TestReceiver::healthy().await;
+    let (fine, _) = app.subscribe_url(&healthy.url()).await;
+    accept(&app, "treez", &person("dn", "2", "Jim", T1)).await;
+    assert_eq!(healthy.wait_for(1).await[0].customer(), "treez:dn:2");
+    app.wait_all(&fine, 1, "delivered").await;
+}
+
+// Replay and restarts.
+
+#[tokio::test]
+async fn replay_resends_the_changes_since_a_time_with_their_event_ids() {
+    let app = TestApp::spawn().await;
+    let receiver = TestReceiver::healthy().await;
+    let (sub, secret) = app.subscribe_url(&receiver.url()).await;
+    accept(&app, "treez", &person("rp", "1", "Jules", T1)).await;
+    let first = receiver.wait_for(1).await.remove(0);
+    // Just after the first change, and before the next ones.
+    let since = timestamp(&first.body["createdDate"]) + jiff::SignedDuration::from_millis(1);
+    while jiff::Timestamp::now() <= since + jiff::SignedDuration::from_millis(1) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let since = since.to_string();
+    accept(&app, "treez", &person("rp", "1", "Jim", T2)).await;
+    accept(&app, "treez", &person("rp", "2", "Jo", T1)).await;
+    let before = receiver.wait_for(3).await;
+
+    let path = format!("/api/v1/subscriptions/{sub}/replay");
+    let (status, body) = util::send(
+        app.client
+            .post(app.url(&path))
+            .bearer_auth(util::ADMIN)
+            .query(&[("since", since.as_str())]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body, json!({"messages": 2}));
+
+    let received = receiver.wait_for(5).await;
+    let mut replayed: Vec<&str> = received[3..].iter().map(Received::webhook_id).collect();
+    let mut original: Vec<&str> = before[1..].iter().map(Received::webhook_id).collect();
+    replayed.sort();
+    original.sort();
+    assert_eq!(replayed, original, "{:#?}", summary(&received));
+    for again in &received[3..] {
+        assert_signed(&secret, again);
+        let first = before.iter().find(|r| r.webhook_id() == again.webhook_id()).unwrap();
+        assert_eq!(again.body, first.body, "the same envelope");
+    }
+
+    let future = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_hours(1))
+        .unwrap()
+        .to_string();
+    let (status, body) = util::send(
+        app.client
+            .post(app.url(&path))
+            .bearer_auth(util::ADMIN)
+            .query(&[("since", future.as_str())]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body, json!({"messages": 0}));
+}
+
+#[tokio::test]
+async fn pending_messages_resume_after_a_restart() {
+    let extra = delivery(&["1s"], "2s");
+    let app = TestApp::spawn_with(&extra).await;
+    let receiver = TestReceiver::start(Behaviour::FailFirst { times: 1, status: 503 }).await;
+    let (sub, secret) = app.subscribe_url(&receiver.url()).await;
+    accept(&app, "treez", &person("rs", "1", "Jules", T1)).await;
+    receiver.wait_for(1).await;
+
+    let temp = app.stop().await.expect("the app's store directory");
+    let restarted = Instant::now();
+    let app = TestApp::spawn_in(temp.path(), &extra).await;
+    let received = receiver.wait_for(2).await;
+    assert!(
+        received[1].at >= restarted,
+        "the second attempt comes from the restarted app"
+    );
+    assert_eq!(received[0].webhook_id(), received[1].webhook_id());
+    assert_signed(&secret, &received[1]);
+    let messages = app.wait_all(&sub, 1, "delivered").await;
+    assert_eq!(attempt_codes(&messages[0]), [json!(503), json!(200)]);
+}
+
+// Metrics.
+
+#[tokio::test]
+async fn metrics_count_outcomes_attempt_times_and_the_backlog() {
+    let app = TestApp::spawn_with(&delivery(&["10ms"], "2s")).await;
+    let flaky = TestReceiver::start(Behaviour::FailFirst { times: 1, status: 500 }).await;
+    let (retried, _) = app.subscribe_url(&flaky.url()).await;
+    let (dead, _) = app.subscribe_url(&down_url()).await;
+    accept(&app, "treez", &person("met", "1", "Jules", T1)).await;
+    app.wait_all(&retried, 1, "delivered").await;
+    app.wait_all(&dead, 1, "dead").await;
+
+    let text = app.metrics().await;
+    // Other tests in this binary deliver too: check presence, not counts.
+    for series in [
+        r#"clientele_messages_total{outcome="delivered"}"#,
+        r#"clientele_messages_total{outcome="retried"}"#,
+        r#"clientele_messages_total{outcome="dead"}"#,
+        "clientele_delivery_attempt_seconds_bucket",
+        "clientele_delivery_attempt_seconds_count",
+        &format!(r#"clientele_outbox_backlog{{subscription="{retried}"}}"#),
+    ] {
+        assert!(text.contains(series), "{series} missing from:\n{text}");
+    }
+}
