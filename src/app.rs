@@ -18,7 +18,7 @@ use crate::http::{self, AppState, INGEST_SLOTS};
 use crate::model::{json, normalize};
 use crate::outbound::dispatcher;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{EventQuery, EventStatus, Store, StoreError};
+use crate::store::{EventQuery, EventStatus, Publish, Store, StoreError};
 use crate::telemetry;
 
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +131,7 @@ async fn replay(store: &dyn Store, config: &Config) -> Result<Rebuilt, AppError>
                     continue;
                 }
             };
-            store.reprocess(event.event_id, mapped).await?;
+            store.reprocess(event.event_id, mapped, Publish::No).await?;
             rebuilt.replayed += 1;
         }
         match page.next {

@@ -136,8 +136,23 @@ async fn directory(app: &TestApp) -> Vec<Value> {
 }
 
 #[tokio::test]
-async fn rebuild_recomputes_the_live_directory_from_the_raw_events() {
+async fn rebuild_recomputes_the_live_directory_from_the_raw_events_and_publishes_nothing() {
     let app = TestApp::spawn().await;
+    // A subscriber nobody answers for: its messages stay listed.
+    let created = app
+        .client
+        .post(app.url("/api/v1/subscriptions"))
+        .bearer_auth(util::ADMIN)
+        .json(&json!({"url": "http://127.0.0.1:9/hook"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, subscription) = util::read(created).await;
+    assert_eq!(status, StatusCode::CREATED, "{subscription}");
+    let messages = format!(
+        "/api/v1/subscriptions/{}/messages?limit=1000",
+        subscription["id"].as_str().unwrap()
+    );
     let treez: Value = serde_json::from_str(TREEZ_EXAMPLE).unwrap();
     let updates = [
         (
@@ -184,6 +199,8 @@ async fn rebuild_recomputes_the_live_directory_from_the_raw_events() {
     let live = directory(&app).await;
     assert_eq!(live.len(), 3);
     let histories = app.get("/api/v1/customers/treez:partnersandbox3:3904/events").await.1;
+    let sent = app.get(&messages).await.1["data"].as_array().unwrap().len();
+    assert!(sent >= 4, "the live changes were published: {sent}");
     let dir = app.dir.clone();
     let temp = app.stop().await;
 
@@ -197,6 +214,8 @@ async fn rebuild_recomputes_the_live_directory_from_the_raw_events() {
         app.get("/api/v1/customers/treez:partnersandbox3:3904/events").await.1,
         histories
     );
+    let after = app.get(&messages).await.1["data"].as_array().unwrap().len();
+    assert_eq!(after, sent, "a rebuild publishes nothing");
     app.stop().await;
     drop(temp);
 }

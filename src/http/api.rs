@@ -21,7 +21,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::ingest::{answer, matches_any, outcome_label};
 use crate::model::{Customer, UtcMillis, json, normalize};
-use crate::store::{CustomerQuery, EventQuery, EventStatus, Page, StoredEvent};
+use crate::store::{CustomerQuery, EventQuery, EventStatus, Page, Publish, StoredEvent};
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -228,7 +228,7 @@ pub async fn reprocess_event(State(app): State<Arc<AppState>>, Path(id): Path<St
     let mapped = source.kind.adapter().map(&value, &source.settings);
     let outcome = app
         .store
-        .reprocess(id.clone(), mapped)
+        .reprocess(id.clone(), mapped, Publish::Yes)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no event {id:?}")))?;
     tracing::info!(event_id = %id, status = outcome_label(&outcome), "event reprocessed");

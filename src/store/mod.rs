@@ -84,6 +84,14 @@ pub enum IngestOutcome {
     Suppressed,
 }
 
+/// Whether applying an event tells subscribers about the changes it makes.
+/// A rebuild does not: its changes were published when they first happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publish {
+    Yes,
+    No,
+}
+
 /// What an event did to its customer's record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -261,6 +269,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         event_id: String,
         mapped: Result<Mapped, Unmappable>,
+        publish: Publish,
     ) -> BoxFuture<'_, Result<Option<IngestOutcome>, StoreError>>;
 
     fn customer(&self, id: String) -> BoxFuture<'_, Result<Option<Customer>, StoreError>>;

@@ -19,7 +19,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
 use super::{
     BoxFuture, Claim, CustomerQuery, Delivery, EventQuery, EventStatus, HistoryEntry, IngestOutcome, MessageQuery,
-    Outcome, Page, Store, StoreError, StoredEvent,
+    Outcome, Page, Publish, Store, StoreError, StoredEvent,
 };
 use crate::model::{Customer, OrderKey, UtcMillis, json};
 use crate::outbound::{Attempt, Due, Message, Next, Subscription};
@@ -53,7 +53,7 @@ struct Command {
 
 enum Op {
     Ingest(Box<Delivery>),
-    Reprocess(String, Result<Mapped, Unmappable>),
+    Reprocess(String, Result<Mapped, Unmappable>, Publish),
     ResetDirectory,
     CreateSubscription(Subscription),
     DeleteSubscription(String),
@@ -172,8 +172,9 @@ impl Store for SqliteStore {
         &self,
         event_id: String,
         mapped: Result<Mapped, Unmappable>,
+        publish: Publish,
     ) -> BoxFuture<'_, Result<Option<IngestOutcome>, StoreError>> {
-        Box::pin(self.ask(Op::Reprocess(event_id, mapped), |a| match a {
+        Box::pin(self.ask(Op::Reprocess(event_id, mapped, publish), |a| match a {
             Answer::Reprocess(outcome) => Some(outcome),
             _ => None,
         }))
@@ -471,7 +472,9 @@ impl Writer {
 fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreError> {
     match op {
         Op::Ingest(delivery) => ingest(tx, delivery, ctx).map(Answer::Ingest),
-        Op::Reprocess(event_id, mapped) => reprocess(tx, event_id, mapped, ctx).map(Answer::Reprocess),
+        Op::Reprocess(event_id, mapped, publish) => {
+            reprocess(tx, event_id, mapped, *publish, ctx).map(Answer::Reprocess)
+        }
         Op::ResetDirectory => {
             tx.execute_batch(
                 "DELETE FROM customers; DELETE FROM customer_phones; DELETE FROM customer_businesses;
@@ -518,7 +521,15 @@ fn ingest(tx: &Connection, d: &Delivery, ctx: &mut Context) -> Result<IngestOutc
         return Ok(IngestOutcome::Duplicate { event_id });
     }
     let event_id = format!("evt_{}", uuid::Uuid::now_v7().simple());
-    let settled = settle(tx, &event_id, &d.dedupe_key, d.received_at, &d.mapped, ctx)?;
+    let settled = settle(
+        tx,
+        &event_id,
+        &d.dedupe_key,
+        d.received_at,
+        &d.mapped,
+        Publish::Yes,
+        ctx,
+    )?;
     tx.prepare_cached(
         "INSERT INTO events (id, source, dedupe_key, received_at, headers, body, status, reason, outcome, customer_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -542,6 +553,7 @@ fn reprocess(
     tx: &Connection,
     event_id: &str,
     mapped: &Result<Mapped, Unmappable>,
+    publish: Publish,
     ctx: &mut Context,
 ) -> Result<Option<IngestOutcome>, StoreError> {
     let row = tx
@@ -560,7 +572,7 @@ fn reprocess(
         return Ok(Some(IngestOutcome::Suppressed));
     }
     let received_at = parse_time(&received_at)?;
-    let settled = settle(tx, event_id, &dedupe_key, received_at, mapped, ctx)?;
+    let settled = settle(tx, event_id, &dedupe_key, received_at, mapped, publish, ctx)?;
     tx.prepare_cached("UPDATE events SET status = ?2, reason = ?3, outcome = ?4, customer_id = ?5 WHERE id = ?1")?
         .execute(params![
             event_id,
@@ -600,6 +612,7 @@ fn settle(
     dedupe_key: &str,
     received_at: UtcMillis,
     mapped: &Result<Mapped, Unmappable>,
+    publish: Publish,
     ctx: &mut Context,
 ) -> Result<Settled, StoreError> {
     let event_id = event_id.to_owned();
@@ -631,7 +644,7 @@ fn settle(
                     dedupe_key: dedupe_key.to_owned(),
                 },
             };
-            let outcome = apply_event(tx, event, &meta, ctx)?;
+            let outcome = apply_event(tx, event, &meta, publish, ctx)?;
             let customer_id = event.customer.id.clone();
             Settled {
                 status: EventStatus::Accepted,
@@ -653,6 +666,7 @@ fn apply_event(
     tx: &Connection,
     event: &crate::model::CustomerEvent,
     meta: &EventMeta,
+    publish: Publish,
     ctx: &mut Context,
 ) -> Result<Outcome, StoreError> {
     let ids = directory::touched_ids(event);
@@ -746,7 +760,7 @@ fn apply_event(
     for (customer_id, entry) in &effects.history {
         history.execute(params![customer_id, entry.event_id, serde_json::to_string(entry)?])?;
     }
-    if !effects.changes.is_empty() {
+    if publish == Publish::Yes && !effects.changes.is_empty() {
         if ctx.subscriptions.is_none() {
             ctx.subscriptions = Some(outbound::subscriptions(tx)?);
         }
