@@ -6,7 +6,11 @@
 #   bench/run.sh [seconds=20] [connections=64]
 #
 # Prints deliveries/s, p50/p99 acknowledgement latency, non-2xx answers and
-# peak RSS for both, and Clientele's rate as a ratio of the ceiling.
+# peak RSS for both, and Clientele's rate as a ratio of the ceiling. Then the
+# delivery benchmark: Clientele again, with one subscription to the no-op
+# receiver, the same load; its ingest ratio with the outbox on, and the
+# end-to-end changes/s from the load's start until every message is
+# delivered.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,12 +64,45 @@ wait_for "$NOOP_PORT"
 measure noop "$noop" "$NOOP_PORT"
 kill "$noop"; wait "$noop" 2>/dev/null || true
 
-CLIENTELE_STORE="sqlite://$work/data/clientele.db" CLIENTELE_LISTEN="127.0.0.1:$PORT" RUST_LOG=warn \
-  target/release/clientele serve &
-clientele=$!
-wait_for "$PORT"
-measure clientele "$clientele" "$PORT"
-kill -TERM "$clientele"; wait "$clientele" 2>/dev/null || true
+# start_clientele DIR: a fresh embedded store in DIR, the example sources.
+start_clientele() {
+  CLIENTELE_STORE="sqlite://$1/clientele.db" CLIENTELE_LISTEN="127.0.0.1:$PORT" CLIENTELE_ADMIN_TOKEN=bench \
+    RUST_LOG=error target/release/clientele serve &
+  clientele=$!
+  wait_for "$PORT"
+}
 
-awk -v c="$(cat "$work/clientele.rate")" -v n="$(cat "$work/noop.rate")" \
-  'BEGIN {printf "durable ingest / HTTP ceiling: %.2f\n", c / n}'
+stop_clientele() {
+  kill -TERM "$clientele"
+  wait "$clientele" 2>/dev/null || true
+}
+
+# metric NAME: the sum of a metric's series on Clientele's /metrics.
+metric() {
+  curl -s "http://127.0.0.1:$PORT/metrics" | awk -v name="$1" 'index($0, name) == 1 {s += $NF} END {print s + 0}'
+}
+
+start_clientele "$work/ingest"
+measure clientele "$clientele" "$PORT"
+stop_clientele
+
+target/release/examples/noop "127.0.0.1:$NOOP_PORT" &
+noop=$!
+wait_for "$NOOP_PORT"
+start_clientele "$work/delivery"
+curl -s -o /dev/null -H 'Authorization: Bearer bench' -H 'Content-Type: application/json' \
+  -d "{\"url\": \"http://127.0.0.1:$NOOP_PORT/hook\"}" "http://127.0.0.1:$PORT/api/v1/subscriptions"
+started=$(date +%s.%N)
+measure subscribed "$clientele" "$PORT"
+until [ "$(metric clientele_outbox_backlog)" = 0 ]; do sleep 0.2; done
+finished=$(date +%s.%N)
+delivered=$(metric 'clientele_messages_total{outcome="delivered"}')
+stop_clientele
+kill "$noop"; wait "$noop" 2>/dev/null || true
+
+awk -v c="$(cat "$work/clientele.rate")" -v s="$(cat "$work/subscribed.rate")" -v n="$(cat "$work/noop.rate")" \
+  -v d="$delivered" -v t0="$started" -v t1="$finished" 'BEGIN {
+    t = t1 - t0
+    printf "durable ingest / HTTP ceiling: %.2f (with a subscriber: %.2f)\n", c / n, s / n
+    printf "delivered end to end: %d changes in %.1f s = %.0f changes/s\n", d, t, d / t
+  }'

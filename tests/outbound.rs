@@ -185,6 +185,14 @@ async fn subscriptions_are_created_listed_fetched_disabled_and_deleted() {
     assert_eq!(util::ids(&list["data"]), [other["id"].as_str().unwrap()]);
     let (status, _) = app.delete(&format!("/api/v1/subscriptions/{id}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app
+        .admin_json(
+            Method::PATCH,
+            &format!("/api/v1/subscriptions/{id}"),
+            &json!({"enabled": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -641,6 +649,33 @@ async fn a_dead_message_is_sent_again_by_a_manual_retry() {
 }
 
 #[tokio::test]
+async fn a_retry_while_the_message_is_being_sent_sends_it_again() {
+    // The first send is still waiting for its answer when the retry is
+    // asked for: the retry must not be lost when that send is recorded.
+    let app = TestApp::spawn_with(&delivery(&["10ms"], "5s")).await;
+    let receiver = TestReceiver::start(Behaviour::SlowFirst {
+        times: 1,
+        delay: Duration::from_secs(1),
+    })
+    .await;
+    let (sub, _) = app.subscribe_url(&receiver.url()).await;
+    accept(&app, "treez", &person("rif", "1", "Jules", T1)).await;
+    let first = receiver.wait_for(1).await.remove(0);
+    let message = app.messages(&sub, None).await.remove(0);
+
+    let (status, body) = app
+        .post_admin(&format!("/api/v1/messages/{}/retry", message["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    app.wait_for_messages(&sub, "two attempts, delivered", |m| {
+        m[0]["status"] == "delivered" && attempt_codes(&m[0]).len() == 2
+    })
+    .await;
+    let received = receiver.wait_for(2).await;
+    assert_eq!(received[1].webhook_id(), first.webhook_id());
+}
+
+#[tokio::test]
 async fn retry_after_on_429_and_503_is_waited_for() {
     let app = TestApp::spawn_with(&delivery(&["10ms", "10ms"], "2s")).await;
     let too_many = TestReceiver::start(Behaviour::RetryAfterOnce {
@@ -669,6 +704,35 @@ async fn retry_after_on_429_and_503_is_waited_for() {
         assert_eq!(received[0].webhook_id(), received[1].webhook_id());
         let messages = app.wait_all(sub, 1, "delivered").await;
         assert_eq!(attempt_codes(&messages[0]), [json!(received[0].status), json!(200)]);
+    }
+}
+
+#[tokio::test]
+async fn the_longer_of_retry_after_and_the_schedule_is_waited() {
+    // Read from the next attempt's time, not by waiting for it.
+    for (schedule, retry_after, at_least) in [("1h", 1, 3600.0), ("10ms", 7200, 7200.0)] {
+        let app = TestApp::spawn_with(&delivery(&[schedule], "2s")).await;
+        let receiver = TestReceiver::start(Behaviour::RetryAfterOnce {
+            status: 429,
+            seconds: retry_after,
+        })
+        .await;
+        let (sub, _) = app.subscribe_url(&receiver.url()).await;
+        accept(&app, "treez", &person("lw", "1", "Jules", T1)).await;
+        let message = app
+            .wait_for_messages(&sub, "a first failed attempt", |m| {
+                m.len() == 1 && attempt_codes(&m[0]).len() == 1
+            })
+            .await
+            .remove(0);
+        assert_eq!(message["status"], "pending");
+        let wait = timestamp(&message["nextAttemptAt"])
+            .duration_since(timestamp(&message["attempts"][0]["at"]))
+            .as_secs_f64();
+        assert!(
+            wait >= at_least - 1.0,
+            "schedule {schedule}, Retry-After {retry_after}: the next attempt waits {wait} s"
+        );
     }
 }
 
@@ -891,6 +955,9 @@ async fn replay_resends_the_changes_since_a_time_with_their_event_ids() {
     accept(&app, "treez", &person("rp", "1", "Jim", T2)).await;
     accept(&app, "treez", &person("rp", "2", "Jo", T1)).await;
     let before = receiver.wait_for(3).await;
+    // Every send finished and recorded (see also
+    // `a_retry_while_the_message_is_being_sent_sends_it_again`).
+    app.wait_all(&sub, 3, "delivered").await;
 
     let path = format!("/api/v1/subscriptions/{sub}/replay");
     let (status, body) = util::send(
@@ -965,7 +1032,14 @@ async fn metrics_count_outcomes_attempt_times_and_the_backlog() {
     app.wait_all(&retried, 1, "delivered").await;
     app.wait_all(&dead, 1, "dead").await;
 
-    let text = app.metrics().await;
+    // The backlog gauge may be refreshed on a period: wait for it.
+    let backlog = format!(r#"clientele_outbox_backlog{{subscription="{retried}"}}"#);
+    let deadline = Instant::now() + util::SAFETY;
+    let mut text = app.metrics().await;
+    while !text.contains(&backlog) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        text = app.metrics().await;
+    }
     // Other tests in this binary deliver too: check presence, not counts.
     for series in [
         r#"clientele_messages_total{outcome="delivered"}"#,
@@ -973,7 +1047,7 @@ async fn metrics_count_outcomes_attempt_times_and_the_backlog() {
         r#"clientele_messages_total{outcome="dead"}"#,
         "clientele_delivery_attempt_seconds_bucket",
         "clientele_delivery_attempt_seconds_count",
-        &format!(r#"clientele_outbox_backlog{{subscription="{retried}"}}"#),
+        &backlog,
     ] {
         assert!(text.contains(series), "{series} missing from:\n{text}");
     }

@@ -86,6 +86,11 @@ pub async fn run(store: Arc<dyn Store>, settings: DeliverySettings, mut stop: wa
             () = tokio::time::sleep(TICK) => {}
             _ = stop.changed() => {}
         }
+        // Every send that finished meanwhile frees its slot before the next
+        // claim, so that one claim serves many.
+        while let Some(done) = sends.try_join_next() {
+            in_flight.finish(done);
+        }
     }
     while let Some(done) = sends.join_next().await {
         in_flight.finish(done);
@@ -233,7 +238,7 @@ impl Sender {
             error,
             duration_ms: elapsed.as_millis() as u64,
         };
-        if let Err(e) = self.store.record_attempt(message.seq, attempt, next).await {
+        if let Err(e) = self.store.record_attempt(&message, attempt, next).await {
             // The lease ends and the message is sent again: at least once.
             tracing::error!(error = %e, message = message.seq, "cannot record a message attempt");
         }

@@ -111,6 +111,9 @@ pub struct Due {
     pub body: String,
     /// Failed attempts so far, which sets the next wait.
     pub failures: u32,
+    /// Raised by a manual retry or a replay: an attempt started before one
+    /// does not overrule it.
+    pub generation: i64,
 }
 
 /// What an attempt leads to.

@@ -325,8 +325,9 @@ pub trait Store: Send + Sync + 'static {
     /// (so each customer's versions go out in order).
     fn claim_due(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<Due>, StoreError>>;
 
-    /// Records an attempt and what follows from it.
-    fn record_attempt(&self, seq: i64, attempt: Attempt, next: Next) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Records an attempt at a claimed message, and what follows from it
+    /// unless the message was retried or replayed since it was claimed.
+    fn record_attempt(&self, message: &Due, attempt: Attempt, next: Next) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Pending messages per subscription.
     fn backlog(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>>;

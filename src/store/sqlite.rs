@@ -61,7 +61,12 @@ enum Op {
     RetryMessage(String),
     Replay(String, UtcMillis),
     Claim(Claim),
-    RecordAttempt(i64, Attempt, Next),
+    RecordAttempt {
+        seq: i64,
+        generation: i64,
+        attempt: Attempt,
+        next: Next,
+    },
     Shutdown,
 }
 
@@ -70,7 +75,7 @@ impl Op {
     fn touches_subscriptions(&self) -> bool {
         matches!(
             self,
-            Op::CreateSubscription(_) | Op::DeleteSubscription(_) | Op::SetEnabled(..) | Op::RecordAttempt(..)
+            Op::CreateSubscription(_) | Op::DeleteSubscription(_) | Op::SetEnabled(..) | Op::RecordAttempt { .. }
         )
     }
 }
@@ -306,10 +311,14 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn record_attempt(&self, seq: i64, attempt: Attempt, next: Next) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.ask(Op::RecordAttempt(seq, attempt, next), |a| {
-            matches!(a, Answer::Done).then_some(())
-        }))
+    fn record_attempt(&self, message: &Due, attempt: Attempt, next: Next) -> BoxFuture<'_, Result<(), StoreError>> {
+        let op = Op::RecordAttempt {
+            seq: message.seq,
+            generation: message.generation,
+            attempt,
+            next,
+        };
+        Box::pin(self.ask(op, |a| matches!(a, Answer::Done).then_some(())))
     }
 
     fn backlog(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
@@ -499,8 +508,13 @@ fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreE
             Ok(Answer::Replayed(replayed))
         }
         Op::Claim(claim) => outbound::claim(tx, claim).map(Answer::Claimed),
-        Op::RecordAttempt(seq, attempt, next) => {
-            outbound::record_attempt(tx, *seq, attempt, *next)?;
+        Op::RecordAttempt {
+            seq,
+            generation,
+            attempt,
+            next,
+        } => {
+            outbound::record_attempt(tx, *seq, *generation, attempt, *next)?;
             Ok(Answer::Done)
         }
         Op::Shutdown => Ok(Answer::Done),

@@ -151,7 +151,8 @@ fn enqueue(
         "INSERT INTO messages (id, subscription_id, outbox_seq, customer_id, status, failures, next_attempt_at)
          VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5)
          ON CONFLICT (subscription_id, outbox_seq)
-         DO UPDATE SET status = 'pending', failures = 0, next_attempt_at = excluded.next_attempt_at",
+         DO UPDATE SET status = 'pending', failures = 0, generation = generation + 1,
+                       next_attempt_at = excluded.next_attempt_at",
     )?
     .execute(params![
         format!("msg_{}", uuid::Uuid::now_v7().simple()),
@@ -165,7 +166,10 @@ fn enqueue(
 
 pub(super) fn retry_message(tx: &Connection, id: &str) -> Result<bool, StoreError> {
     let changed = tx
-        .prepare_cached("UPDATE messages SET status = 'pending', failures = 0, next_attempt_at = ?2 WHERE id = ?1")?
+        .prepare_cached(
+            "UPDATE messages SET status = 'pending', failures = 0, generation = generation + 1, next_attempt_at = ?2
+             WHERE id = ?1",
+        )?
         .execute(params![id, UtcMillis::now().as_millisecond()])?;
     Ok(changed > 0)
 }
@@ -197,40 +201,46 @@ pub(super) fn replay(tx: &Connection, subscription_id: &str, since: UtcMillis) -
 }
 
 pub(super) fn claim(tx: &Connection, claim: &Claim) -> Result<Vec<Due>, StoreError> {
-    let seqs: Vec<i64> = tx
-        .prepare_cached(
-            "WITH due AS (
-                 SELECT m.seq, ROW_NUMBER() OVER (PARTITION BY m.subscription_id ORDER BY m.next_attempt_at, m.seq) AS n
-                 FROM messages m JOIN subscriptions s ON s.id = m.subscription_id
-                 WHERE m.status = 'pending' AND m.next_attempt_at <= ?1 AND s.enabled = 1
-                   AND s.id NOT IN (SELECT value FROM json_each(?2))
-                   AND NOT EXISTS (SELECT 1 FROM messages p
-                                   WHERE p.subscription_id = m.subscription_id AND p.customer_id = m.customer_id
-                                     AND p.status = 'pending' AND p.seq < m.seq))
-             SELECT seq FROM due WHERE n <= ?3 ORDER BY seq LIMIT ?4",
-        )?
-        .query_map(
-            params![
-                claim.now.as_millisecond(),
-                serde_json::to_string(&claim.busy)?,
-                claim.per_subscription as i64,
-                claim.limit as i64,
-            ],
-            |r| r.get(0),
-        )?
+    // One subscription at a time, each walking its own due messages in the
+    // index and stopping at its share: the cost follows what is claimed,
+    // not the backlog.
+    let subscriptions: Vec<String> = tx
+        .prepare_cached("SELECT id FROM subscriptions WHERE enabled = 1 ORDER BY id")?
+        .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
+    let mut due = tx.prepare_cached(
+        "SELECT m.seq FROM messages m
+         WHERE m.subscription_id = ?1 AND m.status = 'pending' AND m.next_attempt_at <= ?2
+           AND NOT EXISTS (SELECT 1 FROM messages p
+                           WHERE p.subscription_id = m.subscription_id AND p.customer_id = m.customer_id
+                             AND p.status = 'pending' AND p.seq < m.seq)
+         ORDER BY m.next_attempt_at, m.seq LIMIT ?3",
+    )?;
+    let mut seqs: Vec<i64> = Vec::new();
+    for subscription in subscriptions.iter().filter(|s| !claim.busy.contains(s)) {
+        let share = claim.per_subscription.min(claim.limit - seqs.len());
+        if share == 0 {
+            break;
+        }
+        let rows = due.query_map(params![subscription, claim.now.as_millisecond(), share as i64], |r| {
+            r.get(0)
+        })?;
+        for seq in rows {
+            seqs.push(seq?);
+        }
+    }
     let mut lease = tx.prepare_cached(
         "UPDATE messages SET next_attempt_at = ?2 WHERE seq = ?1
-         RETURNING subscription_id, failures, outbox_seq",
+         RETURNING subscription_id, failures, outbox_seq, generation",
     )?;
     let mut details = tx.prepare_cached(
         "SELECT s.url, s.secret, o.id, o.body FROM subscriptions s, outbox o WHERE s.id = ?1 AND o.seq = ?2",
     )?;
     let mut claimed = Vec::with_capacity(seqs.len());
     for seq in seqs {
-        let (subscription_id, failures, outbox_seq): (String, u32, i64) = lease
+        let (subscription_id, failures, outbox_seq, generation): (String, u32, i64, i64) = lease
             .query_row(params![seq, claim.lease_until.as_millisecond()], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })?;
         let (url, secret, event_id, body) = details.query_row(params![subscription_id, outbox_seq], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -243,13 +253,22 @@ pub(super) fn claim(tx: &Connection, claim: &Claim) -> Result<Vec<Due>, StoreErr
             event_id,
             body,
             failures,
+            generation,
         });
     }
     Ok(claimed)
 }
 
-/// Records an attempt; returns whether it disabled a subscription.
-pub(super) fn record_attempt(tx: &Connection, seq: i64, attempt: &Attempt, next: Next) -> Result<bool, StoreError> {
+/// Records an attempt, and what follows from it unless the message was
+/// retried or replayed meanwhile (its generation moved on): that request
+/// stands. Returns whether it disabled a subscription.
+pub(super) fn record_attempt(
+    tx: &Connection,
+    seq: i64,
+    generation: i64,
+    attempt: &Attempt,
+    next: Next,
+) -> Result<bool, StoreError> {
     tx.prepare_cached(
         "INSERT INTO attempts (message_seq, at, status_code, error, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
@@ -266,9 +285,10 @@ pub(super) fn record_attempt(tx: &Connection, seq: i64, attempt: &Attempt, next:
         Next::Dead { .. } => (MessageStatus::Dead, None, 1),
     };
     tx.prepare_cached(
-        "UPDATE messages SET status = ?2, next_attempt_at = ?3, failures = failures + ?4 WHERE seq = ?1",
+        "UPDATE messages SET status = ?2, next_attempt_at = ?3, failures = failures + ?4
+         WHERE seq = ?1 AND generation = ?5",
     )?
-    .execute(params![seq, status.as_str(), next_at, failed])?;
+    .execute(params![seq, status.as_str(), next_at, failed, generation])?;
     if let Next::Dead {
         disable_subscription: true,
     } = next

@@ -33,10 +33,11 @@ CREATE TABLE messages (
     customer_id     TEXT    NOT NULL,
     status          TEXT    NOT NULL,      -- pending | delivered | dead | cancelled
     failures        INTEGER NOT NULL DEFAULT 0,  -- failed attempts since the last (re)start
+    generation      INTEGER NOT NULL DEFAULT 0,  -- raised by each manual retry or replay
     next_attempt_at INTEGER,               -- Unix ms, while pending; also the claim lease
     UNIQUE (subscription_id, outbox_seq)
 );
-CREATE INDEX messages_due ON messages (status, next_attempt_at);
+CREATE INDEX messages_pending_due ON messages (subscription_id, next_attempt_at) WHERE status = 'pending';
 CREATE INDEX messages_pending_customer ON messages (subscription_id, customer_id, seq) WHERE status = 'pending';
 CREATE INDEX messages_subscription ON messages (subscription_id, seq);
 
