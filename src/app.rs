@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::{Config, StoreUrl};
-use crate::http::{self, AppState, INGEST_SLOTS};
+use crate::http::{self, AppState, INGEST_SLOTS, RateLimits};
 use crate::model::{json, normalize};
 use crate::outbound::dispatcher;
 use crate::store::sqlite::SqliteStore;
@@ -57,7 +57,9 @@ pub async fn serve(
         tracing::info!(route = %format!("POST /webhooks/{}", source.name()), kind = source.kind.as_str(), "serving source");
     }
     let delivery = config.delivery.clone();
+    let rate_limits = RateLimits::new(&config.sources);
     let state = Arc::new(AppState {
+        rate_limits,
         store: store.clone(),
         first_source: config.sources.first().map(|s| s.name().to_owned()),
         sources: config.sources.into_iter().map(|s| (s.name().to_owned(), s)).collect(),

@@ -135,6 +135,9 @@ pub struct Source {
     pub auth_header: Option<HeaderName>,
     /// Empty: any sender.
     pub allow_ips: Vec<IpRange>,
+    /// Deliveries per second this source may send (a burst of as many);
+    /// beyond, `429`. `None`: no limit.
+    pub rate_limit: Option<u32>,
 }
 
 impl Source {
@@ -214,6 +217,7 @@ struct RawSource {
     default_country: Option<Country>,
     timezone: Option<String>,
     account: Option<String>,
+    rate_limit: Option<u32>,
 }
 
 impl Config {
@@ -463,6 +467,15 @@ impl RawConfig {
                 tokens,
                 auth_header,
                 allow_ips,
+                rate_limit: match raw.rate_limit {
+                    Some(0) => {
+                        return Err(invalid(
+                            &key("rate_limit"),
+                            "must be at least 1 (per second)".to_owned(),
+                        ));
+                    }
+                    limit => limit,
+                },
             });
         }
         let delivery = self.delivery.validate(&invalid)?;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use util::{
-    Behaviour, Received, TestApp, TestReceiver, assert_signed, base64_decode, base64_encode, down_url, error_code,
+    Behaviour, Down, Received, TestApp, TestReceiver, assert_signed, base64_decode, base64_encode, error_code,
     hmac_sha256, signing_key, summary, treez, vagaro, with,
 };
 
@@ -589,7 +589,8 @@ async fn a_slow_subscriber_times_out_and_is_retried() {
 #[tokio::test]
 async fn a_down_subscriber_s_message_is_dead_after_the_last_retry() {
     let app = TestApp::spawn_with(&delivery(&["10ms", "10ms"], "2s")).await;
-    let (sub, _) = app.subscribe_url(&down_url()).await;
+    let down = Down::new();
+    let (sub, _) = app.subscribe_url(down.url()).await;
     accept(&app, "treez", &person("down", "1", "Jules", T1)).await;
 
     let messages = app.wait_all(&sub, 1, "dead").await;
@@ -652,10 +653,10 @@ async fn a_dead_message_is_sent_again_by_a_manual_retry() {
 async fn a_retry_while_the_message_is_being_sent_sends_it_again() {
     // The first send is still waiting for its answer when the retry is
     // asked for: the retry must not be lost when that send is recorded.
-    let app = TestApp::spawn_with(&delivery(&["10ms"], "5s")).await;
+    let app = TestApp::spawn_with(&delivery(&["10ms"], "1s")).await;
     let receiver = TestReceiver::start(Behaviour::SlowFirst {
         times: 1,
-        delay: Duration::from_secs(1),
+        delay: Duration::from_millis(500),
     })
     .await;
     let (sub, _) = app.subscribe_url(&receiver.url()).await;
@@ -913,7 +914,8 @@ async fn a_hung_subscriber_does_not_delay_a_healthy_one() {
 #[tokio::test]
 async fn a_down_subscriber_waiting_for_its_retry_does_not_delay_a_healthy_one() {
     let app = TestApp::spawn_with(&delivery(&["1h"], "2s")).await;
-    let (down, _) = app.subscribe_url(&down_url()).await;
+    let subscriber = Down::new();
+    let (down, _) = app.subscribe_url(subscriber.url()).await;
     accept(&app, "treez", &person("dn", "1", "Jules", T1)).await;
     let waiting = app
         .wait_for_messages(&down, "a first failed attempt", |m| {
@@ -1027,7 +1029,8 @@ async fn metrics_count_outcomes_attempt_times_and_the_backlog() {
     let app = TestApp::spawn_with(&delivery(&["10ms"], "2s")).await;
     let flaky = TestReceiver::start(Behaviour::FailFirst { times: 1, status: 500 }).await;
     let (retried, _) = app.subscribe_url(&flaky.url()).await;
-    let (dead, _) = app.subscribe_url(&down_url()).await;
+    let down = Down::new();
+    let (dead, _) = app.subscribe_url(down.url()).await;
     accept(&app, "treez", &person("met", "1", "Jules", T1)).await;
     app.wait_all(&retried, 1, "delivered").await;
     app.wait_all(&dead, 1, "dead").await;

@@ -21,7 +21,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::ingest::{answer, matches_any, outcome_label};
 use crate::model::{Customer, UtcMillis, json, normalize};
-use crate::store::{CustomerQuery, EventQuery, EventStatus, Page, Publish, StoredEvent};
+use crate::store::{CustomerQuery, Erasure, EventQuery, EventStatus, Page, Publish, StoredEvent};
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -65,6 +65,20 @@ pub async fn get_customer(
         }
     }
     Ok(Json(customer))
+}
+
+pub async fn erase_customer(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    match app.store.erase(id.clone()).await? {
+        Erasure::Erased => {
+            tracing::info!(customer = %id, "customer erased");
+            Ok(axum::http::StatusCode::NO_CONTENT)
+        }
+        Erasure::AlreadyErased => Ok(axum::http::StatusCode::NO_CONTENT),
+        Erasure::NotFound => Err(ApiError::not_found(format!("no customer {id:?}"))),
+    }
 }
 
 #[derive(Deserialize)]

@@ -74,6 +74,13 @@ async fn receive_checked(
     }
     let adapter = source.kind.adapter();
     authenticate(source, adapter.token_header(), headers)?;
+    if !app.rate_limits.take(source.name()) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "this source sends more than its rate_limit; retry shortly",
+        ));
+    }
     let _slot = app.ingest_slots.try_acquire().map_err(|_| ApiError::overloaded())?;
     let received_at = UtcMillis::now();
     let bytes = read_body(body, headers, app.max_body_bytes).await?;

@@ -8,6 +8,7 @@
 mod api;
 pub mod error;
 mod ingest;
+mod limit;
 mod subscriptions;
 
 use std::collections::HashMap;
@@ -24,6 +25,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::{Secret, Source};
 use crate::store::Store;
+
+pub use limit::RateLimits;
 
 pub use ingest::content_hash;
 
@@ -42,12 +45,13 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub metrics: PrometheusHandle,
     pub ingest_slots: Semaphore,
+    pub rate_limits: limit::RateLimits,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/customers", get(api::list_customers))
-        .route("/customers/{id}", get(api::get_customer))
+        .route("/customers/{id}", get(api::get_customer).delete(api::erase_customer))
         .route("/customers/{id}/events", get(api::customer_history))
         .route("/events", get(api::list_events))
         .route("/events/{id}", get(api::get_event))

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde_json::{Map, Value, json};
 
-use crate::model::{Customer, CustomerEvent, CustomerRef, OrderKey, Profile, Status, UtcMillis};
+use crate::model::{Customer, CustomerEvent, CustomerRef, OrderKey, Profile, Status, UtcMillis, Warning};
 
 use super::{Action, HistoryEntry, Outcome};
 
@@ -172,16 +172,7 @@ pub fn apply(loaded: &Loaded, event: &CustomerEvent, meta: &EventMeta, now: UtcM
             };
             (stub, None)
         };
-        let merged_into = links
-            .iter()
-            .filter(|((s, a), _)| a == id && s != id)
-            .max_by(|x, y| x.1.cmp(y.1))
-            .map(|((s, _), _)| s.clone());
-        let merged_from: Vec<String> = links
-            .keys()
-            .filter(|(s, a)| s == id && a != id)
-            .map(|(_, a)| a.clone())
-            .collect();
+        let (merged_into, merged_from) = merge_state(id, links.iter().map(|((s, a), k)| (s.as_str(), a.as_str(), k)));
         let mut record = Record {
             id: id.to_owned(),
             source: old.map_or_else(|| who.source.clone(), |o| o.source.clone()),
@@ -204,9 +195,10 @@ pub fn apply(loaded: &Loaded, event: &CustomerEvent, meta: &EventMeta, now: UtcM
                     Outcome::Stale
                 };
                 effects.outcome = Some(outcome);
-                effects
-                    .history
-                    .push((id.to_owned(), entry(meta, Action::Updated, outcome, Map::new(), event)));
+                effects.history.push((
+                    id.to_owned(),
+                    entry(meta, Action::Updated, outcome, Map::new(), &event.warnings),
+                ));
                 if old.is_some_and(|o| o.order_key != record.order_key) {
                     effects.writes.push(RecordWrite { record, changed: false });
                 }
@@ -225,10 +217,72 @@ pub fn apply(loaded: &Loaded, event: &CustomerEvent, meta: &EventMeta, now: UtcM
         }
         effects.history.push((
             id.to_owned(),
-            entry(meta, action, Outcome::Applied, changes.clone(), event),
+            entry(meta, action, Outcome::Applied, changes.clone(), &event.warnings),
         ));
         effects.changes.push(Change {
             action,
+            customer: record.to_customer(),
+            changes,
+        });
+        effects.writes.push(RecordWrite { record, changed: true });
+    }
+    effects
+}
+
+/// A record's merge fields from the links that name it: `mergedInto` the
+/// survivor of the highest-keyed claim on it, `mergedFrom` every record it
+/// absorbed, sorted.
+fn merge_state<'a>(
+    id: &str,
+    links: impl Iterator<Item = (&'a str, &'a str, &'a OrderKey)>,
+) -> (Option<String>, Vec<String>) {
+    let mut into: Option<(&OrderKey, &str)> = None;
+    let mut from = BTreeSet::new();
+    for (survivor, absorbed, key) in links.filter(|(s, a, _)| s != a) {
+        if absorbed == id && into.is_none_or(|(best, _)| key > best) {
+            into = Some((key, survivor));
+        }
+        if survivor == id {
+            from.insert(absorbed.to_owned());
+        }
+    }
+    (into.map(|(_, s)| s.to_owned()), from.into_iter().collect())
+}
+
+/// Erasing `erased` removes its merge links: every loaded record tied to it
+/// by one is derived again from the links that remain, and each that
+/// changes is an `updated` change. `loaded` holds those records and every
+/// link naming them.
+pub fn unlink(loaded: &Loaded, erased: &str, meta: &EventMeta, now: UtcMillis) -> Effects {
+    let remaining = || {
+        loaded
+            .links
+            .iter()
+            .filter(|l| l.survivor != erased && l.absorbed != erased)
+            .map(|l| (l.survivor.as_str(), l.absorbed.as_str(), &l.order_key))
+    };
+    let mut effects = Effects::default();
+    let mut records: Vec<&Record> = loaded.records.values().filter(|r| r.id != erased).collect();
+    records.sort_by(|a, b| a.id.cmp(&b.id));
+    for old in records {
+        let (merged_into, merged_from) = merge_state(&old.id, remaining());
+        let mut record = Record {
+            merged_into,
+            merged_from,
+            ..old.clone()
+        };
+        let changes = diff(Some(&old.to_customer()), &record.to_customer());
+        if changes.is_empty() {
+            continue;
+        }
+        record.version += 1;
+        record.changed_at = now;
+        effects.history.push((
+            record.id.clone(),
+            entry(meta, Action::Updated, Outcome::Applied, changes.clone(), &[]),
+        ));
+        effects.changes.push(Change {
+            action: Action::Updated,
             customer: record.to_customer(),
             changes,
         });
@@ -242,7 +296,7 @@ fn entry(
     action: Action,
     outcome: Outcome,
     changes: Map<String, Value>,
-    event: &CustomerEvent,
+    warnings: &[Warning],
 ) -> HistoryEntry {
     HistoryEntry {
         event_id: meta.event_id.clone(),
@@ -251,7 +305,7 @@ fn entry(
         action,
         outcome,
         changes,
-        warnings: event.warnings.clone(),
+        warnings: warnings.to_vec(),
     }
 }
 

@@ -84,6 +84,15 @@ pub enum IngestOutcome {
     Suppressed,
 }
 
+/// What an erasure found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Erasure {
+    Erased,
+    /// Erased before: nothing left to do.
+    AlreadyErased,
+    NotFound,
+}
+
 /// Whether applying an event tells subscribers about the changes it makes.
 /// A rebuild does not: its changes were published when they first happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,6 +282,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Option<IngestOutcome>, StoreError>>;
 
     fn customer(&self, id: String) -> BoxFuture<'_, Result<Option<Customer>, StoreError>>;
+
+    /// Erases a customer (SPEC §5): its record, history, merge links, raw
+    /// event bodies and outbound bodies, keeping only a suppression entry;
+    /// subscribers get a `deleted` message.
+    fn erase(&self, id: String) -> BoxFuture<'_, Result<Erasure, StoreError>>;
 
     fn customers(&self, query: CustomerQuery) -> BoxFuture<'_, Result<Page<Customer>, StoreError>>;
 

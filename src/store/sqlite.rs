@@ -18,8 +18,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
 use super::{
-    BoxFuture, Claim, CustomerQuery, Delivery, EventQuery, EventStatus, HistoryEntry, IngestOutcome, MessageQuery,
-    Outcome, Page, Publish, Store, StoreError, StoredEvent,
+    Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, EventStatus, HistoryEntry, IngestOutcome,
+    MessageQuery, Outcome, Page, Publish, Store, StoreError, StoredEvent,
 };
 use crate::model::{Customer, OrderKey, UtcMillis, json};
 use crate::outbound::{Attempt, Due, Message, Next, Subscription};
@@ -55,6 +55,7 @@ enum Op {
     Ingest(Box<Delivery>),
     Reprocess(String, Result<Mapped, Unmappable>, Publish),
     ResetDirectory,
+    Erase(String),
     CreateSubscription(Subscription),
     DeleteSubscription(String),
     SetEnabled(String, bool),
@@ -86,6 +87,7 @@ enum Answer {
     Found(bool),
     Subscription(Option<Subscription>),
     Replayed(Option<u64>),
+    Erased(Erasure),
     Claimed(Vec<Due>),
     Done,
 }
@@ -107,6 +109,7 @@ impl SqliteStore {
              PRAGMA synchronous = FULL;
              PRAGMA busy_timeout = 5000;
              PRAGMA temp_store = MEMORY;
+             PRAGMA secure_delete = ON;
              PRAGMA cache_size = -16384;
              PRAGMA wal_autocheckpoint = 16384;",
         )?;
@@ -121,6 +124,7 @@ impl SqliteStore {
                 last_change,
                 subscriptions: None,
                 queued: false,
+                erased: false,
             },
             queued: queued.clone(),
         };
@@ -190,6 +194,13 @@ impl Store for SqliteStore {
             self.readers
                 .run(move |conn| Ok(load_record(conn, &id)?.map(|r| r.to_customer()))),
         )
+    }
+
+    fn erase(&self, id: String) -> BoxFuture<'_, Result<Erasure, StoreError>> {
+        Box::pin(self.ask(Op::Erase(id), |a| match a {
+            Answer::Erased(erasure) => Some(erasure),
+            _ => None,
+        }))
     }
 
     fn customers(&self, query: CustomerQuery) -> BoxFuture<'_, Result<Page<Customer>, StoreError>> {
@@ -402,6 +413,9 @@ struct Context {
     subscriptions: Option<Vec<Subscription>>,
     /// Whether the batch being written queued outbound messages.
     queued: bool,
+    /// Whether the batch being written erased a customer: its old pages
+    /// must leave the WAL too.
+    erased: bool,
 }
 
 impl Writer {
@@ -462,6 +476,14 @@ impl Writer {
                 if std::mem::take(&mut self.ctx.queued) {
                     self.queued.notify_one();
                 }
+                // An erasure's old page images must not outlive it in the
+                // WAL: copy the WAL into the database (where secure_delete
+                // zeroed the freed content) and truncate it.
+                if std::mem::take(&mut self.ctx.erased)
+                    && let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+                {
+                    tracing::error!(error = %e, "cannot checkpoint after an erasure");
+                }
                 for (reply, result) in done {
                     let _ = reply.send(result);
                 }
@@ -469,6 +491,7 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "a write transaction failed to commit");
                 self.ctx.queued = false;
+                self.ctx.erased = false;
                 self.ctx.subscriptions = None;
                 for (reply, _) in done {
                     let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
@@ -491,6 +514,7 @@ fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreE
             )?;
             Ok(Answer::Done)
         }
+        Op::Erase(id) => erase(tx, id, ctx).map(Answer::Erased),
         Op::CreateSubscription(subscription) => {
             outbound::create_subscription(tx, subscription)?;
             Ok(Answer::Done)
@@ -683,14 +707,85 @@ fn apply_event(
     publish: Publish,
     ctx: &mut Context,
 ) -> Result<Outcome, StoreError> {
-    let ids = directory::touched_ids(event);
+    let loaded = load(tx, &directory::touched_ids(event))?;
+    let effects = directory::apply(&loaded, event, meta, UtcMillis::now());
+    persist(tx, &loaded, &effects, publish, ctx)?;
+    Ok(effects
+        .outcome
+        .expect("applying an event always settles its own customer"))
+}
+
+/// Erases a customer in the current transaction (see [`Store::erase`]).
+fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreError> {
+    if is_suppressed(tx, id)? {
+        return Ok(Erasure::AlreadyErased);
+    }
+    let Some(record) = load_record(tx, id)? else {
+        return Ok(Erasure::NotFound);
+    };
+    let now = UtcMillis::now();
+    let mut ids = vec![id.to_owned()];
+    let partners = tx
+        .prepare_cached(
+            "SELECT absorbed FROM merge_links WHERE survivor = ?1 UNION SELECT survivor FROM merge_links WHERE absorbed = ?1",
+        )?
+        .query_map([id], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    ids.extend(partners);
+    let loaded = load(tx, &ids)?;
+    let meta = EventMeta {
+        event_id: format!("erasure_{}", uuid::Uuid::now_v7().simple()),
+        received_at: now,
+        order_key: OrderKey {
+            at: Some(now),
+            sent_at: None,
+            dedupe_key: "erasure".into(),
+        },
+    };
+    let effects = directory::unlink(&loaded, id, &meta, now);
+    for sql in [
+        // Raw bodies stay listed, redacted.
+        "UPDATE events SET body = NULL, headers = '{}', redacted = 1
+         WHERE id IN (SELECT event_id FROM history WHERE customer_id = ?1) AND customer_id = ?1",
+        "DELETE FROM history WHERE customer_id = ?1",
+        "DELETE FROM merge_links WHERE survivor = ?1 OR absorbed = ?1",
+        "DELETE FROM customer_phones WHERE customer_id = ?1",
+        "DELETE FROM customer_businesses WHERE customer_id = ?1",
+        "DELETE FROM customers WHERE id = ?1",
+        "UPDATE messages SET status = 'cancelled', next_attempt_at = NULL
+         WHERE status = 'pending' AND outbox_seq IN (SELECT seq FROM outbox WHERE customer_id = ?1)",
+        "UPDATE outbox SET body = json_object('id', id, 'type', 'customer', 'action', action,
+                                              'payload', json_object('id', customer_id), 'redacted', json('true'))
+         WHERE customer_id = ?1",
+    ] {
+        tx.prepare_cached(sql)?.execute([id])?;
+    }
+    tx.prepare_cached("INSERT INTO suppressions (customer_id, erased_at) VALUES (?1, ?2)")?
+        .execute(params![id, now.to_string()])?;
+    persist(tx, &loaded, &effects, Publish::Yes, ctx)?;
+    let mut gone = record.to_customer();
+    gone.version += 1;
+    gone.changed_at = now;
+    let deleted = directory::Change {
+        action: Action::Deleted,
+        customer: gone,
+        changes: Default::default(),
+    };
+    publish(tx, &[deleted], ctx)?;
+    ctx.erased = true;
+    Ok(Erasure::Erased)
+}
+
+/// The records with these ids that exist, every merge link naming one, and
+/// which of them were erased.
+fn load(tx: &Connection, ids: &[String]) -> Result<Loaded, StoreError> {
     let mut loaded = Loaded::default();
     let mut seen_links = HashSet::new();
     let mut links = tx.prepare_cached(
         "SELECT survivor, absorbed, order_key FROM merge_links WHERE survivor = ?1
          UNION ALL SELECT survivor, absorbed, order_key FROM merge_links WHERE absorbed = ?1",
     )?;
-    for id in &ids {
+    for id in ids {
         if let Some(record) = load_record(tx, id)? {
             loaded.records.insert(id.clone(), record);
         }
@@ -711,7 +806,18 @@ fn apply_event(
             }
         }
     }
-    let effects = directory::apply(&loaded, event, meta, UtcMillis::now());
+    Ok(loaded)
+}
+
+/// Writes what the directory decided, and queues its changes for
+/// subscribers if `publish`.
+fn persist(
+    tx: &Connection,
+    loaded: &Loaded,
+    effects: &directory::Effects,
+    publish: Publish,
+    ctx: &mut Context,
+) -> Result<(), StoreError> {
     for write in &effects.writes {
         let r = &write.record;
         let order_key = r.order_key.as_ref().map(serde_json::to_string).transpose()?;
@@ -774,16 +880,23 @@ fn apply_event(
     for (customer_id, entry) in &effects.history {
         history.execute(params![customer_id, entry.event_id, serde_json::to_string(entry)?])?;
     }
-    if publish == Publish::Yes && !effects.changes.is_empty() {
-        if ctx.subscriptions.is_none() {
-            ctx.subscriptions = Some(outbound::subscriptions(tx)?);
-        }
-        let subscriptions = ctx.subscriptions.as_deref().unwrap_or_default();
-        ctx.queued |= outbound::queue(tx, &effects.changes, subscriptions)?;
+    if publish == Publish::Yes {
+        self::publish(tx, &effects.changes, ctx)?;
     }
-    Ok(effects
-        .outcome
-        .expect("applying an event always settles its own customer"))
+    Ok(())
+}
+
+/// Queues changes for the subscriptions that want them.
+fn publish(tx: &Connection, changes: &[directory::Change], ctx: &mut Context) -> Result<(), StoreError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    if ctx.subscriptions.is_none() {
+        ctx.subscriptions = Some(outbound::subscriptions(tx)?);
+    }
+    let subscriptions = ctx.subscriptions.as_deref().unwrap_or_default();
+    ctx.queued |= outbound::queue(tx, changes, subscriptions)?;
+    Ok(())
 }
 
 /// A table that finds customers by a key (an E.164 phone, a business id).

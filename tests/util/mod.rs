@@ -693,12 +693,28 @@ pub fn summary(received: &[Received]) -> Vec<String> {
         .collect()
 }
 
-/// A URL nobody listens on: a subscriber that is down (connection refused).
-pub fn down_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}/hook")
+/// A subscriber that is down: its port is bound but nobody listens, so
+/// connections are refused. Holding the port keeps any other server in the
+/// process (another test's) from taking it.
+pub struct Down {
+    _socket: tokio::net::TcpSocket,
+    url: String,
+}
+
+impl Down {
+    pub fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.bind("127.0.0.1:0".parse().unwrap()).expect("a port");
+        let port = socket.local_addr().expect("a bound port").port();
+        Self {
+            _socket: socket,
+            url: format!("http://127.0.0.1:{port}/hook"),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
 }
 
 /// HMAC-SHA256 (RFC 2104) written out from SHA-256, independently of the

@@ -316,3 +316,53 @@ proptest! {
         prop_assert_eq!(in_order.directory(), shuffled.directory());
     }
 }
+
+#[test]
+fn erasing_a_merged_record_unlinks_its_partners() {
+    let mut mem = Mem::default();
+    mem.ingest(&survivor_event(), "s");
+    mem.ingest(&absorbed_event(), "l");
+    let meta = EventMeta {
+        event_id: "erasure".into(),
+        received_at: at(59),
+        order_key: OrderKey {
+            at: None,
+            sent_at: None,
+            dedupe_key: "erasure".into(),
+        },
+    };
+    let loaded = |mem: &Mem| Loaded {
+        records: mem.records.clone(),
+        links: mem.links.clone(),
+        ..Loaded::default()
+    };
+
+    let effects = unlink(&loaded(&mem), "treez:shop:S", &meta, at(59));
+    let l = &effects
+        .writes
+        .iter()
+        .find(|w| w.record.id == "treez:shop:L")
+        .unwrap()
+        .record;
+    assert_eq!(l.merged_into, None);
+    assert_eq!(
+        l.to_customer().profile.status,
+        Status::Inactive,
+        "back to its own platform status"
+    );
+    assert_eq!(l.version, mem.records["treez:shop:L"].version + 1);
+    assert!(
+        effects.writes.iter().all(|w| w.record.id != "treez:shop:S"),
+        "the erased record is not written"
+    );
+    assert_eq!(effects.changes.len(), 1);
+    assert_eq!(effects.changes[0].action, Action::Updated);
+
+    let effects = unlink(&loaded(&mem), "treez:shop:L", &meta, at(59));
+    let s = &effects.writes[0].record;
+    assert_eq!((s.id.as_str(), s.merged_from.len()), ("treez:shop:S", 0));
+    assert_eq!(
+        effects.history[0].1.changes["mergedFrom"],
+        json!({"added": [], "removed": ["treez:shop:L"]})
+    );
+}

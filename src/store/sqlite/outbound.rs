@@ -106,7 +106,7 @@ pub(super) fn queue(tx: &Connection, changes: &[Change], subscriptions: &[Subscr
             "createdDate": now,
             "type": "customer",
             "action": change.action,
-            "payload": change.customer,
+            "payload": payload(change),
             "changes": change.changes,
         });
         let customer = &change.customer;
@@ -136,6 +136,21 @@ pub(super) fn queue(tx: &Connection, changes: &[Change], subscriptions: &[Subscr
         }
     }
     Ok(queued)
+}
+
+/// A change's payload: the whole customer, except for a deletion, which
+/// carries who was erased and nothing of what was known about them.
+fn payload(change: &Change) -> serde_json::Value {
+    let customer = &change.customer;
+    match change.action {
+        Action::Deleted => json!({
+            "id": customer.id,
+            "source": customer.source,
+            "externalId": customer.external_id,
+            "version": customer.version,
+        }),
+        _ => serde_json::to_value(customer).expect("a customer serializes"),
+    }
 }
 
 /// Makes one outbox row pending for one subscription, due at `due`, with
@@ -289,6 +304,12 @@ pub(super) fn record_attempt(
          WHERE seq = ?1 AND generation = ?5",
     )?
     .execute(params![seq, status.as_str(), next_at, failed, generation])?;
+    // Retried or replayed during this attempt: due now, not when the
+    // lease this attempt held runs out.
+    tx.prepare_cached(
+        "UPDATE messages SET next_attempt_at = ?2 WHERE seq = ?1 AND generation <> ?3 AND status = 'pending'",
+    )?
+    .execute(params![seq, attempt.at.as_millisecond(), generation])?;
     if let Next::Dead {
         disable_subscription: true,
     } = next

@@ -23,6 +23,7 @@ CREATE TABLE outbox (
     body        TEXT    NOT NULL
 );
 CREATE INDEX outbox_created ON outbox (created_at);
+CREATE INDEX outbox_customer ON outbox (customer_id);
 
 -- One outbox row to send to one subscription.
 CREATE TABLE messages (

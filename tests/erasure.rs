@@ -1,0 +1,215 @@
+//! Erasure (SPEC §5, GDPR art. 17): what `DELETE /api/v1/customers/{id}`
+//! removes, from the API, from subscribers, and from the disk itself.
+
+mod util;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use util::{Behaviour, TestApp, TestReceiver, treez, with};
+
+const T1: &str = "2026-04-01T00:00:00Z";
+const T2: &str = "2026-05-01T00:00:00Z";
+
+/// A Treez customer with personal data that can be searched for on disk.
+fn jules(id: &str, last_update: &str) -> Value {
+    let body = with(treez("shop", id, last_update), "/data/first_name", json!("Jeroboam"));
+    let body = with(body, "/data/last_name", json!("Quillfeather"));
+    let body = with(body, "/data/email", json!("jeroboam.quillfeather@example.com"));
+    let body = with(body, "/data/phone", json!("9145550199"));
+    with(body, "/data/addresses/0/street1", json!("77 ZANZIBAR TERRACE"))
+}
+
+const JULES_PII: [&str; 5] = [
+    "Jeroboam",
+    "Quillfeather",
+    "jeroboam.quillfeather@example.com",
+    "9145550199",
+    "ZANZIBAR TERRACE",
+];
+
+async fn erase(app: &TestApp, id: &str) -> StatusCode {
+    let response = app
+        .client
+        .delete(app.url(&format!("/api/v1/customers/{id}")))
+        .bearer_auth(util::ADMIN)
+        .send()
+        .await
+        .expect("an answer");
+    response.status()
+}
+
+#[tokio::test]
+async fn an_erased_customer_is_gone_from_the_api_and_its_events_are_redacted() {
+    let app = TestApp::spawn().await;
+    let (_, first) = app.deliver_json("treez", &jules("1", T1)).await;
+    app.deliver_json("treez", &jules("1", T2)).await;
+    let id = "treez:shop:1";
+
+    assert_eq!(erase(&app, id).await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get(&format!("/api/v1/customers/{id}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/customers/{id}/events")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, event) = app
+        .get(&format!("/api/v1/events/{}", first["eventId"].as_str().unwrap()))
+        .await;
+    assert_eq!(event["redacted"], true);
+    assert_eq!(event["body"], Value::Null);
+    assert_eq!(event["headers"], json!({}));
+    let listed = app.events(None).await;
+    assert_eq!(listed.len(), 2, "redacted events stay listed");
+    assert!(listed.iter().all(|e| e["redacted"] == true));
+}
+
+#[tokio::test]
+async fn erasing_again_is_204_and_an_unknown_customer_is_404() {
+    let app = TestApp::spawn().await;
+    app.deliver_json("treez", &jules("2", T1)).await;
+    assert_eq!(erase(&app, "treez:shop:2").await, StatusCode::NO_CONTENT);
+    assert_eq!(erase(&app, "treez:shop:2").await, StatusCode::NO_CONTENT);
+    assert_eq!(erase(&app, "treez:shop:nobody").await, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn later_deliveries_for_an_erased_customer_are_suppressed_and_kept_nowhere() {
+    let app = TestApp::spawn().await;
+    app.deliver_json("treez", &jules("3", T1)).await;
+    erase(&app, "treez:shop:3").await;
+    let kept = app.events(None).await.len();
+
+    let (status, answer) = app.deliver_json("treez", &jules("3", T2)).await;
+    assert_eq!((status, answer), (StatusCode::OK, json!({"status": "suppressed"})));
+    // Even a retry of the very delivery that was kept before the erasure.
+    let (_, answer) = app.deliver_json("treez", &jules("3", T1)).await;
+    assert_eq!(answer, json!({"status": "suppressed"}));
+    assert_eq!(app.events(None).await.len(), kept, "nothing of them is kept");
+    assert_eq!(app.get("/api/v1/customers/treez:shop:3").await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn subscribers_get_a_deleted_message_without_personal_data_and_pending_messages_are_cancelled() {
+    let app = TestApp::spawn_with("[delivery]\nretry_schedule = [\"1h\"]\ntimeout = \"2s\"\n").await;
+    let healthy = TestReceiver::start(Behaviour::Healthy).await;
+    let failing = TestReceiver::start(Behaviour::always(500)).await;
+    let (ok, _) = app.subscribe_url(&healthy.url()).await;
+    let (stuck, _) = app.subscribe_url(&failing.url()).await;
+    app.deliver_json("treez", &jules("4", T1)).await;
+    // The failing subscriber's message waits an hour for its retry.
+    app.wait_for_messages(&stuck, "a failed attempt", |m| {
+        m.len() == 1 && m[0]["attempts"].as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+
+    assert_eq!(erase(&app, "treez:shop:4").await, StatusCode::NO_CONTENT);
+    let received = healthy.wait_for(2).await;
+    let deleted = &received[1].body;
+    assert_eq!(deleted["action"], "deleted");
+    assert_eq!(
+        deleted["payload"],
+        json!({"id": "treez:shop:4", "source": "treez", "externalId": "4", "version": 2})
+    );
+    let raw = String::from_utf8_lossy(&received[1].raw);
+    for pii in JULES_PII {
+        assert!(!raw.contains(pii), "{pii} sent in the deleted message");
+    }
+    let stuck_messages = app.messages(&stuck, None).await;
+    let statuses: Vec<&Value> = stuck_messages.iter().map(|m| &m["status"]).collect();
+    assert_eq!(
+        statuses,
+        [&json!("cancelled"), &json!("pending")],
+        "created cancelled, deleted queued"
+    );
+    app.wait_all(&ok, 2, "delivered").await;
+}
+
+#[tokio::test]
+async fn erasing_an_absorbed_record_updates_its_survivor_and_tells_subscribers() {
+    let app = TestApp::spawn().await;
+    let receiver = TestReceiver::start(Behaviour::Healthy).await;
+    let survivor = with(treez("shop", "S", T2), "/data/merged_customer_ids", json!(["L"]));
+    let survivor = with(survivor, "/data/status", json!("MERGED"));
+    app.deliver_json("treez", &survivor).await;
+    app.deliver_json("treez", &jules("L", T1)).await;
+    assert_eq!(
+        app.customer("treez:shop:S").await["mergedFrom"],
+        json!(["treez:shop:L"])
+    );
+    app.subscribe_url(&receiver.url()).await;
+
+    assert_eq!(erase(&app, "treez:shop:L").await, StatusCode::NO_CONTENT);
+    let s = app.customer("treez:shop:S").await;
+    assert_eq!(s["mergedFrom"], json!([]));
+    let received = receiver.wait_for(2).await;
+    let actions: Vec<(&Value, &Value)> = received
+        .iter()
+        .map(|r| (&r.body["action"], &r.body["payload"]["id"]))
+        .collect();
+    assert!(
+        actions.contains(&(&json!("updated"), &json!("treez:shop:S"))),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&(&json!("deleted"), &json!("treez:shop:L"))),
+        "{actions:?}"
+    );
+    // A later delivery naming the erased record again does not bring it back.
+    let again = with(survivor.clone(), "/data/last_update", json!("2026-06-01T00:00:00Z"));
+    app.deliver_json("treez", &again).await;
+    assert_eq!(app.customer("treez:shop:S").await["mergedFrom"], json!([]));
+    assert_eq!(app.get("/api/v1/customers/treez:shop:L").await.0, StatusCode::NOT_FOUND);
+}
+
+/// Asserts that none of the erased customer's personal data is in the
+/// store's files, and that text that was kept is found (so the scan works).
+fn assert_erased_on_disk(dir: &std::path::Path, when: &str) {
+    let mut everything = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        everything.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    let contains = |needle: &str| everything.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(contains("Brightwaterson"), "{when}: the scan finds what was kept");
+    for pii in JULES_PII {
+        assert!(!contains(pii), "{when}: {pii} is still on disk after the erasure");
+    }
+}
+
+#[tokio::test]
+async fn erased_personal_data_is_gone_from_the_files_on_disk() {
+    let app = TestApp::spawn().await;
+    app.deliver_json("treez", &jules("5", T1)).await;
+    app.deliver_json("treez", &jules("5", T2)).await;
+    // Another customer, kept: proves the scan would find text that is there.
+    let kept = with(treez("shop", "6", T1), "/data/last_name", json!("Brightwaterson"));
+    app.deliver_json("treez", &kept).await;
+    assert_eq!(erase(&app, "treez:shop:5").await, StatusCode::NO_CONTENT);
+    // At once, while the service runs (the WAL too), and after it stops.
+    assert_erased_on_disk(&app.dir, "running");
+    let dir = app.dir.clone();
+    let temp = app.stop().await;
+    assert_erased_on_disk(&dir, "stopped");
+    drop(temp);
+}
+
+#[tokio::test]
+async fn a_rebuild_after_an_erasure_keeps_the_customer_erased() {
+    let app = TestApp::spawn().await;
+    app.deliver_json("treez", &jules("7", T1)).await;
+    app.deliver_json("treez", &jules("8", T1)).await;
+    erase(&app, "treez:shop:7").await;
+    let dir = app.dir.clone();
+    let temp = app.stop().await;
+
+    let text = util::config_text(&dir, "");
+    let config = clientele::config::Config::from_toml("test", &text, std::iter::empty()).unwrap();
+    let rebuilt = clientele::app::rebuild(&config).await.unwrap();
+    assert_eq!((rebuilt.replayed, rebuilt.skipped), (1, 1));
+    let app = TestApp::spawn_in(&dir, "").await;
+    assert_eq!(app.get("/api/v1/customers/treez:shop:7").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(app.customer("treez:shop:8").await["id"], "treez:shop:8");
+    app.stop().await;
+    drop(temp);
+}
