@@ -767,3 +767,37 @@ async fn an_accepted_answer_names_the_event_and_the_customer() {
     assert_eq!(event["customerId"], "treez:ans:1");
     assert_eq!(event["duplicates"], 0);
 }
+
+#[tokio::test]
+async fn a_source_over_its_rate_limit_is_429_with_retry_after_and_keeps_nothing() {
+    // One delivery a second, for the treez source only (appended to it).
+    let app = TestApp::spawn_with("rate_limit = 1").await;
+    let mut limited = Vec::new();
+    for i in 0..5 {
+        let body = treez("rl", &i.to_string(), "2026-04-01T00:00:00Z");
+        let response = app
+            .client
+            .post(app.url("/webhooks/treez"))
+            .bearer_auth(util::TREEZ_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(response.headers()["retry-after"], "1");
+            let (_, body) = util::read(response).await;
+            assert_eq!(body["error"]["code"], "rate_limited");
+            limited.push(i);
+        }
+    }
+    assert!(
+        !limited.is_empty() && !limited.contains(&0),
+        "the burst of one passes, then 429: {limited:?}"
+    );
+    assert_eq!(app.events(None).await.len(), 5 - limited.len(), "a 429 keeps nothing");
+    // Other sources are not limited.
+    for i in 0..5 {
+        let body = vagaro(&format!("rl-v-{i}"), "V", "2023-08-10T08:50:00Z");
+        assert_eq!(app.deliver_json("vagaro", &body).await.0, StatusCode::OK);
+    }
+}

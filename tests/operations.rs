@@ -14,8 +14,13 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use util::{TREEZ_EXAMPLE, TREEZ_TOKEN, TestApp, VAGARO_EXAMPLE, VAGARO_TOKEN, config_text, with};
 
-/// Personal data and secrets of the deliveries below: none may be logged.
-const NEVER_LOGGED: [&str; 11] = [
+const HOOK_TOKEN: &str = "hook-token-7f3a";
+const HOOK_SECRET: &str = "whsec_c2VjcmV0LWtleS1ieXRlcy0xMjM0NTY=";
+
+/// Personal data and secrets of the requests below: none may be logged.
+const NEVER_LOGGED: [&str; 13] = [
+    HOOK_TOKEN,
+    HOOK_SECRET,
     "Winnfield",
     "Jules",
     "SHEPHERD",
@@ -103,6 +108,18 @@ async fn the_binary_logs_no_personal_data_or_secrets_and_stops_on_sigterm() {
         statuses.push(delivery.await.expect("an answer").status().as_u16());
     }
     assert_eq!(statuses, [200, 200, 200, 401, 202, 400]);
+
+    // A subscription whose URL and secret are secrets too, then an erasure.
+    let admin = |request: reqwest::RequestBuilder| request.bearer_auth(util::ADMIN).send();
+    let subscription = json!({"url": format!("http://127.0.0.1:9/hook?token={HOOK_TOKEN}"), "secret": HOOK_SECRET});
+    let created = admin(
+        client
+            .post(format!("http://{address}/api/v1/subscriptions"))
+            .json(&subscription),
+    );
+    assert_eq!(created.await.unwrap().status(), 201);
+    let erased = admin(client.delete(format!("http://{address}/api/v1/customers/treez:partnersandbox3:3904")));
+    assert_eq!(erased.await.unwrap().status(), 204);
 
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
