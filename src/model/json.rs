@@ -67,6 +67,8 @@ fn depth(bytes: &[u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn nested(levels: usize) -> String {
@@ -104,5 +106,106 @@ mod tests {
     fn syntax_errors_are_not_depth_errors() {
         assert!(matches!(parse_body(b"{not json"), Err(JsonError::Syntax(_))));
         assert!(matches!(parse_body(b"[1] [2]"), Err(JsonError::Syntax(_))));
+    }
+
+    /// Nesting levels of a parsed value, counted as [`depth`] counts them.
+    fn levels(value: &Value) -> usize {
+        match value {
+            Value::Array(items) => 1 + items.iter().map(levels).max().unwrap_or(0),
+            Value::Object(map) => 1 + map.values().map(levels).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// JSON nested exactly `kinds.len()` levels, an array or an object at
+    /// each (`true` is an object), every level holding a string of
+    /// brackets, quotes and backslashes before its child: noise that the
+    /// depth count must see through.
+    fn nested_with_noise(kinds: &[bool], noise: &str) -> String {
+        let noise = serde_json::to_string(noise).expect("a string serializes");
+        let mut text = String::from("1");
+        for &object in kinds.iter().rev() {
+            text = if object {
+                format!("{{{noise}: {noise}, \"k\": {text}}}")
+            } else {
+                format!("[{noise}, {text}]")
+            };
+        }
+        text
+    }
+
+    /// Bytes drawn mostly from JSON's structural characters, so that random
+    /// bodies reach deep nesting, strings and escapes, plus invalid UTF-8.
+    fn json_soup() -> impl Strategy<Value = Vec<u8>> {
+        let byte = prop_oneof![
+            8 => prop::sample::select(b"[]{}\\\":,1 ae-.".to_vec()),
+            1 => any::<u8>(),
+        ];
+        prop::collection::vec(byte, 0..400)
+    }
+
+    /// Nested JSON up to past the bound, with a few bytes overwritten,
+    /// inserted or removed: bodies at the edge of validity.
+    fn damaged_nesting() -> impl Strategy<Value = Vec<u8>> {
+        let levels = prop_oneof![0..=8usize, MAX_DEPTH - 2..=MAX_DEPTH + 2];
+        let kinds = levels.prop_flat_map(|n| prop::collection::vec(any::<bool>(), n));
+        let edits = prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..3u8), 0..4);
+        (kinds, r#"[\[\]{}"\\a]{0,4}"#, edits).prop_map(|(kinds, noise, edits)| {
+            let mut bytes = nested_with_noise(&kinds, &noise).into_bytes();
+            for (at, byte, edit) in edits {
+                if bytes.is_empty() {
+                    break;
+                }
+                let at = at.index(bytes.len());
+                match edit {
+                    0 => bytes[at] = byte,
+                    1 => bytes.insert(at, byte),
+                    _ => {
+                        bytes.remove(at);
+                    }
+                }
+            }
+            bytes
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn parse_body_never_panics_on_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(value) = parse_body(&bytes) {
+                prop_assert!(levels(&value) <= MAX_DEPTH);
+            }
+        }
+
+        /// `parse_body` is the unbounded parser with one extra refusal:
+        /// nesting beyond `MAX_DEPTH`, and nothing else.
+        #[test]
+        fn parse_body_is_the_parser_bounded_at_max_depth(bytes in prop_oneof![json_soup(), damaged_nesting()]) {
+            match (decode::<Value>(&bytes), parse_body(&bytes)) {
+                (Ok(value), Ok(parsed)) => {
+                    prop_assert!(levels(&value) <= MAX_DEPTH);
+                    prop_assert_eq!(parsed, value);
+                }
+                (Ok(value), Err(JsonError::TooDeep)) => prop_assert!(levels(&value) > MAX_DEPTH),
+                (Ok(_), Err(JsonError::Syntax(e))) => prop_assert!(false, "decoded, yet a syntax error: {}", e),
+                (Err(_), parsed) => prop_assert!(parsed.is_err()),
+            }
+        }
+
+        #[test]
+        fn nesting_is_refused_exactly_beyond_max_depth(
+            kinds in prop::collection::vec(any::<bool>(), MAX_DEPTH - 8..=MAX_DEPTH + 8),
+            noise in r#"[\[\]{}"\\a]{0,6}"#,
+        ) {
+            let text = nested_with_noise(&kinds, &noise);
+            match parse_body(text.as_bytes()) {
+                Ok(value) => {
+                    prop_assert!(kinds.len() <= MAX_DEPTH, "{} levels accepted", kinds.len());
+                    prop_assert_eq!(levels(&value), kinds.len());
+                }
+                Err(JsonError::TooDeep) => prop_assert!(kinds.len() > MAX_DEPTH, "{} levels refused", kinds.len()),
+                Err(JsonError::Syntax(e)) => prop_assert!(false, "{text}: {e}"),
+            }
+        }
     }
 }

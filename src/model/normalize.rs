@@ -936,18 +936,167 @@ mod tests {
 
     const TIMESTAMP_LIKE: &str = "[0-9]{4}-[0-1][0-9]-[0-3][0-9][T ][0-2][0-9]:[0-5][0-9]:[0-6][0-9](\\.[0-9]{1,9})?(Z|[+-][0-2][0-9]:[0-5][0-9])?";
 
+    /// Values a hostile or broken platform sends: null-likes, NULs, SQL,
+    /// impossible dates, absurd phones, near-miss regions and countries.
+    const HOSTILE: &[&str] = &[
+        "",
+        " ",
+        "N/A",
+        " n/a ",
+        "null",
+        "true",
+        " FALSE ",
+        "yes",
+        "\u{0}",
+        "Ju\u{0}les",
+        "\u{feff}",
+        "\u{202e}",
+        "'; DROP TABLE customers; --",
+        "Robert'); DROP TABLE events;--",
+        "2023-02-30",
+        "9999-99-99",
+        "0000-01-01",
+        "10000-01-01",
+        "+010000-01-01T00:00:00Z",
+        "-000001-01-01",
+        "2024-02-29T24:00:00Z",
+        "2026-04-24T11:38:21.000-07:00",
+        "2026-04-24 11:38:21.000",
+        "2026-03-08 02:30:00",
+        "2026-01-01T00:00:00+25:00",
+        "2026-01-01T00:00:00[Mars/Olympus]",
+        "2026-01-01T00:00:00[!America/New_York]",
+        "1e400",
+        "+0",
+        "+",
+        "00",
+        "+1",
+        "9145551212",
+        "+44 20 7946 0958",
+        "١٢٣٤٥٦٧٨٩٠",
+        "😀📞",
+        "1-800-FLOWERS",
+        "+1 (914) 555-1212 ext. 99999999999",
+        "NY",
+        "ny",
+        "CA-ON",
+        "-",
+        "US-",
+        "-NY",
+        "ZZ",
+        "XX-YY",
+        "FR-75C",
+        "GB-LND",
+        "us",
+        "USA",
+        "usa ",
+        "X",
+    ];
+
+    fn hostile_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => any::<String>(),
+            2 => prop::sample::select(HOSTILE).prop_map(str::to_owned),
+            1 => (r"\s{0,2}", prop::sample::select(HOSTILE), r"\s{0,2}").prop_map(|(a, s, b)| format!("{a}{s}{b}")),
+            1 => "[+]?[0-9]{0,600}",
+            1 => "[+-]?[0-9]{1,6}-[0-9]{1,2}-[0-9]{1,2}([T ][0-9]{1,2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,12})?)?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?(\\[!?[A-Za-z_/+-]{1,20}\\])?",
+            1 => "[A-Za-z0-9-]{0,7}",
+        ]
+    }
+
+    /// JSON of every shape, a few levels deep: numbers huge, negative and
+    /// fractional, and the hostile strings above.
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_filter_map("JSON numbers are finite", |f| {
+                serde_json::Number::from_f64(f).map(Value::Number)
+            }),
+            hostile_text().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(r"\PC{0,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn arb_country() -> impl Strategy<Value = Option<Country>> {
+        prop::sample::select(&["", "US", "GB", "CA", "FR", "AU", "DE", "JP", "BR", "IN"][..]).prop_map(Country::parse)
+    }
+
+    /// Every problem's message: warnings and quarantine reasons are made
+    /// of these and of field names, never of values.
+    const PROBLEMS: [Problem; 14] = [
+        Problem::Missing,
+        Problem::NotString,
+        Problem::NotBoolean,
+        Problem::NotObject,
+        Problem::NotList,
+        Problem::UnknownCountry,
+        Problem::UnknownRegion,
+        Problem::RegionWithoutCountry,
+        Problem::NotTimestamp,
+        Problem::UnknownTimeZone,
+        Problem::YearOutOfRange,
+        Problem::NotDate,
+        Problem::SelfReference,
+        Problem::UnknownStatus,
+    ];
+
+    fn is_e164(s: &str) -> bool {
+        s.strip_prefix('+').is_some_and(|digits| {
+            (2..=15).contains(&digits.len()) && !digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit())
+        })
+    }
+
+    /// `^[A-Z]{2}-[A-Z0-9]{1,3}$`
+    fn is_region_code(s: &str) -> bool {
+        s.split_once('-').is_some_and(|(country, sub)| {
+            country.len() == 2
+                && country.bytes().all(|b| b.is_ascii_uppercase())
+                && (1..=3).contains(&sub.len())
+                && sub.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        })
+    }
+
+    fn is_clean_text(s: &str) -> bool {
+        !s.is_empty() && s == s.trim() && !s.eq_ignore_ascii_case("n/a")
+    }
+
+    /// A normalized attribute: no nulls, nothing empty, strings clean and
+    /// never spelling a boolean.
+    fn is_normal_attribute(v: &Value) -> bool {
+        match v {
+            Value::Null => false,
+            Value::String(s) => is_clean_text(s) && bool_word(s).is_none(),
+            Value::Number(_) | Value::Bool(_) => true,
+            Value::Array(items) => !items.is_empty() && items.iter().all(is_normal_attribute),
+            Value::Object(map) => !map.is_empty() && map.values().all(is_normal_attribute),
+        }
+    }
+
     proptest! {
         #[test]
-        fn parsers_never_panic(s in any::<String>()) {
+        fn parsers_never_panic(s in hostile_text(), home in arb_country()) {
             let v = Value::String(s);
+            let _ = text(&v);
+            let _ = email(&v);
             let _ = timestamp(&v, &la());
+            let _ = timestamp(&v, &TimeZone::UTC);
             let _ = date(&v);
-            let _ = region(&v, us());
+            let _ = region(&v, home);
             let _ = region(&v, None);
-            let _ = phone("mobile", &v, us());
+            let _ = phone("mobile", &v, home);
             let _ = phone("mobile", &v, None);
             let _ = boolean(&v);
             let _ = country(&v);
+            let _ = attribute(&v);
         }
 
         #[test]
@@ -961,6 +1110,101 @@ mod tests {
                 let shown = t.to_string();
                 prop_assert_eq!(shown.len(), "2026-04-24T18:38:21.000Z".len());
                 prop_assert_eq!(shown.parse::<UtcMillis>().ok(), Some(t));
+            }
+        }
+
+        /// Whatever comes in, what comes out has the canonical form of
+        /// SPEC §4, or is `None`, or is a problem.
+        #[test]
+        fn normalized_values_have_canonical_forms(v in arb_json(), home in arb_country()) {
+            if let Ok(Some(s)) = text(&v) {
+                prop_assert!(is_clean_text(&s), "text {:?}", s);
+            }
+            if let Ok(Some(s)) = email(&v) {
+                prop_assert!(is_clean_text(&s) && s == s.to_lowercase(), "email {:?}", s);
+            }
+            if let Ok(Some(p)) = phone("mobile", &v, home) {
+                prop_assert!(is_clean_text(&p.raw), "raw {:?}", p.raw);
+                prop_assert!(p.e164.as_deref().is_none_or(is_e164), "e164 {:?}", p.e164);
+            }
+            if let Ok(Some(code)) = region(&v, home) {
+                prop_assert!(is_region_code(&code), "region {:?}", code);
+            }
+            if let Ok(Some(c)) = country(&v) {
+                prop_assert!(c.as_str().len() == 2 && c.as_str().bytes().all(|b| b.is_ascii_uppercase()));
+            }
+            if let Ok(Some(b)) = boolean(&v) {
+                let spelled = v.as_str().and_then(bool_word);
+                prop_assert!(v == Value::Bool(b) || spelled == Some(b), "{} read as {}", v, b);
+            }
+            if let Ok(Some(t)) = timestamp(&v, &la()) {
+                let shown = t.to_string();
+                prop_assert_eq!(shown.len(), "2026-04-24T18:38:21.000Z".len());
+                prop_assert_eq!(shown.parse::<UtcMillis>().ok(), Some(t));
+            }
+            if let Ok(Some(d)) = date(&v) {
+                let parsed = d.parse::<jiff::civil::Date>();
+                prop_assert!(d.len() == 10 && parsed.is_ok_and(|p| YEARS.contains(&p.year())), "date {:?}", d);
+            }
+            if matches!(v, Value::Bool(_) | Value::Array(_) | Value::Object(_)) {
+                prop_assert_eq!(text(&v), Err(Problem::NotString));
+            }
+            if let Some(a) = attribute(&v) {
+                prop_assert!(is_normal_attribute(&a), "attribute {}", a);
+                prop_assert_eq!(attribute(&a), Some(a.clone()), "normalizing twice changes nothing");
+            }
+        }
+
+        /// A reader fed anything keeps sets sorted and unique, drops
+        /// self-links, and warns with field names and problems only.
+        #[test]
+        fn reader_never_panics_and_warns_without_values(
+            fields in prop::collection::vec(arb_json(), 12),
+            home in arb_country(),
+        ) {
+            let own = CustomerRef {
+                id: "t:a:1".into(),
+                source: "t".into(),
+                external_id: "1".into(),
+                account: Some("a".into()),
+            };
+            let to_ref = |id: String| CustomerRef {
+                id: format!("t:a:{id}"),
+                source: "t".into(),
+                external_id: id,
+                account: Some("a".into()),
+            };
+            let mut r = Reader::new();
+            let set = r.set("groups", Some(&fields[0]));
+            prop_assert!(set.windows(2).all(|w| w[0] < w[1]), "{:?}", set);
+            prop_assert!(set.iter().all(|s| is_clean_text(s)));
+            let _ = r.objects("addresses", Some(&fields[1]));
+            let address = AddressFields {
+                street1: Some(&fields[2]),
+                street2: Some(&fields[3]),
+                city: Some(&fields[4]),
+                region_code: Some(&fields[5]),
+                region_name: Some(&fields[6]),
+                postal_code: Some(&fields[7]),
+                country_code: Some(&fields[8]),
+                country_name: Some(&fields[9]),
+                primary: Some(&fields[10]),
+            };
+            if let Some(a) = r.address("addresses[0]", "home".into(), address, home) {
+                prop_assert!(a.region_code.as_deref().is_none_or(is_region_code), "{:?}", a.region_code);
+            }
+            let (into, from) = r.merge_links(&own, Some(&fields[11]), Some(&fields[0]), to_ref);
+            prop_assert!(into.is_none_or(|l| l.id != own.id));
+            prop_assert!(from.iter().all(|l| l.id != own.id));
+            prop_assert!(from.windows(2).all(|w| w[0].id < w[1].id));
+            let problems: Vec<String> = PROBLEMS.iter().map(Problem::to_string).collect();
+            for w in r.into_warnings() {
+                prop_assert!(problems.contains(&w.problem), "{:?}", w);
+                prop_assert!(
+                    w.field.bytes().all(|b| b.is_ascii_alphanumeric() || b"[].".contains(&b)),
+                    "{:?}",
+                    w
+                );
             }
         }
     }

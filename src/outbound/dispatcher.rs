@@ -3,7 +3,7 @@
 //!
 //! It wakes when the store reports newly queued messages, when a send
 //! finishes, and on a short tick for scheduled retries. At most
-//! [`MAX_IN_FLIGHT`] sends run at once, and about [`PER_SUBSCRIPTION`] per
+//! [`MAX_IN_FLIGHT`] sends run at once, and [`PER_SUBSCRIPTION`] per
 //! subscription, so a slow or dead subscriber holds a few slots, never all.
 //! Claims are leased for the timeout and a margin: a send lost in a crash
 //! is retried after a restart (at least once), never forgotten.
@@ -24,7 +24,7 @@ use crate::store::{Claim, Store};
 
 /// Sends in flight at once at most.
 pub const MAX_IN_FLIGHT: usize = 64;
-/// Sends of one subscription claimed at once at most.
+/// Sends of one subscription in flight at once at most.
 pub const PER_SUBSCRIPTION: usize = 8;
 /// How often scheduled retries are looked for.
 const TICK: Duration = Duration::from_millis(250);
@@ -66,7 +66,7 @@ pub async fn run(store: Arc<dyn Store>, settings: DeliverySettings, mut stop: wa
                 lease_until: UtcMillis::from_timestamp(now.as_timestamp() + lease),
                 limit: free,
                 per_subscription: PER_SUBSCRIPTION,
-                busy: in_flight.busy(),
+                in_flight: in_flight.per_subscription.clone(),
             };
             match store.claim_due(claim).await {
                 Ok(due) => {
@@ -130,14 +130,6 @@ impl InFlight {
                 self.per_subscription.remove(&subscription);
             }
         }
-    }
-
-    fn busy(&self) -> Vec<String> {
-        self.per_subscription
-            .iter()
-            .filter(|(_, n)| **n >= PER_SUBSCRIPTION)
-            .map(|(s, _)| s.clone())
-            .collect()
     }
 }
 

@@ -12,7 +12,7 @@
 pub mod directory;
 pub mod sqlite;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -252,10 +252,10 @@ pub struct Claim {
     /// crash is retried once it passes.
     pub lease_until: UtcMillis,
     pub limit: usize,
-    /// At most this many of one subscription's messages per claim.
+    /// At most this many of one subscription's messages in flight.
     pub per_subscription: usize,
-    /// Subscriptions with enough messages in flight already.
-    pub busy: Vec<String>,
+    /// Messages in flight now, per subscription: they count against it.
+    pub in_flight: HashMap<String, usize>,
 }
 
 /// A page of results and the position to continue from, if there is more.

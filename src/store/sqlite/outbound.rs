@@ -232,10 +232,14 @@ pub(super) fn claim(tx: &Connection, claim: &Claim) -> Result<Vec<Due>, StoreErr
          ORDER BY m.next_attempt_at, m.seq LIMIT ?3",
     )?;
     let mut seqs: Vec<i64> = Vec::new();
-    for subscription in subscriptions.iter().filter(|s| !claim.busy.contains(s)) {
-        let share = claim.per_subscription.min(claim.limit - seqs.len());
+    for subscription in &subscriptions {
+        let running = claim.in_flight.get(subscription).copied().unwrap_or(0);
+        let share = claim
+            .per_subscription
+            .saturating_sub(running)
+            .min(claim.limit - seqs.len());
         if share == 0 {
-            break;
+            continue;
         }
         let rows = due.query_map(params![subscription, claim.now.as_millisecond(), share as i64], |r| {
             r.get(0)
