@@ -193,7 +193,7 @@ fn status(v: &Value) -> Result<Option<Status>, Problem> {
 mod tests {
     use jiff::tz::TimeZone;
     use proptest::prelude::*;
-    use proptest::test_runner::TestCaseError;
+    use proptest::test_runner::{RngAlgorithm, TestCaseError};
     use serde_json::json;
 
     use super::*;
@@ -450,8 +450,11 @@ mod tests {
         assert_eq!(e.warnings, vec![]);
         assert_eq!(e.profile, original.profile);
     }
-    // Hostile bodies. The strategies and checks below have the same shape
-    // in treez.rs and clientele.rs.
+    // Hostile bodies: `map` never panics, and what it maps keeps the
+    // canonical invariants. The strategies and checks have the same shape
+    // in vagaro.rs and treez.rs (to be shared in `testing.rs`). Each
+    // property runs proptest's default 256 cases (`PROPTEST_CASES` for a
+    // longer run), with XorShift: ChaCha dominates the time in debug builds.
 
     /// Strings a hostile or broken sender puts anywhere.
     const HOSTILE: &[&str] = &[
@@ -514,6 +517,11 @@ mod tests {
         assert_eq!((e.profile.phones.len(), e.merged_from.len()), (2, 2));
     }
 
+    /// Keys of nested objects: some that adapters read, some odd.
+    const KEYS: &[&str] = &[
+        "", "id", "kind", "raw", "e164", "type", "state", "primary", "\u{0}", "k",
+    ];
+
     fn arb_json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
@@ -523,15 +531,16 @@ mod tests {
             any::<f64>().prop_filter_map("JSON numbers are finite", |f| {
                 serde_json::Number::from_f64(f).map(Value::Number)
             }),
-            r"\PC{0,12}".prop_map(Value::from),
-            "[+]?[0-9]{0,500}".prop_map(Value::from),
+            prop::collection::vec(any::<char>(), 0..12).prop_map(|cs| Value::from(String::from_iter(cs))),
+            "[+]?[0-9]{0,40}".prop_map(Value::from),
+            Just(Value::from("9".repeat(500))),
             prop::sample::select(HOSTILE).prop_map(Value::from),
         ];
         leaf.prop_recursive(3, 24, 4, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                prop::collection::btree_map(r"\PC{0,6}", inner, 0..4)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                prop::collection::btree_map(prop::sample::select(KEYS), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
             ]
         })
     }
@@ -673,6 +682,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig { rng_algorithm: RngAlgorithm::XorShift, ..ProptestConfig::default() })]
+
         #[test]
         fn map_never_panics_on_any_json(body in arb_json(), source in arb_settings()) {
             check(&body, &source, &body)?;
