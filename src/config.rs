@@ -462,7 +462,15 @@ impl RawConfig {
                     name: raw.name,
                     default_country: raw.default_country,
                     timezone,
-                    account: raw.account.filter(|a| !a.trim().is_empty()),
+                    account: match raw.account.filter(|a| !a.trim().is_empty()) {
+                        Some(account) if account.contains(':') => {
+                            return Err(invalid(
+                                &key("account"),
+                                "must not contain ':' (it is part of customer ids)".to_owned(),
+                            ));
+                        }
+                        account => account,
+                    },
                 },
                 tokens,
                 auth_header,

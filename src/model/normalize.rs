@@ -175,6 +175,8 @@ pub enum Problem {
     SelfReference,
     #[error("is not a known status")]
     UnknownStatus,
+    #[error("is not a string or a whole number")]
+    NotId,
 }
 
 /// The years a canonical time or date may have: four digits, after year 0.
@@ -209,6 +211,22 @@ pub fn text(v: &Value) -> Result<Option<String>, Problem> {
         Value::Bool(_) | Value::Array(_) | Value::Object(_) => Err(Problem::NotString),
     }
 }
+
+/// An identifier: a string (as [`text`]), or a whole number that JSON holds
+/// exactly. A fraction, or a number past 64 bits, would be rounded, and two
+/// customers could share the rounded id.
+pub fn id(v: &Value) -> Result<Option<String>, Problem> {
+    match v {
+        Value::Number(n) if n.is_u64() || n.is_i64() => Ok(Some(n.to_string())),
+        Value::Number(_) => Err(Problem::NotId),
+        other => text(other).map_err(|_| Problem::NotId),
+    }
+}
+
+/// The most customers one event may merge: a larger merge is quarantined
+/// for review rather than applied (it is no platform's normal traffic, and
+/// would hold the store's writer for long).
+pub const MAX_MERGED: usize = 1000;
 
 /// An email address: trimmed and lower-cased, nothing more (SPEC §4). It
 /// is not otherwise validated: the platform's value is the customer's
@@ -461,11 +479,20 @@ impl Reader {
     /// not see a reordering as a change. Unreadable items are left out,
     /// each with a warning.
     pub fn set(&mut self, field: &str, v: Option<&Value>) -> Vec<String> {
+        self.set_of(field, v, text)
+    }
+
+    fn set_of(
+        &mut self,
+        field: &str,
+        v: Option<&Value>,
+        parse: fn(&Value) -> Result<Option<String>, Problem>,
+    ) -> Vec<String> {
         let mut items: Vec<String> = self
             .list(field, v)
             .iter()
             .enumerate()
-            .filter_map(|(i, item)| self.read(&format!("{field}[{i}]"), Some(item), text))
+            .filter_map(|(i, item)| self.read(&format!("{field}[{i}]"), Some(item), parse))
             .collect();
         items.sort_unstable();
         items.dedup();
@@ -530,15 +557,20 @@ impl Reader {
         into: Option<&Value>,
         from: Option<&Value>,
         to_ref: impl Fn(String) -> CustomerRef,
-    ) -> (Option<CustomerRef>, Vec<CustomerRef>) {
-        let into = self.read("mergedInto", into, text);
+    ) -> Result<(Option<CustomerRef>, Vec<CustomerRef>), String> {
+        if from.and_then(Value::as_array).is_some_and(|ids| ids.len() > MAX_MERGED) {
+            return Err(format!(
+                "mergedFrom lists more than {MAX_MERGED} customers: kept for review, not applied"
+            ));
+        }
+        let into = self.read("mergedInto", into, id);
         let into = into.and_then(|id| self.unless_self("mergedInto", own, to_ref(id)));
-        let from = self.set("mergedFrom", from);
+        let from = self.set_of("mergedFrom", from, id);
         let from = from
             .into_iter()
             .filter_map(|id| self.unless_self("mergedFrom", own, to_ref(id)))
             .collect();
-        (into, from)
+        Ok((into, from))
     }
 
     fn unless_self(&mut self, field: &str, own: &CustomerRef, link: CustomerRef) -> Option<CustomerRef> {
@@ -926,7 +958,9 @@ mod tests {
         };
         let own = to_ref("1".into());
         let mut r = Reader::new();
-        let (into, from) = r.merge_links(&own, Some(&json!(1)), Some(&json!([3, "2", "1", 2])), to_ref);
+        let (into, from) = r
+            .merge_links(&own, Some(&json!(1)), Some(&json!([3, "2", "1", 2])), to_ref)
+            .unwrap();
         assert_eq!(into, None);
         let from: Vec<&str> = from.iter().map(|l| l.id.as_str()).collect();
         assert_eq!(from, ["t:a:2", "t:a:3"]);
@@ -1032,7 +1066,7 @@ mod tests {
 
     /// Every problem's message: warnings and quarantine reasons are made
     /// of these and of field names, never of values.
-    const PROBLEMS: [Problem; 14] = [
+    const PROBLEMS: [Problem; 15] = [
         Problem::Missing,
         Problem::NotString,
         Problem::NotBoolean,
@@ -1047,6 +1081,7 @@ mod tests {
         Problem::NotDate,
         Problem::SelfReference,
         Problem::UnknownStatus,
+        Problem::NotId,
     ];
 
     fn is_e164(s: &str) -> bool {
@@ -1193,7 +1228,7 @@ mod tests {
             if let Some(a) = r.address("addresses[0]", "home".into(), address, home) {
                 prop_assert!(a.region_code.as_deref().is_none_or(is_region_code), "{:?}", a.region_code);
             }
-            let (into, from) = r.merge_links(&own, Some(&fields[11]), Some(&fields[0]), to_ref);
+            let (into, from) = r.merge_links(&own, Some(&fields[11]), Some(&fields[0]), to_ref).unwrap();
             prop_assert!(into.is_none_or(|l| l.id != own.id));
             prop_assert!(from.iter().all(|l| l.id != own.id));
             prop_assert!(from.windows(2).all(|w| w[0].id < w[1].id));

@@ -93,7 +93,9 @@ impl Adapter for ClienteleEnvelope {
             account: account.clone(),
         };
         let customer = to_ref(external_id);
-        let (merged_into, merged_from) = r.merge_links(&customer, field("mergedInto"), field("mergedFrom"), to_ref);
+        let (merged_into, merged_from) = r
+            .merge_links(&customer, field("mergedInto"), field("mergedFrom"), to_ref)
+            .map_err(Unmappable)?;
 
         let addresses: Vec<_> = r
             .objects("addresses", field("addresses"))
@@ -313,7 +315,7 @@ mod tests {
             (envelope(json!({"customerId": ""})), "payload.customerId is missing"),
             (
                 envelope(json!({"customerId": [1]})),
-                "payload.customerId is not a string",
+                "payload.customerId is not a string or a whole number",
             ),
         ];
         for (body, expected) in cases {

@@ -18,7 +18,7 @@ pub struct Envelope<'v> {
 
 /// The envelope's own event id.
 pub fn id(body: &Value) -> Option<String> {
-    normalize::text(body.get("id")?).ok().flatten()
+    normalize::id(body.get("id")?).ok().flatten()
 }
 
 /// Opens a customer envelope: `Ok(Err(…))` is an event of another type, to
@@ -32,7 +32,7 @@ pub fn open<'v>(platform: &str, body: &'v Value) -> Result<Result<Envelope<'v>, 
         }));
     }
     let payload = required("payload", envelope.get("payload"), normalize::object).map_err(Unmappable)?;
-    let external_id = required("payload.customerId", payload.get("customerId"), normalize::text).map_err(Unmappable)?;
+    let external_id = required("payload.customerId", payload.get("customerId"), normalize::id).map_err(Unmappable)?;
     Ok(Ok(Envelope {
         envelope,
         payload,

@@ -76,8 +76,13 @@ impl Adapter for Treez {
                 .clone()
                 .ok_or_else(|| Unmappable(format!("{reason} and the source sets no account")))?,
         };
+        // The id is `{source}:{account}:{customer_id}`: an account with a
+        // `:` would let two accounts' customers share one id.
+        if account.contains(':') {
+            return Err(Unmappable("dispensary_short_name contains ':'".into()));
+        }
         let data = required("data", body.get("data"), normalize::object).map_err(Unmappable)?;
-        let external_id = required("data.customer_id", data.get("customer_id"), normalize::text).map_err(Unmappable)?;
+        let external_id = required("data.customer_id", data.get("customer_id"), normalize::id).map_err(Unmappable)?;
 
         let mut r = Reader::new();
         let tz = &source.timezone;
@@ -100,12 +105,14 @@ impl Adapter for Treez {
             account: Some(account.clone()),
         };
         let customer = to_ref(external_id);
-        let (merged_into, merged_from) = r.merge_links(
-            &customer,
-            field("merged_into_customer_id"),
-            field("merged_customer_ids"),
-            to_ref,
-        );
+        let (merged_into, merged_from) = r
+            .merge_links(
+                &customer,
+                field("merged_into_customer_id"),
+                field("merged_customer_ids"),
+                to_ref,
+            )
+            .map_err(Unmappable)?;
 
         let platform_status = r
             .read("platformStatus", field("status"), normalize::text)
@@ -367,7 +374,10 @@ mod tests {
             (no_data, "data is missing"),
             (bad_data, "data is not an object"),
             (with(json!({"customer_id": "N/A"})), "data.customer_id is missing"),
-            (with(json!({"customer_id": true})), "data.customer_id is not a string"),
+            (
+                with(json!({"customer_id": true})),
+                "data.customer_id is not a string or a whole number",
+            ),
         ];
         for (body, expected) in cases {
             assert_eq!(reason(&body), expected);

@@ -296,7 +296,7 @@ mod tests {
             (with(json!({"customerId": " n/a "})), "payload.customerId is missing"),
             (
                 with(json!({"customerId": {"email": "a@b.c"}})),
-                "payload.customerId is not a string",
+                "payload.customerId is not a string or a whole number",
             ),
         ];
         for (body, expected) in cases {

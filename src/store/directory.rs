@@ -113,13 +113,13 @@ pub struct Effects {
 /// The ids whose state [`apply`] needs: the event's customer and every
 /// customer its merge fields name.
 pub fn touched_ids(event: &CustomerEvent) -> Vec<String> {
-    let mut ids = vec![event.customer.id.clone()];
-    for other in event.merged_into.iter().chain(&event.merged_from) {
-        if !ids.contains(&other.id) {
-            ids.push(other.id.clone());
-        }
-    }
-    ids
+    let mut seen = HashSet::new();
+    std::iter::once(&event.customer)
+        .chain(&event.merged_into)
+        .chain(&event.merged_from)
+        .filter(|who| seen.insert(who.id.as_str()))
+        .map(|who| who.id.clone())
+        .collect()
 }
 
 /// Folds `event` into the loaded state. `now` stamps changed records.
@@ -159,6 +159,7 @@ pub fn apply(loaded: &Loaded, event: &CustomerEvent, meta: &EventMeta, now: UtcM
     let mine = loaded.records.get(&me.id);
     let snapshot_applies = mine.and_then(|r| r.order_key.as_ref()).is_none_or(|k| k < key);
 
+    let merges = MergeIndex::new(links.iter().map(|((s, a), k)| (s.as_str(), a.as_str(), k)));
     for (id, who) in refs {
         let old = loaded.records.get(id);
         let (profile, order_key) = if id == me.id && snapshot_applies {
@@ -172,7 +173,7 @@ pub fn apply(loaded: &Loaded, event: &CustomerEvent, meta: &EventMeta, now: UtcM
             };
             (stub, None)
         };
-        let (merged_into, merged_from) = merge_state(id, links.iter().map(|((s, a), k)| (s.as_str(), a.as_str(), k)));
+        let (merged_into, merged_from) = merges.of(id);
         let mut record = Record {
             id: id.to_owned(),
             source: old.map_or_else(|| who.source.clone(), |o| o.source.clone()),
@@ -229,24 +230,40 @@ pub fn apply(loaded: &Loaded, event: &CustomerEvent, meta: &EventMeta, now: UtcM
     effects
 }
 
-/// A record's merge fields from the links that name it: `mergedInto` the
-/// survivor of the highest-keyed claim on it, `mergedFrom` every record it
-/// absorbed, sorted.
-fn merge_state<'a>(
-    id: &str,
-    links: impl Iterator<Item = (&'a str, &'a str, &'a OrderKey)>,
-) -> (Option<String>, Vec<String>) {
-    let mut into: Option<(&OrderKey, &str)> = None;
-    let mut from = BTreeSet::new();
-    for (survivor, absorbed, key) in links.filter(|(s, a, _)| s != a) {
-        if absorbed == id && into.is_none_or(|(best, _)| key > best) {
-            into = Some((key, survivor));
+/// Every record's merge fields, from the links that name it: `mergedInto`
+/// the survivor of the highest-keyed claim on it, `mergedFrom` every record
+/// it absorbed, sorted. Built once per event: one survivor may absorb
+/// thousands.
+struct MergeIndex<'a> {
+    into: HashMap<&'a str, (&'a OrderKey, &'a str)>,
+    from: HashMap<&'a str, BTreeSet<&'a str>>,
+}
+
+impl<'a> MergeIndex<'a> {
+    fn new(links: impl Iterator<Item = (&'a str, &'a str, &'a OrderKey)>) -> Self {
+        let mut index = Self {
+            into: HashMap::new(),
+            from: HashMap::new(),
+        };
+        for (survivor, absorbed, key) in links.filter(|(s, a, _)| s != a) {
+            let best = index.into.entry(absorbed).or_insert((key, survivor));
+            if key > best.0 {
+                *best = (key, survivor);
+            }
+            index.from.entry(survivor).or_default().insert(absorbed);
         }
-        if survivor == id {
-            from.insert(absorbed.to_owned());
-        }
+        index
     }
-    (into.map(|(_, s)| s.to_owned()), from.into_iter().collect())
+
+    fn of(&self, id: &str) -> (Option<String>, Vec<String>) {
+        let into = self.into.get(id).map(|(_, survivor)| (*survivor).to_owned());
+        let from = self
+            .from
+            .get(id)
+            .map(|set| set.iter().map(|a| (*a).to_owned()).collect())
+            .unwrap_or_default();
+        (into, from)
+    }
 }
 
 /// Erasing `erased` removes its merge links: every loaded record tied to it
@@ -254,18 +271,18 @@ fn merge_state<'a>(
 /// changes is an `updated` change. `loaded` holds those records and every
 /// link naming them.
 pub fn unlink(loaded: &Loaded, erased: &str, meta: &EventMeta, now: UtcMillis) -> Effects {
-    let remaining = || {
+    let merges = MergeIndex::new(
         loaded
             .links
             .iter()
             .filter(|l| l.survivor != erased && l.absorbed != erased)
-            .map(|l| (l.survivor.as_str(), l.absorbed.as_str(), &l.order_key))
-    };
+            .map(|l| (l.survivor.as_str(), l.absorbed.as_str(), &l.order_key)),
+    );
     let mut effects = Effects::default();
     let mut records: Vec<&Record> = loaded.records.values().filter(|r| r.id != erased).collect();
     records.sort_by(|a, b| a.id.cmp(&b.id));
     for old in records {
-        let (merged_into, merged_from) = merge_state(&old.id, remaining());
+        let (merged_into, merged_from) = merges.of(&old.id);
         let mut record = Record {
             merged_into,
             merged_from,
