@@ -119,6 +119,7 @@ async fn replay(store: &dyn Store, config: &Config) -> Result<Rebuilt, AppError>
                 status: Some(EventStatus::Accepted),
                 limit: 1000,
                 after,
+                bodies: true,
             })
             .await?;
         for event in page.items {

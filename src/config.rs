@@ -24,6 +24,10 @@ pub const EXAMPLE: &str = include_str!("../clientele.example.toml");
 
 const ENV_PREFIX: &str = "CLIENTELE_";
 
+/// The keys an environment variable may set to something other than a
+/// string.
+const TYPED_KEYS: [&str; 2] = ["max_body_bytes", "delivery.retry_schedule"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -244,25 +248,43 @@ impl Config {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let parse_error = |origin: &str, e: toml::de::Error| ConfigError::Parse {
-            origin: origin.to_owned(),
-            message: e.to_string(),
-        };
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_error(origin, e))?;
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_error(origin, text, e))?;
         let env: Vec<(String, String)> = env.into_iter().collect();
         let overridden = apply_env(&mut table, &env)?;
         // With overrides the document parsed is a re-serialization, whose
         // line numbers are not the file's: say so.
-        let (origin, raw) = if overridden.is_empty() {
-            (origin.to_owned(), toml::from_str::<RawConfig>(text))
+        let (origin, parsed) = if overridden.is_empty() {
+            (origin.to_owned(), text.to_owned())
         } else {
             let merged = toml::to_string(&table).expect("a parsed table serializes");
-            let origin = format!("{origin} with {}", overridden.join(", "));
-            let raw = toml::from_str::<RawConfig>(&merged);
-            (origin, raw)
+            (format!("{origin} with {}", overridden.join(", ")), merged)
         };
-        let raw = raw.map_err(|e| parse_error(&origin, e))?;
+        let raw = toml::from_str::<RawConfig>(&parsed).map_err(|e| parse_error(&origin, &parsed, e))?;
         raw.validate(&origin, &env)
+    }
+}
+
+/// A TOML error in `text`: where and what, naming the key but not repeating
+/// the offending line, which may hold a secret.
+fn parse_error(origin: &str, text: &str, e: toml::de::Error) -> ConfigError {
+    let message = match e.span().and_then(|span| text.get(..span.start)) {
+        Some(before) => {
+            let line = before.lines().count().max(1);
+            let key = text
+                .lines()
+                .nth(line - 1)
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim());
+            match key {
+                Some(key) => format!("line {line}, `{key}`: {}", e.message()),
+                None => format!("line {line}: {}", e.message()),
+            }
+        }
+        None => e.message().to_owned(),
+    };
+    ConfigError::Parse {
+        origin: origin.to_owned(),
+        message,
     }
 }
 
@@ -287,11 +309,13 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<Vec<St
             continue;
         }
         let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
-        // A value that reads as TOML (a number, a list) keeps its type;
-        // anything else is a string.
-        let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
-            .ok()
-            .and_then(|mut t| t.remove("v"))
+        // The keys that are not strings read their value as TOML (a
+        // number, a list); every other value is a string as given, so that a
+        // token that looks like a number stays a token.
+        let parsed = TYPED_KEYS
+            .contains(&path.join(".").as_str())
+            .then(|| toml::from_str::<toml::Table>(&format!("v = {value}")).ok()?.remove("v"))
+            .flatten()
             .unwrap_or_else(|| toml::Value::String(value.clone()));
         let (last, sections) = path.split_last().expect("split yields one item at least");
         let mut target = &mut *table;
@@ -559,6 +583,18 @@ timezone = "America/Los_Angeles"
         let config = load(&text, &[("CLIENTELE_TREEZ_TOKENS", "a, b,")]).unwrap();
         let tokens: Vec<&str> = config.sources[0].tokens.iter().map(Secret::expose).collect();
         assert_eq!(tokens, ["a", "b"]);
+    }
+
+    #[test]
+    fn environment_values_are_strings_unless_the_key_is_not() {
+        let config = load(MINIMAL, &[("CLIENTELE_ADMIN_TOKEN", "8675309123")]).unwrap();
+        assert_eq!(config.admin_token.expose(), "8675309123");
+        let err = load("admin_token = [\"s3cret-value\"\n", &[]).unwrap_err().to_string();
+        assert!(
+            !err.contains("s3cret-value"),
+            "the offending line is not repeated: {err}"
+        );
+        assert!(err.contains("line 1"), "{err}");
     }
 
     #[test]

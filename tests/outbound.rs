@@ -1055,3 +1055,31 @@ async fn metrics_count_outcomes_attempt_times_and_the_backlog() {
         assert!(text.contains(series), "{series} missing from:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn a_replay_to_a_new_subscription_sends_each_customer_s_versions_in_order() {
+    // Versions 1 and 2 happened before the subscription, version 3 after:
+    // the replay makes new messages for 1 and 2 and sends 3 again, and the
+    // subscriber still gets them in version order.
+    let app = TestApp::spawn().await;
+    accept(&app, "treez", &person("ro", "1", "Ann", T1)).await;
+    accept(&app, "treez", &person("ro", "1", "Bea", T2)).await;
+    let receiver = TestReceiver::healthy().await;
+    let (sub, _) = app.subscribe_url(&receiver.url()).await;
+    accept(&app, "treez", &person("ro", "1", "Cy", "2026-06-01T00:00:00Z")).await;
+    receiver.wait_for(1).await;
+    app.wait_all(&sub, 1, "delivered").await;
+
+    let path = format!("/api/v1/subscriptions/{sub}/replay");
+    let (status, body) = util::send(
+        app.client
+            .post(app.url(&path))
+            .bearer_auth(util::ADMIN)
+            .query(&[("since", "2000-01-01T00:00:00Z")]),
+    )
+    .await;
+    assert_eq!((status, body), (StatusCode::ACCEPTED, json!({"messages": 3})));
+    let received = receiver.wait_for(4).await;
+    let versions: Vec<&Value> = received[1..].iter().map(|r| &r.body["payload"]["version"]).collect();
+    assert_eq!(versions, [&json!(1), &json!(2), &json!(3)], "{:#?}", summary(&received));
+}

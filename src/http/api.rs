@@ -196,6 +196,7 @@ pub async fn list_events(
         status,
         limit: parse_limit(params.limit.as_deref())?,
         after: parse_cursor(params.cursor.as_deref())?,
+        bodies: false,
     };
     Ok(Json(app.store.events(query).await?.into()))
 }

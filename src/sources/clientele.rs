@@ -86,13 +86,19 @@ impl Adapter for ClienteleEnvelope {
         let account = r
             .read("account", field("account"), normalize::text)
             .or_else(|| source.account.clone());
+        // The customers a merge names get no account: this event's account
+        // is not theirs, and a merge stub must not take it from whichever
+        // claim happens to arrive first.
         let to_ref = |id: String| CustomerRef {
             id: format!("{}:{id}", source.name),
             source: source.name.clone(),
             external_id: id,
-            account: account.clone(),
+            account: None,
         };
-        let customer = to_ref(external_id);
+        let customer = CustomerRef {
+            account: account.clone(),
+            ..to_ref(external_id)
+        };
         let (merged_into, merged_from) = r
             .merge_links(&customer, field("mergedInto"), field("mergedFrom"), to_ref)
             .map_err(Unmappable)?;

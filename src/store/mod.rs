@@ -234,6 +234,8 @@ pub struct EventQuery {
     pub status: Option<EventStatus>,
     pub limit: usize,
     pub after: Option<i64>,
+    /// Whether to read the raw bodies too.
+    pub bodies: bool,
 }
 
 #[derive(Debug, Clone)]

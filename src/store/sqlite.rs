@@ -125,6 +125,7 @@ impl SqliteStore {
                 subscriptions: None,
                 queued: false,
                 erased: false,
+                claims: 0,
             },
             queued: queued.clone(),
         };
@@ -234,13 +235,35 @@ impl Store for SqliteStore {
 
     fn events(&self, query: EventQuery) -> BoxFuture<'_, Result<Page<StoredEvent>, StoreError>> {
         Box::pin(self.readers.run(move |conn| {
-            let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 AND (?2 IS NULL OR status = ?2) ORDER BY seq LIMIT ?3"
-            );
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let status = query.status.map(EventStatus::as_str);
-            let rows = stmt.query_map(params![query.after.unwrap_or(0), status, query.limit as i64 + 1], RawEvent::read)?;
-            let events = rows.map(|r| r?.into_event()).collect::<Result<Vec<_>, _>>()?;
+            // Bodies only when asked for (a rebuild): a page of a thousand
+            // listed events must not read a thousand bodies.
+            let columns = if query.bodies {
+                EVENT_COLUMNS.to_owned()
+            } else {
+                EVENT_COLUMNS.replace(", body,", ", NULL,")
+            };
+            let after = query.after.unwrap_or(0);
+            let limit = query.limit as i64 + 1;
+            // One statement per shape, so that a status filter uses its index.
+            let rows = match query.status {
+                Some(status) => {
+                    let sql =
+                        format!("SELECT {columns} FROM events WHERE status = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3");
+                    let mut stmt = conn.prepare_cached(&sql)?;
+                    let rows = stmt.query_map(params![status.as_str(), after, limit], RawEvent::read)?;
+                    rows.collect::<Result<Vec<_>, _>>()?
+                }
+                None => {
+                    let sql = format!("SELECT {columns} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+                    let mut stmt = conn.prepare_cached(&sql)?;
+                    let rows = stmt.query_map(params![after, limit], RawEvent::read)?;
+                    rows.collect::<Result<Vec<_>, _>>()?
+                }
+            };
+            let events = rows
+                .into_iter()
+                .map(RawEvent::into_event)
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(page(events, query.limit, |e| e.seq))
         }))
     }
@@ -413,9 +436,11 @@ struct Context {
     subscriptions: Option<Vec<Subscription>>,
     /// Whether the batch being written queued outbound messages.
     queued: bool,
-    /// Whether the batch being written erased a customer: its old pages
-    /// must leave the WAL too.
+    /// Whether an erasure's old pages may still be in the WAL.
     erased: bool,
+    /// Claims made so far: each starts at the next subscription, so that
+    /// none waits behind the others.
+    claims: usize,
 }
 
 impl Writer {
@@ -476,13 +501,10 @@ impl Writer {
                 if std::mem::take(&mut self.ctx.queued) {
                     self.queued.notify_one();
                 }
-                // An erasure's old page images must not outlive it in the
-                // WAL: copy the WAL into the database (where secure_delete
-                // zeroed the freed content) and truncate it.
-                if std::mem::take(&mut self.ctx.erased)
-                    && let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
-                {
-                    tracing::error!(error = %e, "cannot checkpoint after an erasure");
+                // Before answering: an erasure is off the disk when it is
+                // acknowledged, unless a read holds the WAL (then soon after).
+                if self.ctx.erased {
+                    self.ctx.erased = !self.checkpoint_after_erasure();
                 }
                 for (reply, result) in done {
                     let _ = reply.send(result);
@@ -491,11 +513,39 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "a write transaction failed to commit");
                 self.ctx.queued = false;
-                self.ctx.erased = false;
                 self.ctx.subscriptions = None;
                 for (reply, _) in done {
                     let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
                 }
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// An erasure's old page images must not outlive it in the WAL: copies
+    /// the WAL into the database (where secure_delete zeroed the freed
+    /// content) and truncates it. A read in progress holds the WAL; then
+    /// this gives up at once, rather than stall every write, and the next
+    /// commit tries again. Returns whether it is done.
+    fn checkpoint_after_erasure(&self) -> bool {
+        let checkpoint = || -> rusqlite::Result<bool> {
+            self.conn.busy_timeout(std::time::Duration::from_millis(20))?;
+            let busy: i64 = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+            self.conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            Ok(busy == 0)
+        };
+        match checkpoint() {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::warn!("an erasure's pages are still in the WAL behind a read; retrying at the next commit");
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot checkpoint after an erasure; retrying at the next commit");
+                false
             }
         }
     }
@@ -531,7 +581,10 @@ fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreE
             ctx.queued |= replayed.is_some_and(|n| n > 0);
             Ok(Answer::Replayed(replayed))
         }
-        Op::Claim(claim) => outbound::claim(tx, claim).map(Answer::Claimed),
+        Op::Claim(claim) => {
+            ctx.claims += 1;
+            outbound::claim(tx, claim, ctx.claims).map(Answer::Claimed)
+        }
         Op::RecordAttempt {
             seq,
             generation,
@@ -752,8 +805,7 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
         "DELETE FROM customer_phones WHERE customer_id = ?1",
         "DELETE FROM customer_businesses WHERE customer_id = ?1",
         "DELETE FROM customers WHERE id = ?1",
-        "UPDATE messages SET status = 'cancelled', next_attempt_at = NULL
-         WHERE status = 'pending' AND outbox_seq IN (SELECT seq FROM outbox WHERE customer_id = ?1)",
+        "UPDATE messages SET status = 'cancelled', next_attempt_at = NULL WHERE customer_id = ?1 AND status = 'pending'",
         "UPDATE outbox SET body = json_object('id', id, 'type', 'customer', 'action', action,
                                               'payload', json_object('id', customer_id), 'redacted', json('true'))
          WHERE customer_id = ?1",

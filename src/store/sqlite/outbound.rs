@@ -167,7 +167,8 @@ fn enqueue(
          VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5)
          ON CONFLICT (subscription_id, outbox_seq)
          DO UPDATE SET status = 'pending', failures = 0, generation = generation + 1,
-                       next_attempt_at = excluded.next_attempt_at",
+                       next_attempt_at = excluded.next_attempt_at
+         WHERE messages.status <> 'cancelled'",
     )?
     .execute(params![
         format!("msg_{}", uuid::Uuid::now_v7().simple()),
@@ -183,7 +184,7 @@ pub(super) fn retry_message(tx: &Connection, id: &str) -> Result<bool, StoreErro
     let changed = tx
         .prepare_cached(
             "UPDATE messages SET status = 'pending', failures = 0, generation = generation + 1, next_attempt_at = ?2
-             WHERE id = ?1",
+             WHERE id = ?1 AND status <> 'cancelled'",
         )?
         .execute(params![id, UtcMillis::now().as_millisecond()])?;
     Ok(changed > 0)
@@ -194,8 +195,10 @@ pub(super) fn replay(tx: &Connection, subscription_id: &str, since: UtcMillis) -
         return Ok(None);
     };
     let now = UtcMillis::now();
-    let mut stmt =
-        tx.prepare_cached("SELECT seq, customer_id, source, action FROM outbox WHERE created_at >= ?1 ORDER BY seq")?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT seq, customer_id, source, action FROM outbox
+             WHERE created_at >= ?1 AND json_extract(body, '$.redacted') IS NULL ORDER BY seq",
+    )?;
     let rows = stmt.query_map([since.to_string()], |r| {
         Ok((
             r.get::<_, i64>(0)?,
@@ -215,7 +218,9 @@ pub(super) fn replay(tx: &Connection, subscription_id: &str, since: UtcMillis) -
     Ok(Some(queued))
 }
 
-pub(super) fn claim(tx: &Connection, claim: &Claim) -> Result<Vec<Due>, StoreError> {
+/// Claims due messages; `turn` picks the subscription to start with, in
+/// rotation, so that each gets its share whatever their number.
+pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<Due>, StoreError> {
     // One subscription at a time, each walking its own due messages in the
     // index and stopping at its share: the cost follows what is claimed,
     // not the backlog.
@@ -228,11 +233,12 @@ pub(super) fn claim(tx: &Connection, claim: &Claim) -> Result<Vec<Due>, StoreErr
          WHERE m.subscription_id = ?1 AND m.status = 'pending' AND m.next_attempt_at <= ?2
            AND NOT EXISTS (SELECT 1 FROM messages p
                            WHERE p.subscription_id = m.subscription_id AND p.customer_id = m.customer_id
-                             AND p.status = 'pending' AND p.seq < m.seq)
+                             AND p.status = 'pending' AND p.outbox_seq < m.outbox_seq)
          ORDER BY m.next_attempt_at, m.seq LIMIT ?3",
     )?;
     let mut seqs: Vec<i64> = Vec::new();
-    for subscription in &subscriptions {
+    let start = turn % subscriptions.len().max(1);
+    for subscription in subscriptions.iter().cycle().skip(start).take(subscriptions.len()) {
         let running = claim.in_flight.get(subscription).copied().unwrap_or(0);
         let share = claim
             .per_subscription
@@ -305,7 +311,7 @@ pub(super) fn record_attempt(
     };
     tx.prepare_cached(
         "UPDATE messages SET status = ?2, next_attempt_at = ?3, failures = failures + ?4
-         WHERE seq = ?1 AND generation = ?5",
+         WHERE seq = ?1 AND generation = ?5 AND status = 'pending'",
     )?
     .execute(params![seq, status.as_str(), next_at, failed, generation])?;
     // Retried or replayed during this attempt: due now, not when the

@@ -39,7 +39,8 @@ CREATE TABLE messages (
     UNIQUE (subscription_id, outbox_seq)
 );
 CREATE INDEX messages_pending_due ON messages (subscription_id, next_attempt_at) WHERE status = 'pending';
-CREATE INDEX messages_pending_customer ON messages (subscription_id, customer_id, seq) WHERE status = 'pending';
+CREATE INDEX messages_pending_customer ON messages (subscription_id, customer_id, outbox_seq) WHERE status = 'pending';
+CREATE INDEX messages_customer ON messages (customer_id) WHERE status = 'pending';
 CREATE INDEX messages_subscription ON messages (subscription_id, seq);
 
 CREATE TABLE attempts (
