@@ -1000,7 +1000,6 @@ async fn customers_of_different_treez_accounts_never_share_an_id() {
 /// Every error is `{"error":{"code","message"}}` (SPEC §3), also when the
 /// router cannot decode the path or the query.
 #[tokio::test]
-#[ignore = "bug: axum's own rejections (undecodable path segment, repeated query parameter) answer 400 in plain text"]
 async fn a_path_or_query_that_cannot_be_decoded_gets_a_json_error() {
     let app = TestApp::spawn().await;
     let requests = [

@@ -77,6 +77,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|| async { error::ApiError::not_found("no such route") })
+        .layer(axum::middleware::map_response(error::json_errors))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
             error::ApiError::new(
