@@ -71,9 +71,13 @@ pub async fn run(store: Arc<dyn Store>, settings: DeliverySettings, mut stop: wa
             match store.claim_due(claim).await {
                 Ok(due) => {
                     for message in due {
-                        if in_flight.start(&message) {
+                        // A message whose lease ran out while its send still
+                        // runs is not sent twice at once.
+                        if !in_flight.messages.contains(&message.seq) {
+                            let (seq, subscription) = (message.seq, message.subscription_id.clone());
                             let sender = sender.clone();
-                            sends.spawn(async move { sender.attempt(message).await });
+                            let task = sends.spawn(async move { sender.attempt(message).await });
+                            in_flight.start(task.id(), seq, subscription);
                         }
                     }
                 }
@@ -82,45 +86,47 @@ pub async fn run(store: Arc<dyn Store>, settings: DeliverySettings, mut stop: wa
         }
         tokio::select! {
             () = queued.notified() => {}
-            Some(done) = sends.join_next(), if !sends.is_empty() => in_flight.finish(done),
+            Some(done) = sends.join_next_with_id(), if !sends.is_empty() => in_flight.finish(done),
             () = tokio::time::sleep(TICK) => {}
             _ = stop.changed() => {}
         }
         // Every send that finished meanwhile frees its slot before the next
         // claim, so that one claim serves many.
-        while let Some(done) = sends.try_join_next() {
+        while let Some(done) = sends.try_join_next_with_id() {
             in_flight.finish(done);
         }
     }
-    while let Some(done) = sends.join_next().await {
+    while let Some(done) = sends.join_next_with_id().await {
         in_flight.finish(done);
     }
 }
 
-/// The sends running now, by message and by subscription.
+/// The sends running now: by task, by message and by subscription.
 #[derive(Default)]
 struct InFlight {
+    tasks: HashMap<tokio::task::Id, (i64, String)>,
     messages: HashSet<i64>,
     per_subscription: HashMap<String, usize>,
 }
 
 impl InFlight {
-    /// Registers a send; `false` if that message is being sent already (its
-    /// lease ran out while the send was still running).
-    fn start(&mut self, message: &Due) -> bool {
-        if !self.messages.insert(message.seq) {
-            return false;
-        }
-        *self
-            .per_subscription
-            .entry(message.subscription_id.clone())
-            .or_default() += 1;
-        true
+    fn start(&mut self, task: tokio::task::Id, seq: i64, subscription: String) {
+        self.messages.insert(seq);
+        *self.per_subscription.entry(subscription.clone()).or_default() += 1;
+        self.tasks.insert(task, (seq, subscription));
     }
 
-    fn finish(&mut self, done: Result<(i64, String), tokio::task::JoinError>) {
-        let Ok((seq, subscription)) = done else {
-            tracing::error!("a send task panicked; its message is retried when its lease ends");
+    /// Frees a finished send's slots, whether it returned or panicked (its
+    /// message is then sent again when its lease ends).
+    fn finish(&mut self, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let task = match done {
+            Ok((task, ())) => task,
+            Err(e) => {
+                tracing::error!("a send task failed; its message is sent again when its lease ends");
+                e.id()
+            }
+        };
+        let Some((seq, subscription)) = self.tasks.remove(&task) else {
             return;
         };
         self.messages.remove(&seq);
@@ -140,9 +146,8 @@ struct Sender {
 }
 
 impl Sender {
-    /// Sends one message and records the attempt; returns the message's
-    /// sequence and subscription for the in-flight bookkeeping.
-    async fn attempt(&self, message: Due) -> (i64, String) {
+    /// Sends one message and records the attempt.
+    async fn attempt(&self, message: Due) {
         let at = UtcMillis::now();
         let started = Instant::now();
         let timestamp = at.as_timestamp().as_second();
@@ -234,7 +239,6 @@ impl Sender {
             // The lease ends and the message is sent again: at least once.
             tracing::error!(error = %e, message = message.seq, "cannot record a message attempt");
         }
-        (message.seq, message.subscription_id)
     }
 }
 
