@@ -1083,3 +1083,50 @@ async fn a_replay_to_a_new_subscription_sends_each_customer_s_versions_in_order(
     let versions: Vec<&Value> = received[1..].iter().map(|r| &r.body["payload"]["version"]).collect();
     assert_eq!(versions, [&json!(1), &json!(2), &json!(3)], "{:#?}", summary(&received));
 }
+
+#[tokio::test]
+async fn a_customer_s_later_messages_wait_without_a_due_time_behind_a_failing_one() {
+    // Only the first pending message of a customer is scheduled: a subscriber
+    // that is down for long leaves one due message per customer, not a line
+    // of due-but-blocked ones that every claim would walk.
+    let app = TestApp::spawn_with(&delivery(&["1h"], "2s")).await;
+    let receiver = TestReceiver::start(Behaviour::FailCustomer {
+        customer: "treez:hol:1".into(),
+        times: 1,
+        status: 500,
+    })
+    .await;
+    let (sub, _) = app.subscribe_url(&receiver.url()).await;
+    accept(&app, "treez", &person("hol", "1", "Ann", T1)).await;
+    app.wait_for_messages(&sub, "a failed first attempt", |m| {
+        m.len() == 1 && m[0]["attempts"].as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    accept(&app, "treez", &person("hol", "1", "Bea", T2)).await;
+    let messages = app.messages(&sub, Some("pending")).await;
+    assert_eq!(messages.len(), 2);
+    assert!(
+        messages[0]["nextAttemptAt"].is_string(),
+        "the first waits for its retry: {}",
+        messages[0]
+    );
+    assert_eq!(
+        messages[1]["nextAttemptAt"],
+        Value::Null,
+        "the second waits for the first: {}",
+        messages[1]
+    );
+
+    // Once the first is delivered (a manual retry), the second goes out.
+    let (status, _) = app
+        .post_admin(&format!(
+            "/api/v1/messages/{}/retry",
+            messages[0]["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    app.wait_all(&sub, 2, "delivered").await;
+    let received = receiver.wait_for(3).await;
+    let versions: Vec<&Value> = received.iter().map(|r| &r.body["payload"]["version"]).collect();
+    assert_eq!(versions, [&json!(1), &json!(1), &json!(2)]);
+}

@@ -177,17 +177,49 @@ fn enqueue(
         customer_id,
         due.as_millisecond(),
     ])?;
+    settle_queue(tx, subscription_id, customer_id, due)
+}
+
+/// Keeps one customer's pending messages to one subscription in line: only
+/// the first (in outbox order) has a due time; the others wait, with none,
+/// until it is delivered or dead. Claims then never walk a long line of
+/// waiting messages behind a subscriber that is down.
+fn settle_queue(tx: &Connection, subscription_id: &str, customer_id: &str, now: UtcMillis) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE messages SET next_attempt_at = NULL
+         WHERE subscription_id = ?1 AND customer_id = ?2 AND status = 'pending' AND next_attempt_at IS NOT NULL
+           AND outbox_seq > (SELECT MIN(outbox_seq) FROM messages
+                             WHERE subscription_id = ?1 AND customer_id = ?2 AND status = 'pending')",
+    )?
+    .execute(params![subscription_id, customer_id])?;
+    tx.prepare_cached(
+        "UPDATE messages SET next_attempt_at = ?3
+         WHERE seq = (SELECT seq FROM messages
+                      WHERE subscription_id = ?1 AND customer_id = ?2 AND status = 'pending'
+                      ORDER BY outbox_seq LIMIT 1)
+           AND next_attempt_at IS NULL",
+    )?
+    .execute(params![subscription_id, customer_id, now.as_millisecond()])?;
     Ok(())
 }
 
 pub(super) fn retry_message(tx: &Connection, id: &str) -> Result<bool, StoreError> {
+    let now = UtcMillis::now();
     let changed = tx
         .prepare_cached(
             "UPDATE messages SET status = 'pending', failures = 0, generation = generation + 1, next_attempt_at = ?2
-             WHERE id = ?1 AND status <> 'cancelled'",
+             WHERE id = ?1 AND status <> 'cancelled'
+             RETURNING subscription_id, customer_id",
         )?
-        .execute(params![id, UtcMillis::now().as_millisecond()])?;
-    Ok(changed > 0)
+        .query_row(params![id, now.as_millisecond()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .optional()?;
+    let Some((subscription_id, customer_id)) = changed else {
+        return Ok(false);
+    };
+    settle_queue(tx, &subscription_id, &customer_id, now)?;
+    Ok(true)
 }
 
 pub(super) fn replay(tx: &Connection, subscription_id: &str, since: UtcMillis) -> Result<Option<u64>, StoreError> {
@@ -294,6 +326,14 @@ pub(super) fn record_attempt(
     attempt: &Attempt,
     next: Next,
 ) -> Result<bool, StoreError> {
+    let queue = tx
+        .prepare_cached("SELECT subscription_id, customer_id FROM messages WHERE seq = ?1")?
+        .query_row([seq], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .optional()?;
+    // Deleted with its subscription meanwhile: nothing to record.
+    let Some((subscription_id, customer_id)) = queue else {
+        return Ok(false);
+    };
     tx.prepare_cached(
         "INSERT INTO attempts (message_seq, at, status_code, error, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
@@ -320,14 +360,14 @@ pub(super) fn record_attempt(
         "UPDATE messages SET next_attempt_at = ?2 WHERE seq = ?1 AND generation <> ?3 AND status = 'pending'",
     )?
     .execute(params![seq, attempt.at.as_millisecond(), generation])?;
+    // Delivered or dead: the customer's next message, if any, is due.
+    settle_queue(tx, &subscription_id, &customer_id, attempt.at)?;
     if let Next::Dead {
         disable_subscription: true,
     } = next
     {
-        tx.prepare_cached(
-            "UPDATE subscriptions SET enabled = 0 WHERE id = (SELECT subscription_id FROM messages WHERE seq = ?1)",
-        )?
-        .execute([seq])?;
+        tx.prepare_cached("UPDATE subscriptions SET enabled = 0 WHERE id = ?1")?
+            .execute([&subscription_id])?;
         return Ok(true);
     }
     Ok(false)
