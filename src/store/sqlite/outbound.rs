@@ -131,7 +131,7 @@ pub(super) fn queue(tx: &Connection, changes: &[Change], subscriptions: &[Subscr
             .iter()
             .filter(|s| s.wants(change.action, &customer.source))
         {
-            enqueue(tx, &subscription.id, outbox_seq, &customer.id, now)?;
+            queue_latest(tx, &subscription.id, outbox_seq, &customer.id, now)?;
             queued = true;
         }
     }
@@ -151,6 +151,33 @@ fn payload(change: &Change) -> serde_json::Value {
         }),
         _ => serde_json::to_value(customer).expect("a customer serializes"),
     }
+}
+
+/// Queues a new change, the customer's latest: due now if nothing of this
+/// customer is pending for the subscription, else waiting in line (see
+/// [`settle_queue`]). One insert on the ingest path.
+fn queue_latest(
+    tx: &Connection,
+    subscription_id: &str,
+    outbox_seq: i64,
+    customer_id: &str,
+    now: UtcMillis,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO messages (id, subscription_id, outbox_seq, customer_id, status, failures, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, 'pending', 0,
+                 CASE WHEN EXISTS (SELECT 1 FROM messages
+                                   WHERE subscription_id = ?2 AND customer_id = ?4 AND status = 'pending')
+                      THEN NULL ELSE ?5 END)",
+    )?
+    .execute(params![
+        format!("msg_{}", uuid::Uuid::now_v7().simple()),
+        subscription_id,
+        outbox_seq,
+        customer_id,
+        now.as_millisecond(),
+    ])?;
+    Ok(())
 }
 
 /// Makes one outbox row pending for one subscription, due at `due`, with
@@ -192,6 +219,11 @@ fn settle_queue(tx: &Connection, subscription_id: &str, customer_id: &str, now: 
                              WHERE subscription_id = ?1 AND customer_id = ?2 AND status = 'pending')",
     )?
     .execute(params![subscription_id, customer_id])?;
+    promote_next(tx, subscription_id, customer_id, now)
+}
+
+/// Makes the first of a customer's pending messages due, if it waits.
+fn promote_next(tx: &Connection, subscription_id: &str, customer_id: &str, now: UtcMillis) -> Result<(), StoreError> {
     tx.prepare_cached(
         "UPDATE messages SET next_attempt_at = ?3
          WHERE seq = (SELECT seq FROM messages
@@ -357,11 +389,14 @@ pub(super) fn record_attempt(
     // Retried or replayed during this attempt: due now, not when the
     // lease this attempt held runs out.
     tx.prepare_cached(
-        "UPDATE messages SET next_attempt_at = ?2 WHERE seq = ?1 AND generation <> ?3 AND status = 'pending'",
+        "UPDATE messages SET next_attempt_at = ?2 WHERE seq = ?1 AND generation <> ?3 AND status = 'pending'
+         AND next_attempt_at IS NOT NULL",
     )?
     .execute(params![seq, attempt.at.as_millisecond(), generation])?;
     // Delivered or dead: the customer's next message, if any, is due.
-    settle_queue(tx, &subscription_id, &customer_id, attempt.at)?;
+    if !matches!(next, Next::Retry { .. }) {
+        promote_next(tx, &subscription_id, &customer_id, attempt.at)?;
+    }
     if let Next::Dead {
         disable_subscription: true,
     } = next
