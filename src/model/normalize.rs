@@ -593,6 +593,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::sources::testing::{is_e164, is_region_code};
 
     fn la() -> TimeZone {
         TimeZone::get("America/Los_Angeles").unwrap()
@@ -1083,22 +1084,6 @@ mod tests {
         Problem::UnknownStatus,
         Problem::NotId,
     ];
-
-    fn is_e164(s: &str) -> bool {
-        s.strip_prefix('+').is_some_and(|digits| {
-            (2..=15).contains(&digits.len()) && !digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit())
-        })
-    }
-
-    /// `^[A-Z]{2}-[A-Z0-9]{1,3}$`
-    fn is_region_code(s: &str) -> bool {
-        s.split_once('-').is_some_and(|(country, sub)| {
-            country.len() == 2
-                && country.bytes().all(|b| b.is_ascii_uppercase())
-                && (1..=3).contains(&sub.len())
-                && sub.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-        })
-    }
 
     fn is_clean_text(s: &str) -> bool {
         !s.is_empty() && s == s.trim() && !s.eq_ignore_ascii_case("n/a")

@@ -9,7 +9,7 @@
 mod clientele;
 mod envelope;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 mod treez;
 mod vagaro;
 

@@ -50,8 +50,47 @@ const KEYS: &[&str] = &[
     "", "id", "kind", "raw", "e164", "type", "state", "primary", "\u{0}", "k",
 ];
 
-/// Arbitrary JSON, with `hostile` strings among its leaves.
-pub fn arb_json(hostile: &'static [&'static str]) -> impl Strategy<Value = Value> {
+/// Settings of a source named `name`, with any of a few countries and time
+/// zones, and sometimes `account` (never, without one).
+pub fn arb_settings(name: &'static str, account: Option<&'static str>) -> impl Strategy<Value = SourceSettings> {
+    let countries = prop::sample::select(&["", "US", "GB", "CA"][..]).prop_map(Country::parse);
+    let zones = prop::sample::select(&["UTC", "America/Los_Angeles", "Australia/Lord_Howe"][..]);
+    let accounts = prop::sample::select(std::iter::once(None).chain(account.map(Some)).collect::<Vec<_>>());
+    (countries, zones, accounts).prop_map(move |(default_country, zone, account)| SourceSettings {
+        default_country,
+        account: account.map(str::to_owned),
+        ..settings(name, TimeZone::get(zone).unwrap())
+    })
+}
+
+/// Strings a hostile or broken sender puts anywhere.
+const HOSTILE: &[&str] = &[
+    "",
+    " N/A ",
+    "null",
+    "TRUE",
+    "\u{0}",
+    "Ju\u{0}les",
+    "'; DROP TABLE customers; --",
+    "2023-02-30",
+    "9999-99-99",
+    "0000-01-01T00:00:00Z",
+    "+010000-01-01T00:00:00Z",
+    "2026-04-24 11:38:21.000",
+    "2026-01-01T00:00:00[Mars/Olympus]",
+    "+0",
+    "😀📞",
+    "1-800-FLOWERS",
+    "CA-ON",
+    "ZZ",
+    "gbr",
+    "customer",
+];
+
+/// Arbitrary JSON, with hostile strings among its leaves: [`HOSTILE`] and
+/// the adapter's `own`.
+pub fn arb_json(own: &'static [&'static str]) -> impl Strategy<Value = Value> {
+    let hostile: Vec<&'static str> = HOSTILE.iter().chain(own).copied().collect();
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),

@@ -342,35 +342,32 @@ pub fn vagaro(event_id: &str, id: &str, modified: &str) -> Value {
     with(body, "/payload/modifiedDate", Value::from(modified))
 }
 
-/// Sets `pointer` in `value` (JSON pointer), creating the last segment
-/// when absent.
-pub fn set(mut value: Value, pointer: &str, new: Value) -> Value {
+/// The object holding `pointer`'s last segment, and that segment.
+fn parent<'v, 'p>(value: &'v mut Value, pointer: &'p str) -> (&'v mut serde_json::Map<String, Value>, &'p str) {
     let (parent, key) = pointer.rsplit_once('/').expect("a JSON pointer");
     let parent = if parent.is_empty() {
-        &mut value
+        value
     } else {
         value.pointer_mut(parent).unwrap_or_else(|| panic!("{parent} exists"))
     };
-    parent
+    let object = parent
         .as_object_mut()
-        .unwrap_or_else(|| panic!("{pointer}'s parent is an object"))
-        .insert(key.to_owned(), new);
+        .unwrap_or_else(|| panic!("{pointer}'s parent is an object"));
+    (object, key)
+}
+
+/// Sets `pointer` in `value` (JSON pointer), creating the last segment
+/// when absent.
+pub fn set(mut value: Value, pointer: &str, new: Value) -> Value {
+    let (object, key) = parent(&mut value, pointer);
+    object.insert(key.to_owned(), new);
     value
 }
 
 /// Removes `pointer` from `value` (JSON pointer).
 pub fn without(mut value: Value, pointer: &str) -> Value {
-    let (parent, key) = pointer.rsplit_once('/').expect("a JSON pointer");
-    let parent = if parent.is_empty() {
-        &mut value
-    } else {
-        value.pointer_mut(parent).unwrap_or_else(|| panic!("{parent} exists"))
-    };
-    parent
-        .as_object_mut()
-        .unwrap_or_else(|| panic!("{pointer}'s parent is an object"))
-        .remove(key)
-        .unwrap_or_else(|| panic!("{pointer} exists"));
+    let (object, key) = parent(&mut value, pointer);
+    object.remove(key).unwrap_or_else(|| panic!("{pointer} exists"));
     value
 }
 
