@@ -368,31 +368,63 @@ async fn json_that_is_not_an_object_is_quarantined() {
 // Strange but valid strings.
 
 #[tokio::test]
-async fn nul_characters_in_strings_are_kept_as_sent() {
+async fn nul_characters_are_removed_from_strings_and_kept_in_the_raw_body() {
     let app = TestApp::spawn().await;
     for source in SOURCES {
-        let id = "nul\u{0}id";
         let names = customer_object(source);
         let (first, _) = first_name(source);
-        let body = with(example(source, id), &format!("{names}/{first}"), json!("Ju\u{0}les"));
-        let body = set(body, &format!("{names}/\u{0}"), json!("\u{0}"));
+        let body = with(
+            example(source, "nul\u{0}id"),
+            &format!("{names}/{first}"),
+            json!("Ju\u{0}les"),
+        );
+        let body = set(body, &format!("{names}/\u{0}"), json!("\u{0}x"));
         let (status, answer) = deliver(&app, source, "NULs", body.to_string()).await;
         assert_eq!(status, "accepted", "{answer}");
-        let id = customer_id(source, id);
+        let id = customer_id(source, "nulid");
         assert_eq!(answer["customerId"], id);
         let (status, customer) = record(&app, &id).await;
         assert_eq!(status, StatusCode::OK, "{customer}");
-        assert_eq!(customer["id"], id);
-        assert_eq!(customer["firstName"], "Ju\u{0}les");
-        assert_eq!(customer["attributes"]["\u{0}"], "\u{0}");
+        assert_eq!(customer["firstName"], "Jules");
+        assert_eq!(customer["attributes"]["\u{0}"], "x", "keys are kept as sent");
+        let event = app.event(answer["eventId"].as_str().unwrap()).await;
+        assert!(event["body"].to_string().contains("Ju\\u0000les"), "{event}");
     }
-    // A NUL alone is a value, not a blank: it is an id like any other.
+    // A NUL alone is no id at all.
     let body = with(example("treez", "x"), "/data/customer_id", json!("\u{0}"));
     let (status, answer) = deliver(&app, "treez", "a NUL id", body.to_string()).await;
-    assert_eq!(
-        (status.as_str(), &answer["customerId"]),
-        ("accepted", &json!("treez:hostile:\u{0}"))
-    );
+    assert_eq!(status, "quarantined", "{answer}");
+    // Every field that the store indexes or lists as text.
+    let nul = json!("a\u{0}b");
+    let cases = [
+        ("vagaro", with(example("vagaro", "v"), "/id", nul.clone())),
+        ("vagaro", with(example("vagaro", "v"), "/type", nul.clone())),
+        ("vagaro", set(example("vagaro", "v"), "/payload/email", nul.clone())),
+        (
+            "vagaro",
+            set(example("vagaro", "v"), "/payload/businessIds", json!([nul])),
+        ),
+        (
+            "vagaro",
+            set(example("vagaro", "v"), "/payload/businessGroupId", nul.clone()),
+        ),
+        (
+            "treez",
+            with(example("treez", "t"), "/dispensary_short_name", nul.clone()),
+        ),
+        ("treez", with(example("treez", "t"), "/event_type", nul.clone())),
+        (
+            "treez",
+            set(example("treez", "t"), "/data/merged_customer_ids", json!([nul])),
+        ),
+    ];
+    for (source, body) in cases {
+        let (status, answer) = deliver(&app, source, "a NUL in an indexed field", body.to_string()).await;
+        assert!(
+            ["accepted", "ignored", "quarantined"].contains(&status.as_str()),
+            "{answer}"
+        );
+    }
     assert_still_serving(&app).await;
 }
 
@@ -877,7 +909,6 @@ async fn absurd_phone_numbers_keep_raw_without_e164() {
         "😀📞😀".to_owned(),
         "+1 914 555 1212 ext. 99999999999999999999".to_owned(),
         "١٢٣٤٥٦٧٨٩٠".to_owned(),
-        "\u{0}".to_owned(),
         "\u{202e}2121 555 419".to_owned(),
     ];
     for (i, phone) in absurd.iter().enumerate() {

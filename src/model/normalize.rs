@@ -9,6 +9,7 @@
 //! turns a missing essential into the reason an event is quarantined.
 //! Nothing here knows a platform.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -183,10 +184,22 @@ pub enum Problem {
 const YEARS: std::ops::RangeInclusive<i16> = 1..=9999;
 
 /// Trims a platform string; `""` and `"N/A"` (any case) are how platforms
-/// say "no value".
-fn clean(s: &str) -> Option<&str> {
-    let s = s.trim();
-    (!s.is_empty() && !s.eq_ignore_ascii_case("n/a")).then_some(s)
+/// say "no value". NUL characters are removed first: they are never data
+/// (the raw body keeps them), and no SQL text column can hold them.
+fn clean(s: &str) -> Option<Cow<'_, str>> {
+    let s: Cow<'_, str> = if s.contains('\0') {
+        Cow::Owned(s.replace('\0', ""))
+    } else {
+        Cow::Borrowed(s)
+    };
+    let trimmed = s.trim();
+    if trimmed.is_empty() || trimmed.eq_ignore_ascii_case("n/a") {
+        return None;
+    }
+    Some(match s {
+        Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
+        Cow::Owned(s) => Cow::Owned(s.trim().to_owned()),
+    })
 }
 
 /// `"true"`/`"false"` in any case, as platforms serialize booleans.
@@ -206,7 +219,7 @@ fn bool_word(s: &str) -> Option<bool> {
 pub fn text(v: &Value) -> Result<Option<String>, Problem> {
     match v {
         Value::Null => Ok(None),
-        Value::String(s) => Ok(clean(s).map(str::to_owned)),
+        Value::String(s) => Ok(clean(s).map(Cow::into_owned)),
         Value::Number(n) => Ok(Some(n.to_string())),
         Value::Bool(_) | Value::Array(_) | Value::Object(_) => Err(Problem::NotString),
     }
@@ -302,7 +315,7 @@ pub fn boolean(v: &Value) -> Result<Option<bool>, Problem> {
         Value::Bool(b) => Ok(Some(*b)),
         Value::String(s) => match clean(s) {
             None => Ok(None),
-            Some(s) => bool_word(s).map(Some).ok_or(Problem::NotBoolean),
+            Some(s) => bool_word(&s).map(Some).ok_or(Problem::NotBoolean),
         },
         Value::Number(_) | Value::Array(_) | Value::Object(_) => Err(Problem::NotBoolean),
     }
@@ -356,7 +369,7 @@ pub fn attribute(v: &Value) -> Option<Value> {
         Value::Null => None,
         Value::String(s) => {
             let s = clean(s)?;
-            Some(bool_word(s).map_or_else(|| Value::String(s.to_owned()), Value::Bool))
+            Some(bool_word(&s).map_or_else(|| Value::String(s.into_owned()), Value::Bool))
         }
         Value::Number(_) | Value::Bool(_) => Some(v.clone()),
         Value::Array(items) => {
@@ -638,6 +651,15 @@ mod tests {
         assert_eq!(text(&json!("   ")), Ok(None));
         assert_eq!(text(&json!("n/A")), Ok(None));
         assert_eq!(text(&Value::Null), Ok(None));
+    }
+
+    #[test]
+    fn nul_characters_are_removed_before_trimming() {
+        assert_eq!(text(&json!("Ju\u{0}les")), Ok(Some("Jules".into())));
+        assert_eq!(text(&json!("\u{0} Jules \u{0}")), Ok(Some("Jules".into())));
+        assert_eq!(text(&json!("\u{0}")), Ok(None));
+        assert_eq!(text(&json!("N/\u{0}A")), Ok(None));
+        assert_eq!(boolean(&json!("tr\u{0}ue")), Ok(Some(true)));
     }
 
     #[test]
@@ -1086,7 +1108,7 @@ mod tests {
     ];
 
     fn is_clean_text(s: &str) -> bool {
-        !s.is_empty() && s == s.trim() && !s.eq_ignore_ascii_case("n/a")
+        !s.is_empty() && s == s.trim() && !s.eq_ignore_ascii_case("n/a") && !s.contains('\0')
     }
 
     /// A normalized attribute: no nulls, nothing empty, strings clean and
