@@ -10,7 +10,9 @@
 # delivery benchmark: Clientele again, with one subscription to the no-op
 # receiver, the same load; its ingest ratio with the outbox on, and the
 # end-to-end changes/s from the load's start until every message is
-# delivered.
+# delivered. Then, when a PostgreSQL answers at $PG_URL (default: the local
+# one), the Postgres store the same way: one instance, and two instances on
+# one database, each driven by its own wrk with half the connections.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +21,7 @@ CONNECTIONS=${2:-64}
 THREADS=${THREADS:-2}
 NOOP_PORT=${NOOP_PORT:-8091}
 PORT=${PORT:-8092}
+PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 
 if ! command -v wrk >/dev/null; then
   apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
@@ -64,12 +67,14 @@ wait_for "$NOOP_PORT"
 measure noop "$noop" "$NOOP_PORT"
 kill "$noop"; wait "$noop" 2>/dev/null || true
 
-# start_clientele DIR: a fresh embedded store in DIR, the example sources.
+# start_clientele STORE [PORT]: Clientele on STORE (a URL), the example
+# sources; its pid in $clientele.
 start_clientele() {
-  CLIENTELE_STORE="sqlite://$1/clientele.db" CLIENTELE_LISTEN="127.0.0.1:$PORT" CLIENTELE_ADMIN_TOKEN=bench \
+  local port=${2:-$PORT}
+  CLIENTELE_STORE="$1" CLIENTELE_LISTEN="127.0.0.1:$port" CLIENTELE_ADMIN_TOKEN=bench \
     RUST_LOG=error target/release/clientele serve &
   clientele=$!
-  wait_for "$PORT"
+  wait_for "$port"
 }
 
 stop_clientele() {
@@ -82,14 +87,14 @@ metric() {
   curl -s "http://127.0.0.1:$PORT/metrics" | awk -v name="$1" 'index($0, name) == 1 {s += $NF} END {print s + 0}'
 }
 
-start_clientele "$work/ingest"
+start_clientele "sqlite://$work/ingest/clientele.db"
 measure clientele "$clientele" "$PORT"
 stop_clientele
 
 target/release/examples/noop "127.0.0.1:$NOOP_PORT" &
 noop=$!
 wait_for "$NOOP_PORT"
-start_clientele "$work/delivery"
+start_clientele "sqlite://$work/delivery/clientele.db"
 curl -s -o /dev/null -H 'Authorization: Bearer bench' -H 'Content-Type: application/json' \
   -d "{\"url\": \"http://127.0.0.1:$NOOP_PORT/hook\"}" "http://127.0.0.1:$PORT/api/v1/subscriptions"
 started=$(date +%s.%N)
@@ -105,4 +110,37 @@ awk -v c="$(cat "$work/clientele.rate")" -v s="$(cat "$work/subscribed.rate")" -
     t = t1 - t0
     printf "durable ingest / HTTP ceiling: %.2f (with a subscriber: %.2f)\n", c / n, s / n
     printf "delivered end to end: %d changes in %.1f s = %.0f changes/s\n", d, t, d / t
+  }'
+
+# The Postgres store, on a fresh database, when one answers.
+if ! psql "$PG_URL/postgres" -qAtc 'SELECT 1' >/dev/null 2>&1; then
+  echo "no PostgreSQL at $PG_URL: the Postgres store is not measured"
+  exit 0
+fi
+fresh_database() {
+  psql "$PG_URL/postgres" -qc 'DROP DATABASE IF EXISTS clientele_bench WITH (FORCE)' -c 'CREATE DATABASE clientele_bench'
+}
+
+fresh_database
+start_clientele "$PG_URL/clientele_bench"
+measure postgres "$clientele" "$PORT"
+stop_clientele
+
+# Two instances: one wrk each, half the connections each, at once.
+fresh_database
+start_clientele "$PG_URL/clientele_bench" "$PORT"
+first=$clientele
+start_clientele "$PG_URL/clientele_bench" "$((PORT + 1))"
+second=$clientele
+CONNECTIONS=$((CONNECTIONS / 2)) THREADS=1 measure postgres-a "$first" "$PORT" &
+a=$!
+CONNECTIONS=$((CONNECTIONS / 2)) THREADS=1 measure postgres-b "$second" "$((PORT + 1))" &
+b=$!
+wait "$a" "$b"
+kill -TERM "$first" "$second"
+wait "$first" "$second" 2>/dev/null || true
+
+awk -v p="$(cat "$work/postgres.rate")" -v a="$(cat "$work/postgres-a.rate")" -v b="$(cat "$work/postgres-b.rate")" \
+  -v n="$(cat "$work/noop.rate")" 'BEGIN {
+    printf "Postgres store / HTTP ceiling: %.2f with one instance, %.2f with two (%.0f deliveries/s together)\n", p / n, (a + b) / n, a + b
   }'

@@ -1,7 +1,7 @@
 //! Assembles a running Clientele from a [`Config`]: opens the store, builds
 //! the HTTP state, serves until told to stop, and closes the store. Also
 //! the `rebuild` command, which replays the kept raw events into a fresh
-//! directory.
+//! directory, and `migrate`.
 //!
 //! `main` and the integration tests both start Clientele through here.
 
@@ -17,6 +17,7 @@ use crate::config::{Config, StoreUrl};
 use crate::http::{self, AppState, INGEST_SLOTS, RateLimits};
 use crate::model::{json, normalize};
 use crate::outbound::dispatcher;
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{EventQuery, EventStatus, Publish, Store, StoreError};
 use crate::telemetry;
@@ -29,15 +30,12 @@ pub enum AppError {
     Serve(#[from] std::io::Error),
 }
 
-/// Opens the store the URL names.
-pub fn open_store(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
-    match url {
-        StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path)?)),
-        StoreUrl::Postgres(_) => Err(StoreError::Open {
-            path: url.to_string(),
-            reason: "this build has no Postgres store yet; use a sqlite:// store".into(),
-        }),
-    }
+/// Opens the store the URL names, bringing its schema up to date.
+pub async fn open_store(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match url {
+        StoreUrl::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
+        StoreUrl::Postgres(raw) => Arc::new(PgStore::open(raw, &url.to_string()).await?),
+    })
 }
 
 /// Serves on `listener` until `shutdown` completes, then lets in-flight
@@ -48,7 +46,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
     normalize::warm_up();
-    let store = open_store(&config.store)?;
+    let store = open_store(&config.store).await?;
     tracing::info!(store = %config.store, "store opened");
     if config.admin_token.expose() == "change-me" {
         tracing::warn!("admin_token is the example's: set your own (CLIENTELE_ADMIN_TOKEN)");
@@ -90,6 +88,13 @@ pub async fn serve(
     Ok(served?)
 }
 
+/// Opens the store, which creates it or brings its schema up to date, and
+/// closes it.
+pub async fn migrate(config: &Config) -> Result<(), AppError> {
+    open_store(&config.store).await?.close().await;
+    Ok(())
+}
+
 /// What a rebuild did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Rebuilt {
@@ -102,7 +107,7 @@ pub struct Rebuilt {
 /// Empties the directory and replays every accepted event, in arrival
 /// order, through its source's adapter.
 pub async fn rebuild(config: &Config) -> Result<Rebuilt, AppError> {
-    let store = open_store(&config.store)?;
+    let store = open_store(&config.store).await?;
     let result = replay(store.as_ref(), config).await;
     store.close().await;
     result

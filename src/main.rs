@@ -1,4 +1,5 @@
-//! `clientele`: the command line over the library: `serve` and `rebuild`.
+//! `clientele`: the command line over the library: `serve`, `migrate` and
+//! `rebuild`.
 
 use std::path::PathBuf;
 
@@ -27,6 +28,12 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Creates the store or brings its schema up to date, then exits
+    /// (`serve` does this too, at start-up).
+    Migrate {
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
     /// Rebuilds the directory from the kept raw events.
     Rebuild {
         #[arg(long, value_name = "PATH")]
@@ -45,6 +52,12 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {} (is another process using it?)", config.listen))?;
             app::serve(config, listener, shutdown_signal()).await?;
+        }
+        Command::Migrate { config } => {
+            let config = Config::load(config.as_deref()).context("invalid configuration")?;
+            telemetry::init_logging(config.log_format);
+            app::migrate(&config).await?;
+            tracing::info!(store = %config.store, "store migrated");
         }
         Command::Rebuild { config } => {
             let config = Config::load(config.as_deref()).context("invalid configuration")?;

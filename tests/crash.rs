@@ -57,7 +57,7 @@ impl Server {
     }
 
     fn start_blocking(config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_clientele"))
+        let mut child = util::binary()
             .args(["serve", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")

@@ -39,7 +39,7 @@ async fn the_binary_logs_no_personal_data_or_secrets_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("clientele.toml");
     std::fs::write(&config, config_text(dir.path(), "")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clientele"))
+    let mut child = util::binary()
         .args(["serve", "--config"])
         .arg(&config)
         .env("RUST_LOG", "trace")

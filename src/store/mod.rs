@@ -7,9 +7,12 @@
 //! only then answers. What an event does to the directory is decided by
 //! [`directory`], which is pure and shared by every backend; a backend only
 //! loads, applies and persists. The backend is chosen by the store URL's
-//! scheme (`sqlite://`).
+//! scheme: `sqlite://` for the embedded store, `postgres://` for one that
+//! several instances share.
 
 pub mod directory;
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use std::collections::{BTreeMap, HashMap};
@@ -32,6 +35,9 @@ pub enum StoreError {
     Open { path: String, reason: String },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Not [`From`]: connection failures become [`StoreError::Unavailable`].
+    #[error("database error: {0}")]
+    Postgres(sqlx::Error),
     #[error("stored data cannot be read: {0}")]
     Corrupt(#[from] serde_json::Error),
     #[error("the store has shut down")]

@@ -7,7 +7,7 @@
 //! request. Reads run on a small pool of read-only connections, which WAL
 //! lets proceed while the writer commits.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -18,14 +18,18 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
 use super::{
-    Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, EventStatus, HistoryEntry, IngestOutcome,
-    MessageQuery, Outcome, Page, Publish, Store, StoreError, StoredEvent,
+    Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, HistoryEntry, IngestOutcome, MessageQuery,
+    Outcome, Page, Publish, Store, StoreError, StoredEvent,
 };
 use crate::model::{Customer, OrderKey, UtcMillis, json};
 use crate::outbound::{Attempt, Due, Message, Next, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
 mod outbound;
+
+use super::rows::{
+    EVENT_COLUMNS, RECORD_COLUMNS, RawEvent, RawRecord, Settled, Settling, page, parse_time, settling, target,
+};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0001_init.sql"),
@@ -228,7 +232,7 @@ impl Store for SqliteStore {
     fn event(&self, id: String) -> BoxFuture<'_, Result<Option<StoredEvent>, StoreError>> {
         Box::pin(self.readers.run(move |conn| {
             let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1");
-            let raw = conn.prepare_cached(&sql)?.query_row([&id], RawEvent::read).optional()?;
+            let raw = conn.prepare_cached(&sql)?.query_row([&id], read_event).optional()?;
             raw.map(RawEvent::into_event).transpose()
         }))
     }
@@ -250,13 +254,13 @@ impl Store for SqliteStore {
                     let sql =
                         format!("SELECT {columns} FROM events WHERE status = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3");
                     let mut stmt = conn.prepare_cached(&sql)?;
-                    let rows = stmt.query_map(params![status.as_str(), after, limit], RawEvent::read)?;
+                    let rows = stmt.query_map(params![status.as_str(), after, limit], read_event)?;
                     rows.collect::<Result<Vec<_>, _>>()?
                 }
                 None => {
                     let sql = format!("SELECT {columns} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2");
                     let mut stmt = conn.prepare_cached(&sql)?;
-                    let rows = stmt.query_map(params![after, limit], RawEvent::read)?;
+                    let rows = stmt.query_map(params![after, limit], read_event)?;
                     rows.collect::<Result<Vec<_>, _>>()?
                 }
             };
@@ -369,13 +373,6 @@ fn found(answer: Answer) -> Option<bool> {
         Answer::Found(found) => Some(found),
         _ => None,
     }
-}
-
-fn page<T>(mut items: Vec<T>, limit: usize, position: impl Fn(&T) -> i64) -> Page<T> {
-    let more = items.len() > limit;
-    items.truncate(limit);
-    let next = if more { items.last().map(position) } else { None };
-    Page { items, next }
 }
 
 struct Readers {
@@ -676,27 +673,11 @@ fn reprocess(
 }
 
 fn is_suppressed_target(tx: &Connection, mapped: &Result<Mapped, Unmappable>) -> Result<bool, StoreError> {
-    match mapped {
-        Ok(Mapped::Customer(event)) => is_suppressed(tx, &event.customer.id),
-        _ => Ok(false),
-    }
+    target(mapped).map_or(Ok(false), |id| is_suppressed(tx, id))
 }
 
-fn is_suppressed(conn: &Connection, id: &str) -> Result<bool, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT 1 FROM suppressions WHERE customer_id = ?1")?
-        .exists([id])?)
-}
-
-/// What a kept event became, for its row in `events`.
-struct Settled {
-    status: EventStatus,
-    reason: Option<String>,
-    outcome: Option<Outcome>,
-    customer_id: Option<String>,
-    answer: IngestOutcome,
-}
-
+/// Settles a kept event: applies it to the directory if it is a customer
+/// event.
 fn settle(
     tx: &Connection,
     event_id: &str,
@@ -706,50 +687,19 @@ fn settle(
     publish: Publish,
     ctx: &mut Context,
 ) -> Result<Settled, StoreError> {
-    let event_id = event_id.to_owned();
-    Ok(match mapped {
-        Err(Unmappable(reason)) => Settled {
-            status: EventStatus::Quarantined,
-            reason: Some(reason.clone()),
-            outcome: None,
-            customer_id: None,
-            answer: IngestOutcome::Quarantined {
-                event_id,
-                reason: reason.clone(),
-            },
-        },
-        Ok(Mapped::Ignored { what }) => Settled {
-            status: EventStatus::Ignored,
-            reason: Some(what.clone()),
-            outcome: None,
-            customer_id: None,
-            answer: IngestOutcome::Ignored { event_id },
-        },
-        Ok(Mapped::Customer(event)) => {
-            let meta = EventMeta {
-                event_id: event_id.clone(),
-                received_at,
-                order_key: OrderKey {
-                    at: event.order_at,
-                    sent_at: event.sent_at,
-                    dedupe_key: dedupe_key.to_owned(),
-                },
-            };
+    Ok(match settling(event_id, dedupe_key, received_at, mapped) {
+        Settling::Done(settled) => settled,
+        Settling::Apply(event, meta) => {
             let outcome = apply_event(tx, event, &meta, publish, ctx)?;
-            let customer_id = event.customer.id.clone();
-            Settled {
-                status: EventStatus::Accepted,
-                reason: None,
-                outcome: Some(outcome),
-                customer_id: Some(customer_id.clone()),
-                answer: IngestOutcome::Accepted {
-                    event_id,
-                    customer_id,
-                    outcome,
-                },
-            }
+            Settled::accepted(meta, event.customer.id.clone(), outcome)
         }
     })
+}
+
+fn is_suppressed(conn: &Connection, id: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM suppressions WHERE customer_id = ?1")?
+        .exists([id])?)
 }
 
 /// Loads what the event touches, applies it, and persists the effects.
@@ -986,12 +936,9 @@ fn sync_lookup(
     Ok(())
 }
 
-const RECORD_COLUMNS: &str =
-    "id, source, external_id, profile, order_key, merged_into, merged_from, version, changed_at, change_seq";
-
 fn load_record(conn: &Connection, id: &str) -> Result<Option<Record>, StoreError> {
     let sql = format!("SELECT {RECORD_COLUMNS} FROM customers WHERE id = ?1");
-    let raw = conn.prepare_cached(&sql)?.query_row([id], RawRecord::read).optional()?;
+    let raw = conn.prepare_cached(&sql)?.query_row([id], read_record).optional()?;
     raw.map(|r| r.into_record().map(|(record, _)| record)).transpose()
 }
 
@@ -1025,7 +972,7 @@ fn list_customers(conn: &Connection, q: &CustomerQuery) -> Result<Page<Customer>
     sql.push_str(" ORDER BY change_seq LIMIT ?");
     args.push((q.limit + 1).to_string());
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(&args), RawRecord::read)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(&args), read_record)?;
     let records = rows.map(|r| r?.into_record()).collect::<Result<Vec<_>, StoreError>>()?;
     let page = page(records, q.limit, |(_, seq)| *seq);
     Ok(Page {
@@ -1034,121 +981,35 @@ fn list_customers(conn: &Connection, q: &CustomerQuery) -> Result<Page<Customer>
     })
 }
 
-fn parse_time(s: &str) -> Result<UtcMillis, StoreError> {
-    s.parse()
-        .map_err(|e| StoreError::Bug(format!("stored time {s:?} cannot be read: {e}")))
+fn read_record(r: &Row<'_>) -> rusqlite::Result<RawRecord> {
+    Ok(RawRecord {
+        id: r.get(0)?,
+        source: r.get(1)?,
+        external_id: r.get(2)?,
+        profile: r.get(3)?,
+        order_key: r.get(4)?,
+        merged_into: r.get(5)?,
+        merged_from: r.get(6)?,
+        version: r.get(7)?,
+        changed_at: r.get(8)?,
+        change_seq: r.get(9)?,
+    })
 }
 
-/// A `customers` row as read, before its JSON columns are decoded (which
-/// can fail, and must not fail inside rusqlite's row callback).
-struct RawRecord {
-    id: String,
-    source: String,
-    external_id: String,
-    profile: String,
-    order_key: Option<String>,
-    merged_into: Option<String>,
-    merged_from: String,
-    version: i64,
-    changed_at: String,
-    change_seq: i64,
-}
-
-impl RawRecord {
-    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: r.get(0)?,
-            source: r.get(1)?,
-            external_id: r.get(2)?,
-            profile: r.get(3)?,
-            order_key: r.get(4)?,
-            merged_into: r.get(5)?,
-            merged_from: r.get(6)?,
-            version: r.get(7)?,
-            changed_at: r.get(8)?,
-            change_seq: r.get(9)?,
-        })
-    }
-
-    fn into_record(self) -> Result<(Record, i64), StoreError> {
-        let record = Record {
-            id: self.id,
-            source: self.source,
-            external_id: self.external_id,
-            profile: json::decode(self.profile.as_bytes())?,
-            order_key: self
-                .order_key
-                .as_deref()
-                .map(|k| json::decode(k.as_bytes()))
-                .transpose()?,
-            merged_into: self.merged_into,
-            merged_from: json::decode(self.merged_from.as_bytes())?,
-            version: self.version as u64,
-            changed_at: parse_time(&self.changed_at)?,
-        };
-        Ok((record, self.change_seq))
-    }
-}
-
-const EVENT_COLUMNS: &str = "seq, id, source, dedupe_key, received_at, headers, body, status, reason, outcome, customer_id, duplicates, redacted";
-
-struct RawEvent {
-    seq: i64,
-    id: String,
-    source: String,
-    dedupe_key: String,
-    received_at: String,
-    headers: String,
-    body: Option<Vec<u8>>,
-    status: String,
-    reason: Option<String>,
-    outcome: Option<String>,
-    customer_id: Option<String>,
-    duplicates: i64,
-    redacted: bool,
-}
-
-impl RawEvent {
-    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            seq: r.get(0)?,
-            id: r.get(1)?,
-            source: r.get(2)?,
-            dedupe_key: r.get(3)?,
-            received_at: r.get(4)?,
-            headers: r.get(5)?,
-            body: r.get(6)?,
-            status: r.get(7)?,
-            reason: r.get(8)?,
-            outcome: r.get(9)?,
-            customer_id: r.get(10)?,
-            duplicates: r.get(11)?,
-            redacted: r.get(12)?,
-        })
-    }
-
-    fn into_event(self) -> Result<StoredEvent, StoreError> {
-        let status = EventStatus::parse(&self.status)
-            .ok_or_else(|| StoreError::Bug(format!("unknown event status {:?}", self.status)))?;
-        let outcome = self
-            .outcome
-            .map(|o| serde_json::from_value::<Outcome>(serde_json::Value::String(o)))
-            .transpose()?;
-        let headers: BTreeMap<String, String> = json::decode(self.headers.as_bytes())?;
-        Ok(StoredEvent {
-            event_id: self.id,
-            source: self.source,
-            dedupe_key: self.dedupe_key,
-            received_at: parse_time(&self.received_at)?,
-            status,
-            reason: self.reason,
-            outcome,
-            customer_id: self.customer_id,
-            duplicates: self.duplicates as u64,
-            redacted: self.redacted,
-            headers,
-            body: self.body,
-            seq: self.seq,
-        })
-    }
+fn read_event(r: &Row<'_>) -> rusqlite::Result<RawEvent> {
+    Ok(RawEvent {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        source: r.get(2)?,
+        dedupe_key: r.get(3)?,
+        received_at: r.get(4)?,
+        headers: r.get(5)?,
+        body: r.get(6)?,
+        status: r.get(7)?,
+        reason: r.get(8)?,
+        outcome: r.get(9)?,
+        customer_id: r.get(10)?,
+        duplicates: r.get(11)?,
+        redacted: r.get(12)?,
+    })
 }

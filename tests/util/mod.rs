@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod postgres;
+pub mod proxy;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,13 +28,74 @@ pub const CLIENTELE_TOKEN: &str = "clientele-token";
 pub const VAGARO_EXAMPLE: &str = include_str!("../fixtures/vagaro-customer-updated.json");
 pub const TREEZ_EXAMPLE: &str = include_str!("../fixtures/treez-customer.json");
 
-/// The test configuration for a store in `dir`; `extra` is appended (more
+/// The store the suite runs on, chosen by `CLIENTELE_TEST_STORE`: `sqlite`
+/// (the default: a file in the test's directory) or `postgres` (a schema of
+/// the test database, see [`postgres`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestStore {
+    Sqlite,
+    Postgres,
+}
+
+impl TestStore {
+    pub fn chosen() -> Self {
+        match std::env::var("CLIENTELE_TEST_STORE").as_deref() {
+            Err(_) | Ok("" | "sqlite") => TestStore::Sqlite,
+            Ok("postgres") => TestStore::Postgres,
+            Ok(other) => panic!("CLIENTELE_TEST_STORE={other:?}: expected sqlite or postgres"),
+        }
+    }
+}
+
+/// The URL of the store kept for `dir`: the same data for the same `dir`.
+pub fn store_url(dir: &Path) -> String {
+    match TestStore::chosen() {
+        TestStore::Sqlite => format!("sqlite://{}", dir.join("clientele.db").display()),
+        TestStore::Postgres => postgres::url(dir),
+    }
+}
+
+/// Everything the store of `dir` keeps, as bytes to search: on SQLite its
+/// files as on disk (the WAL and free pages too); on Postgres every row of
+/// its schema.
+pub async fn stored_bytes(dir: &Path) -> Vec<u8> {
+    match TestStore::chosen() {
+        TestStore::Sqlite => {
+            let mut everything = Vec::new();
+            for entry in std::fs::read_dir(dir).expect("the store's directory") {
+                everything.extend(std::fs::read(entry.expect("a directory entry").path()).expect("a store file"));
+            }
+            everything
+        }
+        TestStore::Postgres => postgres::contents(dir).await,
+    }
+}
+
+/// The real `clientele` binary, to run as an operator does. Without the
+/// suite's own `CLIENTELE_TEST_*` variables: the binary reads every
+/// `CLIENTELE_*` variable as a configuration key, and refuses unknown ones.
+pub fn binary() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_clientele"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("CLIENTELE_TEST_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// The test configuration for the store of `dir`; `extra` is appended (more
 /// keys for the last source, or more sources).
 pub fn config_text(dir: &Path, extra: &str) -> String {
+    config_on(&store_url(dir), extra)
+}
+
+/// The test configuration on the store at `store` (a URL).
+fn config_on(store: &str, extra: &str) -> String {
     format!(
         r#"
 listen = "127.0.0.1:0"
-store = "sqlite://{store}"
+store = "{store}"
 admin_token = "{ADMIN}"
 max_body_bytes = 65536
 
@@ -54,8 +118,7 @@ tokens = ["{TREEZ_TOKEN}", "treez-next-token"]
 default_country = "US"
 timezone = "America/Los_Angeles"
 {extra}
-"#,
-        store = dir.join("clientele.db").display()
+"#
     )
 }
 
@@ -82,9 +145,20 @@ impl TestApp {
         app
     }
 
-    /// On the store in `dir`, which outlives the app (for restarts).
+    /// On the store of `dir`, which outlives the app (for restarts, and for
+    /// a second instance beside a running one on a shared store).
     pub async fn spawn_in(dir: &Path, extra: &str) -> Self {
-        let config = Config::from_toml("test", &config_text(dir, extra), std::iter::empty()).expect("test config");
+        Self::spawn_on(dir, &config_text(dir, extra)).await
+    }
+
+    /// An instance on the Postgres store of `dir` that reaches the database
+    /// through `proxy`.
+    pub async fn spawn_behind(proxy: &proxy::Proxy, dir: &Path, extra: &str) -> Self {
+        Self::spawn_on(dir, &config_on(&postgres::url_via(dir, proxy.address()), extra)).await
+    }
+
+    async fn spawn_on(dir: &Path, config: &str) -> Self {
+        let config = Config::from_toml("test", config, std::iter::empty()).expect("test config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let address = listener.local_addr().unwrap();
         let (shutdown, stop) = oneshot::channel::<()>();

@@ -4,17 +4,17 @@
 //! (`super::Writer`), reads on the read pool.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde_json::json;
 
-use super::{StoreError, page};
-use crate::model::{UtcMillis, json};
+use crate::model::UtcMillis;
 use crate::outbound::{Attempt, Due, Message, MessageStatus, Next, Subscription};
+use crate::store::StoreError;
 use crate::store::directory::Change;
-use crate::store::{Action, Claim, MessageQuery, Page};
+use crate::store::rows::{Envelope, RawMessage, RawSubscription, decode_subscription, page, parse_action};
+use crate::store::{Claim, MessageQuery, Page};
 
 const SUBSCRIPTION_COLUMNS: &str = "id, url, secret, actions, sources, enabled, created_at";
 
-fn read_subscription(r: &Row<'_>) -> rusqlite::Result<(String, String, String, String, String, bool, String)> {
+fn read_subscription(r: &Row<'_>) -> rusqlite::Result<RawSubscription> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -24,20 +24,6 @@ fn read_subscription(r: &Row<'_>) -> rusqlite::Result<(String, String, String, S
         r.get(5)?,
         r.get(6)?,
     ))
-}
-
-fn decode_subscription(
-    (id, url, secret, actions, sources, enabled, created_at): (String, String, String, String, String, bool, String),
-) -> Result<Subscription, StoreError> {
-    Ok(Subscription {
-        id,
-        url,
-        secret,
-        actions: json::decode(actions.as_bytes())?,
-        sources: json::decode(sources.as_bytes())?,
-        enabled,
-        created_at: super::parse_time(&created_at)?,
-    })
 }
 
 pub(super) fn subscriptions(conn: &Connection) -> Result<Vec<Subscription>, StoreError> {
@@ -99,16 +85,7 @@ pub(super) fn set_enabled(tx: &Connection, id: &str, enabled: bool) -> Result<Op
 pub(super) fn queue(tx: &Connection, changes: &[Change], subscriptions: &[Subscription]) -> Result<bool, StoreError> {
     let mut queued = false;
     for change in changes {
-        let id = format!("evt_{}", uuid::Uuid::now_v7().simple());
-        let now = UtcMillis::now();
-        let body = json!({
-            "id": id,
-            "createdDate": now,
-            "type": "customer",
-            "action": change.action,
-            "payload": payload(change),
-            "changes": change.changes,
-        });
+        let envelope = Envelope::new(change);
         let customer = &change.customer;
         let outbox_seq: i64 = tx
             .prepare_cached(
@@ -117,13 +94,13 @@ pub(super) fn queue(tx: &Connection, changes: &[Change], subscriptions: &[Subscr
             )?
             .query_row(
                 params![
-                    id,
+                    envelope.id,
                     customer.id,
                     customer.source,
                     change.action.as_str(),
                     customer.version as i64,
-                    now.to_string(),
-                    body.to_string(),
+                    envelope.created_at.to_string(),
+                    envelope.body,
                 ],
                 |r| r.get(0),
             )?;
@@ -131,26 +108,11 @@ pub(super) fn queue(tx: &Connection, changes: &[Change], subscriptions: &[Subscr
             .iter()
             .filter(|s| s.wants(change.action, &customer.source))
         {
-            queue_latest(tx, &subscription.id, outbox_seq, &customer.id, now)?;
+            queue_latest(tx, &subscription.id, outbox_seq, &customer.id, envelope.created_at)?;
             queued = true;
         }
     }
     Ok(queued)
-}
-
-/// A change's payload: the whole customer, except for a deletion, which
-/// carries who was erased and nothing of what was known about them.
-fn payload(change: &Change) -> serde_json::Value {
-    let customer = &change.customer;
-    match change.action {
-        Action::Deleted => json!({
-            "id": customer.id,
-            "source": customer.source,
-            "externalId": customer.external_id,
-            "version": customer.version,
-        }),
-        _ => serde_json::to_value(customer).expect("a customer serializes"),
-    }
 }
 
 /// Queues a new change, the customer's latest: due now if nothing of this
@@ -423,17 +385,17 @@ pub(super) fn messages(conn: &Connection, q: &MessageQuery) -> Result<Page<Messa
             q.limit as i64 + 1
         ],
         |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, String>(7)?,
-                r.get::<_, Option<i64>>(8)?,
-            ))
+            Ok(RawMessage {
+                seq: r.get(0)?,
+                id: r.get(1)?,
+                event_id: r.get(2)?,
+                subscription_id: r.get(3)?,
+                customer_id: r.get(4)?,
+                version: r.get(5)?,
+                action: r.get(6)?,
+                status: r.get(7)?,
+                next_attempt_at: r.get(8)?,
+            })
         },
     )?;
     let mut attempts = conn.prepare_cached(
@@ -441,44 +403,11 @@ pub(super) fn messages(conn: &Connection, q: &MessageQuery) -> Result<Page<Messa
     )?;
     let mut messages = Vec::new();
     for row in rows {
-        let (seq, id, event_id, subscription_id, customer_id, version, action, status, next_at) = row?;
-        let status = MessageStatus::parse(&status)
-            .ok_or_else(|| StoreError::Bug(format!("unknown message status {status:?}")))?;
+        let row = row?;
         let tried = attempts
-            .query_map([seq], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Option<u16>>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })?
-            .map(|a| {
-                let (at, status_code, error, duration_ms) = a?;
-                Ok(Attempt {
-                    at: super::parse_time(&at)?,
-                    status_code,
-                    error,
-                    duration_ms: duration_ms as u64,
-                })
-            })
-            .collect::<Result<_, StoreError>>()?;
-        let next_attempt_at = next_at
-            .filter(|_| status == MessageStatus::Pending)
-            .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-            .map(UtcMillis::from_timestamp);
-        messages.push(Message {
-            id,
-            event_id,
-            subscription_id,
-            customer_id,
-            version: version as u64,
-            action: parse_action(&action)?,
-            status,
-            next_attempt_at,
-            attempts: tried,
-            seq,
-        });
+            .query_map([row.seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        messages.push(row.into_message(tried)?);
     }
     Ok(page(messages, q.limit, |m| m.seq))
 }
@@ -491,8 +420,4 @@ pub(super) fn backlog(conn: &Connection) -> Result<Vec<(String, u64)>, StoreErro
     )?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
     Ok(rows.collect::<Result<_, _>>()?)
-}
-
-fn parse_action(s: &str) -> Result<Action, StoreError> {
-    Action::parse(s).ok_or_else(|| StoreError::Bug(format!("unknown action {s:?}")))
 }

@@ -1,0 +1,967 @@
+//! The Postgres store: several `clientele serve` instances on one database.
+//!
+//! Every write is one transaction on a pooled connection, and Postgres
+//! commits concurrent transactions together (its own group commit), so
+//! there is no writer thread. What the embedded store gets from having one
+//! writer, this one gets from the database:
+//! - a delivery raced to two instances is settled by the unique
+//!   `events (source, dedupe_key)`: the loser's insert fails, its
+//!   transaction runs again and finds a duplicate;
+//! - the records an event touches are locked (transaction-scoped advisory
+//!   locks, taken in one order) before they are read, so concurrent events
+//!   for one customer apply one after the other, on any instance;
+//! - due messages are claimed with `FOR UPDATE SKIP LOCKED` and leased, so
+//!   each is sent by one instance, and a crashed instance's claims are
+//!   taken over when their leases end.
+//!
+//! A transaction that loses a race (a deadlock, a duplicate key) is run
+//! again from the start. When the database cannot be reached, requests fail
+//! with [`StoreError::Unavailable`] (answered `503`), and the pool
+//! reconnects by itself once it is back.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Acquire, Executor, PgConnection, PgPool, Postgres, QueryBuilder};
+use tokio::sync::Notify;
+
+use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
+use super::rows::{
+    EVENT_COLUMNS, RECORD_COLUMNS, RawEvent, RawRecord, Settled, Settling, page, parse_time, settling, target,
+};
+use super::{
+    Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, HistoryEntry, IngestOutcome, MessageQuery,
+    Outcome, Page, Publish, Store, StoreError, StoredEvent,
+};
+use crate::model::{Customer, CustomerEvent, OrderKey, UtcMillis, json};
+use crate::outbound::{Attempt, Due, Message, Next, Subscription};
+use crate::sources::{Mapped, Unmappable};
+
+mod outbound;
+
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/postgres/0001_init.sql"),
+    include_str!("migrations/postgres/0002_outbound.sql"),
+];
+
+/// Connections per instance.
+const POOL_SIZE: u32 = 16;
+/// How long a request waits for a connection (the database down, or every
+/// connection busy) before it fails as unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Runs of one transaction that keeps losing races, at most.
+const MAX_RUNS: usize = 10;
+/// The first key of every advisory lock Clientele takes, so that its locks
+/// never meet another application's on a shared database ("CLNT").
+const LOCK_SPACE: i32 = 0x434c_4e54;
+/// The second key of the lock held while migrating; records' keys are
+/// hashes of their ids, which may collide with it harmlessly.
+const MIGRATION_LOCK: i32 = 0;
+
+pub struct PgStore {
+    pool: PgPool,
+    queued: Arc<Notify>,
+    /// Claims made so far by this instance: each starts at the next
+    /// subscription, so that none waits behind the others.
+    claims: AtomicUsize,
+}
+
+/// A write transaction, and what it did that matters after its commit.
+struct Work {
+    tx: sqlx::Transaction<'static, Postgres>,
+    /// It queued outbound messages: the dispatcher is told after the commit.
+    queued: bool,
+}
+
+impl Work {
+    fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+}
+
+/// One write: a function of the transaction and its arguments, which may
+/// run more than once (see [`PgStore::write`]).
+type WriteFn<A, T> = for<'c> fn(&'c mut Work, &'c A) -> BoxFuture<'c, Result<T, StoreError>>;
+
+impl PgStore {
+    /// Connects to the database at `url` and brings its schema up to date.
+    /// `shown` names the store in errors (the URL without its password).
+    pub async fn open(url: &str, shown: &str) -> Result<Self, StoreError> {
+        let open_error = |reason: String| StoreError::Open {
+            path: shown.to_owned(),
+            reason,
+        };
+        let options: PgConnectOptions = url.parse().map_err(|e| open_error(format!("{e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| open_error(format!("cannot connect: {e}")))?;
+        migrate(&pool)
+            .await
+            .map_err(|e| open_error(format!("cannot migrate: {e}")))?;
+        Ok(Self {
+            pool,
+            queued: Arc::new(Notify::new()),
+            claims: AtomicUsize::new(0),
+        })
+    }
+
+    /// Runs `op` in a transaction and commits it; runs it again, from the
+    /// start, while it loses races (see [`lost_race`]).
+    async fn write<A: Sync, T>(&self, args: &A, op: WriteFn<A, T>) -> Result<T, StoreError> {
+        let mut runs = 1;
+        loop {
+            let result = async {
+                let mut work = Work {
+                    tx: self.pool.begin().await?,
+                    queued: false,
+                };
+                let value = op(&mut work, args).await?;
+                work.tx.commit().await?;
+                Ok((value, work.queued))
+            }
+            .await;
+            match result {
+                Ok((value, queued)) => {
+                    if queued {
+                        self.queued.notify_one();
+                    }
+                    return Ok(value);
+                }
+                Err(e) if runs < MAX_RUNS && lost_race(&e) => {
+                    metrics::counter!("clientele_store_retries_total").increment(1);
+                    tracing::debug!(error = %e, "a transaction lost a race; running it again");
+                    runs += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Runs a read on a pooled connection.
+    async fn read<T>(
+        &self,
+        read: impl for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        read(&mut conn).await
+    }
+}
+
+/// Whether a failed transaction lost a race that running it again settles:
+/// a deadlock between two instances' locks, a serialization failure, or a
+/// delivery another instance kept first.
+fn lost_race(error: &StoreError) -> bool {
+    let StoreError::Postgres(sqlx::Error::Database(e)) = error else {
+        return false;
+    };
+    match e.code().as_deref() {
+        Some("40001" | "40P01") => true,
+        Some("23505") => e.constraint() == Some("events_source_dedupe_key_key"),
+        _ => false,
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// The database out of reach, shutting down, or out of resources is
+    /// [`StoreError::Unavailable`]: the request can be retried later.
+    fn from(error: sqlx::Error) -> Self {
+        let unavailable = match &error {
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::PoolClosed => return StoreError::Closed,
+            // Connection exceptions, insufficient resources, operator
+            // intervention (a shutdown), read-only (a replica promoted
+            // elsewhere).
+            sqlx::Error::Database(e) => e
+                .code()
+                .is_some_and(|c| ["08", "53", "57P", "25006"].iter().any(|p| c.starts_with(p))),
+            _ => false,
+        };
+        if unavailable {
+            StoreError::Unavailable(error.to_string())
+        } else {
+            StoreError::Postgres(error)
+        }
+    }
+}
+
+async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await?;
+    // Instances starting together migrate one at a time; the others then
+    // find the work done.
+    sqlx::query("SELECT pg_advisory_lock($1, $2)")
+        .bind(LOCK_SPACE)
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    let result = apply_migrations(&mut conn).await;
+    sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+        .bind(LOCK_SPACE)
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    result
+}
+
+async fn apply_migrations(conn: &mut PgConnection) -> Result<(), StoreError> {
+    conn.execute("CREATE TABLE IF NOT EXISTS clientele_schema (version INTEGER NOT NULL)")
+        .await?;
+    let current: i32 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM clientele_schema")
+        .fetch_one(&mut *conn)
+        .await?;
+    if current as usize > MIGRATIONS.len() {
+        return Err(StoreError::Bug(format!(
+            "the database's schema is version {current}, newer than this build of Clientele knows ({}): \
+             run a newer Clientele",
+            MIGRATIONS.len()
+        )));
+    }
+    for (version, sql) in (1i32..).zip(MIGRATIONS).skip(current as usize) {
+        let mut tx = conn.begin().await?;
+        // A plain string runs as a simple query: every statement of the file.
+        tx.execute(*sql).await?;
+        sqlx::query("INSERT INTO clientele_schema (version) VALUES ($1)")
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(version, "migrated the Postgres store");
+    }
+    Ok(())
+}
+
+impl Store for PgStore {
+    fn ingest(&self, delivery: Delivery) -> BoxFuture<'_, Result<IngestOutcome, StoreError>> {
+        Box::pin(async move { self.write(&delivery, |work, d| Box::pin(ingest(work, d))).await })
+    }
+
+    fn reprocess(
+        &self,
+        event_id: String,
+        mapped: Result<Mapped, Unmappable>,
+        publish: Publish,
+    ) -> BoxFuture<'_, Result<Option<IngestOutcome>, StoreError>> {
+        Box::pin(async move {
+            self.write(&(event_id, mapped, publish), |work, (id, mapped, publish)| {
+                Box::pin(reprocess(work, id, mapped, *publish))
+            })
+            .await
+        })
+    }
+
+    fn customer(&self, id: String) -> BoxFuture<'_, Result<Option<Customer>, StoreError>> {
+        Box::pin(async move {
+            self.read(|conn| Box::pin(async move { Ok(load_record(conn, &id).await?.map(|r| r.to_customer())) }))
+                .await
+        })
+    }
+
+    fn erase(&self, id: String) -> BoxFuture<'_, Result<Erasure, StoreError>> {
+        Box::pin(async move { self.write(&id, |work, id| Box::pin(erase(work, id))).await })
+    }
+
+    fn customers(&self, query: CustomerQuery) -> BoxFuture<'_, Result<Page<Customer>, StoreError>> {
+        Box::pin(async move { self.read(|conn| Box::pin(list_customers(conn, query))).await })
+    }
+
+    fn history(&self, id: String) -> BoxFuture<'_, Result<Option<Vec<HistoryEntry>>, StoreError>> {
+        Box::pin(async move {
+            self.read(|conn| {
+                Box::pin(async move {
+                    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM customers WHERE id = $1")
+                        .bind(&id)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                    if exists.is_none() {
+                        return Ok(None);
+                    }
+                    let entries: Vec<String> =
+                        sqlx::query_scalar("SELECT entry FROM history WHERE customer_id = $1 ORDER BY seq")
+                            .bind(&id)
+                            .fetch_all(&mut *conn)
+                            .await?;
+                    let entries = entries
+                        .iter()
+                        .map(|entry| Ok(json::decode(entry.as_bytes())?))
+                        .collect::<Result<_, StoreError>>()?;
+                    Ok(Some(entries))
+                })
+            })
+            .await
+        })
+    }
+
+    fn event(&self, id: String) -> BoxFuture<'_, Result<Option<StoredEvent>, StoreError>> {
+        Box::pin(async move {
+            self.read(|conn| {
+                Box::pin(async move {
+                    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
+                    let row: Option<EventRow> = sqlx::query_as(&sql).bind(&id).fetch_optional(conn).await?;
+                    row.map(|r| raw_event(r).into_event()).transpose()
+                })
+            })
+            .await
+        })
+    }
+
+    fn events(&self, query: EventQuery) -> BoxFuture<'_, Result<Page<StoredEvent>, StoreError>> {
+        Box::pin(async move { self.read(|conn| Box::pin(list_events(conn, query))).await })
+    }
+
+    fn reset_directory(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.write(&(), |work, ()| {
+                Box::pin(async move {
+                    sqlx::query("TRUNCATE customers, customer_phones, customer_businesses, merge_links, history")
+                        .execute(work.conn())
+                        .await?;
+                    Ok(())
+                })
+            })
+            .await
+        })
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.pool.close())
+    }
+
+    fn create_subscription(&self, subscription: Subscription) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.write(&subscription, |work, s| {
+                Box::pin(outbound::create_subscription(work.conn(), s))
+            })
+            .await
+        })
+    }
+
+    fn subscriptions(&self) -> BoxFuture<'_, Result<Vec<Subscription>, StoreError>> {
+        Box::pin(async move { self.read(|conn| Box::pin(outbound::subscriptions(conn))).await })
+    }
+
+    fn subscription(&self, id: String) -> BoxFuture<'_, Result<Option<Subscription>, StoreError>> {
+        Box::pin(async move {
+            self.read(|conn| Box::pin(async move { outbound::subscription(conn, &id).await }))
+                .await
+        })
+    }
+
+    fn delete_subscription(&self, id: String) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            self.write(&id, |work, id| Box::pin(outbound::delete_subscription(work.conn(), id)))
+                .await
+        })
+    }
+
+    fn set_subscription_enabled(
+        &self,
+        id: String,
+        enabled: bool,
+    ) -> BoxFuture<'_, Result<Option<Subscription>, StoreError>> {
+        Box::pin(async move {
+            self.write(&(id, enabled), |work, (id, enabled)| {
+                Box::pin(outbound::set_enabled(work.conn(), id, *enabled))
+            })
+            .await
+        })
+    }
+
+    fn messages(&self, query: MessageQuery) -> BoxFuture<'_, Result<Page<Message>, StoreError>> {
+        Box::pin(async move {
+            self.read(|conn| Box::pin(async move { outbound::messages(conn, &query).await }))
+                .await
+        })
+    }
+
+    fn retry_message(&self, id: String) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            self.write(&id, |work, id| {
+                Box::pin(async move {
+                    let found = outbound::retry_message(work.conn(), id).await?;
+                    work.queued |= found;
+                    Ok(found)
+                })
+            })
+            .await
+        })
+    }
+
+    fn replay(&self, subscription_id: String, since: UtcMillis) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        Box::pin(async move {
+            self.write(&(subscription_id, since), |work, (id, since)| {
+                Box::pin(async move {
+                    let replayed = outbound::replay(work.conn(), id, *since).await?;
+                    work.queued |= replayed.is_some_and(|n| n > 0);
+                    Ok(replayed)
+                })
+            })
+            .await
+        })
+    }
+
+    fn claim_due(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<Due>, StoreError>> {
+        let turn = self.claims.fetch_add(1, Ordering::Relaxed) + 1;
+        Box::pin(async move {
+            self.write(&(claim, turn), |work, (claim, turn)| {
+                Box::pin(outbound::claim(work.conn(), claim, *turn))
+            })
+            .await
+        })
+    }
+
+    fn record_attempt(&self, message: &Due, attempt: Attempt, next: Next) -> BoxFuture<'_, Result<(), StoreError>> {
+        let args = (message.seq, message.generation, attempt, next);
+        Box::pin(async move {
+            self.write(&args, |work, (seq, generation, attempt, next)| {
+                Box::pin(outbound::record_attempt(work.conn(), *seq, *generation, attempt, *next))
+            })
+            .await
+        })
+    }
+
+    fn backlog(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
+        Box::pin(async move { self.read(|conn| Box::pin(outbound::backlog(conn))).await })
+    }
+
+    fn queued(&self) -> Arc<Notify> {
+        self.queued.clone()
+    }
+}
+
+/// Locks these customer ids until the transaction ends, in one order (by
+/// key) whoever asks, so that two transactions wanting the same ids never
+/// wait on each other crosswise. Every write that reads a customer's state
+/// to change it takes its lock first.
+async fn lock(conn: &mut PgConnection, ids: &[String]) -> Result<(), StoreError> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock($1, k)
+         FROM (SELECT DISTINCT hashtext(id) AS k FROM unnest($2::text[]) AS id ORDER BY k) AS keys",
+    )
+    .bind(LOCK_SPACE)
+    .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn ingest(work: &mut Work, d: &Delivery) -> Result<IngestOutcome, StoreError> {
+    if let Ok(Mapped::Customer(event)) = &d.mapped {
+        lock(work.conn(), &directory::touched_ids(event)).await?;
+    }
+    if is_suppressed_target(work.conn(), &d.mapped).await? {
+        return Ok(IngestOutcome::Suppressed);
+    }
+    let duplicate: Option<String> = sqlx::query_scalar(
+        "UPDATE events SET duplicates = duplicates + 1 WHERE source = $1 AND dedupe_key = $2 RETURNING id",
+    )
+    .bind(&d.source)
+    .bind(&d.dedupe_key)
+    .fetch_optional(work.conn())
+    .await?;
+    if let Some(event_id) = duplicate {
+        return Ok(IngestOutcome::Duplicate { event_id });
+    }
+    let event_id = format!("evt_{}", uuid::Uuid::now_v7().simple());
+    let settled = settle(work, &event_id, &d.dedupe_key, d.received_at, &d.mapped, Publish::Yes).await?;
+    // Another instance may have kept the same delivery since the check
+    // above: then this insert fails on the unique key, and the whole
+    // transaction runs again and answers `duplicate`.
+    sqlx::query(
+        "INSERT INTO events (id, source, dedupe_key, received_at, headers, body, status, reason, outcome, customer_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&event_id)
+    .bind(&d.source)
+    .bind(&d.dedupe_key)
+    .bind(d.received_at.to_string())
+    .bind(serde_json::to_string(&d.headers)?)
+    .bind(&d.body)
+    .bind(settled.status.as_str())
+    .bind(&settled.reason)
+    .bind(settled.outcome.map(Outcome::as_str))
+    .bind(&settled.customer_id)
+    .execute(work.conn())
+    .await?;
+    Ok(settled.answer)
+}
+
+async fn reprocess(
+    work: &mut Work,
+    event_id: &str,
+    mapped: &Result<Mapped, Unmappable>,
+    publish: Publish,
+) -> Result<Option<IngestOutcome>, StoreError> {
+    if let Ok(Mapped::Customer(event)) = mapped {
+        lock(work.conn(), &directory::touched_ids(event)).await?;
+    }
+    let row: Option<(String, String, bool)> =
+        sqlx::query_as("SELECT dedupe_key, received_at, redacted FROM events WHERE id = $1 FOR UPDATE")
+            .bind(event_id)
+            .fetch_optional(work.conn())
+            .await?;
+    let Some((dedupe_key, received_at, redacted)) = row else {
+        return Ok(None);
+    };
+    if redacted {
+        return Err(StoreError::Redacted(event_id.to_owned()));
+    }
+    if is_suppressed_target(work.conn(), mapped).await? {
+        return Ok(Some(IngestOutcome::Suppressed));
+    }
+    let received_at = parse_time(&received_at)?;
+    let settled = settle(work, event_id, &dedupe_key, received_at, mapped, publish).await?;
+    sqlx::query("UPDATE events SET status = $2, reason = $3, outcome = $4, customer_id = $5 WHERE id = $1")
+        .bind(event_id)
+        .bind(settled.status.as_str())
+        .bind(&settled.reason)
+        .bind(settled.outcome.map(Outcome::as_str))
+        .bind(&settled.customer_id)
+        .execute(work.conn())
+        .await?;
+    Ok(Some(settled.answer))
+}
+
+async fn is_suppressed_target(
+    conn: &mut PgConnection,
+    mapped: &Result<Mapped, Unmappable>,
+) -> Result<bool, StoreError> {
+    match target(mapped) {
+        Some(id) => is_suppressed(conn, id).await,
+        None => Ok(false),
+    }
+}
+
+async fn is_suppressed(conn: &mut PgConnection, id: &str) -> Result<bool, StoreError> {
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM suppressions WHERE customer_id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(found.is_some())
+}
+
+/// Settles a kept event: applies it to the directory if it is a customer
+/// event.
+async fn settle(
+    work: &mut Work,
+    event_id: &str,
+    dedupe_key: &str,
+    received_at: UtcMillis,
+    mapped: &Result<Mapped, Unmappable>,
+    publish: Publish,
+) -> Result<Settled, StoreError> {
+    Ok(match settling(event_id, dedupe_key, received_at, mapped) {
+        Settling::Done(settled) => settled,
+        Settling::Apply(event, meta) => {
+            let outcome = apply_event(work, event, &meta, publish).await?;
+            Settled::accepted(meta, event.customer.id.clone(), outcome)
+        }
+    })
+}
+
+/// Loads what the event touches (locked by the caller), applies it, and
+/// persists the effects.
+async fn apply_event(
+    work: &mut Work,
+    event: &CustomerEvent,
+    meta: &EventMeta,
+    publish: Publish,
+) -> Result<Outcome, StoreError> {
+    let loaded = load(work.conn(), &directory::touched_ids(event)).await?;
+    let effects = directory::apply(&loaded, event, meta, UtcMillis::now());
+    persist(work, &loaded, &effects, publish).await?;
+    Ok(effects
+        .outcome
+        .expect("applying an event always settles its own customer"))
+}
+
+/// Erases a customer in the current transaction (see [`Store::erase`]).
+async fn erase(work: &mut Work, id: &String) -> Result<Erasure, StoreError> {
+    lock(work.conn(), std::slice::from_ref(id)).await?;
+    if is_suppressed(work.conn(), id).await? {
+        return Ok(Erasure::AlreadyErased);
+    }
+    let Some(record) = load_record(work.conn(), id).await? else {
+        return Ok(Erasure::NotFound);
+    };
+    let now = UtcMillis::now();
+    let partners: Vec<String> = sqlx::query_scalar(
+        "SELECT absorbed FROM merge_links WHERE survivor = $1 UNION SELECT survivor FROM merge_links WHERE absorbed = $1",
+    )
+    .bind(id)
+    .fetch_all(work.conn())
+    .await?;
+    let mut ids = vec![id.clone()];
+    ids.extend(partners);
+    // The partners' records change too. Taking their locks after this
+    // one's breaks the one order; a deadlock that follows is settled by
+    // running the erasure again.
+    lock(work.conn(), &ids).await?;
+    let loaded = load(work.conn(), &ids).await?;
+    let meta = EventMeta {
+        event_id: format!("erasure_{}", uuid::Uuid::now_v7().simple()),
+        received_at: now,
+        order_key: OrderKey {
+            at: Some(now),
+            sent_at: None,
+            dedupe_key: "erasure".into(),
+        },
+    };
+    let effects = directory::unlink(&loaded, id, &meta, now);
+    for sql in [
+        // Raw bodies stay listed, redacted.
+        "UPDATE events SET body = NULL, headers = '{}', redacted = TRUE
+         WHERE id IN (SELECT event_id FROM history WHERE customer_id = $1) AND customer_id = $1",
+        "DELETE FROM history WHERE customer_id = $1",
+        "DELETE FROM merge_links WHERE survivor = $1 OR absorbed = $1",
+        "DELETE FROM customer_phones WHERE customer_id = $1",
+        "DELETE FROM customer_businesses WHERE customer_id = $1",
+        "DELETE FROM customers WHERE id = $1",
+        "UPDATE messages SET status = 'cancelled', next_attempt_at = NULL WHERE customer_id = $1 AND status = 'pending'",
+        "UPDATE outbox SET redacted = TRUE,
+             body = json_build_object('id', id, 'type', 'customer', 'action', action,
+                                      'payload', json_build_object('id', customer_id), 'redacted', TRUE)::text
+         WHERE customer_id = $1",
+    ] {
+        sqlx::query(sql).bind(id).execute(work.conn()).await?;
+    }
+    sqlx::query("INSERT INTO suppressions (customer_id, erased_at) VALUES ($1, $2)")
+        .bind(id)
+        .bind(now.to_string())
+        .execute(work.conn())
+        .await?;
+    persist(work, &loaded, &effects, Publish::Yes).await?;
+    let mut gone = record.to_customer();
+    gone.version += 1;
+    gone.changed_at = now;
+    let deleted = directory::Change {
+        action: Action::Deleted,
+        customer: gone,
+        changes: Default::default(),
+    };
+    publish(work, &[deleted]).await?;
+    Ok(Erasure::Erased)
+}
+
+/// The records with these ids that exist, every merge link naming one, and
+/// which of them were erased.
+async fn load(conn: &mut PgConnection, ids: &[String]) -> Result<Loaded, StoreError> {
+    let mut loaded = Loaded::default();
+    let sql = format!("SELECT {RECORD_COLUMNS} FROM customers WHERE id = ANY($1)");
+    let records: Vec<RecordRow> = sqlx::query_as(&sql).bind(ids).fetch_all(&mut *conn).await?;
+    for row in records {
+        let (record, _) = raw_record(row).into_record()?;
+        loaded.records.insert(record.id.clone(), record);
+    }
+    let suppressed: Vec<String> =
+        sqlx::query_scalar("SELECT customer_id FROM suppressions WHERE customer_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await?;
+    loaded.suppressed.extend(suppressed);
+    let links: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT survivor, absorbed, order_key FROM merge_links WHERE survivor = ANY($1) OR absorbed = ANY($1)
+         ORDER BY survivor, absorbed",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (survivor, absorbed, key) in links {
+        loaded.links.push(MergeLink {
+            survivor,
+            absorbed,
+            order_key: json::decode(key.as_bytes())?,
+        });
+    }
+    Ok(loaded)
+}
+
+/// Writes what the directory decided, and queues its changes for
+/// subscribers if `publish`.
+async fn persist(
+    work: &mut Work,
+    loaded: &Loaded,
+    effects: &directory::Effects,
+    publish: Publish,
+) -> Result<(), StoreError> {
+    for write in &effects.writes {
+        let r = &write.record;
+        let order_key = r.order_key.as_ref().map(serde_json::to_string).transpose()?;
+        if !write.changed {
+            sqlx::query("UPDATE customers SET order_key = $2 WHERE id = $1")
+                .bind(&r.id)
+                .bind(order_key)
+                .execute(work.conn())
+                .await?;
+            continue;
+        }
+        // The next place in the change feed.
+        sqlx::query(
+            "INSERT INTO customers (id, source, external_id, account, email, status, profile, order_key,
+                                    merged_into, merged_from, version, changed_at, change_seq)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, nextval('customers_change_seq'))
+             ON CONFLICT (id) DO UPDATE SET account = excluded.account, email = excluded.email,
+                 status = excluded.status, profile = excluded.profile, order_key = excluded.order_key,
+                 merged_into = excluded.merged_into, merged_from = excluded.merged_from,
+                 version = excluded.version, changed_at = excluded.changed_at, change_seq = excluded.change_seq",
+        )
+        .bind(&r.id)
+        .bind(&r.source)
+        .bind(&r.external_id)
+        .bind(&r.profile.account)
+        .bind(&r.profile.email)
+        .bind(r.to_customer().profile.status.as_str())
+        .bind(serde_json::to_string(&r.profile)?)
+        .bind(order_key)
+        .bind(&r.merged_into)
+        .bind(serde_json::to_string(&r.merged_from)?)
+        .bind(r.version as i64)
+        .bind(r.changed_at.to_string())
+        .execute(work.conn())
+        .await?;
+        let old = loaded.records.get(&r.id).map(|o| &o.profile);
+        let phones = |p: &crate::model::Profile| p.phones.iter().filter_map(|p| p.e164.clone()).collect();
+        let (old_phones, new_phones) = (old.map(phones).unwrap_or_default(), phones(&r.profile));
+        sync_lookup(work.conn(), &PHONES, &r.id, old_phones, new_phones).await?;
+        let businesses = |p: &crate::model::Profile| p.business_ids.iter().cloned().collect();
+        let (old_businesses, new_businesses) = (old.map(businesses).unwrap_or_default(), businesses(&r.profile));
+        sync_lookup(work.conn(), &BUSINESSES, &r.id, old_businesses, new_businesses).await?;
+    }
+    for l in &effects.links {
+        sqlx::query(
+            "INSERT INTO merge_links (survivor, absorbed, order_key) VALUES ($1, $2, $3)
+             ON CONFLICT (survivor, absorbed) DO UPDATE SET order_key = excluded.order_key",
+        )
+        .bind(&l.survivor)
+        .bind(&l.absorbed)
+        .bind(serde_json::to_string(&l.order_key)?)
+        .execute(work.conn())
+        .await?;
+    }
+    for (customer_id, entry) in &effects.history {
+        sqlx::query("INSERT INTO history (customer_id, event_id, entry) VALUES ($1, $2, $3)")
+            .bind(customer_id)
+            .bind(&entry.event_id)
+            .bind(serde_json::to_string(entry)?)
+            .execute(work.conn())
+            .await?;
+    }
+    if publish == Publish::Yes {
+        self::publish(work, &effects.changes).await?;
+    }
+    Ok(())
+}
+
+/// Queues changes for the subscriptions that want them. Subscriptions are
+/// read in each transaction: another instance may have changed them.
+async fn publish(work: &mut Work, changes: &[directory::Change]) -> Result<(), StoreError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let subscriptions = outbound::subscriptions(work.conn()).await?;
+    work.queued |= outbound::queue(work.conn(), changes, &subscriptions).await?;
+    Ok(())
+}
+
+/// A table that finds customers by a key (an E.164 phone, a business id).
+struct Lookup {
+    insert: &'static str,
+    delete: &'static str,
+}
+
+const PHONES: Lookup = Lookup {
+    insert: "INSERT INTO customer_phones (e164, customer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    delete: "DELETE FROM customer_phones WHERE e164 = $1 AND customer_id = $2",
+};
+
+const BUSINESSES: Lookup = Lookup {
+    insert: "INSERT INTO customer_businesses (business_id, customer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    delete: "DELETE FROM customer_businesses WHERE business_id = $1 AND customer_id = $2",
+};
+
+/// Brings a lookup table from a record's `old` keys to its `new` ones,
+/// touching only the keys that changed.
+async fn sync_lookup(
+    conn: &mut PgConnection,
+    lookup: &Lookup,
+    id: &str,
+    old: BTreeSet<String>,
+    new: BTreeSet<String>,
+) -> Result<(), StoreError> {
+    for gone in old.difference(&new) {
+        sqlx::query(lookup.delete)
+            .bind(gone)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for added in new.difference(&old) {
+        sqlx::query(lookup.insert)
+            .bind(added)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A `customers` row in [`RECORD_COLUMNS`] order.
+type RecordRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    i64,
+    String,
+    i64,
+);
+
+fn raw_record(
+    (id, source, external_id, profile, order_key, merged_into, merged_from, version, changed_at, change_seq): RecordRow,
+) -> RawRecord {
+    RawRecord {
+        id,
+        source,
+        external_id,
+        profile,
+        order_key,
+        merged_into,
+        merged_from,
+        version,
+        changed_at,
+        change_seq,
+    }
+}
+
+async fn load_record(conn: &mut PgConnection, id: &str) -> Result<Option<Record>, StoreError> {
+    let sql = format!("SELECT {RECORD_COLUMNS} FROM customers WHERE id = $1");
+    let row: Option<RecordRow> = sqlx::query_as(&sql).bind(id).fetch_optional(conn).await?;
+    row.map(|r| raw_record(r).into_record().map(|(record, _)| record))
+        .transpose()
+}
+
+async fn list_customers(conn: &mut PgConnection, q: CustomerQuery) -> Result<Page<Customer>, StoreError> {
+    let mut sql = QueryBuilder::<Postgres>::new(format!("SELECT {RECORD_COLUMNS} FROM customers WHERE change_seq > "));
+    sql.push_bind(q.after.unwrap_or(0));
+    let filters = [
+        ("source = ", q.source.clone(), ""),
+        ("account = ", q.account.clone(), ""),
+        ("email = ", q.email.as_ref().map(|e| e.trim().to_lowercase()), ""),
+        (
+            "id IN (SELECT customer_id FROM customer_phones WHERE e164 = ",
+            q.phone.clone(),
+            ")",
+        ),
+        (
+            "id IN (SELECT customer_id FROM customer_businesses WHERE business_id = ",
+            q.business_id.clone(),
+            ")",
+        ),
+        ("changed_at >= ", q.changed_since.map(|t| t.to_string()), ""),
+    ];
+    for (clause, value, close) in filters {
+        if let Some(value) = value {
+            sql.push(" AND ").push(clause).push_bind(value).push(close);
+        }
+    }
+    if !q.include_merged {
+        sql.push(" AND status <> 'merged'");
+    }
+    sql.push(" ORDER BY change_seq LIMIT ").push_bind(q.limit as i64 + 1);
+    let rows: Vec<RecordRow> = sql.build_query_as().fetch_all(conn).await?;
+    let records = rows
+        .into_iter()
+        .map(|r| raw_record(r).into_record())
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let page = page(records, q.limit, |(_, seq)| *seq);
+    Ok(Page {
+        items: page.items.into_iter().map(|(r, _)| r.to_customer()).collect(),
+        next: page.next,
+    })
+}
+
+/// An `events` row in [`EVENT_COLUMNS`] order.
+type EventRow = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<Vec<u8>>,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    bool,
+);
+
+fn raw_event(
+    (
+        seq,
+        id,
+        source,
+        dedupe_key,
+        received_at,
+        headers,
+        body,
+        status,
+        reason,
+        outcome,
+        customer_id,
+        duplicates,
+        redacted,
+    ): EventRow,
+) -> RawEvent {
+    RawEvent {
+        seq,
+        id,
+        source,
+        dedupe_key,
+        received_at,
+        headers,
+        body,
+        status,
+        reason,
+        outcome,
+        customer_id,
+        duplicates,
+        redacted,
+    }
+}
+
+async fn list_events(conn: &mut PgConnection, query: EventQuery) -> Result<Page<StoredEvent>, StoreError> {
+    // Bodies only when asked for (a rebuild).
+    let columns = if query.bodies {
+        EVENT_COLUMNS.to_owned()
+    } else {
+        EVENT_COLUMNS.replace(", body,", ", NULL::bytea,")
+    };
+    let mut sql = QueryBuilder::<Postgres>::new(format!("SELECT {columns} FROM events WHERE seq > "));
+    sql.push_bind(query.after.unwrap_or(0));
+    if let Some(status) = query.status {
+        sql.push(" AND status = ").push_bind(status.as_str());
+    }
+    sql.push(" ORDER BY seq LIMIT ").push_bind(query.limit as i64 + 1);
+    let rows: Vec<EventRow> = sql.build_query_as().fetch_all(conn).await?;
+    let events = rows
+        .into_iter()
+        .map(|r| raw_event(r).into_event())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(page(events, query.limit, |e| e.seq))
+}

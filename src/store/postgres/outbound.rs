@@ -1,0 +1,471 @@
+//! The Postgres store's side of outbound webhooks: the outbox rows and
+//! messages written with each change, subscriptions, claiming due messages
+//! for one instance among several, and recording attempts. The SQL follows
+//! the embedded store's (`sqlite/outbound.rs`, whose comments explain the
+//! queue discipline); what differs is how instances keep out of each
+//! other's way:
+//! - claims lock the rows they take (`FOR UPDATE SKIP LOCKED`), so two
+//!   instances never claim one message, and lease them, so a crashed
+//!   instance's messages are claimed again once the lease ends;
+//! - whatever moves a customer's line of messages (a new change, an
+//!   attempt's end, a manual retry) holds that customer's lock, so that a
+//!   message never waits behind one that another instance just finished.
+
+use std::collections::HashMap;
+
+use sqlx::PgConnection;
+
+use super::lock;
+use crate::model::UtcMillis;
+use crate::outbound::{Attempt, Due, Message, MessageStatus, Next, Subscription};
+use crate::store::directory::Change;
+use crate::store::rows::{Envelope, RawAttempt, RawMessage, RawSubscription, decode_subscription, page, parse_action};
+use crate::store::{Claim, MessageQuery, Page, StoreError};
+
+const SUBSCRIPTION_COLUMNS: &str = "id, url, secret, actions, sources, enabled, created_at";
+
+pub(super) async fn subscriptions(conn: &mut PgConnection) -> Result<Vec<Subscription>, StoreError> {
+    let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions ORDER BY created_at, id");
+    let rows: Vec<RawSubscription> = sqlx::query_as(&sql).fetch_all(conn).await?;
+    rows.into_iter().map(decode_subscription).collect()
+}
+
+pub(super) async fn subscription(conn: &mut PgConnection, id: &str) -> Result<Option<Subscription>, StoreError> {
+    let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = $1");
+    let row: Option<RawSubscription> = sqlx::query_as(&sql).bind(id).fetch_optional(conn).await?;
+    row.map(decode_subscription).transpose()
+}
+
+pub(super) async fn create_subscription(conn: &mut PgConnection, s: &Subscription) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO subscriptions (id, url, secret, actions, sources, enabled, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&s.id)
+    .bind(&s.url)
+    .bind(&s.secret)
+    .bind(serde_json::to_string(&s.actions)?)
+    .bind(serde_json::to_string(&s.sources)?)
+    .bind(s.enabled)
+    .bind(s.created_at.to_string())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn delete_subscription(conn: &mut PgConnection, id: &str) -> Result<bool, StoreError> {
+    sqlx::query("DELETE FROM attempts WHERE message_seq IN (SELECT seq FROM messages WHERE subscription_id = $1)")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM messages WHERE subscription_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    let deleted = sqlx::query("DELETE FROM subscriptions WHERE id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(deleted.rows_affected() > 0)
+}
+
+pub(super) async fn set_enabled(
+    conn: &mut PgConnection,
+    id: &str,
+    enabled: bool,
+) -> Result<Option<Subscription>, StoreError> {
+    sqlx::query("UPDATE subscriptions SET enabled = $2 WHERE id = $1")
+        .bind(id)
+        .bind(enabled)
+        .execute(&mut *conn)
+        .await?;
+    subscription(conn, id).await
+}
+
+/// Writes each change's envelope to the outbox, and a message for every
+/// subscription that wants it. The caller holds the changed customers'
+/// locks. Returns whether any message was queued.
+pub(super) async fn queue(
+    conn: &mut PgConnection,
+    changes: &[Change],
+    subscriptions: &[Subscription],
+) -> Result<bool, StoreError> {
+    let mut queued = false;
+    for change in changes {
+        let envelope = Envelope::new(change);
+        let customer = &change.customer;
+        let outbox_seq: i64 = sqlx::query_scalar(
+            "INSERT INTO outbox (id, customer_id, source, action, version, created_at, body)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq",
+        )
+        .bind(&envelope.id)
+        .bind(&customer.id)
+        .bind(&customer.source)
+        .bind(change.action.as_str())
+        .bind(customer.version as i64)
+        .bind(envelope.created_at.to_string())
+        .bind(&envelope.body)
+        .fetch_one(&mut *conn)
+        .await?;
+        for subscription in subscriptions
+            .iter()
+            .filter(|s| s.wants(change.action, &customer.source))
+        {
+            queue_latest(conn, &subscription.id, outbox_seq, &customer.id, envelope.created_at).await?;
+            queued = true;
+        }
+    }
+    Ok(queued)
+}
+
+/// Queues a new change, the customer's latest: due now if nothing of this
+/// customer is pending for the subscription, else waiting in line.
+async fn queue_latest(
+    conn: &mut PgConnection,
+    subscription_id: &str,
+    outbox_seq: i64,
+    customer_id: &str,
+    now: UtcMillis,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO messages (id, subscription_id, outbox_seq, customer_id, status, failures, next_attempt_at)
+         VALUES ($1, $2, $3, $4, 'pending', 0,
+                 CASE WHEN EXISTS (SELECT 1 FROM messages
+                                   WHERE subscription_id = $2 AND customer_id = $4 AND status = 'pending')
+                      THEN NULL ELSE $5::bigint END)",
+    )
+    .bind(format!("msg_{}", uuid::Uuid::now_v7().simple()))
+    .bind(subscription_id)
+    .bind(outbox_seq)
+    .bind(customer_id)
+    .bind(now.as_millisecond())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Makes one outbox row pending for one subscription, due at `due`, with a
+/// fresh schedule, whether it was sent before or not.
+async fn enqueue(
+    conn: &mut PgConnection,
+    subscription_id: &str,
+    outbox_seq: i64,
+    customer_id: &str,
+    due: UtcMillis,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO messages (id, subscription_id, outbox_seq, customer_id, status, failures, next_attempt_at)
+         VALUES ($1, $2, $3, $4, 'pending', 0, $5)
+         ON CONFLICT (subscription_id, outbox_seq)
+         DO UPDATE SET status = 'pending', failures = 0, generation = messages.generation + 1,
+                       next_attempt_at = excluded.next_attempt_at
+         WHERE messages.status <> 'cancelled'",
+    )
+    .bind(format!("msg_{}", uuid::Uuid::now_v7().simple()))
+    .bind(subscription_id)
+    .bind(outbox_seq)
+    .bind(customer_id)
+    .bind(due.as_millisecond())
+    .execute(&mut *conn)
+    .await?;
+    settle_queue(conn, subscription_id, customer_id, due).await
+}
+
+/// Keeps one customer's pending messages to one subscription in line: only
+/// the first (in outbox order) has a due time.
+async fn settle_queue(
+    conn: &mut PgConnection,
+    subscription_id: &str,
+    customer_id: &str,
+    now: UtcMillis,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE messages SET next_attempt_at = NULL
+         WHERE subscription_id = $1 AND customer_id = $2 AND status = 'pending' AND next_attempt_at IS NOT NULL
+           AND outbox_seq > (SELECT MIN(outbox_seq) FROM messages
+                             WHERE subscription_id = $1 AND customer_id = $2 AND status = 'pending')",
+    )
+    .bind(subscription_id)
+    .bind(customer_id)
+    .execute(&mut *conn)
+    .await?;
+    promote_next(conn, subscription_id, customer_id, now).await
+}
+
+/// Makes the first of a customer's pending messages due, if it waits.
+async fn promote_next(
+    conn: &mut PgConnection,
+    subscription_id: &str,
+    customer_id: &str,
+    now: UtcMillis,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE messages SET next_attempt_at = $3
+         WHERE seq = (SELECT seq FROM messages
+                      WHERE subscription_id = $1 AND customer_id = $2 AND status = 'pending'
+                      ORDER BY outbox_seq LIMIT 1)
+           AND next_attempt_at IS NULL",
+    )
+    .bind(subscription_id)
+    .bind(customer_id)
+    .bind(now.as_millisecond())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn retry_message(conn: &mut PgConnection, id: &str) -> Result<bool, StoreError> {
+    let customer: Option<String> = sqlx::query_scalar("SELECT customer_id FROM messages WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(customer) = customer else {
+        return Ok(false);
+    };
+    lock(conn, &[customer]).await?;
+    let now = UtcMillis::now();
+    let changed: Option<(String, String)> = sqlx::query_as(
+        "UPDATE messages SET status = 'pending', failures = 0, generation = generation + 1, next_attempt_at = $2
+         WHERE id = $1 AND status <> 'cancelled'
+         RETURNING subscription_id, customer_id",
+    )
+    .bind(id)
+    .bind(now.as_millisecond())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((subscription_id, customer_id)) = changed else {
+        return Ok(false);
+    };
+    settle_queue(conn, &subscription_id, &customer_id, now).await?;
+    Ok(true)
+}
+
+/// Queues again every change since `since` that the subscription wants. A
+/// replay takes no customer locks (it may cover every customer): its
+/// messages are due at once, so none of them leaves a line stalled.
+pub(super) async fn replay(
+    conn: &mut PgConnection,
+    subscription_id: &str,
+    since: UtcMillis,
+) -> Result<Option<u64>, StoreError> {
+    let Some(subscription) = subscription(conn, subscription_id).await? else {
+        return Ok(None);
+    };
+    let now = UtcMillis::now();
+    let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
+        "SELECT seq, customer_id, source, action FROM outbox WHERE created_at >= $1 AND NOT redacted ORDER BY seq",
+    )
+    .bind(since.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut queued = 0;
+    for (seq, customer_id, source, action) in rows {
+        if subscription.wants(parse_action(&action)?, &source) {
+            enqueue(conn, subscription_id, seq, &customer_id, now).await?;
+            queued += 1;
+        }
+    }
+    Ok(Some(queued))
+}
+
+/// Claims due messages; `turn` picks the subscription to start with, in
+/// rotation. Rows another instance is claiming are skipped, not waited for.
+pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -> Result<Vec<Due>, StoreError> {
+    let subscriptions: Vec<String> = sqlx::query_scalar("SELECT id FROM subscriptions WHERE enabled ORDER BY id")
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut seqs: Vec<i64> = Vec::new();
+    let start = turn % subscriptions.len().max(1);
+    for subscription in subscriptions.iter().cycle().skip(start).take(subscriptions.len()) {
+        let running = claim.in_flight.get(subscription).copied().unwrap_or(0);
+        let share = claim
+            .per_subscription
+            .saturating_sub(running)
+            .min(claim.limit - seqs.len());
+        if share == 0 {
+            continue;
+        }
+        let due: Vec<i64> = sqlx::query_scalar(
+            "SELECT m.seq FROM messages m
+             WHERE m.subscription_id = $1 AND m.status = 'pending' AND m.next_attempt_at <= $2
+               AND NOT EXISTS (SELECT 1 FROM messages p
+                               WHERE p.subscription_id = m.subscription_id AND p.customer_id = m.customer_id
+                                 AND p.status = 'pending' AND p.outbox_seq < m.outbox_seq)
+             ORDER BY m.next_attempt_at, m.seq LIMIT $3
+             FOR UPDATE OF m SKIP LOCKED",
+        )
+        .bind(subscription)
+        .bind(claim.now.as_millisecond())
+        .bind(share as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        seqs.extend(due);
+    }
+    let mut claimed = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        let (subscription_id, failures, generation, url, secret, event_id, body): (
+            String,
+            i32,
+            i64,
+            String,
+            String,
+            String,
+            String,
+        ) = sqlx::query_as(
+            "UPDATE messages m SET next_attempt_at = $2 FROM subscriptions s, outbox o
+             WHERE m.seq = $1 AND s.id = m.subscription_id AND o.seq = m.outbox_seq
+             RETURNING m.subscription_id, m.failures, m.generation, s.url, s.secret, o.id, o.body",
+        )
+        .bind(seq)
+        .bind(claim.lease_until.as_millisecond())
+        .fetch_one(&mut *conn)
+        .await?;
+        claimed.push(Due {
+            seq,
+            subscription_id,
+            url,
+            secret,
+            event_id,
+            body,
+            failures: failures as u32,
+            generation,
+        });
+    }
+    Ok(claimed)
+}
+
+/// Records an attempt, and what follows from it unless the message was
+/// retried or replayed meanwhile (its generation moved on).
+pub(super) async fn record_attempt(
+    conn: &mut PgConnection,
+    seq: i64,
+    generation: i64,
+    attempt: &Attempt,
+    next: Next,
+) -> Result<(), StoreError> {
+    let queue: Option<(String, String)> =
+        sqlx::query_as("SELECT subscription_id, customer_id FROM messages WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional(&mut *conn)
+            .await?;
+    // Deleted with its subscription meanwhile: nothing to record.
+    let Some((subscription_id, customer_id)) = queue else {
+        return Ok(());
+    };
+    lock(conn, std::slice::from_ref(&customer_id)).await?;
+    sqlx::query("INSERT INTO attempts (message_seq, at, status_code, error, duration_ms) VALUES ($1, $2, $3, $4, $5)")
+        .bind(seq)
+        .bind(attempt.at.to_string())
+        .bind(attempt.status_code.map(i32::from))
+        .bind(&attempt.error)
+        .bind(attempt.duration_ms as i64)
+        .execute(&mut *conn)
+        .await?;
+    let (status, next_at, failed) = match next {
+        Next::Delivered => (MessageStatus::Delivered, None, 0),
+        Next::Retry { at } => (MessageStatus::Pending, Some(at.as_millisecond()), 1),
+        Next::Dead { .. } => (MessageStatus::Dead, None, 1),
+    };
+    sqlx::query(
+        "UPDATE messages SET status = $2, next_attempt_at = $3, failures = failures + $4
+         WHERE seq = $1 AND generation = $5 AND status = 'pending'",
+    )
+    .bind(seq)
+    .bind(status.as_str())
+    .bind(next_at)
+    .bind(failed)
+    .bind(generation)
+    .execute(&mut *conn)
+    .await?;
+    // Retried or replayed during this attempt: due now, not when the lease
+    // this attempt held runs out.
+    sqlx::query(
+        "UPDATE messages SET next_attempt_at = $2 WHERE seq = $1 AND generation <> $3 AND status = 'pending'
+         AND next_attempt_at IS NOT NULL",
+    )
+    .bind(seq)
+    .bind(attempt.at.as_millisecond())
+    .bind(generation)
+    .execute(&mut *conn)
+    .await?;
+    // Delivered or dead: the customer's next message, if any, is due.
+    if !matches!(next, Next::Retry { .. }) {
+        promote_next(conn, &subscription_id, &customer_id, attempt.at).await?;
+    }
+    if let Next::Dead {
+        disable_subscription: true,
+    } = next
+    {
+        sqlx::query("UPDATE subscriptions SET enabled = FALSE WHERE id = $1")
+            .bind(&subscription_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A `messages` row joined with its outbox row, as [`RawMessage`] lists it.
+type MessageRow = (i64, String, String, String, String, i64, String, String, Option<i64>);
+/// An `attempts` row: the message's `seq`, then a [`RawAttempt`].
+type AttemptRow = (i64, String, Option<i32>, Option<String>, i64);
+
+pub(super) async fn messages(conn: &mut PgConnection, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
+    let rows: Vec<MessageRow> = sqlx::query_as(
+        "SELECT m.seq, m.id, o.id, m.subscription_id, m.customer_id, o.version, o.action, m.status, m.next_attempt_at
+         FROM messages m JOIN outbox o ON o.seq = m.outbox_seq
+         WHERE m.subscription_id = $1 AND ($2::text IS NULL OR m.status = $2) AND m.seq > $3
+         ORDER BY m.seq LIMIT $4",
+    )
+    .bind(&q.subscription_id)
+    .bind(q.status.map(MessageStatus::as_str))
+    .bind(q.after.unwrap_or(0))
+    .bind(q.limit as i64 + 1)
+    .fetch_all(&mut *conn)
+    .await?;
+    let seqs: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let attempts: Vec<AttemptRow> = sqlx::query_as(
+        "SELECT message_seq, at, status_code, error, duration_ms FROM attempts
+         WHERE message_seq = ANY($1) ORDER BY seq",
+    )
+    .bind(&seqs)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut tried: HashMap<i64, Vec<RawAttempt>> = HashMap::new();
+    for (seq, at, status_code, error, duration_ms) in attempts {
+        tried
+            .entry(seq)
+            .or_default()
+            .push((at, status_code, error, duration_ms));
+    }
+    let messages = rows
+        .into_iter()
+        .map(
+            |(seq, id, event_id, subscription_id, customer_id, version, action, status, next_attempt_at)| {
+                RawMessage {
+                    seq,
+                    id,
+                    event_id,
+                    subscription_id,
+                    customer_id,
+                    version,
+                    action,
+                    status,
+                    next_attempt_at,
+                }
+                .into_message(tried.remove(&seq).unwrap_or_default())
+            },
+        )
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(page(messages, q.limit, |m| m.seq))
+}
+
+pub(super) async fn backlog(conn: &mut PgConnection) -> Result<Vec<(String, u64)>, StoreError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT s.id, COUNT(m.seq) FROM subscriptions s
+         LEFT JOIN messages m ON m.subscription_id = s.id AND m.status = 'pending'
+         GROUP BY s.id ORDER BY s.id",
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(id, n)| (id, n as u64)).collect())
+}

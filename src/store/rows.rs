@@ -1,0 +1,307 @@
+//! What every backend reads and writes alike: rows as the database hands
+//! them over, decoded into the store's types; pages; what a kept event
+//! settles into; and the outbox envelope of a change. The backends
+//! ([`super::sqlite`], [`super::postgres`]) differ in SQL and in how they
+//! linearize writes, never in what a row means.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::directory::{Change, EventMeta, Record};
+use super::{Action, EventStatus, IngestOutcome, Outcome, Page, StoreError, StoredEvent};
+use crate::model::{CustomerEvent, OrderKey, UtcMillis, json};
+use crate::outbound::{Attempt, Message, MessageStatus, Subscription};
+use crate::sources::{Mapped, Unmappable};
+
+/// The first `limit` items and, if there were more, the position to
+/// continue from. Queries ask for `limit + 1` rows.
+pub(super) fn page<T>(mut items: Vec<T>, limit: usize, position: impl Fn(&T) -> i64) -> Page<T> {
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next = if more { items.last().map(position) } else { None };
+    Page { items, next }
+}
+
+/// What a kept event became, for its row in `events`.
+pub(super) struct Settled {
+    pub status: EventStatus,
+    pub reason: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub customer_id: Option<String>,
+    pub answer: IngestOutcome,
+}
+
+impl Settled {
+    pub fn accepted(meta: EventMeta, customer_id: String, outcome: Outcome) -> Self {
+        Settled {
+            status: EventStatus::Accepted,
+            reason: None,
+            outcome: Some(outcome),
+            customer_id: Some(customer_id.clone()),
+            answer: IngestOutcome::Accepted {
+                event_id: meta.event_id,
+                customer_id,
+                outcome,
+            },
+        }
+    }
+}
+
+/// How a kept event settles: at once, or by applying it to the directory.
+pub(super) enum Settling<'a> {
+    Done(Settled),
+    Apply(&'a CustomerEvent, EventMeta),
+}
+
+pub(super) fn settling<'a>(
+    event_id: &str,
+    dedupe_key: &str,
+    received_at: UtcMillis,
+    mapped: &'a Result<Mapped, Unmappable>,
+) -> Settling<'a> {
+    let event_id = event_id.to_owned();
+    match mapped {
+        Err(Unmappable(reason)) => Settling::Done(Settled {
+            status: EventStatus::Quarantined,
+            reason: Some(reason.clone()),
+            outcome: None,
+            customer_id: None,
+            answer: IngestOutcome::Quarantined {
+                event_id,
+                reason: reason.clone(),
+            },
+        }),
+        Ok(Mapped::Ignored { what }) => Settling::Done(Settled {
+            status: EventStatus::Ignored,
+            reason: Some(what.clone()),
+            outcome: None,
+            customer_id: None,
+            answer: IngestOutcome::Ignored { event_id },
+        }),
+        Ok(Mapped::Customer(event)) => Settling::Apply(
+            event,
+            EventMeta {
+                event_id,
+                received_at,
+                order_key: OrderKey {
+                    at: event.order_at,
+                    sent_at: event.sent_at,
+                    dedupe_key: dedupe_key.to_owned(),
+                },
+            },
+        ),
+    }
+}
+
+/// The customer a mapped event is for, if it is a customer event.
+pub(super) fn target(mapped: &Result<Mapped, Unmappable>) -> Option<&str> {
+    match mapped {
+        Ok(Mapped::Customer(event)) => Some(&event.customer.id),
+        _ => None,
+    }
+}
+
+/// A change as its outbox row: the envelope every subscriber gets.
+pub(super) struct Envelope {
+    pub id: String,
+    pub created_at: UtcMillis,
+    pub body: String,
+}
+
+impl Envelope {
+    pub fn new(change: &Change) -> Self {
+        let id = format!("evt_{}", uuid::Uuid::now_v7().simple());
+        let created_at = UtcMillis::now();
+        let body = json!({
+            "id": id,
+            "createdDate": created_at,
+            "type": "customer",
+            "action": change.action,
+            "payload": payload(change),
+            "changes": change.changes,
+        });
+        Envelope {
+            id,
+            created_at,
+            body: body.to_string(),
+        }
+    }
+}
+
+pub(super) fn parse_time(s: &str) -> Result<UtcMillis, StoreError> {
+    s.parse()
+        .map_err(|e| StoreError::Bug(format!("stored time {s:?} cannot be read: {e}")))
+}
+
+/// A `customers` row as read, before its JSON columns are decoded (which
+/// can fail, and must not fail inside a driver's row callback).
+pub(super) struct RawRecord {
+    pub id: String,
+    pub source: String,
+    pub external_id: String,
+    pub profile: String,
+    pub order_key: Option<String>,
+    pub merged_into: Option<String>,
+    pub merged_from: String,
+    pub version: i64,
+    pub changed_at: String,
+    pub change_seq: i64,
+}
+
+impl RawRecord {
+    pub fn into_record(self) -> Result<(Record, i64), StoreError> {
+        let record = Record {
+            id: self.id,
+            source: self.source,
+            external_id: self.external_id,
+            profile: json::decode(self.profile.as_bytes())?,
+            order_key: self
+                .order_key
+                .as_deref()
+                .map(|k| json::decode(k.as_bytes()))
+                .transpose()?,
+            merged_into: self.merged_into,
+            merged_from: json::decode(self.merged_from.as_bytes())?,
+            version: self.version as u64,
+            changed_at: parse_time(&self.changed_at)?,
+        };
+        Ok((record, self.change_seq))
+    }
+}
+
+pub(super) const RECORD_COLUMNS: &str =
+    "id, source, external_id, profile, order_key, merged_into, merged_from, version, changed_at, change_seq";
+
+pub(super) const EVENT_COLUMNS: &str = "seq, id, source, dedupe_key, received_at, headers, body, status, reason, outcome, customer_id, duplicates, redacted";
+
+pub(super) struct RawEvent {
+    pub seq: i64,
+    pub id: String,
+    pub source: String,
+    pub dedupe_key: String,
+    pub received_at: String,
+    pub headers: String,
+    pub body: Option<Vec<u8>>,
+    pub status: String,
+    pub reason: Option<String>,
+    pub outcome: Option<String>,
+    pub customer_id: Option<String>,
+    pub duplicates: i64,
+    pub redacted: bool,
+}
+
+impl RawEvent {
+    pub fn into_event(self) -> Result<StoredEvent, StoreError> {
+        let status = EventStatus::parse(&self.status)
+            .ok_or_else(|| StoreError::Bug(format!("unknown event status {:?}", self.status)))?;
+        let outcome = self
+            .outcome
+            .map(|o| serde_json::from_value::<Outcome>(serde_json::Value::String(o)))
+            .transpose()?;
+        let headers: BTreeMap<String, String> = json::decode(self.headers.as_bytes())?;
+        Ok(StoredEvent {
+            event_id: self.id,
+            source: self.source,
+            dedupe_key: self.dedupe_key,
+            received_at: parse_time(&self.received_at)?,
+            status,
+            reason: self.reason,
+            outcome,
+            customer_id: self.customer_id,
+            duplicates: self.duplicates as u64,
+            redacted: self.redacted,
+            headers,
+            body: self.body,
+            seq: self.seq,
+        })
+    }
+}
+
+/// A change's payload: the whole customer, except for a deletion, which
+/// carries who was erased and nothing of what was known about them.
+fn payload(change: &Change) -> serde_json::Value {
+    let customer = &change.customer;
+    match change.action {
+        Action::Deleted => json!({
+            "id": customer.id,
+            "source": customer.source,
+            "externalId": customer.external_id,
+            "version": customer.version,
+        }),
+        _ => serde_json::to_value(customer).expect("a customer serializes"),
+    }
+}
+
+/// A `subscriptions` row: id, url, secret, actions and sources (JSON),
+/// enabled, created_at.
+pub(super) type RawSubscription = (String, String, String, String, String, bool, String);
+
+pub(super) fn decode_subscription(
+    (id, url, secret, actions, sources, enabled, created_at): RawSubscription,
+) -> Result<Subscription, StoreError> {
+    Ok(Subscription {
+        id,
+        url,
+        secret,
+        actions: json::decode(actions.as_bytes())?,
+        sources: json::decode(sources.as_bytes())?,
+        enabled,
+        created_at: parse_time(&created_at)?,
+    })
+}
+
+pub(super) fn parse_action(s: &str) -> Result<Action, StoreError> {
+    Action::parse(s).ok_or_else(|| StoreError::Bug(format!("unknown action {s:?}")))
+}
+
+/// A `messages` row joined with its outbox row, before decoding.
+pub(super) struct RawMessage {
+    pub seq: i64,
+    pub id: String,
+    pub event_id: String,
+    pub subscription_id: String,
+    pub customer_id: String,
+    pub version: i64,
+    pub action: String,
+    pub status: String,
+    pub next_attempt_at: Option<i64>,
+}
+
+/// An `attempts` row: at, status code, error, duration in ms.
+pub(super) type RawAttempt = (String, Option<i32>, Option<String>, i64);
+
+impl RawMessage {
+    pub fn into_message(self, attempts: Vec<RawAttempt>) -> Result<Message, StoreError> {
+        let status = MessageStatus::parse(&self.status)
+            .ok_or_else(|| StoreError::Bug(format!("unknown message status {:?}", self.status)))?;
+        let attempts = attempts
+            .into_iter()
+            .map(|(at, status_code, error, duration_ms)| {
+                Ok(Attempt {
+                    at: parse_time(&at)?,
+                    status_code: status_code.and_then(|c| u16::try_from(c).ok()),
+                    error,
+                    duration_ms: duration_ms as u64,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let next_attempt_at = self
+            .next_attempt_at
+            .filter(|_| status == MessageStatus::Pending)
+            .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+            .map(UtcMillis::from_timestamp);
+        Ok(Message {
+            id: self.id,
+            event_id: self.event_id,
+            subscription_id: self.subscription_id,
+            customer_id: self.customer_id,
+            version: self.version as u64,
+            action: parse_action(&self.action)?,
+            status,
+            next_attempt_at,
+            attempts,
+            seq: self.seq,
+        })
+    }
+}
