@@ -271,3 +271,28 @@ async fn health_needs_no_token_and_readiness_checks_the_store() {
         assert_eq!(response.status(), StatusCode::OK, "{path}");
     }
 }
+
+#[tokio::test]
+async fn migrate_creates_the_store_and_serve_then_opens_it_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("clientele.toml");
+    std::fs::write(&config, config_text(dir.path(), "")).unwrap();
+    for run in ["first", "second"] {
+        let migrated = util::binary()
+            .args(["migrate", "--config"])
+            .arg(&config)
+            .output()
+            .expect("the clientele binary runs");
+        let log = String::from_utf8_lossy(&migrated.stderr);
+        assert!(migrated.status.success(), "{run} migrate: {log}");
+        assert!(log.contains("store migrated"), "{run} migrate: {log}");
+    }
+    let app = TestApp::spawn_in(dir.path(), "").await;
+    let (status, answer) = app.deliver("treez", TREEZ_EXAMPLE).await;
+    assert_eq!(
+        (status, &answer["status"]),
+        (StatusCode::OK, &json!("accepted")),
+        "{answer}"
+    );
+    app.stop().await;
+}
