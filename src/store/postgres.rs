@@ -36,7 +36,7 @@ use super::{
     Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, HistoryEntry, IngestOutcome, MessageQuery,
     Outcome, Page, Publish, Store, StoreError, StoredEvent,
 };
-use crate::model::{Customer, CustomerEvent, OrderKey, UtcMillis, json};
+use crate::model::{Customer, OrderKey, UtcMillis, json};
 use crate::outbound::{Attempt, Due, Message, Next, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
@@ -457,10 +457,8 @@ async fn lock(conn: &mut PgConnection, ids: &[String]) -> Result<(), StoreError>
 }
 
 async fn ingest(work: &mut Work, d: &Delivery) -> Result<IngestOutcome, StoreError> {
-    if let Ok(Mapped::Customer(event)) = &d.mapped {
-        lock(work.conn(), &directory::touched_ids(event)).await?;
-    }
-    if is_suppressed_target(work.conn(), &d.mapped).await? {
+    let loaded = lock_and_load(work.conn(), &d.mapped).await?;
+    if is_suppressed_target(&loaded, &d.mapped) {
         return Ok(IngestOutcome::Suppressed);
     }
     let duplicate: Option<String> = sqlx::query_scalar(
@@ -474,7 +472,16 @@ async fn ingest(work: &mut Work, d: &Delivery) -> Result<IngestOutcome, StoreErr
         return Ok(IngestOutcome::Duplicate { event_id });
     }
     let event_id = format!("evt_{}", uuid::Uuid::now_v7().simple());
-    let settled = settle(work, &event_id, &d.dedupe_key, d.received_at, &d.mapped, Publish::Yes).await?;
+    let settled = settle(
+        work,
+        &event_id,
+        &d.dedupe_key,
+        d.received_at,
+        &d.mapped,
+        &loaded,
+        Publish::Yes,
+    )
+    .await?;
     // Another instance may have kept the same delivery since the check
     // above: then this insert fails on the unique key, and the whole
     // transaction runs again and answers `duplicate`.
@@ -503,9 +510,7 @@ async fn reprocess(
     mapped: &Result<Mapped, Unmappable>,
     publish: Publish,
 ) -> Result<Option<IngestOutcome>, StoreError> {
-    if let Ok(Mapped::Customer(event)) = mapped {
-        lock(work.conn(), &directory::touched_ids(event)).await?;
-    }
+    let loaded = lock_and_load(work.conn(), mapped).await?;
     let row: Option<(String, String, bool)> =
         sqlx::query_as("SELECT dedupe_key, received_at, redacted FROM events WHERE id = $1 FOR UPDATE")
             .bind(event_id)
@@ -517,11 +522,11 @@ async fn reprocess(
     if redacted {
         return Err(StoreError::Redacted(event_id.to_owned()));
     }
-    if is_suppressed_target(work.conn(), mapped).await? {
+    if is_suppressed_target(&loaded, mapped) {
         return Ok(Some(IngestOutcome::Suppressed));
     }
     let received_at = parse_time(&received_at)?;
-    let settled = settle(work, event_id, &dedupe_key, received_at, mapped, publish).await?;
+    let settled = settle(work, event_id, &dedupe_key, received_at, mapped, &loaded, publish).await?;
     sqlx::query("UPDATE events SET status = $2, reason = $3, outcome = $4, customer_id = $5 WHERE id = $1")
         .bind(event_id)
         .bind(settled.status.as_str())
@@ -533,14 +538,21 @@ async fn reprocess(
     Ok(Some(settled.answer))
 }
 
-async fn is_suppressed_target(
-    conn: &mut PgConnection,
-    mapped: &Result<Mapped, Unmappable>,
-) -> Result<bool, StoreError> {
-    match target(mapped) {
-        Some(id) => is_suppressed(conn, id).await,
-        None => Ok(false),
-    }
+/// For a customer event: locks the customers it touches, then loads them.
+/// Nothing for other events.
+async fn lock_and_load(conn: &mut PgConnection, mapped: &Result<Mapped, Unmappable>) -> Result<Loaded, StoreError> {
+    let Ok(Mapped::Customer(event)) = mapped else {
+        return Ok(Loaded::default());
+    };
+    let ids = directory::touched_ids(event);
+    lock(conn, &ids).await?;
+    load(conn, &ids).await
+}
+
+/// Whether the event is for an erased customer (its state loaded by
+/// [`lock_and_load`]).
+fn is_suppressed_target(loaded: &Loaded, mapped: &Result<Mapped, Unmappable>) -> bool {
+    target(mapped).is_some_and(|id| loaded.suppressed.contains(id))
 }
 
 async fn is_suppressed(conn: &mut PgConnection, id: &str) -> Result<bool, StoreError> {
@@ -559,31 +571,20 @@ async fn settle(
     dedupe_key: &str,
     received_at: UtcMillis,
     mapped: &Result<Mapped, Unmappable>,
+    loaded: &Loaded,
     publish: Publish,
 ) -> Result<Settled, StoreError> {
     Ok(match settling(event_id, dedupe_key, received_at, mapped) {
         Settling::Done(settled) => settled,
         Settling::Apply(event, meta) => {
-            let outcome = apply_event(work, event, &meta, publish).await?;
+            let effects = directory::apply(loaded, event, &meta, UtcMillis::now());
+            persist(work, loaded, &effects, publish).await?;
+            let outcome = effects
+                .outcome
+                .expect("applying an event always settles its own customer");
             Settled::accepted(meta, event.customer.id.clone(), outcome)
         }
     })
-}
-
-/// Loads what the event touches (locked by the caller), applies it, and
-/// persists the effects.
-async fn apply_event(
-    work: &mut Work,
-    event: &CustomerEvent,
-    meta: &EventMeta,
-    publish: Publish,
-) -> Result<Outcome, StoreError> {
-    let loaded = load(work.conn(), &directory::touched_ids(event)).await?;
-    let effects = directory::apply(&loaded, event, meta, UtcMillis::now());
-    persist(work, &loaded, &effects, publish).await?;
-    Ok(effects
-        .outcome
-        .expect("applying an event always settles its own customer"))
 }
 
 /// Erases a customer in the current transaction (see [`Store::erase`]).
@@ -655,37 +656,87 @@ async fn erase(work: &mut Work, id: &String) -> Result<Erasure, StoreError> {
 }
 
 /// The records with these ids that exist, every merge link naming one, and
-/// which of them were erased.
+/// which of them were erased: one statement, rows of three kinds.
 async fn load(conn: &mut PgConnection, ids: &[String]) -> Result<Loaded, StoreError> {
+    let sql = format!(
+        "SELECT 'record', {RECORD_COLUMNS} FROM customers WHERE id = ANY($1)
+         UNION ALL
+         SELECT 'erased', customer_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+         FROM suppressions WHERE customer_id = ANY($1)
+         UNION ALL
+         SELECT 'link', survivor, absorbed, order_key, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+         FROM merge_links WHERE survivor = ANY($1) OR absorbed = ANY($1)"
+    );
+    let rows: Vec<LoadRow> = sqlx::query_as(&sql).bind(ids).fetch_all(conn).await?;
     let mut loaded = Loaded::default();
-    let sql = format!("SELECT {RECORD_COLUMNS} FROM customers WHERE id = ANY($1)");
-    let records: Vec<RecordRow> = sqlx::query_as(&sql).bind(ids).fetch_all(&mut *conn).await?;
-    for row in records {
-        let (record, _) = raw_record(row).into_record()?;
-        loaded.records.insert(record.id.clone(), record);
+    for row in rows {
+        match row {
+            (
+                kind,
+                id,
+                Some(source),
+                Some(external_id),
+                Some(profile),
+                order_key,
+                merged_into,
+                Some(merged_from),
+                Some(version),
+                Some(changed_at),
+                Some(change_seq),
+            ) if kind == "record" => {
+                let raw = raw_record((
+                    id,
+                    source,
+                    external_id,
+                    profile,
+                    order_key,
+                    merged_into,
+                    merged_from,
+                    version,
+                    changed_at,
+                    change_seq,
+                ));
+                let (record, _) = raw.into_record()?;
+                loaded.records.insert(record.id.clone(), record);
+            }
+            (kind, id, ..) if kind == "erased" => {
+                loaded.suppressed.insert(id);
+            }
+            (kind, survivor, Some(absorbed), Some(key), ..) if kind == "link" => loaded.links.push(MergeLink {
+                survivor,
+                absorbed,
+                order_key: json::decode(key.as_bytes())?,
+            }),
+            (kind, ..) => {
+                return Err(StoreError::Bug(format!(
+                    "an unexpected {kind:?} row while loading records"
+                )));
+            }
+        }
     }
-    let suppressed: Vec<String> =
-        sqlx::query_scalar("SELECT customer_id FROM suppressions WHERE customer_id = ANY($1)")
-            .bind(ids)
-            .fetch_all(&mut *conn)
-            .await?;
-    loaded.suppressed.extend(suppressed);
-    let links: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT survivor, absorbed, order_key FROM merge_links WHERE survivor = ANY($1) OR absorbed = ANY($1)
-         ORDER BY survivor, absorbed",
-    )
-    .bind(ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    for (survivor, absorbed, key) in links {
-        loaded.links.push(MergeLink {
-            survivor,
-            absorbed,
-            order_key: json::decode(key.as_bytes())?,
-        });
-    }
+    // One order whatever the plan, as the embedded store's.
+    loaded
+        .links
+        .sort_by(|a, b| (&a.survivor, &a.absorbed).cmp(&(&b.survivor, &b.absorbed)));
     Ok(loaded)
 }
+
+/// A row of [`load`]: its kind, then a `customers` row in
+/// [`RECORD_COLUMNS`] order, or a suppressed id, or a merge link's
+/// survivor, absorbed id and order key, the rest null.
+type LoadRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+);
 
 /// Writes what the directory decided, and queues its changes for
 /// subscribers if `publish`.
