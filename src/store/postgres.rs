@@ -30,7 +30,8 @@ use tokio::sync::Notify;
 
 use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
 use super::rows::{
-    EVENT_COLUMNS, RECORD_COLUMNS, RawEvent, RawRecord, Settled, Settling, page, parse_time, settling, target,
+    EVENT_COLUMNS, RECORD_COLUMNS, RawEvent, RawRecord, Settled, Settling, is_suppressed_target, page, parse_time,
+    settling,
 };
 use super::{
     Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, HistoryEntry, IngestOutcome, MessageQuery,
@@ -143,13 +144,20 @@ impl PgStore {
         }
     }
 
-    /// Runs a read on a pooled connection.
+    /// Runs a read in a read-only transaction on one snapshot, so that a
+    /// read of several statements (a message and its attempts) sees one
+    /// committed state, as the embedded store's readers do.
     async fn read<T>(
         &self,
         read: impl for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        read(&mut conn).await
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await?;
+        let value = read(&mut tx).await?;
+        tx.commit().await?;
+        Ok(value)
     }
 }
 
@@ -474,10 +482,7 @@ async fn ingest(work: &mut Work, d: &Delivery) -> Result<IngestOutcome, StoreErr
     let event_id = format!("evt_{}", uuid::Uuid::now_v7().simple());
     let settled = settle(
         work,
-        &event_id,
-        &d.dedupe_key,
-        d.received_at,
-        &d.mapped,
+        settling(&event_id, &d.dedupe_key, d.received_at, &d.mapped),
         &loaded,
         Publish::Yes,
     )
@@ -526,7 +531,13 @@ async fn reprocess(
         return Ok(Some(IngestOutcome::Suppressed));
     }
     let received_at = parse_time(&received_at)?;
-    let settled = settle(work, event_id, &dedupe_key, received_at, mapped, &loaded, publish).await?;
+    let settled = settle(
+        work,
+        settling(event_id, &dedupe_key, received_at, mapped),
+        &loaded,
+        publish,
+    )
+    .await?;
     sqlx::query("UPDATE events SET status = $2, reason = $3, outcome = $4, customer_id = $5 WHERE id = $1")
         .bind(event_id)
         .bind(settled.status.as_str())
@@ -549,12 +560,6 @@ async fn lock_and_load(conn: &mut PgConnection, mapped: &Result<Mapped, Unmappab
     load(conn, &ids).await
 }
 
-/// Whether the event is for an erased customer (its state loaded by
-/// [`lock_and_load`]).
-fn is_suppressed_target(loaded: &Loaded, mapped: &Result<Mapped, Unmappable>) -> bool {
-    target(mapped).is_some_and(|id| loaded.suppressed.contains(id))
-}
-
 async fn is_suppressed(conn: &mut PgConnection, id: &str) -> Result<bool, StoreError> {
     let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM suppressions WHERE customer_id = $1")
         .bind(id)
@@ -567,14 +572,11 @@ async fn is_suppressed(conn: &mut PgConnection, id: &str) -> Result<bool, StoreE
 /// event.
 async fn settle(
     work: &mut Work,
-    event_id: &str,
-    dedupe_key: &str,
-    received_at: UtcMillis,
-    mapped: &Result<Mapped, Unmappable>,
+    settling: Settling<'_>,
     loaded: &Loaded,
     publish: Publish,
 ) -> Result<Settled, StoreError> {
-    Ok(match settling(event_id, dedupe_key, received_at, mapped) {
+    Ok(match settling {
         Settling::Done(settled) => settled,
         Settling::Apply(event, meta) => {
             let effects = directory::apply(loaded, event, &meta, UtcMillis::now());

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::directory::{Change, EventMeta, Record};
+use super::directory::{Change, EventMeta, Loaded, Record};
 use super::{Action, EventStatus, IngestOutcome, Outcome, Page, StoreError, StoredEvent};
 use crate::model::{CustomerEvent, OrderKey, UtcMillis, json};
 use crate::outbound::{Attempt, Message, MessageStatus, Subscription};
@@ -94,11 +94,12 @@ pub(super) fn settling<'a>(
     }
 }
 
-/// The customer a mapped event is for, if it is a customer event.
-pub(super) fn target(mapped: &Result<Mapped, Unmappable>) -> Option<&str> {
+/// Whether a customer event is for an erased customer, `loaded` being the
+/// state of the customers it touches.
+pub(super) fn is_suppressed_target(loaded: &Loaded, mapped: &Result<Mapped, Unmappable>) -> bool {
     match mapped {
-        Ok(Mapped::Customer(event)) => Some(&event.customer.id),
-        _ => None,
+        Ok(Mapped::Customer(event)) => loaded.suppressed.contains(&event.customer.id),
+        _ => false,
     }
 }
 

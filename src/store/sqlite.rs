@@ -28,7 +28,8 @@ use crate::sources::{Mapped, Unmappable};
 mod outbound;
 
 use super::rows::{
-    EVENT_COLUMNS, RECORD_COLUMNS, RawEvent, RawRecord, Settled, Settling, page, parse_time, settling, target,
+    EVENT_COLUMNS, RECORD_COLUMNS, RawEvent, RawRecord, Settled, Settling, is_suppressed_target, page, parse_time,
+    settling,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -381,7 +382,9 @@ struct Readers {
 }
 
 impl Readers {
-    /// Runs `read` on a pooled read-only connection, off the async threads.
+    /// Runs `read` on a pooled read-only connection, off the async threads,
+    /// in one transaction: a read of several statements (a message and its
+    /// attempts) sees one committed state.
     fn run<T: Send + 'static>(
         self: &Arc<Self>,
         read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -390,7 +393,11 @@ impl Readers {
         async move {
             tokio::task::spawn_blocking(move || {
                 let conn = this.take()?;
-                let result = read(&conn);
+                // Rolled back when dropped: it only ever read.
+                let result = conn
+                    .unchecked_transaction()
+                    .map_err(StoreError::from)
+                    .and_then(|tx| read(&tx));
                 this.put(conn);
                 result
             })
@@ -596,7 +603,8 @@ fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreE
 }
 
 fn ingest(tx: &Connection, d: &Delivery, ctx: &mut Context) -> Result<IngestOutcome, StoreError> {
-    if is_suppressed_target(tx, &d.mapped)? {
+    let loaded = load_touched(tx, &d.mapped)?;
+    if is_suppressed_target(&loaded, &d.mapped) {
         return Ok(IngestOutcome::Suppressed);
     }
     let duplicate = tx
@@ -611,10 +619,8 @@ fn ingest(tx: &Connection, d: &Delivery, ctx: &mut Context) -> Result<IngestOutc
     let event_id = format!("evt_{}", uuid::Uuid::now_v7().simple());
     let settled = settle(
         tx,
-        &event_id,
-        &d.dedupe_key,
-        d.received_at,
-        &d.mapped,
+        settling(&event_id, &d.dedupe_key, d.received_at, &d.mapped),
+        &loaded,
         Publish::Yes,
         ctx,
     )?;
@@ -656,11 +662,18 @@ fn reprocess(
     if redacted {
         return Err(StoreError::Redacted(event_id.to_owned()));
     }
-    if is_suppressed_target(tx, mapped)? {
+    let loaded = load_touched(tx, mapped)?;
+    if is_suppressed_target(&loaded, mapped) {
         return Ok(Some(IngestOutcome::Suppressed));
     }
     let received_at = parse_time(&received_at)?;
-    let settled = settle(tx, event_id, &dedupe_key, received_at, mapped, publish, ctx)?;
+    let settled = settle(
+        tx,
+        settling(event_id, &dedupe_key, received_at, mapped),
+        &loaded,
+        publish,
+        ctx,
+    )?;
     tx.prepare_cached("UPDATE events SET status = ?2, reason = ?3, outcome = ?4, customer_id = ?5 WHERE id = ?1")?
         .execute(params![
             event_id,
@@ -672,25 +685,32 @@ fn reprocess(
     Ok(Some(settled.answer))
 }
 
-fn is_suppressed_target(tx: &Connection, mapped: &Result<Mapped, Unmappable>) -> Result<bool, StoreError> {
-    target(mapped).map_or(Ok(false), |id| is_suppressed(tx, id))
+/// For a customer event, the state of the customers it touches; nothing
+/// for other events.
+fn load_touched(tx: &Connection, mapped: &Result<Mapped, Unmappable>) -> Result<Loaded, StoreError> {
+    match mapped {
+        Ok(Mapped::Customer(event)) => load(tx, &directory::touched_ids(event)),
+        _ => Ok(Loaded::default()),
+    }
 }
 
-/// Settles a kept event: applies it to the directory if it is a customer
-/// event.
+/// Settles a kept event: applies it to the directory, whose state it
+/// touches is `loaded`, if it is a customer event.
 fn settle(
     tx: &Connection,
-    event_id: &str,
-    dedupe_key: &str,
-    received_at: UtcMillis,
-    mapped: &Result<Mapped, Unmappable>,
+    settling: Settling<'_>,
+    loaded: &Loaded,
     publish: Publish,
     ctx: &mut Context,
 ) -> Result<Settled, StoreError> {
-    Ok(match settling(event_id, dedupe_key, received_at, mapped) {
+    Ok(match settling {
         Settling::Done(settled) => settled,
         Settling::Apply(event, meta) => {
-            let outcome = apply_event(tx, event, &meta, publish, ctx)?;
+            let effects = directory::apply(loaded, event, &meta, UtcMillis::now());
+            persist(tx, loaded, &effects, publish, ctx)?;
+            let outcome = effects
+                .outcome
+                .expect("applying an event always settles its own customer");
             Settled::accepted(meta, event.customer.id.clone(), outcome)
         }
     })
@@ -700,22 +720,6 @@ fn is_suppressed(conn: &Connection, id: &str) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM suppressions WHERE customer_id = ?1")?
         .exists([id])?)
-}
-
-/// Loads what the event touches, applies it, and persists the effects.
-fn apply_event(
-    tx: &Connection,
-    event: &crate::model::CustomerEvent,
-    meta: &EventMeta,
-    publish: Publish,
-    ctx: &mut Context,
-) -> Result<Outcome, StoreError> {
-    let loaded = load(tx, &directory::touched_ids(event))?;
-    let effects = directory::apply(&loaded, event, meta, UtcMillis::now());
-    persist(tx, &loaded, &effects, publish, ctx)?;
-    Ok(effects
-        .outcome
-        .expect("applying an event always settles its own customer"))
 }
 
 /// Erases a customer in the current transaction (see [`Store::erase`]).
