@@ -16,6 +16,11 @@ end
 
 function init(args)
   math.randomseed(os.time() + thread_id * 7919)
+  -- Event ids and update times continue from one run to the next (the
+  -- counter moves 2,000 per second of the day, more than a thread sends),
+  -- so that back-to-back runs on one store stay fresh deliveries and newer
+  -- snapshots, not retries or stale events.
+  counter = (os.time() % 86400) * 2000
 end
 
 local vagaro = [[{"id":"%s","createdDate":"%s","type":"customer","action":"updated","payload":{"customerId":"C%07d","businessIds":["%d","%d"],"customerFirstName":"First%d","customerLastName":"Last%d","businessGroupId":"group-%d","email":"person%d@example.com","mobilePhone":"914555%04d","dayPhone":"","nightPhone":"N/A","streetAddress":"%d Main Street","city":"New York","regionCode":"NY","regionName":"New York","countryCode":"US","countryName":"United States of America","postalCode":"10030","createdDate":"2023-07-10T08:50:00Z","createdBy":"bench","modifiedDate":"%s","modifiedBy":"bench"}}]]
@@ -27,8 +32,8 @@ local floor = math.floor
 local function timestamp(n)
   -- A distinct, increasing time per delivery of this thread (LuaJIT: no //).
   local seconds = n % 86400
-  return string.format("2026-%02d-%02dT%02d:%02d:%02d.%03dZ", 1 + floor(n / 2419200) % 12, 1 + floor(n / 86400) % 28,
-    floor(seconds / 3600), floor(seconds / 60) % 60, seconds % 60, thread_id)
+  return string.format("%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", 2026 + floor(n / 29030400), 1 + floor(n / 2419200) % 12,
+    1 + floor(n / 86400) % 28, floor(seconds / 3600), floor(seconds / 60) % 60, seconds % 60, thread_id)
 end
 
 function request()
