@@ -123,6 +123,14 @@ async fn subscribers_get_a_deleted_message_without_personal_data_and_pending_mes
         [&json!("cancelled"), &json!("pending")],
         "created cancelled, deleted queued"
     );
+    let cancelled = stuck_messages[0]["id"].as_str().expect("a message id");
+    let (status, answer) = app.post_admin(&format!("/api/v1/messages/{cancelled}/retry")).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a cancelled message is never sent again: {answer}"
+    );
+    assert_eq!(util::error_code(&answer), "cancelled");
     app.wait_all(&ok, 2, "delivered").await;
 }
 

@@ -20,7 +20,7 @@ use super::api::{PageView, parse_cursor, parse_limit};
 use super::error::ApiError;
 use crate::model::{UtcMillis, json};
 use crate::outbound::{MessageStatus, Subscription, signing};
-use crate::store::{Action, MessageQuery};
+use crate::store::{Action, MessageQuery, Retry};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,10 +138,15 @@ pub async fn messages(
 }
 
 pub async fn retry(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    if !app.store.retry_message(id.clone()).await? {
-        return Err(ApiError::not_found(format!("no message {id:?}")));
+    match app.store.retry_message(id.clone()).await? {
+        Retry::Queued => Ok((StatusCode::ACCEPTED, Json(json!({"status": "pending"}))).into_response()),
+        Retry::NotFound => Err(ApiError::not_found(format!("no message {id:?}"))),
+        Retry::Cancelled => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "cancelled",
+            format!("message {id:?} was cancelled by an erasure and is never sent again"),
+        )),
     }
-    Ok((StatusCode::ACCEPTED, Json(json!({"status": "pending"}))).into_response())
 }
 
 #[derive(Deserialize)]

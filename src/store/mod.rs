@@ -90,6 +90,16 @@ pub enum IngestOutcome {
     Suppressed,
 }
 
+/// What a manual retry of a message found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Pending again, due now.
+    Queued,
+    NotFound,
+    /// Withdrawn by an erasure: it is never sent again.
+    Cancelled,
+}
+
 /// What an erasure found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Erasure {
@@ -335,8 +345,7 @@ pub trait Store: Send + Sync + 'static {
     fn messages(&self, query: MessageQuery) -> BoxFuture<'_, Result<Page<Message>, StoreError>>;
 
     /// Makes a message pending again, due now, with a fresh schedule.
-    /// `false`: no such message.
-    fn retry_message(&self, id: String) -> BoxFuture<'_, Result<bool, StoreError>>;
+    fn retry_message(&self, id: String) -> BoxFuture<'_, Result<Retry, StoreError>>;
 
     /// Queues again, due now, every change since `since` that the
     /// subscription wants. `None`: no such subscription.

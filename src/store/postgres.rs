@@ -35,7 +35,7 @@ use super::rows::{
 };
 use super::{
     Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, HistoryEntry, IngestOutcome, MessageQuery,
-    Outcome, Page, Publish, Store, StoreError, StoredEvent,
+    Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent,
 };
 use crate::model::{Customer, OrderKey, UtcMillis, json};
 use crate::outbound::{Attempt, Due, Message, Next, Subscription};
@@ -393,13 +393,13 @@ impl Store for PgStore {
         })
     }
 
-    fn retry_message(&self, id: String) -> BoxFuture<'_, Result<bool, StoreError>> {
+    fn retry_message(&self, id: String) -> BoxFuture<'_, Result<Retry, StoreError>> {
         Box::pin(async move {
             self.write(&id, |work, id| {
                 Box::pin(async move {
-                    let found = outbound::retry_message(work.conn(), id).await?;
-                    work.queued |= found;
-                    Ok(found)
+                    let retry = outbound::retry_message(work.conn(), id).await?;
+                    work.queued |= retry == Retry::Queued;
+                    Ok(retry)
                 })
             })
             .await

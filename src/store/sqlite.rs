@@ -19,7 +19,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
 use super::{
     Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, HistoryEntry, IngestOutcome, MessageQuery,
-    Outcome, Page, Publish, Store, StoreError, StoredEvent,
+    Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent,
 };
 use crate::model::{Customer, OrderKey, UtcMillis, json};
 use crate::outbound::{Attempt, Due, Message, Next, Subscription};
@@ -90,6 +90,7 @@ enum Answer {
     Ingest(IngestOutcome),
     Reprocess(Option<IngestOutcome>),
     Found(bool),
+    Retried(Retry),
     Subscription(Option<Subscription>),
     Replayed(Option<u64>),
     Erased(Erasure),
@@ -332,8 +333,11 @@ impl Store for SqliteStore {
         Box::pin(self.readers.run(move |conn| outbound::messages(conn, &query)))
     }
 
-    fn retry_message(&self, id: String) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(self.ask(Op::RetryMessage(id), found))
+    fn retry_message(&self, id: String) -> BoxFuture<'_, Result<Retry, StoreError>> {
+        Box::pin(self.ask(Op::RetryMessage(id), |a| match a {
+            Answer::Retried(retry) => Some(retry),
+            _ => None,
+        }))
     }
 
     fn replay(&self, subscription_id: String, since: UtcMillis) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
@@ -576,9 +580,9 @@ fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreE
         Op::DeleteSubscription(id) => outbound::delete_subscription(tx, id).map(Answer::Found),
         Op::SetEnabled(id, enabled) => outbound::set_enabled(tx, id, *enabled).map(Answer::Subscription),
         Op::RetryMessage(id) => {
-            let found = outbound::retry_message(tx, id)?;
-            ctx.queued |= found;
-            Ok(Answer::Found(found))
+            let retry = outbound::retry_message(tx, id)?;
+            ctx.queued |= retry == Retry::Queued;
+            Ok(Answer::Retried(retry))
         }
         Op::Replay(id, since) => {
             let replayed = outbound::replay(tx, id, *since)?;

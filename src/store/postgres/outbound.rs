@@ -20,7 +20,7 @@ use crate::model::UtcMillis;
 use crate::outbound::{Attempt, Due, Message, MessageStatus, Next, Subscription};
 use crate::store::directory::Change;
 use crate::store::rows::{Envelope, RawAttempt, RawMessage, RawSubscription, decode_subscription, page, parse_action};
-use crate::store::{Claim, MessageQuery, Page, StoreError};
+use crate::store::{Claim, MessageQuery, Page, Retry, StoreError};
 
 const SUBSCRIPTION_COLUMNS: &str = "id, url, secret, actions, sources, enabled, created_at";
 
@@ -214,13 +214,13 @@ async fn promote_next(
     Ok(())
 }
 
-pub(super) async fn retry_message(conn: &mut PgConnection, id: &str) -> Result<bool, StoreError> {
+pub(super) async fn retry_message(conn: &mut PgConnection, id: &str) -> Result<Retry, StoreError> {
     let customer: Option<String> = sqlx::query_scalar("SELECT customer_id FROM messages WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?;
     let Some(customer) = customer else {
-        return Ok(false);
+        return Ok(Retry::NotFound);
     };
     lock(conn, &[customer]).await?;
     let now = UtcMillis::now();
@@ -234,10 +234,19 @@ pub(super) async fn retry_message(conn: &mut PgConnection, id: &str) -> Result<b
     .fetch_optional(&mut *conn)
     .await?;
     let Some((subscription_id, customer_id)) = changed else {
-        return Ok(false);
+        // Cancelled, or deleted with its subscription since it was read.
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM messages WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        return Ok(if exists.is_some() {
+            Retry::Cancelled
+        } else {
+            Retry::NotFound
+        });
     };
     settle_queue(conn, &subscription_id, &customer_id, now).await?;
-    Ok(true)
+    Ok(Retry::Queued)
 }
 
 /// Queues again every change since `since` that the subscription wants. A

@@ -10,7 +10,7 @@ use crate::outbound::{Attempt, Due, Message, MessageStatus, Next, Subscription};
 use crate::store::StoreError;
 use crate::store::directory::Change;
 use crate::store::rows::{Envelope, RawMessage, RawSubscription, decode_subscription, page, parse_action};
-use crate::store::{Claim, MessageQuery, Page};
+use crate::store::{Claim, MessageQuery, Page, Retry};
 
 const SUBSCRIPTION_COLUMNS: &str = "id, url, secret, actions, sources, enabled, created_at";
 
@@ -197,7 +197,7 @@ fn promote_next(tx: &Connection, subscription_id: &str, customer_id: &str, now: 
     Ok(())
 }
 
-pub(super) fn retry_message(tx: &Connection, id: &str) -> Result<bool, StoreError> {
+pub(super) fn retry_message(tx: &Connection, id: &str) -> Result<Retry, StoreError> {
     let now = UtcMillis::now();
     let changed = tx
         .prepare_cached(
@@ -210,10 +210,13 @@ pub(super) fn retry_message(tx: &Connection, id: &str) -> Result<bool, StoreErro
         })
         .optional()?;
     let Some((subscription_id, customer_id)) = changed else {
-        return Ok(false);
+        let exists = tx
+            .prepare_cached("SELECT 1 FROM messages WHERE id = ?1")?
+            .exists([id])?;
+        return Ok(if exists { Retry::Cancelled } else { Retry::NotFound });
     };
     settle_queue(tx, &subscription_id, &customer_id, now)?;
-    Ok(true)
+    Ok(Retry::Queued)
 }
 
 pub(super) fn replay(tx: &Connection, subscription_id: &str, since: UtcMillis) -> Result<Option<u64>, StoreError> {
