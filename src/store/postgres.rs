@@ -55,6 +55,8 @@ const POOL_SIZE: u32 = 16;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Runs of one transaction that keeps losing races, at most.
 const MAX_RUNS: usize = 10;
+/// Customers whose changes one replay transaction queues again.
+const REPLAY_CHUNK: usize = 200;
 /// The first key of every advisory lock Clientele takes, so that its locks
 /// never meet another application's on a shared database ("CLNT").
 const LOCK_SPACE: i32 = 0x434c_4e54;
@@ -406,16 +408,33 @@ impl Store for PgStore {
         })
     }
 
+    /// A replay moves the lines of every customer it covers, so it holds
+    /// their locks, as ingest does: a few hundred customers per
+    /// transaction, which Postgres's lock table holds where all of them
+    /// might not.
     fn replay(&self, subscription_id: String, since: UtcMillis) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
         Box::pin(async move {
-            self.write(&(subscription_id, since), |work, (id, since)| {
-                Box::pin(async move {
-                    let replayed = outbound::replay(work.conn(), id, *since).await?;
-                    work.queued |= replayed.is_some_and(|n| n > 0);
-                    Ok(replayed)
-                })
-            })
-            .await
+            let id = subscription_id.clone();
+            let customers = self
+                .read(move |conn| Box::pin(async move { outbound::replayed_customers(conn, &id, since).await }))
+                .await?;
+            let Some(customers) = customers else {
+                return Ok(None);
+            };
+            let mut queued = 0;
+            for chunk in customers.chunks(REPLAY_CHUNK) {
+                let args = (subscription_id.clone(), since, chunk.to_vec());
+                queued += self
+                    .write(&args, |work, (id, since, customers)| {
+                        Box::pin(async move {
+                            let queued = outbound::replay(work.conn(), id, *since, customers).await?;
+                            work.queued |= queued > 0;
+                            Ok(queued)
+                        })
+                    })
+                    .await?;
+            }
+            Ok(Some(queued))
         })
     }
 

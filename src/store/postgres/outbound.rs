@@ -8,7 +8,7 @@
 //!   instances never claim one message, and lease them, so a crashed
 //!   instance's messages are claimed again once the lease ends;
 //! - whatever moves a customer's line of messages (a new change, an
-//!   attempt's end, a manual retry) holds that customer's lock, so that a
+//!   attempt's end, a manual retry, a replay) holds that customer's lock, so that a
 //!   message never waits behind one that another instance just finished.
 
 use std::collections::HashMap;
@@ -249,21 +249,46 @@ pub(super) async fn retry_message(conn: &mut PgConnection, id: &str) -> Result<R
     Ok(Retry::Queued)
 }
 
-/// Queues again every change since `since` that the subscription wants. A
-/// replay takes no customer locks (it may cover every customer): its
-/// messages are due at once, so none of them leaves a line stalled.
+/// The customers with changes since `since` to replay; `None`: no such
+/// subscription.
+pub(super) async fn replayed_customers(
+    conn: &mut PgConnection,
+    subscription_id: &str,
+    since: UtcMillis,
+) -> Result<Option<Vec<String>>, StoreError> {
+    if subscription(conn, subscription_id).await?.is_none() {
+        return Ok(None);
+    }
+    let customers = sqlx::query_scalar(
+        "SELECT DISTINCT customer_id FROM outbox WHERE created_at >= $1 AND NOT redacted ORDER BY customer_id",
+    )
+    .bind(since.to_string())
+    .fetch_all(conn)
+    .await?;
+    Ok(Some(customers))
+}
+
+/// Queues again these customers' changes since `since` that the
+/// subscription wants, holding the customers' locks: an erasure or an
+/// attempt's end cannot interleave with it. Changes an erasure redacted
+/// meanwhile are left out. Returns how many were queued.
 pub(super) async fn replay(
     conn: &mut PgConnection,
     subscription_id: &str,
     since: UtcMillis,
-) -> Result<Option<u64>, StoreError> {
+    customers: &[String],
+) -> Result<u64, StoreError> {
+    // Deleted since the replay began: nothing to queue.
     let Some(subscription) = subscription(conn, subscription_id).await? else {
-        return Ok(None);
+        return Ok(0);
     };
+    lock(conn, customers).await?;
     let now = UtcMillis::now();
     let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
-        "SELECT seq, customer_id, source, action FROM outbox WHERE created_at >= $1 AND NOT redacted ORDER BY seq",
+        "SELECT seq, customer_id, source, action FROM outbox
+         WHERE customer_id = ANY($1) AND created_at >= $2 AND NOT redacted ORDER BY seq",
     )
+    .bind(customers)
     .bind(since.to_string())
     .fetch_all(&mut *conn)
     .await?;
@@ -274,7 +299,7 @@ pub(super) async fn replay(
             queued += 1;
         }
     }
-    Ok(Some(queued))
+    Ok(queued)
 }
 
 /// Claims due messages; `turn` picks the subscription to start with, in
