@@ -305,6 +305,13 @@ pub(super) async fn replay(
 /// Claims due messages; `turn` picks the subscription to start with, in
 /// rotation. Rows another instance is claiming are skipped, not waited for.
 pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -> Result<Vec<Due>, StoreError> {
+    // Due times and leases on the database's clock, not this instance's:
+    // a lease is read by every instance, and their clocks may disagree by
+    // more than its margin. The lease keeps the length the caller asked.
+    let now: i64 = sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+        .fetch_one(&mut *conn)
+        .await?;
+    let lease_until = now + (claim.lease_until.as_millisecond() - claim.now.as_millisecond());
     let subscriptions: Vec<String> = sqlx::query_scalar("SELECT id FROM subscriptions WHERE enabled ORDER BY id")
         .fetch_all(&mut *conn)
         .await?;
@@ -329,7 +336,7 @@ pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -
              FOR UPDATE OF m SKIP LOCKED",
         )
         .bind(subscription)
-        .bind(claim.now.as_millisecond())
+        .bind(now)
         .bind(share as i64)
         .fetch_all(&mut *conn)
         .await?;
@@ -351,7 +358,7 @@ pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -
              RETURNING m.subscription_id, m.failures, m.generation, s.url, s.secret, o.id, o.body",
         )
         .bind(seq)
-        .bind(claim.lease_until.as_millisecond())
+        .bind(lease_until)
         .fetch_one(&mut *conn)
         .await?;
         claimed.push(Due {
