@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Acquire, Executor, PgConnection, PgPool, Postgres, QueryBuilder};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{Acquire, Executor, FromRow, PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use tokio::sync::Notify;
 
 use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
@@ -311,8 +311,8 @@ impl Store for PgStore {
             self.read(|conn| {
                 Box::pin(async move {
                     let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
-                    let row: Option<EventRow> = sqlx::query_as(&sql).bind(&id).fetch_optional(conn).await?;
-                    row.map(|r| raw_event(r).into_event()).transpose()
+                    let row: Option<RawEvent> = sqlx::query_as(&sql).bind(&id).fetch_optional(conn).await?;
+                    row.map(RawEvent::into_event).transpose()
                 })
             })
             .await
@@ -688,47 +688,26 @@ async fn load(conn: &mut PgConnection, ids: &[String]) -> Result<Loaded, StoreEr
          SELECT 'link', survivor, absorbed, order_key, NULL, NULL, NULL, NULL, NULL, NULL, NULL
          FROM merge_links WHERE survivor = ANY($1) OR absorbed = ANY($1)"
     );
-    let rows: Vec<LoadRow> = sqlx::query_as(&sql).bind(ids).fetch_all(conn).await?;
+    // Each row is its kind, then a `customers` row in [`RECORD_COLUMNS`]
+    // order, or a suppressed id, or a link's survivor, absorbed id and
+    // order key, the rest null.
+    let rows: Vec<PgRow> = sqlx::query(&sql).bind(ids).fetch_all(conn).await?;
     let mut loaded = Loaded::default();
     for row in rows {
-        match row {
-            (
-                kind,
-                id,
-                Some(source),
-                Some(external_id),
-                Some(profile),
-                order_key,
-                merged_into,
-                Some(merged_from),
-                Some(version),
-                Some(changed_at),
-                Some(change_seq),
-            ) if kind == "record" => {
-                let raw = raw_record((
-                    id,
-                    source,
-                    external_id,
-                    profile,
-                    order_key,
-                    merged_into,
-                    merged_from,
-                    version,
-                    changed_at,
-                    change_seq,
-                ));
-                let (record, _) = raw.into_record()?;
+        match row.try_get::<&str, _>(0)? {
+            "record" => {
+                let (record, _) = record_at(&row, 1)?.into_record()?;
                 loaded.records.insert(record.id.clone(), record);
             }
-            (kind, id, ..) if kind == "erased" => {
-                loaded.suppressed.insert(id);
+            "erased" => {
+                loaded.suppressed.insert(row.try_get(1)?);
             }
-            (kind, survivor, Some(absorbed), Some(key), ..) if kind == "link" => loaded.links.push(MergeLink {
-                survivor,
-                absorbed,
-                order_key: json::decode(key.as_bytes())?,
+            "link" => loaded.links.push(MergeLink {
+                survivor: row.try_get(1)?,
+                absorbed: row.try_get(2)?,
+                order_key: json::decode(row.try_get::<&str, _>(3)?.as_bytes())?,
             }),
-            (kind, ..) => {
+            kind => {
                 return Err(StoreError::Bug(format!(
                     "an unexpected {kind:?} row while loading records"
                 )));
@@ -741,23 +720,6 @@ async fn load(conn: &mut PgConnection, ids: &[String]) -> Result<Loaded, StoreEr
         .sort_by(|a, b| (&a.survivor, &a.absorbed).cmp(&(&b.survivor, &b.absorbed)));
     Ok(loaded)
 }
-
-/// A row of [`load`]: its kind, then a `customers` row in
-/// [`RECORD_COLUMNS`] order, or a suppressed id, or a merge link's
-/// survivor, absorbed id and order key, the rest null.
-type LoadRow = (
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<String>,
-    Option<i64>,
-);
 
 /// Writes what the directory decided, and queues its changes for
 /// subscribers if `publish`.
@@ -888,42 +850,10 @@ async fn sync_lookup(
     Ok(())
 }
 
-/// A `customers` row in [`RECORD_COLUMNS`] order.
-type RecordRow = (
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    String,
-    i64,
-    String,
-    i64,
-);
-
-fn raw_record(
-    (id, source, external_id, profile, order_key, merged_into, merged_from, version, changed_at, change_seq): RecordRow,
-) -> RawRecord {
-    RawRecord {
-        id,
-        source,
-        external_id,
-        profile,
-        order_key,
-        merged_into,
-        merged_from,
-        version,
-        changed_at,
-        change_seq,
-    }
-}
-
 async fn load_record(conn: &mut PgConnection, id: &str) -> Result<Option<Record>, StoreError> {
     let sql = format!("SELECT {RECORD_COLUMNS} FROM customers WHERE id = $1");
-    let row: Option<RecordRow> = sqlx::query_as(&sql).bind(id).fetch_optional(conn).await?;
-    row.map(|r| raw_record(r).into_record().map(|(record, _)| record))
-        .transpose()
+    let row: Option<RawRecord> = sqlx::query_as(&sql).bind(id).fetch_optional(conn).await?;
+    row.map(|r| r.into_record().map(|(record, _)| record)).transpose()
 }
 
 async fn list_customers(conn: &mut PgConnection, q: CustomerQuery) -> Result<Page<Customer>, StoreError> {
@@ -954,67 +884,16 @@ async fn list_customers(conn: &mut PgConnection, q: CustomerQuery) -> Result<Pag
         sql.push(" AND status <> 'merged'");
     }
     sql.push(" ORDER BY change_seq LIMIT ").push_bind(q.limit as i64 + 1);
-    let rows: Vec<RecordRow> = sql.build_query_as().fetch_all(conn).await?;
+    let rows: Vec<RawRecord> = sql.build_query_as().fetch_all(conn).await?;
     let records = rows
         .into_iter()
-        .map(|r| raw_record(r).into_record())
+        .map(RawRecord::into_record)
         .collect::<Result<Vec<_>, StoreError>>()?;
     let page = page(records, q.limit, |(_, seq)| *seq);
     Ok(Page {
         items: page.items.into_iter().map(|(r, _)| r.to_customer()).collect(),
         next: page.next,
     })
-}
-
-/// An `events` row in [`EVENT_COLUMNS`] order.
-type EventRow = (
-    i64,
-    String,
-    String,
-    String,
-    String,
-    String,
-    Option<Vec<u8>>,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-    bool,
-);
-
-fn raw_event(
-    (
-        seq,
-        id,
-        source,
-        dedupe_key,
-        received_at,
-        headers,
-        body,
-        status,
-        reason,
-        outcome,
-        customer_id,
-        duplicates,
-        redacted,
-    ): EventRow,
-) -> RawEvent {
-    RawEvent {
-        seq,
-        id,
-        source,
-        dedupe_key,
-        received_at,
-        headers,
-        body,
-        status,
-        reason,
-        outcome,
-        customer_id,
-        duplicates,
-        redacted,
-    }
 }
 
 async fn list_events(conn: &mut PgConnection, query: EventQuery) -> Result<Page<StoredEvent>, StoreError> {
@@ -1030,10 +909,53 @@ async fn list_events(conn: &mut PgConnection, query: EventQuery) -> Result<Page<
         sql.push(" AND status = ").push_bind(status.as_str());
     }
     sql.push(" ORDER BY seq LIMIT ").push_bind(query.limit as i64 + 1);
-    let rows: Vec<EventRow> = sql.build_query_as().fetch_all(conn).await?;
+    let rows: Vec<RawEvent> = sql.build_query_as().fetch_all(conn).await?;
     let events = rows
         .into_iter()
-        .map(|r| raw_event(r).into_event())
+        .map(RawEvent::into_event)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(page(events, query.limit, |e| e.seq))
+}
+
+/// A `customers` row in [`RECORD_COLUMNS`] order, from column `at` on.
+fn record_at(r: &PgRow, at: usize) -> Result<RawRecord, sqlx::Error> {
+    Ok(RawRecord {
+        id: r.try_get(at)?,
+        source: r.try_get(at + 1)?,
+        external_id: r.try_get(at + 2)?,
+        profile: r.try_get(at + 3)?,
+        order_key: r.try_get(at + 4)?,
+        merged_into: r.try_get(at + 5)?,
+        merged_from: r.try_get(at + 6)?,
+        version: r.try_get(at + 7)?,
+        changed_at: r.try_get(at + 8)?,
+        change_seq: r.try_get(at + 9)?,
+    })
+}
+
+impl FromRow<'_, PgRow> for RawRecord {
+    fn from_row(r: &PgRow) -> Result<Self, sqlx::Error> {
+        record_at(r, 0)
+    }
+}
+
+/// An `events` row in [`EVENT_COLUMNS`] order.
+impl FromRow<'_, PgRow> for RawEvent {
+    fn from_row(r: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(RawEvent {
+            seq: r.try_get(0)?,
+            id: r.try_get(1)?,
+            source: r.try_get(2)?,
+            dedupe_key: r.try_get(3)?,
+            received_at: r.try_get(4)?,
+            headers: r.try_get(5)?,
+            body: r.try_get(6)?,
+            status: r.try_get(7)?,
+            reason: r.try_get(8)?,
+            outcome: r.try_get(9)?,
+            customer_id: r.try_get(10)?,
+            duplicates: r.try_get(11)?,
+            redacted: r.try_get(12)?,
+        })
+    }
 }
