@@ -226,6 +226,7 @@ async fn a_crashed_instances_claim_is_taken_over_by_another_instance() {
             limit: 64,
             per_subscription: 8,
             in_flight: Default::default(),
+            sending: Default::default(),
         })
         .await
         .expect("a claim");

@@ -67,18 +67,15 @@ pub async fn run(store: Arc<dyn Store>, settings: DeliverySettings, mut stop: wa
                 limit: free,
                 per_subscription: PER_SUBSCRIPTION,
                 in_flight: in_flight.per_subscription.clone(),
+                sending: in_flight.messages.clone(),
             };
             match store.claim_due(claim).await {
                 Ok(due) => {
                     for message in due {
-                        // A message whose lease ran out while its send still
-                        // runs is not sent twice at once.
-                        if !in_flight.messages.contains(&message.seq) {
-                            let (seq, subscription) = (message.seq, message.subscription_id.clone());
-                            let sender = sender.clone();
-                            let task = sends.spawn(async move { sender.attempt(message).await });
-                            in_flight.start(task.id(), seq, subscription);
-                        }
+                        let (seq, subscription) = (message.seq, message.subscription_id.clone());
+                        let sender = sender.clone();
+                        let task = sends.spawn(async move { sender.attempt(message).await });
+                        in_flight.start(task.id(), seq, subscription);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot claim due messages"),

@@ -15,7 +15,7 @@ pub mod postgres;
 mod rows;
 pub mod sqlite;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -274,6 +274,12 @@ pub struct Claim {
     pub per_subscription: usize,
     /// Messages in flight now, per subscription: they count against it.
     pub in_flight: HashMap<String, usize>,
+    /// The messages being sent now (by `seq`): never claimed again while
+    /// they are, even when due again (retried, replayed, or their lease
+    /// ran out), so that a message is not sent twice at once and no claim
+    /// leases one it cannot send. Due, they are claimed once their send
+    /// ends.
+    pub sending: HashSet<i64>,
 }
 
 /// A page of results and the position to continue from, if there is more.

@@ -340,7 +340,7 @@ pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -
         .bind(share as i64)
         .fetch_all(&mut *conn)
         .await?;
-        seqs.extend(due);
+        seqs.extend(due.into_iter().filter(|seq| !claim.sending.contains(seq)));
     }
     let mut claimed = Vec::with_capacity(seqs.len());
     for seq in seqs {

@@ -280,7 +280,10 @@ pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<D
             r.get(0)
         })?;
         for seq in rows {
-            seqs.push(seq?);
+            let seq = seq?;
+            if !claim.sending.contains(&seq) {
+                seqs.push(seq);
+            }
         }
     }
     let mut lease = tx.prepare_cached(
