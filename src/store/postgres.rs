@@ -19,7 +19,6 @@
 //! with [`StoreError::Unavailable`] (answered `503`), and the pool
 //! reconnects by itself once it is back.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -30,8 +29,8 @@ use tokio::sync::Notify;
 
 use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
 use super::rows::{
-    EVENT_COLUMNS, RECORD_COLUMNS, RawEvent, RawRecord, Settled, Settling, is_suppressed_target, page, parse_time,
-    settling,
+    EVENT_COLUMNS, Lookup, RECORD_COLUMNS, RawEvent, RawRecord, Settled, Settling, is_suppressed_target, lookup_edits,
+    page, parse_time, settling,
 };
 use super::{
     Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, HistoryEntry, IngestOutcome, MessageQuery,
@@ -765,12 +764,13 @@ async fn persist(
         .execute(work.conn())
         .await?;
         let old = loaded.records.get(&r.id).map(|o| &o.profile);
-        let phones = |p: &crate::model::Profile| p.phones.iter().filter_map(|p| p.e164.clone()).collect();
-        let (old_phones, new_phones) = (old.map(phones).unwrap_or_default(), phones(&r.profile));
-        sync_lookup(work.conn(), &PHONES, &r.id, old_phones, new_phones).await?;
-        let businesses = |p: &crate::model::Profile| p.business_ids.iter().cloned().collect();
-        let (old_businesses, new_businesses) = (old.map(businesses).unwrap_or_default(), businesses(&r.profile));
-        sync_lookup(work.conn(), &BUSINESSES, &r.id, old_businesses, new_businesses).await?;
+        for (lookup, add, key) in lookup_edits(old, &r.profile) {
+            sqlx::query(lookup_sql(lookup, add))
+                .bind(key)
+                .bind(&r.id)
+                .execute(work.conn())
+                .await?;
+        }
     }
     for l in &effects.links {
         sqlx::query(
@@ -808,46 +808,19 @@ async fn publish(work: &mut Work, changes: &[directory::Change]) -> Result<(), S
     Ok(())
 }
 
-/// A table that finds customers by a key (an E.164 phone, a business id).
-struct Lookup {
-    insert: &'static str,
-    delete: &'static str,
-}
-
-const PHONES: Lookup = Lookup {
-    insert: "INSERT INTO customer_phones (e164, customer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-    delete: "DELETE FROM customer_phones WHERE e164 = $1 AND customer_id = $2",
-};
-
-const BUSINESSES: Lookup = Lookup {
-    insert: "INSERT INTO customer_businesses (business_id, customer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-    delete: "DELETE FROM customer_businesses WHERE business_id = $1 AND customer_id = $2",
-};
-
-/// Brings a lookup table from a record's `old` keys to its `new` ones,
-/// touching only the keys that changed.
-async fn sync_lookup(
-    conn: &mut PgConnection,
-    lookup: &Lookup,
-    id: &str,
-    old: BTreeSet<String>,
-    new: BTreeSet<String>,
-) -> Result<(), StoreError> {
-    for gone in old.difference(&new) {
-        sqlx::query(lookup.delete)
-            .bind(gone)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
+/// The statement that removes (`add` false) or adds a lookup row, bound
+/// to the key and the customer id.
+fn lookup_sql(lookup: Lookup, add: bool) -> &'static str {
+    match (lookup, add) {
+        (Lookup::Phones, true) => {
+            "INSERT INTO customer_phones (e164, customer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+        }
+        (Lookup::Phones, false) => "DELETE FROM customer_phones WHERE e164 = $1 AND customer_id = $2",
+        (Lookup::Businesses, true) => {
+            "INSERT INTO customer_businesses (business_id, customer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+        }
+        (Lookup::Businesses, false) => "DELETE FROM customer_businesses WHERE business_id = $1 AND customer_id = $2",
     }
-    for added in new.difference(&old) {
-        sqlx::query(lookup.insert)
-            .bind(added)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
 }
 
 async fn load_record(conn: &mut PgConnection, id: &str) -> Result<Option<Record>, StoreError> {

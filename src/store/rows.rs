@@ -4,13 +4,13 @@
 //! ([`super::sqlite`], [`super::postgres`]) differ in SQL and in how they
 //! linearize writes, never in what a row means.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 
 use super::directory::{Change, EventMeta, Loaded, Record};
 use super::{Action, EventStatus, IngestOutcome, Outcome, Page, StoreError, StoredEvent};
-use crate::model::{CustomerEvent, OrderKey, UtcMillis, json};
+use crate::model::{CustomerEvent, OrderKey, Profile, UtcMillis, json};
 use crate::outbound::{Attempt, Message, MessageStatus, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
@@ -305,4 +305,32 @@ impl RawMessage {
             seq: self.seq,
         })
     }
+}
+
+/// A table that finds customers by a key: an E.164 phone, a business id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lookup {
+    Phones,
+    Businesses,
+}
+
+/// The lookup rows a record's write removes (`false`) and adds (`true`),
+/// from its `old` profile (none for a new record) to its `new` one: only
+/// the keys that changed, as most updates change none, and each row
+/// touched is a random page written.
+pub(super) fn lookup_edits(old: Option<&Profile>, new: &Profile) -> Vec<(Lookup, bool, String)> {
+    let keys = |lookup: Lookup, p: &Profile| -> BTreeSet<String> {
+        match lookup {
+            Lookup::Phones => p.phones.iter().filter_map(|p| p.e164.clone()).collect(),
+            Lookup::Businesses => p.business_ids.iter().cloned().collect(),
+        }
+    };
+    let mut edits = Vec::new();
+    for lookup in [Lookup::Phones, Lookup::Businesses] {
+        let before = old.map(|p| keys(lookup, p)).unwrap_or_default();
+        let after = keys(lookup, new);
+        edits.extend(before.difference(&after).map(|k| (lookup, false, k.clone())));
+        edits.extend(after.difference(&before).map(|k| (lookup, true, k.clone())));
+    }
+    edits
 }

@@ -7,7 +7,7 @@
 //! request. Reads run on a small pool of read-only connections, which WAL
 //! lets proceed while the writer commits.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -28,8 +28,8 @@ use crate::sources::{Mapped, Unmappable};
 mod outbound;
 
 use super::rows::{
-    EVENT_COLUMNS, RECORD_COLUMNS, RawEvent, RawRecord, Settled, Settling, is_suppressed_target, page, parse_time,
-    settling,
+    EVENT_COLUMNS, Lookup, RECORD_COLUMNS, RawEvent, RawRecord, Settled, Settling, is_suppressed_target, lookup_edits,
+    page, parse_time, settling,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -862,22 +862,10 @@ fn persist(
             ctx.last_change,
         ])?;
         let old = loaded.records.get(&r.id).map(|o| &o.profile);
-        let phones = |p: &crate::model::Profile| p.phones.iter().filter_map(|p| p.e164.clone()).collect();
-        sync_lookup(
-            tx,
-            &PHONES,
-            &r.id,
-            old.map(phones).unwrap_or_default(),
-            phones(&r.profile),
-        )?;
-        let businesses = |p: &crate::model::Profile| p.business_ids.iter().cloned().collect();
-        sync_lookup(
-            tx,
-            &BUSINESSES,
-            &r.id,
-            old.map(businesses).unwrap_or_default(),
-            businesses(&r.profile),
-        )?;
+        for (lookup, add, key) in lookup_edits(old, &r.profile) {
+            tx.prepare_cached(lookup_sql(lookup, add))?
+                .execute([key.as_str(), r.id.as_str()])?;
+        }
     }
     let mut link = tx.prepare_cached(
         "INSERT INTO merge_links (survivor, absorbed, order_key) VALUES (?1, ?2, ?3)
@@ -909,39 +897,17 @@ fn publish(tx: &Connection, changes: &[directory::Change], ctx: &mut Context) ->
     Ok(())
 }
 
-/// A table that finds customers by a key (an E.164 phone, a business id).
-struct Lookup {
-    insert: &'static str,
-    delete: &'static str,
-}
-
-const PHONES: Lookup = Lookup {
-    insert: "INSERT OR IGNORE INTO customer_phones (e164, customer_id) VALUES (?1, ?2)",
-    delete: "DELETE FROM customer_phones WHERE e164 = ?1 AND customer_id = ?2",
-};
-
-const BUSINESSES: Lookup = Lookup {
-    insert: "INSERT OR IGNORE INTO customer_businesses (business_id, customer_id) VALUES (?1, ?2)",
-    delete: "DELETE FROM customer_businesses WHERE business_id = ?1 AND customer_id = ?2",
-};
-
-/// Brings a lookup table from a record's `old` keys to its `new` ones,
-/// touching only the keys that changed: most updates change none, and each
-/// row touched is a random page written.
-fn sync_lookup(
-    tx: &Connection,
-    lookup: &Lookup,
-    id: &str,
-    old: BTreeSet<String>,
-    new: BTreeSet<String>,
-) -> Result<(), StoreError> {
-    for gone in old.difference(&new) {
-        tx.prepare_cached(lookup.delete)?.execute([gone.as_str(), id])?;
+/// The statement that removes (`add` false) or adds a lookup row, bound
+/// to the key and the customer id.
+fn lookup_sql(lookup: Lookup, add: bool) -> &'static str {
+    match (lookup, add) {
+        (Lookup::Phones, true) => "INSERT OR IGNORE INTO customer_phones (e164, customer_id) VALUES (?1, ?2)",
+        (Lookup::Phones, false) => "DELETE FROM customer_phones WHERE e164 = ?1 AND customer_id = ?2",
+        (Lookup::Businesses, true) => {
+            "INSERT OR IGNORE INTO customer_businesses (business_id, customer_id) VALUES (?1, ?2)"
+        }
+        (Lookup::Businesses, false) => "DELETE FROM customer_businesses WHERE business_id = ?1 AND customer_id = ?2",
     }
-    for added in new.difference(&old) {
-        tx.prepare_cached(lookup.insert)?.execute([added.as_str(), id])?;
-    }
-    Ok(())
 }
 
 fn load_record(conn: &Connection, id: &str) -> Result<Option<Record>, StoreError> {
