@@ -21,7 +21,7 @@ use super::{
     Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, HistoryEntry, IngestOutcome, MessageQuery,
     Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent,
 };
-use crate::model::{Customer, OrderKey, UtcMillis, json};
+use crate::model::{Customer, OrderKey, Profile, UtcMillis, json};
 use crate::outbound::{Attempt, Due, Message, Next, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
@@ -35,6 +35,7 @@ use super::rows::{
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0001_init.sql"),
     include_str!("migrations/sqlite/0002_outbound.sql"),
+    include_str!("migrations/sqlite/0003_lookup_indexes.sql"),
 ];
 
 /// Requests waiting for the writer at most; beyond, callers wait.
@@ -428,6 +429,9 @@ impl Readers {
     }
 }
 
+/// Each command's answer, in the order of the batch.
+type Answers = Vec<Result<Answer, StoreError>>;
+
 struct Writer {
     conn: Connection,
     ctx: Context,
@@ -471,40 +475,27 @@ impl Writer {
         tracing::debug!("store writer stopped");
     }
 
-    /// Runs every command of the batch in one transaction, each in its own
-    /// savepoint so that one failure does not undo the others, and answers
-    /// them only once the transaction is committed.
+    /// Runs every command of the batch in one transaction and answers them
+    /// only once it is committed. The commands run side by side first; if
+    /// one fails, the transaction is rolled back and they run again, each in
+    /// its own savepoint, so that one failure does not undo the others. (A
+    /// savepoint for every command costs a copy of each page it touches.)
     fn commit(&mut self, batch: &mut Vec<Command>) {
         let size = batch.len();
-        let mut done = Vec::with_capacity(size);
-        let mut tx = match self.conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-            Ok(tx) => tx,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot begin a write transaction");
-                for command in batch.drain(..) {
-                    let _ = command.reply.send(Err(StoreError::Unavailable(e.to_string())));
-                }
-                return;
-            }
-        };
-        for command in batch.drain(..) {
-            if command.op.touches_subscriptions() {
+        let before = (self.ctx.last_change, self.ctx.erased);
+        let results = match self.transact(batch, false) {
+            Ok(Some(results)) => Ok(results),
+            Ok(None) => {
+                (self.ctx.last_change, self.ctx.erased) = before;
+                self.ctx.queued = false;
                 self.ctx.subscriptions = None;
+                self.transact(batch, true)
+                    .map(|results| results.expect("commands in savepoints are answered one by one"))
             }
-            let result = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<Answer, StoreError> {
-                let sp = tx.savepoint()?;
-                let answer = execute(&sp, &command.op, &mut self.ctx)?;
-                sp.commit()?;
-                Ok(answer)
-            }))
-            .unwrap_or_else(|_| Err(StoreError::Bug("a write panicked".into())));
-            if let Err(e) = &result {
-                tracing::error!(error = %e, "a write failed and was rolled back");
-            }
-            done.push((command.reply, result));
-        }
-        match tx.commit() {
-            Ok(()) => {
+            Err(e) => Err(e),
+        };
+        match results {
+            Ok(results) => {
                 metrics::histogram!("clientele_store_batch_size").record(size as f64);
                 if std::mem::take(&mut self.ctx.queued) {
                     self.queued.notify_one();
@@ -514,19 +505,51 @@ impl Writer {
                 if self.ctx.erased {
                     self.ctx.erased = !self.checkpoint_after_erasure();
                 }
-                for (reply, result) in done {
-                    let _ = reply.send(result);
+                for (command, result) in batch.drain(..).zip(results) {
+                    let _ = command.reply.send(result);
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "a write transaction failed to commit");
+                tracing::error!(error = %e, "a write transaction failed");
                 self.ctx.queued = false;
                 self.ctx.subscriptions = None;
-                for (reply, _) in done {
-                    let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
+                for command in batch.drain(..) {
+                    let _ = command.reply.send(Err(StoreError::Unavailable(e.to_string())));
                 }
             }
         }
+    }
+
+    /// Runs the batch's commands in one transaction, each in a savepoint
+    /// of its own if `isolated`, and commits. Without savepoints, the first
+    /// command that fails rolls the transaction back: then `None`.
+    fn transact(&mut self, batch: &[Command], isolated: bool) -> Result<Option<Answers>, rusqlite::Error> {
+        let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut results = Vec::with_capacity(batch.len());
+        for command in batch {
+            if command.op.touches_subscriptions() {
+                self.ctx.subscriptions = None;
+            }
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<Answer, StoreError> {
+                if !isolated {
+                    return execute(&tx, &command.op, &mut self.ctx);
+                }
+                let sp = tx.savepoint()?;
+                let answer = execute(&sp, &command.op, &mut self.ctx)?;
+                sp.commit()?;
+                Ok(answer)
+            }))
+            .unwrap_or_else(|_| Err(StoreError::Bug("a write panicked".into())));
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "a write failed and was rolled back");
+                if !isolated {
+                    return Ok(None);
+                }
+            }
+            results.push(result);
+        }
+        tx.commit()?;
+        Ok(Some(results))
     }
 }
 
@@ -760,8 +783,6 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
          WHERE id IN (SELECT event_id FROM history WHERE customer_id = ?1) AND customer_id = ?1",
         "DELETE FROM history WHERE customer_id = ?1",
         "DELETE FROM merge_links WHERE survivor = ?1 OR absorbed = ?1",
-        "DELETE FROM customer_phones WHERE customer_id = ?1",
-        "DELETE FROM customer_businesses WHERE customer_id = ?1",
         "DELETE FROM customers WHERE id = ?1",
         "UPDATE messages SET status = 'cancelled', next_attempt_at = NULL WHERE customer_id = ?1 AND status = 'pending'",
         "UPDATE outbox SET body = json_object('id', id, 'type', 'customer', 'action', action,
@@ -769,6 +790,10 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
          WHERE customer_id = ?1",
     ] {
         tx.prepare_cached(sql)?.execute([id])?;
+    }
+    for (lookup, add, key) in lookup_edits(Some(&record.profile), &Profile::default()) {
+        tx.prepare_cached(lookup_sql(lookup, add))?
+            .execute([key.as_str(), id])?;
     }
     tx.prepare_cached("INSERT INTO suppressions (customer_id, erased_at) VALUES (?1, ?2)")?
         .execute(params![id, now.to_string()])?;
@@ -837,16 +862,8 @@ fn persist(
             continue;
         }
         ctx.last_change += 1;
-        tx.prepare_cached(
-            "INSERT INTO customers (id, source, external_id, account, email, status, profile, order_key,
-                                    merged_into, merged_from, version, changed_at, change_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-             ON CONFLICT (id) DO UPDATE SET account = excluded.account, email = excluded.email,
-                 status = excluded.status, profile = excluded.profile, order_key = excluded.order_key,
-                 merged_into = excluded.merged_into, merged_from = excluded.merged_from,
-                 version = excluded.version, changed_at = excluded.changed_at, change_seq = excluded.change_seq",
-        )?
-        .execute(params![
+        let old = loaded.records.get(&r.id);
+        tx.prepare_cached(record_sql(old, r))?.execute(params![
             r.id,
             r.source,
             r.external_id,
@@ -861,8 +878,7 @@ fn persist(
             r.changed_at.to_string(),
             ctx.last_change,
         ])?;
-        let old = loaded.records.get(&r.id).map(|o| &o.profile);
-        for (lookup, add, key) in lookup_edits(old, &r.profile) {
+        for (lookup, add, key) in lookup_edits(old.map(|o| &o.profile), &r.profile) {
             tx.prepare_cached(lookup_sql(lookup, add))?
                 .execute([key.as_str(), r.id.as_str()])?;
         }
@@ -895,6 +911,30 @@ fn publish(tx: &Connection, changes: &[directory::Change], ctx: &mut Context) ->
     let subscriptions = ctx.subscriptions.as_deref().unwrap_or_default();
     ctx.queued |= outbound::queue(tx, changes, subscriptions)?;
     Ok(())
+}
+
+/// The statement that writes `new`, a record whose row was `old` (none for a
+/// new record), bound to its columns in the order of the insert. An update
+/// leaves out the indexed columns that did not change: SQLite rewrites the
+/// index entries of every column it sets, a random page each.
+fn record_sql(old: Option<&Record>, new: &Record) -> &'static str {
+    match old {
+        None => {
+            "INSERT INTO customers (id, source, external_id, account, email, status, profile, order_key,
+                                    merged_into, merged_from, version, changed_at, change_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        }
+        Some(old) if old.profile.account == new.profile.account && old.profile.email == new.profile.email => {
+            "UPDATE customers SET status = ?6, profile = ?7, order_key = ?8, merged_into = ?9, merged_from = ?10,
+                 version = ?11, changed_at = ?12, change_seq = ?13
+             WHERE id = ?1"
+        }
+        Some(_) => {
+            "UPDATE customers SET account = ?4, email = ?5, status = ?6, profile = ?7, order_key = ?8,
+                 merged_into = ?9, merged_from = ?10, version = ?11, changed_at = ?12, change_seq = ?13
+             WHERE id = ?1"
+        }
+    }
 }
 
 /// The statement that removes (`add` false) or adds a lookup row, bound
