@@ -26,6 +26,8 @@ use crate::outbound::{Attempt, Due, Message, Next, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
 mod outbound;
+#[cfg(test)]
+mod tests;
 
 use super::rows::{
     EVENT_COLUMNS, Lookup, RECORD_COLUMNS, RawEvent, RawRecord, Settled, Settling, is_suppressed_target, lookup_edits,
@@ -110,32 +112,12 @@ impl SqliteStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| open_error(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let mut conn = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             PRAGMA busy_timeout = 5000;
-             PRAGMA temp_store = MEMORY;
-             PRAGMA secure_delete = ON;
-             PRAGMA cache_size = -16384;
-             PRAGMA wal_autocheckpoint = 16384;",
-        )?;
-        migrate(&mut conn)?;
-        let last_change: i64 =
-            conn.query_row("SELECT COALESCE(MAX(change_seq), 0) FROM customers", [], |r| r.get(0))?;
-        let (commands, receiver) = mpsc::channel(QUEUE);
         let queued = Arc::new(Notify::new());
-        let writer = Writer {
-            conn,
-            ctx: Context {
-                last_change,
-                subscriptions: None,
-                queued: false,
-                erased: false,
-                claims: 0,
-            },
-            queued: queued.clone(),
-        };
+        let writer = Writer::open(path, queued.clone()).map_err(|e| match e {
+            StoreError::Sqlite(e) => open_error(e.to_string()),
+            e => e,
+        })?;
+        let (commands, receiver) = mpsc::channel(QUEUE);
         let handle = std::thread::Builder::new()
             .name("clientele-writer".into())
             .spawn(move || writer.run(receiver))
@@ -456,6 +438,35 @@ struct Context {
 }
 
 impl Writer {
+    /// Opens the database's one writing connection and brings its schema up
+    /// to date.
+    fn open(path: &Path, queued: Arc<Notify>) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA busy_timeout = 5000;
+             PRAGMA temp_store = MEMORY;
+             PRAGMA secure_delete = ON;
+             PRAGMA cache_size = -16384;
+             PRAGMA wal_autocheckpoint = 16384;",
+        )?;
+        migrate(&mut conn)?;
+        let last_change: i64 =
+            conn.query_row("SELECT COALESCE(MAX(change_seq), 0) FROM customers", [], |r| r.get(0))?;
+        Ok(Self {
+            conn,
+            ctx: Context {
+                last_change,
+                subscriptions: None,
+                queued: false,
+                erased: false,
+                claims: 0,
+            },
+            queued,
+        })
+    }
+
     fn run(mut self, mut receiver: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while let Some(command) = receiver.blocking_recv() {
