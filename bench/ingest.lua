@@ -5,6 +5,11 @@
 --   wrk -t2 -c64 -d20s --latency -s bench/ingest.lua http://127.0.0.1:8080
 
 local customers = tonumber(os.getenv("CUSTOMERS") or "100000")
+-- PACE_MS: each connection waits this long after each answer, so that
+-- together they send about connections * 1000 / PACE_MS deliveries/s. A
+-- closed loop: while the server stalls, fewer are sent, so a stall's cost
+-- to the latency percentiles is understated (coordinated omission).
+local pace = tonumber(os.getenv("PACE_MS") or "0")
 local threads = {}
 local counter = 0
 
@@ -49,5 +54,11 @@ function request()
     local body = string.format(treez, c % 10, c, c, c, c, c % 10000, counter, when, c)
     return wrk.format("POST", "/webhooks/treez",
       {["Content-Type"] = "application/json", ["Authorization"] = "Bearer treez-secret"}, body)
+  end
+end
+
+if pace > 0 then
+  function delay()
+    return pace
   end
 end

@@ -6,7 +6,9 @@
 #   bench/run.sh [seconds=20] [connections=64]
 #
 # Prints deliveries/s, p50/p99 acknowledgement latency, non-2xx answers and
-# peak RSS for both, and Clientele's rate as a ratio of the ceiling. Then the
+# peak RSS for both, and Clientele's rate as a ratio of the ceiling; then
+# Clientele's latency at half its own rate (wrk paced), and under ten times
+# the connections (overload: 503s, bounded memory). Then the
 # delivery benchmark: Clientele again, with one subscription to the no-op
 # receiver, the same load; its ingest ratio with the outbox on, and the
 # end-to-end changes/s from the load's start until every message is
@@ -90,6 +92,23 @@ metric() {
 start_clientele "sqlite://$work/ingest/clientele.db"
 measure clientele "$clientele" "$PORT"
 stop_clientele
+
+# The latency at half that rate, on a fresh store: each connection pauses
+# between deliveries (bench/ingest.lua's PACE_MS).
+pace=$(awk -v r="$(cat "$work/clientele.rate")" -v c="$CONNECTIONS" 'BEGIN {printf "%d", 2 * c * 1000 / r}')
+start_clientele "sqlite://$work/paced/clientele.db"
+PACE_MS=$pace measure half-rate "$clientele" "$PORT"
+stop_clientele
+
+# Ten times the connections, on a fresh store: beyond its bound of
+# deliveries in flight, Clientele answers 503 with Retry-After at once, and
+# its memory stays bounded.
+start_clientele "sqlite://$work/overload/clientele.db"
+CONNECTIONS=$((CONNECTIONS * 10)) measure overload "$clientele" "$PORT"
+stop_clientele
+awk -v d="$DURATION" '/requests in/ {n = $1} /Non-2xx/ {e = $5} END {
+  printf "overload: %d answers, %d of them non-2xx, %.0f accepted/s\n", n, e, (n - e) / d
+}' "$work/overload.txt"
 
 target/release/examples/noop "127.0.0.1:$NOOP_PORT" &
 noop=$!
