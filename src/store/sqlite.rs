@@ -1,10 +1,11 @@
 //! The embedded store: one SQLite file in WAL mode, no server.
 //!
 //! One writer thread owns the only writing connection. Requests reach it
-//! through a bounded channel; it takes every request waiting, runs each in
-//! its own savepoint inside one transaction, commits once (one fsync for
-//! the whole group, `synchronous = FULL`) and only then answers each
-//! request. Reads run on a small pool of read-only connections, which WAL
+//! through a bounded channel; it takes every request waiting, runs them in
+//! one transaction, commits once (one fsync for the whole group,
+//! `synchronous = FULL`) and only then answers each request; if one
+//! fails, the group runs again with a savepoint each, so that it fails
+//! alone. Reads run on a small pool of read-only connections, which WAL
 //! lets proceed while the writer commits.
 
 use std::collections::HashSet;
@@ -487,17 +488,22 @@ impl Writer {
     }
 
     /// Runs every command of the batch in one transaction and answers them
-    /// only once it is committed. The commands run side by side first; if
-    /// one fails, the transaction is rolled back and they run again, each in
-    /// its own savepoint, so that one failure does not undo the others. (A
-    /// savepoint for every command costs a copy of each page it touches.)
+    /// only once it is committed. The commands run one after the other
+    /// without savepoints first; if one fails, the transaction is rolled
+    /// back and they run again, each in its own savepoint, so that one
+    /// failure does not undo the others. (A savepoint for every command
+    /// costs a copy of each page it modifies.)
     fn commit(&mut self, batch: &mut Vec<Command>) {
         let size = batch.len();
-        let before = (self.ctx.last_change, self.ctx.erased);
+        let before = (self.ctx.last_change, self.ctx.erased, self.ctx.claims);
         let results = match self.transact(batch, false) {
             Ok(Some(results)) => Ok(results),
             Ok(None) => {
-                (self.ctx.last_change, self.ctx.erased) = before;
+                tracing::warn!(
+                    size,
+                    "a write of the batch failed; the batch runs again, a savepoint each"
+                );
+                (self.ctx.last_change, self.ctx.erased, self.ctx.claims) = before;
                 self.ctx.queued = false;
                 self.ctx.subscriptions = None;
                 self.transact(batch, true)
@@ -552,10 +558,10 @@ impl Writer {
             }))
             .unwrap_or_else(|_| Err(StoreError::Bug("a write panicked".into())));
             if let Err(e) = &result {
-                tracing::error!(error = %e, "a write failed and was rolled back");
                 if !isolated {
                     return Ok(None);
                 }
+                tracing::error!(error = %e, "a write failed and was rolled back");
             }
             results.push(result);
         }
@@ -874,7 +880,7 @@ fn persist(
         }
         ctx.last_change += 1;
         let old = loaded.records.get(&r.id);
-        tx.prepare_cached(record_sql(old, r))?.execute(params![
+        let written = tx.prepare_cached(record_sql(old, r))?.execute(params![
             r.id,
             r.source,
             r.external_id,
@@ -889,6 +895,10 @@ fn persist(
             r.changed_at.to_string(),
             ctx.last_change,
         ])?;
+        if written != 1 {
+            // Its lookup rows would name a customer that erasure cannot find.
+            return Err(StoreError::Bug("a record to update has no row".into()));
+        }
         for (lookup, add, key) in lookup_edits(old.map(|o| &o.profile), &r.profile) {
             tx.prepare_cached(lookup_sql(lookup, add))?
                 .execute([key.as_str(), r.id.as_str()])?;

@@ -2,6 +2,7 @@
 //! to the commands committed beside it.
 
 use super::*;
+use crate::sources::{Kind, testing};
 
 type Reply = oneshot::Receiver<Result<Answer, StoreError>>;
 
@@ -22,6 +23,37 @@ fn unmappable(dedupe_key: &str) -> Op {
     }))
 }
 
+/// Vagaro's example customer, a new one to the directory.
+fn customer() -> Op {
+    let body = include_bytes!("../../../tests/fixtures/vagaro-customer-updated.json");
+    let value = serde_json::from_slice(body).expect("the fixture is JSON");
+    let settings = testing::settings("vagaro", jiff::tz::TimeZone::UTC);
+    Op::Ingest(Box::new(Delivery {
+        source: "vagaro".into(),
+        dedupe_key: "customer".into(),
+        received_at: UtcMillis::now(),
+        headers: Default::default(),
+        body: body.to_vec(),
+        mapped: Kind::Vagaro.adapter().map(&value, &settings),
+    }))
+}
+
+fn subscription() -> Op {
+    Op::CreateSubscription(Subscription {
+        id: "sub_test".into(),
+        url: "http://127.0.0.1:9/hook".into(),
+        secret: "whsec_dGVzdA==".into(),
+        actions: Vec::new(),
+        sources: Vec::new(),
+        enabled: true,
+        created_at: UtcMillis::now(),
+    })
+}
+
+fn count(conn: &Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).expect(sql)
+}
+
 fn quarantined(answer: Reply) -> String {
     match answer.blocking_recv().expect("answered") {
         Ok(Answer::Ingest(IngestOutcome::Quarantined { event_id, .. })) => event_id,
@@ -36,25 +68,35 @@ fn a_failing_command_fails_alone_and_its_batch_commits_once() {
     let mut writer = Writer::open(&dir.path().join("clientele.db"), Arc::new(Notify::new())).expect("open");
     let (first, answer) = command(unmappable("a"));
     writer.commit(&mut vec![first]);
-    let erased = quarantined(answer);
-    // Reprocessing an event whose body was erased fails.
+    let redacted = quarantined(answer);
+    // Reprocessing an event whose raw body was redacted fails.
     writer
         .conn
-        .execute("UPDATE events SET redacted = 1 WHERE id = ?1", [&erased])
+        .execute("UPDATE events SET redacted = 1 WHERE id = ?1", [&redacted])
         .expect("redact");
 
+    let (subscribe, subscribed) = command(subscription());
+    let (change, changed) = command(customer());
     let (before, before_answer) = command(unmappable("b"));
     let (failing, failing_answer) = command(Op::Reprocess(
-        erased.clone(),
+        redacted.clone(),
         Err(Unmappable("still no customer id".into())),
         Publish::No,
     ));
     let (after, after_answer) = command(unmappable("c"));
-    writer.commit(&mut vec![before, failing, after]);
+    writer.commit(&mut vec![subscribe, change, before, failing, after]);
 
     assert!(matches!(
         failing_answer.blocking_recv().expect("answered"),
-        Err(StoreError::Redacted(id)) if id == erased
+        Err(StoreError::Redacted(id)) if id == redacted
+    ));
+    assert!(matches!(
+        subscribed.blocking_recv().expect("answered"),
+        Ok(Answer::Done)
+    ));
+    assert!(matches!(
+        changed.blocking_recv().expect("answered"),
+        Ok(Answer::Ingest(IngestOutcome::Accepted { .. }))
     ));
     let kept = [quarantined(before_answer), quarantined(after_answer)];
     let rows: Vec<(String, String)> = writer
@@ -68,11 +110,21 @@ fn a_failing_command_fails_alone_and_its_batch_commits_once() {
     // Each delivery of the batch is kept once, under the id it was answered
     // with, although the batch ran twice.
     assert_eq!(
-        rows,
-        [
-            ("a".to_owned(), erased),
-            ("b".to_owned(), kept[0].clone()),
-            ("c".to_owned(), kept[1].clone())
-        ]
+        rows.iter().map(|(key, _)| key.as_str()).collect::<Vec<_>>(),
+        ["a", "customer", "b", "c"]
     );
+    assert_eq!(rows[0].1, redacted);
+    assert_eq!([rows[2].1.clone(), rows[3].1.clone()], kept);
+    // The change was written, published and queued once, at the first
+    // place of the change feed.
+    let conn = &writer.conn;
+    assert_eq!(count(conn, "SELECT COUNT(*) FROM customers WHERE change_seq = 1"), 1);
+    assert_eq!(count(conn, "SELECT COUNT(*) FROM customers"), 1);
+    assert_eq!(count(conn, "SELECT COUNT(*) FROM history"), 1);
+    assert_eq!(count(conn, "SELECT COUNT(*) FROM outbox"), 1);
+    assert_eq!(
+        count(conn, "SELECT COUNT(*) FROM messages WHERE subscription_id = 'sub_test'"),
+        1
+    );
+    assert_eq!(writer.ctx.last_change, 1);
 }
