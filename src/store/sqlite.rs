@@ -808,10 +808,7 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
     ] {
         tx.prepare_cached(sql)?.execute([id])?;
     }
-    for (lookup, add, key) in lookup_edits(Some(&record.profile), &Profile::default()) {
-        tx.prepare_cached(lookup_sql(lookup, add))?
-            .execute([key.as_str(), id])?;
-    }
+    edit_lookups(tx, id, Some(&record.profile), &Profile::default())?;
     tx.prepare_cached("INSERT INTO suppressions (customer_id, erased_at) VALUES (?1, ?2)")?
         .execute(params![id, now.to_string()])?;
     persist(tx, &loaded, &effects, Publish::Yes, ctx)?;
@@ -899,10 +896,7 @@ fn persist(
             // Its lookup rows would name a customer that erasure cannot find.
             return Err(StoreError::Bug("a record to update has no row".into()));
         }
-        for (lookup, add, key) in lookup_edits(old.map(|o| &o.profile), &r.profile) {
-            tx.prepare_cached(lookup_sql(lookup, add))?
-                .execute([key.as_str(), r.id.as_str()])?;
-        }
+        edit_lookups(tx, &r.id, old.map(|o| &o.profile), &r.profile)?;
     }
     let mut link = tx.prepare_cached(
         "INSERT INTO merge_links (survivor, absorbed, order_key) VALUES (?1, ?2, ?3)
@@ -956,6 +950,16 @@ fn record_sql(old: Option<&Record>, new: &Record) -> &'static str {
              WHERE id = ?1"
         }
     }
+}
+
+/// Brings customer `id`'s lookup rows from its `old` profile (none for a
+/// new record) to its `new` one: at erasure, to an empty one.
+fn edit_lookups(tx: &Connection, id: &str, old: Option<&Profile>, new: &Profile) -> Result<(), StoreError> {
+    for (lookup, add, key) in lookup_edits(old, new) {
+        tx.prepare_cached(lookup_sql(lookup, add))?
+            .execute([key.as_str(), id])?;
+    }
+    Ok(())
 }
 
 /// The statement that removes (`add` false) or adds a lookup row, bound
