@@ -78,8 +78,25 @@ impl UtcMillis {
 }
 
 impl fmt::Display for UtcMillis {
+    /// `YYYY-MM-DDThh:mm:ss.SSSZ`. Written field by field: every stored
+    /// time and every JSON answer goes through here, and `strftime`
+    /// interprets its format string each time.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"))
+        let t = jiff::tz::Offset::UTC.to_datetime(self.0);
+        if !(0..=9999).contains(&t.year()) {
+            return write!(f, "{}", self.0.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"));
+        }
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
+        )
     }
 }
 
@@ -1144,6 +1161,17 @@ mod tests {
         #[test]
         fn phone_parser_never_panics_on_phone_like_text(s in "[+]?[0-9 ()./x-]{0,24}") {
             let _ = phone("mobile", &Value::String(s), Country::parse("GB"));
+        }
+
+        /// The field-by-field Display prints what jiff's `strftime` does,
+        /// over the years 0 to 9999 it handles itself.
+        #[test]
+        fn display_matches_strftime(ms in -62_167_219_200_000i64..253_402_300_800_000) {
+            let ts = jiff::Timestamp::from_millisecond(ms).unwrap();
+            prop_assert_eq!(
+                UtcMillis::from_timestamp(ts).to_string(),
+                ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+            );
         }
 
         #[test]

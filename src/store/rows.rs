@@ -6,11 +6,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::json;
+use serde::Serialize;
 
 use super::directory::{Change, EventMeta, Loaded, Record};
 use super::{Action, EventStatus, IngestOutcome, Outcome, Page, StoreError, StoredEvent};
-use crate::model::{CustomerEvent, OrderKey, Profile, UtcMillis, json};
+use crate::model::{Customer, CustomerEvent, OrderKey, Profile, UtcMillis, json};
 use crate::outbound::{Attempt, Message, MessageStatus, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
@@ -114,20 +114,56 @@ impl Envelope {
     pub fn new(change: &Change) -> Self {
         let id = format!("evt_{}", uuid::Uuid::now_v7().simple());
         let created_at = UtcMillis::now();
-        let body = json!({
-            "id": id,
-            "createdDate": created_at,
-            "type": "customer",
-            "action": change.action,
-            "payload": payload(change),
-            "changes": change.changes,
-        });
-        Envelope {
-            id,
-            created_at,
-            body: body.to_string(),
-        }
+        let customer = &change.customer;
+        let payload = match change.action {
+            Action::Deleted => Payload::Erased {
+                id: &customer.id,
+                source: &customer.source,
+                external_id: &customer.external_id,
+                version: customer.version,
+            },
+            _ => Payload::Customer(customer),
+        };
+        // Serialized straight from borrowed fields: building a JSON value
+        // first cost the writer thread a tenth of its time.
+        let body = serde_json::to_string(&EnvelopeBody {
+            id: &id,
+            created_date: created_at,
+            kind: "customer",
+            action: change.action,
+            payload,
+            changes: &change.changes,
+        })
+        .expect("an envelope serializes");
+        Envelope { id, created_at, body }
     }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvelopeBody<'a> {
+    id: &'a str,
+    created_date: UtcMillis,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    action: Action,
+    payload: Payload<'a>,
+    changes: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+/// A change's payload: the whole customer, except for a deletion, which
+/// carries who was erased and nothing of what was known about them.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Payload<'a> {
+    Customer(&'a Customer),
+    #[serde(rename_all = "camelCase")]
+    Erased {
+        id: &'a str,
+        source: &'a str,
+        external_id: &'a str,
+        version: u64,
+    },
 }
 
 pub(super) fn parse_time(s: &str) -> Result<UtcMillis, StoreError> {
@@ -216,21 +252,6 @@ impl RawEvent {
             body: self.body,
             seq: self.seq,
         })
-    }
-}
-
-/// A change's payload: the whole customer, except for a deletion, which
-/// carries who was erased and nothing of what was known about them.
-fn payload(change: &Change) -> serde_json::Value {
-    let customer = &change.customer;
-    match change.action {
-        Action::Deleted => json!({
-            "id": customer.id,
-            "source": customer.source,
-            "externalId": customer.external_id,
-            "version": customer.version,
-        }),
-        _ => serde_json::to_value(customer).expect("a customer serializes"),
     }
 }
 
