@@ -38,11 +38,19 @@ pub struct Record {
 }
 
 impl Record {
+    /// The profile's own status, or `merged` while the record has a
+    /// `mergedInto` link.
+    pub fn status(&self) -> Status {
+        if self.merged_into.is_some() {
+            Status::Merged
+        } else {
+            self.profile.status
+        }
+    }
+
     pub fn to_customer(&self) -> Customer {
         let mut profile = self.profile.clone();
-        if self.merged_into.is_some() {
-            profile.status = Status::Merged;
-        }
+        profile.status = self.status();
         Customer {
             id: self.id.clone(),
             source: self.source.clone(),
@@ -186,7 +194,10 @@ pub fn apply(loaded: &Loaded, event: &CustomerEvent, meta: &EventMeta, now: UtcM
             changed_at: old.map_or(now, |o| o.changed_at),
         };
         let before = old.map(Record::to_customer);
-        let changes = diff(before.as_ref(), &record.to_customer());
+        // The change's own customer: what differs once it is applied
+        // (version and changedAt are not changes) is set below.
+        let mut customer = record.to_customer();
+        let changes = diff(before.as_ref(), &customer);
         let is_me = id == me.id;
         if old.is_some() && changes.is_empty() {
             if is_me {
@@ -213,6 +224,8 @@ pub fn apply(loaded: &Loaded, event: &CustomerEvent, meta: &EventMeta, now: UtcM
         };
         record.version += 1;
         record.changed_at = now;
+        customer.version = record.version;
+        customer.changed_at = now;
         if is_me {
             effects.outcome = Some(Outcome::Applied);
         }
@@ -222,7 +235,7 @@ pub fn apply(loaded: &Loaded, event: &CustomerEvent, meta: &EventMeta, now: UtcM
         ));
         effects.changes.push(Change {
             action,
-            customer: record.to_customer(),
+            customer,
             changes,
         });
         effects.writes.push(RecordWrite { record, changed: true });

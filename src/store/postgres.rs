@@ -754,7 +754,7 @@ async fn persist(
         .bind(&r.external_id)
         .bind(&r.profile.account)
         .bind(&r.profile.email)
-        .bind(r.to_customer().profile.status.as_str())
+        .bind(r.status().as_str())
         .bind(serde_json::to_string(&r.profile)?)
         .bind(order_key)
         .bind(&r.merged_into)

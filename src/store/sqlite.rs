@@ -883,7 +883,7 @@ fn persist(
             r.external_id,
             r.profile.account,
             r.profile.email,
-            r.to_customer().profile.status.as_str(),
+            r.status().as_str(),
             serde_json::to_string(&r.profile)?,
             order_key,
             r.merged_into,
