@@ -294,6 +294,11 @@ async fn a_subscriber_gets_created_then_updated_signed_with_the_whole_customer_a
         "the whole customer, v1"
     );
     assert_eq!(first.version(), 1);
+    assert_eq!(
+        first.body["changes"],
+        json!({}),
+        "a creation's payload is the whole news: its fields are not repeated as changes"
+    );
     assert_eq!(second.action(), "updated");
     assert_eq!(
         comparable(&second.body["payload"]),

@@ -124,6 +124,13 @@ impl Envelope {
             },
             _ => Payload::Customer(customer),
         };
+        // A creation's payload is all there is to know: its fields are not
+        // sent again as changes from nothing (the history keeps them).
+        let none = serde_json::Map::new();
+        let changes = match change.action {
+            Action::Created => &none,
+            _ => &change.changes,
+        };
         // Serialized straight from borrowed fields: building a JSON value
         // first cost the writer thread a tenth of its time.
         let body = serde_json::to_string(&EnvelopeBody {
@@ -132,7 +139,7 @@ impl Envelope {
             kind: "customer",
             action: change.action,
             payload,
-            changes: &change.changes,
+            changes,
         })
         .expect("an envelope serializes");
         Envelope { id, created_at, body }
