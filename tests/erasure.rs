@@ -46,6 +46,9 @@ async fn an_erased_customer_is_gone_from_the_api_and_its_events_are_redacted() {
     let app = TestApp::spawn().await;
     let (_, first) = app.deliver_json("treez", &jules("1", T1)).await;
     app.deliver_json("treez", &jules("1", T2)).await;
+    // A stale snapshot changes no field, but its raw body is the customer's.
+    let (_, stale) = app.deliver_json("treez", &jules("1", "2026-03-01T00:00:00Z")).await;
+    assert_eq!(stale["outcome"], "stale");
     let id = "treez:shop:1";
 
     assert_eq!(erase(&app, id).await, StatusCode::NO_CONTENT);
@@ -64,7 +67,7 @@ async fn an_erased_customer_is_gone_from_the_api_and_its_events_are_redacted() {
     assert_eq!(event["body"], Value::Null);
     assert_eq!(event["headers"], json!({}));
     let listed = app.events(None).await;
-    assert_eq!(listed.len(), 2, "redacted events stay listed");
+    assert_eq!(listed.len(), 3, "redacted events stay listed");
     assert!(listed.iter().all(|e| e["redacted"] == true));
 }
 
@@ -223,5 +226,35 @@ async fn a_rebuild_after_an_erasure_keeps_the_customer_erased() {
     assert_eq!(app.get("/api/v1/customers/treez:shop:7").await.0, StatusCode::NOT_FOUND);
     assert_eq!(app.customer("treez:shop:8").await["id"], "treez:shop:8");
     app.stop().await;
+    drop(temp);
+}
+
+/// A rebuild empties the records but keeps the outbox: an erasure after it
+/// still reaches the envelopes written before it, as well as the ones
+/// written since.
+#[tokio::test]
+async fn erased_personal_data_is_gone_after_a_rebuild_too() {
+    let app = TestApp::spawn().await;
+    app.deliver_json("treez", &jules("9", T1)).await;
+    let kept = with(treez("shop", "10", T1), "/data/last_name", json!("Brightwaterson"));
+    app.deliver_json("treez", &kept).await;
+    let dir = app.dir.clone();
+    let temp = app.stop().await;
+
+    let text = util::config_text(&dir, "");
+    let config = clientele::config::Config::from_toml("test", &text, std::iter::empty()).unwrap();
+    clientele::app::rebuild(&config).await.unwrap();
+    let app = TestApp::spawn_in(&dir, "").await;
+    app.deliver_json("treez", &with(jules("9", T2), "/data/phone", json!(NEW_PHONE)))
+        .await;
+    assert_eq!(erase(&app, "treez:shop:9").await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get("/api/v1/customers/treez:shop:9/events").await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    assert_erased_from_the_store(&app.dir, "running").await;
+    app.stop().await;
+    assert_erased_from_the_store(&dir, "stopped").await;
     drop(temp);
 }

@@ -8,7 +8,7 @@
 //! alone. Reads run on a small pool of read-only connections, which WAL
 //! lets proceed while the writer commits.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -39,7 +39,21 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0001_init.sql"),
     include_str!("migrations/sqlite/0002_outbound.sql"),
     include_str!("migrations/sqlite/0003_lookup_indexes.sql"),
+    include_str!("migrations/sqlite/0004_chains.sql"),
 ];
+
+/// The seqs of customer `?1`'s history entries, from its latest back
+/// through the chain (migration 4), for a statement that follows.
+const HISTORY_CHAIN: &str = "WITH RECURSIVE chain(seq) AS (
+    SELECT last_history FROM customers WHERE id = ?1 AND last_history IS NOT NULL
+    UNION SELECT h.prev FROM history h JOIN chain ON h.seq = chain.seq WHERE h.prev IS NOT NULL)";
+
+/// The seqs of customer `?1`'s outbox rows: its record's chain, and those
+/// a rebuild left in `outbox_heads`.
+const OUTBOX_CHAIN: &str = "WITH RECURSIVE chain(seq) AS (
+    SELECT last_outbox FROM customers WHERE id = ?1 AND last_outbox IS NOT NULL
+    UNION SELECT seq FROM outbox_heads WHERE customer_id = ?1
+    UNION SELECT o.prev FROM outbox o JOIN chain ON o.seq = chain.seq WHERE o.prev IS NOT NULL)";
 
 /// Requests waiting for the writer at most; beyond, callers wait.
 const QUEUE: usize = 1024;
@@ -206,7 +220,9 @@ impl Store for SqliteStore {
             if !exists {
                 return Ok(None);
             }
-            let mut stmt = conn.prepare_cached("SELECT entry FROM history WHERE customer_id = ?1 ORDER BY seq")?;
+            let sql =
+                format!("{HISTORY_CHAIN} SELECT entry FROM history WHERE seq IN (SELECT seq FROM chain) ORDER BY seq");
+            let mut stmt = conn.prepare_cached(&sql)?;
             let entries = stmt
                 .query_map([&id], |r| r.get::<_, String>(0))?
                 .map(|entry| Ok(json::decode(entry?.as_bytes())?))
@@ -606,8 +622,11 @@ fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreE
             reprocess(tx, event_id, mapped, *publish, ctx).map(Answer::Reprocess)
         }
         Op::ResetDirectory => {
+            // The outbox stays: where each record's chain of it ends is kept.
             tx.execute_batch(
-                "DELETE FROM customers; DELETE FROM customer_phones; DELETE FROM customer_businesses;
+                "INSERT OR IGNORE INTO outbox_heads (customer_id, seq)
+                     SELECT id, last_outbox FROM customers WHERE last_outbox IS NOT NULL;
+                 DELETE FROM customers; DELETE FROM customer_phones; DELETE FROM customer_businesses;
                  DELETE FROM merge_links; DELETE FROM history;",
             )?;
             Ok(Answer::Done)
@@ -647,7 +666,7 @@ fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreE
 }
 
 fn ingest(tx: &Connection, d: &Delivery, ctx: &mut Context) -> Result<IngestOutcome, StoreError> {
-    let loaded = load_touched(tx, &d.mapped)?;
+    let (loaded, mut heads) = load_touched(tx, &d.mapped)?;
     if is_suppressed_target(&loaded, &d.mapped) {
         return Ok(IngestOutcome::Suppressed);
     }
@@ -665,6 +684,7 @@ fn ingest(tx: &Connection, d: &Delivery, ctx: &mut Context) -> Result<IngestOutc
         tx,
         settling(&event_id, &d.dedupe_key, d.received_at, &d.mapped),
         &loaded,
+        &mut heads,
         Publish::Yes,
         ctx,
     )?;
@@ -706,7 +726,7 @@ fn reprocess(
     if redacted {
         return Err(StoreError::Redacted(event_id.to_owned()));
     }
-    let loaded = load_touched(tx, mapped)?;
+    let (loaded, mut heads) = load_touched(tx, mapped)?;
     if is_suppressed_target(&loaded, mapped) {
         return Ok(Some(IngestOutcome::Suppressed));
     }
@@ -715,6 +735,7 @@ fn reprocess(
         tx,
         settling(event_id, &dedupe_key, received_at, mapped),
         &loaded,
+        &mut heads,
         publish,
         ctx,
     )?;
@@ -731,10 +752,10 @@ fn reprocess(
 
 /// For a customer event, the state of the customers it touches; nothing
 /// for other events.
-fn load_touched(tx: &Connection, mapped: &Result<Mapped, Unmappable>) -> Result<Loaded, StoreError> {
+fn load_touched(tx: &Connection, mapped: &Result<Mapped, Unmappable>) -> Result<(Loaded, Heads), StoreError> {
     match mapped {
         Ok(Mapped::Customer(event)) => load(tx, &directory::touched_ids(event)),
-        _ => Ok(Loaded::default()),
+        _ => Ok(Default::default()),
     }
 }
 
@@ -744,6 +765,7 @@ fn settle(
     tx: &Connection,
     settling: Settling<'_>,
     loaded: &Loaded,
+    heads: &mut Heads,
     publish: Publish,
     ctx: &mut Context,
 ) -> Result<Settled, StoreError> {
@@ -751,7 +773,7 @@ fn settle(
         Settling::Done(settled) => settled,
         Settling::Apply(event, meta) => {
             let effects = directory::apply(loaded, event, &meta, UtcMillis::now());
-            persist(tx, loaded, &effects, publish, ctx)?;
+            persist(tx, loaded, heads, &effects, publish, ctx)?;
             let outcome = effects
                 .outcome
                 .expect("applying an event always settles its own customer");
@@ -783,7 +805,7 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
         .query_map([id], |r| r.get::<_, String>(0))?
         .collect::<Result<Vec<_>, _>>()?;
     ids.extend(partners);
-    let loaded = load(tx, &ids)?;
+    let (loaded, mut heads) = load(tx, &ids)?;
     let meta = EventMeta {
         event_id: format!("erasure_{}", uuid::Uuid::now_v7().simple()),
         received_at: now,
@@ -794,24 +816,31 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
         },
     };
     let effects = directory::unlink(&loaded, id, &meta, now);
+    // The chains are read from the record: it goes last.
     for sql in [
         // Raw bodies stay listed, redacted.
-        "UPDATE events SET body = NULL, headers = '{}', redacted = 1
-         WHERE id IN (SELECT event_id FROM history WHERE customer_id = ?1) AND customer_id = ?1",
-        "DELETE FROM history WHERE customer_id = ?1",
-        "DELETE FROM merge_links WHERE survivor = ?1 OR absorbed = ?1",
-        "DELETE FROM customers WHERE id = ?1",
-        "UPDATE messages SET status = 'cancelled', next_attempt_at = NULL WHERE customer_id = ?1 AND status = 'pending'",
-        "UPDATE outbox SET body = json_object('id', id, 'type', 'customer', 'action', action,
+        format!(
+            "{HISTORY_CHAIN} UPDATE events SET body = NULL, headers = '{{}}', redacted = 1
+             WHERE id IN (SELECT event_id FROM history WHERE seq IN (SELECT seq FROM chain)) AND customer_id = ?1"
+        ),
+        format!("{HISTORY_CHAIN} DELETE FROM history WHERE seq IN (SELECT seq FROM chain)"),
+        format!(
+            "{OUTBOX_CHAIN} UPDATE outbox SET body = json_object('id', id, 'type', 'customer', 'action', action,
                                               'payload', json_object('id', customer_id), 'redacted', json('true'))
-         WHERE customer_id = ?1",
+             WHERE seq IN (SELECT seq FROM chain)"
+        ),
+        "DELETE FROM outbox_heads WHERE customer_id = ?1".into(),
+        "DELETE FROM merge_links WHERE survivor = ?1 OR absorbed = ?1".into(),
+        "DELETE FROM customers WHERE id = ?1".into(),
+        "UPDATE messages SET status = 'cancelled', next_attempt_at = NULL WHERE customer_id = ?1 AND status = 'pending'"
+            .into(),
     ] {
-        tx.prepare_cached(sql)?.execute([id])?;
+        tx.prepare_cached(&sql)?.execute([id])?;
     }
     edit_lookups(tx, id, Some(&record.profile), &Profile::default())?;
     tx.prepare_cached("INSERT INTO suppressions (customer_id, erased_at) VALUES (?1, ?2)")?
         .execute(params![id, now.to_string()])?;
-    persist(tx, &loaded, &effects, Publish::Yes, ctx)?;
+    persist(tx, &loaded, &mut heads, &effects, Publish::Yes, ctx)?;
     let mut gone = record.to_customer();
     gone.version += 1;
     gone.changed_at = now;
@@ -820,23 +849,39 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
         customer: gone,
         changes: Default::default(),
     };
-    publish(tx, &[deleted], ctx)?;
+    // Not chained: the record is gone, and the message names no one else.
+    publish(tx, &[deleted], &mut Heads::default(), ctx)?;
     ctx.erased = true;
     Ok(Erasure::Erased)
 }
 
 /// The records with these ids that exist, every merge link naming one, and
-/// which of them were erased.
-fn load(tx: &Connection, ids: &[String]) -> Result<Loaded, StoreError> {
+/// which of them were erased; and where the records' chains end.
+fn load(tx: &Connection, ids: &[String]) -> Result<(Loaded, Heads), StoreError> {
     let mut loaded = Loaded::default();
+    let mut heads = Heads::default();
+    let sql = format!("SELECT {RECORD_COLUMNS}, last_history, last_outbox FROM customers WHERE id = ?1");
+    let mut records = tx.prepare_cached(&sql)?;
     let mut seen_links = HashSet::new();
     let mut links = tx.prepare_cached(
         "SELECT survivor, absorbed, order_key FROM merge_links WHERE survivor = ?1
          UNION ALL SELECT survivor, absorbed, order_key FROM merge_links WHERE absorbed = ?1",
     )?;
     for id in ids {
-        if let Some(record) = load_record(tx, id)? {
-            loaded.records.insert(id.clone(), record);
+        let row = records
+            .query_row([id], |r| {
+                Ok((
+                    read_record(r)?,
+                    Head {
+                        history: r.get(10)?,
+                        outbox: r.get(11)?,
+                    },
+                ))
+            })
+            .optional()?;
+        if let Some((raw, head)) = row {
+            loaded.records.insert(id.clone(), raw.into_record()?.0);
+            heads.0.insert(id.clone(), head);
         }
         if is_suppressed(tx, id)? {
             loaded.suppressed.insert(id.clone());
@@ -855,48 +900,99 @@ fn load(tx: &Connection, ids: &[String]) -> Result<Loaded, StoreError> {
             }
         }
     }
-    Ok(loaded)
+    Ok((loaded, heads))
+}
+
+/// Where each loaded customer's chains end: the seqs of its latest history
+/// entry and outbox row (migration 4). Persisting an event moves them.
+#[derive(Debug, Default)]
+struct Heads(HashMap<String, Head>);
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Head {
+    history: Option<i64>,
+    outbox: Option<i64>,
+}
+
+impl Heads {
+    fn of(&mut self, id: &str) -> &mut Head {
+        if !self.0.contains_key(id) {
+            self.0.insert(id.to_owned(), Head::default());
+        }
+        self.0.get_mut(id).expect("inserted above")
+    }
 }
 
 /// Writes what the directory decided, and queues its changes for
-/// subscribers if `publish`.
+/// subscribers if `publish`. History entries and outbox rows go first,
+/// each naming its customer's previous one, so that each record's write
+/// names its latest.
 fn persist(
     tx: &Connection,
     loaded: &Loaded,
+    heads: &mut Heads,
     effects: &directory::Effects,
     publish: Publish,
     ctx: &mut Context,
 ) -> Result<(), StoreError> {
+    let mut history = tx.prepare_cached(
+        "INSERT INTO history (customer_id, event_id, entry, prev) VALUES (?1, ?2, ?3, ?4) RETURNING seq",
+    )?;
+    for (customer_id, entry) in &effects.history {
+        let head = heads.of(customer_id);
+        let params = params![customer_id, entry.event_id, serde_json::to_string(entry)?, head.history];
+        head.history = Some(history.query_row(params, |r| r.get(0))?);
+    }
+    if publish == Publish::Yes {
+        self::publish(tx, &effects.changes, heads, ctx)?;
+    }
     for write in &effects.writes {
         let r = &write.record;
+        let head = *heads.of(&r.id);
         let order_key = r.order_key.as_ref().map(serde_json::to_string).transpose()?;
-        if !write.changed {
-            tx.prepare_cached("UPDATE customers SET order_key = ?2 WHERE id = ?1")?
-                .execute(params![r.id, order_key])?;
-            continue;
-        }
-        ctx.last_change += 1;
-        let old = loaded.records.get(&r.id);
-        let written = tx.prepare_cached(record_sql(old, r))?.execute(params![
-            r.id,
-            r.source,
-            r.external_id,
-            r.profile.account,
-            r.profile.email,
-            r.status().as_str(),
-            serde_json::to_string(&r.profile)?,
-            order_key,
-            r.merged_into,
-            serde_json::to_string(&r.merged_from)?,
-            r.version as i64,
-            r.changed_at.to_string(),
-            ctx.last_change,
-        ])?;
+        let written = if write.changed {
+            ctx.last_change += 1;
+            let old = loaded.records.get(&r.id);
+            let written = tx.prepare_cached(record_sql(old, r))?.execute(params![
+                r.id,
+                r.source,
+                r.external_id,
+                r.profile.account,
+                r.profile.email,
+                r.status().as_str(),
+                serde_json::to_string(&r.profile)?,
+                order_key,
+                r.merged_into,
+                serde_json::to_string(&r.merged_from)?,
+                r.version as i64,
+                r.changed_at.to_string(),
+                ctx.last_change,
+                head.history,
+                head.outbox,
+            ])?;
+            edit_lookups(tx, &r.id, old.map(|o| &o.profile), &r.profile)?;
+            written
+        } else {
+            tx.prepare_cached("UPDATE customers SET order_key = ?2, last_history = ?3 WHERE id = ?1")?
+                .execute(params![r.id, order_key, head.history])?
+        };
         if written != 1 {
-            // Its lookup rows would name a customer that erasure cannot find.
+            // Its lookup rows and chains would name a customer that erasure
+            // cannot find.
             return Err(StoreError::Bug("a record to update has no row".into()));
         }
-        edit_lookups(tx, &r.id, old.map(|o| &o.profile), &r.profile)?;
+    }
+    // A stale event writes no record, but its history entry is the
+    // record's latest.
+    for (customer_id, _) in &effects.history {
+        if !effects.writes.iter().any(|w| &w.record.id == customer_id) {
+            let written = tx
+                .prepare_cached("UPDATE customers SET last_history = ?2 WHERE id = ?1")?
+                .execute(params![customer_id, heads.of(customer_id).history])?;
+            if written != 1 {
+                return Err(StoreError::Bug("a history entry's record has no row".into()));
+            }
+        }
     }
     let mut link = tx.prepare_cached(
         "INSERT INTO merge_links (survivor, absorbed, order_key) VALUES (?1, ?2, ?3)
@@ -905,18 +1001,16 @@ fn persist(
     for l in &effects.links {
         link.execute(params![l.survivor, l.absorbed, serde_json::to_string(&l.order_key)?])?;
     }
-    let mut history = tx.prepare_cached("INSERT INTO history (customer_id, event_id, entry) VALUES (?1, ?2, ?3)")?;
-    for (customer_id, entry) in &effects.history {
-        history.execute(params![customer_id, entry.event_id, serde_json::to_string(entry)?])?;
-    }
-    if publish == Publish::Yes {
-        self::publish(tx, &effects.changes, ctx)?;
-    }
     Ok(())
 }
 
 /// Queues changes for the subscriptions that want them.
-fn publish(tx: &Connection, changes: &[directory::Change], ctx: &mut Context) -> Result<(), StoreError> {
+fn publish(
+    tx: &Connection,
+    changes: &[directory::Change],
+    heads: &mut Heads,
+    ctx: &mut Context,
+) -> Result<(), StoreError> {
     if changes.is_empty() {
         return Ok(());
     }
@@ -924,7 +1018,7 @@ fn publish(tx: &Connection, changes: &[directory::Change], ctx: &mut Context) ->
         ctx.subscriptions = Some(outbound::subscriptions(tx)?);
     }
     let subscriptions = ctx.subscriptions.as_deref().unwrap_or_default();
-    ctx.queued |= outbound::queue(tx, changes, subscriptions)?;
+    ctx.queued |= outbound::queue(tx, changes, subscriptions, heads)?;
     Ok(())
 }
 
@@ -936,17 +1030,19 @@ fn record_sql(old: Option<&Record>, new: &Record) -> &'static str {
     match old {
         None => {
             "INSERT INTO customers (id, source, external_id, account, email, status, profile, order_key,
-                                    merged_into, merged_from, version, changed_at, change_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                                    merged_into, merged_from, version, changed_at, change_seq,
+                                    last_history, last_outbox)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
         }
         Some(old) if old.profile.account == new.profile.account && old.profile.email == new.profile.email => {
             "UPDATE customers SET status = ?6, profile = ?7, order_key = ?8, merged_into = ?9, merged_from = ?10,
-                 version = ?11, changed_at = ?12, change_seq = ?13
+                 version = ?11, changed_at = ?12, change_seq = ?13, last_history = ?14, last_outbox = ?15
              WHERE id = ?1"
         }
         Some(_) => {
             "UPDATE customers SET account = ?4, email = ?5, status = ?6, profile = ?7, order_key = ?8,
-                 merged_into = ?9, merged_from = ?10, version = ?11, changed_at = ?12, change_seq = ?13
+                 merged_into = ?9, merged_from = ?10, version = ?11, changed_at = ?12, change_seq = ?13,
+                 last_history = ?14, last_outbox = ?15
              WHERE id = ?1"
         }
     }

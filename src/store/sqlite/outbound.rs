@@ -12,6 +12,8 @@ use crate::store::directory::Change;
 use crate::store::rows::{Envelope, RawMessage, RawSubscription, decode_subscription, page, parse_action};
 use crate::store::{Claim, MessageQuery, Page, Retry};
 
+use super::Heads;
+
 const SUBSCRIPTION_COLUMNS: &str = "id, url, secret, actions, sources, enabled, created_at";
 
 fn read_subscription(r: &Row<'_>) -> rusqlite::Result<RawSubscription> {
@@ -78,19 +80,25 @@ pub(super) fn set_enabled(tx: &Connection, id: &str, enabled: bool) -> Result<Op
     subscription(tx, id)
 }
 
-/// Writes each change's envelope to the outbox, and a message due now for
-/// every subscription that wants it, enabled or not: a disabled one's
-/// messages wait until it is enabled again. Returns whether any message was
-/// queued.
-pub(super) fn queue(tx: &Connection, changes: &[Change], subscriptions: &[Subscription]) -> Result<bool, StoreError> {
+/// Writes each change's envelope to the outbox, chained to its customer's
+/// previous one in `heads`, and a message due now for every subscription
+/// that wants it, enabled or not: a disabled one's messages wait until it
+/// is enabled again. Returns whether any message was queued.
+pub(super) fn queue(
+    tx: &Connection,
+    changes: &[Change],
+    subscriptions: &[Subscription],
+    heads: &mut Heads,
+) -> Result<bool, StoreError> {
     let mut queued = false;
     for change in changes {
         let envelope = Envelope::new(change);
         let customer = &change.customer;
+        let head = heads.of(&customer.id);
         let outbox_seq: i64 = tx
             .prepare_cached(
-                "INSERT INTO outbox (id, customer_id, source, action, version, created_at, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING seq",
+                "INSERT INTO outbox (id, customer_id, source, action, version, created_at, body, prev)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING seq",
             )?
             .query_row(
                 params![
@@ -101,9 +109,11 @@ pub(super) fn queue(tx: &Connection, changes: &[Change], subscriptions: &[Subscr
                     customer.version as i64,
                     envelope.created_at.to_string(),
                     envelope.body,
+                    head.outbox,
                 ],
                 |r| r.get(0),
             )?;
+        head.outbox = Some(outbox_seq);
         for subscription in subscriptions
             .iter()
             .filter(|s| s.wants(change.action, &customer.source))

@@ -128,3 +128,46 @@ fn a_failing_command_fails_alone_and_its_batch_commits_once() {
     );
     assert_eq!(writer.ctx.last_change, 1);
 }
+
+/// Migration 4 on a store that already holds history and outbox rows: each
+/// customer's chains reach every row the dropped indexes found.
+#[test]
+fn migration_4_chains_the_rows_a_store_already_holds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut conn = Connection::open(dir.path().join("clientele.db")).expect("open");
+    for sql in &MIGRATIONS[..3] {
+        conn.execute_batch(sql).expect("the schema before chains");
+    }
+    conn.pragma_update(None, "user_version", 3).expect("version 3");
+    conn.execute_batch(
+        "INSERT INTO customers (id, source, external_id, status, profile, merged_from, version, changed_at, change_seq)
+             VALUES ('a', 's', 'a', 'active', '{}', '[]', 2, 't', 1), ('b', 's', 'b', 'active', '{}', '[]', 1, 't', 2);
+         INSERT INTO history (seq, customer_id, event_id, entry)
+             VALUES (1, 'a', 'e1', '{}'), (2, 'b', 'e2', '{}'), (3, 'a', 'e3', '{}');
+         INSERT INTO outbox (seq, id, customer_id, source, action, version, created_at, body)
+             VALUES (1, 'o1', 'a', 's', 'created', 1, 't', '{}'), (2, 'o2', 'b', 's', 'created', 1, 't', '{}'),
+                    (3, 'o3', 'gone', 's', 'created', 1, 't', '{}'), (4, 'o4', 'a', 's', 'updated', 2, 't', '{}');",
+    )
+    .expect("rows of version 3");
+    migrate(&mut conn).expect("migrate");
+
+    let chain = |chain: &str, id: &str| -> Vec<i64> {
+        let sql = format!("{chain} SELECT seq FROM chain ORDER BY seq");
+        let mut stmt = conn.prepare(&sql).expect("prepare");
+        let seqs = stmt.query_map([id], |r| r.get(0)).expect("query");
+        seqs.collect::<Result<_, _>>().expect("seqs")
+    };
+    assert_eq!(chain(HISTORY_CHAIN, "a"), [1, 3]);
+    assert_eq!(chain(HISTORY_CHAIN, "b"), [2]);
+    assert_eq!(chain(OUTBOX_CHAIN, "a"), [1, 4]);
+    assert_eq!(chain(OUTBOX_CHAIN, "b"), [2]);
+    // An id without a record keeps its rows through `outbox_heads`.
+    assert_eq!(chain(OUTBOX_CHAIN, "gone"), [3]);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM sqlite_schema WHERE name IN ('history_customer', 'outbox_customer')"
+        ),
+        0
+    );
+}
