@@ -26,10 +26,12 @@ use crate::model::{Customer, OrderKey, Profile, UtcMillis, json};
 use crate::outbound::{Attempt, Due, Message, Next, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
+mod checkpoint;
 mod outbound;
 #[cfg(test)]
 mod tests;
 
+use self::checkpoint::Checkpoints;
 use super::rows::{
     EVENT_COLUMNS, Lookup, RECORD_COLUMNS, RawEvent, RawRecord, Settled, Settling, is_suppressed_target, lookup_edits,
     page, parse_time, settling,
@@ -432,6 +434,9 @@ impl Readers {
 type Answers = Vec<Result<Answer, StoreError>>;
 
 struct Writer {
+    /// Declared before `conn`, so dropped first: the writer's connection
+    /// is the last to close.
+    checkpoints: Checkpoints,
     conn: Connection,
     ctx: Context,
     /// Told when a commit queued outbound messages.
@@ -465,13 +470,14 @@ impl Writer {
              PRAGMA busy_timeout = 5000;
              PRAGMA temp_store = MEMORY;
              PRAGMA secure_delete = ON;
-             PRAGMA cache_size = -16384;
-             PRAGMA wal_autocheckpoint = 16384;",
+             PRAGMA cache_size = -16384;",
         )?;
         migrate(&mut conn)?;
+        let checkpoints = Checkpoints::start(path, &mut conn)?;
         let last_change: i64 =
             conn.query_row("SELECT COALESCE(MAX(change_seq), 0) FROM customers", [], |r| r.get(0))?;
         Ok(Self {
+            checkpoints,
             conn,
             ctx: Context {
                 last_change,
@@ -551,6 +557,7 @@ impl Writer {
                 }
             }
         }
+        self.checkpoints.after_commit(&self.conn);
     }
 
     /// Runs the batch's commands in one transaction, each in a savepoint
@@ -592,7 +599,8 @@ impl Writer {
     /// content) and truncates it. A read in progress holds the WAL; then
     /// this gives up at once, rather than stall every write, and the next
     /// commit tries again. Returns whether it is done.
-    fn checkpoint_after_erasure(&self) -> bool {
+    fn checkpoint_after_erasure(&mut self) -> bool {
+        self.checkpoints.wait();
         let checkpoint = || -> rusqlite::Result<bool> {
             self.conn.busy_timeout(std::time::Duration::from_millis(20))?;
             let busy: i64 = self

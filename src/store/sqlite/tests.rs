@@ -171,3 +171,41 @@ fn migration_4_chains_the_rows_a_store_already_holds() {
         0
     );
 }
+
+/// Under writes that never pause, the checkpoint thread copies the WAL
+/// back and the writer's last, short copy lets the WAL restart from its
+/// beginning, each time with a new salt in its header, instead of growing.
+#[test]
+fn the_wal_restarts_while_writes_go_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("clientele.db");
+    let mut writer = Writer::open(&path, Arc::new(Notify::new())).expect("open");
+    writer.checkpoints.limits = checkpoint::Limits { start: 32, tail: 8 };
+    let salt = || {
+        use std::io::Read;
+        let mut header = [0; 24];
+        std::fs::File::open(dir.path().join("clientele.db-wal"))
+            .and_then(|mut wal| wal.read_exact(&mut header))
+            .expect("the WAL's header");
+        header[16..24].to_vec()
+    };
+    let mut salts = vec![];
+    let mut written = 0;
+    while salts.len() < 4 && written < 2_000 {
+        let (next, answer) = command(unmappable(&written.to_string()));
+        writer.commit(&mut vec![next]);
+        quarantined(answer);
+        written += 1;
+        let now = salt();
+        if salts.last() != Some(&now) {
+            salts.push(now);
+        }
+    }
+    assert_eq!(
+        salts.len(),
+        4,
+        "the WAL restarted {} times in {written} commits",
+        salts.len() - 1
+    );
+    assert_eq!(count(&writer.conn, "SELECT COUNT(*) FROM events"), written);
+}
