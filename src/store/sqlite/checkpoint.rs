@@ -6,14 +6,15 @@
 //! this project's machine. Here a thread with its own connection does the
 //! copying while the writer goes on committing to the WAL; what the
 //! writer appended meanwhile is copied by further passes, and the last
-//! few pages by the writer itself between two transactions, so that the
-//! WAL restarts from its beginning instead of growing. Talks to the
-//! writer (`super::Writer`) only.
+//! few pages (or, when passes stop gaining on large commits, whatever is
+//! left) by the writer itself between two transactions, so that the WAL
+//! restarts from its beginning instead of growing. Talks to the writer
+//! (`super::Writer`) only.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
@@ -26,7 +27,9 @@ pub(super) struct Limits {
     /// The WAL's size, in pages, that starts copying it back.
     pub start: i32,
     /// At most this many pages not yet copied, the writer copies them:
-    /// a short stall, after which the WAL restarts.
+    /// a short stall, after which the WAL restarts. So does the writer
+    /// when a pass left more than half of what the pass before it left
+    /// (commits larger than the tail), so that the WAL stays bounded.
     pub tail: i32,
 }
 
@@ -43,12 +46,15 @@ pub(super) struct Checkpoints {
     pub limits: Limits,
     /// The WAL's size in pages after the writer's latest commit.
     pages: Arc<AtomicI32>,
+    /// `None` once the thread is gone: then the writer checkpoints as
+    /// SQLite does by default.
     start: Option<Sender<()>>,
     /// After each pass: how many of the WAL's pages are in the database
     /// file now, or `None` if the pass failed.
     copied: Receiver<Option<i32>>,
-    /// Whether a pass was started and not yet reported.
-    copying: bool,
+    /// A pass started and not yet reported: how many pages the pass
+    /// before it left to copy.
+    pass: Option<i32>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -79,44 +85,66 @@ impl Checkpoints {
             pages,
             start: Some(start),
             copied,
-            copying: false,
+            pass: None,
             thread: Some(thread),
         })
     }
 
     /// After each of the writer's commits: starts a pass once the WAL is
     /// past `limits.start`; once a pass is done, starts another if more
-    /// than `limits.tail` pages came meanwhile, or else copies those on
-    /// `writer`, so that the writer's next transaction restarts the WAL.
+    /// than `limits.tail` pages came meanwhile and fewer than half of what
+    /// the pass before left, or else copies what is left on `writer`, so
+    /// that the writer's next transaction restarts the WAL.
     pub fn after_commit(&mut self, writer: &Connection) {
-        let pages = self.pages.load(Ordering::Relaxed);
-        if !self.copying {
-            if pages >= self.limits.start {
-                self.begin_pass();
-            }
+        if self.start.is_none() {
             return;
         }
+        let pages = self.pages.load(Ordering::Relaxed);
+        let Some(before) = self.pass else {
+            if pages >= self.limits.start {
+                self.begin_pass(writer, i32::MAX);
+            }
+            return;
+        };
         match self.copied.try_recv() {
-            Ok(Some(copied)) if pages - copied > self.limits.tail => self.begin_pass(),
+            Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Disconnected) => self.stop(writer),
+            Ok(Some(copied)) if pages - copied > self.limits.tail && pages - copied <= before / 2 => {
+                self.begin_pass(writer, pages - copied);
+            }
             Ok(_) => {
-                self.copying = false;
+                self.pass = None;
                 if let Err(e) = writer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                     tracing::error!(error = %e, "cannot copy the WAL back into the database file");
                 }
             }
-            Err(_) => {}
         }
     }
 
     /// Waits for a pass in progress, so that the writer may checkpoint.
     pub fn wait(&mut self) {
-        if std::mem::take(&mut self.copying) {
+        if self.pass.take().is_some() {
             let _ = self.copied.recv();
         }
     }
 
-    fn begin_pass(&mut self) {
-        self.copying = self.start.as_ref().is_some_and(|start| start.send(()).is_ok());
+    fn begin_pass(&mut self, writer: &Connection, left: i32) {
+        if self.start.as_ref().is_some_and(|start| start.send(()).is_ok()) {
+            self.pass = Some(left);
+        } else {
+            self.stop(writer);
+        }
+    }
+
+    /// The thread is gone (it cannot be, short of a bug): the writer's
+    /// commits checkpoint as SQLite's do by default.
+    fn stop(&mut self, writer: &Connection) {
+        tracing::error!("the checkpoint thread stopped; the writer checkpoints the WAL itself from now on");
+        self.start = None;
+        self.pass = None;
+        if let Err(e) = writer.pragma_update(None, "wal_autocheckpoint", self.limits.start) {
+            tracing::error!(error = %e, "cannot turn the writer's own checkpoints on");
+        }
     }
 }
 
@@ -134,13 +162,19 @@ impl Drop for Checkpoints {
 /// request, each reported, until the writer is gone.
 fn copy_back(conn: &Connection, starts: &Receiver<()>, report: &Sender<Option<i32>>) {
     for () in starts {
-        let copied = conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i32>(2)?))
-            })
-            .map_err(|e| tracing::error!(error = %e, "cannot copy the WAL back into the database file"))
-            .ok()
-            .and_then(|(busy, copied)| (busy == 0 && copied >= 0).then_some(copied));
+        let copied = match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i32>(2)?))
+        }) {
+            Ok((0, copied)) if copied >= 0 => Some(copied),
+            Ok(_) => {
+                tracing::warn!("a checkpoint pass could not run; the writer copies the WAL itself");
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot copy the WAL back into the database file");
+                None
+            }
+        };
         if report.send(copied).is_err() {
             break;
         }
