@@ -130,7 +130,7 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| open_error(format!("cannot create {}: {e}", dir.display())))?;
         }
         let queued = Arc::new(Notify::new());
-        let writer = Writer::open(path, queued.clone()).map_err(|e| match e {
+        let writer = Writer::open(path, queued.clone(), checkpoint::Limits::DEFAULT).map_err(|e| match e {
             StoreError::Sqlite(e) => open_error(e.to_string()),
             e => e,
         })?;
@@ -461,8 +461,8 @@ struct Context {
 
 impl Writer {
     /// Opens the database's one writing connection and brings its schema up
-    /// to date.
-    fn open(path: &Path, queued: Arc<Notify>) -> Result<Self, StoreError> {
+    /// to date; its checkpoints follow `limits`.
+    fn open(path: &Path, queued: Arc<Notify>, limits: checkpoint::Limits) -> Result<Self, StoreError> {
         let mut conn = Connection::open(path)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -473,7 +473,7 @@ impl Writer {
              PRAGMA cache_size = -16384;",
         )?;
         migrate(&mut conn)?;
-        let checkpoints = Checkpoints::start(path, &mut conn)?;
+        let checkpoints = Checkpoints::start(path, &mut conn, limits)?;
         let last_change: i64 =
             conn.query_row("SELECT COALESCE(MAX(change_seq), 0) FROM customers", [], |r| r.get(0))?;
         Ok(Self {

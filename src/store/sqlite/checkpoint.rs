@@ -43,7 +43,7 @@ impl Limits {
 
 /// The checkpointing thread, as the writer sees it.
 pub(super) struct Checkpoints {
-    pub limits: Limits,
+    limits: Limits,
     /// The WAL's size in pages after the writer's latest commit.
     pages: Arc<AtomicI32>,
     /// `None` once the thread is gone: then the writer checkpoints as
@@ -61,7 +61,7 @@ pub(super) struct Checkpoints {
 impl Checkpoints {
     /// Turns the writer's automatic checkpoints off and starts the thread
     /// that does them instead, on its own connection to `path`.
-    pub fn start(path: &Path, writer: &mut Connection) -> Result<Self, StoreError> {
+    pub fn start(path: &Path, writer: &mut Connection, limits: Limits) -> Result<Self, StoreError> {
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         let pages = Arc::new(AtomicI32::new(0));
         let seen = pages.clone();
@@ -81,7 +81,7 @@ impl Checkpoints {
                 reason: format!("cannot start the checkpoint thread: {e}"),
             })?;
         Ok(Self {
-            limits: Limits::DEFAULT,
+            limits,
             pages,
             start: Some(start),
             copied,

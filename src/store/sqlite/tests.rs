@@ -65,7 +65,8 @@ fn quarantined(answer: Reply) -> String {
 #[test]
 fn a_failing_command_fails_alone_and_its_batch_commits_once() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut writer = Writer::open(&dir.path().join("clientele.db"), Arc::new(Notify::new())).expect("open");
+    let path = dir.path().join("clientele.db");
+    let mut writer = Writer::open(&path, Arc::new(Notify::new()), checkpoint::Limits::DEFAULT).expect("open");
     let (first, answer) = command(unmappable("a"));
     writer.commit(&mut vec![first]);
     let redacted = quarantined(answer);
@@ -177,8 +178,8 @@ fn migration_4_chains_the_rows_a_store_already_holds() {
 /// with a checkpoint started at 32 pages and a writer's tail of 8.
 fn wal_restarts(size: usize, commits: usize) -> usize {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut writer = Writer::open(&dir.path().join("clientele.db"), Arc::new(Notify::new())).expect("open");
-    writer.checkpoints.limits = checkpoint::Limits { start: 32, tail: 8 };
+    let limits = checkpoint::Limits { start: 32, tail: 8 };
+    let mut writer = Writer::open(&dir.path().join("clientele.db"), Arc::new(Notify::new()), limits).expect("open");
     let salt = || {
         use std::io::Read;
         let mut header = [0; 24];
