@@ -175,10 +175,15 @@ fn migration_4_chains_the_rows_a_store_already_holds() {
 
 /// How many times the WAL restarted from its beginning (each time with a
 /// new salt in its header) over `commits` commits of `size` deliveries,
-/// with a checkpoint started at 32 pages and a writer's tail of 8.
+/// with a checkpoint started at 32 pages, a writer's tail of 8 and at most
+/// 4 passes.
 fn wal_restarts(size: usize, commits: usize) -> usize {
     let dir = tempfile::tempdir().expect("temp dir");
-    let limits = checkpoint::Limits { start: 32, tail: 8 };
+    let limits = checkpoint::Limits {
+        start: 32,
+        tail: 8,
+        passes: 4,
+    };
     let mut writer = Writer::open(&dir.path().join("clientele.db"), Arc::new(Notify::new()), limits).expect("open");
     let salt = || {
         use std::io::Read;
@@ -214,8 +219,8 @@ fn the_wal_restarts_while_writes_go_on() {
     assert!(wal_restarts(1, 200) >= 3);
 }
 
-/// Commits larger than the writer's tail: passes never catch up, and the
-/// writer copies what they leave.
+/// Commits larger than the writer's tail: passes never catch up, and
+/// after the last of them the writer copies what they leave.
 #[test]
 fn the_wal_restarts_under_commits_larger_than_the_tail() {
     assert!(wal_restarts(64, 60) >= 3);
