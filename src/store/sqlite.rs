@@ -143,7 +143,7 @@ impl SqliteStore {
             commands,
             readers: Arc::new(Readers {
                 path: path.to_owned(),
-                idle: Mutex::new(Vec::new()),
+                idle: Mutex::new(Some(Vec::new())),
             }),
             writer: Mutex::new(Some(handle)),
             queued,
@@ -293,6 +293,10 @@ impl Store for SqliteStore {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            // The writer's connection closes last: then SQLite copies the
+            // WAL into the database file and removes it, so that the file
+            // alone holds every commit once the service has stopped.
+            self.readers.close();
             // The writer answers Shutdown after committing what came before.
             let _ = self.send(Op::Shutdown).await;
             let handle = self.writer.lock().expect("writer handle lock").take();
@@ -384,7 +388,9 @@ fn found(answer: Answer) -> Option<bool> {
 
 struct Readers {
     path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    /// Idle connections, or `None` once the store is closing: then each
+    /// read closes its connection when it ends.
+    idle: Mutex<Option<Vec<Connection>>>,
 }
 
 impl Readers {
@@ -413,7 +419,7 @@ impl Readers {
     }
 
     fn take(&self) -> Result<Connection, StoreError> {
-        if let Some(conn) = self.idle.lock().expect("reader pool lock").pop() {
+        if let Some(conn) = self.idle.lock().expect("reader pool lock").as_mut().and_then(Vec::pop) {
             return Ok(conn);
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
@@ -423,10 +429,16 @@ impl Readers {
     }
 
     fn put(&self, conn: Connection) {
-        let mut idle = self.idle.lock().expect("reader pool lock");
-        if idle.len() < MAX_IDLE_READERS {
+        if let Some(idle) = self.idle.lock().expect("reader pool lock").as_mut()
+            && idle.len() < MAX_IDLE_READERS
+        {
             idle.push(conn);
         }
+    }
+
+    /// Closes the idle connections, and each busy one when its read ends.
+    fn close(&self) {
+        self.idle.lock().expect("reader pool lock").take();
     }
 }
 

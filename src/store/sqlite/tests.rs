@@ -225,3 +225,17 @@ fn the_wal_restarts_while_writes_go_on() {
 fn the_wal_restarts_under_commits_larger_than_the_tail() {
     assert!(wal_restarts(64, 60) >= 3);
 }
+
+/// Once the store is closed, the database file alone holds every commit:
+/// the readers' connections close before the writer's, and the last
+/// connection to close copies the WAL back and removes it.
+#[tokio::test]
+async fn a_closed_store_leaves_no_wal_behind() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("clientele.db")).expect("open");
+    store.send(customer()).await.expect("the delivery is kept");
+    let read = store.customer("vagaro:4CB231BAD3B26B7DE53FE5832A54A7B1".into()).await;
+    assert!(read.expect("a read").is_some());
+    store.close().await;
+    assert!(!dir.path().join("clientele.db-wal").exists());
+}
