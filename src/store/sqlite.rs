@@ -13,6 +13,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -63,6 +64,8 @@ const QUEUE: usize = 1024;
 const MAX_BATCH: usize = 512;
 /// Idle read connections kept open.
 const MAX_IDLE_READERS: usize = 8;
+/// How long a connection waits for a lock another holds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct SqliteStore {
     commands: mpsc::Sender<Command>,
@@ -388,8 +391,9 @@ fn found(answer: Answer) -> Option<bool> {
 
 struct Readers {
     path: PathBuf,
-    /// Idle connections, or `None` once the store is closing: then each
-    /// read closes its connection when it ends.
+    /// Idle connections, or `None` once the store is closing: then reads
+    /// in progress close their connection when they end, and new ones are
+    /// refused.
     idle: Mutex<Option<Vec<Connection>>>,
 }
 
@@ -419,12 +423,17 @@ impl Readers {
     }
 
     fn take(&self) -> Result<Connection, StoreError> {
-        if let Some(conn) = self.idle.lock().expect("reader pool lock").as_mut().and_then(Vec::pop) {
-            return Ok(conn);
+        match self.idle.lock().expect("reader pool lock").as_mut() {
+            None => return Err(StoreError::Closed),
+            Some(idle) => {
+                if let Some(conn) = idle.pop() {
+                    return Ok(conn);
+                }
+            }
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
         let conn = Connection::open_with_flags(&self.path, flags)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         Ok(conn)
     }
 
@@ -436,7 +445,8 @@ impl Readers {
         }
     }
 
-    /// Closes the idle connections, and each busy one when its read ends.
+    /// Closes the idle connections, and each busy one when its read ends;
+    /// refuses new reads.
     fn close(&self) {
         self.idle.lock().expect("reader pool lock").take();
     }
@@ -476,10 +486,10 @@ impl Writer {
     /// to date; its checkpoints follow `limits`.
     fn open(path: &Path, queued: Arc<Notify>, limits: checkpoint::Limits) -> Result<Self, StoreError> {
         let mut conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
-             PRAGMA busy_timeout = 5000;
              PRAGMA temp_store = MEMORY;
              PRAGMA secure_delete = ON;
              PRAGMA cache_size = -16384;",
@@ -515,6 +525,7 @@ impl Writer {
             let shutdown = batch.iter().any(|c| matches!(c.op, Op::Shutdown));
             self.commit(&mut batch);
             if shutdown {
+                self.checkpoint_at_shutdown();
                 break;
             }
         }
@@ -612,16 +623,7 @@ impl Writer {
     /// this gives up at once, rather than stall every write, and the next
     /// commit tries again. Returns whether it is done.
     fn checkpoint_after_erasure(&mut self) -> bool {
-        self.checkpoints.wait();
-        let checkpoint = || -> rusqlite::Result<bool> {
-            self.conn.busy_timeout(std::time::Duration::from_millis(20))?;
-            let busy: i64 = self
-                .conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
-            self.conn.busy_timeout(std::time::Duration::from_secs(5))?;
-            Ok(busy == 0)
-        };
-        match checkpoint() {
+        match self.empty_wal(Duration::from_millis(20)) {
             Ok(true) => true,
             Ok(false) => {
                 tracing::warn!("an erasure's pages are still in the WAL behind a read; retrying at the next commit");
@@ -632,6 +634,35 @@ impl Writer {
                 false
             }
         }
+    }
+
+    /// At shutdown: the database file alone holds every commit, even if a
+    /// read outlives the writer (then SQLite could not remove the WAL as
+    /// the writer's connection closes). Waits up to the busy timeout for
+    /// reads in progress.
+    fn checkpoint_at_shutdown(&mut self) {
+        match self.empty_wal(BUSY_TIMEOUT) {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("a read held the WAL at shutdown; the next start reads the commits left in it"),
+            Err(e) => tracing::error!(error = %e, "cannot checkpoint at shutdown; the next start reads the WAL"),
+        }
+    }
+
+    /// Copies the whole WAL into the database file and truncates it,
+    /// waiting at most `patience` for reads in progress. Returns whether
+    /// it is done.
+    fn empty_wal(&mut self, patience: Duration) -> rusqlite::Result<bool> {
+        self.checkpoints.wait();
+        self.conn.busy_timeout(patience)?;
+        let busy = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        let done = busy? == 0;
+        if done {
+            self.checkpoints.emptied();
+        }
+        Ok(done)
     }
 }
 

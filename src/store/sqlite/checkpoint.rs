@@ -6,19 +6,22 @@
 //! this project's machine. Here a thread with its own connection does the
 //! copying while the writer goes on committing to the WAL; what the
 //! writer appended meanwhile is copied by further passes, until a pass
-//! ends with only a few pages left: the writer copies those itself
-//! between two transactions, so that the WAL restarts from its beginning
-//! instead of growing. What that costs the writer is an `fsync` of the
-//! pages it copies, so it waits for a short moment rather than taking
-//! whatever the first passes leave; after a bounded number of passes
-//! (when commits are larger than the tail) it copies what is left.
-//! Talks to the writer (`super::Writer`) only.
+//! ends with only a few frames left: the writer copies those itself
+//! between two transactions, so that its next write restarts the WAL
+//! from its beginning instead of growing it. The writer's copy stalls
+//! every delivery for an `fsync` of the database file (which also flushes
+//! what the passes copied: a pass syncs the file only when no commit
+//! landed during it), so it waits for a pass that leaves little rather
+//! than taking what the first one leaves; after a bounded number of
+//! passes (when commits are larger than the tail) it copies what is
+//! left. Talks to the writer (`super::Writer`) only.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rusqlite::Connection;
 
@@ -27,13 +30,14 @@ use crate::store::StoreError;
 /// When a checkpoint starts, and when the writer finishes it itself.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Limits {
-    /// The WAL's size, in pages, that starts copying it back.
+    /// The WAL's size, in frames (one page each), that starts copying it
+    /// back.
     pub start: i32,
-    /// At most this many pages not yet copied when a pass ends, the
+    /// At most this many frames not yet copied when a pass ends, the
     /// writer copies them: a short stall, after which the WAL restarts.
     pub tail: i32,
     /// After this many passes the writer copies whatever is left, so that
-    /// the WAL stays bounded when commits are larger than the tail.
+    /// a cycle ends when commits are larger than the tail.
     pub passes: u32,
 }
 
@@ -53,12 +57,12 @@ impl Limits {
 /// The checkpointing thread, as the writer sees it.
 pub(super) struct Checkpoints {
     limits: Limits,
-    /// The WAL's size in pages after the writer's latest commit.
+    /// The WAL's size in frames after the writer's latest commit.
     pages: Arc<AtomicI32>,
     /// `None` once the thread is gone: then the writer checkpoints as
     /// SQLite does by default.
     start: Option<Sender<()>>,
-    /// After each pass: how many of the WAL's pages are in the database
+    /// After each pass: how many of the WAL's frames are in the database
     /// file now, or `None` if the pass failed.
     copied: Receiver<Option<i32>>,
     /// A pass started and not yet reported: how many passes this copy of
@@ -79,7 +83,8 @@ impl Checkpoints {
             Ok(())
         }))?;
         let conn = Connection::open(path)?;
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(super::BUSY_TIMEOUT)?;
         let (start, starts) = channel();
         let (report, copied) = channel();
         let thread = std::thread::Builder::new()
@@ -101,11 +106,12 @@ impl Checkpoints {
 
     /// After each of the writer's commits: starts a pass once the WAL is
     /// past `limits.start`; once a pass is done, starts another if more
-    /// than `limits.tail` pages came meanwhile and fewer than
+    /// than `limits.tail` frames came meanwhile and fewer than
     /// `limits.passes` passes ran, or else copies what is left on
     /// `writer`, so that the writer's next transaction restarts the WAL.
-    /// (If a pass copied it all while the writer was idle, the WAL has
-    /// restarted already.)
+    /// (If a pass copied it all while the writer was idle, the writer's
+    /// next write restarted it already: then fewer frames are in the WAL
+    /// than the pass copied.)
     pub fn after_commit(&mut self, writer: &Connection) {
         if self.start.is_none() {
             return;
@@ -133,6 +139,12 @@ impl Checkpoints {
         }
     }
 
+    /// The writer emptied the WAL itself (a `TRUNCATE` checkpoint, which
+    /// the WAL hook does not see).
+    pub fn emptied(&self) {
+        self.pages.store(0, Ordering::Relaxed);
+    }
+
     /// Waits for a pass in progress, so that the writer may checkpoint.
     pub fn wait(&mut self) {
         if self.pass.take().is_some() {
@@ -149,7 +161,7 @@ impl Checkpoints {
     }
 
     /// The thread is gone (it cannot be, short of a bug): the writer's
-    /// commits checkpoint as SQLite's do by default.
+    /// commits checkpoint as SQLite's do, every `limits.start` frames.
     fn stop(&mut self, writer: &Connection) {
         tracing::error!("the checkpoint thread stopped; the writer checkpoints the WAL itself from now on");
         self.start = None;
@@ -170,26 +182,40 @@ impl Drop for Checkpoints {
     }
 }
 
-/// The thread: one PASSIVE checkpoint (it never blocks the writer) per
-/// request, each reported, until the writer is gone.
+/// The thread: one pass per request, each reported, until the writer is
+/// gone.
 fn copy_back(conn: &Connection, starts: &Receiver<()>, report: &Sender<Option<i32>>) {
     for () in starts {
-        let copied = match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i32>(2)?))
-        }) {
-            Ok((0, copied)) if copied >= 0 => Some(copied),
-            Ok(_) => {
-                tracing::warn!("a checkpoint pass could not run; the writer copies the WAL itself");
-                None
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot copy the WAL back into the database file");
-                None
-            }
-        };
-        if report.send(copied).is_err() {
+        if report.send(pass(conn)).is_err() {
             break;
         }
     }
     tracing::debug!("checkpoint thread stopped");
+}
+
+/// A PASSIVE checkpoint, which never blocks the writer: how many frames
+/// are in the database file after it, or `None` if it could not run.
+/// SQLite answers busy when the pass read the WAL's index while the
+/// writer was updating it (a few passes in a thousand): then it tries
+/// again, as the writer's copy of a whole WAL is the stall this thread
+/// exists to spare.
+fn pass(conn: &Connection) -> Option<i32> {
+    const TRIES: u32 = 5;
+    for _ in 0..TRIES {
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i32>(2)?))
+        }) {
+            Ok((0, copied)) if copied >= 0 => return Some(copied),
+            Ok(_) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot copy the WAL back into the database file");
+                return None;
+            }
+        }
+    }
+    tracing::warn!(
+        tries = TRIES,
+        "a checkpoint pass found the WAL busy; the writer copies it itself"
+    );
+    None
 }

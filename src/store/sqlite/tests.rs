@@ -239,3 +239,22 @@ async fn a_closed_store_leaves_no_wal_behind() {
     store.close().await;
     assert!(!dir.path().join("clientele.db-wal").exists());
 }
+
+/// A connection that outlives the writer's keeps SQLite from removing the
+/// WAL when the writer's closes; the writer's last checkpoint still leaves
+/// every commit in the database file.
+#[tokio::test]
+async fn a_closed_store_holds_every_commit_in_its_file_behind_a_reader() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("clientele.db");
+    let store = SqliteStore::open(&path).expect("open");
+    store.send(customer()).await.expect("the delivery is kept");
+    let reader = Connection::open(&path).expect("a reader");
+    assert_eq!(count(&reader, "SELECT COUNT(*) FROM customers"), 1);
+    store.close().await;
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&path, &copy).expect("a copy of the file alone");
+    let copied = Connection::open(&copy).expect("the copy");
+    assert_eq!(count(&copied, "SELECT COUNT(*) FROM customers"), 1);
+    drop(reader);
+}
