@@ -423,13 +423,12 @@ impl Readers {
     }
 
     fn take(&self) -> Result<Connection, StoreError> {
-        match self.idle.lock().expect("reader pool lock").as_mut() {
+        let pooled = match self.idle.lock().expect("reader pool lock").as_mut() {
             None => return Err(StoreError::Closed),
-            Some(idle) => {
-                if let Some(conn) = idle.pop() {
-                    return Ok(conn);
-                }
-            }
+            Some(idle) => idle.pop(),
+        };
+        if let Some(conn) = pooled {
+            return Ok(conn);
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
         let conn = Connection::open_with_flags(&self.path, flags)?;
