@@ -45,8 +45,8 @@ impl Limits {
     /// 64 MiB of WAL; 128 KiB left for the writer. A pass takes long
     /// enough for some commits to land meanwhile, so how much it leaves
     /// goes up and down: at half the benchmark's full rate, 4 to 14
-    /// passes ended with at most 32 pages left, which the writer copied
-    /// in 1 to 2 ms.
+    /// passes ended with at most 32 frames left, which the writer copied
+    /// in 1 to 2 ms mostly.
     pub const DEFAULT: Limits = Limits {
         start: 16384,
         tail: 32,
@@ -58,7 +58,7 @@ impl Limits {
 pub(super) struct Checkpoints {
     limits: Limits,
     /// The WAL's size in frames after the writer's latest commit.
-    pages: Arc<AtomicI32>,
+    frames: Arc<AtomicI32>,
     /// `None` once the thread is gone: then the writer checkpoints as
     /// SQLite does by default.
     start: Option<Sender<()>>,
@@ -76,8 +76,8 @@ impl Checkpoints {
     /// that does them instead, on its own connection to `path`.
     pub fn start(path: &Path, writer: &mut Connection, limits: Limits) -> Result<Self, StoreError> {
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let pages = Arc::new(AtomicI32::new(0));
-        let seen = pages.clone();
+        let frames = Arc::new(AtomicI32::new(0));
+        let seen = frames.clone();
         writer.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, n| {
             seen.store(n, Ordering::Relaxed);
             Ok(())
@@ -96,7 +96,7 @@ impl Checkpoints {
             })?;
         Ok(Self {
             limits,
-            pages,
+            frames,
             start: Some(start),
             copied,
             pass: None,
@@ -116,9 +116,9 @@ impl Checkpoints {
         if self.start.is_none() {
             return;
         }
-        let pages = self.pages.load(Ordering::Relaxed);
+        let frames = self.frames.load(Ordering::Relaxed);
         let Some(passes) = self.pass else {
-            if pages >= self.limits.start {
+            if frames >= self.limits.start {
                 self.begin_pass(writer, 1);
             }
             return;
@@ -126,8 +126,8 @@ impl Checkpoints {
         match self.copied.try_recv() {
             Err(TryRecvError::Empty) => {}
             Err(TryRecvError::Disconnected) => self.stop(writer),
-            Ok(Some(copied)) if copied > pages => self.pass = None,
-            Ok(Some(copied)) if pages - copied > self.limits.tail && passes < self.limits.passes => {
+            Ok(Some(copied)) if copied > frames => self.pass = None,
+            Ok(Some(copied)) if frames - copied > self.limits.tail && passes < self.limits.passes => {
                 self.begin_pass(writer, passes + 1);
             }
             Ok(_) => {
@@ -142,7 +142,7 @@ impl Checkpoints {
     /// The writer emptied the WAL itself (a `TRUNCATE` checkpoint, which
     /// the WAL hook does not see).
     pub fn emptied(&self) {
-        self.pages.store(0, Ordering::Relaxed);
+        self.frames.store(0, Ordering::Relaxed);
     }
 
     /// Waits for a pass in progress, so that the writer may checkpoint.

@@ -175,7 +175,7 @@ fn migration_4_chains_the_rows_a_store_already_holds() {
 
 /// How many times the WAL restarted from its beginning (each time with a
 /// new salt in its header) over `commits` commits of `size` deliveries,
-/// with a checkpoint started at 32 pages, a writer's tail of 8 and at most
+/// with a checkpoint started at 32 frames, a writer's tail of 8 and at most
 /// 4 passes.
 fn wal_restarts(size: usize, commits: usize) -> usize {
     let dir = tempfile::tempdir().expect("temp dir");
