@@ -115,7 +115,11 @@ pub async fn rebuild(config: &Config) -> Result<Rebuilt, AppError> {
 
 async fn replay(store: &dyn Store, config: &Config) -> Result<Rebuilt, AppError> {
     let sources: HashMap<&str, _> = config.sources.iter().map(|s| (s.name(), s)).collect();
-    store.reset_directory().await?;
+    // The customers of a source no longer configured stay as they are:
+    // without its adapter, its events cannot be replayed.
+    store
+        .reset_directory(sources.keys().map(|name| name.to_string()).collect())
+        .await?;
     let mut rebuilt = Rebuilt::default();
     let mut after = None;
     loop {

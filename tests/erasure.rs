@@ -258,3 +258,46 @@ async fn erased_personal_data_is_gone_after_a_rebuild_too() {
     assert_erased_from_the_store(&dir, "stopped").await;
     drop(temp);
 }
+
+/// A rebuild cannot replay the events of a source no longer configured:
+/// their customers stay as they were, served and erasable (with their raw
+/// events), instead of leaving the directory with their bodies kept.
+#[tokio::test]
+async fn the_customers_of_a_source_a_rebuild_cannot_replay_stay_erasable() {
+    let app = TestApp::spawn().await;
+    app.deliver_json("treez", &jules("11", T1)).await;
+    app.deliver_json("treez", &with(jules("11", T2), "/data/phone", json!(NEW_PHONE)))
+        .await;
+    let kept = with(treez("shop", "12", T1), "/data/last_name", json!("Brightwaterson"));
+    app.deliver_json("treez", &kept).await;
+    let vagaro = util::vagaro("evt-rebuild-1", "V1", T1);
+    app.deliver_json("vagaro", &vagaro).await;
+    let record = app.customer("treez:shop:11").await;
+    let history = app.history("treez:shop:11").await;
+    let dir = app.dir.clone();
+    let temp = app.stop().await;
+
+    // The treez source renamed: its events are no one's to replay.
+    let text = util::config_text(&dir, "").replace(r#"name = "treez""#, r#"name = "dispensary""#);
+    let config = clientele::config::Config::from_toml("test", &text, std::iter::empty()).unwrap();
+    let rebuilt = clientele::app::rebuild(&config).await.unwrap();
+    assert_eq!((rebuilt.replayed, rebuilt.skipped), (1, 3));
+
+    let app = TestApp::spawn_in(&dir, "").await;
+    assert_eq!(app.customer("treez:shop:11").await, record);
+    assert_eq!(app.history("treez:shop:11").await, history);
+    assert_eq!(app.customer_ids(&[("phone", NEW_PHONE)]).await, ["treez:shop:11"]);
+    assert_eq!(erase(&app, "treez:shop:11").await, StatusCode::NO_CONTENT);
+    let redacted = app
+        .events(None)
+        .await
+        .into_iter()
+        .filter(|e| e["redacted"] == json!(true))
+        .count();
+    assert_eq!(redacted, 2, "both of the erased customer's events are redacted");
+
+    assert_erased_from_the_store(&app.dir, "running").await;
+    app.stop().await;
+    assert_erased_from_the_store(&dir, "stopped").await;
+    drop(temp);
+}

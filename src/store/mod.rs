@@ -322,9 +322,11 @@ pub trait Store: Send + Sync + 'static {
     /// Kept events in arrival order.
     fn events(&self, query: EventQuery) -> BoxFuture<'_, Result<Page<StoredEvent>, StoreError>>;
 
-    /// Empties the directory (records, history, merge links), keeping the
-    /// raw events and suppressions: the first step of a rebuild.
-    fn reset_directory(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Empties the directory of the customers of `sources` (their records,
+    /// history, merge links and lookups), keeping the raw events, the
+    /// suppressions and every other source's customers: the first step of
+    /// a rebuild, which replays the events of `sources` only.
+    fn reset_directory(&self, sources: Vec<String>) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Whether the store can serve reads and take writes.
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;

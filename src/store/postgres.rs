@@ -322,13 +322,20 @@ impl Store for PgStore {
         Box::pin(async move { self.read(|conn| Box::pin(list_events(conn, query))).await })
     }
 
-    fn reset_directory(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn reset_directory(&self, sources: Vec<String>) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            self.write(&(), |work, ()| {
+            self.write(&sources, |work, sources| {
                 Box::pin(async move {
-                    sqlx::query("TRUNCATE customers, customer_phones, customer_businesses, merge_links, history")
-                        .execute(work.conn())
-                        .await?;
+                    const RESET: &str = "SELECT id FROM customers WHERE source = ANY($1)";
+                    for sql in [
+                        format!("DELETE FROM history WHERE customer_id IN ({RESET})"),
+                        format!("DELETE FROM merge_links WHERE survivor IN ({RESET}) OR absorbed IN ({RESET})"),
+                        format!("DELETE FROM customer_phones WHERE customer_id IN ({RESET})"),
+                        format!("DELETE FROM customer_businesses WHERE customer_id IN ({RESET})"),
+                        format!("DELETE FROM customers WHERE id IN ({RESET})"),
+                    ] {
+                        sqlx::query(&sql).bind(sources).execute(work.conn()).await?;
+                    }
                     Ok(())
                 })
             })

@@ -82,7 +82,7 @@ struct Command {
 enum Op {
     Ingest(Box<Delivery>),
     Reprocess(String, Result<Mapped, Unmappable>, Publish),
-    ResetDirectory,
+    ResetDirectory(Vec<String>),
     Erase(String),
     CreateSubscription(Subscription),
     DeleteSubscription(String),
@@ -279,8 +279,8 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn reset_directory(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move { self.send(Op::ResetDirectory).await.map(|_| ()) })
+    fn reset_directory(&self, sources: Vec<String>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move { self.send(Op::ResetDirectory(sources)).await.map(|_| ()) })
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -671,16 +671,7 @@ fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreE
         Op::Reprocess(event_id, mapped, publish) => {
             reprocess(tx, event_id, mapped, *publish, ctx).map(Answer::Reprocess)
         }
-        Op::ResetDirectory => {
-            // The outbox stays: where each record's chain of it ends is kept.
-            tx.execute_batch(
-                "INSERT OR IGNORE INTO outbox_heads (customer_id, seq)
-                     SELECT id, last_outbox FROM customers WHERE last_outbox IS NOT NULL;
-                 DELETE FROM customers; DELETE FROM customer_phones; DELETE FROM customer_businesses;
-                 DELETE FROM merge_links; DELETE FROM history;",
-            )?;
-            Ok(Answer::Done)
-        }
+        Op::ResetDirectory(sources) => reset_directory(tx, sources).map(|()| Answer::Done),
         Op::Erase(id) => erase(tx, id, ctx).map(Answer::Erased),
         Op::CreateSubscription(subscription) => {
             outbound::create_subscription(tx, subscription)?;
@@ -836,6 +827,28 @@ fn is_suppressed(conn: &Connection, id: &str) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM suppressions WHERE customer_id = ?1")?
         .exists([id])?)
+}
+
+/// Empties the directory of the customers of `sources` (see
+/// [`Store::reset_directory`]). The outbox stays: where each of their
+/// chains of it ends is kept.
+fn reset_directory(tx: &Connection, sources: &[String]) -> Result<(), StoreError> {
+    const RESET: &str = "SELECT id FROM customers WHERE source IN (SELECT value FROM json_each(?1))";
+    let sources = serde_json::to_string(sources)?;
+    for sql in [
+        format!(
+            "INSERT OR IGNORE INTO outbox_heads (customer_id, seq)
+                 SELECT id, last_outbox FROM customers WHERE id IN ({RESET}) AND last_outbox IS NOT NULL"
+        ),
+        format!("DELETE FROM history WHERE customer_id IN ({RESET})"),
+        format!("DELETE FROM merge_links WHERE survivor IN ({RESET}) OR absorbed IN ({RESET})"),
+        format!("DELETE FROM customer_phones WHERE customer_id IN ({RESET})"),
+        format!("DELETE FROM customer_businesses WHERE customer_id IN ({RESET})"),
+        format!("DELETE FROM customers WHERE id IN ({RESET})"),
+    ] {
+        tx.execute(&sql, [&sources])?;
+    }
+    Ok(())
 }
 
 /// Erases a customer in the current transaction (see [`Store::erase`]).
