@@ -301,3 +301,87 @@ async fn the_customers_of_a_source_a_rebuild_cannot_replay_stay_erasable() {
     assert_erased_from_the_store(&dir, "stopped").await;
     drop(temp);
 }
+
+/// Jules's body with no usable time for ordering: quarantined, though it
+/// names the customer.
+fn jules_untimed(id: &str) -> Value {
+    with(jules(id, "not a time"), "/data/signup_date", json!("nor this"))
+}
+
+#[tokio::test]
+async fn a_delivery_for_an_erased_customer_is_suppressed_even_when_it_cannot_be_mapped() {
+    let app = TestApp::spawn().await;
+    app.deliver_json("treez", &jules("13", T1)).await;
+    assert_eq!(erase(&app, "treez:shop:13").await, StatusCode::NO_CONTENT);
+    let (status, answer) = app.deliver_json("treez", &jules_untimed("13")).await;
+    assert_eq!(
+        (status, answer["status"].clone()),
+        (StatusCode::OK, json!("suppressed"))
+    );
+    assert_eq!(
+        app.events(None).await.len(),
+        1,
+        "only the erased customer's redacted event"
+    );
+}
+
+#[tokio::test]
+async fn an_erasure_redacts_the_quarantined_bodies_that_named_the_customer() {
+    let app = TestApp::spawn().await;
+    let (status, quarantined) = app.deliver_json("treez", &jules_untimed("14")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{quarantined}");
+    app.deliver_json("treez", &jules("14", T1)).await;
+    let kept = with(treez("shop", "15", T1), "/data/last_name", json!("Brightwaterson"));
+    app.deliver_json("treez", &kept).await;
+    assert_eq!(erase(&app, "treez:shop:14").await, StatusCode::NO_CONTENT);
+    let event = app.event(quarantined["eventId"].as_str().unwrap()).await;
+    assert_eq!(event["redacted"], json!(true), "{event}");
+    assert_erased_from_the_store(&app.dir, "running").await;
+    app.stop().await;
+}
+
+/// An id the directory never held, whose bodies were all quarantined, is
+/// still someone's personal data to erase.
+#[tokio::test]
+async fn a_customer_known_only_from_quarantined_bodies_can_be_erased() {
+    let app = TestApp::spawn().await;
+    let (_, quarantined) = app.deliver_json("treez", &jules_untimed("16")).await;
+    assert_eq!(erase(&app, "treez:shop:16").await, StatusCode::NO_CONTENT);
+    let event = app.event(quarantined["eventId"].as_str().unwrap()).await;
+    assert_eq!(event["redacted"], json!(true), "{event}");
+    assert_eq!(
+        erase(&app, "treez:shop:16").await,
+        StatusCode::NO_CONTENT,
+        "already erased"
+    );
+    let (_, answer) = app.deliver_json("treez", &jules("16", T1)).await;
+    assert_eq!(answer["status"], "suppressed");
+    assert_eq!(erase(&app, "treez:shop:17").await, StatusCode::NOT_FOUND);
+}
+
+/// A body quarantined before its customer could be named (no account),
+/// reprocessed once the source names one, for a customer erased meanwhile:
+/// suppressed, and redacted as a delivery for it would not be kept.
+#[tokio::test]
+async fn reprocessing_a_body_into_an_erased_customer_redacts_it() {
+    let app = TestApp::spawn().await;
+    let anonymous = util::without(jules("18", T1), "/dispensary_short_name");
+    let (status, quarantined) = app.deliver_json("treez", &anonymous).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{quarantined}");
+    app.deliver_json("treez", &jules("18", T1)).await;
+    assert_eq!(erase(&app, "treez:shop:18").await, StatusCode::NO_CONTENT);
+    let dir = app.dir.clone();
+    let temp = app.stop().await;
+
+    let app = TestApp::spawn_in(&dir, r#"account = "shop""#).await;
+    let event_id = quarantined["eventId"].as_str().unwrap();
+    let (status, answer) = app.post_admin(&format!("/api/v1/events/{event_id}/reprocess")).await;
+    assert_eq!(
+        (status, answer["status"].clone()),
+        (StatusCode::OK, json!("suppressed")),
+        "{answer}"
+    );
+    assert_eq!(app.event(event_id).await["redacted"], json!(true));
+    app.stop().await;
+    drop(temp);
+}

@@ -69,20 +69,6 @@ impl Adapter for ClienteleEnvelope {
         let mut r = Reader::new();
         let tz = &source.timezone;
         let field = |name: &str| payload.get(name);
-        let sent_at = r.read("envelope.createdDate", envelope.get("createdDate"), |v| {
-            normalize::timestamp(v, tz)
-        });
-        let created_at = r.read("createdAt", field("createdAt"), |v| normalize::timestamp(v, tz));
-        let updated_at = r.read("updatedAt", field("updatedAt"), |v| normalize::timestamp(v, tz));
-        let order_at = updated_at.or(created_at);
-        if order_at.is_none() && sent_at.is_none() {
-            return Err(Unmappable(
-                "no usable time for ordering: payload.updatedAt, payload.createdAt and \
-                 createdDate are missing or unreadable"
-                    .into(),
-            ));
-        }
-
         let account = r
             .read("account", field("account"), normalize::text)
             .or_else(|| source.account.clone());
@@ -99,9 +85,24 @@ impl Adapter for ClienteleEnvelope {
             account: account.clone(),
             ..to_ref(external_id)
         };
+        let unmappable = Unmappable::of(&customer.id);
+        let sent_at = r.read("envelope.createdDate", envelope.get("createdDate"), |v| {
+            normalize::timestamp(v, tz)
+        });
+        let created_at = r.read("createdAt", field("createdAt"), |v| normalize::timestamp(v, tz));
+        let updated_at = r.read("updatedAt", field("updatedAt"), |v| normalize::timestamp(v, tz));
+        let order_at = updated_at.or(created_at);
+        if order_at.is_none() && sent_at.is_none() {
+            return Err(unmappable(
+                "no usable time for ordering: payload.updatedAt, payload.createdAt and \
+                 createdDate are missing or unreadable"
+                    .into(),
+            ));
+        }
+
         let (merged_into, merged_from) = r
             .merge_links(&customer, field("mergedInto"), field("mergedFrom"), to_ref)
-            .map_err(Unmappable)?;
+            .map_err(unmappable)?;
 
         let addresses: Vec<_> = r
             .objects("addresses", field("addresses"))
@@ -337,6 +338,11 @@ mod tests {
             reason(&body),
             "no usable time for ordering: payload.updatedAt, payload.createdAt and createdDate \
              are missing or unreadable"
+        );
+        // It names its customer: an erasure reaches it.
+        assert_eq!(
+            testing::quarantined_customer(&ClienteleEnvelope, &body, &settings()).as_deref(),
+            Some("backfill:c-1")
         );
     }
 

@@ -24,15 +24,16 @@ pub fn id(body: &Value) -> Option<String> {
 /// Opens a customer envelope: `Ok(Err(…))` is an event of another type, to
 /// acknowledge as ignored; `Err` a body to quarantine.
 pub fn open<'v>(platform: &str, body: &'v Value) -> Result<Result<Envelope<'v>, Mapped>, Unmappable> {
-    let envelope = required("body", Some(body), normalize::object).map_err(Unmappable)?;
-    let kind = required("type", envelope.get("type"), normalize::text).map_err(Unmappable)?;
+    let envelope = required("body", Some(body), normalize::object).map_err(Unmappable::new)?;
+    let kind = required("type", envelope.get("type"), normalize::text).map_err(Unmappable::new)?;
     if !kind.eq_ignore_ascii_case("customer") {
         return Ok(Err(Mapped::Ignored {
             what: format!("{platform} {kind} event"),
         }));
     }
-    let payload = required("payload", envelope.get("payload"), normalize::object).map_err(Unmappable)?;
-    let external_id = required("payload.customerId", payload.get("customerId"), normalize::id).map_err(Unmappable)?;
+    let payload = required("payload", envelope.get("payload"), normalize::object).map_err(Unmappable::new)?;
+    let external_id =
+        required("payload.customerId", payload.get("customerId"), normalize::id).map_err(Unmappable::new)?;
     Ok(Ok(Envelope {
         envelope,
         payload,

@@ -83,8 +83,32 @@ pub enum Mapped {
 /// Why a body cannot be mapped: it is quarantined with this reason. The
 /// reason names fields, never their values (they may be personal data).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Unmappable(pub String);
+#[error("{reason}")]
+pub struct Unmappable {
+    pub reason: String,
+    /// The customer the body names, when the adapter read its id before
+    /// finding the body unmappable: a delivery for an erased customer is
+    /// then suppressed, and an erasure reaches the body.
+    pub customer: Option<String>,
+}
+
+impl Unmappable {
+    /// A body that names no customer the adapter could read.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            customer: None,
+        }
+    }
+
+    /// A body for the customer `id`.
+    pub fn of(id: &str) -> impl Fn(String) -> Self + '_ {
+        move |reason| Self {
+            reason,
+            customer: Some(id.to_owned()),
+        }
+    }
+}
 
 /// One platform's reading of its webhook bodies.
 pub trait Adapter: Send + Sync {

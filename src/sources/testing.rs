@@ -37,7 +37,13 @@ pub fn event(adapter: &dyn Adapter, body: &Value, settings: &SourceSettings) -> 
 
 /// Why `adapter` quarantines `body`; panics if it does not.
 pub fn reason(adapter: &dyn Adapter, body: &Value, settings: &SourceSettings) -> String {
-    adapter.map(body, settings).unwrap_err().0
+    adapter.map(body, settings).unwrap_err().reason
+}
+
+/// The customer a body that `adapter` quarantines names; panics if it
+/// does not quarantine it.
+pub fn quarantined_customer(adapter: &dyn Adapter, body: &Value, settings: &SourceSettings) -> Option<String> {
+    adapter.map(body, settings).unwrap_err().customer
 }
 
 /// The fields an event warned about.
@@ -183,7 +189,7 @@ pub fn check_mapping(
     let event = match adapter.map(body, source) {
         Ok(Mapped::Customer(event)) => event,
         Ok(Mapped::Ignored { .. }) => return Ok(()),
-        Err(Unmappable(reason)) => {
+        Err(Unmappable { reason, .. }) => {
             prop_assert!(!planted.iter().any(|p| shows(&reason, p)), "{reason:?} shows a value");
             return Ok(());
         }

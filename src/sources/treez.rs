@@ -53,13 +53,13 @@ impl Adapter for Treez {
     }
 
     fn map(&self, body: &Value, source: &SourceSettings) -> Result<Mapped, Unmappable> {
-        let body = required("body", Some(body), normalize::object).map_err(Unmappable)?;
+        let body = required("body", Some(body), normalize::object).map_err(Unmappable::new)?;
         if let Some(Ok(Some(true))) = body.get("test").map(normalize::boolean) {
             return Ok(Mapped::Ignored {
                 what: "treez test ping".into(),
             });
         }
-        let event_type = required("event_type", body.get("event_type"), normalize::text).map_err(Unmappable)?;
+        let event_type = required("event_type", body.get("event_type"), normalize::text).map_err(Unmappable::new)?;
         if !event_type.eq_ignore_ascii_case("CUSTOMER") {
             return Ok(Mapped::Ignored {
                 what: format!("treez {event_type} event"),
@@ -74,15 +74,24 @@ impl Adapter for Treez {
             Err(reason) => source
                 .account
                 .clone()
-                .ok_or_else(|| Unmappable(format!("{reason} and the source sets no account")))?,
+                .ok_or_else(|| Unmappable::new(format!("{reason} and the source sets no account")))?,
         };
         // The id is `{source}:{account}:{customer_id}`: an account with a
         // `:` would let two accounts' customers share one id.
         if account.contains(':') {
-            return Err(Unmappable("dispensary_short_name contains ':'".into()));
+            return Err(Unmappable::new("dispensary_short_name contains ':'"));
         }
-        let data = required("data", body.get("data"), normalize::object).map_err(Unmappable)?;
-        let external_id = required("data.customer_id", data.get("customer_id"), normalize::id).map_err(Unmappable)?;
+        let data = required("data", body.get("data"), normalize::object).map_err(Unmappable::new)?;
+        let external_id =
+            required("data.customer_id", data.get("customer_id"), normalize::id).map_err(Unmappable::new)?;
+        let to_ref = |id: String| CustomerRef {
+            id: format!("{}:{account}:{id}", source.name),
+            source: source.name.clone(),
+            external_id: id,
+            account: Some(account.clone()),
+        };
+        let customer = to_ref(external_id);
+        let unmappable = Unmappable::of(&customer.id);
 
         let mut r = Reader::new();
         let tz = &source.timezone;
@@ -91,20 +100,13 @@ impl Adapter for Treez {
         let updated_at = r.read("updatedAt", field("last_update"), |v| normalize::timestamp(v, tz));
         let order_at = updated_at.or(created_at);
         if order_at.is_none() {
-            return Err(Unmappable(
+            return Err(unmappable(
                 "no usable time for ordering: data.last_update and data.signup_date are missing \
                  or unreadable"
                     .into(),
             ));
         }
 
-        let to_ref = |id: String| CustomerRef {
-            id: format!("{}:{account}:{id}", source.name),
-            source: source.name.clone(),
-            external_id: id,
-            account: Some(account.clone()),
-        };
-        let customer = to_ref(external_id);
         let (merged_into, merged_from) = r
             .merge_links(
                 &customer,
@@ -112,7 +114,7 @@ impl Adapter for Treez {
                 field("merged_customer_ids"),
                 to_ref,
             )
-            .map_err(Unmappable)?;
+            .map_err(unmappable)?;
 
         let platform_status = r
             .read("platformStatus", field("status"), normalize::text)
@@ -392,6 +394,11 @@ mod tests {
             "no usable time for ordering: data.last_update and data.signup_date are missing or \
              unreadable"
         );
+        // It names its customer: an erasure reaches it.
+        let id = event(&fixture()).customer.id;
+        assert_eq!(testing::quarantined_customer(&Treez, &body, &settings()), Some(id));
+        let anonymous = with(json!({"customer_id": null}));
+        assert_eq!(testing::quarantined_customer(&Treez, &anonymous, &settings()), None);
     }
 
     #[test]

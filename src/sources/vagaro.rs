@@ -63,6 +63,12 @@ impl Adapter for Vagaro {
         let tz = &source.timezone;
         let field = |name: &str| payload.get(name);
         let account = r.read("account", field("businessGroupId"), normalize::text);
+        let customer = CustomerRef {
+            id: format!("{}:{external_id}", source.name),
+            source: source.name.clone(),
+            external_id,
+            account,
+        };
         // The envelope time was documented as `createdAt` before `createdDate`.
         let sent_at = r
             .read("envelope.createdDate", envelope.get("createdDate"), |v| {
@@ -77,7 +83,7 @@ impl Adapter for Vagaro {
         let updated_at = r.read("updatedAt", field("modifiedDate"), |v| normalize::timestamp(v, tz));
         let order_at = updated_at.or(created_at);
         if order_at.is_none() && sent_at.is_none() {
-            return Err(Unmappable(
+            return Err(Unmappable::of(&customer.id)(
                 "no usable time for ordering: payload.modifiedDate, payload.createdDate and \
                  createdDate are missing or unreadable"
                     .into(),
@@ -116,7 +122,7 @@ impl Adapter for Vagaro {
             .collect();
 
         let profile = Profile {
-            account: account.clone(),
+            account: customer.account.clone(),
             status: Status::Active,
             platform_status: None,
             first_name: r.read("firstName", field("customerFirstName"), normalize::text),
@@ -135,12 +141,7 @@ impl Adapter for Vagaro {
             attributes: normalize::attributes(payload.iter().filter(|(name, _)| !MAPPED.contains(&name.as_str()))),
         };
         Ok(Mapped::Customer(Box::new(CustomerEvent {
-            customer: CustomerRef {
-                id: format!("{}:{external_id}", source.name),
-                source: source.name.clone(),
-                external_id,
-                account,
-            },
+            customer,
             order_at,
             sent_at,
             profile,
@@ -313,6 +314,11 @@ mod tests {
             "{}",
             reason(&body)
         );
+        // It names its customer: an erasure reaches it.
+        let id = event(&fixture()).customer.id;
+        assert_eq!(testing::quarantined_customer(&Vagaro, &body, &settings()), Some(id));
+        let anonymous = with(json!({"customerId": ""}));
+        assert_eq!(testing::quarantined_customer(&Vagaro, &anonymous, &settings()), None);
     }
 
     #[test]

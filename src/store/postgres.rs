@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
 use super::rows::{
     EVENT_COLUMNS, Lookup, RECORD_COLUMNS, RawEvent, RawRecord, Settled, Settling, is_suppressed_target, lookup_edits,
-    page, parse_time, settling,
+    page, parse_time, settling, touched_ids,
 };
 use super::{
     Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, HistoryEntry, IngestOutcome, MessageQuery,
@@ -553,6 +553,12 @@ async fn reprocess(
         return Err(StoreError::Redacted(event_id.to_owned()));
     }
     if is_suppressed_target(&loaded, mapped) {
+        // Kept before its customer was known, now known to be erased:
+        // nothing of it stays, as for a delivery.
+        sqlx::query("UPDATE events SET body = NULL, headers = '{}', redacted = TRUE WHERE id = $1")
+            .bind(event_id)
+            .execute(work.conn())
+            .await?;
         return Ok(Some(IngestOutcome::Suppressed));
     }
     let received_at = parse_time(&received_at)?;
@@ -574,13 +580,13 @@ async fn reprocess(
     Ok(Some(settled.answer))
 }
 
-/// For a customer event: locks the customers it touches, then loads them.
-/// Nothing for other events.
+/// Locks the customers settling `mapped` needs (see [`touched_ids`]),
+/// then loads them.
 async fn lock_and_load(conn: &mut PgConnection, mapped: &Result<Mapped, Unmappable>) -> Result<Loaded, StoreError> {
-    let Ok(Mapped::Customer(event)) = mapped else {
+    let ids = touched_ids(mapped);
+    if ids.is_empty() {
         return Ok(Loaded::default());
-    };
-    let ids = directory::touched_ids(event);
+    }
     lock(conn, &ids).await?;
     load(conn, &ids).await
 }
@@ -620,10 +626,10 @@ async fn erase(work: &mut Work, id: &String) -> Result<Erasure, StoreError> {
     if is_suppressed(work.conn(), id).await? {
         return Ok(Erasure::AlreadyErased);
     }
-    let Some(record) = load_record(work.conn(), id).await? else {
-        return Ok(Erasure::NotFound);
-    };
     let now = UtcMillis::now();
+    let Some(record) = load_record(work.conn(), id).await? else {
+        return erase_quarantined(work, id, now).await;
+    };
     let partners: Vec<String> = sqlx::query_scalar(
         "SELECT absorbed FROM merge_links WHERE survivor = $1 UNION SELECT survivor FROM merge_links WHERE absorbed = $1",
     )
@@ -651,6 +657,7 @@ async fn erase(work: &mut Work, id: &String) -> Result<Erasure, StoreError> {
         // Raw bodies stay listed, redacted.
         "UPDATE events SET body = NULL, headers = '{}', redacted = TRUE
          WHERE id IN (SELECT event_id FROM history WHERE customer_id = $1) AND customer_id = $1",
+        REDACT_QUARANTINED,
         "DELETE FROM history WHERE customer_id = $1",
         "DELETE FROM merge_links WHERE survivor = $1 OR absorbed = $1",
         "DELETE FROM customer_phones WHERE customer_id = $1",
@@ -664,11 +671,7 @@ async fn erase(work: &mut Work, id: &String) -> Result<Erasure, StoreError> {
     ] {
         sqlx::query(sql).bind(id).execute(work.conn()).await?;
     }
-    sqlx::query("INSERT INTO suppressions (customer_id, erased_at) VALUES ($1, $2)")
-        .bind(id)
-        .bind(now.to_string())
-        .execute(work.conn())
-        .await?;
+    suppress(work, id, now).await?;
     persist(work, &loaded, &effects, Publish::Yes).await?;
     let mut gone = record.to_customer();
     gone.version += 1;
@@ -680,6 +683,32 @@ async fn erase(work: &mut Work, id: &String) -> Result<Erasure, StoreError> {
     };
     publish(work, &[deleted]).await?;
     Ok(Erasure::Erased)
+}
+
+/// Redacts the quarantined bodies that named customer `$1` (the index on
+/// the status keeps this to the quarantined events).
+const REDACT_QUARANTINED: &str = "UPDATE events SET body = NULL, headers = '{}', redacted = TRUE
+    WHERE status = 'quarantined' AND customer_id = $1";
+
+/// Erases an id without a record, whose only traces are quarantined
+/// bodies that named it: they are redacted, and the id suppressed. No
+/// message: subscribers never heard of it. `NotFound` if there are none.
+async fn erase_quarantined(work: &mut Work, id: &str, now: UtcMillis) -> Result<Erasure, StoreError> {
+    let redacted = sqlx::query(REDACT_QUARANTINED).bind(id).execute(work.conn()).await?;
+    if redacted.rows_affected() == 0 {
+        return Ok(Erasure::NotFound);
+    }
+    suppress(work, id, now).await?;
+    Ok(Erasure::Erased)
+}
+
+async fn suppress(work: &mut Work, id: &str, now: UtcMillis) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO suppressions (customer_id, erased_at) VALUES ($1, $2)")
+        .bind(id)
+        .bind(now.to_string())
+        .execute(work.conn())
+        .await?;
+    Ok(())
 }
 
 /// The records with these ids that exist, every merge link naming one, and

@@ -62,11 +62,11 @@ pub(super) fn settling<'a>(
 ) -> Settling<'a> {
     let event_id = event_id.to_owned();
     match mapped {
-        Err(Unmappable(reason)) => Settling::Done(Settled {
+        Err(Unmappable { reason, customer }) => Settling::Done(Settled {
             status: EventStatus::Quarantined,
             reason: Some(reason.clone()),
             outcome: None,
-            customer_id: None,
+            customer_id: customer.clone(),
             answer: IngestOutcome::Quarantined {
                 event_id,
                 reason: reason.clone(),
@@ -99,7 +99,19 @@ pub(super) fn settling<'a>(
 pub(super) fn is_suppressed_target(loaded: &Loaded, mapped: &Result<Mapped, Unmappable>) -> bool {
     match mapped {
         Ok(Mapped::Customer(event)) => loaded.suppressed.contains(&event.customer.id),
+        Err(Unmappable { customer: Some(id), .. }) => loaded.suppressed.contains(id),
         _ => false,
+    }
+}
+
+/// The customers whose state settling `mapped` needs: those a customer
+/// event touches, the one an unmappable body names (to know whether it
+/// was erased), none for other events.
+pub(super) fn touched_ids(mapped: &Result<Mapped, Unmappable>) -> Vec<String> {
+    match mapped {
+        Ok(Mapped::Customer(event)) => super::directory::touched_ids(event),
+        Err(Unmappable { customer: Some(id), .. }) => vec![id.clone()],
+        _ => Vec::new(),
     }
 }
 

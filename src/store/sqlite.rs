@@ -35,7 +35,7 @@ mod tests;
 use self::checkpoint::Checkpoints;
 use super::rows::{
     EVENT_COLUMNS, Lookup, RECORD_COLUMNS, RawEvent, RawRecord, Settled, Settling, is_suppressed_target, lookup_edits,
-    page, parse_time, settling,
+    page, parse_time, settling, touched_ids,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -57,6 +57,11 @@ const OUTBOX_CHAIN: &str = "WITH RECURSIVE chain(seq) AS (
     SELECT last_outbox FROM customers WHERE id = ?1 AND last_outbox IS NOT NULL
     UNION SELECT seq FROM outbox_heads WHERE customer_id = ?1
     UNION SELECT o.prev FROM outbox o JOIN chain ON o.seq = chain.seq WHERE o.prev IS NOT NULL)";
+
+/// Redacts the quarantined bodies that named customer `?1` (the index on
+/// the status keeps this to the quarantined events).
+const REDACT_QUARANTINED: &str = "UPDATE events SET body = NULL, headers = '{}', redacted = 1
+    WHERE status = 'quarantined' AND customer_id = ?1";
 
 /// Requests waiting for the writer at most; beyond, callers wait.
 const QUEUE: usize = 1024;
@@ -769,6 +774,11 @@ fn reprocess(
     }
     let (loaded, mut heads) = load_touched(tx, mapped)?;
     if is_suppressed_target(&loaded, mapped) {
+        // Kept before its customer was known, now known to be erased:
+        // nothing of it stays, as for a delivery.
+        tx.prepare_cached("UPDATE events SET body = NULL, headers = '{}', redacted = 1 WHERE id = ?1")?
+            .execute([event_id])?;
+        ctx.erased = true;
         return Ok(Some(IngestOutcome::Suppressed));
     }
     let received_at = parse_time(&received_at)?;
@@ -791,13 +801,10 @@ fn reprocess(
     Ok(Some(settled.answer))
 }
 
-/// For a customer event, the state of the customers it touches; nothing
-/// for other events.
+/// The state of the customers settling `mapped` needs (see
+/// [`touched_ids`]).
 fn load_touched(tx: &Connection, mapped: &Result<Mapped, Unmappable>) -> Result<(Loaded, Heads), StoreError> {
-    match mapped {
-        Ok(Mapped::Customer(event)) => load(tx, &directory::touched_ids(event)),
-        _ => Ok(Default::default()),
-    }
+    load(tx, &touched_ids(mapped))
 }
 
 /// Settles a kept event: applies it to the directory, whose state it
@@ -856,10 +863,10 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
     if is_suppressed(tx, id)? {
         return Ok(Erasure::AlreadyErased);
     }
-    let Some(record) = load_record(tx, id)? else {
-        return Ok(Erasure::NotFound);
-    };
     let now = UtcMillis::now();
+    let Some(record) = load_record(tx, id)? else {
+        return erase_quarantined(tx, id, now, ctx);
+    };
     let mut ids = vec![id.to_owned()];
     let partners = tx
         .prepare_cached(
@@ -886,6 +893,7 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
             "{HISTORY_CHAIN} UPDATE events SET body = NULL, headers = '{{}}', redacted = 1
              WHERE id IN (SELECT event_id FROM history WHERE seq IN (SELECT seq FROM chain)) AND customer_id = ?1"
         ),
+        REDACT_QUARANTINED.into(),
         format!("{HISTORY_CHAIN} DELETE FROM history WHERE seq IN (SELECT seq FROM chain)"),
         format!(
             "{OUTBOX_CHAIN} UPDATE outbox SET body = json_object('id', id, 'type', 'customer', 'action', action,
@@ -901,8 +909,7 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
         tx.prepare_cached(&sql)?.execute([id])?;
     }
     edit_lookups(tx, id, Some(&record.profile), &Profile::default())?;
-    tx.prepare_cached("INSERT INTO suppressions (customer_id, erased_at) VALUES (?1, ?2)")?
-        .execute(params![id, now.to_string()])?;
+    suppress(tx, id, now)?;
     persist(tx, &loaded, &mut heads, &effects, Publish::Yes, ctx)?;
     let mut gone = record.to_customer();
     gone.version += 1;
@@ -916,6 +923,24 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
     publish(tx, &[deleted], &mut Heads::default(), ctx)?;
     ctx.erased = true;
     Ok(Erasure::Erased)
+}
+
+/// Erases an id without a record, whose only traces are quarantined
+/// bodies that named it: they are redacted, and the id suppressed. No
+/// message: subscribers never heard of it. `NotFound` if there are none.
+fn erase_quarantined(tx: &Connection, id: &str, now: UtcMillis, ctx: &mut Context) -> Result<Erasure, StoreError> {
+    if tx.prepare_cached(REDACT_QUARANTINED)?.execute([id])? == 0 {
+        return Ok(Erasure::NotFound);
+    }
+    suppress(tx, id, now)?;
+    ctx.erased = true;
+    Ok(Erasure::Erased)
+}
+
+fn suppress(tx: &Connection, id: &str, now: UtcMillis) -> Result<(), StoreError> {
+    tx.prepare_cached("INSERT INTO suppressions (customer_id, erased_at) VALUES (?1, ?2)")?
+        .execute(params![id, now.to_string()])?;
+    Ok(())
 }
 
 /// The records with these ids that exist, every merge link naming one, and

@@ -19,7 +19,7 @@ fn unmappable(dedupe_key: &str) -> Op {
         received_at: UtcMillis::now(),
         headers: Default::default(),
         body: b"{}".to_vec(),
-        mapped: Err(Unmappable("no customer id".into())),
+        mapped: Err(Unmappable::new("no customer id")),
     }))
 }
 
@@ -81,7 +81,7 @@ fn a_failing_command_fails_alone_and_its_batch_commits_once() {
     let (before, before_answer) = command(unmappable("b"));
     let (failing, failing_answer) = command(Op::Reprocess(
         redacted.clone(),
-        Err(Unmappable("still no customer id".into())),
+        Err(Unmappable::new("still no customer id")),
         Publish::No,
     ));
     let (after, after_answer) = command(unmappable("c"));
