@@ -151,6 +151,25 @@ async fn a_second_configured_treez_token_is_accepted() {
     app.customer("treez:rot:1").await;
 }
 
+/// The scheme's name is case-insensitive (RFC 9110), for sources and the
+/// API alike.
+#[tokio::test]
+async fn a_bearer_token_is_read_whatever_the_case_of_the_scheme() {
+    let app = TestApp::spawn().await;
+    let request = app
+        .webhook("treez")
+        .header("Authorization", format!("bearer {TREEZ_TOKEN}"))
+        .body(treez("case", "1", T1).to_string());
+    let (status, body) = send(request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let request = app
+        .client
+        .get(app.url("/api/v1/customers/treez:case:1"))
+        .header("Authorization", format!("BEARER {}", util::ADMIN));
+    let (status, body) = send(request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 #[tokio::test]
 async fn a_source_token_is_not_an_admin_token() {
     let app = TestApp::spawn().await;

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::ingest::{answer, matches_any, outcome_label};
+use super::ingest::{answer, bearer, matches_any, outcome_label};
 use crate::model::{Customer, UtcMillis, json, normalize};
 use crate::store::{CustomerQuery, Erasure, EventQuery, EventStatus, Page, Publish, StoredEvent};
 
@@ -31,8 +31,7 @@ pub async fn require_admin(State(app): State<Arc<AppState>>, request: Request, n
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer);
     match token {
         Some(token) if matches_any(token, std::slice::from_ref(&app.admin_token)) => next.run(request).await,
         Some(_) => ApiError::unauthorized("the admin token is wrong").into_response(),

@@ -120,8 +120,7 @@ fn authenticate(source: &Source, default: TokenHeader, headers: &HeaderMap) -> R
         (None, TokenHeader::Bearer) => headers.get(header::AUTHORIZATION),
     }
     .and_then(|v| v.to_str().ok())
-    .map(|v| v.trim())
-    .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim());
+    .map(|v| bearer(v).unwrap_or(v.trim()));
     let Some(presented) = presented.filter(|p| !p.is_empty()) else {
         return Err(ApiError::unauthorized("this source's token is missing"));
     };
@@ -129,6 +128,14 @@ fn authenticate(source: &Source, default: TokenHeader, headers: &HeaderMap) -> R
         return Err(ApiError::unauthorized("this source's token is wrong"));
     }
     Ok(())
+}
+
+/// The credentials of an `Authorization: Bearer …` value; the scheme's
+/// name is case-insensitive (RFC 9110, 11.1).
+pub fn bearer(value: &str) -> Option<&str> {
+    let value = value.trim();
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| credentials.trim())
 }
 
 /// Whether `presented` is one of `tokens`, in time independent of where or
@@ -285,6 +292,16 @@ mod tests {
         assert_eq!(content_hash(&a), content_hash(&b));
         assert_ne!(content_hash(&a), content_hash(&c));
         assert!(content_hash(&a).starts_with("sha256:"));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        for value in ["Bearer t0k", "bearer t0k", "BEARER  t0k ", " Bearer t0k"] {
+            assert_eq!(bearer(value), Some("t0k"), "{value:?}");
+        }
+        for value in ["t0k", "Basic t0k", "Bearert0k"] {
+            assert_eq!(bearer(value), None, "{value:?}");
+        }
     }
 
     #[test]
