@@ -672,6 +672,20 @@ async fn a_quarantined_event_is_reprocessed_after_a_config_fix() {
     drop(temp);
 }
 
+/// The record's own event, reprocessed with nothing changed, changes
+/// nothing: it is `unchanged` (not `stale`: no newer event holds it).
+#[tokio::test]
+async fn reprocessing_the_event_a_record_holds_is_unchanged() {
+    let app = TestApp::spawn().await;
+    let (_, answer) = app.deliver_json("treez", &treez("shop", "78", T1)).await;
+    let event_id = answer["eventId"].as_str().unwrap();
+    let before = app.customer("treez:shop:78").await;
+    let (status, again) = app.post_admin(&format!("/api/v1/events/{event_id}/reprocess")).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["outcome"], "unchanged", "{again}");
+    assert_eq!(app.customer("treez:shop:78").await, before);
+}
+
 #[tokio::test]
 async fn reprocessing_an_unknown_event_is_404() {
     let app = TestApp::spawn().await;

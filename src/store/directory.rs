@@ -165,7 +165,10 @@ pub fn apply(loaded: &Loaded, event: &CustomerEvent, meta: &EventMeta, now: UtcM
     }
 
     let mine = loaded.records.get(&me.id);
-    let snapshot_applies = mine.and_then(|r| r.order_key.as_ref()).is_none_or(|k| k < key);
+    // An equal key is the record's own event again (a key holds its
+    // delivery's dedupe key, unique per source): a reprocess, whose
+    // mapping takes effect if a fixed adapter changed it.
+    let snapshot_applies = mine.and_then(|r| r.order_key.as_ref()).is_none_or(|k| k <= key);
 
     let merges = MergeIndex::new(links.iter().map(|((s, a), k)| (s.as_str(), a.as_str(), k)));
     for (id, who) in refs {

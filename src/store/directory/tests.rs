@@ -114,13 +114,22 @@ fn newer_snapshots_apply_and_older_ones_are_stale() {
 }
 
 #[test]
-fn the_same_event_again_changes_nothing() {
+fn the_same_event_again_is_unchanged_and_its_new_mapping_applies() {
     let mut mem = Mem::default();
     let e = event("1", 10, "Ann");
     mem.ingest(&e, "a");
-    assert_eq!(mem.ingest(&e, "a"), Some(Outcome::Stale));
+    assert_eq!(mem.ingest(&e, "a"), Some(Outcome::Unchanged));
     assert_eq!(mem.records["treez:shop:1"].version, 1);
     assert_eq!(mem.changes.len(), 1);
+    // Reprocessed after an adapter fix: the same delivery, mapped anew.
+    assert_eq!(mem.ingest(&event("1", 10, "Anna"), "a"), Some(Outcome::Applied));
+    let record = &mem.records["treez:shop:1"];
+    assert_eq!(
+        (record.profile.first_name.as_deref(), record.version),
+        (Some("Anna"), 2)
+    );
+    // Older deliveries stay stale.
+    assert_eq!(mem.ingest(&event("1", 5, "Old"), "b"), Some(Outcome::Stale));
 }
 
 #[test]
