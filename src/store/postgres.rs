@@ -45,6 +45,7 @@ mod outbound;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_init.sql"),
     include_str!("migrations/postgres/0002_outbound.sql"),
+    include_str!("migrations/postgres/0003_sending.sql"),
 ];
 
 /// Connections per instance.
@@ -663,7 +664,11 @@ async fn erase(work: &mut Work, id: &String) -> Result<Erasure, StoreError> {
         "DELETE FROM customer_phones WHERE customer_id = $1",
         "DELETE FROM customer_businesses WHERE customer_id = $1",
         "DELETE FROM customers WHERE id = $1",
-        "UPDATE messages SET status = 'cancelled', next_attempt_at = NULL WHERE customer_id = $1 AND status = 'pending'",
+        // A message being sent stays pending: its attempt is under way, and
+        // the `deleted` message waits behind it.
+        "UPDATE messages SET status = 'cancelled', next_attempt_at = NULL
+         WHERE customer_id = $1 AND status = 'pending'
+           AND (sending_until IS NULL OR sending_until <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint)",
         "UPDATE outbox SET redacted = TRUE,
              body = json_build_object('id', id, 'type', 'customer', 'action', action,
                                       'payload', json_build_object('id', customer_id), 'redacted', TRUE)::text

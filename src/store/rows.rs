@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::directory::{Change, EventMeta, Loaded, Record};
 use super::{Action, EventStatus, IngestOutcome, Outcome, Page, StoreError, StoredEvent};
 use crate::model::{Customer, CustomerEvent, OrderKey, Profile, UtcMillis, json};
-use crate::outbound::{Attempt, Message, MessageStatus, Subscription};
+use crate::outbound::{Attempt, Message, MessageStatus, Next, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
 /// The first `limit` items and, if there were more, the position to
@@ -112,6 +112,25 @@ pub(super) fn touched_ids(mapped: &Result<Mapped, Unmappable>) -> Vec<String> {
         Ok(Mapped::Customer(event)) => super::directory::touched_ids(event),
         Err(Unmappable { customer: Some(id), .. }) => vec![id.clone()],
         _ => Vec::new(),
+    }
+}
+
+/// Whether a message (`m`, its outbox row `o`) was withdrawn by an
+/// erasure while it was being sent: its customer is erased, and it is not
+/// the `deleted` message.
+pub(super) const WITHDRAWN: &str = "SELECT o.action <> 'deleted'
+        AND EXISTS (SELECT 1 FROM suppressions s WHERE s.customer_id = m.customer_id)
+    FROM messages m JOIN outbox o ON o.seq = m.outbox_seq";
+
+/// What an attempt makes of its message: its status, when it is due next
+/// (Unix ms), and whether it counts as a failure. A message an erasure
+/// withdrew while it was being sent ([`WITHDRAWN`]) is not sent again.
+pub(super) fn attempt_outcome(next: Next, withdrawn: bool) -> (MessageStatus, Option<i64>, i32) {
+    match next {
+        Next::Delivered => (MessageStatus::Delivered, None, 0),
+        _ if withdrawn => (MessageStatus::Cancelled, None, 1),
+        Next::Retry { at } => (MessageStatus::Pending, Some(at.as_millisecond()), 1),
+        Next::Dead { .. } => (MessageStatus::Dead, None, 1),
     }
 }
 
@@ -373,4 +392,31 @@ pub(super) fn lookup_edits(old: Option<&Profile>, new: &Profile) -> Vec<(Lookup,
         edits.extend(after.difference(&before).map(|k| (lookup, true, k.clone())));
     }
     edits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_withdrawn_by_an_erasure_is_never_sent_again() {
+        let at = UtcMillis::now();
+        let retry = Next::Retry { at };
+        let dead = Next::Dead {
+            disable_subscription: true,
+        };
+        assert_eq!(
+            attempt_outcome(retry, false),
+            (MessageStatus::Pending, Some(at.as_millisecond()), 1)
+        );
+        assert_eq!(attempt_outcome(dead, false), (MessageStatus::Dead, None, 1));
+        for next in [retry, dead] {
+            assert_eq!(attempt_outcome(next, true), (MessageStatus::Cancelled, None, 1));
+        }
+        // Sent before the erasure committed: delivered is what happened.
+        assert_eq!(
+            attempt_outcome(Next::Delivered, true),
+            (MessageStatus::Delivered, None, 0)
+        );
+    }
 }

@@ -43,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0002_outbound.sql"),
     include_str!("migrations/sqlite/0003_lookup_indexes.sql"),
     include_str!("migrations/sqlite/0004_chains.sql"),
+    include_str!("migrations/sqlite/0005_sending.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back
@@ -903,11 +904,16 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
         "DELETE FROM outbox_heads WHERE customer_id = ?1".into(),
         "DELETE FROM merge_links WHERE survivor = ?1 OR absorbed = ?1".into(),
         "DELETE FROM customers WHERE id = ?1".into(),
-        "UPDATE messages SET status = 'cancelled', next_attempt_at = NULL WHERE customer_id = ?1 AND status = 'pending'"
-            .into(),
     ] {
         tx.prepare_cached(&sql)?.execute([id])?;
     }
+    // A message being sent stays pending: its attempt is under way, and the
+    // `deleted` message waits behind it.
+    tx.prepare_cached(
+        "UPDATE messages SET status = 'cancelled', next_attempt_at = NULL
+         WHERE customer_id = ?1 AND status = 'pending' AND (sending_until IS NULL OR sending_until <= ?2)",
+    )?
+    .execute(params![id, now.as_millisecond()])?;
     edit_lookups(tx, id, Some(&record.profile), &Profile::default())?;
     suppress(tx, id, now)?;
     persist(tx, &loaded, &mut heads, &effects, Publish::Yes, ctx)?;

@@ -539,6 +539,9 @@ pub enum Behaviour {
     RetryAfterOnce { status: u16, seconds: u64 },
     /// Sleeps `delay` before answering `200` to the first `times` requests.
     SlowFirst { times: usize, delay: Duration },
+    /// Sleeps `delay` before answering `status` to the first request, then
+    /// `200`.
+    SlowFailFirst { delay: Duration, status: u16 },
     /// These statuses, one per request in order, then `200`.
     Statuses(Vec<u16>),
 }
@@ -722,6 +725,10 @@ impl TestReceiver {
                     }
                 }
                 Behaviour::SlowFirst { times, delay } => (200, None, (served < times).then_some(delay)),
+                Behaviour::SlowFailFirst { delay, status } => match served {
+                    0 => (status, None, Some(delay)),
+                    _ => (200, None, None),
+                },
                 Behaviour::Statuses(statuses) => (statuses.get(served).copied().unwrap_or(200), None, None),
             };
             state.received.push(Received {

@@ -19,7 +19,10 @@ use super::lock;
 use crate::model::UtcMillis;
 use crate::outbound::{Attempt, Due, Message, MessageStatus, Next, Subscription};
 use crate::store::directory::Change;
-use crate::store::rows::{Envelope, RawAttempt, RawMessage, RawSubscription, decode_subscription, page, parse_action};
+use crate::store::rows::{
+    Envelope, RawAttempt, RawMessage, RawSubscription, WITHDRAWN, attempt_outcome, decode_subscription, page,
+    parse_action,
+};
 use crate::store::{Claim, MessageQuery, Page, Retry, StoreError};
 
 const SUBSCRIPTION_COLUMNS: &str = "id, url, secret, actions, sources, enabled, created_at";
@@ -353,7 +356,7 @@ pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -
             String,
             String,
         ) = sqlx::query_as(
-            "UPDATE messages m SET next_attempt_at = $2 FROM subscriptions s, outbox o
+            "UPDATE messages m SET next_attempt_at = $2, sending_until = $2 FROM subscriptions s, outbox o
              WHERE m.seq = $1 AND s.id = m.subscription_id AND o.seq = m.outbox_seq
              RETURNING m.subscription_id, m.failures, m.generation, s.url, s.secret, o.id, o.body",
         )
@@ -402,11 +405,15 @@ pub(super) async fn record_attempt(
         .bind(attempt.duration_ms as i64)
         .execute(&mut *conn)
         .await?;
-    let (status, next_at, failed) = match next {
-        Next::Delivered => (MessageStatus::Delivered, None, 0),
-        Next::Retry { at } => (MessageStatus::Pending, Some(at.as_millisecond()), 1),
-        Next::Dead { .. } => (MessageStatus::Dead, None, 1),
-    };
+    sqlx::query("UPDATE messages SET sending_until = NULL WHERE seq = $1")
+        .bind(seq)
+        .execute(&mut *conn)
+        .await?;
+    let withdrawn: bool = sqlx::query_scalar(&format!("{WITHDRAWN} WHERE m.seq = $1"))
+        .bind(seq)
+        .fetch_one(&mut *conn)
+        .await?;
+    let (status, next_at, failed) = attempt_outcome(next, withdrawn);
     sqlx::query(
         "UPDATE messages SET status = $2, next_attempt_at = $3, failures = failures + $4
          WHERE seq = $1 AND generation = $5 AND status = 'pending'",
@@ -429,8 +436,9 @@ pub(super) async fn record_attempt(
     .bind(generation)
     .execute(&mut *conn)
     .await?;
-    // Delivered or dead: the customer's next message, if any, is due.
-    if !matches!(next, Next::Retry { .. }) {
+    // Delivered, dead or cancelled: the customer's next message, if any,
+    // is due.
+    if status != MessageStatus::Pending {
         promote_next(conn, &subscription_id, &customer_id, attempt.at).await?;
     }
     if let Next::Dead {

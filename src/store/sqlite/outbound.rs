@@ -9,7 +9,9 @@ use crate::model::UtcMillis;
 use crate::outbound::{Attempt, Due, Message, MessageStatus, Next, Subscription};
 use crate::store::StoreError;
 use crate::store::directory::Change;
-use crate::store::rows::{Envelope, RawMessage, RawSubscription, decode_subscription, page, parse_action};
+use crate::store::rows::{
+    Envelope, RawMessage, RawSubscription, WITHDRAWN, attempt_outcome, decode_subscription, page, parse_action,
+};
 use crate::store::{Claim, MessageQuery, Page, Retry};
 
 use super::Heads;
@@ -297,7 +299,7 @@ pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<D
         }
     }
     let mut lease = tx.prepare_cached(
-        "UPDATE messages SET next_attempt_at = ?2 WHERE seq = ?1
+        "UPDATE messages SET next_attempt_at = ?2, sending_until = ?2 WHERE seq = ?1
          RETURNING subscription_id, failures, outbox_seq, generation",
     )?;
     let mut details = tx.prepare_cached(
@@ -354,11 +356,12 @@ pub(super) fn record_attempt(
         attempt.error,
         attempt.duration_ms as i64
     ])?;
-    let (status, next_at, failed) = match next {
-        Next::Delivered => (MessageStatus::Delivered, None, 0),
-        Next::Retry { at } => (MessageStatus::Pending, Some(at.as_millisecond()), 1),
-        Next::Dead { .. } => (MessageStatus::Dead, None, 1),
-    };
+    tx.prepare_cached("UPDATE messages SET sending_until = NULL WHERE seq = ?1")?
+        .execute([seq])?;
+    let withdrawn = tx
+        .prepare_cached(&format!("{WITHDRAWN} WHERE m.seq = ?1"))?
+        .query_row([seq], |r| r.get(0))?;
+    let (status, next_at, failed) = attempt_outcome(next, withdrawn);
     tx.prepare_cached(
         "UPDATE messages SET status = ?2, next_attempt_at = ?3, failures = failures + ?4
          WHERE seq = ?1 AND generation = ?5 AND status = 'pending'",
@@ -371,8 +374,9 @@ pub(super) fn record_attempt(
          AND next_attempt_at IS NOT NULL",
     )?
     .execute(params![seq, attempt.at.as_millisecond(), generation])?;
-    // Delivered or dead: the customer's next message, if any, is due.
-    if !matches!(next, Next::Retry { .. }) {
+    // Delivered, dead or cancelled: the customer's next message, if any,
+    // is due.
+    if status != MessageStatus::Pending {
         promote_next(tx, &subscription_id, &customer_id, attempt.at)?;
     }
     if let Next::Dead {
