@@ -386,49 +386,48 @@ async fn reprocessing_a_body_into_an_erased_customer_redacts_it() {
     drop(temp);
 }
 
+/// Erases customer `id` while its `created` message is being sent to a
+/// subscriber that answers it as `behaviour` says (slowly); returns the
+/// app, the subscription, and what the subscriber received once the
+/// `deleted` message came too, which must be after the `created` one.
+async fn erase_while_sending(id: &str, behaviour: Behaviour) -> (TestApp, String, Vec<util::Received>) {
+    let app = TestApp::spawn_with("[delivery]\nretry_schedule = [\"1h\"]\ntimeout = \"10s\"\n").await;
+    let slow = TestReceiver::start(behaviour).await;
+    let (subscription, _) = app.subscribe_url(&slow.url()).await;
+    app.deliver_json("treez", &jules(id, T1)).await;
+    // The `created` message has arrived; its answer takes a while.
+    slow.wait_for(1).await;
+    assert_eq!(erase(&app, &format!("treez:shop:{id}")).await, StatusCode::NO_CONTENT);
+    let received = slow.wait_for(2).await;
+    let actions: Vec<&str> = received.iter().map(|r| r.action()).collect();
+    assert_eq!(actions, ["created", "deleted"]);
+    (app, subscription, received)
+}
+
 /// An erasure while a message of the customer is being sent: that attempt
 /// is under way, so the `deleted` message waits for it rather than
 /// overtaking it (version order per subscriber, SPEC §6).
 #[tokio::test]
 async fn the_deleted_message_waits_for_a_message_being_sent() {
     const DELAY: std::time::Duration = std::time::Duration::from_secs(2);
-    let app = TestApp::spawn_with("[delivery]\ntimeout = \"10s\"\n").await;
-    let slow = TestReceiver::start(Behaviour::SlowFirst { times: 1, delay: DELAY }).await;
-    let (subscription, _) = app.subscribe_url(&slow.url()).await;
-    app.deliver_json("treez", &jules("20", T1)).await;
-    // The `created` message has arrived; its answer takes DELAY.
-    slow.wait_for(1).await;
-    assert_eq!(erase(&app, "treez:shop:20").await, StatusCode::NO_CONTENT);
-
-    let received = slow.wait_for(2).await;
-    let actions: Vec<&str> = received.iter().map(|r| r.action()).collect();
-    assert_eq!(actions, ["created", "deleted"]);
+    let (app, subscription, received) =
+        erase_while_sending("20", Behaviour::SlowFirst { times: 1, delay: DELAY }).await;
     assert!(
         received[1].at.duration_since(received[0].at) >= DELAY,
         "`deleted` was sent before the `created` being sent was answered"
     );
-    let messages = app.wait_all(&subscription, 2, "delivered").await;
-    assert_eq!(messages.len(), 2, "{messages:?}");
+    app.wait_all(&subscription, 2, "delivered").await;
 }
 
 /// The same, when that attempt fails: the message the erasure withdrew is
 /// not sent again, and the `deleted` message goes out after it.
 #[tokio::test]
 async fn a_message_withdrawn_while_it_was_being_sent_is_not_retried() {
-    let app = TestApp::spawn_with("[delivery]\nretry_schedule = [\"1h\"]\ntimeout = \"10s\"\n").await;
-    let slow = TestReceiver::start(Behaviour::SlowFailFirst {
+    let failing = Behaviour::SlowFailFirst {
         delay: std::time::Duration::from_secs(1),
         status: 503,
-    })
-    .await;
-    let (subscription, _) = app.subscribe_url(&slow.url()).await;
-    app.deliver_json("treez", &jules("21", T1)).await;
-    slow.wait_for(1).await;
-    assert_eq!(erase(&app, "treez:shop:21").await, StatusCode::NO_CONTENT);
-
-    let received = slow.wait_for(2).await;
-    let actions: Vec<&str> = received.iter().map(|r| r.action()).collect();
-    assert_eq!(actions, ["created", "deleted"]);
+    };
+    let (app, subscription, _) = erase_while_sending("21", failing).await;
     let messages = app
         .wait_for_messages(&subscription, "created cancelled, deleted delivered", |m| {
             m.len() == 2 && m[0]["status"] == "cancelled" && m[1]["status"] == "delivered"
