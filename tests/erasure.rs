@@ -439,3 +439,70 @@ async fn a_message_withdrawn_while_it_was_being_sent_is_not_retried() {
         "{messages:?}"
     );
 }
+
+/// Retried by hand while it was being sent, then withdrawn by an erasure:
+/// its failed attempt cancels it whatever the retry asked, so it is not
+/// sent again after the erasure.
+#[tokio::test]
+async fn a_withdrawn_message_retried_during_its_send_is_not_sent_again() {
+    let app = TestApp::spawn_with("[delivery]\nretry_schedule = [\"1h\"]\ntimeout = \"10s\"\n").await;
+    let slow = TestReceiver::start(Behaviour::SlowFailFirst {
+        delay: std::time::Duration::from_secs(2),
+        status: 503,
+    })
+    .await;
+    let (subscription, _) = app.subscribe_url(&slow.url()).await;
+    app.deliver_json("treez", &jules("22", T1)).await;
+    slow.wait_for(1).await;
+    let created = app.messages(&subscription, None).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, answer) = app.post_admin(&format!("/api/v1/messages/{created}/retry")).await;
+    assert!(status.is_success(), "{answer}");
+    assert_eq!(erase(&app, "treez:shop:22").await, StatusCode::NO_CONTENT);
+
+    app.wait_for_messages(&subscription, "created cancelled, deleted delivered", |m| {
+        m.len() == 2 && m[0]["status"] == "cancelled" && m[1]["status"] == "delivered"
+    })
+    .await;
+    let actions: Vec<String> = slow.received().iter().map(|r| r.action().to_owned()).collect();
+    assert_eq!(actions, ["created", "deleted"]);
+}
+
+/// A rebuild that can no longer map a customer's events (its source lost
+/// the account they relied on) drops the record but keeps its envelopes:
+/// an erasure still finds them, redacts them and cancels their messages.
+#[tokio::test]
+async fn an_id_whose_record_a_rebuild_dropped_is_still_erasable() {
+    let delivery = "[delivery]\nretry_schedule = [\"1h\"]\n";
+    let with_account = format!("account = \"shop\"\n{delivery}");
+    let app = TestApp::spawn_with(&with_account).await;
+    let failing = TestReceiver::start(Behaviour::always(500)).await;
+    let (subscription, _) = app.subscribe_url(&failing.url()).await;
+    let anonymous = util::without(jules("23", T1), "/dispensary_short_name");
+    let (_, answer) = app.deliver_json("treez", &anonymous).await;
+    assert_eq!(answer["customerId"], "treez:shop:23", "{answer}");
+    app.wait_for_messages(&subscription, "a failed attempt", |m| {
+        m.len() == 1 && m[0]["attempts"].as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    let dir = app.dir.clone();
+    let temp = app.stop().await;
+
+    let text = util::config_text(&dir, delivery);
+    let config = clientele::config::Config::from_toml("test", &text, std::iter::empty()).unwrap();
+    clientele::app::rebuild(&config).await.unwrap();
+    let app = TestApp::spawn_in(&dir, delivery).await;
+    assert_eq!(
+        app.get("/api/v1/customers/treez:shop:23").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(erase(&app, "treez:shop:23").await, StatusCode::NO_CONTENT);
+    let messages = app.messages(&subscription, None).await;
+    assert_eq!(messages[0]["status"], "cancelled", "{messages:?}");
+    let (_, answer) = app.deliver_json("treez", &jules("23", T2)).await;
+    assert_eq!(answer["status"], "suppressed");
+    app.stop().await;
+    drop(temp);
+}

@@ -456,10 +456,10 @@ impl Store for PgStore {
     }
 
     fn record_attempt(&self, message: &Due, attempt: Attempt, next: Next) -> BoxFuture<'_, Result<(), StoreError>> {
-        let args = (message.seq, message.generation, attempt, next);
+        let args = ((message.seq, message.generation, message.lease_until), attempt, next);
         Box::pin(async move {
-            self.write(&args, |work, (seq, generation, attempt, next)| {
-                Box::pin(outbound::record_attempt(work.conn(), *seq, *generation, attempt, *next))
+            self.write(&args, |work, (claim, attempt, next)| {
+                Box::pin(outbound::record_attempt(work.conn(), *claim, attempt, *next))
             })
             .await
         })
@@ -629,7 +629,7 @@ async fn erase(work: &mut Work, id: &String) -> Result<Erasure, StoreError> {
     }
     let now = UtcMillis::now();
     let Some(record) = load_record(work.conn(), id).await? else {
-        return erase_quarantined(work, id, now).await;
+        return erase_without_record(work, id, now).await;
     };
     let partners: Vec<String> = sqlx::query_scalar(
         "SELECT absorbed FROM merge_links WHERE survivor = $1 UNION SELECT survivor FROM merge_links WHERE absorbed = $1",
@@ -658,24 +658,15 @@ async fn erase(work: &mut Work, id: &String) -> Result<Erasure, StoreError> {
         // Raw bodies stay listed, redacted.
         "UPDATE events SET body = NULL, headers = '{}', redacted = TRUE
          WHERE id IN (SELECT event_id FROM history WHERE customer_id = $1) AND customer_id = $1",
-        REDACT_QUARANTINED,
         "DELETE FROM history WHERE customer_id = $1",
         "DELETE FROM merge_links WHERE survivor = $1 OR absorbed = $1",
         "DELETE FROM customer_phones WHERE customer_id = $1",
         "DELETE FROM customer_businesses WHERE customer_id = $1",
         "DELETE FROM customers WHERE id = $1",
-        // A message being sent stays pending: its attempt is under way, and
-        // the `deleted` message waits behind it.
-        "UPDATE messages SET status = 'cancelled', next_attempt_at = NULL
-         WHERE customer_id = $1 AND status = 'pending'
-           AND (sending_until IS NULL OR sending_until <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint)",
-        "UPDATE outbox SET redacted = TRUE,
-             body = json_build_object('id', id, 'type', 'customer', 'action', action,
-                                      'payload', json_build_object('id', customer_id), 'redacted', TRUE)::text
-         WHERE customer_id = $1",
     ] {
         sqlx::query(sql).bind(id).execute(work.conn()).await?;
     }
+    erase_traces(work, id).await?;
     suppress(work, id, now).await?;
     persist(work, &loaded, &effects, Publish::Yes).await?;
     let mut gone = record.to_customer();
@@ -695,12 +686,40 @@ async fn erase(work: &mut Work, id: &String) -> Result<Erasure, StoreError> {
 const REDACT_QUARANTINED: &str = "UPDATE events SET body = NULL, headers = '{}', redacted = TRUE
     WHERE status = 'quarantined' AND customer_id = $1";
 
-/// Erases an id without a record, whose only traces are quarantined
-/// bodies that named it: they are redacted, and the id suppressed. No
-/// message: subscribers never heard of it. `NotFound` if there are none.
-async fn erase_quarantined(work: &mut Work, id: &str, now: UtcMillis) -> Result<Erasure, StoreError> {
-    let redacted = sqlx::query(REDACT_QUARANTINED).bind(id).execute(work.conn()).await?;
-    if redacted.rows_affected() == 0 {
+/// What an id left besides its record and history, erased: the
+/// quarantined bodies that named it and its envelopes redacted, its
+/// pending messages cancelled. Returns how many bodies and envelopes were
+/// redacted.
+async fn erase_traces(work: &mut Work, id: &str) -> Result<u64, StoreError> {
+    let mut redacted = 0;
+    for sql in [
+        REDACT_QUARANTINED,
+        "UPDATE outbox SET redacted = TRUE,
+             body = json_build_object('id', id, 'type', 'customer', 'action', action,
+                                      'payload', json_build_object('id', customer_id), 'redacted', TRUE)::text
+         WHERE customer_id = $1",
+    ] {
+        redacted += sqlx::query(sql).bind(id).execute(work.conn()).await?.rows_affected();
+    }
+    // A message being sent stays pending: its attempt is under way, and the
+    // `deleted` message waits behind it.
+    sqlx::query(
+        "UPDATE messages SET status = 'cancelled', next_attempt_at = NULL
+         WHERE customer_id = $1 AND status = 'pending'
+           AND (sending_until IS NULL OR sending_until <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint)",
+    )
+    .bind(id)
+    .execute(work.conn())
+    .await?;
+    Ok(redacted)
+}
+
+/// Erases an id without a record (a quarantined delivery named it, or a
+/// rebuild left its envelopes while its events now quarantine): its traces
+/// are erased and the id suppressed. No `deleted` message: without a
+/// record there is no version to send. `NotFound` if nothing names it.
+async fn erase_without_record(work: &mut Work, id: &str, now: UtcMillis) -> Result<Erasure, StoreError> {
+    if erase_traces(work, id).await? == 0 {
         return Ok(Erasure::NotFound);
     }
     suppress(work, id, now).await?;

@@ -97,8 +97,8 @@ enum Op {
     Replay(String, UtcMillis),
     Claim(Claim),
     RecordAttempt {
-        seq: i64,
-        generation: i64,
+        /// The message's seq, generation and lease.
+        claim: (i64, i64, i64),
         attempt: Attempt,
         next: Next,
     },
@@ -371,8 +371,7 @@ impl Store for SqliteStore {
 
     fn record_attempt(&self, message: &Due, attempt: Attempt, next: Next) -> BoxFuture<'_, Result<(), StoreError>> {
         let op = Op::RecordAttempt {
-            seq: message.seq,
-            generation: message.generation,
+            claim: (message.seq, message.generation, message.lease_until),
             attempt,
             next,
         };
@@ -699,13 +698,8 @@ fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreE
             ctx.claims += 1;
             outbound::claim(tx, claim, ctx.claims).map(Answer::Claimed)
         }
-        Op::RecordAttempt {
-            seq,
-            generation,
-            attempt,
-            next,
-        } => {
-            outbound::record_attempt(tx, *seq, *generation, attempt, *next)?;
+        Op::RecordAttempt { claim, attempt, next } => {
+            outbound::record_attempt(tx, *claim, attempt, *next)?;
             Ok(Answer::Done)
         }
         Op::Shutdown => Ok(Answer::Done),
@@ -866,7 +860,7 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
     }
     let now = UtcMillis::now();
     let Some(record) = load_record(tx, id)? else {
-        return erase_quarantined(tx, id, now, ctx);
+        return erase_without_record(tx, id, now, ctx);
     };
     let mut ids = vec![id.to_owned()];
     let partners = tx
@@ -894,26 +888,17 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
             "{HISTORY_CHAIN} UPDATE events SET body = NULL, headers = '{{}}', redacted = 1
              WHERE id IN (SELECT event_id FROM history WHERE seq IN (SELECT seq FROM chain)) AND customer_id = ?1"
         ),
-        REDACT_QUARANTINED.into(),
         format!("{HISTORY_CHAIN} DELETE FROM history WHERE seq IN (SELECT seq FROM chain)"),
-        format!(
-            "{OUTBOX_CHAIN} UPDATE outbox SET body = json_object('id', id, 'type', 'customer', 'action', action,
-                                              'payload', json_object('id', customer_id), 'redacted', json('true'))
-             WHERE seq IN (SELECT seq FROM chain)"
-        ),
-        "DELETE FROM outbox_heads WHERE customer_id = ?1".into(),
-        "DELETE FROM merge_links WHERE survivor = ?1 OR absorbed = ?1".into(),
-        "DELETE FROM customers WHERE id = ?1".into(),
     ] {
         tx.prepare_cached(&sql)?.execute([id])?;
     }
-    // A message being sent stays pending: its attempt is under way, and the
-    // `deleted` message waits behind it.
-    tx.prepare_cached(
-        "UPDATE messages SET status = 'cancelled', next_attempt_at = NULL
-         WHERE customer_id = ?1 AND status = 'pending' AND (sending_until IS NULL OR sending_until <= ?2)",
-    )?
-    .execute(params![id, now.as_millisecond()])?;
+    erase_traces(tx, id, now)?;
+    for sql in [
+        "DELETE FROM merge_links WHERE survivor = ?1 OR absorbed = ?1",
+        "DELETE FROM customers WHERE id = ?1",
+    ] {
+        tx.prepare_cached(sql)?.execute([id])?;
+    }
     edit_lookups(tx, id, Some(&record.profile), &Profile::default())?;
     suppress(tx, id, now)?;
     persist(tx, &loaded, &mut heads, &effects, Publish::Yes, ctx)?;
@@ -931,11 +916,37 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
     Ok(Erasure::Erased)
 }
 
-/// Erases an id without a record, whose only traces are quarantined
-/// bodies that named it: they are redacted, and the id suppressed. No
-/// message: subscribers never heard of it. `NotFound` if there are none.
-fn erase_quarantined(tx: &Connection, id: &str, now: UtcMillis, ctx: &mut Context) -> Result<Erasure, StoreError> {
-    if tx.prepare_cached(REDACT_QUARANTINED)?.execute([id])? == 0 {
+/// What an id left besides its record and history, erased: the
+/// quarantined bodies that named it and its envelopes (through the
+/// record's chain and `outbox_heads`) redacted, its pending messages
+/// cancelled. Returns how many bodies and envelopes were redacted.
+fn erase_traces(tx: &Connection, id: &str, now: UtcMillis) -> Result<usize, StoreError> {
+    let bodies = tx.prepare_cached(REDACT_QUARANTINED)?.execute([id])?;
+    let envelopes = tx
+        .prepare_cached(&format!(
+            "{OUTBOX_CHAIN} UPDATE outbox SET body = json_object('id', id, 'type', 'customer', 'action', action,
+                                              'payload', json_object('id', customer_id), 'redacted', json('true'))
+             WHERE seq IN (SELECT seq FROM chain)"
+        ))?
+        .execute([id])?;
+    tx.prepare_cached("DELETE FROM outbox_heads WHERE customer_id = ?1")?
+        .execute([id])?;
+    // A message being sent stays pending: its attempt is under way, and the
+    // `deleted` message waits behind it.
+    tx.prepare_cached(
+        "UPDATE messages SET status = 'cancelled', next_attempt_at = NULL
+         WHERE customer_id = ?1 AND status = 'pending' AND (sending_until IS NULL OR sending_until <= ?2)",
+    )?
+    .execute(params![id, now.as_millisecond()])?;
+    Ok(bodies + envelopes)
+}
+
+/// Erases an id without a record (a quarantined delivery named it, or a
+/// rebuild left its envelopes while its events now quarantine): its traces
+/// are erased and the id suppressed. No `deleted` message: without a
+/// record there is no version to send. `NotFound` if nothing names it.
+fn erase_without_record(tx: &Connection, id: &str, now: UtcMillis, ctx: &mut Context) -> Result<Erasure, StoreError> {
+    if erase_traces(tx, id, now)? == 0 {
         return Ok(Erasure::NotFound);
     }
     suppress(tx, id, now)?;

@@ -373,6 +373,7 @@ pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -
             body,
             failures: failures as u32,
             generation,
+            lease_until,
         });
     }
     Ok(claimed)
@@ -382,8 +383,7 @@ pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -
 /// retried or replayed meanwhile (its generation moved on).
 pub(super) async fn record_attempt(
     conn: &mut PgConnection,
-    seq: i64,
-    generation: i64,
+    (seq, generation, lease_until): (i64, i64, i64),
     attempt: &Attempt,
     next: Next,
 ) -> Result<(), StoreError> {
@@ -405,8 +405,9 @@ pub(super) async fn record_attempt(
         .bind(attempt.duration_ms as i64)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("UPDATE messages SET sending_until = NULL WHERE seq = $1")
+    sqlx::query("UPDATE messages SET sending_until = NULL WHERE seq = $1 AND sending_until = $2")
         .bind(seq)
+        .bind(lease_until)
         .execute(&mut *conn)
         .await?;
     let withdrawn: bool = sqlx::query_scalar(&format!("{WITHDRAWN} WHERE m.seq = $1"))
@@ -416,7 +417,7 @@ pub(super) async fn record_attempt(
     let (status, next_at, failed) = attempt_outcome(next, withdrawn);
     sqlx::query(
         "UPDATE messages SET status = $2, next_attempt_at = $3, failures = failures + $4
-         WHERE seq = $1 AND generation = $5 AND status = 'pending'",
+         WHERE seq = $1 AND (generation = $5 OR $2 = 'cancelled') AND status = 'pending'",
     )
     .bind(seq)
     .bind(status.as_str())

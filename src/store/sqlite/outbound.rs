@@ -323,6 +323,7 @@ pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<D
             body,
             failures,
             generation,
+            lease_until: claim.lease_until.as_millisecond(),
         });
     }
     Ok(claimed)
@@ -333,8 +334,7 @@ pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<D
 /// stands. Returns whether it disabled a subscription.
 pub(super) fn record_attempt(
     tx: &Connection,
-    seq: i64,
-    generation: i64,
+    (seq, generation, lease_until): (i64, i64, i64),
     attempt: &Attempt,
     next: Next,
 ) -> Result<bool, StoreError> {
@@ -356,15 +356,15 @@ pub(super) fn record_attempt(
         attempt.error,
         attempt.duration_ms as i64
     ])?;
-    tx.prepare_cached("UPDATE messages SET sending_until = NULL WHERE seq = ?1")?
-        .execute([seq])?;
+    tx.prepare_cached("UPDATE messages SET sending_until = NULL WHERE seq = ?1 AND sending_until = ?2")?
+        .execute([seq, lease_until])?;
     let withdrawn = tx
         .prepare_cached(&format!("{WITHDRAWN} WHERE m.seq = ?1"))?
         .query_row([seq], |r| r.get(0))?;
     let (status, next_at, failed) = attempt_outcome(next, withdrawn);
     tx.prepare_cached(
         "UPDATE messages SET status = ?2, next_attempt_at = ?3, failures = failures + ?4
-         WHERE seq = ?1 AND generation = ?5 AND status = 'pending'",
+         WHERE seq = ?1 AND (generation = ?5 OR ?2 = 'cancelled') AND status = 'pending'",
     )?
     .execute(params![seq, status.as_str(), next_at, failed, generation])?;
     // Retried or replayed during this attempt: due now, not when the
