@@ -29,8 +29,8 @@ use tokio::sync::Notify;
 
 use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
 use super::rows::{
-    EVENT_COLUMNS, Lookup, RECORD_COLUMNS, RawEvent, RawRecord, Settled, Settling, is_suppressed_target, lookup_edits,
-    page, parse_time, settling, touched_ids,
+    EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, directory_deletes,
+    is_suppressed_target, lookup_edits, page, parse_time, settling, touched_ids,
 };
 use super::{
     Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, HistoryEntry, IngestOutcome, MessageQuery,
@@ -327,14 +327,7 @@ impl Store for PgStore {
         Box::pin(async move {
             self.write(&sources, |work, sources| {
                 Box::pin(async move {
-                    const RESET: &str = "SELECT id FROM customers WHERE source = ANY($1)";
-                    for sql in [
-                        format!("DELETE FROM history WHERE customer_id IN ({RESET})"),
-                        format!("DELETE FROM merge_links WHERE survivor IN ({RESET}) OR absorbed IN ({RESET})"),
-                        format!("DELETE FROM customer_phones WHERE customer_id IN ({RESET})"),
-                        format!("DELETE FROM customer_businesses WHERE customer_id IN ({RESET})"),
-                        format!("DELETE FROM customers WHERE id IN ({RESET})"),
-                    ] {
+                    for sql in directory_deletes("SELECT id FROM customers WHERE source = ANY($1)") {
                         sqlx::query(&sql).bind(sources).execute(work.conn()).await?;
                     }
                     Ok(())
@@ -456,10 +449,10 @@ impl Store for PgStore {
     }
 
     fn record_attempt(&self, message: &Due, attempt: Attempt, next: Next) -> BoxFuture<'_, Result<(), StoreError>> {
-        let args = ((message.seq, message.generation, message.lease_until), attempt, next);
+        let args = (message.clone(), attempt, next);
         Box::pin(async move {
-            self.write(&args, |work, (claim, attempt, next)| {
-                Box::pin(outbound::record_attempt(work.conn(), *claim, attempt, *next))
+            self.write(&args, |work, (message, attempt, next)| {
+                Box::pin(outbound::record_attempt(work.conn(), message, attempt, *next))
             })
             .await
         })
@@ -556,7 +549,7 @@ async fn reprocess(
     if is_suppressed_target(&loaded, mapped) {
         // Kept before its customer was known, now known to be erased:
         // nothing of it stays, as for a delivery.
-        sqlx::query("UPDATE events SET body = NULL, headers = '{}', redacted = TRUE WHERE id = $1")
+        sqlx::query(&format!("{REDACT_EVENTS} WHERE id = $1"))
             .bind(event_id)
             .execute(work.conn())
             .await?;
@@ -654,10 +647,13 @@ async fn erase(work: &mut Work, id: &String) -> Result<Erasure, StoreError> {
         },
     };
     let effects = directory::unlink(&loaded, id, &meta, now);
+    sqlx::query(&format!(
+        "{REDACT_EVENTS} WHERE id IN (SELECT event_id FROM history WHERE customer_id = $1) AND customer_id = $1"
+    ))
+    .bind(id)
+    .execute(work.conn())
+    .await?;
     for sql in [
-        // Raw bodies stay listed, redacted.
-        "UPDATE events SET body = NULL, headers = '{}', redacted = TRUE
-         WHERE id IN (SELECT event_id FROM history WHERE customer_id = $1) AND customer_id = $1",
         "DELETE FROM history WHERE customer_id = $1",
         "DELETE FROM merge_links WHERE survivor = $1 OR absorbed = $1",
         "DELETE FROM customer_phones WHERE customer_id = $1",
@@ -681,11 +677,6 @@ async fn erase(work: &mut Work, id: &String) -> Result<Erasure, StoreError> {
     Ok(Erasure::Erased)
 }
 
-/// Redacts the quarantined bodies that named customer `$1` (the index on
-/// the status keeps this to the quarantined events).
-const REDACT_QUARANTINED: &str = "UPDATE events SET body = NULL, headers = '{}', redacted = TRUE
-    WHERE status = 'quarantined' AND customer_id = $1";
-
 /// What an id left besides its record and history, erased: the
 /// quarantined bodies that named it and its envelopes redacted, its
 /// pending messages cancelled. Returns how many bodies and envelopes were
@@ -693,13 +684,15 @@ const REDACT_QUARANTINED: &str = "UPDATE events SET body = NULL, headers = '{}',
 async fn erase_traces(work: &mut Work, id: &str) -> Result<u64, StoreError> {
     let mut redacted = 0;
     for sql in [
-        REDACT_QUARANTINED,
+        // The index on the status keeps this to the quarantined events.
+        format!("{REDACT_EVENTS} WHERE status = 'quarantined' AND customer_id = $1"),
         "UPDATE outbox SET redacted = TRUE,
              body = json_build_object('id', id, 'type', 'customer', 'action', action,
                                       'payload', json_build_object('id', customer_id), 'redacted', TRUE)::text
-         WHERE customer_id = $1",
+         WHERE customer_id = $1"
+            .into(),
     ] {
-        redacted += sqlx::query(sql).bind(id).execute(work.conn()).await?.rows_affected();
+        redacted += sqlx::query(&sql).bind(id).execute(work.conn()).await?.rows_affected();
     }
     // A message being sent stays pending: its attempt is under way, and the
     // `deleted` message waits behind it.

@@ -115,6 +115,23 @@ pub(super) fn touched_ids(mapped: &Result<Mapped, Unmappable>) -> Vec<String> {
     }
 }
 
+/// The statements that delete the directory's rows of the customers whose
+/// ids `customers` selects: history, merge links, lookups, and the records
+/// last, as `customers` may select through them.
+pub(super) fn directory_deletes(customers: &str) -> [String; 5] {
+    [
+        format!("DELETE FROM history WHERE customer_id IN ({customers})"),
+        format!("DELETE FROM merge_links WHERE survivor IN ({customers}) OR absorbed IN ({customers})"),
+        format!("DELETE FROM customer_phones WHERE customer_id IN ({customers})"),
+        format!("DELETE FROM customer_businesses WHERE customer_id IN ({customers})"),
+        format!("DELETE FROM customers WHERE id IN ({customers})"),
+    ]
+}
+
+/// Redacts raw events, followed by a `WHERE`: they stay listed, without
+/// their body and headers.
+pub(super) const REDACT_EVENTS: &str = "UPDATE events SET body = NULL, headers = '{}', redacted = TRUE";
+
 /// Whether a message (`m`, its outbox row `o`) was withdrawn by an
 /// erasure while it was being sent: its customer is erased, and it is not
 /// the `deleted` message.

@@ -34,8 +34,8 @@ mod tests;
 
 use self::checkpoint::Checkpoints;
 use super::rows::{
-    EVENT_COLUMNS, Lookup, RECORD_COLUMNS, RawEvent, RawRecord, Settled, Settling, is_suppressed_target, lookup_edits,
-    page, parse_time, settling, touched_ids,
+    EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, directory_deletes,
+    is_suppressed_target, lookup_edits, page, parse_time, settling, touched_ids,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -58,11 +58,6 @@ const OUTBOX_CHAIN: &str = "WITH RECURSIVE chain(seq) AS (
     SELECT last_outbox FROM customers WHERE id = ?1 AND last_outbox IS NOT NULL
     UNION SELECT seq FROM outbox_heads WHERE customer_id = ?1
     UNION SELECT o.prev FROM outbox o JOIN chain ON o.seq = chain.seq WHERE o.prev IS NOT NULL)";
-
-/// Redacts the quarantined bodies that named customer `?1` (the index on
-/// the status keeps this to the quarantined events).
-const REDACT_QUARANTINED: &str = "UPDATE events SET body = NULL, headers = '{}', redacted = 1
-    WHERE status = 'quarantined' AND customer_id = ?1";
 
 /// Requests waiting for the writer at most; beyond, callers wait.
 const QUEUE: usize = 1024;
@@ -96,12 +91,7 @@ enum Op {
     RetryMessage(String),
     Replay(String, UtcMillis),
     Claim(Claim),
-    RecordAttempt {
-        /// The message's seq, generation and lease.
-        claim: (i64, i64, i64),
-        attempt: Attempt,
-        next: Next,
-    },
+    RecordAttempt { message: Due, attempt: Attempt, next: Next },
     Shutdown,
 }
 
@@ -371,7 +361,7 @@ impl Store for SqliteStore {
 
     fn record_attempt(&self, message: &Due, attempt: Attempt, next: Next) -> BoxFuture<'_, Result<(), StoreError>> {
         let op = Op::RecordAttempt {
-            claim: (message.seq, message.generation, message.lease_until),
+            message: message.clone(),
             attempt,
             next,
         };
@@ -698,8 +688,8 @@ fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreE
             ctx.claims += 1;
             outbound::claim(tx, claim, ctx.claims).map(Answer::Claimed)
         }
-        Op::RecordAttempt { claim, attempt, next } => {
-            outbound::record_attempt(tx, *claim, attempt, *next)?;
+        Op::RecordAttempt { message, attempt, next } => {
+            outbound::record_attempt(tx, message, attempt, *next)?;
             Ok(Answer::Done)
         }
         Op::Shutdown => Ok(Answer::Done),
@@ -771,7 +761,7 @@ fn reprocess(
     if is_suppressed_target(&loaded, mapped) {
         // Kept before its customer was known, now known to be erased:
         // nothing of it stays, as for a delivery.
-        tx.prepare_cached("UPDATE events SET body = NULL, headers = '{}', redacted = 1 WHERE id = ?1")?
+        tx.prepare_cached(&format!("{REDACT_EVENTS} WHERE id = ?1"))?
             .execute([event_id])?;
         ctx.erased = true;
         return Ok(Some(IngestOutcome::Suppressed));
@@ -837,17 +827,11 @@ fn is_suppressed(conn: &Connection, id: &str) -> Result<bool, StoreError> {
 fn reset_directory(tx: &Connection, sources: &[String]) -> Result<(), StoreError> {
     const RESET: &str = "SELECT id FROM customers WHERE source IN (SELECT value FROM json_each(?1))";
     let sources = serde_json::to_string(sources)?;
-    for sql in [
-        format!(
-            "INSERT OR IGNORE INTO outbox_heads (customer_id, seq)
-                 SELECT id, last_outbox FROM customers WHERE id IN ({RESET}) AND last_outbox IS NOT NULL"
-        ),
-        format!("DELETE FROM history WHERE customer_id IN ({RESET})"),
-        format!("DELETE FROM merge_links WHERE survivor IN ({RESET}) OR absorbed IN ({RESET})"),
-        format!("DELETE FROM customer_phones WHERE customer_id IN ({RESET})"),
-        format!("DELETE FROM customer_businesses WHERE customer_id IN ({RESET})"),
-        format!("DELETE FROM customers WHERE id IN ({RESET})"),
-    ] {
+    let heads = format!(
+        "INSERT OR IGNORE INTO outbox_heads (customer_id, seq)
+             SELECT id, last_outbox FROM customers WHERE id IN ({RESET}) AND last_outbox IS NOT NULL"
+    );
+    for sql in std::iter::once(heads).chain(directory_deletes(RESET)) {
         tx.execute(&sql, [&sources])?;
     }
     Ok(())
@@ -885,7 +869,7 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
     for sql in [
         // Raw bodies stay listed, redacted.
         format!(
-            "{HISTORY_CHAIN} UPDATE events SET body = NULL, headers = '{{}}', redacted = 1
+            "{HISTORY_CHAIN} {REDACT_EVENTS}
              WHERE id IN (SELECT event_id FROM history WHERE seq IN (SELECT seq FROM chain)) AND customer_id = ?1"
         ),
         format!("{HISTORY_CHAIN} DELETE FROM history WHERE seq IN (SELECT seq FROM chain)"),
@@ -921,7 +905,12 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
 /// record's chain and `outbox_heads`) redacted, its pending messages
 /// cancelled. Returns how many bodies and envelopes were redacted.
 fn erase_traces(tx: &Connection, id: &str, now: UtcMillis) -> Result<usize, StoreError> {
-    let bodies = tx.prepare_cached(REDACT_QUARANTINED)?.execute([id])?;
+    // The index on the status keeps this to the quarantined events.
+    let bodies = tx
+        .prepare_cached(&format!(
+            "{REDACT_EVENTS} WHERE status = 'quarantined' AND customer_id = ?1"
+        ))?
+        .execute([id])?;
     let envelopes = tx
         .prepare_cached(&format!(
             "{OUTBOX_CHAIN} UPDATE outbox SET body = json_object('id', id, 'type', 'customer', 'action', action,

@@ -383,10 +383,16 @@ pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -
 /// retried or replayed meanwhile (its generation moved on).
 pub(super) async fn record_attempt(
     conn: &mut PgConnection,
-    (seq, generation, lease_until): (i64, i64, i64),
+    message: &Due,
     attempt: &Attempt,
     next: Next,
 ) -> Result<(), StoreError> {
+    let Due {
+        seq,
+        generation,
+        lease_until,
+        ..
+    } = *message;
     let queue: Option<(String, String)> =
         sqlx::query_as("SELECT subscription_id, customer_id FROM messages WHERE seq = $1")
             .bind(seq)

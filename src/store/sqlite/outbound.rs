@@ -334,10 +334,16 @@ pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<D
 /// stands. Returns whether it disabled a subscription.
 pub(super) fn record_attempt(
     tx: &Connection,
-    (seq, generation, lease_until): (i64, i64, i64),
+    message: &Due,
     attempt: &Attempt,
     next: Next,
 ) -> Result<bool, StoreError> {
+    let Due {
+        seq,
+        generation,
+        lease_until,
+        ..
+    } = *message;
     let queue = tx
         .prepare_cached("SELECT subscription_id, customer_id FROM messages WHERE seq = ?1")?
         .query_row([seq], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
