@@ -218,9 +218,7 @@ async fn a_rebuild_after_an_erasure_keeps_the_customer_erased() {
     let dir = app.dir.clone();
     let temp = app.stop().await;
 
-    let text = util::config_text(&dir, "");
-    let config = clientele::config::Config::from_toml("test", &text, std::iter::empty()).unwrap();
-    let rebuilt = clientele::app::rebuild(&config).await.unwrap();
+    let rebuilt = util::rebuild(&util::config_text(&dir, "")).await;
     assert_eq!((rebuilt.replayed, rebuilt.skipped), (1, 1));
     let app = TestApp::spawn_in(&dir, "").await;
     assert_eq!(app.get("/api/v1/customers/treez:shop:7").await.0, StatusCode::NOT_FOUND);
@@ -241,9 +239,7 @@ async fn erased_personal_data_is_gone_after_a_rebuild_too() {
     let dir = app.dir.clone();
     let temp = app.stop().await;
 
-    let text = util::config_text(&dir, "");
-    let config = clientele::config::Config::from_toml("test", &text, std::iter::empty()).unwrap();
-    clientele::app::rebuild(&config).await.unwrap();
+    util::rebuild(&util::config_text(&dir, "")).await;
     let app = TestApp::spawn_in(&dir, "").await;
     app.deliver_json("treez", &with(jules("9", T2), "/data/phone", json!(NEW_PHONE)))
         .await;
@@ -278,9 +274,8 @@ async fn the_customers_of_a_source_a_rebuild_cannot_replay_stay_erasable() {
     let temp = app.stop().await;
 
     // The treez source renamed: its events are no one's to replay.
-    let text = util::config_text(&dir, "").replace(r#"name = "treez""#, r#"name = "dispensary""#);
-    let config = clientele::config::Config::from_toml("test", &text, std::iter::empty()).unwrap();
-    let rebuilt = clientele::app::rebuild(&config).await.unwrap();
+    let renamed = util::config_text(&dir, "").replace(r#"name = "treez""#, r#"name = "dispensary""#);
+    let rebuilt = util::rebuild(&renamed).await;
     assert_eq!((rebuilt.replayed, rebuilt.skipped), (1, 3));
 
     let app = TestApp::spawn_in(&dir, "").await;
@@ -490,9 +485,7 @@ async fn an_id_whose_record_a_rebuild_dropped_is_still_erasable() {
     let dir = app.dir.clone();
     let temp = app.stop().await;
 
-    let text = util::config_text(&dir, delivery);
-    let config = clientele::config::Config::from_toml("test", &text, std::iter::empty()).unwrap();
-    clientele::app::rebuild(&config).await.unwrap();
+    util::rebuild(&util::config_text(&dir, delivery)).await;
     let app = TestApp::spawn_in(&dir, delivery).await;
     assert_eq!(
         app.get("/api/v1/customers/treez:shop:23").await.0,

@@ -8,8 +8,6 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use clientele::app;
-use clientele::config::Config;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use util::{TREEZ_EXAMPLE, TREEZ_TOKEN, TestApp, VAGARO_EXAMPLE, VAGARO_TOKEN, config_text, with};
@@ -221,8 +219,7 @@ async fn rebuild_recomputes_the_live_directory_from_the_raw_events_and_publishes
     let dir = app.dir.clone();
     let temp = app.stop().await;
 
-    let config = Config::from_toml("test", &config_text(&dir, ""), std::iter::empty()).unwrap();
-    let rebuilt = app::rebuild(&config).await.unwrap();
+    let rebuilt = util::rebuild(&config_text(&dir, "")).await;
     assert_eq!((rebuilt.replayed, rebuilt.skipped), (5, 0));
 
     let app = TestApp::spawn_in(&dir, "").await;

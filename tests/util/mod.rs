@@ -90,6 +90,13 @@ pub fn config_text(dir: &Path, extra: &str) -> String {
     config_on(&store_url(dir), extra)
 }
 
+/// Rebuilds the directory (`clientele rebuild`) with the configuration
+/// `text`.
+pub async fn rebuild(text: &str) -> app::Rebuilt {
+    let config = Config::from_toml("test", text, std::iter::empty()).expect("test config");
+    app::rebuild(&config).await.expect("a rebuild")
+}
+
 /// The test configuration on the store at `store` (a URL).
 fn config_on(store: &str, extra: &str) -> String {
     format!(
