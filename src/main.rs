@@ -2,6 +2,7 @@
 //! `rebuild`.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -46,9 +47,33 @@ enum Command {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Runs the command; a failure is one line on stderr, its cause and what
+/// to do, and exit code 1 (never a backtrace: it says nothing to an
+/// operator, whatever `RUST_BACKTRACE` is set to).
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&anyhow::Error::new(e).context("cannot start the async runtime")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+/// Says why the command failed: in the log once logging is set up (so a
+/// JSON log stays JSON), else as a plain line.
+fn fail(error: &anyhow::Error) -> ExitCode {
+    if tracing::dispatcher::has_been_set() {
+        tracing::error!(error = format!("{error:#}"), "clientele stopped");
+    } else {
+        eprintln!("error: {error:#}");
+    }
+    ExitCode::FAILURE
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
             let config = Config::load(config.as_deref()).context("invalid configuration")?;

@@ -293,3 +293,38 @@ async fn migrate_creates_the_store_and_serve_then_opens_it_as_it_is() {
     );
     app.stop().await;
 }
+
+/// An overlapping restart on the embedded store: the second process is
+/// refused at start-up with the first one's pid and what to do, in one
+/// line and without a backtrace, and the first goes on serving. (Several
+/// instances on one Postgres store are the point of that store: see
+/// tests/instances.rs.)
+#[tokio::test]
+async fn a_second_process_on_an_embedded_store_is_refused_and_the_first_goes_on() {
+    if util::TestStore::chosen() != util::TestStore::Sqlite {
+        println!("skipped: the embedded store's lock; several instances share a Postgres store");
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let (status, _) = app.deliver("treez", TREEZ_EXAMPLE).await;
+    assert_eq!(status, StatusCode::OK, "the first process has the store open");
+    let config = app.dir.join("second.toml");
+    std::fs::write(&config, config_text(&app.dir, "")).unwrap();
+    for command in ["migrate", "rebuild", "serve"] {
+        let second = util::binary()
+            .args([command, "--config"])
+            .arg(&config)
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .expect("the clientele binary runs");
+        let stderr = String::from_utf8_lossy(&second.stderr);
+        assert!(!second.status.success(), "{command}: {stderr}");
+        let refusal = format!("in use by another Clientele process (pid {})", std::process::id());
+        assert!(stderr.contains(&refusal), "{command}: {stderr}");
+        assert!(stderr.contains("stop it first"), "{command}: {stderr}");
+        assert!(!stderr.contains("backtrace"), "{command}: {stderr}");
+    }
+    let (status, answer) = app.deliver("vagaro", VAGARO_EXAMPLE).await;
+    assert_eq!((status, &answer["status"]), (StatusCode::OK, &json!("accepted")));
+    app.stop().await;
+}

@@ -33,6 +33,19 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub enum StoreError {
     #[error("cannot open the store at {path}: {reason}")]
     Open { path: String, reason: String },
+    /// Another process writes to the embedded store: two writers would
+    /// each keep their own view of it.
+    #[error(
+        "the store at {path} is in use by another Clientele process{holder}: stop it first \
+         (several instances sharing one store need the Postgres store)"
+    )]
+    InUse { path: String, holder: String },
+    /// The store was written by a newer Clientele, whose data this build
+    /// may not read right.
+    #[error(
+        "the store's schema is version {found}, newer than this build of Clientele knows ({known}): run a newer Clientele"
+    )]
+    NewerSchema { found: i64, known: usize },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// Not [`From`]: connection failures become [`StoreError::Unavailable`].

@@ -225,11 +225,10 @@ async fn apply_migrations(conn: &mut PgConnection) -> Result<(), StoreError> {
         .fetch_one(&mut *conn)
         .await?;
     if current as usize > MIGRATIONS.len() {
-        return Err(StoreError::Bug(format!(
-            "the database's schema is version {current}, newer than this build of Clientele knows ({}): \
-             run a newer Clientele",
-            MIGRATIONS.len()
-        )));
+        return Err(StoreError::NewerSchema {
+            found: current.into(),
+            known: MIGRATIONS.len(),
+        });
     }
     for (version, sql) in (1i32..).zip(MIGRATIONS).skip(current as usize) {
         let mut tx = conn.begin().await?;

@@ -28,11 +28,13 @@ use crate::outbound::{Attempt, Due, Message, Next, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
 mod checkpoint;
+mod lock;
 mod outbound;
 #[cfg(test)]
 mod tests;
 
 use self::checkpoint::Checkpoints;
+use self::lock::StoreLock;
 use super::rows::{
     EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, directory_deletes,
     is_suppressed_target, lookup_edits, page, parse_time, settling, touched_ids,
@@ -166,6 +168,12 @@ impl SqliteStore {
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current as usize > MIGRATIONS.len() {
+        return Err(StoreError::NewerSchema {
+            found: current,
+            known: MIGRATIONS.len(),
+        });
+    }
     for (version, sql) in (1i64..).zip(MIGRATIONS).skip(current as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
@@ -457,12 +465,18 @@ struct Writer {
     ctx: Context,
     /// Told when a commit queued outbound messages.
     queued: Arc<Notify>,
+    /// Declared after `conn`: released once the connection has closed.
+    _lock: StoreLock,
 }
 
 /// What the writer carries from one request to the next.
 struct Context {
     /// The last position given in the change feed (`change_seq`).
     last_change: i64,
+    /// SQLite's `data_version` when this writer last looked: it changes
+    /// when another connection commits, and then what this context
+    /// remembers of the store is read again.
+    data_version: i64,
     /// Subscriptions, loaded when first needed and forgotten whenever a
     /// write may have changed them.
     subscriptions: Option<Vec<Subscription>>,
@@ -479,6 +493,7 @@ impl Writer {
     /// Opens the database's one writing connection and brings its schema up
     /// to date; its checkpoints follow `limits`.
     fn open(path: &Path, queued: Arc<Notify>, limits: checkpoint::Limits) -> Result<Self, StoreError> {
+        let lock = StoreLock::acquire(path)?;
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.execute_batch(
@@ -490,19 +505,19 @@ impl Writer {
         )?;
         migrate(&mut conn)?;
         let checkpoints = Checkpoints::start(path, &mut conn, limits)?;
-        let last_change: i64 =
-            conn.query_row("SELECT COALESCE(MAX(change_seq), 0) FROM customers", [], |r| r.get(0))?;
         Ok(Self {
             checkpoints,
-            conn,
             ctx: Context {
-                last_change,
+                last_change: last_change(&conn)?,
+                data_version: data_version(&conn)?,
                 subscriptions: None,
                 queued: false,
                 erased: false,
                 claims: 0,
             },
+            conn,
             queued,
+            _lock: lock,
         })
     }
 
@@ -534,7 +549,12 @@ impl Writer {
     /// costs a copy of each page it modifies.)
     fn commit(&mut self, batch: &mut Vec<Command>) {
         let size = batch.len();
-        let before = (self.ctx.last_change, self.ctx.erased, self.ctx.claims);
+        let before = (
+            self.ctx.last_change,
+            self.ctx.data_version,
+            self.ctx.erased,
+            self.ctx.claims,
+        );
         let results = match self.transact(batch, false) {
             Ok(Some(results)) => Ok(results),
             Ok(None) => {
@@ -542,7 +562,12 @@ impl Writer {
                     size,
                     "a write of the batch failed; the batch runs again, a savepoint each"
                 );
-                (self.ctx.last_change, self.ctx.erased, self.ctx.claims) = before;
+                (
+                    self.ctx.last_change,
+                    self.ctx.data_version,
+                    self.ctx.erased,
+                    self.ctx.claims,
+                ) = before;
                 self.ctx.queued = false;
                 self.ctx.subscriptions = None;
                 self.transact(batch, true)
@@ -582,6 +607,16 @@ impl Writer {
     /// command that fails rolls the transaction back: then `None`.
     fn transact(&mut self, batch: &[Command], isolated: bool) -> Result<Option<Answers>, rusqlite::Error> {
         let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Another connection committed since this one last looked (a tool,
+        // or a process that ignored the lock): what the context remembers
+        // is read again, inside the lock this transaction now holds.
+        let version = data_version(&tx)?;
+        if version != self.ctx.data_version {
+            tracing::warn!("another connection wrote to the store; the writer reads its state again");
+            self.ctx.data_version = version;
+            self.ctx.last_change = last_change(&tx)?;
+            self.ctx.subscriptions = None;
+        }
         let mut results = Vec::with_capacity(batch.len());
         for command in batch {
             if command.op.touches_subscriptions() {
@@ -658,6 +693,16 @@ impl Writer {
         }
         Ok(done)
     }
+}
+
+/// The last position given in the change feed.
+fn last_change(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT COALESCE(MAX(change_seq), 0) FROM customers", [], |r| r.get(0))
+}
+
+/// Changes whenever another connection commits to the database.
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
 }
 
 fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreError> {

@@ -25,15 +25,28 @@ fn unmappable(dedupe_key: &str) -> Op {
 
 /// Vagaro's example customer, a new one to the directory.
 fn customer() -> Op {
+    customer_numbered(None)
+}
+
+/// Vagaro's example customer, or another customer `n` like it.
+fn customer_numbered(n: Option<u32>) -> Op {
     let body = include_bytes!("../../../tests/fixtures/vagaro-customer-updated.json");
-    let value = serde_json::from_slice(body).expect("the fixture is JSON");
+    let mut value: serde_json::Value = serde_json::from_slice(body).expect("the fixture is JSON");
+    let dedupe_key = match n {
+        None => "customer".to_owned(),
+        Some(n) => {
+            value["payload"]["customerId"] = format!("customer-{n}").into();
+            value["id"] = format!("event-{n}").into();
+            format!("customer-{n}")
+        }
+    };
     let settings = testing::settings("vagaro", jiff::tz::TimeZone::UTC);
     Op::Ingest(Box::new(Delivery {
         source: "vagaro".into(),
-        dedupe_key: "customer".into(),
+        dedupe_key,
         received_at: UtcMillis::now(),
         headers: Default::default(),
-        body: body.to_vec(),
+        body: serde_json::to_vec(&value).expect("JSON"),
         mapped: Kind::Vagaro.adapter().map(&value, &settings),
     }))
 }
@@ -257,4 +270,62 @@ async fn a_closed_store_holds_every_commit_in_its_file_behind_a_reader() {
     let copied = Connection::open(&copy).expect("the copy");
     assert_eq!(count(&copied, "SELECT COUNT(*) FROM customers"), 1);
     drop(reader);
+}
+
+/// Another connection writing to the store (a tool, or a process that
+/// ignored the lock) moves the change feed on and adds a subscription:
+/// the writer's next changes come after it in the feed, and are queued
+/// for the new subscription too.
+#[tokio::test]
+async fn the_writer_reads_again_what_another_connection_changed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("clientele.db");
+    let store = SqliteStore::open(&path).expect("open");
+    store.send(subscription()).await.expect("a subscription");
+    // Publishing loads the writer's subscriptions.
+    store
+        .send(customer_numbered(Some(1)))
+        .await
+        .expect("the first delivery");
+
+    let other = Connection::open(&path).expect("another connection");
+    other.busy_timeout(BUSY_TIMEOUT).expect("busy timeout");
+    other
+        .execute_batch(
+            "UPDATE customers SET change_seq = 100;
+             INSERT INTO subscriptions (id, url, secret, actions, sources, enabled, created_at)
+             SELECT 'sub_other', url, secret, actions, sources, enabled, created_at FROM subscriptions;",
+        )
+        .expect("another connection's writes");
+
+    store
+        .send(customer_numbered(Some(2)))
+        .await
+        .expect("the second delivery");
+    store.close().await;
+    let seq = |id: &str| -> i64 {
+        other
+            .query_row("SELECT change_seq FROM customers WHERE id = ?1", [id], |r| r.get(0))
+            .expect("a customer")
+    };
+    assert!(seq("vagaro:customer-2") > seq("vagaro:customer-1"));
+    let queued = count(
+        &other,
+        "SELECT COUNT(*) FROM messages WHERE subscription_id = 'sub_other'",
+    );
+    assert_eq!(queued, 1, "the second change is queued for the new subscription");
+}
+
+#[test]
+fn a_store_written_by_a_newer_clientele_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("clientele.db");
+    Connection::open(&path)
+        .and_then(|c| c.pragma_update(None, "user_version", 99))
+        .expect("a newer schema");
+    match SqliteStore::open(&path) {
+        Err(StoreError::NewerSchema { found: 99, known }) => assert_eq!(known, MIGRATIONS.len()),
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("a newer store was opened"),
+    }
 }
