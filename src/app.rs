@@ -105,7 +105,8 @@ pub struct Rebuilt {
 }
 
 /// Empties the directory and replays every accepted event, in arrival
-/// order, through its source's adapter.
+/// order, through its source's adapter; each customer keeps at least the
+/// version it had, so that subscribers never see one go down or repeat.
 pub async fn rebuild(config: &Config) -> Result<Rebuilt, AppError> {
     let store = open_store(&config.store).await?;
     let result = replay(store.as_ref(), config).await;
@@ -148,7 +149,9 @@ async fn replay(store: &dyn Store, config: &Config) -> Result<Rebuilt, AppError>
         }
         match page.next {
             Some(next) => after = Some(next),
-            None => return Ok(rebuilt),
+            None => break,
         }
     }
+    store.restore_versions().await?;
+    Ok(rebuilt)
 }

@@ -499,3 +499,89 @@ async fn an_id_whose_record_a_rebuild_dropped_is_still_erasable() {
     app.stop().await;
     drop(temp);
 }
+
+/// The versions of `id` in the messages queued for `subscription`, in the
+/// order they were queued.
+async fn sent_versions(app: &TestApp, subscription: &str, id: &str) -> Vec<i64> {
+    let (status, page) = app
+        .get(&format!("/api/v1/subscriptions/{subscription}/messages?limit=1000"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["data"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["customerId"] == id)
+        .map(|m| m["version"].as_i64().expect("a version"))
+        .collect()
+}
+
+/// S absorbed L, then L was erased: the erasure's unlink gave S a version
+/// no event of S accounts for. Returns the app, the subscription, and S's
+/// version.
+async fn survivor_unlinked_by_an_erasure() -> (TestApp, String, i64) {
+    let app = TestApp::spawn().await;
+    let (subscription, _) = app.subscribe_url("http://127.0.0.1:9/hook").await;
+    let survivor = with(treez("shop", "S", T2), "/data/merged_customer_ids", json!(["L"]));
+    app.deliver_json("treez", &with(survivor, "/data/status", json!("MERGED")))
+        .await;
+    app.deliver_json("treez", &jules("L", T1)).await;
+    assert_eq!(erase(&app, "treez:shop:L").await, StatusCode::NO_CONTENT);
+    let version = app.customer("treez:shop:S").await["version"].as_i64().unwrap();
+    assert_eq!(
+        sent_versions(&app, &subscription, "treez:shop:S").await.last(),
+        Some(&version)
+    );
+    (app, subscription, version)
+}
+
+/// Asserts that S's next change comes after every version sent before.
+async fn assert_the_next_change_comes_after(app: &TestApp, subscription: &str, before: i64) {
+    let later = with(
+        treez("shop", "S", "2026-06-01T00:00:00Z"),
+        "/data/status",
+        json!("MERGED"),
+    );
+    let (status, answer) = app.deliver_json("treez", &later).await;
+    assert_eq!(answer["outcome"], "applied", "{status} {answer}");
+    let versions = sent_versions(app, subscription, "treez:shop:S").await;
+    assert_eq!(versions.last(), Some(&(before + 1)), "{versions:?}");
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+}
+
+#[tokio::test]
+async fn a_rebuild_never_lowers_a_version_an_erasure_raised() {
+    let (app, subscription, version) = survivor_unlinked_by_an_erasure().await;
+    let dir = app.dir.clone();
+    let temp = app.stop().await;
+
+    util::rebuild(&util::config_text(&dir, "")).await;
+    let app = TestApp::spawn_in(&dir, "").await;
+    assert_eq!(app.customer("treez:shop:S").await["version"], version);
+    assert_the_next_change_comes_after(&app, &subscription, version).await;
+    app.stop().await;
+    drop(temp);
+}
+
+/// A rebuild that stopped after emptying the directory (the step that
+/// keeps the versions as floors): changes made before it is run again
+/// still come after every version sent.
+#[tokio::test]
+async fn a_change_after_an_unfinished_rebuild_comes_after_every_version_sent() {
+    let (app, subscription, version) = survivor_unlinked_by_an_erasure().await;
+    let dir = app.dir.clone();
+    let temp = app.stop().await;
+
+    let config = clientele::config::Config::from_toml("test", &util::config_text(&dir, ""), std::iter::empty())
+        .expect("test config");
+    let store = clientele::app::open_store(&config.store).await.expect("the store");
+    store
+        .reset_directory(vec!["treez".into()])
+        .await
+        .expect("the rebuild's first step");
+    store.close().await;
+    let app = TestApp::spawn_in(&dir, "").await;
+    assert_the_next_change_comes_after(&app, &subscription, version).await;
+    app.stop().await;
+    drop(temp);
+}

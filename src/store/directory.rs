@@ -74,12 +74,26 @@ pub struct MergeLink {
 }
 
 /// The state an event needs: every touched record that exists, every link
-/// that names a touched id, and which touched ids were erased.
+/// that names a touched id, which touched ids were erased, and the version
+/// floors of touched ids that a rebuild left (see [`Loaded::floors`]).
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub records: HashMap<String, Record>,
     pub links: Vec<MergeLink>,
     pub suppressed: HashSet<String>,
+    /// The version each of these customers had before a rebuild that has
+    /// not finished: its next change must come after every version
+    /// subscribers may have received, whatever the rebuild replayed so far.
+    pub floors: HashMap<String, u64>,
+}
+
+impl Loaded {
+    /// The version a change of `id` comes after: its record's, or a rebuild's
+    /// floor if higher.
+    fn version_before(&self, id: &str) -> u64 {
+        let floor = self.floors.get(id).copied().unwrap_or(0);
+        self.records.get(id).map_or(0, |r| r.version).max(floor)
+    }
 }
 
 /// Who the event was, for history entries.
@@ -193,7 +207,7 @@ pub fn apply(loaded: &Loaded, event: &CustomerEvent, meta: &EventMeta, now: UtcM
             order_key,
             merged_into,
             merged_from,
-            version: old.map_or(0, |o| o.version),
+            version: loaded.version_before(id),
             changed_at: old.map_or(now, |o| o.changed_at),
         };
         let before = old.map(Record::to_customer);
@@ -302,6 +316,7 @@ pub fn unlink(loaded: &Loaded, erased: &str, meta: &EventMeta, now: UtcMillis) -
         let mut record = Record {
             merged_into,
             merged_from,
+            version: loaded.version_before(&old.id),
             ..old.clone()
         };
         let changes = diff(Some(&old.to_customer()), &record.to_customer());

@@ -338,8 +338,17 @@ pub trait Store: Send + Sync + 'static {
     /// Empties the directory of the customers of `sources` (their records,
     /// history, merge links and lookups), keeping the raw events, the
     /// suppressions and every other source's customers: the first step of
-    /// a rebuild, which replays the events of `sources` only.
+    /// a rebuild, which replays the events of `sources` only (with
+    /// [`Publish::No`]). Each emptied record's version is kept as a floor:
+    /// until [`Store::restore_versions`], a published change of that
+    /// customer comes after it.
     fn reset_directory(&self, sources: Vec<String>) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The last step of a rebuild: raises each record's version to the one
+    /// it had before (a rebuild may count fewer changes than were sent,
+    /// after an erasure unlinked a merge, say), so that no version goes
+    /// down or is sent twice, and forgets the floors.
+    fn restore_versions(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Whether the store can serve reads and take writes.
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;

@@ -29,8 +29,9 @@ use tokio::sync::Notify;
 
 use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
 use super::rows::{
-    EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, directory_deletes,
-    is_suppressed_target, lookup_edits, page, parse_time, settling, touched_ids,
+    EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RESTORE_VERSIONS, RawEvent, RawRecord, Settled, Settling,
+    directory_deletes, is_suppressed_target, lookup_edits, page, parse_time, save_version_floors, settling,
+    touched_ids,
 };
 use super::{
     Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, HistoryEntry, IngestOutcome, MessageQuery,
@@ -46,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_init.sql"),
     include_str!("migrations/postgres/0002_outbound.sql"),
     include_str!("migrations/postgres/0003_sending.sql"),
+    include_str!("migrations/postgres/0004_version_floors.sql"),
 ];
 
 /// Connections per instance.
@@ -326,8 +328,24 @@ impl Store for PgStore {
         Box::pin(async move {
             self.write(&sources, |work, sources| {
                 Box::pin(async move {
-                    for sql in directory_deletes("SELECT id FROM customers WHERE source = ANY($1)") {
+                    const RESET: &str = "SELECT id FROM customers WHERE source = ANY($1)";
+                    let saves = std::iter::once(save_version_floors(RESET, "GREATEST"));
+                    for sql in saves.chain(directory_deletes(RESET)) {
                         sqlx::query(&sql).bind(sources).execute(work.conn()).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+        })
+    }
+
+    fn restore_versions(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.write(&(), |work, ()| {
+                Box::pin(async move {
+                    for sql in RESTORE_VERSIONS {
+                        sqlx::query(sql).execute(work.conn()).await?;
                     }
                     Ok(())
                 })
@@ -483,7 +501,7 @@ async fn lock(conn: &mut PgConnection, ids: &[String]) -> Result<(), StoreError>
 }
 
 async fn ingest(work: &mut Work, d: &Delivery) -> Result<IngestOutcome, StoreError> {
-    let loaded = lock_and_load(work.conn(), &d.mapped).await?;
+    let loaded = lock_and_load(work.conn(), &d.mapped, Publish::Yes).await?;
     if is_suppressed_target(&loaded, &d.mapped) {
         return Ok(IngestOutcome::Suppressed);
     }
@@ -533,7 +551,7 @@ async fn reprocess(
     mapped: &Result<Mapped, Unmappable>,
     publish: Publish,
 ) -> Result<Option<IngestOutcome>, StoreError> {
-    let loaded = lock_and_load(work.conn(), mapped).await?;
+    let loaded = lock_and_load(work.conn(), mapped, publish).await?;
     let row: Option<(String, String, bool)> =
         sqlx::query_as("SELECT dedupe_key, received_at, redacted FROM events WHERE id = $1 FOR UPDATE")
             .bind(event_id)
@@ -575,13 +593,17 @@ async fn reprocess(
 
 /// Locks the customers settling `mapped` needs (see [`touched_ids`]),
 /// then loads them.
-async fn lock_and_load(conn: &mut PgConnection, mapped: &Result<Mapped, Unmappable>) -> Result<Loaded, StoreError> {
+async fn lock_and_load(
+    conn: &mut PgConnection,
+    mapped: &Result<Mapped, Unmappable>,
+    publish: Publish,
+) -> Result<Loaded, StoreError> {
     let ids = touched_ids(mapped);
     if ids.is_empty() {
         return Ok(Loaded::default());
     }
     lock(conn, &ids).await?;
-    load(conn, &ids).await
+    load(conn, &ids, publish).await
 }
 
 async fn is_suppressed(conn: &mut PgConnection, id: &str) -> Result<bool, StoreError> {
@@ -635,7 +657,7 @@ async fn erase(work: &mut Work, id: &String) -> Result<Erasure, StoreError> {
     // one's breaks the one order; a deadlock that follows is settled by
     // running the erasure again.
     lock(work.conn(), &ids).await?;
-    let loaded = load(work.conn(), &ids).await?;
+    let loaded = load(work.conn(), &ids, Publish::Yes).await?;
     let meta = EventMeta {
         event_id: format!("erasure_{}", uuid::Uuid::now_v7().simple()),
         received_at: now,
@@ -729,7 +751,19 @@ async fn suppress(work: &mut Work, id: &str, now: UtcMillis) -> Result<(), Store
 
 /// The records with these ids that exist, every merge link naming one, and
 /// which of them were erased: one statement, rows of three kinds.
-async fn load(conn: &mut PgConnection, ids: &[String]) -> Result<Loaded, StoreError> {
+/// The records with these ids that exist, every merge link naming one, and
+/// which of them were erased. With changes to publish, the floors a
+/// rebuild left too: a rebuild itself replays without them
+/// ([`Store::reset_directory`]).
+async fn load(conn: &mut PgConnection, ids: &[String], publish: Publish) -> Result<Loaded, StoreError> {
+    let floors = match publish {
+        Publish::Yes => {
+            "UNION ALL
+             SELECT 'floor', customer_id, version::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+             FROM version_floors WHERE customer_id = ANY($1)"
+        }
+        Publish::No => "",
+    };
     let sql = format!(
         "SELECT 'record', {RECORD_COLUMNS} FROM customers WHERE id = ANY($1)
          UNION ALL
@@ -737,11 +771,12 @@ async fn load(conn: &mut PgConnection, ids: &[String]) -> Result<Loaded, StoreEr
          FROM suppressions WHERE customer_id = ANY($1)
          UNION ALL
          SELECT 'link', survivor, absorbed, order_key, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-         FROM merge_links WHERE survivor = ANY($1) OR absorbed = ANY($1)"
+         FROM merge_links WHERE survivor = ANY($1) OR absorbed = ANY($1)
+         {floors}"
     );
     // Each row is its kind, then a `customers` row in [`RECORD_COLUMNS`]
     // order, or a suppressed id, or a link's survivor, absorbed id and
-    // order key, the rest null.
+    // order key, or a floor's id and version, the rest null.
     let rows: Vec<PgRow> = sqlx::query(&sql).bind(ids).fetch_all(conn).await?;
     let mut loaded = Loaded::default();
     for row in rows {
@@ -752,6 +787,13 @@ async fn load(conn: &mut PgConnection, ids: &[String]) -> Result<Loaded, StoreEr
             }
             "erased" => {
                 loaded.suppressed.insert(row.try_get(1)?);
+            }
+            "floor" => {
+                let version = row.try_get::<&str, _>(2)?;
+                let version = version
+                    .parse()
+                    .map_err(|_| StoreError::Bug(format!("a version floor of {version:?}")))?;
+                loaded.floors.insert(row.try_get(1)?, version);
             }
             "link" => loaded.links.push(MergeLink {
                 survivor: row.try_get(1)?,

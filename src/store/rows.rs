@@ -115,6 +115,25 @@ pub(super) fn touched_ids(mapped: &Result<Mapped, Unmappable>) -> Vec<String> {
     }
 }
 
+/// Keeps, as their floor, the versions of the customers whose ids
+/// `customers` selects, before a rebuild empties their records; `greatest`
+/// is the dialect's two-argument maximum. A floor left by a rebuild that
+/// did not finish is only ever raised.
+pub(super) fn save_version_floors(customers: &str, greatest: &str) -> String {
+    format!(
+        "INSERT INTO version_floors (customer_id, version) SELECT id, version FROM customers WHERE id IN ({customers})
+         ON CONFLICT (customer_id) DO UPDATE SET version = {greatest}(version_floors.version, excluded.version)"
+    )
+}
+
+/// The end of a rebuild: each record's version is at least its floor, and
+/// the floors are forgotten.
+pub(super) const RESTORE_VERSIONS: [&str; 2] = [
+    "UPDATE customers SET version = f.version FROM version_floors f
+     WHERE f.customer_id = customers.id AND f.version > customers.version",
+    "DELETE FROM version_floors",
+];
+
 /// The statements that delete the directory's rows of the customers whose
 /// ids `customers` selects: history, merge links, lookups, and the records
 /// last, as `customers` may select through them.

@@ -36,8 +36,9 @@ mod tests;
 use self::checkpoint::Checkpoints;
 use self::lock::StoreLock;
 use super::rows::{
-    EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, directory_deletes,
-    is_suppressed_target, lookup_edits, page, parse_time, settling, touched_ids,
+    EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RESTORE_VERSIONS, RawEvent, RawRecord, Settled, Settling,
+    directory_deletes, is_suppressed_target, lookup_edits, page, parse_time, save_version_floors, settling,
+    touched_ids,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -46,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0003_lookup_indexes.sql"),
     include_str!("migrations/sqlite/0004_chains.sql"),
     include_str!("migrations/sqlite/0005_sending.sql"),
+    include_str!("migrations/sqlite/0006_version_floors.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back
@@ -86,6 +88,7 @@ enum Op {
     Ingest(Box<Delivery>),
     Reprocess(String, Result<Mapped, Unmappable>, Publish),
     ResetDirectory(Vec<String>),
+    RestoreVersions,
     Erase(String),
     CreateSubscription(Subscription),
     DeleteSubscription(String),
@@ -285,6 +288,10 @@ impl Store for SqliteStore {
 
     fn reset_directory(&self, sources: Vec<String>) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move { self.send(Op::ResetDirectory(sources)).await.map(|_| ()) })
+    }
+
+    fn restore_versions(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move { self.send(Op::RestoreVersions).await.map(|_| ()) })
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -712,6 +719,12 @@ fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreE
             reprocess(tx, event_id, mapped, *publish, ctx).map(Answer::Reprocess)
         }
         Op::ResetDirectory(sources) => reset_directory(tx, sources).map(|()| Answer::Done),
+        Op::RestoreVersions => {
+            for sql in RESTORE_VERSIONS {
+                tx.execute(sql, [])?;
+            }
+            Ok(Answer::Done)
+        }
         Op::Erase(id) => erase(tx, id, ctx).map(Answer::Erased),
         Op::CreateSubscription(subscription) => {
             outbound::create_subscription(tx, subscription)?;
@@ -742,7 +755,7 @@ fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreE
 }
 
 fn ingest(tx: &Connection, d: &Delivery, ctx: &mut Context) -> Result<IngestOutcome, StoreError> {
-    let (loaded, mut heads) = load_touched(tx, &d.mapped)?;
+    let (loaded, mut heads) = load_touched(tx, &d.mapped, Publish::Yes)?;
     if is_suppressed_target(&loaded, &d.mapped) {
         return Ok(IngestOutcome::Suppressed);
     }
@@ -802,7 +815,7 @@ fn reprocess(
     if redacted {
         return Err(StoreError::Redacted(event_id.to_owned()));
     }
-    let (loaded, mut heads) = load_touched(tx, mapped)?;
+    let (loaded, mut heads) = load_touched(tx, mapped, publish)?;
     if is_suppressed_target(&loaded, mapped) {
         // Kept before its customer was known, now known to be erased:
         // nothing of it stays, as for a delivery.
@@ -833,8 +846,12 @@ fn reprocess(
 
 /// The state of the customers settling `mapped` needs (see
 /// [`touched_ids`]).
-fn load_touched(tx: &Connection, mapped: &Result<Mapped, Unmappable>) -> Result<(Loaded, Heads), StoreError> {
-    load(tx, &touched_ids(mapped))
+fn load_touched(
+    tx: &Connection,
+    mapped: &Result<Mapped, Unmappable>,
+    publish: Publish,
+) -> Result<(Loaded, Heads), StoreError> {
+    load(tx, &touched_ids(mapped), publish)
 }
 
 /// Settles a kept event: applies it to the directory, whose state it
@@ -876,7 +893,8 @@ fn reset_directory(tx: &Connection, sources: &[String]) -> Result<(), StoreError
         "INSERT OR IGNORE INTO outbox_heads (customer_id, seq)
              SELECT id, last_outbox FROM customers WHERE id IN ({RESET}) AND last_outbox IS NOT NULL"
     );
-    for sql in std::iter::once(heads).chain(directory_deletes(RESET)) {
+    let saves = [heads, save_version_floors(RESET, "MAX")];
+    for sql in saves.into_iter().chain(directory_deletes(RESET)) {
         tx.execute(&sql, [&sources])?;
     }
     Ok(())
@@ -899,7 +917,7 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
         .query_map([id], |r| r.get::<_, String>(0))?
         .collect::<Result<Vec<_>, _>>()?;
     ids.extend(partners);
-    let (loaded, mut heads) = load(tx, &ids)?;
+    let (loaded, mut heads) = load(tx, &ids, Publish::Yes)?;
     let meta = EventMeta {
         event_id: format!("erasure_{}", uuid::Uuid::now_v7().simple()),
         received_at: now,
@@ -995,8 +1013,10 @@ fn suppress(tx: &Connection, id: &str, now: UtcMillis) -> Result<(), StoreError>
 }
 
 /// The records with these ids that exist, every merge link naming one, and
-/// which of them were erased; and where the records' chains end.
-fn load(tx: &Connection, ids: &[String]) -> Result<(Loaded, Heads), StoreError> {
+/// which of them were erased; and where the records' chains end. With
+/// changes to publish, the floors a rebuild left too: a rebuild itself
+/// replays without them ([`Store::reset_directory`]).
+fn load(tx: &Connection, ids: &[String], publish: Publish) -> Result<(Loaded, Heads), StoreError> {
     let mut loaded = Loaded::default();
     let mut heads = Heads::default();
     let sql = format!("SELECT {RECORD_COLUMNS}, last_history, last_outbox FROM customers WHERE id = ?1");
@@ -1024,6 +1044,15 @@ fn load(tx: &Connection, ids: &[String]) -> Result<(Loaded, Heads), StoreError> 
         }
         if is_suppressed(tx, id)? {
             loaded.suppressed.insert(id.clone());
+        }
+        if publish == Publish::Yes {
+            let floor = tx
+                .prepare_cached("SELECT version FROM version_floors WHERE customer_id = ?1")?
+                .query_row([id], |r| r.get::<_, i64>(0))
+                .optional()?;
+            if let Some(floor) = floor {
+                loaded.floors.insert(id.clone(), floor as u64);
+            }
         }
         let rows = links.query_map([id], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))

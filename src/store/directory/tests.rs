@@ -13,6 +13,8 @@ struct Mem {
     links: Vec<MergeLink>,
     history: Vec<(String, HistoryEntry)>,
     changes: Vec<Change>,
+    /// Versions before an unfinished rebuild.
+    floors: HashMap<String, u64>,
 }
 
 impl Mem {
@@ -30,6 +32,12 @@ impl Mem {
                 .cloned()
                 .collect(),
             suppressed: Default::default(),
+            floors: self
+                .floors
+                .iter()
+                .filter(|(id, _)| ids.contains(id))
+                .map(|(id, v)| (id.clone(), *v))
+                .collect(),
         };
         let meta = EventMeta {
             event_id: format!("evt_{dedupe}"),
@@ -324,6 +332,49 @@ proptest! {
         }
         prop_assert_eq!(in_order.directory(), shuffled.directory());
     }
+}
+
+/// A rebuild replays each customer's changes from nothing, and may count
+/// fewer than were sent: until it has finished, the floor it kept is what
+/// a change comes after, for a record the rebuild recreated, one it has
+/// not reached yet, and a partner an erasure unlinks.
+#[test]
+fn a_change_comes_after_the_version_a_rebuild_kept_as_a_floor() {
+    let mut mem = Mem::default();
+    mem.floors.insert("treez:shop:1".into(), 7);
+    mem.ingest(&event("1", 10, "Ann"), "a");
+    assert_eq!(
+        mem.records["treez:shop:1"].version, 8,
+        "a record the rebuild has not reached"
+    );
+    mem.ingest(&event("1", 20, "Anne"), "b");
+    assert_eq!(mem.records["treez:shop:1"].version, 9);
+    assert_eq!(
+        mem.changes.iter().map(|c| c.customer.version).collect::<Vec<_>>(),
+        [8, 9]
+    );
+
+    let mut mem = Mem::default();
+    mem.ingest(&survivor_event(), "s");
+    mem.ingest(&absorbed_event(), "l");
+    let l = mem.records["treez:shop:L"].version;
+    let loaded = Loaded {
+        records: mem.records.clone(),
+        links: mem.links.clone(),
+        floors: HashMap::from([("treez:shop:L".to_owned(), l + 5)]),
+        ..Loaded::default()
+    };
+    let meta = EventMeta {
+        event_id: "erasure".into(),
+        received_at: at(59),
+        order_key: OrderKey {
+            at: None,
+            sent_at: None,
+            dedupe_key: "erasure".into(),
+        },
+    };
+    let effects = unlink(&loaded, "treez:shop:S", &meta, at(59));
+    assert_eq!(effects.changes[0].customer.version, l + 6);
 }
 
 #[test]
