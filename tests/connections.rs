@@ -1,6 +1,8 @@
 //! Slow, stalled and malformed connections, over raw TCP: what a slowloris
 //! or a broken client sends, byte for byte. A half-sent head is closed, a
-//! stalled body is answered `408` and gives its ingest slot back.
+//! stalled body is answered `408` and gives its ingest slot back, an
+//! oversized head is answered `431` in the JSON error shape, and what
+//! hyper refuses itself is still answered with its status.
 //!
 //! The timeouts are set to 200 ms in these tests; each answer or close is
 //! awaited for [`WITHIN`], a guard against hangs, never a measure.
@@ -111,4 +113,63 @@ async fn a_stalled_api_body_is_answered_408() {
     let (status, subscriptions) = app.get("/api/v1/subscriptions").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(subscriptions["data"], serde_json::json!([]), "nothing was created");
+}
+
+#[tokio::test]
+async fn too_many_headers_are_answered_431_in_json() {
+    let app = TestApp::spawn().await;
+    let headers: String = (0..150).map(|i| format!("X-Filler-{i}: {i}\r\n")).collect();
+    let stream = open(&app, health_check(&headers).as_bytes()).await;
+    let (status, body) = parse_answer(&until_closed(stream).await);
+    assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "{body}");
+    assert_eq!(error_code(&body), "headers_too_large");
+}
+
+#[tokio::test]
+async fn an_oversized_header_block_is_answered_431_in_json() {
+    let app = TestApp::spawn().await;
+    let header = format!("X-Filler: {}\r\n", "x".repeat(100_000));
+    let stream = open(&app, health_check(&header).as_bytes()).await;
+    let (status, body) = parse_answer(&until_closed(stream).await);
+    assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "{body}");
+    assert_eq!(error_code(&body), "headers_too_large");
+}
+
+/// Past hyper's own bounds, and for requests it cannot parse, hyper answers
+/// before Clientele sees the request: the status is right but its body is
+/// empty (docs/decisions.md says why). Conflicting lengths must stay
+/// refused: they are how requests are smuggled past a proxy.
+#[tokio::test]
+async fn what_hyper_refuses_itself_is_still_answered_with_its_status() {
+    let app = TestApp::spawn().await;
+    let conflicting =
+        "POST /webhooks/treez HTTP/1.1\r\nHost: clientele\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
+            .to_owned();
+    let cases = [
+        ("conflicting Content-Length", conflicting, StatusCode::BAD_REQUEST),
+        (
+            "a malformed request line",
+            "GET /healthz HTTP/9\r\n\r\n".to_owned(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "a 70 KB request-target",
+            format!("GET /{} HTTP/1.1\r\nHost: clientele\r\n\r\n", "x".repeat(70_000)),
+            StatusCode::URI_TOO_LONG,
+        ),
+        (
+            "300 headers",
+            health_check(&"X-Filler: x\r\n".repeat(300)),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        ),
+    ];
+    for (case, request, expected) in cases {
+        let stream = open(&app, request.as_bytes()).await;
+        let answer = until_closed(stream).await;
+        let head = String::from_utf8_lossy(&answer);
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {}", expected.as_u16())),
+            "{case}: {head:?}"
+        );
+    }
 }

@@ -61,6 +61,15 @@ impl ApiError {
         )
     }
 
+    /// A request head past Clientele's limits.
+    pub fn headers_too_large(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            message,
+        )
+    }
+
     /// The machine-readable code, also the `status` label of rejected
     /// deliveries in the metrics.
     pub fn code(&self) -> &'static str {
@@ -107,7 +116,7 @@ impl IntoResponse for ApiError {
         }
         // What is left of the request was not read: the connection cannot
         // carry another (RFC 9110, 15.5.9).
-        if self.status == StatusCode::REQUEST_TIMEOUT {
+        if [StatusCode::REQUEST_TIMEOUT, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE].contains(&self.status) {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

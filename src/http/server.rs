@@ -2,8 +2,14 @@
 //! request its peer address (`ConnectInfo<SocketAddr>`, which `allow_ips`
 //! reads), and bounds what a client can hold: the time to send a head
 //! (which is also how long a keep-alive connection may sit idle), the time
-//! to send a body, and, on a stop, the time requests in flight get before
-//! their connections are dropped.
+//! to send a body, the size of a head, and, on a stop, the time requests
+//! in flight get before their connections are dropped.
+//!
+//! hyper parses the requests. Its own limits are set above Clientele's, so
+//! that a head past Clientele's limits reaches [`check_head`] and is
+//! answered in the JSON error shape like every other error; what hyper
+//! refuses itself (a head it cannot parse, or one past its larger bounds)
+//! it answers with a bare status (docs/decisions.md says which and why).
 //!
 //! `app::serve` runs [`serve`] over [`super::router`].
 
@@ -18,7 +24,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
-use axum::http::Request;
+use axum::http::{HeaderMap, Request};
 use axum::response::{IntoResponse, Response};
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
@@ -33,6 +39,18 @@ use tokio::time::Sleep;
 use super::error::ApiError;
 use crate::config::HttpSettings;
 
+/// Header lines a request may carry: what hyper allowed by default, which
+/// no platform's webhook comes near.
+pub const MAX_HEADERS: usize = 100;
+/// Bytes a request's header lines may take together (`name: value` and
+/// its line end, the request line apart, so that any URI hyper takes
+/// fits beside them).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// hyper's own bound on header lines, above [`MAX_HEADERS`] so that the
+/// requests between the two are answered by [`check_head`]. hyper
+/// allocates a parse table of this many entries (64 bytes each) per head.
+const HYPER_MAX_HEADERS: usize = 256;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// Given by a request body in place of what was not sent in time.
@@ -46,7 +64,8 @@ pub enum ServerError {
 pub async fn serve(listener: TcpListener, router: Router, settings: HttpSettings, shutdown: impl Future<Output = ()>) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(settings.header_timeout);
+        .header_read_timeout(settings.header_timeout)
+        .max_headers(HYPER_MAX_HEADERS);
     let router = TowerToHyperService::new(router);
     let (stop, stopping) = watch::channel(());
     let mut connections = JoinSet::new();
@@ -112,14 +131,17 @@ async fn pause_after(error: std::io::Error) {
     }
 }
 
-/// Routes one request with its peer address and its body under the
-/// deadline.
+/// Answers one request: refuses a head past the limits, else routes it
+/// with its peer address and its body under the deadline.
 async fn respond(
     router: TowerToHyperService<Router>,
     peer: SocketAddr,
     body_timeout: Duration,
     request: Request<Incoming>,
 ) -> Result<Response, Infallible> {
+    if let Err(refused) = check_head(request.headers()) {
+        return Ok(refused.into_response());
+    }
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(ConnectInfo(peer));
     if body.is_end_stream() {
@@ -139,6 +161,26 @@ async fn respond(
     } else {
         response
     })
+}
+
+/// Refuses a head past [`MAX_HEADERS`] or [`MAX_HEADER_BYTES`].
+fn check_head(headers: &HeaderMap) -> Result<(), ApiError> {
+    if headers.len() > MAX_HEADERS {
+        return Err(ApiError::headers_too_large(format!(
+            "a request may carry {MAX_HEADERS} header lines; this one has {}",
+            headers.len()
+        )));
+    }
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + ": \r\n".len() + value.len())
+        .sum();
+    if bytes > MAX_HEADER_BYTES {
+        return Err(ApiError::headers_too_large(format!(
+            "a request's header lines may take {MAX_HEADER_BYTES} bytes; these take {bytes}"
+        )));
+    }
+    Ok(())
 }
 
 /// A request body that fails with [`ServerError::BodyTimeout`] once
@@ -179,7 +221,33 @@ pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderValue;
+
     use super::*;
+
+    #[test]
+    fn a_head_at_the_limits_passes_and_one_past_them_is_refused() {
+        let mut headers = HeaderMap::new();
+        for i in 0..MAX_HEADERS {
+            headers.insert(
+                format!("x-{i}").parse::<axum::http::HeaderName>().unwrap(),
+                HeaderValue::from(i),
+            );
+        }
+        assert!(check_head(&headers).is_ok());
+        headers.insert("x-one-more", HeaderValue::from(0));
+        assert_eq!(check_head(&headers).unwrap_err().code(), "headers_too_large");
+
+        let line = |value_len: usize| {
+            let mut headers = HeaderMap::new();
+            let value = "v".repeat(value_len);
+            headers.insert("x", HeaderValue::from_str(&value).unwrap());
+            headers
+        };
+        let fits = MAX_HEADER_BYTES - "x: \r\n".len();
+        assert!(check_head(&line(fits)).is_ok());
+        assert!(check_head(&line(fits + 1)).is_err());
+    }
 
     #[test]
     fn a_body_timeout_is_recognized_through_the_errors_wrapping_it() {
