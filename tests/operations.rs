@@ -72,13 +72,10 @@ impl Serving {
         let mut log = Vec::new();
         let address = loop {
             let line = lines.recv_timeout(SAFETY).expect("clientele logs its address");
-            log.push(line.clone());
-            if let Some(at) = line.find("address=") {
-                break line[at + "address=".len()..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .to_owned();
+            let address = util::logged_address(&line);
+            log.push(line);
+            if let Some(address) = address {
+                break address;
             }
         };
         Self {

@@ -84,6 +84,16 @@ pub fn binary() -> std::process::Command {
     command
 }
 
+/// The address in the binary's `listening` log line, if `line` is that
+/// line.
+pub fn logged_address(line: &str) -> Option<String> {
+    let at = line.find("address=")?;
+    line[at + "address=".len()..]
+        .split_whitespace()
+        .next()
+        .map(str::to_owned)
+}
+
 /// The test configuration for the store of `dir`; `extra` is appended (more
 /// keys for the last source, or more sources).
 pub fn config_text(dir: &Path, extra: &str) -> String {
