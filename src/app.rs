@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -39,7 +38,7 @@ pub async fn open_store(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
 }
 
 /// Serves on `listener` until `shutdown` completes, then lets in-flight
-/// requests finish and closes the store.
+/// requests finish (for up to `http.stop_timeout`) and closes the store.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -55,6 +54,7 @@ pub async fn serve(
         tracing::info!(route = %format!("POST /webhooks/{}", source.name()), kind = source.kind.as_str(), "serving source");
     }
     let delivery = config.delivery.clone();
+    let settings = config.http;
     let rate_limits = RateLimits::new(&config.sources);
     let state = Arc::new(AppState {
         rate_limits,
@@ -69,23 +69,20 @@ pub async fn serve(
     tracing::info!(address = %listener.local_addr()?, "listening: /webhooks/{{source}}, /api/v1, /healthz, /readyz, /metrics");
     let (stop, stopped) = watch::channel(false);
     let dispatcher = tokio::spawn(dispatcher::run(store.clone(), delivery, stopped));
-    let served = axum::serve(
-        listener,
-        http::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    http::server::serve(listener, http::router(state), settings, async move {
         shutdown.await;
         let _ = stop.send(true);
     })
     .await;
     // Stops claiming, lets the sends in flight finish and record their
-    // attempts, then closes the store.
+    // attempts, then closes the store (also after http.stop_timeout
+    // dropped requests still in flight).
     if dispatcher.await.is_err() {
         tracing::error!("the outbound dispatcher panicked");
     }
     store.close().await;
     tracing::info!("stopped");
-    Ok(served?)
+    Ok(())
 }
 
 /// Opens the store, which creates it or brings its schema up to date, and

@@ -169,6 +169,29 @@ impl Default for DeliverySettings {
     }
 }
 
+/// How long the HTTP server waits for a client (`[http]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// For a request's head, counted from the moment the connection waits
+    /// for it: also how long an idle keep-alive connection stays open.
+    pub header_timeout: Duration,
+    /// For a request's whole body, counted from its head.
+    pub body_timeout: Duration,
+    /// On a stop, for the requests in flight to finish; then their
+    /// connections are dropped.
+    pub stop_timeout: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            stop_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -178,6 +201,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub sources: Vec<Source>,
     pub delivery: DeliverySettings,
+    pub http: HttpSettings,
 }
 
 #[derive(Deserialize)]
@@ -194,6 +218,8 @@ struct RawConfig {
     sources: Vec<RawSource>,
     #[serde(default)]
     delivery: RawDelivery,
+    #[serde(default)]
+    http: RawHttp,
 }
 
 #[derive(Deserialize, Default)]
@@ -201,6 +227,14 @@ struct RawConfig {
 struct RawDelivery {
     retry_schedule: Option<Vec<String>>,
     timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
+    stop_timeout: Option<String>,
 }
 
 fn default_max_body_bytes() -> usize {
@@ -336,37 +370,65 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<Vec<St
     Ok(used)
 }
 
+/// A duration such as `"5s"` or `"30m"`, at `key`.
+fn duration(key: &str, text: &str, invalid: &impl Fn(&str, String) -> ConfigError) -> Result<Duration, ConfigError> {
+    text.parse::<jiff::SignedDuration>()
+        .ok()
+        .and_then(|d| Duration::try_from(d).ok())
+        .ok_or_else(|| {
+            invalid(
+                key,
+                format!("{text:?} is not a duration such as \"5s\", \"30m\" or \"2h\""),
+            )
+        })
+}
+
+/// A duration more than zero at `key`, or `default` when it is not set.
+fn positive_duration(
+    key: &str,
+    text: Option<String>,
+    default: Duration,
+    invalid: &impl Fn(&str, String) -> ConfigError,
+) -> Result<Duration, ConfigError> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    let value = duration(key, &text, invalid)?;
+    if value.is_zero() {
+        return Err(invalid(key, "must be more than zero".to_owned()));
+    }
+    Ok(value)
+}
+
 impl RawDelivery {
     fn validate(self, invalid: &impl Fn(&str, String) -> ConfigError) -> Result<DeliverySettings, ConfigError> {
         let defaults = DeliverySettings::default();
-        let duration = |key: &str, text: &str| {
-            text.parse::<jiff::SignedDuration>()
-                .ok()
-                .and_then(|d| Duration::try_from(d).ok())
-                .ok_or_else(|| {
-                    invalid(
-                        key,
-                        format!("{text:?} is not a duration such as \"5s\", \"30m\" or \"2h\""),
-                    )
-                })
-        };
         let retry_schedule = match self.retry_schedule {
             None => defaults.retry_schedule,
             Some(entries) => entries
                 .iter()
-                .map(|entry| duration("delivery.retry_schedule", entry))
+                .map(|entry| duration("delivery.retry_schedule", entry, invalid))
                 .collect::<Result<_, _>>()?,
         };
-        let timeout = match self.timeout {
-            None => defaults.timeout,
-            Some(text) => duration("delivery.timeout", &text)?,
-        };
-        if timeout.is_zero() {
-            return Err(invalid("delivery.timeout", "must be more than zero".to_owned()));
-        }
         Ok(DeliverySettings {
             retry_schedule,
-            timeout,
+            timeout: positive_duration("delivery.timeout", self.timeout, defaults.timeout, invalid)?,
+        })
+    }
+}
+
+impl RawHttp {
+    fn validate(self, invalid: &impl Fn(&str, String) -> ConfigError) -> Result<HttpSettings, ConfigError> {
+        let defaults = HttpSettings::default();
+        Ok(HttpSettings {
+            header_timeout: positive_duration(
+                "http.header_timeout",
+                self.header_timeout,
+                defaults.header_timeout,
+                invalid,
+            )?,
+            body_timeout: positive_duration("http.body_timeout", self.body_timeout, defaults.body_timeout, invalid)?,
+            stop_timeout: positive_duration("http.stop_timeout", self.stop_timeout, defaults.stop_timeout, invalid)?,
         })
     }
 }
@@ -511,8 +573,10 @@ impl RawConfig {
             });
         }
         let delivery = self.delivery.validate(&invalid)?;
+        let http = self.http.validate(&invalid)?;
         Ok(Config {
             delivery,
+            http,
             listen,
             store,
             admin_token: Secret(self.admin_token),
@@ -648,6 +712,23 @@ timezone = "America/Los_Angeles"
         assert_eq!(config.delivery.timeout, Duration::from_secs(3));
         let err = load(&format!("{MINIMAL}\n[delivery]\ntimeout = \"soon\"\n"), &[]).unwrap_err();
         assert!(err.to_string().contains("delivery.timeout"), "{err}");
+    }
+
+    #[test]
+    fn http_timeouts_have_defaults_and_read_durations() {
+        assert_eq!(load(MINIMAL, &[]).unwrap().http, HttpSettings::default());
+        let text = format!("{MINIMAL}\n[http]\nheader_timeout = \"200ms\"\nbody_timeout = \"1m\"\n");
+        let config = load(&text, &[("CLIENTELE_HTTP__STOP_TIMEOUT", "5s")]).unwrap();
+        assert_eq!(
+            config.http,
+            HttpSettings {
+                header_timeout: Duration::from_millis(200),
+                body_timeout: Duration::from_secs(60),
+                stop_timeout: Duration::from_secs(5),
+            }
+        );
+        let err = load(&format!("{MINIMAL}\n[http]\nbody_timeout = \"0s\"\n"), &[]).unwrap_err();
+        assert!(err.to_string().contains("http.body_timeout"), "{err}");
     }
 
     #[test]

@@ -79,12 +79,8 @@ impl Server {
             let line = received
                 .recv_timeout(SAFETY)
                 .unwrap_or_else(|_| panic!("clientele logs its address; log:\n{}", log.lock().unwrap().join("\n")));
-            if let Some(at) = line.find("address=") {
-                break line[at + "address=".len()..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .to_owned();
+            if let Some(address) = util::logged_address(&line) {
+                break address;
             }
         };
         Self {

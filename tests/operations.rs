@@ -3,10 +3,12 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -32,40 +34,98 @@ const NEVER_LOGGED: [&str; 13] = [
     VAGARO_TOKEN,
 ];
 
+/// How long the binary may take to start or to stop: a guard against
+/// hangs.
+const SAFETY: Duration = Duration::from_secs(30);
+
+/// `clientele serve` running on a configuration file, its log read on a
+/// thread.
+struct Serving {
+    child: Child,
+    address: String,
+    log: Vec<String>,
+    lines: mpsc::Receiver<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Serving {
+    /// Starts the binary on the configuration `text` (kept in `dir`) at
+    /// log level `level`, and waits for the address it logs.
+    fn start(dir: &Path, text: &str, level: &str) -> Self {
+        let config = dir.join("clientele.toml");
+        std::fs::write(&config, text).unwrap();
+        let mut child = util::binary()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", level)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the clientele binary starts");
+        let (sender, lines) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        let mut log = Vec::new();
+        let address = loop {
+            let line = lines.recv_timeout(SAFETY).expect("clientele logs its address");
+            let address = util::logged_address(&line);
+            log.push(line);
+            if let Some(address) = address {
+                break address;
+            }
+        };
+        Self {
+            child,
+            address,
+            log,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// Sends SIGTERM and waits (within [`SAFETY`]) for the exit; returns
+    /// how it exited and its whole log.
+    fn terminate(&mut self) -> (ExitStatus, String) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        let deadline = Instant::now() + SAFETY;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("the child's status") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "clientele exits within {SAFETY:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        self.log.extend(self.lines.try_iter());
+        (status, self.log.join("\n"))
+    }
+}
+
+impl Drop for Serving {
+    /// A failing test leaves no process behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[tokio::test]
 async fn the_binary_logs_no_personal_data_or_secrets_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("clientele.toml");
-    std::fs::write(&config, config_text(dir.path(), "")).unwrap();
-    let mut child = util::binary()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the clientele binary starts");
-    let (lines, received) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    let mut log = Vec::new();
-    let address = loop {
-        let line = received
-            .recv_timeout(Duration::from_secs(30))
-            .expect("clientele logs its address");
-        log.push(line.clone());
-        if let Some(at) = line.find("address=") {
-            break line[at + "address=".len()..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_owned();
-        }
-    };
+    let mut serving = Serving::start(dir.path(), &config_text(dir.path(), ""), "trace");
+    let address = serving.address.clone();
 
     let client = util::client();
     let post = |source: &str, token: (&str, &str), body: String| {
@@ -119,15 +179,8 @@ async fn the_binary_logs_no_personal_data_or_secrets_and_stops_on_sigterm() {
     let erased = admin(client.delete(format!("http://{address}/api/v1/customers/treez:partnersandbox3:3904")));
     assert_eq!(erased.await.unwrap().status(), 204);
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    let status = child.wait().expect("clientele exits");
+    let (status, log) = serving.terminate();
     assert!(status.success(), "a clean exit on SIGTERM: {status}");
-    reader.join().unwrap();
-    log.extend(received.try_iter());
-    let log = log.join("\n");
     assert!(log.contains("stopped"), "shutdown is logged:\n{log}");
     assert!(log.contains("delivery kept"), "deliveries are logged at debug:\n{log}");
     for secret in NEVER_LOGGED {
@@ -148,6 +201,44 @@ async fn directory(app: &TestApp) -> Vec<Value> {
     }
     customers.sort_by_key(|c| c["id"].as_str().unwrap().to_owned());
     customers
+}
+
+/// A client that stops sending mid-body holds its request open until
+/// `http.body_timeout`; a stop waits for it `http.stop_timeout` at most,
+/// then drops it and still closes the store cleanly.
+#[tokio::test]
+async fn a_body_stalled_at_sigterm_does_not_keep_the_process_from_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let bounds = "[http]\nbody_timeout = \"1h\"\nstop_timeout = \"200ms\"\n";
+    let mut serving = Serving::start(dir.path(), &config_text(dir.path(), bounds), "info");
+    let mut stalled = TcpStream::connect(&serving.address).expect("a connection");
+    stalled.set_read_timeout(Some(SAFETY)).unwrap();
+    let head = format!(
+        "POST /webhooks/treez HTTP/1.1\r\nHost: clientele\r\nAuthorization: Bearer {TREEZ_TOKEN}\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        TREEZ_EXAMPLE.len()
+    );
+    stalled.write_all(head.as_bytes()).unwrap();
+    // The interim answer comes when the handler starts reading the body.
+    let mut interim = [0; 25];
+    stalled.read_exact(&mut interim).expect("100 Continue");
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100 Continue"),
+        "{:?}",
+        String::from_utf8_lossy(&interim)
+    );
+    stalled.write_all(&TREEZ_EXAMPLE.as_bytes()[..100]).unwrap();
+
+    let (status, log) = serving.terminate();
+    assert!(status.success(), "a clean exit on SIGTERM: {status}\n{log}");
+    assert!(
+        log.contains("after http.stop_timeout"),
+        "the dropped request is logged:\n{log}"
+    );
+    assert!(log.contains("stopped"), "the store was closed:\n{log}");
+    let app = TestApp::spawn_in(dir.path(), "").await;
+    app.assert_nothing_kept().await;
+    app.stop().await;
 }
 
 #[tokio::test]

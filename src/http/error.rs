@@ -52,6 +52,24 @@ impl ApiError {
         )
     }
 
+    /// A body that did not arrive within `http.body_timeout`.
+    pub fn body_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the body did not arrive in time (http.body_timeout)",
+        )
+    }
+
+    /// A request head past Clientele's limits.
+    pub fn headers_too_large(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            message,
+        )
+    }
+
     /// The machine-readable code, also the `status` label of rejected
     /// deliveries in the metrics.
     pub fn code(&self) -> &'static str {
@@ -95,6 +113,13 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        // What is left of the request was not read: the connection cannot
+        // carry another (RFC 9110, 15.5.9).
+        if [StatusCode::REQUEST_TIMEOUT, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE].contains(&self.status) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -24,6 +24,7 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::error::ApiError;
+use super::server;
 use crate::config::{Secret, Source};
 use crate::model::{UtcMillis, json};
 use crate::sources::TokenHeader;
@@ -170,6 +171,8 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<
     let sent = Limited::new(body, limit).collect().await.map_err(|e| {
         if e.downcast_ref::<LengthLimitError>().is_some() {
             too_large()
+        } else if server::is_body_timeout(e.as_ref()) {
+            ApiError::body_timeout()
         } else {
             ApiError::bad_request("unreadable_body", "the body could not be read")
         }

@@ -9,6 +9,7 @@ mod api;
 pub mod error;
 mod ingest;
 mod limit;
+pub mod server;
 mod subscriptions;
 
 use std::collections::HashMap;

@@ -84,6 +84,16 @@ pub fn binary() -> std::process::Command {
     command
 }
 
+/// The address in the binary's `listening` log line, if `line` is that
+/// line.
+pub fn logged_address(line: &str) -> Option<String> {
+    let at = line.find("address=")?;
+    line[at + "address=".len()..]
+        .split_whitespace()
+        .next()
+        .map(str::to_owned)
+}
+
 /// The test configuration for the store of `dir`; `extra` is appended (more
 /// keys for the last source, or more sources).
 pub fn config_text(dir: &Path, extra: &str) -> String {
@@ -487,24 +497,30 @@ pub async fn post_chunked(
         let _ = stream.write_all(&bytes);
         let mut answer = Vec::new();
         let _ = stream.read_to_end(&mut answer);
-        let answer = String::from_utf8_lossy(&answer).into_owned();
-        let (head, rest) = answer
-            .split_once("\r\n\r\n")
-            .unwrap_or_else(|| panic!("an HTTP answer: {answer:?}"));
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("a status line: {head:?}"));
-        let chunked = head.lines().any(|l| {
-            let l = l.to_ascii_lowercase();
-            l.starts_with("transfer-encoding:") && l.contains("chunked")
-        });
-        let text = if chunked { dechunk(rest) } else { rest.to_owned() };
-        (StatusCode::from_u16(status).expect("a status"), parse(text))
+        parse_answer(&answer)
     })
     .await
     .expect("the raw request")
+}
+
+/// The status and body (as [`read`] gives them) of one HTTP/1.1 answer
+/// read off a socket.
+pub fn parse_answer(answer: &[u8]) -> (StatusCode, Value) {
+    let answer = String::from_utf8_lossy(answer).into_owned();
+    let (head, rest) = answer
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("an HTTP answer: {answer:?}"));
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a status line: {head:?}"));
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let text = if chunked { dechunk(rest) } else { rest.to_owned() };
+    (StatusCode::from_u16(status).expect("a status"), parse(text))
 }
 
 fn dechunk(mut rest: &str) -> String {
