@@ -39,6 +39,24 @@ pub async fn require_admin(State(app): State<Arc<AppState>>, request: Request, n
     }
 }
 
+/// Refuses a NUL (`%00`) anywhere in a request's path or query before a
+/// handler reads it: nothing Clientele keeps holds one (platform strings
+/// lose theirs in `normalize`, API bodies are refused by
+/// [`super::subscriptions`]' parser), and Postgres cannot even compare
+/// text with one. In a path it names something to find, which nothing is:
+/// `404`. In a query it is a value that can never be valid: `400`.
+pub async fn refuse_nul(request: Request, next: Next) -> Response {
+    const NUL: &str = "%00";
+    let uri = request.uri();
+    if uri.path().contains(NUL) {
+        return ApiError::not_found("nothing here: no id contains NUL").into_response();
+    }
+    if uri.query().is_some_and(|q| q.contains(NUL)) {
+        return ApiError::bad_request("bad_parameter", "query parameters cannot contain NUL (%00)").into_response();
+    }
+    next.run(request).await
+}
+
 #[derive(Deserialize)]
 pub struct GetParams {
     resolve: Option<String>,

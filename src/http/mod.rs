@@ -66,6 +66,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/subscriptions/{id}/messages", get(subscriptions::messages))
         .route("/subscriptions/{id}/replay", post(subscriptions::replay))
         .route("/messages/{id}/retry", post(subscriptions::retry))
+        // The last layer runs first: the token is checked before anything else.
+        .route_layer(axum::middleware::from_fn(api::refuse_nul))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), api::require_admin));
     Router::new()
         .route("/webhooks/{source}", post(ingest::receive))
