@@ -15,13 +15,15 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::AppState;
 use super::error::ApiError;
 use super::ingest::{answer, bearer, matches_any, outcome_label};
 use crate::model::{Customer, UtcMillis, json, normalize};
-use crate::store::{CustomerQuery, Erasure, EventQuery, EventStatus, Page, Publish, StoredEvent};
+use crate::store::{
+    CustomerQuery, Erasure, EventQuery, EventStatus, HistoryEntry, HistoryQuery, Page, Publish, StoredEvent,
+};
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -177,16 +179,28 @@ fn phone_filter(app: &AppState, source: Option<&str>, raw: &str) -> Result<Strin
         .ok_or_else(|| ApiError::bad_request("bad_parameter", "phone cannot be read as a phone number"))
 }
 
+#[derive(Deserialize)]
+pub struct PageParams {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
 pub async fn customer_history(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    Query(params): Query<PageParams>,
+) -> Result<Json<PageView<HistoryEntry>>, ApiError> {
+    let query = HistoryQuery {
+        customer_id: id.clone(),
+        limit: parse_limit(params.limit.as_deref())?,
+        after: parse_cursor(params.cursor.as_deref())?,
+    };
     let history = app
         .store
-        .history(id.clone())
+        .history(query)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no customer {id:?}")))?;
-    Ok(Json(json!({ "data": history })))
+    Ok(Json(history.into()))
 }
 
 #[derive(Deserialize)]

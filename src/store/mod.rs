@@ -245,6 +245,14 @@ pub struct CustomerQuery {
     pub after: Option<i64>,
 }
 
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    pub customer_id: String,
+    pub limit: usize,
+    /// Continue after this position (from a previous page).
+    pub after: Option<i64>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
     pub status: Option<EventStatus>,
@@ -314,8 +322,9 @@ pub trait Store: Send + Sync + 'static {
 
     fn customers(&self, query: CustomerQuery) -> BoxFuture<'_, Result<Page<Customer>, StoreError>>;
 
-    /// `None`: no such customer.
-    fn history(&self, id: String) -> BoxFuture<'_, Result<Option<Vec<HistoryEntry>>, StoreError>>;
+    /// A page of a customer's history, oldest first. `None`: no such
+    /// customer.
+    fn history(&self, query: HistoryQuery) -> BoxFuture<'_, Result<Option<Page<HistoryEntry>>, StoreError>>;
 
     fn event(&self, id: String) -> BoxFuture<'_, Result<Option<StoredEvent>, StoreError>>;
 

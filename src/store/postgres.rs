@@ -30,11 +30,11 @@ use tokio::sync::Notify;
 use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
 use super::rows::{
     EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, directory_deletes,
-    is_suppressed_target, lookup_edits, page, parse_time, settling, touched_ids,
+    history_page, is_suppressed_target, lookup_edits, page, parse_time, settling, touched_ids,
 };
 use super::{
-    Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, HistoryEntry, IngestOutcome, MessageQuery,
-    Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent,
+    Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, HistoryEntry, HistoryQuery, IngestOutcome,
+    MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent,
 };
 use crate::model::{Customer, OrderKey, UtcMillis, json};
 use crate::outbound::{Attempt, Due, Message, Next, Subscription};
@@ -279,27 +279,26 @@ impl Store for PgStore {
         Box::pin(async move { self.read(|conn| Box::pin(list_customers(conn, query))).await })
     }
 
-    fn history(&self, id: String) -> BoxFuture<'_, Result<Option<Vec<HistoryEntry>>, StoreError>> {
+    fn history(&self, query: HistoryQuery) -> BoxFuture<'_, Result<Option<Page<HistoryEntry>>, StoreError>> {
         Box::pin(async move {
             self.read(|conn| {
                 Box::pin(async move {
                     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM customers WHERE id = $1")
-                        .bind(&id)
+                        .bind(&query.customer_id)
                         .fetch_optional(&mut *conn)
                         .await?;
                     if exists.is_none() {
                         return Ok(None);
                     }
-                    let entries: Vec<String> =
-                        sqlx::query_scalar("SELECT entry FROM history WHERE customer_id = $1 ORDER BY seq")
-                            .bind(&id)
-                            .fetch_all(&mut *conn)
-                            .await?;
-                    let entries = entries
-                        .iter()
-                        .map(|entry| Ok(json::decode(entry.as_bytes())?))
-                        .collect::<Result<_, StoreError>>()?;
-                    Ok(Some(entries))
+                    let rows: Vec<(i64, String)> = sqlx::query_as(
+                        "SELECT seq, entry FROM history WHERE customer_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                    )
+                    .bind(&query.customer_id)
+                    .bind(query.after.unwrap_or(0))
+                    .bind(query.limit as i64 + 1)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    Ok(Some(history_page(rows, query.limit)?))
                 })
             })
             .await

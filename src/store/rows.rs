@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::directory::{Change, EventMeta, Loaded, Record};
-use super::{Action, EventStatus, IngestOutcome, Outcome, Page, StoreError, StoredEvent};
+use super::{Action, EventStatus, HistoryEntry, IngestOutcome, Outcome, Page, StoreError, StoredEvent};
 use crate::model::{Customer, CustomerEvent, OrderKey, Profile, UtcMillis, json};
 use crate::outbound::{Attempt, Message, MessageStatus, Next, Subscription};
 use crate::sources::{Mapped, Unmappable};
@@ -21,6 +21,24 @@ pub(super) fn page<T>(mut items: Vec<T>, limit: usize, position: impl Fn(&T) -> 
     items.truncate(limit);
     let next = if more { items.last().map(position) } else { None };
     Page { items, next }
+}
+
+/// [`page`] of rows read with their position.
+pub(super) fn positioned_page<T>(rows: Vec<(i64, T)>, limit: usize) -> Page<T> {
+    let page = page(rows, limit, |(position, _)| *position);
+    Page {
+        items: page.items.into_iter().map(|(_, item)| item).collect(),
+        next: page.next,
+    }
+}
+
+/// Decodes a page of history entries, read as their position and JSON.
+pub(super) fn history_page(rows: Vec<(i64, String)>, limit: usize) -> Result<Page<HistoryEntry>, StoreError> {
+    let rows = rows
+        .into_iter()
+        .map(|(seq, entry)| Ok((seq, json::decode(entry.as_bytes())?)))
+        .collect::<Result<_, StoreError>>()?;
+    Ok(positioned_page(rows, limit))
 }
 
 /// What a kept event became, for its row in `events`.

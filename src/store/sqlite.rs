@@ -20,8 +20,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
 use super::{
-    Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, HistoryEntry, IngestOutcome, MessageQuery,
-    Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent,
+    Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, HistoryEntry, HistoryQuery, IngestOutcome,
+    MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent,
 };
 use crate::model::{Customer, OrderKey, Profile, UtcMillis, json};
 use crate::outbound::{Attempt, Due, Message, Next, Subscription};
@@ -35,7 +35,7 @@ mod tests;
 use self::checkpoint::Checkpoints;
 use super::rows::{
     EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, directory_deletes,
-    is_suppressed_target, lookup_edits, page, parse_time, settling, touched_ids,
+    history_page, is_suppressed_target, lookup_edits, page, parse_time, settling, touched_ids,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -213,22 +213,27 @@ impl Store for SqliteStore {
         Box::pin(self.readers.run(move |conn| list_customers(conn, &query)))
     }
 
-    fn history(&self, id: String) -> BoxFuture<'_, Result<Option<Vec<HistoryEntry>>, StoreError>> {
+    fn history(&self, query: HistoryQuery) -> BoxFuture<'_, Result<Option<Page<HistoryEntry>>, StoreError>> {
         Box::pin(self.readers.run(move |conn| {
             let exists = conn
                 .prepare_cached("SELECT 1 FROM customers WHERE id = ?1")?
-                .exists([&id])?;
+                .exists([&query.customer_id])?;
             if !exists {
                 return Ok(None);
             }
-            let sql =
-                format!("{HISTORY_CHAIN} SELECT entry FROM history WHERE seq IN (SELECT seq FROM chain) ORDER BY seq");
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let entries = stmt
-                .query_map([&id], |r| r.get::<_, String>(0))?
-                .map(|entry| Ok(json::decode(entry?.as_bytes())?))
-                .collect::<Result<_, StoreError>>()?;
-            Ok(Some(entries))
+            // The chain from the latest entry back to the cursor: only the
+            // page's entries are read whole.
+            let mut stmt = conn.prepare_cached(
+                "WITH RECURSIVE chain(seq) AS (
+                     SELECT last_history FROM customers WHERE id = ?1 AND last_history > ?2
+                     UNION SELECT h.prev FROM history h JOIN chain ON h.seq = chain.seq WHERE h.prev > ?2)
+                 SELECT seq, entry FROM history WHERE seq IN (SELECT seq FROM chain) ORDER BY seq LIMIT ?3",
+            )?;
+            let args = params![query.customer_id, query.after.unwrap_or(0), query.limit as i64 + 1];
+            let rows = stmt
+                .query_map(args, |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(Some(history_page(rows, query.limit)?))
         }))
     }
 
