@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,8 @@ use super::error::ApiError;
 use super::ingest::{answer, bearer, matches_any, outcome_label};
 use crate::model::{Customer, UtcMillis, json, normalize};
 use crate::store::{
-    CustomerQuery, Erasure, EventQuery, EventStatus, HistoryEntry, HistoryQuery, Page, Publish, StoredEvent,
+    CustomerQuery, Erasure, EventQuery, EventRedaction, EventStatus, HistoryEntry, HistoryQuery, Page, Publish,
+    StoredEvent,
 };
 
 const DEFAULT_PAGE: usize = 100;
@@ -93,9 +94,9 @@ pub async fn erase_customer(
     match app.store.erase(id.clone()).await? {
         Erasure::Erased => {
             tracing::info!(customer = %id, "customer erased");
-            Ok(axum::http::StatusCode::NO_CONTENT)
+            Ok(StatusCode::NO_CONTENT)
         }
-        Erasure::AlreadyErased => Ok(axum::http::StatusCode::NO_CONTENT),
+        Erasure::AlreadyErased => Ok(StatusCode::NO_CONTENT),
         Erasure::NotFound => Err(ApiError::not_found(format!("no customer {id:?}"))),
     }
 }
@@ -256,13 +257,28 @@ pub async fn get_event(State(app): State<Arc<AppState>>, Path(id): Path<String>)
     Ok(Json(EventView { event, body }))
 }
 
+pub async fn delete_event(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    match app.store.redact_event(id.clone()).await? {
+        EventRedaction::Redacted => {
+            tracing::info!(event_id = %id, "event redacted");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        EventRedaction::NotFound => Err(ApiError::not_found(format!("no event {id:?}"))),
+        EventRedaction::Accepted => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "cannot_delete",
+            format!("event {id} was applied to its customer: erase the customer to remove it"),
+        )),
+    }
+}
+
 pub async fn reprocess_event(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let event = app
         .store
         .event(id.clone())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no event {id:?}")))?;
-    let conflict = |message: String| ApiError::new(axum::http::StatusCode::CONFLICT, "cannot_reprocess", message);
+    let conflict = |message: String| ApiError::new(StatusCode::CONFLICT, "cannot_reprocess", message);
     let source = app
         .sources
         .get(&event.source)

@@ -54,7 +54,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/customers/{id}", get(api::get_customer).delete(api::erase_customer))
         .route("/customers/{id}/events", get(api::customer_history))
         .route("/events", get(api::list_events))
-        .route("/events/{id}", get(api::get_event))
+        .route("/events/{id}", get(api::get_event).delete(api::delete_event))
         .route("/events/{id}/reprocess", post(api::reprocess_event))
         .route("/subscriptions", get(subscriptions::list).post(subscriptions::create))
         .route(

@@ -20,8 +20,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
 use super::{
-    Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, HistoryEntry, HistoryQuery, IngestOutcome,
-    MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent,
+    Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery,
+    IngestOutcome, MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent,
 };
 use crate::model::{Customer, OrderKey, Profile, UtcMillis, json};
 use crate::outbound::{Attempt, Due, Message, Next, Subscription};
@@ -35,7 +35,8 @@ mod tests;
 use self::checkpoint::Checkpoints;
 use super::rows::{
     EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, directory_deletes,
-    history_page, is_suppressed_target, lookup_edits, page, parse_time, settling, touched_ids,
+    history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys, page, parse_time, redaction,
+    settling, touched_ids,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -44,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0003_lookup_indexes.sql"),
     include_str!("migrations/sqlite/0004_chains.sql"),
     include_str!("migrations/sqlite/0005_sending.sql"),
+    include_str!("migrations/sqlite/0006_mentions.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back
@@ -85,6 +87,7 @@ enum Op {
     Reprocess(String, Result<Mapped, Unmappable>, Publish),
     ResetDirectory(Vec<String>),
     Erase(String),
+    RedactEvent(String),
     CreateSubscription(Subscription),
     DeleteSubscription(String),
     SetEnabled(String, bool),
@@ -113,6 +116,7 @@ enum Answer {
     Subscription(Option<Subscription>),
     Replayed(Option<u64>),
     Erased(Erasure),
+    EventRedacted(EventRedaction),
     Claimed(Vec<Due>),
     Done,
 }
@@ -242,6 +246,13 @@ impl Store for SqliteStore {
             let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1");
             let raw = conn.prepare_cached(&sql)?.query_row([&id], read_event).optional()?;
             raw.map(RawEvent::into_event).transpose()
+        }))
+    }
+
+    fn redact_event(&self, id: String) -> BoxFuture<'_, Result<EventRedaction, StoreError>> {
+        Box::pin(self.ask(Op::RedactEvent(id), |a| match a {
+            Answer::EventRedacted(redaction) => Some(redaction),
+            _ => None,
         }))
     }
 
@@ -673,6 +684,7 @@ fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreE
         }
         Op::ResetDirectory(sources) => reset_directory(tx, sources).map(|()| Answer::Done),
         Op::Erase(id) => erase(tx, id, ctx).map(Answer::Erased),
+        Op::RedactEvent(id) => redact_event(tx, id, ctx).map(Answer::EventRedacted),
         Op::CreateSubscription(subscription) => {
             outbound::create_subscription(tx, subscription)?;
             Ok(Answer::Done)
@@ -740,6 +752,11 @@ fn ingest(tx: &Connection, d: &Delivery, ctx: &mut Context) -> Result<IngestOutc
         settled.outcome.map(Outcome::as_str),
         settled.customer_id,
     ])?;
+    if !d.mentions.is_empty() {
+        let keys: Vec<String> = d.mentions.iter().map(|m| m.key(&d.source)).collect();
+        tx.prepare_cached("INSERT OR IGNORE INTO event_mentions (key, event_seq) SELECT value, ?2 FROM json_each(?1)")?
+            .execute(params![serde_json::to_string(&keys)?, tx.last_insert_rowid()])?;
+    }
     Ok(settled.answer)
 }
 
@@ -766,8 +783,7 @@ fn reprocess(
     if is_suppressed_target(&loaded, mapped) {
         // Kept before its customer was known, now known to be erased:
         // nothing of it stays, as for a delivery.
-        tx.prepare_cached(&format!("{REDACT_EVENTS} WHERE id = ?1"))?
-            .execute([event_id])?;
+        forget_event(tx, event_id)?;
         ctx.erased = true;
         return Ok(Some(IngestOutcome::Suppressed));
     }
@@ -882,6 +898,10 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
         tx.prepare_cached(&sql)?.execute([id])?;
     }
     erase_traces(tx, id, now)?;
+    let keys = serde_json::to_string(&mention_keys(&record))?;
+    for sql in mention_erasures("SELECT event_seq FROM event_mentions WHERE key IN (SELECT value FROM json_each(?1))") {
+        tx.prepare_cached(&sql)?.execute([&keys])?;
+    }
     for sql in [
         "DELETE FROM merge_links WHERE survivor = ?1 OR absorbed = ?1",
         "DELETE FROM customers WHERE id = ?1",
@@ -933,6 +953,31 @@ fn erase_traces(tx: &Connection, id: &str, now: UtcMillis) -> Result<usize, Stor
     )?
     .execute(params![id, now.as_millisecond()])?;
     Ok(bodies + envelopes)
+}
+
+/// Redacts a kept event by hand (see [`Store::redact_event`]).
+fn redact_event(tx: &Connection, id: &str, ctx: &mut Context) -> Result<EventRedaction, StoreError> {
+    let status: Option<String> = tx
+        .prepare_cached("SELECT status FROM events WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    let redaction = redaction(status.as_deref());
+    if redaction == EventRedaction::Redacted {
+        forget_event(tx, id)?;
+        ctx.erased = true;
+    }
+    Ok(redaction)
+}
+
+/// Redacts event `id` and forgets what it named.
+fn forget_event(tx: &Connection, id: &str) -> Result<(), StoreError> {
+    for sql in [
+        format!("{REDACT_EVENTS} WHERE id = ?1"),
+        "DELETE FROM event_mentions WHERE event_seq = (SELECT seq FROM events WHERE id = ?1)".into(),
+    ] {
+        tx.prepare_cached(&sql)?.execute([id])?;
+    }
+    Ok(())
 }
 
 /// Erases an id without a record (a quarantined delivery named it, or a

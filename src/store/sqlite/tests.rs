@@ -20,6 +20,7 @@ fn unmappable(dedupe_key: &str) -> Op {
         headers: Default::default(),
         body: b"{}".to_vec(),
         mapped: Err(Unmappable::new("no customer id")),
+        mentions: Vec::new(),
     }))
 }
 
@@ -35,6 +36,7 @@ fn customer() -> Op {
         headers: Default::default(),
         body: body.to_vec(),
         mapped: Kind::Vagaro.adapter().map(&value, &settings),
+        mentions: Vec::new(),
     }))
 }
 
