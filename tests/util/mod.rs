@@ -325,12 +325,11 @@ impl TestApp {
         body
     }
 
-    /// A customer's history entries, oldest first (one page).
+    /// A customer's history entries, oldest first, every page.
     pub async fn history(&self, id: &str) -> Vec<Value> {
-        let (code, body) = self.get(&format!("/api/v1/customers/{id}/events")).await;
-        assert_eq!(code, StatusCode::OK, "{body}");
-        assert!(body["nextCursor"].is_null(), "more than one page of history: {body}");
-        body["data"].as_array().expect("a data array").clone()
+        self.pages(&format!("/api/v1/customers/{id}/events"), "1000")
+            .await
+            .concat()
     }
 
     /// Every page of the paged list at `path`, `limit` items a page,
