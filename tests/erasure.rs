@@ -355,16 +355,17 @@ async fn a_customer_known_only_from_quarantined_bodies_can_be_erased() {
 }
 
 /// A body quarantined before its customer could be named (no account),
-/// reprocessed once the source names one, for a customer erased meanwhile:
-/// suppressed, and redacted as a delivery for it would not be kept.
+/// kept after the customer's erasure, reprocessed once the source names
+/// one: suppressed, and redacted as a delivery for it would not be kept.
 #[tokio::test]
 async fn reprocessing_a_body_into_an_erased_customer_redacts_it() {
     let app = TestApp::spawn().await;
+    app.deliver_json("treez", &jules("18", T1)).await;
+    assert_eq!(erase(&app, "treez:shop:18").await, StatusCode::NO_CONTENT);
+    // After the erasure: no customer id can be read from it, so it is kept.
     let anonymous = util::without(jules("18", T1), "/dispensary_short_name");
     let (status, quarantined) = app.deliver_json("treez", &anonymous).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{quarantined}");
-    app.deliver_json("treez", &jules("18", T1)).await;
-    assert_eq!(erase(&app, "treez:shop:18").await, StatusCode::NO_CONTENT);
     let dir = app.dir.clone();
     let temp = app.stop().await;
 
@@ -379,6 +380,138 @@ async fn reprocessing_a_body_into_an_erased_customer_redacts_it() {
     assert_eq!(app.event(event_id).await["redacted"], json!(true));
     app.stop().await;
     drop(temp);
+}
+
+/// A Treez ticket, an event type the directory ignores, whose `customer`
+/// says `customer`.
+fn ticket(number: &str, customer: Value) -> Value {
+    json!({
+        "event_type": "TICKET",
+        "dispensary_short_name": "shop",
+        "data": {"ticket_id": number, "customer": customer, "items": [{"name": "Pre-roll", "quantity": 1}]},
+    })
+}
+
+/// Delivers `body`, expecting it kept with `status`; returns its event id.
+async fn kept(app: &TestApp, source: &str, body: &Value, status: &str) -> String {
+    let (_, answer) = app.deliver_json(source, body).await;
+    assert_eq!(answer["status"], status, "{answer}");
+    answer["eventId"].as_str().expect("an event id").to_owned()
+}
+
+async fn assert_redacted(app: &TestApp, event_ids: &[String], redacted: bool) {
+    for event_id in event_ids {
+        let event = app.event(event_id).await;
+        assert_eq!(event["redacted"], json!(redacted), "{event}");
+        assert_eq!(event["body"].is_null(), redacted, "{event}");
+    }
+}
+
+/// Bodies the directory does not apply are not in the customer's history:
+/// an erasure finds the ones naming its platform id, email or phone.
+#[tokio::test]
+async fn an_erasure_redacts_the_ignored_events_that_name_the_customer() {
+    let app = TestApp::spawn().await;
+    app.deliver_json("treez", &jules("30", T1)).await;
+    let naming = [
+        ticket("T1", json!({"customer_id": "30", "first_name": "Jeroboam"})),
+        ticket(
+            "T2",
+            json!({"email": "Jeroboam.Quillfeather@example.com", "name": "Jeroboam Quillfeather"}),
+        ),
+        ticket(
+            "T3",
+            json!({"phone": "(914) 555-0199", "address": "77 ZANZIBAR TERRACE"}),
+        ),
+    ];
+    let mut named = Vec::new();
+    for body in &naming {
+        named.push(kept(&app, "treez", body, "ignored").await);
+    }
+    let other = ticket("T4", json!({"customer_id": "31", "last_name": "Brightwaterson"}));
+    let other = vec![kept(&app, "treez", &other, "ignored").await];
+
+    assert_eq!(erase(&app, "treez:shop:30").await, StatusCode::NO_CONTENT);
+    assert_redacted(&app, &named, true).await;
+    assert_redacted(&app, &other, false).await;
+    assert_erased_from_the_store(&app.dir, "running").await;
+    app.stop().await;
+}
+
+/// A Vagaro appointment names its customer by id; a Treez body without
+/// its dispensary yields no customer id but names it all the same.
+#[tokio::test]
+async fn an_erasure_redacts_appointments_and_quarantined_bodies_without_an_id_that_name_the_customer() {
+    let app = TestApp::spawn().await;
+    let customer = util::vagaro("v-32", "V32", T1);
+    let customer = with(customer, "/payload/customerFirstName", json!("Jeroboam"));
+    let customer = with(customer, "/payload/email", json!("jeroboam.quillfeather@example.com"));
+    let customer = with(customer, "/payload/mobilePhone", json!("9145550199"));
+    app.deliver_json("vagaro", &customer).await;
+    let appointment = json!({
+        "id": "appt-32",
+        "createdDate": T1,
+        "type": "appointment",
+        "action": "created",
+        "payload": {"appointmentId": "A32", "customerId": "V32", "serviceTitle": "Cut", "notes": "Jeroboam, 77 ZANZIBAR TERRACE"},
+    });
+    let mut named = vec![kept(&app, "vagaro", &appointment, "ignored").await];
+    app.deliver_json("treez", &jules("33", T1)).await;
+    let anonymous = util::without(jules("33", T1), "/dispensary_short_name");
+    named.push(kept(&app, "treez", &anonymous, "quarantined").await);
+    let other = with(treez("shop", "34", T1), "/data/last_name", json!("Brightwaterson"));
+    app.deliver_json("treez", &other).await;
+
+    assert_eq!(erase(&app, "vagaro:V32").await, StatusCode::NO_CONTENT);
+    assert_redacted(&app, &named[..1], true).await;
+    assert_redacted(&app, &named[1..], false).await;
+    assert_eq!(erase(&app, "treez:shop:33").await, StatusCode::NO_CONTENT);
+    assert_redacted(&app, &named, true).await;
+    assert_erased_from_the_store(&app.dir, "running").await;
+    app.stop().await;
+}
+
+/// What no erasure reaches (a body naming no one the directory holds)
+/// the operator deletes by its id.
+#[tokio::test]
+async fn an_operator_can_delete_a_kept_event_by_id() {
+    let app = TestApp::spawn().await;
+    let stray = ticket("T40", json!({"name": "Marmaduke Fitzwilliam"}));
+    let stray = kept(&app, "treez", &stray, "ignored").await;
+    let accepted = kept(&app, "treez", &jules("41", T1), "accepted").await;
+    let path = format!("/api/v1/events/{stray}");
+
+    for _ in 0..2 {
+        let (status, answer) = app.delete(&path).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{answer}");
+    }
+    assert_redacted(&app, std::slice::from_ref(&stray), true).await;
+    let listed = app.events(Some("ignored")).await;
+    assert_eq!(listed[0]["redacted"], json!(true), "still listed, as redacted");
+    let (status, answer) = app.post_admin(&format!("{path}/reprocess")).await;
+    assert_eq!(
+        (status, util::error_code(&answer)),
+        (StatusCode::CONFLICT, "cannot_reprocess".into())
+    );
+    let (status, answer) = app.delete("/api/v1/events/evt_nothing").await;
+    assert_eq!(
+        (status, util::error_code(&answer)),
+        (StatusCode::NOT_FOUND, "not_found".into())
+    );
+    // An applied event's data is its customer's: erasing the customer removes it.
+    let (status, answer) = app.delete(&format!("/api/v1/events/{accepted}")).await;
+    assert_eq!(
+        (status, util::error_code(&answer)),
+        (StatusCode::CONFLICT, "cannot_delete".into())
+    );
+    assert_redacted(&app, &[accepted], false).await;
+
+    let everything = util::stored_bytes(&app.dir).await;
+    assert!(
+        !everything.windows(10).any(|w| w == b"Marmaduke "),
+        "the deleted body is gone from the store"
+    );
+    app.stop().await;
 }
 
 /// Erases customer `id` while its `created` message is being sent to a

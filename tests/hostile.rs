@@ -428,6 +428,88 @@ async fn nul_characters_are_removed_from_strings_and_kept_in_the_raw_body() {
     assert_still_serving(&app).await;
 }
 
+/// A NUL never reaches the store from the API, on any store (Postgres
+/// refuses it in text): an id in the path with one is no one's (`404`), a
+/// query parameter or a JSON string with one is a bad request (`400`).
+#[tokio::test]
+async fn a_nul_in_an_api_path_query_or_body_is_answered_alike_on_every_store() {
+    let app = TestApp::spawn().await;
+    let (status, answer) = deliver(&app, "treez", "a customer", example("treez", "n").to_string()).await;
+    assert_eq!(status, "accepted", "{answer}");
+    let id = customer_id("treez", "n");
+    let subscription = app.subscribe(json!({"url": "http://127.0.0.1:9/hook"})).await;
+    let subscription = subscription["id"].as_str().expect("an id");
+    let admin =
+        |method: reqwest::Method, path: &str| app.client.request(method, app.url(path)).bearer_auth(util::ADMIN);
+    let (get, post, patch, delete) = (
+        reqwest::Method::GET,
+        reqwest::Method::POST,
+        reqwest::Method::PATCH,
+        reqwest::Method::DELETE,
+    );
+    let since = "since=2026-01-01T00:00:00Z";
+    let lookups = [
+        (get.clone(), format!("/api/v1/customers/{id}%00")),
+        (get.clone(), "/api/v1/customers/%00".to_owned()),
+        (get.clone(), format!("/api/v1/customers/{id}%00/events")),
+        (delete.clone(), format!("/api/v1/customers/{id}%00")),
+        (get.clone(), "/api/v1/events/evt_%00".to_owned()),
+        (post.clone(), "/api/v1/events/evt_%00/reprocess".to_owned()),
+        (delete.clone(), "/api/v1/events/evt_%00".to_owned()),
+        (get.clone(), format!("/api/v1/subscriptions/{subscription}%00")),
+        (delete.clone(), format!("/api/v1/subscriptions/{subscription}%00")),
+        (patch.clone(), format!("/api/v1/subscriptions/{subscription}%00")),
+        (get.clone(), format!("/api/v1/subscriptions/{subscription}%00/messages")),
+        (
+            post.clone(),
+            format!("/api/v1/subscriptions/{subscription}%00/replay?{since}"),
+        ),
+        (post.clone(), "/api/v1/messages/msg_%00/retry".to_owned()),
+    ];
+    for (method, path) in lookups {
+        let request = admin(method.clone(), &path).json(&json!({"enabled": true}));
+        let (status, body) = send_in_time(&path, request).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {body}");
+        assert_eq!(error_code(&body), "not_found", "{method} {path}");
+    }
+    let queries = [
+        "/api/v1/customers?source=treez%00",
+        "/api/v1/customers?account=hostile%00",
+        "/api/v1/customers?email=a%00b",
+        "/api/v1/customers?businessId=%00",
+        "/api/v1/customers?phone=914%00",
+        "/api/v1/customers?cursor=1%00",
+        "/api/v1/customers?changedSince=2026-01-01T00:00:00Z%00",
+        "/api/v1/events?status=ignored%00",
+        "/api/v1/events?limit=1%00",
+    ];
+    let history = format!("/api/v1/customers/{id}/events?cursor=%00");
+    let messages = format!("/api/v1/subscriptions/{subscription}/messages?status=%00");
+    for path in queries.into_iter().chain([history.as_str(), messages.as_str()]) {
+        let (status, body) = send_in_time(path, admin(get.clone(), path)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(error_code(&body), "bad_parameter", "{path}");
+    }
+    let bodies = [
+        json!({"url": "http://127.0.0.1:9/hook", "secret": "s\u{0}cret"}),
+        json!({"url": "http://127.0.0.1:9/\u{0}"}),
+        json!({"url": "http://127.0.0.1:9/hook", "sources": ["treez\u{0}"]}),
+    ];
+    for body in bodies {
+        let request = admin(post.clone(), "/api/v1/subscriptions").json(&body);
+        let (status, answer) = send_in_time("a subscription", request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert_eq!(error_code(&answer), "invalid_request", "{body}");
+    }
+    assert_eq!(
+        app.get("/api/v1/subscriptions").await.1["data"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    assert_still_serving(&app).await;
+}
+
 #[tokio::test]
 async fn sql_in_strings_is_kept_as_text_and_the_store_survives() {
     let app = TestApp::spawn().await;

@@ -11,17 +11,20 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::AppState;
 use super::error::ApiError;
 use super::ingest::{answer, bearer, matches_any, outcome_label};
 use crate::model::{Customer, UtcMillis, json, normalize};
-use crate::store::{CustomerQuery, Erasure, EventQuery, EventStatus, Page, Publish, StoredEvent};
+use crate::store::{
+    CustomerQuery, Erasure, EventQuery, EventRedaction, EventStatus, HistoryEntry, HistoryQuery, Page, Publish,
+    StoredEvent,
+};
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -37,6 +40,24 @@ pub async fn require_admin(State(app): State<Arc<AppState>>, request: Request, n
         Some(_) => ApiError::unauthorized("the admin token is wrong").into_response(),
         None => ApiError::unauthorized("send the admin token as Authorization: Bearer …").into_response(),
     }
+}
+
+/// Refuses a NUL (`%00`) anywhere in a request's path or query before a
+/// handler reads it: nothing Clientele keeps holds one (platform strings
+/// lose theirs in `normalize`, API bodies are refused by
+/// [`super::subscriptions`]' parser), and Postgres cannot even compare
+/// text with one. In a path it names something to find, which nothing is:
+/// `404`. In a query it is a value that can never be valid: `400`.
+pub async fn refuse_nul(request: Request, next: Next) -> Response {
+    const NUL: &str = "%00";
+    let uri = request.uri();
+    if uri.path().contains(NUL) {
+        return ApiError::not_found("nothing here: no id contains NUL").into_response();
+    }
+    if uri.query().is_some_and(|q| q.contains(NUL)) {
+        return ApiError::bad_request("bad_parameter", "query parameters cannot contain NUL (%00)").into_response();
+    }
+    next.run(request).await
 }
 
 #[derive(Deserialize)]
@@ -73,9 +94,9 @@ pub async fn erase_customer(
     match app.store.erase(id.clone()).await? {
         Erasure::Erased => {
             tracing::info!(customer = %id, "customer erased");
-            Ok(axum::http::StatusCode::NO_CONTENT)
+            Ok(StatusCode::NO_CONTENT)
         }
-        Erasure::AlreadyErased => Ok(axum::http::StatusCode::NO_CONTENT),
+        Erasure::AlreadyErased => Ok(StatusCode::NO_CONTENT),
         Erasure::NotFound => Err(ApiError::not_found(format!("no customer {id:?}"))),
     }
 }
@@ -159,16 +180,28 @@ fn phone_filter(app: &AppState, source: Option<&str>, raw: &str) -> Result<Strin
         .ok_or_else(|| ApiError::bad_request("bad_parameter", "phone cannot be read as a phone number"))
 }
 
+#[derive(Deserialize)]
+pub struct PageParams {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
 pub async fn customer_history(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    Query(params): Query<PageParams>,
+) -> Result<Json<PageView<HistoryEntry>>, ApiError> {
+    let query = HistoryQuery {
+        customer_id: id.clone(),
+        limit: parse_limit(params.limit.as_deref())?,
+        after: parse_cursor(params.cursor.as_deref())?,
+    };
     let history = app
         .store
-        .history(id.clone())
+        .history(query)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no customer {id:?}")))?;
-    Ok(Json(json!({ "data": history })))
+    Ok(Json(history.into()))
 }
 
 #[derive(Deserialize)]
@@ -224,13 +257,28 @@ pub async fn get_event(State(app): State<Arc<AppState>>, Path(id): Path<String>)
     Ok(Json(EventView { event, body }))
 }
 
+pub async fn delete_event(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    match app.store.redact_event(id.clone()).await? {
+        EventRedaction::Redacted => {
+            tracing::info!(event_id = %id, "event redacted");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        EventRedaction::NotFound => Err(ApiError::not_found(format!("no event {id:?}"))),
+        EventRedaction::Accepted => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "cannot_delete",
+            format!("event {id} was applied to its customer: erase the customer to remove it"),
+        )),
+    }
+}
+
 pub async fn reprocess_event(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let event = app
         .store
         .event(id.clone())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no event {id:?}")))?;
-    let conflict = |message: String| ApiError::new(axum::http::StatusCode::CONFLICT, "cannot_reprocess", message);
+    let conflict = |message: String| ApiError::new(StatusCode::CONFLICT, "cannot_reprocess", message);
     let source = app
         .sources
         .get(&event.source)

@@ -27,7 +27,7 @@ use super::error::ApiError;
 use super::server;
 use crate::config::{Secret, Source};
 use crate::model::{UtcMillis, json};
-use crate::sources::TokenHeader;
+use crate::sources::{TokenHeader, unlinked_mentions};
 use crate::store::{Delivery, IngestOutcome};
 
 /// Request headers kept with each delivery.
@@ -95,12 +95,14 @@ async fn receive_checked(
         .iter()
         .filter_map(|name| header_text(headers, name).map(|v| (name.to_string(), v)))
         .collect::<BTreeMap<_, _>>();
+    let mapped = adapter.map(&value, &source.settings);
     let delivery = Delivery {
         source: source.name().to_owned(),
         dedupe_key,
         received_at,
         headers: kept,
-        mapped: adapter.map(&value, &source.settings),
+        mentions: unlinked_mentions(&mapped, &value, &source.settings),
+        mapped,
         body: bytes,
     };
     let outcome = app.store.ingest(delivery).await?;

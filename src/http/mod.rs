@@ -55,7 +55,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/customers/{id}", get(api::get_customer).delete(api::erase_customer))
         .route("/customers/{id}/events", get(api::customer_history))
         .route("/events", get(api::list_events))
-        .route("/events/{id}", get(api::get_event))
+        .route("/events/{id}", get(api::get_event).delete(api::delete_event))
         .route("/events/{id}/reprocess", post(api::reprocess_event))
         .route("/subscriptions", get(subscriptions::list).post(subscriptions::create))
         .route(
@@ -67,6 +67,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/subscriptions/{id}/messages", get(subscriptions::messages))
         .route("/subscriptions/{id}/replay", post(subscriptions::replay))
         .route("/messages/{id}/retry", post(subscriptions::retry))
+        // The last layer runs first: the token is checked before anything else.
+        .route_layer(axum::middleware::from_fn(api::refuse_nul))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), api::require_admin));
     Router::new()
         .route("/webhooks/{source}", post(ingest::receive))

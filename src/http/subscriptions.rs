@@ -175,6 +175,11 @@ pub async fn replay(
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value = json::parse_body(body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    // Nothing kept holds a NUL (see `api::refuse_nul`): a secret with one
+    // could not be stored on Postgres.
+    if json::has_nul(&value) {
+        return Err(invalid("strings cannot contain NUL (\\u0000)"));
+    }
     serde_json::from_value(value).map_err(|e| invalid(e.to_string()))
 }
 

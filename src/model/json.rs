@@ -37,6 +37,16 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error>
     Ok(value)
 }
 
+/// Whether a string or a key anywhere in `value` holds a NUL.
+pub fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
 /// The deepest nesting of arrays and objects in `bytes`, outside strings.
 /// Invalid JSON gets some number; the parser then refuses it.
 fn depth(bytes: &[u8]) -> usize {
@@ -73,6 +83,15 @@ mod tests {
 
     fn nested(levels: usize) -> String {
         format!("{}1{}", "[".repeat(levels), "]".repeat(levels))
+    }
+
+    #[test]
+    fn a_nul_is_found_in_any_string_or_key() {
+        let nul: Value = serde_json::from_str(r#"{"a": [1, {"b": "x\u0000"}]}"#).unwrap();
+        let key: Value = serde_json::from_str(r#"{"\u0000": 1}"#).unwrap();
+        let clean: Value = serde_json::from_str(r#"{"a": [null, true, 1.5, "\\u0000"]}"#).unwrap();
+        assert!(has_nul(&nul) && has_nul(&key));
+        assert!(!has_nul(&clean));
     }
 
     #[test]

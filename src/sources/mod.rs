@@ -8,6 +8,7 @@
 
 mod clientele;
 mod envelope;
+mod mentions;
 #[cfg(test)]
 pub(crate) mod testing;
 mod treez;
@@ -18,6 +19,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::model::{Country, CustomerEvent};
+
+pub use mentions::{Mention, unlinked_mentions};
 
 /// The platform kinds Clientele can read (`kind = "…"` in a source).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 
 use crate::model::{Customer, OrderKey, UtcMillis, Warning};
 use crate::outbound::{Attempt, Due, Message, MessageStatus, Next, Subscription};
-use crate::sources::{Mapped, Unmappable};
+use crate::sources::{Mapped, Mention, Unmappable};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -78,6 +78,9 @@ pub struct Delivery {
     pub headers: BTreeMap<String, String>,
     pub body: Vec<u8>,
     pub mapped: Result<Mapped, Unmappable>,
+    /// What the body names, for an erasure to find it when the directory
+    /// does not link it to a customer (see [`crate::sources::unlinked_mentions`]).
+    pub mentions: Vec<Mention>,
 }
 
 /// What keeping a delivery did.
@@ -120,6 +123,17 @@ pub enum Erasure {
     /// Erased before: nothing left to do.
     AlreadyErased,
     NotFound,
+}
+
+/// What deleting a kept event by hand found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventRedaction {
+    /// Its body and headers are gone (or were already).
+    Redacted,
+    NotFound,
+    /// Applied to its customer's record: its data goes with the customer's
+    /// erasure, not alone.
+    Accepted,
 }
 
 /// Whether applying an event tells subscribers about the changes it makes.
@@ -258,6 +272,14 @@ pub struct CustomerQuery {
     pub after: Option<i64>,
 }
 
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    pub customer_id: String,
+    pub limit: usize,
+    /// Continue after this position (from a previous page).
+    pub after: Option<i64>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
     pub status: Option<EventStatus>,
@@ -327,10 +349,16 @@ pub trait Store: Send + Sync + 'static {
 
     fn customers(&self, query: CustomerQuery) -> BoxFuture<'_, Result<Page<Customer>, StoreError>>;
 
-    /// `None`: no such customer.
-    fn history(&self, id: String) -> BoxFuture<'_, Result<Option<Vec<HistoryEntry>>, StoreError>>;
+    /// A page of a customer's history, oldest first. `None`: no such
+    /// customer.
+    fn history(&self, query: HistoryQuery) -> BoxFuture<'_, Result<Option<Page<HistoryEntry>>, StoreError>>;
 
     fn event(&self, id: String) -> BoxFuture<'_, Result<Option<StoredEvent>, StoreError>>;
+
+    /// Redacts a kept event that is not applied to a customer (ignored, or
+    /// quarantined), as an erasure redacts a customer's: it stays listed,
+    /// without its body and headers.
+    fn redact_event(&self, id: String) -> BoxFuture<'_, Result<EventRedaction, StoreError>>;
 
     /// Kept events in arrival order.
     fn events(&self, query: EventQuery) -> BoxFuture<'_, Result<Page<StoredEvent>, StoreError>>;

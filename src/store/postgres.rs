@@ -30,12 +30,12 @@ use tokio::sync::Notify;
 use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
 use super::rows::{
     EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RESTORE_VERSIONS, RawEvent, RawRecord, Settled, Settling,
-    directory_deletes, is_suppressed_target, lookup_edits, page, parse_time, save_version_floors, settling,
-    touched_ids,
+    directory_deletes, history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys, page,
+    parse_time, redaction, save_version_floors, settling, touched_ids,
 };
 use super::{
-    Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, HistoryEntry, IngestOutcome, MessageQuery,
-    Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent,
+    Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery,
+    IngestOutcome, MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent,
 };
 use crate::model::{Customer, OrderKey, UtcMillis, json};
 use crate::outbound::{Attempt, Due, Message, Next, Subscription};
@@ -48,6 +48,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0002_outbound.sql"),
     include_str!("migrations/postgres/0003_sending.sql"),
     include_str!("migrations/postgres/0004_version_floors.sql"),
+    include_str!("migrations/postgres/0005_mentions.sql"),
 ];
 
 /// Connections per instance.
@@ -280,27 +281,26 @@ impl Store for PgStore {
         Box::pin(async move { self.read(|conn| Box::pin(list_customers(conn, query))).await })
     }
 
-    fn history(&self, id: String) -> BoxFuture<'_, Result<Option<Vec<HistoryEntry>>, StoreError>> {
+    fn history(&self, query: HistoryQuery) -> BoxFuture<'_, Result<Option<Page<HistoryEntry>>, StoreError>> {
         Box::pin(async move {
             self.read(|conn| {
                 Box::pin(async move {
                     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM customers WHERE id = $1")
-                        .bind(&id)
+                        .bind(&query.customer_id)
                         .fetch_optional(&mut *conn)
                         .await?;
                     if exists.is_none() {
                         return Ok(None);
                     }
-                    let entries: Vec<String> =
-                        sqlx::query_scalar("SELECT entry FROM history WHERE customer_id = $1 ORDER BY seq")
-                            .bind(&id)
-                            .fetch_all(&mut *conn)
-                            .await?;
-                    let entries = entries
-                        .iter()
-                        .map(|entry| Ok(json::decode(entry.as_bytes())?))
-                        .collect::<Result<_, StoreError>>()?;
-                    Ok(Some(entries))
+                    let rows: Vec<(i64, String)> = sqlx::query_as(
+                        "SELECT seq, entry FROM history WHERE customer_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                    )
+                    .bind(&query.customer_id)
+                    .bind(query.after.unwrap_or(0))
+                    .bind(query.limit as i64 + 1)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    Ok(Some(history_page(rows, query.limit)?))
                 })
             })
             .await
@@ -314,6 +314,26 @@ impl Store for PgStore {
                     let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
                     let row: Option<RawEvent> = sqlx::query_as(&sql).bind(&id).fetch_optional(conn).await?;
                     row.map(RawEvent::into_event).transpose()
+                })
+            })
+            .await
+        })
+    }
+
+    fn redact_event(&self, id: String) -> BoxFuture<'_, Result<EventRedaction, StoreError>> {
+        Box::pin(async move {
+            self.write(&id, |work, id| {
+                Box::pin(async move {
+                    let status: Option<String> =
+                        sqlx::query_scalar("SELECT status FROM events WHERE id = $1 FOR UPDATE")
+                            .bind(id)
+                            .fetch_optional(work.conn())
+                            .await?;
+                    let redaction = redaction(status.as_deref());
+                    if redaction == EventRedaction::Redacted {
+                        forget_event(work.conn(), id).await?;
+                    }
+                    Ok(redaction)
                 })
             })
             .await
@@ -542,6 +562,17 @@ async fn ingest(work: &mut Work, d: &Delivery) -> Result<IngestOutcome, StoreErr
     .bind(&settled.customer_id)
     .execute(work.conn())
     .await?;
+    if !d.mentions.is_empty() {
+        let keys: Vec<String> = d.mentions.iter().map(|m| m.key(&d.source)).collect();
+        sqlx::query(
+            "INSERT INTO event_mentions (key, event_seq) SELECT unnest($1::text[]), seq FROM events WHERE id = $2
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(keys)
+        .bind(&event_id)
+        .execute(work.conn())
+        .await?;
+    }
     Ok(settled.answer)
 }
 
@@ -566,10 +597,7 @@ async fn reprocess(
     if is_suppressed_target(&loaded, mapped) {
         // Kept before its customer was known, now known to be erased:
         // nothing of it stays, as for a delivery.
-        sqlx::query(&format!("{REDACT_EVENTS} WHERE id = $1"))
-            .bind(event_id)
-            .execute(work.conn())
-            .await?;
+        forget_event(work.conn(), event_id).await?;
         return Ok(Some(IngestOutcome::Suppressed));
     }
     let received_at = parse_time(&received_at)?;
@@ -684,6 +712,10 @@ async fn erase(work: &mut Work, id: &String) -> Result<Erasure, StoreError> {
         sqlx::query(sql).bind(id).execute(work.conn()).await?;
     }
     erase_traces(work, id).await?;
+    let keys = mention_keys(&record);
+    for sql in mention_erasures("SELECT event_seq FROM event_mentions WHERE key = ANY($1)") {
+        sqlx::query(&sql).bind(&keys).execute(work.conn()).await?;
+    }
     suppress(work, id, now).await?;
     persist(work, &loaded, &effects, Publish::Yes).await?;
     let mut gone = record.to_customer();
@@ -726,6 +758,17 @@ async fn erase_traces(work: &mut Work, id: &str) -> Result<u64, StoreError> {
     .execute(work.conn())
     .await?;
     Ok(redacted)
+}
+
+/// Redacts event `id` and forgets what it named.
+async fn forget_event(conn: &mut PgConnection, id: &str) -> Result<(), StoreError> {
+    for sql in [
+        format!("{REDACT_EVENTS} WHERE id = $1"),
+        "DELETE FROM event_mentions WHERE event_seq = (SELECT seq FROM events WHERE id = $1)".into(),
+    ] {
+        sqlx::query(&sql).bind(id).execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Erases an id without a record (a quarantined delivery named it, or a

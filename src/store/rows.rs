@@ -9,10 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::directory::{Change, EventMeta, Loaded, Record};
-use super::{Action, EventStatus, IngestOutcome, Outcome, Page, StoreError, StoredEvent};
+use super::{Action, EventRedaction, EventStatus, HistoryEntry, IngestOutcome, Outcome, Page, StoreError, StoredEvent};
 use crate::model::{Customer, CustomerEvent, OrderKey, Profile, UtcMillis, json};
 use crate::outbound::{Attempt, Message, MessageStatus, Next, Subscription};
-use crate::sources::{Mapped, Unmappable};
+use crate::sources::{Mapped, Mention, Unmappable};
 
 /// The first `limit` items and, if there were more, the position to
 /// continue from. Queries ask for `limit + 1` rows.
@@ -21,6 +21,24 @@ pub(super) fn page<T>(mut items: Vec<T>, limit: usize, position: impl Fn(&T) -> 
     items.truncate(limit);
     let next = if more { items.last().map(position) } else { None };
     Page { items, next }
+}
+
+/// [`page`] of rows read with their position.
+pub(super) fn positioned_page<T>(rows: Vec<(i64, T)>, limit: usize) -> Page<T> {
+    let page = page(rows, limit, |(position, _)| *position);
+    Page {
+        items: page.items.into_iter().map(|(_, item)| item).collect(),
+        next: page.next,
+    }
+}
+
+/// Decodes a page of history entries, read as their position and JSON.
+pub(super) fn history_page(rows: Vec<(i64, String)>, limit: usize) -> Result<Page<HistoryEntry>, StoreError> {
+    let rows = rows
+        .into_iter()
+        .map(|(seq, entry)| Ok((seq, json::decode(entry.as_bytes())?)))
+        .collect::<Result<_, StoreError>>()?;
+    Ok(positioned_page(rows, limit))
 }
 
 /// What a kept event became, for its row in `events`.
@@ -150,6 +168,41 @@ pub(super) fn directory_deletes(customers: &str) -> [String; 5] {
 /// Redacts raw events, followed by a `WHERE`: they stay listed, without
 /// their body and headers.
 pub(super) const REDACT_EVENTS: &str = "UPDATE events SET body = NULL, headers = '{}', redacted = TRUE";
+
+/// The statements that redact the events not applied to a customer that
+/// `mentioning` (event seqs from `event_mentions`) selects, and forget what
+/// they named. An accepted event is its customer's, not the one it names.
+pub(super) fn mention_erasures(mentioning: &str) -> [String; 2] {
+    [
+        format!("{REDACT_EVENTS} WHERE seq IN ({mentioning}) AND status <> 'accepted'"),
+        format!("DELETE FROM event_mentions WHERE event_seq IN ({mentioning})"),
+    ]
+}
+
+/// The `event_mentions` keys of what `record` says that a body may name:
+/// its platform id, email and E.164 phones.
+pub(super) fn mention_keys(record: &Record) -> Vec<String> {
+    let mut mentions = vec![Mention::Id(record.external_id.clone())];
+    mentions.extend(record.profile.email.clone().map(Mention::Email));
+    mentions.extend(
+        record
+            .profile
+            .phones
+            .iter()
+            .filter_map(|p| p.e164.clone())
+            .map(Mention::Phone),
+    );
+    mentions.iter().map(|m| m.key(&record.source)).collect()
+}
+
+/// What deleting an event of `status` (`None`: no such event) does.
+pub(super) fn redaction(status: Option<&str>) -> EventRedaction {
+    match status {
+        None => EventRedaction::NotFound,
+        Some("accepted") => EventRedaction::Accepted,
+        Some(_) => EventRedaction::Redacted,
+    }
+}
 
 /// Whether a message (`m`, its outbox row `o`) was withdrawn by an
 /// erasure while it was being sent: its customer is erased, and it is not

@@ -20,8 +20,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
 use super::{
-    Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, HistoryEntry, IngestOutcome, MessageQuery,
-    Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent,
+    Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery,
+    IngestOutcome, MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent,
 };
 use crate::model::{Customer, OrderKey, Profile, UtcMillis, json};
 use crate::outbound::{Attempt, Due, Message, Next, Subscription};
@@ -37,8 +37,8 @@ use self::checkpoint::Checkpoints;
 use self::lock::StoreLock;
 use super::rows::{
     EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RESTORE_VERSIONS, RawEvent, RawRecord, Settled, Settling,
-    directory_deletes, is_suppressed_target, lookup_edits, page, parse_time, save_version_floors, settling,
-    touched_ids,
+    directory_deletes, history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys, page,
+    parse_time, redaction, save_version_floors, settling, touched_ids,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -48,6 +48,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0004_chains.sql"),
     include_str!("migrations/sqlite/0005_sending.sql"),
     include_str!("migrations/sqlite/0006_version_floors.sql"),
+    include_str!("migrations/sqlite/0007_mentions.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back
@@ -90,6 +91,7 @@ enum Op {
     ResetDirectory(Vec<String>),
     RestoreVersions,
     Erase(String),
+    RedactEvent(String),
     CreateSubscription(Subscription),
     DeleteSubscription(String),
     SetEnabled(String, bool),
@@ -118,6 +120,7 @@ enum Answer {
     Subscription(Option<Subscription>),
     Replayed(Option<u64>),
     Erased(Erasure),
+    EventRedacted(EventRedaction),
     Claimed(Vec<Due>),
     Done,
 }
@@ -224,22 +227,27 @@ impl Store for SqliteStore {
         Box::pin(self.readers.run(move |conn| list_customers(conn, &query)))
     }
 
-    fn history(&self, id: String) -> BoxFuture<'_, Result<Option<Vec<HistoryEntry>>, StoreError>> {
+    fn history(&self, query: HistoryQuery) -> BoxFuture<'_, Result<Option<Page<HistoryEntry>>, StoreError>> {
         Box::pin(self.readers.run(move |conn| {
             let exists = conn
                 .prepare_cached("SELECT 1 FROM customers WHERE id = ?1")?
-                .exists([&id])?;
+                .exists([&query.customer_id])?;
             if !exists {
                 return Ok(None);
             }
-            let sql =
-                format!("{HISTORY_CHAIN} SELECT entry FROM history WHERE seq IN (SELECT seq FROM chain) ORDER BY seq");
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let entries = stmt
-                .query_map([&id], |r| r.get::<_, String>(0))?
-                .map(|entry| Ok(json::decode(entry?.as_bytes())?))
-                .collect::<Result<_, StoreError>>()?;
-            Ok(Some(entries))
+            // The chain from the latest entry back to the cursor: only the
+            // page's entries are read whole.
+            let mut stmt = conn.prepare_cached(
+                "WITH RECURSIVE chain(seq) AS (
+                     SELECT last_history FROM customers WHERE id = ?1 AND last_history > ?2
+                     UNION SELECT h.prev FROM history h JOIN chain ON h.seq = chain.seq WHERE h.prev > ?2)
+                 SELECT seq, entry FROM history WHERE seq IN (SELECT seq FROM chain) ORDER BY seq LIMIT ?3",
+            )?;
+            let args = params![query.customer_id, query.after.unwrap_or(0), query.limit as i64 + 1];
+            let rows = stmt
+                .query_map(args, |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(Some(history_page(rows, query.limit)?))
         }))
     }
 
@@ -248,6 +256,13 @@ impl Store for SqliteStore {
             let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1");
             let raw = conn.prepare_cached(&sql)?.query_row([&id], read_event).optional()?;
             raw.map(RawEvent::into_event).transpose()
+        }))
+    }
+
+    fn redact_event(&self, id: String) -> BoxFuture<'_, Result<EventRedaction, StoreError>> {
+        Box::pin(self.ask(Op::RedactEvent(id), |a| match a {
+            Answer::EventRedacted(redaction) => Some(redaction),
+            _ => None,
         }))
     }
 
@@ -726,6 +741,7 @@ fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreE
             Ok(Answer::Done)
         }
         Op::Erase(id) => erase(tx, id, ctx).map(Answer::Erased),
+        Op::RedactEvent(id) => redact_event(tx, id, ctx).map(Answer::EventRedacted),
         Op::CreateSubscription(subscription) => {
             outbound::create_subscription(tx, subscription)?;
             Ok(Answer::Done)
@@ -793,6 +809,11 @@ fn ingest(tx: &Connection, d: &Delivery, ctx: &mut Context) -> Result<IngestOutc
         settled.outcome.map(Outcome::as_str),
         settled.customer_id,
     ])?;
+    if !d.mentions.is_empty() {
+        let keys: Vec<String> = d.mentions.iter().map(|m| m.key(&d.source)).collect();
+        tx.prepare_cached("INSERT OR IGNORE INTO event_mentions (key, event_seq) SELECT value, ?2 FROM json_each(?1)")?
+            .execute(params![serde_json::to_string(&keys)?, tx.last_insert_rowid()])?;
+    }
     Ok(settled.answer)
 }
 
@@ -819,8 +840,7 @@ fn reprocess(
     if is_suppressed_target(&loaded, mapped) {
         // Kept before its customer was known, now known to be erased:
         // nothing of it stays, as for a delivery.
-        tx.prepare_cached(&format!("{REDACT_EVENTS} WHERE id = ?1"))?
-            .execute([event_id])?;
+        forget_event(tx, event_id)?;
         ctx.erased = true;
         return Ok(Some(IngestOutcome::Suppressed));
     }
@@ -940,6 +960,10 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
         tx.prepare_cached(&sql)?.execute([id])?;
     }
     erase_traces(tx, id, now)?;
+    let keys = serde_json::to_string(&mention_keys(&record))?;
+    for sql in mention_erasures("SELECT event_seq FROM event_mentions WHERE key IN (SELECT value FROM json_each(?1))") {
+        tx.prepare_cached(&sql)?.execute([&keys])?;
+    }
     for sql in [
         "DELETE FROM merge_links WHERE survivor = ?1 OR absorbed = ?1",
         "DELETE FROM customers WHERE id = ?1",
@@ -991,6 +1015,31 @@ fn erase_traces(tx: &Connection, id: &str, now: UtcMillis) -> Result<usize, Stor
     )?
     .execute(params![id, now.as_millisecond()])?;
     Ok(bodies + envelopes)
+}
+
+/// Redacts a kept event by hand (see [`Store::redact_event`]).
+fn redact_event(tx: &Connection, id: &str, ctx: &mut Context) -> Result<EventRedaction, StoreError> {
+    let status: Option<String> = tx
+        .prepare_cached("SELECT status FROM events WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    let redaction = redaction(status.as_deref());
+    if redaction == EventRedaction::Redacted {
+        forget_event(tx, id)?;
+        ctx.erased = true;
+    }
+    Ok(redaction)
+}
+
+/// Redacts event `id` and forgets what it named.
+fn forget_event(tx: &Connection, id: &str) -> Result<(), StoreError> {
+    for sql in [
+        format!("{REDACT_EVENTS} WHERE id = ?1"),
+        "DELETE FROM event_mentions WHERE event_seq = (SELECT seq FROM events WHERE id = ?1)".into(),
+    ] {
+        tx.prepare_cached(&sql)?.execute([id])?;
+    }
+    Ok(())
 }
 
 /// Erases an id without a record (a quarantined delivery named it, or a

@@ -335,11 +335,33 @@ impl TestApp {
         body
     }
 
-    /// A customer's history entries, oldest first.
+    /// A customer's history entries, oldest first, every page.
     pub async fn history(&self, id: &str) -> Vec<Value> {
-        let (code, body) = self.get(&format!("/api/v1/customers/{id}/events")).await;
-        assert_eq!(code, StatusCode::OK, "{body}");
-        body["data"].as_array().expect("a data array").clone()
+        self.pages(&format!("/api/v1/customers/{id}/events"), "1000")
+            .await
+            .concat()
+    }
+
+    /// Every page of the paged list at `path`, `limit` items a page,
+    /// following `nextCursor`.
+    pub async fn pages(&self, path: &str, limit: &str) -> Vec<Vec<Value>> {
+        let mut pages = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", limit)];
+            if let Some(cursor) = &cursor {
+                query.push(("cursor", cursor.as_str()));
+            }
+            let (status, page) = self.get_query(path, &query).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {page}");
+            pages.push(page["data"].as_array().expect("a data array").clone());
+            match &page["nextCursor"] {
+                Value::Null => return pages,
+                Value::String(next) => cursor = Some(next.clone()),
+                other => panic!("nextCursor is a string or null: {other}"),
+            }
+            assert!(pages.len() < 100, "the walk ends");
+        }
     }
 
     /// Every customer, merged ones included, in one page.

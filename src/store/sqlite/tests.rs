@@ -20,6 +20,7 @@ fn unmappable(dedupe_key: &str) -> Op {
         headers: Default::default(),
         body: b"{}".to_vec(),
         mapped: Err(Unmappable::new("no customer id")),
+        mentions: Vec::new(),
     }))
 }
 
@@ -48,6 +49,7 @@ fn customer_numbered(n: Option<u32>) -> Op {
         headers: Default::default(),
         body: serde_json::to_vec(&value).expect("JSON"),
         mapped: Kind::Vagaro.adapter().map(&value, &settings),
+        mentions: Vec::new(),
     }))
 }
 
