@@ -313,6 +313,46 @@ async fn a_gzip_body_is_accepted_and_kept_decompressed() {
 }
 
 #[tokio::test]
+async fn a_multi_member_gzip_body_is_read_as_the_concatenation_of_its_members() {
+    let app = TestApp::spawn().await;
+    let sent = treez("gz", "members", T1);
+    let text = sent.to_string();
+    let (head, tail) = text.split_at(text.len() / 2);
+    let members = [gzip(head.as_bytes()), gzip(tail.as_bytes())].concat();
+    let (status, body) = app
+        .deliver_with("treez", &[("Content-Encoding", "gzip")], members)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(app.event(body["eventId"].as_str().unwrap()).await["body"], sent);
+}
+
+#[tokio::test]
+async fn garbage_after_a_gzip_member_is_400_and_keeps_nothing() {
+    let app = TestApp::spawn().await;
+    let member = gzip(treez("gz", "trailing", T1).to_string().as_bytes());
+    for garbage in [&b"garbage"[..], b"\0\0\0\0", b"\x1f", b"\x1f\x8b\x08\0"] {
+        let body = [member.as_slice(), garbage].concat();
+        let (status, answer) = app.deliver_with("treez", &[("Content-Encoding", "gzip")], body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{garbage:?}: {answer}");
+        assert_eq!(error_code(&answer), "bad_encoding", "{garbage:?}");
+    }
+    app.assert_nothing_kept().await;
+}
+
+#[tokio::test]
+async fn a_gzip_bomb_split_into_members_is_413_and_keeps_nothing() {
+    let app = TestApp::spawn().await;
+    let text = treez_of_size("members", 200_000);
+    let members: Vec<u8> = text.as_bytes().chunks(20_000).flat_map(gzip).collect();
+    assert!(members.len() < 65536, "the compressed body itself is within the limit");
+    let (status, body) = app
+        .deliver_with("treez", &[("Content-Encoding", "gzip")], members)
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    app.assert_nothing_kept().await;
+}
+
+#[tokio::test]
 async fn a_body_that_is_not_gzip_but_says_so_is_400_and_keeps_nothing() {
     let app = TestApp::spawn().await;
     let plain = treez("gz", "bad", T1).to_string().into_bytes();

@@ -151,7 +151,9 @@ pub fn matches_any(presented: &str, tokens: &[Secret]) -> bool {
 }
 
 /// Reads the body within `limit` bytes, both as sent and after gunzip (a
-/// gzip bomb is a 413, not an out-of-memory).
+/// gzip bomb is a 413, not an out-of-memory). A gzip body is a series of
+/// members (RFC 1952, 2.2) read as the concatenation of their contents;
+/// bytes after a member that do not start another one are not gzip.
 async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -183,7 +185,7 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<
         None | Some("" | "identity") => Ok(sent.to_vec()),
         Some("gzip" | "x-gzip") => {
             let mut plain = Vec::new();
-            flate2::read::GzDecoder::new(&sent[..])
+            flate2::read::MultiGzDecoder::new(&sent[..])
                 .take(limit as u64 + 1)
                 .read_to_end(&mut plain)
                 .map_err(|_| ApiError::bad_request("bad_encoding", "the body is not valid gzip"))?;
