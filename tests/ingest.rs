@@ -787,6 +787,22 @@ async fn an_offsetless_time_is_read_in_the_source_timezone_and_an_overlap_takes_
 }
 
 #[tokio::test]
+async fn the_last_instant_of_year_9999_is_kept_and_can_be_asked_for() {
+    // Platforms send the end of year 9999 as "never".
+    let never = "9999-12-31T23:59:59.999Z";
+    let app = TestApp::spawn().await;
+    let body = with(treez("never", "1", T1), "/data/last_visit_date", json!(never));
+    let (status, answer) = app.deliver_json("treez", &body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(app.customer("treez:never:1").await["attributes"]["lastVisitAt"], never);
+    let warnings = &app.history("treez:never:1").await[0]["warnings"];
+    assert!(warnings.as_array().is_none_or(Vec::is_empty), "{warnings}");
+    let (status, page) = app.get_query("/api/v1/customers", &[("changedSince", never)]).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["data"], json!([]));
+}
+
+#[tokio::test]
 async fn a_clean_event_has_no_warnings() {
     let app = TestApp::spawn().await;
     app.deliver_json("treez", &treez("warn", "clean", T1)).await;
