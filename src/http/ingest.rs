@@ -84,12 +84,12 @@ async fn receive_checked(
     let _slot = app.ingest_slots.try_acquire().map_err(|_| ApiError::overloaded())?;
     let received_at = UtcMillis::now();
     let bytes = read_body(body, headers, app.max_body_bytes).await?;
-    let value = json::parse_body(&bytes).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    let read = json::parse_delivery(&bytes).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
     let dedupe_key = DEDUPE_HEADERS
         .iter()
         .find_map(|name| header_text(headers, name))
-        .or_else(|| adapter.envelope_id(&value))
-        .unwrap_or_else(|| content_hash(&value));
+        .or_else(|| adapter.envelope_id(&read.value))
+        .unwrap_or_else(|| content_hash(&read.value));
     let kept = KEPT_HEADERS
         .iter()
         .filter_map(|name| header_text(headers, name).map(|v| (name.to_string(), v)))
@@ -99,7 +99,7 @@ async fn receive_checked(
         dedupe_key,
         received_at,
         headers: kept,
-        mapped: adapter.map(&value, &source.settings),
+        mapped: source.kind.map(&read, &source.settings),
         body: bytes,
     };
     let outcome = app.store.ingest(delivery).await?;
