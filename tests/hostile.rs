@@ -461,6 +461,42 @@ async fn a_lone_surrogate_escape_reads_as_u_fffd_with_a_warning_and_the_body_is_
 }
 
 #[tokio::test]
+async fn names_of_only_zero_width_characters_are_null_like_empty_ones() {
+    let app = TestApp::spawn().await;
+    for source in SOURCES {
+        let (first, _) = first_name(source);
+        let names = customer_object(source);
+        for (i, invisible) in [
+            "\u{200B}",
+            "\u{200C}",
+            "\u{200D}",
+            "\u{2060}",
+            "\u{FEFF}",
+            "\u{FEFF}\u{200B} ",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let id = format!("zw{i}");
+            let body = with(example(source, &id), &format!("{names}/{first}"), json!(invisible));
+            let (status, answer) = deliver(&app, source, invisible, body.to_string()).await;
+            assert_eq!(status, "accepted", "{answer}");
+            let customer = record(&app, &customer_id(source, &id)).await.1;
+            assert_eq!(customer["firstName"], Value::Null, "{source}, {invisible:?}");
+        }
+        let body = with(
+            example(source, "zw-around"),
+            &format!("{names}/{first}"),
+            json!("\u{FEFF}Ana\u{200B}"),
+        );
+        deliver(&app, source, "around", body.to_string()).await;
+        let customer = record(&app, &customer_id(source, "zw-around")).await.1;
+        assert_eq!(customer["firstName"], "Ana", "{source}");
+    }
+    assert_still_serving(&app).await;
+}
+
+#[tokio::test]
 async fn sql_in_strings_is_kept_as_text_and_the_store_survives() {
     let app = TestApp::spawn().await;
     let body = set(treez(SQL, SQL, T1), "/data/first_name", json!(SQL));

@@ -238,23 +238,32 @@ pub enum Problem {
 /// The years a canonical time or date may have: four digits, after year 0.
 const YEARS: std::ops::RangeInclusive<i16> = 1..=9999;
 
-/// Trims a platform string; `""` and `"N/A"` (any case) are how platforms
-/// say "no value". NUL characters are removed first: they are never data
-/// (the raw body keeps them), and no SQL text column can hold them.
+/// Trims a platform string of [`blank`] characters; `""` and `"N/A"` (any
+/// case) are how platforms say "no value". NUL characters are removed
+/// first: they are never data (the raw body keeps them), and no SQL text
+/// column can hold them.
 fn clean(s: &str) -> Option<Cow<'_, str>> {
     let s: Cow<'_, str> = if s.contains('\0') {
         Cow::Owned(s.replace('\0', ""))
     } else {
         Cow::Borrowed(s)
     };
-    let trimmed = s.trim();
+    let trimmed = s.trim_matches(blank);
     if trimmed.is_empty() || trimmed.eq_ignore_ascii_case("n/a") {
         return None;
     }
     Some(match s {
-        Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
-        Cow::Owned(s) => Cow::Owned(s.trim().to_owned()),
+        Cow::Borrowed(s) => Cow::Borrowed(s.trim_matches(blank)),
+        Cow::Owned(s) => Cow::Owned(s.trim_matches(blank).to_owned()),
     })
+}
+
+/// Characters that show nothing: white space, and the zero-width ones
+/// that text picks up from copy and paste and from files saved with a
+/// byte order mark (U+200B to U+200D, U+2060, U+FEFF). Only trimmed around
+/// text: inside it a zero-width joiner binds emoji and scripts.
+fn blank(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}')
 }
 
 /// `"true"`/`"false"` in any case, as platforms serialize booleans.
@@ -763,6 +772,34 @@ mod tests {
     }
 
     #[test]
+    fn zero_width_characters_alone_are_null_and_are_trimmed_around_text() {
+        for invisible in [
+            "\u{200B}",
+            "\u{200C}",
+            "\u{200D}",
+            "\u{2060}",
+            "\u{FEFF}",
+            " \u{FEFF}\u{200B} \u{2060}\t",
+        ] {
+            assert_eq!(text(&json!(invisible)), Ok(None), "{invisible:?}");
+            assert_eq!(attribute(&json!(invisible)), None, "{invisible:?}");
+            assert_eq!(
+                text(&json!(format!("{invisible}N/A{invisible}"))),
+                Ok(None),
+                "{invisible:?}"
+            );
+        }
+        assert_eq!(text(&json!("\u{FEFF}Jules\u{200B} ")), Ok(Some("Jules".into())));
+        assert_eq!(boolean(&json!("\u{FEFF}true")), Ok(Some(true)));
+        let family = "\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}";
+        assert_eq!(
+            text(&json!(family)),
+            Ok(Some(family.into())),
+            "a joiner inside text stays"
+        );
+    }
+
+    #[test]
     fn nul_characters_are_removed_before_trimming() {
         assert_eq!(text(&json!("Ju\u{0}les")), Ok(Some("Jules".into())));
         assert_eq!(text(&json!("\u{0} Jules \u{0}")), Ok(Some("Jules".into())));
@@ -1217,7 +1254,7 @@ mod tests {
     ];
 
     fn is_clean_text(s: &str) -> bool {
-        !s.is_empty() && s == s.trim() && !s.eq_ignore_ascii_case("n/a") && !s.contains('\0')
+        !s.is_empty() && s == s.trim_matches(blank) && !s.eq_ignore_ascii_case("n/a") && !s.contains('\0')
     }
 
     /// A normalized attribute: no nulls, nothing empty, strings clean and
