@@ -269,6 +269,36 @@ async fn health_needs_no_token_and_readiness_checks_the_store() {
     }
 }
 
+#[test]
+fn a_bad_config_stops_start_up_naming_the_key_and_its_place_and_never_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("clientele.toml");
+    let secret = "never-shown-3f9a";
+    let extra =
+        format!("\n[[sources]]\nname = \"pos\"\nkind = \"treez\"\ntokens = \"{secret}\"\ndefault_country = \"US\"\n");
+    std::fs::write(&config, config_text(dir.path(), &extra)).unwrap();
+    let serve = |env: &[(&str, &str)]| {
+        let run = util::binary()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .envs(env.iter().copied())
+            .output()
+            .expect("the clientele binary runs");
+        assert!(!run.status.success());
+        String::from_utf8_lossy(&run.stderr).into_owned()
+    };
+    let log = serve(&[]);
+    assert!(log.contains("clientele.toml: `sources[3].tokens`"), "{log}");
+    assert!(!log.contains(secret), "{log}");
+    std::fs::write(&config, config_text(dir.path(), "")).unwrap();
+    let log = serve(&[("CLIENTELE_LISTEN", "127.0.0.1:0"), ("CLIENTELE_ADMIN_TOKN", secret)]);
+    assert!(
+        log.contains("environment variable CLIENTELE_ADMIN_TOKN: `admin_tokn`"),
+        "{log}"
+    );
+    assert!(!log.contains(secret), "{log}");
+}
+
 #[tokio::test]
 async fn migrate_creates_the_store_and_serve_then_opens_it_as_it_is() {
     let dir = tempfile::tempdir().unwrap();
