@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use util::{TREEZ_EXAMPLE, TREEZ_TOKEN, TestApp, VAGARO_EXAMPLE, VAGARO_TOKEN, config_text, with};
 
 const HOOK_TOKEN: &str = "hook-token-7f3a";
-const HOOK_SECRET: &str = "whsec_c2VjcmV0LWtleS1ieXRlcy0xMjM0NTY=";
+const HOOK_SECRET: &str = "whsec_c2VjcmV0LWtleS1ieXRlcy0xMjM0NTY3";
 
 /// Personal data and secrets of the requests below: none may be logged.
 const NEVER_LOGGED: [&str; 13] = [
