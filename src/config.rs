@@ -343,6 +343,24 @@ fn parse_error(origin: &str, text: &str, e: toml::de::Error) -> ConfigError {
     }
 }
 
+/// The variables that the `tokens_env` keys of `table` name, at any depth
+/// (a source mistyped as `[sources]` still names its secret).
+fn tokens_env_names(table: &toml::Table, names: &mut HashSet<String>) {
+    for (key, value) in table {
+        match value {
+            toml::Value::String(name) if key == "tokens_env" => {
+                names.insert(name.clone());
+            }
+            toml::Value::Table(inner) => tokens_env_names(inner, names),
+            toml::Value::Array(items) => items
+                .iter()
+                .filter_map(toml::Value::as_table)
+                .for_each(|inner| tokens_env_names(inner, names)),
+            _ => {}
+        }
+    }
+}
+
 /// Applies `CLIENTELE_KEY` and `CLIENTELE_SECTION__KEY` variables to the
 /// table; returns the keys set, each with its variable. Variables named by
 /// a `tokens_env` anywhere in the file hold secrets, not config keys, and
@@ -383,24 +401,6 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<Vec<(S
         used.push((path.join("."), name.clone()));
     }
     Ok(used)
-}
-
-/// The variables that the `tokens_env` keys of `table` name, at any depth
-/// (a source mistyped as `[sources]` still names its secret).
-fn tokens_env_names(table: &toml::Table, names: &mut HashSet<String>) {
-    for (key, value) in table {
-        match value {
-            toml::Value::String(name) if key == "tokens_env" => {
-                names.insert(name.clone());
-            }
-            toml::Value::Table(inner) => tokens_env_names(inner, names),
-            toml::Value::Array(items) => items
-                .iter()
-                .filter_map(toml::Value::as_table)
-                .for_each(|inner| tokens_env_names(inner, names)),
-            _ => {}
-        }
-    }
 }
 
 impl RawDelivery {
