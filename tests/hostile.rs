@@ -87,6 +87,16 @@ fn first_name(source: &str) -> (&'static str, &'static str) {
     }
 }
 
+/// `source`'s example for customer `id` with its first name set to `name`.
+fn with_first_name(source: &str, id: &str, name: Value) -> Value {
+    let (first, _) = first_name(source);
+    with(
+        example(source, id),
+        &format!("{}/{first}", customer_object(source)),
+        name,
+    )
+}
+
 /// `text` with `bytes` inserted at byte `at`.
 fn splice(text: &str, at: usize, bytes: &[u8]) -> Vec<u8> {
     let (head, tail) = text.as_bytes().split_at(at);
@@ -431,13 +441,9 @@ async fn nul_characters_are_removed_from_strings_and_kept_in_the_raw_body() {
 async fn a_lone_surrogate_escape_reads_as_u_fffd_with_a_warning_and_the_body_is_kept_as_sent() {
     let app = TestApp::spawn().await;
     for source in SOURCES {
-        let (first, _) = first_name(source);
-        let body = with(
-            example(source, "surrogate"),
-            &format!("{}/{first}", customer_object(source)),
-            json!("HALF"),
-        );
-        let sent = body.to_string().replace("\"HALF\"", r#""Ana\ud83d""#);
+        let sent = with_first_name(source, "surrogate", json!("HALF"))
+            .to_string()
+            .replace("\"HALF\"", r#""Ana\ud83d""#);
         // Without a webhook-id: Treez deliveries are known by their content hash.
         let (status, answer) = app.deliver(source, &sent).await;
         assert_eq!(status, StatusCode::OK, "{source}: {answer}");
@@ -464,8 +470,6 @@ async fn a_lone_surrogate_escape_reads_as_u_fffd_with_a_warning_and_the_body_is_
 async fn names_of_only_zero_width_characters_are_null_like_empty_ones() {
     let app = TestApp::spawn().await;
     for source in SOURCES {
-        let (first, _) = first_name(source);
-        let names = customer_object(source);
         for (i, invisible) in [
             "\u{200B}",
             "\u{200C}",
@@ -478,17 +482,13 @@ async fn names_of_only_zero_width_characters_are_null_like_empty_ones() {
         .enumerate()
         {
             let id = format!("zw{i}");
-            let body = with(example(source, &id), &format!("{names}/{first}"), json!(invisible));
+            let body = with_first_name(source, &id, json!(invisible));
             let (status, answer) = deliver(&app, source, invisible, body.to_string()).await;
             assert_eq!(status, "accepted", "{answer}");
             let customer = record(&app, &customer_id(source, &id)).await.1;
             assert_eq!(customer["firstName"], Value::Null, "{source}, {invisible:?}");
         }
-        let body = with(
-            example(source, "zw-around"),
-            &format!("{names}/{first}"),
-            json!("\u{FEFF}Ana\u{200B}"),
-        );
+        let body = with_first_name(source, "zw-around", json!("\u{FEFF}Ana\u{200B}"));
         deliver(&app, source, "around", body.to_string()).await;
         let customer = record(&app, &customer_id(source, "zw-around")).await.1;
         assert_eq!(customer["firstName"], "Ana", "{source}");
