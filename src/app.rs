@@ -134,8 +134,8 @@ async fn replay(store: &dyn Store, config: &Config) -> Result<Rebuilt, AppError>
                 rebuilt.skipped += 1;
                 continue;
             };
-            let mapped = match json::parse_body(&body) {
-                Ok(value) => source.kind.adapter().map(&value, &source.settings),
+            let mapped = match json::parse_delivery(&body) {
+                Ok(read) => source.kind.map(&read, &source.settings),
                 Err(_) => {
                     rebuilt.skipped += 1;
                     continue;

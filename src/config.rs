@@ -2,8 +2,10 @@
 //! environment variables, validated into typed settings.
 //!
 //! `main` loads it once; the HTTP layer reads the sources and tokens, the
-//! store layer the store URL. Every error names the key at fault and what
-//! to do about it, and no secret ever reaches a `Debug` or log line.
+//! store layer the store URL. Every error names the key at fault
+//! (`sources[1].timezone`), where it was given (the file, or the
+//! environment variable that set it) and what to do about it; no secret
+//! ever reaches an error, a `Debug` or a log line.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -34,7 +36,7 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
-    #[error("{origin}: `{key}` {problem}")]
+    #[error("{origin}: `{key}`: {problem}")]
     Invalid {
         origin: String,
         key: String,
@@ -207,9 +209,9 @@ pub struct Config {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    listen: String,
-    store: String,
-    admin_token: String,
+    listen: Option<String>,
+    store: Option<String>,
+    admin_token: Option<String>,
     #[serde(default = "default_max_body_bytes")]
     max_body_bytes: usize,
     #[serde(default)]
@@ -284,26 +286,79 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_error(origin, text, e))?;
         let env: Vec<(String, String)> = env.into_iter().collect();
-        let overridden = apply_env(&mut table, &env)?;
-        // With overrides the document parsed is a re-serialization, whose
-        // line numbers are not the file's: say so.
-        let (origin, parsed) = if overridden.is_empty() {
-            (origin.to_owned(), text.to_owned())
-        } else {
-            let merged = toml::to_string(&table).expect("a parsed table serializes");
-            (format!("{origin} with {}", overridden.join(", ")), merged)
+        let places = Places {
+            file: origin.to_owned(),
+            overrides: apply_env(&mut table, &env)?,
         };
-        let raw = toml::from_str::<RawConfig>(&parsed).map_err(|e| parse_error(&origin, &parsed, e))?;
-        raw.validate(&origin, &env)
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| places.type_error(e))?;
+        raw.validate(&places, &env)
     }
 }
+
+/// Where each key was given: the file, unless an environment variable
+/// overrides it.
+struct Places {
+    file: String,
+    /// `(key, variable)`: `("delivery.timeout", "CLIENTELE_DELIVERY__TIMEOUT")`.
+    overrides: Vec<(String, String)>,
+}
+
+impl Places {
+    /// Where `key` (`listen`, `sources[0].tokens`, `delivery.retry_schedule[1]`)
+    /// was given.
+    fn of(&self, key: &str) -> String {
+        let within = |set: &str| {
+            key.strip_prefix(set)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        };
+        match self.overrides.iter().find(|(set, _)| within(set)) {
+            Some((_, variable)) => format!("environment variable {variable}"),
+            None => self.file.clone(),
+        }
+    }
+
+    fn invalid(&self, key: &str, problem: String) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.of(key),
+            key: key.to_owned(),
+            problem,
+        }
+    }
+
+    /// A value of the wrong type or an unknown key, at its path. serde's
+    /// message shows the value it got, so a secret key's error says only
+    /// what is expected.
+    fn type_error(&self, e: serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
+        let secret = e.path().iter().find_map(|segment| match segment {
+            serde_path_to_error::Segment::Map { key } if SECRET_KEYS.contains(&key.as_str()) => Some(key.clone()),
+            _ => None,
+        });
+        let key = e.path().to_string();
+        let problem = match secret.as_deref() {
+            Some("tokens") => "must be a list of strings (the value is a secret: not shown)".to_owned(),
+            Some(_) => "must be a string (the value is a secret: not shown)".to_owned(),
+            None => e.into_inner().message().to_owned(),
+        };
+        if key == "." {
+            return ConfigError::Parse {
+                origin: self.file.clone(),
+                message: problem,
+            };
+        }
+        self.invalid(&key, problem)
+    }
+}
+
+/// Keys whose values are secrets, at any depth.
+const SECRET_KEYS: [&str; 2] = ["admin_token", "tokens"];
 
 /// A TOML error in `text`: where and what, naming the key but not repeating
 /// the offending line, which may hold a secret.
 fn parse_error(origin: &str, text: &str, e: toml::de::Error) -> ConfigError {
     let message = match e.span().and_then(|span| text.get(..span.start)) {
         Some(before) => {
-            let line = before.lines().count().max(1);
+            let line = before.matches('\n').count() + 1;
             let key = text
                 .lines()
                 .nth(line - 1)
@@ -322,18 +377,31 @@ fn parse_error(origin: &str, text: &str, e: toml::de::Error) -> ConfigError {
     }
 }
 
+/// The variables that the `tokens_env` keys of `table` name, at any depth
+/// (a source mistyped as `[sources]` still names its secret).
+fn tokens_env_names(table: &toml::Table, names: &mut HashSet<String>) {
+    for (key, value) in table {
+        match value {
+            toml::Value::String(name) if key == "tokens_env" => {
+                names.insert(name.clone());
+            }
+            toml::Value::Table(inner) => tokens_env_names(inner, names),
+            toml::Value::Array(items) => items
+                .iter()
+                .filter_map(toml::Value::as_table)
+                .for_each(|inner| tokens_env_names(inner, names)),
+            _ => {}
+        }
+    }
+}
+
 /// Applies `CLIENTELE_KEY` and `CLIENTELE_SECTION__KEY` variables to the
-/// table; returns the variables used. Variables named by a source's
-/// `tokens_env` hold secrets, not config keys, and are skipped.
-fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<Vec<String>, ConfigError> {
-    let secret_vars: HashSet<String> = table
-        .get("sources")
-        .and_then(toml::Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.get("tokens_env").and_then(toml::Value::as_str))
-        .map(str::to_owned)
-        .collect();
+/// table; returns the keys set, each with its variable. Variables named by
+/// a `tokens_env` anywhere in the file hold secrets, not config keys, and
+/// are skipped.
+fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut secret_vars = HashSet::new();
+    tokens_env_names(table, &mut secret_vars);
     let mut used = Vec::new();
     for (name, value) in env {
         let Some(key) = name.strip_prefix(ENV_PREFIX) else {
@@ -364,9 +432,8 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<Vec<St
             })?;
         }
         target.insert(last.clone(), parsed);
-        used.push(name.clone());
+        used.push((path.join("."), name.clone()));
     }
-    used.sort();
     Ok(used)
 }
 
@@ -434,35 +501,37 @@ impl RawHttp {
 }
 
 impl RawConfig {
-    fn validate(self, origin: &str, env: &[(String, String)]) -> Result<Config, ConfigError> {
-        let invalid = |key: &str, problem: String| ConfigError::Invalid {
-            origin: origin.to_owned(),
-            key: key.to_owned(),
-            problem,
+    fn validate(self, places: &Places, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let invalid = |key: &str, problem: String| places.invalid(key, problem);
+        let required = |key: &str, value: Option<String>| {
+            value.ok_or_else(|| {
+                let variable = format!("{ENV_PREFIX}{}", key.to_ascii_uppercase());
+                invalid(key, format!("is missing: set it in the file or as {variable}"))
+            })
         };
-        let listen = self.listen.parse().map_err(|_| {
+        let listen_text = required("listen", self.listen)?;
+        let store_text = required("store", self.store)?;
+        let admin_token = required("admin_token", self.admin_token)?;
+        let listen = listen_text.parse().map_err(|_| {
             invalid(
                 "listen",
-                format!(
-                    "{:?} is not an address and port such as \"127.0.0.1:8080\"",
-                    self.listen
-                ),
+                format!("{listen_text:?} is not an address and port such as \"127.0.0.1:8080\""),
             )
         })?;
-        let store = if let Some(path) = self.store.strip_prefix("sqlite://") {
+        let store = if let Some(path) = store_text.strip_prefix("sqlite://") {
             if path.is_empty() {
                 return Err(invalid("store", "needs a file path after sqlite://".to_owned()));
             }
             StoreUrl::Sqlite(PathBuf::from(path))
-        } else if self.store.starts_with("postgres://") || self.store.starts_with("postgresql://") {
-            StoreUrl::Postgres(self.store.clone())
+        } else if store_text.starts_with("postgres://") || store_text.starts_with("postgresql://") {
+            StoreUrl::Postgres(store_text)
         } else {
             return Err(invalid(
                 "store",
                 "must start with sqlite:// (embedded) or postgres://".to_owned(),
             ));
         };
-        if self.admin_token.trim().is_empty() {
+        if admin_token.trim().is_empty() {
             return Err(invalid("admin_token", "must not be empty".to_owned()));
         }
         if self.max_body_bytes == 0 {
@@ -579,7 +648,7 @@ impl RawConfig {
             http,
             listen,
             store,
-            admin_token: Secret(self.admin_token),
+            admin_token: Secret(admin_token),
             max_body_bytes: self.max_body_bytes,
             log_format: self.log_format,
             sources,
@@ -687,6 +756,115 @@ timezone = "America/Los_Angeles"
             let err = load(&text, &[]).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");
         }
+    }
+
+    /// MINIMAL with a second source, so that indexes are seen to count.
+    fn two_sources(extra: &str) -> String {
+        format!("{MINIMAL}\n[[sources]]\nname = \"vagaro\"\nkind = \"vagaro\"\ntokens = [\"v1\"]\n{extra}")
+    }
+
+    /// Asserts that loading `text` with `env` fails with a message that
+    /// holds every one of `present` and none of `absent`.
+    fn assert_error(text: &str, env: &[(&str, &str)], present: &[&str], absent: &[&str]) {
+        let err = load(text, env).unwrap_err().to_string();
+        for part in present {
+            assert!(err.contains(part), "{part:?} in {err}");
+        }
+        for part in absent {
+            assert!(!err.contains(part), "no {part:?} in {err}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_place_it_really_is() {
+        assert_error(
+            &two_sources("bogus = 1\ndefault_country = \"US\"\n"),
+            &[],
+            &["test.toml", "`sources[1].bogus`", "unknown field `bogus`"],
+            &["default_country`:", "line"],
+        );
+        assert_error(
+            MINIMAL,
+            &[("CLIENTELE_BOGUS", "1")],
+            &["environment variable CLIENTELE_BOGUS", "`bogus`", "unknown field"],
+            &["admin_token`:", "test.toml"],
+        );
+        assert_error(
+            MINIMAL,
+            &[("CLIENTELE_LISTEN", "127.0.0.1:1"), ("CLIENTELE_DELIVERY__BOGUS", "1")],
+            &["environment variable CLIENTELE_DELIVERY__BOGUS", "`delivery.bogus`"],
+            &["CLIENTELE_LISTEN"],
+        );
+        let without_admin_token = MINIMAL.replace("admin_token = \"admin\"\n", "");
+        assert_error(
+            &without_admin_token,
+            &[],
+            &["test.toml", "`admin_token`", "missing", "CLIENTELE_ADMIN_TOKEN"],
+            &["`listen`"],
+        );
+        assert_error(
+            &without_admin_token,
+            &[("CLIENTELE_MAX_BODY_BYTES", "5")],
+            &["test.toml", "`admin_token`", "missing"],
+            &["`listen`", "CLIENTELE_MAX_BODY_BYTES"],
+        );
+        assert_error(
+            MINIMAL,
+            &[("CLIENTELE_LISTEN", "localhost")],
+            &["environment variable CLIENTELE_LISTEN", "`listen`"],
+            &["test.toml"],
+        );
+        assert_error(
+            &two_sources("rate_limit = \"often\"\n"),
+            &[],
+            &["test.toml", "`sources[1].rate_limit`"],
+            &[],
+        );
+        assert_error(
+            &format!("{MINIMAL}\n[delivery]\nretry_schedule = [\"5s\", 5]\n"),
+            &[("CLIENTELE_DELIVERY__TIMEOUT", "3s")],
+            &["test.toml", "`delivery.retry_schedule[1]`"],
+            &["CLIENTELE_DELIVERY__TIMEOUT"],
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_own_line() {
+        let err = load("x = 1\nadmin_token = \"a\"\nadmin_token = \"b\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3, `admin_token`"), "{err}");
+    }
+
+    #[test]
+    fn no_error_shows_a_secret() {
+        let secret = "S3CRET-VALUE";
+        let tokens = "tokens = [\"t1\", \"t2\"]";
+        let cases = [
+            MINIMAL.replace("[\"t1\", \"t2\"]", &format!("\"{secret}\"")),
+            MINIMAL.replace("\"t2\"", &format!("[\"{secret}\"]")),
+            MINIMAL.replace("\"t1\"", &format!("\"{secret}\", 5")),
+            MINIMAL.replace("\"admin\"", "8675309"),
+            MINIMAL.replace("\"admin\"", &format!("[\"{secret}\"]")),
+            MINIMAL.replace("\"admin\"", &format!("{{ value = \"{secret}\" }}")),
+        ];
+        for text in cases {
+            assert_error(&text, &[], &["`"], &[secret, "8675309"]);
+        }
+        // Read through tokens_env, whatever else is wrong.
+        let from_env = MINIMAL.replace(tokens, "tokens_env = \"CLIENTELE_T\"");
+        let cases = [
+            from_env.replace("timezone", "bogus = 1\ntimezone"),
+            from_env.replace("America/Los_Angeles", "Mars/Olympus"),
+            from_env.replace("[[sources]]", "[sources]"),
+        ];
+        for text in cases {
+            assert_error(&text, &[("CLIENTELE_T", secret)], &["`"], &[secret]);
+        }
+        let named_like_a_key = MINIMAL
+            .replace("[[sources]]", "[sources]")
+            .replace(tokens, "tokens_env = \"CLIENTELE_LISTEN\"");
+        assert_error(&named_like_a_key, &[("CLIENTELE_LISTEN", secret)], &["`"], &[secret]);
     }
 
     #[test]

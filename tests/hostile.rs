@@ -87,6 +87,16 @@ fn first_name(source: &str) -> (&'static str, &'static str) {
     }
 }
 
+/// `source`'s example for customer `id` with its first name set to `name`.
+fn with_first_name(source: &str, id: &str, name: Value) -> Value {
+    let (first, _) = first_name(source);
+    with(
+        example(source, id),
+        &format!("{}/{first}", customer_object(source)),
+        name,
+    )
+}
+
 /// `text` with `bytes` inserted at byte `at`.
 fn splice(text: &str, at: usize, bytes: &[u8]) -> Vec<u8> {
     let (head, tail) = text.as_bytes().split_at(at);
@@ -331,7 +341,6 @@ async fn bytes_that_are_not_one_json_text_are_400_and_keep_nothing() {
                 "a raw NUL byte between tokens",
                 text.replacen(",", ",\0", 1).into_bytes(),
             ),
-            ("an escaped lone surrogate", spliced(br"\ud800")),
             ("nothing", Vec::new()),
             ("only whitespace", b" \r\n\t ".to_vec()),
             ("two documents", [text.as_bytes(), text.as_bytes()].concat()),
@@ -507,6 +516,65 @@ async fn a_nul_in_an_api_path_query_or_body_is_answered_alike_on_every_store() {
             .map(Vec::len),
         Some(1)
     );
+    assert_still_serving(&app).await;
+}
+
+#[tokio::test]
+async fn a_lone_surrogate_escape_reads_as_u_fffd_with_a_warning_and_the_body_is_kept_as_sent() {
+    let app = TestApp::spawn().await;
+    for source in SOURCES {
+        let sent = with_first_name(source, "surrogate", json!("HALF"))
+            .to_string()
+            .replace("\"HALF\"", r#""Ana\ud83d""#);
+        // Without a webhook-id: Treez deliveries are known by their content hash.
+        let (status, answer) = app.deliver(source, &sent).await;
+        assert_eq!(status, StatusCode::OK, "{source}: {answer}");
+        assert_eq!(answer["status"], "accepted", "{source}: {answer}");
+        let id = customer_id(source, "surrogate");
+        assert_eq!(record(&app, &id).await.1["firstName"], "Ana\u{fffd}", "{source}");
+        assert_eq!(warnings(&app, &id, &answer["eventId"]).await, ["body"], "{source}");
+        let event_id = answer["eventId"].as_str().unwrap();
+        assert_eq!(
+            app.event(event_id).await["body"],
+            Value::String(sent.clone()),
+            "{source}"
+        );
+        let (_, retry) = app.deliver(source, &sent).await;
+        assert_eq!(retry, json!({"status": "duplicate", "eventId": event_id}), "{source}");
+        let (status, again) = app.post_admin(&format!("/api/v1/events/{event_id}/reprocess")).await;
+        assert_eq!(status, StatusCode::OK, "{source}: {again}");
+        assert_eq!(again["outcome"], "unchanged", "{source}: {again}");
+    }
+    assert_still_serving(&app).await;
+}
+
+#[tokio::test]
+async fn names_of_only_zero_width_characters_are_null_like_empty_ones() {
+    let app = TestApp::spawn().await;
+    for source in SOURCES {
+        for (i, invisible) in [
+            "\u{200B}",
+            "\u{200C}",
+            "\u{200D}",
+            "\u{2060}",
+            "\u{FEFF}",
+            "\u{FEFF}\u{200B} ",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let id = format!("zw{i}");
+            let body = with_first_name(source, &id, json!(invisible));
+            let (status, answer) = deliver(&app, source, invisible, body.to_string()).await;
+            assert_eq!(status, "accepted", "{answer}");
+            let customer = record(&app, &customer_id(source, &id)).await.1;
+            assert_eq!(customer["firstName"], Value::Null, "{source}, {invisible:?}");
+        }
+        let body = with_first_name(source, "zw-around", json!("\u{FEFF}Ana\u{200B}"));
+        deliver(&app, source, "around", body.to_string()).await;
+        let customer = record(&app, &customer_id(source, "zw-around")).await.1;
+        assert_eq!(customer["firstName"], "Ana", "{source}");
+    }
     assert_still_serving(&app).await;
 }
 

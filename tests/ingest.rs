@@ -313,6 +313,46 @@ async fn a_gzip_body_is_accepted_and_kept_decompressed() {
 }
 
 #[tokio::test]
+async fn a_multi_member_gzip_body_is_read_as_the_concatenation_of_its_members() {
+    let app = TestApp::spawn().await;
+    let sent = treez("gz", "members", T1);
+    let text = sent.to_string();
+    let (head, tail) = text.split_at(text.len() / 2);
+    let members = [gzip(head.as_bytes()), gzip(tail.as_bytes())].concat();
+    let (status, body) = app
+        .deliver_with("treez", &[("Content-Encoding", "gzip")], members)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(app.event(body["eventId"].as_str().unwrap()).await["body"], sent);
+}
+
+#[tokio::test]
+async fn garbage_after_a_gzip_member_is_400_and_keeps_nothing() {
+    let app = TestApp::spawn().await;
+    let member = gzip(treez("gz", "trailing", T1).to_string().as_bytes());
+    for garbage in [&b"garbage"[..], b"\0\0\0\0", b"\x1f", b"\x1f\x8b\x08\0"] {
+        let body = [member.as_slice(), garbage].concat();
+        let (status, answer) = app.deliver_with("treez", &[("Content-Encoding", "gzip")], body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{garbage:?}: {answer}");
+        assert_eq!(error_code(&answer), "bad_encoding", "{garbage:?}");
+    }
+    app.assert_nothing_kept().await;
+}
+
+#[tokio::test]
+async fn a_gzip_bomb_split_into_members_is_413_and_keeps_nothing() {
+    let app = TestApp::spawn().await;
+    let text = treez_of_size("members", 200_000);
+    let members: Vec<u8> = text.as_bytes().chunks(20_000).flat_map(gzip).collect();
+    assert!(members.len() < 65536, "the compressed body itself is within the limit");
+    let (status, body) = app
+        .deliver_with("treez", &[("Content-Encoding", "gzip")], members)
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    app.assert_nothing_kept().await;
+}
+
+#[tokio::test]
 async fn a_body_that_is_not_gzip_but_says_so_is_400_and_keeps_nothing() {
     let app = TestApp::spawn().await;
     let plain = treez("gz", "bad", T1).to_string().into_bytes();
@@ -744,6 +784,22 @@ async fn an_offsetless_time_is_read_in_the_source_timezone_and_an_overlap_takes_
     let customer = app.customer("treez:tz:1").await;
     assert_eq!(customer["updatedAt"], "2026-11-01T08:30:00.000Z");
     assert_eq!(customer["createdAt"], "2026-04-24T18:38:21.500Z");
+}
+
+#[tokio::test]
+async fn the_last_instant_of_year_9999_is_kept_and_can_be_asked_for() {
+    // Platforms send the end of year 9999 as "never".
+    let never = "9999-12-31T23:59:59.999Z";
+    let app = TestApp::spawn().await;
+    let body = with(treez("never", "1", T1), "/data/last_visit_date", json!(never));
+    let (status, answer) = app.deliver_json("treez", &body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(app.customer("treez:never:1").await["attributes"]["lastVisitAt"], never);
+    let warnings = &app.history("treez:never:1").await[0]["warnings"];
+    assert!(warnings.as_array().is_none_or(Vec::is_empty), "{warnings}");
+    let (status, page) = app.get_query("/api/v1/customers", &[("changedSince", never)]).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["data"], json!([]));
 }
 
 #[tokio::test]

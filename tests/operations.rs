@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use util::{TREEZ_EXAMPLE, TREEZ_TOKEN, TestApp, VAGARO_EXAMPLE, VAGARO_TOKEN, config_text, with};
 
 const HOOK_TOKEN: &str = "hook-token-7f3a";
-const HOOK_SECRET: &str = "whsec_c2VjcmV0LWtleS1ieXRlcy0xMjM0NTY=";
+const HOOK_SECRET: &str = "whsec_c2VjcmV0LWtleS1ieXRlcy0xMjM0NTY3";
 
 /// Personal data and secrets of the requests below: none may be logged.
 const NEVER_LOGGED: [&str; 13] = [
@@ -358,6 +358,36 @@ async fn health_needs_no_token_and_readiness_checks_the_store() {
         let response = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
     }
+}
+
+#[test]
+fn a_bad_config_stops_start_up_naming_the_key_and_its_place_and_never_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("clientele.toml");
+    let secret = "never-shown-3f9a";
+    let extra =
+        format!("\n[[sources]]\nname = \"pos\"\nkind = \"treez\"\ntokens = \"{secret}\"\ndefault_country = \"US\"\n");
+    std::fs::write(&config, config_text(dir.path(), &extra)).unwrap();
+    let serve = |env: &[(&str, &str)]| {
+        let run = util::binary()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .envs(env.iter().copied())
+            .output()
+            .expect("the clientele binary runs");
+        assert!(!run.status.success());
+        String::from_utf8_lossy(&run.stderr).into_owned()
+    };
+    let log = serve(&[]);
+    assert!(log.contains("clientele.toml: `sources[3].tokens`"), "{log}");
+    assert!(!log.contains(secret), "{log}");
+    std::fs::write(&config, config_text(dir.path(), "")).unwrap();
+    let log = serve(&[("CLIENTELE_LISTEN", "127.0.0.1:0"), ("CLIENTELE_ADMIN_TOKN", secret)]);
+    assert!(
+        log.contains("environment variable CLIENTELE_ADMIN_TOKN: `admin_tokn`"),
+        "{log}"
+    );
+    assert!(!log.contains(secret), "{log}");
 }
 
 #[tokio::test]

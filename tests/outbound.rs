@@ -138,7 +138,10 @@ async fn subscriptions_are_created_listed_fetched_disabled_and_deleted() {
     let secret = created["secret"].as_str().expect("a secret");
     assert!(secret.starts_with("whsec_"), "{created}");
     let key = base64_decode(&secret["whsec_".len()..]).expect("whsec_ + base64");
-    assert!(key.len() >= 16, "a generated key has at least 128 bits: {secret}");
+    assert!(
+        key.len() >= 24,
+        "a generated key has at least 24 bytes (SPEC §16): {secret}"
+    );
     let every_action = json!(["created", "updated", "merged", "deleted"]);
     assert!(
         created["actions"] == json!([]) || created["actions"] == every_action,
@@ -208,6 +211,34 @@ async fn a_subscription_keeps_the_actions_and_sources_it_was_given() {
         .await;
     assert_eq!(fetched["actions"], json!(["updated", "merged"]));
     assert_eq!(fetched["sources"], json!(["treez"]));
+}
+
+#[tokio::test]
+async fn a_secret_of_fewer_than_24_bytes_of_key_is_refused_naming_the_field_and_the_rule() {
+    let app = TestApp::spawn().await;
+    let url = "https://example.com/h";
+    for short in [
+        "x".to_owned(),
+        "whsec_eA==".to_owned(),
+        "k".repeat(23),
+        format!("whsec_{}", base64_encode(&[7; 23])),
+    ] {
+        let request = json!({"url": url, "secret": short});
+        let (status, body) = app.admin_json(Method::POST, "/api/v1/subscriptions", &request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{short}: {body}");
+        assert_eq!(error_code(&body), "invalid_request");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("secret") && message.contains("24 bytes"),
+            "{message}"
+        );
+    }
+    let (_, list) = app.get("/api/v1/subscriptions").await;
+    assert_eq!(list["data"], json!([]), "nothing was created");
+    for enough in ["k".repeat(24), format!("whsec_{}", base64_encode(&[7; 24]))] {
+        let created = app.subscribe(json!({"url": url, "secret": enough})).await;
+        assert_eq!(created["secret"], enough);
+    }
 }
 
 #[tokio::test]
@@ -347,7 +378,7 @@ async fn every_subscriber_gets_the_same_event_id_signed_with_its_own_secret() {
     let raw_secret = "a raw secret, not base64!";
     let created = app.subscribe(json!({"url": one.url(), "secret": raw_secret})).await;
     assert_eq!(created["secret"], raw_secret, "a given secret is kept as given");
-    let given = format!("whsec_{}", base64_encode(b"sixteen key bytes"));
+    let given = format!("whsec_{}", base64_encode(b"twenty-four key bytes..."));
     let created = app.subscribe(json!({"url": two.url(), "secret": given})).await;
     assert_eq!(created["secret"], given, "a given secret is kept as given");
 

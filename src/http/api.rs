@@ -286,8 +286,8 @@ pub async fn reprocess_event(State(app): State<Arc<AppState>>, Path(id): Path<St
     let body = event
         .body
         .ok_or_else(|| conflict(format!("event {id} was redacted by an erasure")))?;
-    let value = json::parse_body(&body).map_err(|_| conflict(format!("event {id} has no JSON body to map")))?;
-    let mapped = source.kind.adapter().map(&value, &source.settings);
+    let read = json::parse_delivery(&body).map_err(|_| conflict(format!("event {id} has no JSON body to map")))?;
+    let mapped = source.kind.map(&read, &source.settings);
     let outcome = app
         .store
         .reprocess(id.clone(), mapped, Publish::Yes)

@@ -85,23 +85,23 @@ async fn receive_checked(
     let _slot = app.ingest_slots.try_acquire().map_err(|_| ApiError::overloaded())?;
     let received_at = UtcMillis::now();
     let bytes = read_body(body, headers, app.max_body_bytes).await?;
-    let value = json::parse_body(&bytes).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    let read = json::parse_delivery(&bytes).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
     let dedupe_key = DEDUPE_HEADERS
         .iter()
         .find_map(|name| header_text(headers, name))
-        .or_else(|| adapter.envelope_id(&value))
-        .unwrap_or_else(|| content_hash(&value));
+        .or_else(|| adapter.envelope_id(&read.value))
+        .unwrap_or_else(|| content_hash(&read.value));
     let kept = KEPT_HEADERS
         .iter()
         .filter_map(|name| header_text(headers, name).map(|v| (name.to_string(), v)))
         .collect::<BTreeMap<_, _>>();
-    let mapped = adapter.map(&value, &source.settings);
+    let mapped = source.kind.map(&read, &source.settings);
     let delivery = Delivery {
         source: source.name().to_owned(),
         dedupe_key,
         received_at,
         headers: kept,
-        mentions: unlinked_mentions(&mapped, &value, &source.settings),
+        mentions: unlinked_mentions(&mapped, &read.value, &source.settings),
         mapped,
         body: bytes,
     };
@@ -154,7 +154,9 @@ pub fn matches_any(presented: &str, tokens: &[Secret]) -> bool {
 }
 
 /// Reads the body within `limit` bytes, both as sent and after gunzip (a
-/// gzip bomb is a 413, not an out-of-memory).
+/// gzip bomb is a 413, not an out-of-memory). A gzip body is a series of
+/// members (RFC 1952, 2.2) read as the concatenation of their contents;
+/// bytes after a member that do not start another one are not gzip.
 async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -188,7 +190,7 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<
         None | Some("" | "identity") => Ok(sent.to_vec()),
         Some("gzip" | "x-gzip") => {
             let mut plain = Vec::new();
-            flate2::read::GzDecoder::new(&sent[..])
+            flate2::read::MultiGzDecoder::new(&sent[..])
                 .take(limit as u64 + 1)
                 .read_to_end(&mut plain)
                 .map_err(|_| ApiError::bad_request("bad_encoding", "the body is not valid gzip"))?;

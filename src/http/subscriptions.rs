@@ -40,11 +40,9 @@ pub async fn create(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Res
         .filter(|url| ["http", "https"].contains(&url.scheme()))
         .ok_or_else(|| invalid("url must be an http:// or https:// URL"))?;
     let secret = match new.secret {
-        Some(secret) if signing::key(&secret).is_some_and(|key| !key.is_empty()) => secret,
-        Some(_) => {
-            return Err(invalid(
-                "secret must be whsec_ followed by base64, or a non-empty string",
-            ));
+        Some(secret) => {
+            signing::check(&secret).map_err(|e| invalid(e.to_string()))?;
+            secret
         }
         None => signing::generate_secret(),
     };

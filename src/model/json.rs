@@ -1,13 +1,15 @@
 //! Reading JSON with one depth bound for the whole service.
 //!
-//! Bodies from outside ([`parse_body`]) may nest at most [`MAX_DEPTH`]
-//! levels (SPEC §8). What Clientele stores nests those bodies a few levels
-//! deeper (a history entry's `changes.attributes.to…`), so JSON it wrote
-//! itself is read back with [`decode`], without serde_json's own limit of
-//! 128: its depth was bounded on the way in.
+//! Bodies from outside ([`parse_body`], [`parse_delivery`]) may nest at
+//! most [`MAX_DEPTH`] levels (SPEC §8). What Clientele stores nests those
+//! bodies a few levels deeper (a history entry's `changes.attributes.to…`),
+//! so JSON it wrote itself is read back with [`decode`], without
+//! serde_json's own limit of 128: its depth was bounded on the way in.
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+use super::Warning;
 
 /// Nesting levels a body may have (arrays and objects).
 pub const MAX_DEPTH: usize = 128;
@@ -20,12 +22,59 @@ pub enum JsonError {
     Syntax(#[from] serde_json::Error),
 }
 
-/// Parses a body received from outside.
+/// A platform's delivery as read by [`parse_delivery`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub value: Value,
+    /// How many escapes of lone UTF-16 surrogates were read as U+FFFD.
+    pub lone_surrogates: usize,
+}
+
+impl Delivery {
+    /// What reading the body repaired, for the event's history entry.
+    /// Names no value: the raw body keeps them.
+    pub fn warning(&self) -> Option<Warning> {
+        (self.lone_surrogates > 0).then(|| Warning {
+            field: "body".to_owned(),
+            problem: format!(
+                "holds {} escape(s) of a lone UTF-16 surrogate (\\uD800 to \\uDFFF without its pair), read as U+FFFD",
+                self.lone_surrogates
+            ),
+        })
+    }
+}
+
+/// Parses a request body received from outside, strictly.
 pub fn parse_body(bytes: &[u8]) -> Result<Value, JsonError> {
-    if depth(bytes) > MAX_DEPTH {
+    if scan(bytes).deepest > MAX_DEPTH {
         return Err(JsonError::TooDeep);
     }
     Ok(decode(bytes)?)
+}
+
+/// Parses a platform's webhook body. Unlike [`parse_body`] it reads an
+/// escaped lone surrogate (`"Ana\ud83d"`, the half of an emoji that some
+/// senders cut strings at) as U+FFFD, as any lossy UTF-16 decoder does: the
+/// JSON is otherwise sound, and refusing it would make the platform retry
+/// it forever. The raw body is kept as sent.
+pub fn parse_delivery(bytes: &[u8]) -> Result<Delivery, JsonError> {
+    let scan = scan(bytes);
+    if scan.deepest > MAX_DEPTH {
+        return Err(JsonError::TooDeep);
+    }
+    let value = if scan.lone_surrogates.is_empty() {
+        decode(bytes)?
+    } else {
+        let mut repaired = bytes.to_vec();
+        for &at in &scan.lone_surrogates {
+            repaired[at..at + ESCAPE_LEN].copy_from_slice(br"\ufffd");
+        }
+        decode(&repaired)?
+    };
+    Ok(Delivery {
+        value,
+        lone_surrogates: scan.lone_surrogates.len(),
+    })
 }
 
 /// Reads JSON that Clientele wrote itself, whose depth is already bounded.
@@ -47,32 +96,78 @@ pub fn has_nul(value: &Value) -> bool {
     }
 }
 
-/// The deepest nesting of arrays and objects in `bytes`, outside strings.
-/// Invalid JSON gets some number; the parser then refuses it.
-fn depth(bytes: &[u8]) -> usize {
+/// What one pass over a body finds. Invalid JSON gets some answer; the
+/// parser then refuses it.
+struct Scan {
+    /// The deepest nesting of arrays and objects, outside strings.
+    deepest: usize,
+    /// Where each `\uXXXX` escape of a lone surrogate starts, inside strings.
+    lone_surrogates: Vec<usize>,
+}
+
+/// The length of a `\uXXXX` escape.
+const ESCAPE_LEN: usize = 6;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Surrogate {
+    High,
+    Low,
+}
+
+fn scan(bytes: &[u8]) -> Scan {
     let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in bytes {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
+    let mut lone_surrogates = Vec::new();
+    let mut in_string = false;
+    let mut at = 0;
+    while let Some(&b) = bytes.get(at) {
+        at += match (in_string, b) {
+            (true, b'\\') => match surrogate(bytes, at) {
+                None => 2,
+                Some(Surrogate::High) if surrogate(bytes, at + ESCAPE_LEN) == Some(Surrogate::Low) => 2 * ESCAPE_LEN,
+                Some(_) => {
+                    lone_surrogates.push(at);
+                    ESCAPE_LEN
+                }
+            },
+            (true, b'"') => {
+                in_string = false;
+                1
             }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
+            (true, _) => 1,
+            (false, b'"') => {
+                in_string = true;
+                1
+            }
+            (false, b'[' | b'{') => {
                 depth += 1;
                 deepest = deepest.max(depth);
+                1
             }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
+            (false, b']' | b'}') => {
+                depth = depth.saturating_sub(1);
+                1
+            }
+            (false, _) => 1,
+        };
     }
-    deepest
+    Scan {
+        deepest,
+        lone_surrogates,
+    }
+}
+
+/// The surrogate that a `\uXXXX` escape at `at` names, if it is one.
+fn surrogate(bytes: &[u8], at: usize) -> Option<Surrogate> {
+    let escape = bytes.get(at..at + ESCAPE_LEN)?;
+    let hex = escape.strip_prefix(br"\u")?;
+    if !hex.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    match u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()? {
+        0xD800..=0xDBFF => Some(Surrogate::High),
+        0xDC00..=0xDFFF => Some(Surrogate::Low),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -106,7 +201,7 @@ mod tests {
     #[test]
     fn brackets_inside_strings_do_not_count() {
         let body = format!(r#"{{"a": "{}\"[[[", "b": [1]}}"#, "[".repeat(500));
-        assert_eq!(depth(body.as_bytes()), 2);
+        assert_eq!(scan(body.as_bytes()).deepest, 2);
         assert!(parse_body(body.as_bytes()).is_ok());
     }
 
@@ -127,7 +222,51 @@ mod tests {
         assert!(matches!(parse_body(b"[1] [2]"), Err(JsonError::Syntax(_))));
     }
 
-    /// Nesting levels of a parsed value, counted as [`depth`] counts them.
+    #[test]
+    fn a_lone_surrogate_escape_in_a_delivery_is_read_as_the_replacement_character() {
+        let cases = [
+            (r#"{"firstName": "Ana\ud83d"}"#, "Ana\u{fffd}", 1),
+            (r#"{"firstName": "Ana\uD83D"}"#, "Ana\u{fffd}", 1),
+            (r#"{"firstName": "\udc00x"}"#, "\u{fffd}x", 1),
+            (r#"{"firstName": "\ud83d\ud83d\ude00"}"#, "\u{fffd}\u{1f600}", 1),
+            (r#"{"firstName": "\ud83d\u0041\ude00"}"#, "\u{fffd}A\u{fffd}", 2),
+            (r#"{"firstName": "\ud83d\ude00"}"#, "\u{1f600}", 0),
+            (r#"{"firstName": "\\ud83d"}"#, r"\ud83d", 0),
+            (r#"{"firstName": "\"\ud800"}"#, "\"\u{fffd}", 1),
+        ];
+        for (body, read, lone) in cases {
+            let delivery = parse_delivery(body.as_bytes()).unwrap();
+            assert_eq!(delivery.value["firstName"], read, "{body}");
+            assert_eq!(delivery.lone_surrogates, lone, "{body}");
+            assert_eq!(delivery.warning().is_some(), lone > 0, "{body}");
+        }
+        let key = parse_delivery(br#"{"na\udbffme": 1}"#).unwrap();
+        assert_eq!(key.value["na\u{fffd}me"], 1);
+        assert!(
+            matches!(parse_body(br#"{"firstName": "Ana\ud83d"}"#), Err(JsonError::Syntax(_))),
+            "API requests stay strict"
+        );
+        let warning = parse_delivery(br#"["\ud83d"]"#).unwrap().warning().unwrap();
+        assert_eq!(warning.field, "body");
+        assert!(warning.problem.contains("U+FFFD"), "{}", warning.problem);
+    }
+
+    /// A JSON string literal of UTF-16 `units`, each written as itself
+    /// where it can be and `literal` asks, else as a `\uXXXX` escape.
+    fn string_of_units(units: &[(u16, bool)]) -> String {
+        let mut text = String::from("\"");
+        for &(unit, literal) in units {
+            match char::from_u32(unit.into()) {
+                Some(c) if literal && c >= ' ' && c != '"' && c != '\\' => text.push(c),
+                _ if literal => text.push_str(&format!("\\u{unit:04X}")),
+                _ => text.push_str(&format!("\\u{unit:04x}")),
+            }
+        }
+        text.push('"');
+        text
+    }
+
+    /// Nesting levels of a parsed value, counted as [`scan`] counts them.
     fn levels(value: &Value) -> usize {
         match value {
             Value::Array(items) => 1 + items.iter().map(levels).max().unwrap_or(0),
@@ -190,9 +329,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn parse_body_never_panics_on_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        fn parsers_never_panic_on_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
             if let Ok(value) = parse_body(&bytes) {
                 prop_assert!(levels(&value) <= MAX_DEPTH);
+            }
+            if let Ok(delivery) = parse_delivery(&bytes) {
+                prop_assert!(levels(&delivery.value) <= MAX_DEPTH);
             }
         }
 
@@ -208,6 +350,24 @@ mod tests {
                 (Ok(value), Err(JsonError::TooDeep)) => prop_assert!(levels(&value) > MAX_DEPTH),
                 (Ok(_), Err(JsonError::Syntax(e))) => prop_assert!(false, "decoded, yet a syntax error: {}", e),
                 (Err(_), parsed) => prop_assert!(parsed.is_err()),
+            }
+        }
+
+        /// A delivery's strings read as a lossy UTF-16 decoder reads their
+        /// code units: each lone surrogate is one U+FFFD, and counted.
+        #[test]
+        fn deliveries_read_strings_as_lossy_utf16(
+            units in prop::collection::vec((prop_oneof![0xD800u16..=0xDFFF, any::<u16>(), 0x20u16..0x7F], any::<bool>()), 0..12),
+        ) {
+            let body = format!(r#"{{"k": {}, "n": [1]}}"#, string_of_units(&units));
+            let codes: Vec<u16> = units.iter().map(|&(unit, _)| unit).collect();
+            let lone = char::decode_utf16(codes.iter().copied()).filter(Result::is_err).count();
+            let delivery = parse_delivery(body.as_bytes()).unwrap();
+            prop_assert_eq!(&delivery.value["k"], &Value::String(String::from_utf16_lossy(&codes)), "{}", body);
+            prop_assert_eq!(delivery.value["n"].clone(), serde_json::json!([1]));
+            prop_assert_eq!(delivery.lone_surrogates, lone, "{}", body);
+            if lone == 0 {
+                prop_assert_eq!(parse_body(body.as_bytes()).ok(), Some(delivery.value));
             }
         }
 

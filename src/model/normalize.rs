@@ -13,36 +13,55 @@ use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
-use jiff::Timestamp;
+use jiff::civil::DateTime;
 use jiff::fmt::temporal::Pieces;
-use jiff::tz::TimeZone;
+use jiff::tz::{AmbiguousOffset, Offset, TimeZone};
+use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::{Address, CustomerRef, Phone, Warning};
 
-/// An instant in UTC with millisecond precision, shown as
+/// An instant in UTC with millisecond precision, from
+/// `0001-01-01T00:00:00.000Z` to `9999-12-31T23:59:59.999Z`, shown as
 /// `2026-04-24T18:38:21.000Z` everywhere Clientele writes a time.
+///
+/// Held as milliseconds since 1970 rather than as a jiff `Timestamp`:
+/// jiff's instants end at `9999-12-30T22:00Z` (so that any offset keeps
+/// them within its civil calendar), and platforms send the last day of
+/// year 9999 as "never".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct UtcMillis(Timestamp);
+pub struct UtcMillis(i64);
+
+/// Midnight on 1970-01-01 in UTC, where the milliseconds count from.
+const EPOCH: DateTime = jiff::civil::date(1970, 1, 1).at(0, 0, 0, 0);
 
 impl UtcMillis {
+    /// `0001-01-01T00:00:00.000Z`.
+    const MIN: i64 = -62_135_596_800_000;
+    /// `9999-12-31T23:59:59.999Z`.
+    const MAX: i64 = 253_402_300_799_999;
+
     pub fn now() -> Self {
         Self::from_timestamp(Timestamp::now())
     }
 
-    /// Truncates to the millisecond, so that what is stored is what is shown.
+    /// Floors to the millisecond, as every time is (see
+    /// [`UtcMillis::parse_in`]); an instant outside the years 1 to 9999
+    /// gives the nearer end of that range.
     pub fn from_timestamp(ts: Timestamp) -> Self {
-        let ms = ts.as_millisecond();
-        Self(Timestamp::from_millisecond(ms).expect("a valid timestamp truncated stays valid"))
+        let ms = i64::try_from(ts.as_nanosecond().div_euclid(1_000_000)).expect("jiff's instants fit in 64 bits");
+        Self(ms.clamp(Self::MIN, Self::MAX))
     }
 
+    /// The instant as a jiff `Timestamp`, for arithmetic on the server's
+    /// clock; an instant after jiff's last one gives that one.
     pub fn as_timestamp(self) -> Timestamp {
-        self.0
+        Timestamp::from_millisecond(self.0).unwrap_or(Timestamp::MAX)
     }
 
     pub fn as_millisecond(self) -> i64 {
-        self.0.as_millisecond()
+        self.0
     }
 
     /// Reads a platform time: RFC 3339 with `Z` or an offset, or an
@@ -52,28 +71,43 @@ impl UtcMillis {
     /// An offset-less time that a daylight-saving change makes ambiguous
     /// takes the earlier instant (SPEC §8); one that falls in the hour
     /// skipped in spring is moved forward by the gap, as clocks are (jiff's
-    /// "compatible" disambiguation). Instants outside the years 1 to 9999
-    /// UTC are refused, so every accepted time prints as RFC 3339 and
-    /// parses back.
+    /// "compatible" disambiguation: the offset before the change, in both
+    /// cases). Instants outside the years 1 to 9999 UTC are refused, so
+    /// every accepted time prints as RFC 3339 and parses back.
     pub fn parse_in(s: &str, tz: &TimeZone) -> Result<Self, Problem> {
-        let pieces = Pieces::parse(s).map_err(|_| Problem::NotTimestamp)?;
+        Self::from_pieces(&Pieces::parse(s).map_err(|_| Problem::NotTimestamp)?, tz)
+    }
+
+    fn from_pieces(pieces: &Pieces<'_>, tz: &TimeZone) -> Result<Self, Problem> {
         let time = pieces.time().ok_or(Problem::NotTimestamp)?;
         let civil = pieces.date().to_datetime(time);
-        let instant = match pieces.to_numeric_offset() {
-            Some(offset) => offset.to_timestamp(civil),
+        let offset = match pieces.to_numeric_offset() {
+            Some(offset) => offset,
             None => {
                 let zone = pieces
                     .to_time_zone()
                     .map_err(|_| Problem::UnknownTimeZone)?
                     .unwrap_or_else(|| tz.clone());
-                zone.to_ambiguous_timestamp(civil).compatible()
+                match zone.to_ambiguous_timestamp(civil).offset() {
+                    AmbiguousOffset::Unambiguous { offset }
+                    | AmbiguousOffset::Gap { before: offset, .. }
+                    | AmbiguousOffset::Fold { before: offset, .. } => offset,
+                }
             }
-        }
-        .map_err(|_| Problem::YearOutOfRange)?;
-        if !YEARS.contains(&TimeZone::UTC.to_datetime(instant).year()) {
-            return Err(Problem::YearOutOfRange);
-        }
-        Ok(Self::from_timestamp(instant))
+        };
+        Self::from_civil(civil, offset)
+    }
+
+    /// The instant that `civil` names at `offset`, floored to the
+    /// millisecond: toward the past, before 1970 as after, so that
+    /// `…59.9995Z` is `…59.999Z` whatever the year.
+    fn from_civil(civil: DateTime, offset: Offset) -> Result<Self, Problem> {
+        let since_epoch = civil.duration_since(EPOCH) - SignedDuration::from_secs(offset.seconds().into());
+        i64::try_from(since_epoch.as_nanos().div_euclid(1_000_000))
+            .ok()
+            .filter(|ms| (Self::MIN..=Self::MAX).contains(ms))
+            .map(Self)
+            .ok_or(Problem::YearOutOfRange)
     }
 }
 
@@ -82,10 +116,9 @@ impl fmt::Display for UtcMillis {
     /// time and every JSON answer goes through here, and `strftime`
     /// interprets its format string each time.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = jiff::tz::Offset::UTC.to_datetime(self.0);
-        if !(0..=9999).contains(&t.year()) {
-            return write!(f, "{}", self.0.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"));
-        }
+        let t = EPOCH
+            .checked_add(SignedDuration::from_millis(self.0))
+            .expect("the years 1 to 9999 are civil times");
         write!(
             f,
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
@@ -101,11 +134,16 @@ impl fmt::Display for UtcMillis {
 }
 
 impl FromStr for UtcMillis {
-    type Err = jiff::Error;
+    type Err = Problem;
 
-    /// Reads an RFC 3339 instant (`Z` or an offset).
+    /// Reads an RFC 3339 instant (`Z` or an offset), as [`UtcMillis::parse_in`]
+    /// does.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.parse::<Timestamp>().map(Self::from_timestamp)
+        let pieces = Pieces::parse(s).map_err(|_| Problem::NotTimestamp)?;
+        if pieces.to_numeric_offset().is_none() {
+            return Err(Problem::NotTimestamp);
+        }
+        Self::from_pieces(&pieces, &TimeZone::UTC)
     }
 }
 
@@ -200,23 +238,32 @@ pub enum Problem {
 /// The years a canonical time or date may have: four digits, after year 0.
 const YEARS: std::ops::RangeInclusive<i16> = 1..=9999;
 
-/// Trims a platform string; `""` and `"N/A"` (any case) are how platforms
-/// say "no value". NUL characters are removed first: they are never data
-/// (the raw body keeps them), and no SQL text column can hold them.
+/// Trims a platform string of [`blank`] characters; `""` and `"N/A"` (any
+/// case) are how platforms say "no value". NUL characters are removed
+/// first: they are never data (the raw body keeps them), and no SQL text
+/// column can hold them.
 fn clean(s: &str) -> Option<Cow<'_, str>> {
     let s: Cow<'_, str> = if s.contains('\0') {
         Cow::Owned(s.replace('\0', ""))
     } else {
         Cow::Borrowed(s)
     };
-    let trimmed = s.trim();
+    let trimmed = s.trim_matches(blank);
     if trimmed.is_empty() || trimmed.eq_ignore_ascii_case("n/a") {
         return None;
     }
     Some(match s {
-        Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
-        Cow::Owned(s) => Cow::Owned(s.trim().to_owned()),
+        Cow::Borrowed(s) => Cow::Borrowed(s.trim_matches(blank)),
+        Cow::Owned(s) => Cow::Owned(s.trim_matches(blank).to_owned()),
     })
+}
+
+/// Characters that show nothing: white space, and the zero-width ones
+/// that text picks up from copy and paste and from files saved with a
+/// byte order mark (U+200B to U+200D, U+2060, U+FEFF). Only trimmed around
+/// text: inside it a zero-width joiner binds emoji and scripts.
+fn blank(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}')
 }
 
 /// `"true"`/`"false"` in any case, as platforms serialize booleans.
@@ -646,6 +693,60 @@ mod tests {
     }
 
     #[test]
+    fn every_instant_of_the_years_1_to_9999_is_accepted() {
+        let utc = TimeZone::UTC;
+        let last = "9999-12-31T23:59:59.999Z";
+        for (sent, tz) in [
+            (last, &utc),
+            ("9999-12-31T23:59:59.999999999Z", &utc),
+            ("9999-12-31T22:59:59.999-01:00", &utc),
+            ("9999-12-31 23:59:59.999", &utc),
+            ("9999-12-31 15:59:59.999", &la()),
+        ] {
+            assert_eq!(at(sent, tz), Ok(Some(last.to_owned())), "{sent}");
+        }
+        assert_eq!(
+            at("9999-12-31T00:00:00Z", &la()),
+            Ok(Some("9999-12-31T00:00:00.000Z".to_owned()))
+        );
+        let first = "0001-01-01T00:00:00.000Z";
+        assert_eq!(at(first, &utc), Ok(Some(first.to_owned())));
+        assert_eq!(at("0000-12-31T23:00:00-01:00", &utc), Ok(Some(first.to_owned())));
+        for beyond in [
+            "9999-12-31T23:30:00-01:00",
+            "9999-12-31 23:30:00",
+            "0001-01-01T00:30:00+01:00",
+            "0000-12-31T23:59:59.999Z",
+        ] {
+            let tz = if beyond.contains(' ') { la() } else { utc.clone() };
+            assert_eq!(at(beyond, &tz), Err(Problem::YearOutOfRange), "{beyond}");
+        }
+        let parsed: UtcMillis = last.parse().unwrap();
+        assert_eq!(parsed.to_string(), last);
+        assert_eq!(parsed.as_millisecond(), UtcMillis::MAX);
+        assert_eq!(first.parse::<UtcMillis>().unwrap().as_millisecond(), UtcMillis::MIN);
+    }
+
+    #[test]
+    fn times_are_floored_to_the_millisecond_before_1970_as_after() {
+        for (sent, shown) in [
+            ("1969-12-31T23:59:59.9995Z", "1969-12-31T23:59:59.999Z"),
+            ("1969-12-31T23:59:59.0009Z", "1969-12-31T23:59:59.000Z"),
+            ("1900-06-01T12:00:00.1239-05:00", "1900-06-01T17:00:00.123Z"),
+            ("1970-01-01T00:00:00.0005Z", "1970-01-01T00:00:00.000Z"),
+            ("2026-04-24T18:38:21.9999Z", "2026-04-24T18:38:21.999Z"),
+        ] {
+            assert_eq!(at(sent, &TimeZone::UTC), Ok(Some(shown.to_owned())), "{sent}");
+            assert_eq!(sent.parse::<UtcMillis>().unwrap().to_string(), shown, "{sent}");
+        }
+        let before: jiff::Timestamp = "1969-12-31T23:59:59.9995Z".parse().unwrap();
+        assert_eq!(
+            UtcMillis::from_timestamp(before).to_string(),
+            "1969-12-31T23:59:59.999Z"
+        );
+    }
+
+    #[test]
     fn country_is_alpha2_upper_case() {
         assert_eq!(Country::parse(" us ").map(Country::as_str), Some("US"));
         assert_eq!(Country::parse("XX"), None);
@@ -668,6 +769,34 @@ mod tests {
         assert_eq!(text(&json!("   ")), Ok(None));
         assert_eq!(text(&json!("n/A")), Ok(None));
         assert_eq!(text(&Value::Null), Ok(None));
+    }
+
+    #[test]
+    fn zero_width_characters_alone_are_null_and_are_trimmed_around_text() {
+        for invisible in [
+            "\u{200B}",
+            "\u{200C}",
+            "\u{200D}",
+            "\u{2060}",
+            "\u{FEFF}",
+            " \u{FEFF}\u{200B} \u{2060}\t",
+        ] {
+            assert_eq!(text(&json!(invisible)), Ok(None), "{invisible:?}");
+            assert_eq!(attribute(&json!(invisible)), None, "{invisible:?}");
+            assert_eq!(
+                text(&json!(format!("{invisible}N/A{invisible}"))),
+                Ok(None),
+                "{invisible:?}"
+            );
+        }
+        assert_eq!(text(&json!("\u{FEFF}Jules\u{200B} ")), Ok(Some("Jules".into())));
+        assert_eq!(boolean(&json!("\u{FEFF}true")), Ok(Some(true)));
+        let family = "\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}";
+        assert_eq!(
+            text(&json!(family)),
+            Ok(Some(family.into())),
+            "a joiner inside text stays"
+        );
     }
 
     #[test]
@@ -1125,7 +1254,7 @@ mod tests {
     ];
 
     fn is_clean_text(s: &str) -> bool {
-        !s.is_empty() && s == s.trim() && !s.eq_ignore_ascii_case("n/a") && !s.contains('\0')
+        !s.is_empty() && s == s.trim_matches(blank) && !s.eq_ignore_ascii_case("n/a") && !s.contains('\0')
     }
 
     /// A normalized attribute: no nulls, nothing empty, strings clean and
@@ -1164,14 +1293,25 @@ mod tests {
         }
 
         /// The field-by-field Display prints what jiff's `strftime` does,
-        /// over the years 0 to 9999 it handles itself.
+        /// up to jiff's last instant.
         #[test]
-        fn display_matches_strftime(ms in -62_167_219_200_000i64..253_402_300_800_000) {
+        fn display_matches_strftime(ms in UtcMillis::MIN..=jiff::Timestamp::MAX.as_millisecond()) {
             let ts = jiff::Timestamp::from_millisecond(ms).unwrap();
             prop_assert_eq!(
                 UtcMillis::from_timestamp(ts).to_string(),
                 ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
             );
+        }
+
+        /// Every instant of the range, its last day included, prints in
+        /// one width and parses back.
+        #[test]
+        fn every_instant_round_trips_through_display(
+            ms in prop_oneof![UtcMillis::MIN..=UtcMillis::MAX, UtcMillis::MAX - 200_000_000..=UtcMillis::MAX],
+        ) {
+            let shown = UtcMillis(ms).to_string();
+            prop_assert_eq!(shown.len(), "2026-04-24T18:38:21.000Z".len());
+            prop_assert_eq!(shown.parse::<UtcMillis>(), Ok(UtcMillis(ms)));
         }
 
         #[test]

@@ -18,6 +18,7 @@ use jiff::tz::TimeZone;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::model::json::Delivery;
 use crate::model::{Country, CustomerEvent};
 
 pub use mentions::{Mention, unlinked_mentions};
@@ -38,6 +39,17 @@ impl Kind {
             Kind::Treez => &treez::Treez,
             Kind::Clientele => &clientele::ClienteleEnvelope,
         }
+    }
+
+    /// Maps a delivery with this kind's adapter. What reading the body
+    /// repaired is a warning on the customer event, whose fields apply
+    /// (SPEC §8).
+    pub fn map(self, delivery: &Delivery, source: &SourceSettings) -> Result<Mapped, Unmappable> {
+        let mut mapped = self.adapter().map(&delivery.value, source)?;
+        if let (Mapped::Customer(event), Some(warning)) = (&mut mapped, delivery.warning()) {
+            event.warnings.push(warning);
+        }
+        Ok(mapped)
     }
 
     pub fn as_str(self) -> &'static str {
