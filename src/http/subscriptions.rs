@@ -86,7 +86,6 @@ pub async fn delete(State(app): State<Arc<AppState>>, Path(id): Path<String>) ->
         return Err(not_found(&id));
     }
     tracing::info!(subscription = %id, "subscription deleted");
-    metrics::gauge!("clientele_outbox_backlog", "subscription" => id).set(0.0);
     Ok(StatusCode::NO_CONTENT)
 }
 
