@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
 use super::rows::{
     EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, directory_deletes,
-    is_suppressed_target, lookup_edits, page, parse_time, settling, touched_ids,
+    is_suppressed_target, lookup_edits, page, parse_time, redact_envelopes, settling, touched_ids,
 };
 use super::{
     Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, HistoryEntry, IngestOutcome, MessageQuery,
@@ -686,11 +686,10 @@ async fn erase_traces(work: &mut Work, id: &str) -> Result<u64, StoreError> {
     for sql in [
         // The index on the status keeps this to the quarantined events.
         format!("{REDACT_EVENTS} WHERE status = 'quarantined' AND customer_id = $1"),
-        "UPDATE outbox SET redacted = TRUE,
-             body = json_build_object('id', id, 'type', 'customer', 'action', action,
-                                      'payload', json_build_object('id', customer_id), 'redacted', TRUE)::text
-         WHERE customer_id = $1"
-            .into(),
+        format!(
+            "{}::text, redacted = TRUE WHERE customer_id = $1",
+            redact_envelopes("json_build_object", "TRUE")
+        ),
     ] {
         redacted += sqlx::query(&sql).bind(id).execute(work.conn()).await?.rows_affected();
     }

@@ -35,7 +35,7 @@ mod tests;
 use self::checkpoint::Checkpoints;
 use super::rows::{
     EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, directory_deletes,
-    is_suppressed_target, lookup_edits, page, parse_time, settling, touched_ids,
+    is_suppressed_target, lookup_edits, page, parse_time, redact_envelopes, settling, touched_ids,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -913,9 +913,8 @@ fn erase_traces(tx: &Connection, id: &str, now: UtcMillis) -> Result<usize, Stor
         .execute([id])?;
     let envelopes = tx
         .prepare_cached(&format!(
-            "{OUTBOX_CHAIN} UPDATE outbox SET body = json_object('id', id, 'type', 'customer', 'action', action,
-                                              'payload', json_object('id', customer_id), 'redacted', json('true'))
-             WHERE seq IN (SELECT seq FROM chain)"
+            "{OUTBOX_CHAIN} {} WHERE seq IN (SELECT seq FROM chain)",
+            redact_envelopes("json_object", "json('true')")
         ))?
         .execute([id])?;
     tx.prepare_cached("DELETE FROM outbox_heads WHERE customer_id = ?1")?
