@@ -4,6 +4,7 @@
 mod util;
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -32,41 +33,79 @@ const NEVER_LOGGED: [&str; 13] = [
     VAGARO_TOKEN,
 ];
 
+/// The real binary serving `config`, its stderr read line by line.
+struct Serving {
+    child: std::process::Child,
+    address: String,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Serving {
+    /// Starts `clientele serve` on the test configuration of `dir` in
+    /// `log_format`, and waits for the address it listens on.
+    fn start(dir: &Path, log_format: &str) -> Self {
+        let config = dir.join("clientele.toml");
+        std::fs::write(&config, config_text(dir, "")).unwrap();
+        let mut child = util::binary()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "trace")
+            .env("CLIENTELE_LOG_FORMAT", log_format)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the clientele binary starts");
+        let (sender, lines) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        let mut log = Vec::new();
+        let address = loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(30))
+                .expect("clientele logs its address");
+            log.push(line.clone());
+            let address = line
+                .split_once("address=")
+                .or_else(|| line.split_once("\"address\":\""))
+                .and_then(|(_, rest)| rest.split(['"', ' ']).next());
+            if let Some(address) = address {
+                break address.to_owned();
+            }
+        };
+        Self {
+            child,
+            address,
+            lines,
+            log,
+            reader,
+        }
+    }
+
+    /// Stops the binary with SIGTERM; returns its whole log, a line each.
+    fn stop(mut self) -> Vec<String> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        let status = self.child.wait().expect("clientele exits");
+        assert!(status.success(), "a clean exit on SIGTERM: {status}");
+        self.reader.join().unwrap();
+        self.log.extend(self.lines.try_iter());
+        self.log
+    }
+}
+
 #[tokio::test]
 async fn the_binary_logs_no_personal_data_or_secrets_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("clientele.toml");
-    std::fs::write(&config, config_text(dir.path(), "")).unwrap();
-    let mut child = util::binary()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the clientele binary starts");
-    let (lines, received) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    let mut log = Vec::new();
-    let address = loop {
-        let line = received
-            .recv_timeout(Duration::from_secs(30))
-            .expect("clientele logs its address");
-        log.push(line.clone());
-        if let Some(at) = line.find("address=") {
-            break line[at + "address=".len()..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_owned();
-        }
-    };
-
+    let server = Serving::start(dir.path(), "text");
+    let address = server.address.clone();
     let client = util::client();
     let post = |source: &str, token: (&str, &str), body: String| {
         client
@@ -119,15 +158,7 @@ async fn the_binary_logs_no_personal_data_or_secrets_and_stops_on_sigterm() {
     let erased = admin(client.delete(format!("http://{address}/api/v1/customers/treez:partnersandbox3:3904")));
     assert_eq!(erased.await.unwrap().status(), 204);
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    let status = child.wait().expect("clientele exits");
-    assert!(status.success(), "a clean exit on SIGTERM: {status}");
-    reader.join().unwrap();
-    log.extend(received.try_iter());
-    let log = log.join("\n");
+    let log = server.stop().join("\n");
     assert!(log.contains("stopped"), "shutdown is logged:\n{log}");
     assert!(log.contains("delivery kept"), "deliveries are logged at debug:\n{log}");
     for secret in NEVER_LOGGED {
@@ -136,6 +167,70 @@ async fn the_binary_logs_no_personal_data_or_secrets_and_stops_on_sigterm() {
             "{secret:?} was logged:\n{log}"
         );
     }
+}
+
+/// A platform chooses its customer ids: one with CR, LF or ESC once forged
+/// whole lines and terminal escapes in the text log (`customer erased`).
+/// Every logged value has its control characters escaped, in both formats.
+#[tokio::test]
+async fn control_characters_in_logged_values_cannot_forge_lines_or_escapes() {
+    let forged = "7\r\n2026-01-01T00:00:00Z  INFO forged: admin token accepted\u{1b}[2J";
+    for format in ["text", "json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Serving::start(dir.path(), format);
+        let client = util::client();
+        let body = with(
+            serde_json::from_str(TREEZ_EXAMPLE).unwrap(),
+            "/data/customer_id",
+            json!(forged),
+        );
+        let delivered = client
+            .post(format!("http://{}/webhooks/treez", server.address))
+            .bearer_auth(TREEZ_TOKEN)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let (status, answer) = util::read(delivered).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let id = answer["customerId"].as_str().expect("a customer id");
+        let erased = client
+            .delete(format!("http://{}/api/v1/customers/{}", server.address, urlencode(id)))
+            .bearer_auth(util::ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(erased.status(), StatusCode::NO_CONTENT);
+        let log = server.stop();
+        let erased: Vec<&String> = log.iter().filter(|l| l.contains("customer erased")).collect();
+        assert_eq!(
+            erased.len(),
+            1,
+            "{format}: one `customer erased` line:\n{}",
+            log.join("\n")
+        );
+        for line in &log {
+            assert!(
+                !line.chars().any(|c| c.is_control()),
+                "{format}: a control character was logged: {line:?}"
+            );
+            assert!(!line.starts_with("2026-01-01"), "{format}: a forged line: {line:?}");
+            if format == "json" {
+                assert!(serde_json::from_str::<Value>(line).is_ok(), "not a JSON line: {line:?}");
+            }
+        }
+    }
+}
+
+/// Percent-encodes everything but unreserved characters, for a path
+/// segment.
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// The directory without bookkeeping, for comparisons.
