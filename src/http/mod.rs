@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::{Secret, Source};
+use crate::outbound::destination::Guard;
 use crate::store::Store;
 
 pub use limit::RateLimits;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub ingest_slots: Semaphore,
     pub rate_limits: limit::RateLimits,
+    /// Which subscription URLs may be created (SPEC §16).
+    pub destinations: Guard,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
