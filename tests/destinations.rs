@@ -15,8 +15,9 @@ use util::{Down, Silent, TestApp, TestReceiver, UntrustedTls, error_code, treez}
 
 const T1: &str = "2026-04-01T00:00:00Z";
 
-/// No private network allowed, and one attempt per message for the
-/// tests' purpose.
+/// One attempt per message, for the tests' purpose.
+const ONE_ATTEMPT: &str = "\n[delivery]\nretry_schedule = [\"1h\"]\ntimeout = \"2s\"\n";
+/// The same, with no private network allowed.
 const REFUSING: &str = "\n[delivery]\nallow_private = []\nretry_schedule = [\"1h\"]\ntimeout = \"2s\"\n";
 
 /// Waits until every message of `subscription` has had an attempt; returns
@@ -162,17 +163,24 @@ async fn credentials_in_a_subscription_url_are_masked_in_every_listing() {
     }
 }
 
-/// A TLS failure was reported as "cannot connect": it says what failed,
-/// and nothing of the URL.
-#[tokio::test]
-async fn a_tls_failure_says_what_failed_without_the_url() {
-    let app = TestApp::spawn_with(&REFUSING.replace("allow_private = []", "")).await;
+/// The first attempt of a message to a TLS server no client trusts, and
+/// the server.
+async fn attempt_untrusted_tls() -> (Value, UntrustedTls) {
+    let app = TestApp::spawn_with(ONE_ATTEMPT).await;
     let server = UntrustedTls::start();
     let (subscription, _) = app.subscribe_url(&server.url()).await;
     app.deliver_json("treez", &treez("tls", "1", T1)).await;
     let attempts = first_attempts(&app, &subscription).await;
+    (attempts[0].clone(), server)
+}
+
+/// A TLS failure was reported as "cannot connect": it says what failed,
+/// and nothing of the URL.
+#[tokio::test]
+async fn a_tls_failure_says_what_failed_without_the_url() {
+    let (attempt, _) = attempt_untrusted_tls().await;
     assert_eq!(
-        said(&attempts[0]),
+        said(&attempt),
         json!({"statusCode": null, "error": "TLS handshake failed: certificate not trusted"})
     );
 }
@@ -181,10 +189,6 @@ async fn a_tls_failure_says_what_failed_without_the_url() {
 /// offers it over TLS (ALPN), beside HTTP/1.1.
 #[tokio::test]
 async fn receivers_are_offered_http2_over_tls() {
-    let app = TestApp::spawn_with(&REFUSING.replace("allow_private = []", "")).await;
-    let server = UntrustedTls::start();
-    let (subscription, _) = app.subscribe_url(&server.url()).await;
-    app.deliver_json("treez", &treez("h2", "1", T1)).await;
-    first_attempts(&app, &subscription).await;
+    let (_, server) = attempt_untrusted_tls().await;
     assert_eq!(server.offered(), [["h2", "http/1.1"]]);
 }

@@ -374,6 +374,17 @@ impl TestApp {
     }
 }
 
+/// `s` as one URL path segment: everything but unreserved characters
+/// percent-encoded.
+pub fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Sends a request and reads its answer.
 pub async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
     read(request.send().await.expect("a response")).await
