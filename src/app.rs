@@ -15,6 +15,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::config::{Config, StoreUrl};
 use crate::http::{self, AppState, INGEST_SLOTS, RateLimits};
 use crate::model::{json, normalize};
+use crate::outbound::destination::Guard;
 use crate::outbound::dispatcher;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
@@ -65,6 +66,7 @@ pub async fn serve(
         max_body_bytes: config.max_body_bytes,
         metrics: telemetry::metrics(),
         ingest_slots: Semaphore::new(INGEST_SLOTS),
+        destinations: Guard::new(&delivery.allow_private),
     });
     tracing::info!(address = %listener.local_addr()?, "listening: /webhooks/{{source}}, /api/v1, /healthz, /readyz, /metrics");
     let (stop, stopped) = watch::channel(false);

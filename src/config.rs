@@ -28,7 +28,7 @@ const ENV_PREFIX: &str = "CLIENTELE_";
 
 /// The keys an environment variable may set to something other than a
 /// string.
-const TYPED_KEYS: [&str; 2] = ["max_body_bytes", "delivery.retry_schedule"];
+const TYPED_KEYS: [&str; 3] = ["max_body_bytes", "delivery.retry_schedule", "delivery.allow_private"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -97,7 +97,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// An allowed sender: one address or a CIDR block.
+/// One address or a CIDR block: an allowed sender, or a non-public network
+/// outbound messages may reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IpRange {
     addr: IpAddr,
@@ -105,7 +106,7 @@ pub struct IpRange {
 }
 
 impl IpRange {
-    fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         let (addr, prefix) = match s.split_once('/') {
             Some((addr, prefix)) => (addr.parse::<IpAddr>().ok()?, Some(prefix.parse().ok()?)),
             None => (s.parse::<IpAddr>().ok()?, None),
@@ -159,6 +160,9 @@ pub struct DeliverySettings {
     pub retry_schedule: Vec<Duration>,
     /// An answer later than this is a failed attempt.
     pub timeout: Duration,
+    /// Non-public networks messages may be sent to (SPEC §16); any other
+    /// non-public address is refused.
+    pub allow_private: Vec<IpRange>,
 }
 
 impl Default for DeliverySettings {
@@ -167,6 +171,7 @@ impl Default for DeliverySettings {
         Self {
             retry_schedule: schedule.into_iter().map(Duration::from_secs).collect(),
             timeout: Duration::from_secs(15),
+            allow_private: Vec::new(),
         }
     }
 }
@@ -229,6 +234,8 @@ struct RawConfig {
 struct RawDelivery {
     retry_schedule: Option<Vec<String>>,
     timeout: Option<String>,
+    #[serde(default)]
+    allow_private: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -477,9 +484,22 @@ impl RawDelivery {
                 .map(|entry| duration("delivery.retry_schedule", entry, invalid))
                 .collect::<Result<_, _>>()?,
         };
+        let allow_private = self
+            .allow_private
+            .iter()
+            .map(|s| {
+                IpRange::parse(s).ok_or_else(|| {
+                    invalid(
+                        "delivery.allow_private",
+                        format!("{s:?} is not an IP address or CIDR block such as \"10.0.0.0/8\""),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
         Ok(DeliverySettings {
             retry_schedule,
             timeout: positive_duration("delivery.timeout", self.timeout, defaults.timeout, invalid)?,
+            allow_private,
         })
     }
 }
@@ -907,6 +927,23 @@ timezone = "America/Los_Angeles"
         );
         let err = load(&format!("{MINIMAL}\n[http]\nbody_timeout = \"0s\"\n"), &[]).unwrap_err();
         assert!(err.to_string().contains("http.body_timeout"), "{err}");
+    }
+
+    #[test]
+    fn allow_private_reads_networks_from_the_file_or_the_environment() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let text = format!("{MINIMAL}\n[delivery]\nallow_private = [\"10.0.0.0/8\", \"127.0.0.1\"]\n");
+        let config = load(&text, &[]).unwrap();
+        let allowed = &config.delivery.allow_private;
+        assert!(allowed[0].contains(ip("10.2.3.4")) && allowed[1].contains(ip("127.0.0.1")));
+        let config = load(
+            MINIMAL,
+            &[("CLIENTELE_DELIVERY__ALLOW_PRIVATE", r#"["192.168.0.0/16"]"#)],
+        )
+        .unwrap();
+        assert!(config.delivery.allow_private[0].contains(ip("192.168.1.1")));
+        let err = load(&format!("{MINIMAL}\n[delivery]\nallow_private = [\"intranet\"]\n"), &[]).unwrap_err();
+        assert!(err.to_string().contains("delivery.allow_private"), "{err}");
     }
 
     #[test]

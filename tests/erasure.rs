@@ -3,6 +3,12 @@
 
 mod util;
 
+use std::time::{Duration, Instant};
+
+use clientele::app;
+use clientele::config::Config;
+use clientele::model::UtcMillis;
+use clientele::store::Claim;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use util::{Behaviour, TestApp, TestReceiver, treez, with};
@@ -717,4 +723,76 @@ async fn a_change_after_an_unfinished_rebuild_comes_after_every_version_sent() {
     assert_the_next_change_comes_after(&app, &subscription, version).await;
     app.stop().await;
     drop(temp);
+}
+
+/// A claim of every due message, leased for `lease`.
+fn claim(lease: Duration) -> Claim {
+    let now = UtcMillis::now();
+    Claim {
+        now,
+        lease_until: UtcMillis::from_timestamp(now.as_timestamp() + lease),
+        limit: 64,
+        per_subscription: 8,
+        in_flight: Default::default(),
+        sending: Default::default(),
+    }
+}
+
+/// An erasure while a message is being sent redacts its envelope; if the
+/// process then crashes, that envelope is sent again when the lease ends.
+/// It once lost `createdDate`, `version` and `changes`: it keeps every
+/// envelope's shape, with the personal data removed.
+#[tokio::test]
+async fn an_envelope_redacted_while_being_sent_keeps_the_envelope_shape() {
+    let app = TestApp::spawn().await;
+    let (subscription, _) = app.subscribe_url(util::Down::new().url()).await;
+    app.set_enabled(&subscription, false).await;
+    app.deliver_json("treez", &jules("24", T1)).await;
+    let dir = app.dir.clone();
+    let temp = app.stop().await;
+
+    // An instance claims the `created` message, the customer is erased
+    // while it is being sent, and the instance crashes.
+    let config = Config::from_toml("test", &util::config_text(&dir, ""), std::iter::empty()).expect("test config");
+    let store = app::open_store(&config.store).await.expect("the store opens");
+    store
+        .set_subscription_enabled(subscription.clone(), true)
+        .await
+        .expect("the subscription is enabled");
+    const LEASE: Duration = Duration::from_secs(3);
+    let sent = store.claim_due(claim(LEASE)).await.expect("a claim").remove(0);
+    store.erase("treez:shop:24".to_owned()).await.expect("an erasure");
+
+    let deadline = Instant::now() + util::SAFETY;
+    let again = loop {
+        let due = store.claim_due(claim(LEASE)).await.expect("a claim");
+        if let Some(again) = due.into_iter().find(|d| d.seq == sent.seq) {
+            break again;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the message is claimed again after its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    store.close().await;
+    drop(temp);
+
+    let before: Value = serde_json::from_str(&sent.body).expect("an envelope");
+    let after: Value = serde_json::from_str(&again.body).expect("an envelope");
+    assert_eq!(
+        after,
+        json!({
+            "id": before["id"],
+            "createdDate": before["createdDate"],
+            "type": "customer",
+            "action": "created",
+            "payload": {"id": "treez:shop:24", "version": before["payload"]["version"]},
+            "changes": {},
+            "redacted": true,
+        })
+    );
+    for pii in JULES_PII {
+        assert!(!again.body.contains(pii), "{pii} was sent again: {}", again.body);
+    }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use util::{TestApp, error_code, gzip, set, source_auth, treez, vagaro, with};
+use util::{TestApp, error_code, gzip, segment, set, source_auth, treez, vagaro, with};
 
 const T1: &str = "2026-04-24T11:38:21.000-07:00";
 const SOURCES: [&str; 3] = ["vagaro", "treez", "clientele"];
@@ -109,17 +109,6 @@ fn customer_id(source: &str, id: &str) -> String {
         "treez" => format!("treez:hostile:{id}"),
         _ => format!("{source}:{id}"),
     }
-}
-
-/// `s` as one URL path segment: everything but unreserved characters
-/// percent-encoded.
-fn segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// A fresh delivery id for each request, so that no hostile body is taken

@@ -191,6 +191,60 @@ async fn the_binary_logs_no_personal_data_or_secrets_and_stops_on_sigterm() {
     }
 }
 
+/// A platform chooses its customer ids: one with CR, LF or ESC once forged
+/// whole lines and terminal escapes in the text log (`customer erased`).
+/// Every logged value has its control characters escaped, in both formats.
+#[tokio::test]
+async fn control_characters_in_logged_values_cannot_forge_lines_or_escapes() {
+    let forged = "7\r\n2026-01-01T00:00:00Z  INFO forged: admin token accepted\u{1b}[2J";
+    for format in ["text", "json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("log_format = \"{format}\"\n{}", config_text(dir.path(), ""));
+        let mut server = Serving::start(dir.path(), &text, "trace");
+        let client = util::client();
+        let body = with(
+            serde_json::from_str(TREEZ_EXAMPLE).unwrap(),
+            "/data/customer_id",
+            json!(forged),
+        );
+        let delivered = client
+            .post(format!("http://{}/webhooks/treez", server.address))
+            .bearer_auth(TREEZ_TOKEN)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let (status, answer) = util::read(delivered).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let id = answer["customerId"].as_str().expect("a customer id");
+        let erased = client
+            .delete(format!(
+                "http://{}/api/v1/customers/{}",
+                server.address,
+                util::segment(id)
+            ))
+            .bearer_auth(util::ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(erased.status(), StatusCode::NO_CONTENT);
+        let (status, log) = server.terminate();
+        assert!(status.success(), "{format}: a clean exit on SIGTERM: {status}");
+        let erased = log.lines().filter(|l| l.contains("customer erased")).count();
+        assert_eq!(erased, 1, "{format}: one `customer erased` line:\n{log}");
+        for line in log.lines() {
+            assert!(
+                !line.chars().any(|c| c.is_control()),
+                "{format}: a control character was logged: {line:?}"
+            );
+            assert!(!line.starts_with("2026-01-01"), "{format}: a forged line: {line:?}");
+            if format == "json" {
+                assert!(serde_json::from_str::<Value>(line).is_ok(), "not a JSON line: {line:?}");
+            }
+        }
+    }
+}
+
 /// The directory without bookkeeping, for comparisons.
 async fn directory(app: &TestApp) -> Vec<Value> {
     let (status, page) = app.get("/api/v1/customers?includeMerged=true&limit=1000").await;

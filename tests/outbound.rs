@@ -744,33 +744,54 @@ async fn retry_after_on_429_and_503_is_waited_for() {
     }
 }
 
+/// How long the next attempt waits after a first one that a subscriber
+/// answered `status` with `Retry-After: {retry_after}`, on `schedule`:
+/// read from the next attempt's time, not by waiting for it.
+async fn wait_after_retry_after(schedule: &str, status: u16, retry_after: u64) -> Duration {
+    let app = TestApp::spawn_with(&delivery(&[schedule], "2s")).await;
+    let receiver = TestReceiver::start(Behaviour::RetryAfterOnce {
+        status,
+        seconds: retry_after,
+    })
+    .await;
+    let (sub, _) = app.subscribe_url(&receiver.url()).await;
+    accept(&app, "treez", &person("lw", "1", "Jules", T1)).await;
+    let message = app
+        .wait_for_messages(&sub, "a first failed attempt", |m| {
+            m.len() == 1 && attempt_codes(&m[0]).len() == 1
+        })
+        .await
+        .remove(0);
+    assert_eq!(message["status"], "pending", "{message}");
+    assert_eq!(attempt_codes(&message), [json!(status)]);
+    timestamp(&message["nextAttemptAt"])
+        .duration_since(timestamp(&message["attempts"][0]["at"]))
+        .try_into()
+        .expect("a wait ahead")
+}
+
 #[tokio::test]
 async fn the_longer_of_retry_after_and_the_schedule_is_waited() {
-    // Read from the next attempt's time, not by waiting for it.
     for (schedule, retry_after, at_least) in [("1h", 1, 3600.0), ("10ms", 7200, 7200.0)] {
-        let app = TestApp::spawn_with(&delivery(&[schedule], "2s")).await;
-        let receiver = TestReceiver::start(Behaviour::RetryAfterOnce {
-            status: 429,
-            seconds: retry_after,
-        })
-        .await;
-        let (sub, _) = app.subscribe_url(&receiver.url()).await;
-        accept(&app, "treez", &person("lw", "1", "Jules", T1)).await;
-        let message = app
-            .wait_for_messages(&sub, "a first failed attempt", |m| {
-                m.len() == 1 && attempt_codes(&m[0]).len() == 1
-            })
-            .await
-            .remove(0);
-        assert_eq!(message["status"], "pending");
-        let wait = timestamp(&message["nextAttemptAt"])
-            .duration_since(timestamp(&message["attempts"][0]["at"]))
-            .as_secs_f64();
+        let wait = wait_after_retry_after(schedule, 429, retry_after).await.as_secs_f64();
         assert!(
             wait >= at_least - 1.0,
             "schedule {schedule}, Retry-After {retry_after}: the next attempt waits {wait} s"
         );
     }
+}
+
+/// A `Retry-After` past what a timestamp holds (about 2.5·10¹¹ s) once
+/// panicked the send: the attempt went unrecorded and the message was sent
+/// again every lease, forever. It is a failed attempt like any other, and
+/// the wait is capped at a day.
+#[tokio::test]
+async fn a_huge_retry_after_is_recorded_and_waits_a_day_at_most() {
+    let wait = wait_after_retry_after("10ms", 503, 10_u64.pow(12)).await;
+    assert!(
+        wait.as_secs_f64() <= 24.0 * 3600.0 + 1.0,
+        "the next attempt waits {wait:?}, more than a day"
+    );
 }
 
 #[tokio::test]
@@ -1090,6 +1111,20 @@ async fn metrics_count_outcomes_attempt_times_and_the_backlog() {
     ] {
         assert!(text.contains(series), "{series} missing from:\n{text}");
     }
+}
+
+/// A deleted subscription's backlog series once stayed in `/metrics`
+/// forever (at zero): the backlog lists the subscriptions there are.
+#[tokio::test]
+async fn a_deleted_subscription_leaves_no_backlog_series() {
+    let app = TestApp::spawn().await;
+    let (sub, _) = app.subscribe_url(Down::new().url()).await;
+    let series = format!(r#"clientele_outbox_backlog{{subscription="{sub}"}}"#);
+    assert!(app.metrics().await.contains(&series), "{series} is listed");
+    let (status, body) = app.delete(&format!("/api/v1/subscriptions/{sub}")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let text = app.metrics().await;
+    assert!(!text.contains(&series), "{series} outlived its subscription:\n{text}");
 }
 
 #[tokio::test]

@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::{Secret, Source};
+use crate::outbound::destination::Guard;
 use crate::store::Store;
 
 pub use limit::RateLimits;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub ingest_slots: Semaphore,
     pub rate_limits: limit::RateLimits,
+    /// Which subscription URLs may be created (SPEC §16).
+    pub destinations: Guard,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -98,19 +101,22 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Result<impl IntoResponse, e
     Ok(axum::Json(serde_json::json!({"status": "ready"})))
 }
 
-/// Renders the metrics; the outbound backlog is read from the store at
-/// each scrape, so it is as current as the scrape.
+/// Renders the metrics. The outbound backlog is read from the store at
+/// each scrape and written here, not kept in the recorder: it is as current
+/// as the scrape, and a deleted subscription's series goes with it.
 async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    let mut text = app.metrics.render();
     match app.store.backlog().await {
         Ok(backlog) => {
+            text.push_str("# TYPE clientele_outbox_backlog gauge\n");
             for (subscription, pending) in backlog {
-                metrics::gauge!("clientele_outbox_backlog", "subscription" => subscription).set(pending as f64);
+                // Subscription ids are `sub_` and hex: nothing to escape.
+                text.push_str(&format!(
+                    "clientele_outbox_backlog{{subscription=\"{subscription}\"}} {pending}\n"
+                ));
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot read the outbound backlog"),
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

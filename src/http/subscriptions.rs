@@ -2,7 +2,9 @@
 //! messages with every attempt, manual retry and replay.
 //!
 //! Behind the same admin token as the rest of `/api/v1`. A subscription's
-//! secret is shown once, in the answer that creates it.
+//! secret is shown once, in the answer that creates it; the password of
+//! its URL, never. A URL is refused at creation if it can be without DNS
+//! (SPEC §16): another scheme, too long, a non-public IP address.
 
 use std::sync::Arc;
 
@@ -19,6 +21,7 @@ use super::AppState;
 use super::api::{PageView, parse_cursor, parse_limit};
 use super::error::ApiError;
 use crate::model::{UtcMillis, json};
+use crate::outbound::destination::Refused;
 use crate::outbound::{MessageStatus, Subscription, signing};
 use crate::store::{Action, MessageQuery, Retry};
 
@@ -35,10 +38,11 @@ struct NewSubscription {
 
 pub async fn create(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let new: NewSubscription = parse(&body)?;
-    let url = reqwest::Url::parse(new.url.trim())
-        .ok()
-        .filter(|url| ["http", "https"].contains(&url.scheme()))
-        .ok_or_else(|| invalid("url must be an http:// or https:// URL"))?;
+    let url = reqwest::Url::parse(new.url.trim()).map_err(|_| invalid(Refused::Scheme.to_string()))?;
+    app.destinations.check_url(&url).map_err(|refused| match refused {
+        Refused::NotAllowed => invalid("url names a non-public address, which [delivery] allow_private does not list"),
+        other => invalid(other.to_string()),
+    })?;
     let secret = match new.secret {
         Some(secret) => {
             signing::check(&secret).map_err(|e| invalid(e.to_string()))?;
@@ -84,7 +88,6 @@ pub async fn delete(State(app): State<Arc<AppState>>, Path(id): Path<String>) ->
         return Err(not_found(&id));
     }
     tracing::info!(subscription = %id, "subscription deleted");
-    metrics::gauge!("clientele_outbox_backlog", "subscription" => id).set(0.0);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,5 +1,5 @@
 //! The dispatcher: one task that claims due messages from the store, sends
-//! each as a signed `POST` in a task of its own, and records the attempt.
+//! each in a task of its own ([`super::send`]), which records the attempt.
 //!
 //! It wakes when the store reports newly queued messages, when a send
 //! finishes, and on a short tick for scheduled retries. At most
@@ -10,14 +10,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::http::StatusCode;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::policy::{self, Answer};
-use super::{Attempt, Due, Next, signing};
+use super::send::Sender;
 use crate::config::DeliverySettings;
 use crate::model::UtcMillis;
 use crate::store::{Claim, Store};
@@ -33,26 +31,14 @@ const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// Runs until `stop` turns true, then lets the sends in flight finish.
 pub async fn run(store: Arc<dyn Store>, settings: DeliverySettings, mut stop: watch::Receiver<bool>) {
-    // The TLS crypto provider reqwest's rustls uses; installed once per
-    // process (a second install is refused, harmlessly).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = match reqwest::Client::builder()
-        .timeout(settings.timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("Clientele/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
-        Ok(client) => client,
+    let lease = settings.timeout + LEASE_MARGIN;
+    let sender = match Sender::new(store.clone(), settings) {
+        Ok(sender) => Arc::new(sender),
         Err(e) => {
             tracing::error!(error = %e, "cannot build the HTTP client: outbound webhooks are not sent");
             return;
         }
     };
-    let sender = Arc::new(Sender {
-        client,
-        store: store.clone(),
-        settings,
-    });
     let queued = store.queued();
     let mut sends = JoinSet::new();
     let mut in_flight = InFlight::default();
@@ -60,7 +46,6 @@ pub async fn run(store: Arc<dyn Store>, settings: DeliverySettings, mut stop: wa
         let free = MAX_IN_FLIGHT.saturating_sub(sends.len());
         if free > 0 {
             let now = UtcMillis::now();
-            let lease = sender.settings.timeout + LEASE_MARGIN;
             let claim = Claim {
                 now,
                 lease_until: UtcMillis::from_timestamp(now.as_timestamp() + lease),
@@ -133,117 +118,5 @@ impl InFlight {
                 self.per_subscription.remove(&subscription);
             }
         }
-    }
-}
-
-struct Sender {
-    client: reqwest::Client,
-    store: Arc<dyn Store>,
-    settings: DeliverySettings,
-}
-
-impl Sender {
-    /// Sends one message and records the attempt.
-    async fn attempt(&self, message: Due) {
-        let at = UtcMillis::now();
-        let started = Instant::now();
-        let timestamp = at.as_timestamp().as_second();
-        let key = signing::key(&message.secret).unwrap_or_else(|| message.secret.as_bytes().to_vec());
-        let response = self
-            .client
-            .post(&message.url)
-            .header("content-type", "application/json")
-            .header("webhook-id", &message.event_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header(
-                "webhook-signature",
-                signing::sign(&key, &message.event_id, timestamp, &message.body),
-            )
-            .body(message.body.clone())
-            .send()
-            .await;
-        let elapsed = started.elapsed();
-        // Errors name what happened, never the URL (it may hold a token).
-        let (answer, status_code, error) = match response {
-            Ok(response) => {
-                let status = response.status();
-                let answer = if status.is_success() {
-                    Answer::Success
-                } else if status == StatusCode::GONE {
-                    Answer::Gone
-                } else {
-                    let asked = [StatusCode::TOO_MANY_REQUESTS, StatusCode::SERVICE_UNAVAILABLE]
-                        .contains(&status)
-                        .then(|| response.headers().get("retry-after")?.to_str().ok())
-                        .flatten()
-                        .and_then(|v| policy::retry_after(v, UtcMillis::now()));
-                    Answer::Failed { retry_after: asked }
-                };
-                (answer, Some(status.as_u16()), None)
-            }
-            Err(e) => {
-                let error = if e.is_timeout() {
-                    format!("timed out after {:?}", self.settings.timeout)
-                } else if e.is_connect() {
-                    "cannot connect".to_owned()
-                } else {
-                    "the request failed".to_owned()
-                };
-                (Answer::Failed { retry_after: None }, None, Some(error))
-            }
-        };
-        let next = policy::next(
-            answer,
-            message.failures,
-            &self.settings.retry_schedule,
-            UtcMillis::now(),
-            jitter(),
-        );
-        let outcome = match next {
-            Next::Delivered => "delivered",
-            Next::Retry { .. } => "retried",
-            Next::Dead { .. } => "dead",
-        };
-        metrics::counter!("clientele_messages_total", "outcome" => outcome).increment(1);
-        metrics::histogram!("clientele_delivery_attempt_seconds").record(elapsed.as_secs_f64());
-        match next {
-            Next::Dead {
-                disable_subscription: true,
-            } => tracing::warn!(
-                subscription = %message.subscription_id,
-                "the subscriber answered 410 Gone: subscription disabled"
-            ),
-            Next::Dead { .. } => tracing::warn!(
-                subscription = %message.subscription_id,
-                message = message.seq,
-                "a message is dead after its last retry"
-            ),
-            _ => tracing::debug!(
-                subscription = %message.subscription_id,
-                message = message.seq,
-                status = status_code,
-                outcome,
-                "message attempt"
-            ),
-        }
-        let attempt = Attempt {
-            at,
-            status_code,
-            error,
-            duration_ms: elapsed.as_millis() as u64,
-        };
-        if let Err(e) = self.store.record_attempt(&message, attempt, next).await {
-            // The lease ends and the message is sent again: at least once.
-            tracing::error!(error = %e, message = message.seq, "cannot record a message attempt");
-        }
-    }
-}
-
-/// A number in `[0, 1)` for retry jitter.
-fn jitter() -> f64 {
-    let mut bytes = [0u8; 4];
-    match getrandom::fill(&mut bytes) {
-        Ok(()) => f64::from(u32::from_le_bytes(bytes)) / (f64::from(u32::MAX) + 1.0),
-        Err(_) => 0.5,
     }
 }

@@ -3,12 +3,15 @@
 //!
 //! The store commits each change's envelope to an outbox, and one message
 //! per matching subscription, in the delivery's own transaction. The
-//! [`dispatcher`] claims due messages from the store, sends them with
-//! Standard Webhooks signatures ([`signing`]), and records each attempt and
-//! what follows from it ([`policy`]): delivered, retried later, or dead.
+//! [`dispatcher`] claims due messages from the store; [`send`] sends each
+//! with Standard Webhooks signatures ([`signing`]) to allowed destinations
+//! only ([`destination`]), and records each attempt and what follows from
+//! it ([`policy`]): delivered, retried later, or dead.
 
+pub mod destination;
 pub mod dispatcher;
 pub mod policy;
+pub mod send;
 pub mod signing;
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +24,8 @@ use crate::store::Action;
 #[serde(rename_all = "camelCase")]
 pub struct Subscription {
     pub id: String,
+    /// Listed with the password of its credentials masked.
+    #[serde(serialize_with = "serialize_masked")]
     pub url: String,
     /// `whsec_` + base64 of the key, or raw key bytes. Shown once, at
     /// creation.
@@ -32,6 +37,10 @@ pub struct Subscription {
     pub sources: Vec<String>,
     pub enabled: bool,
     pub created_at: UtcMillis,
+}
+
+fn serialize_masked<S: serde::Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&destination::masked(url))
 }
 
 impl Subscription {

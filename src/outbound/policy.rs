@@ -1,7 +1,8 @@
 //! What follows an attempt (SPEC §6, §8): a 2xx is delivered; `410 Gone`
 //! is dead and disables the subscription; anything else is retried after
 //! the schedule's next wait, plus up to 10% jitter, or after `Retry-After`
-//! on 429/503 if that is longer; after the last entry, dead.
+//! on 429/503 if that is longer (at most [`MAX_RETRY_AFTER`]); after the
+//! last entry, dead.
 
 use std::time::Duration;
 
@@ -9,6 +10,12 @@ use jiff::Timestamp;
 
 use super::Next;
 use crate::model::UtcMillis;
+
+/// The longest wait a `Retry-After` is honoured for. A subscriber's later
+/// changes wait behind the message, so a longer ask (a year, or more than
+/// a timestamp holds) would hold them back past any use; a day is more
+/// than any wait of the default schedule (10 h).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// An attempt's result, as far as the policy cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +43,7 @@ pub fn next(answer: Answer, failures: u32, schedule: &[Duration], now: UtcMillis
             },
             Some(wait) => {
                 let wait = wait.mul_f64(1.0 + 0.1 * jitter.clamp(0.0, 1.0));
-                let wait = retry_after.map_or(wait, |asked| wait.max(asked));
+                let wait = retry_after.map_or(wait, |asked| wait.max(asked.min(MAX_RETRY_AFTER)));
                 let at = now.as_timestamp().checked_add(wait).unwrap_or(Timestamp::MAX);
                 Next::Retry {
                     at: UtcMillis::from_timestamp(at),
@@ -46,18 +53,35 @@ pub fn next(answer: Answer, failures: u32, schedule: &[Duration], now: UtcMillis
     }
 }
 
-/// Reads `Retry-After`: delay-seconds, or an HTTP date.
+/// Reads `Retry-After` (RFC 9110 §10.2.3): delay-seconds, or an HTTP date
+/// in any of its three forms (§5.6.7); a date past is no wait. At most
+/// [`MAX_RETRY_AFTER`], however large the number.
 pub fn retry_after(value: &str, now: UtcMillis) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
-    Some(
+    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        value.parse().map_or(MAX_RETRY_AFTER, Duration::from_secs)
+    } else {
+        let at = http_date(value)?;
         at.duration_since(now.as_timestamp())
             .try_into()
-            .unwrap_or(Duration::ZERO),
-    )
+            .unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// An HTTP date: IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the
+/// obsolete RFC 850 form (`Sunday, 06-Nov-94 08:49:37 GMT`) or asctime's
+/// (`Sun Nov  6 08:49:37 1994`), all in UTC.
+fn http_date(value: &str) -> Option<Timestamp> {
+    if let Ok(date) = jiff::fmt::rfc2822::parse(value) {
+        return Some(date.timestamp());
+    }
+    // asctime pads the day with a space: one space is as good as two.
+    let value = value.split_whitespace().collect::<Vec<_>>().join(" ");
+    ["%A, %d-%b-%y %H:%M:%S GMT", "%a %b %d %H:%M:%S %Y"]
+        .into_iter()
+        .find_map(|format| jiff::civil::DateTime::strptime(format, &value).ok())
+        .and_then(|at| jiff::tz::Offset::UTC.to_timestamp(at).ok())
 }
 
 #[cfg(test)]
@@ -135,5 +159,29 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(retry_after("soon", now()), None);
+    }
+
+    #[test]
+    fn retry_after_reads_the_three_http_date_forms() {
+        let minute = Some(Duration::from_secs(60));
+        assert_eq!(retry_after("Fri, 24 Apr 2026 00:01:00 GMT", now()), minute);
+        assert_eq!(retry_after("Friday, 24-Apr-26 00:01:00 GMT", now()), minute);
+        assert_eq!(retry_after("Fri Apr 24 00:01:00 2026", now()), minute);
+        assert_eq!(retry_after("Fri Apr  3 00:00:00 2026", now()), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_huge_retry_after_is_capped_and_never_overflows() {
+        for asked in ["250000000000", "18446744073709551615", "99999999999999999999999"] {
+            assert_eq!(retry_after(asked, now()), Some(MAX_RETRY_AFTER), "{asked}");
+        }
+        assert_eq!(
+            retry_after("Sun, 01 Jan 5026 00:00:00 GMT", now()),
+            Some(MAX_RETRY_AFTER)
+        );
+        let failed = Answer::Failed {
+            retry_after: Some(Duration::MAX),
+        };
+        assert_eq!(retry_in(next(failed, 0, &SCHEDULE, now(), 0.999)), MAX_RETRY_AFTER);
     }
 }

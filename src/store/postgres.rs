@@ -31,7 +31,7 @@ use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
 use super::rows::{
     EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RESTORE_VERSIONS, RawEvent, RawRecord, Settled, Settling,
     directory_deletes, history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys, page,
-    parse_time, redaction, save_version_floors, settling, touched_ids,
+    parse_time, redact_envelopes, redaction, save_version_floors, settling, touched_ids,
 };
 use super::{
     Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery,
@@ -185,7 +185,14 @@ impl From<sqlx::Error> for StoreError {
     /// [`StoreError::Unavailable`]: the request can be retried later.
     fn from(error: sqlx::Error) -> Self {
         let unavailable = match &error {
-            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
+            // A protocol error is a connection cut mid-message (a proxy
+            // between instance and database going down answers a
+            // connection's first request with garbage, say).
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::WorkerCrashed => true,
             sqlx::Error::PoolClosed => return StoreError::Closed,
             // Connection exceptions, insufficient resources, operator
             // intervention (a shutdown), read-only (a replica promoted
@@ -739,11 +746,10 @@ async fn erase_traces(work: &mut Work, id: &str) -> Result<u64, StoreError> {
     for sql in [
         // The index on the status keeps this to the quarantined events.
         format!("{REDACT_EVENTS} WHERE status = 'quarantined' AND customer_id = $1"),
-        "UPDATE outbox SET redacted = TRUE,
-             body = json_build_object('id', id, 'type', 'customer', 'action', action,
-                                      'payload', json_build_object('id', customer_id), 'redacted', TRUE)::text
-         WHERE customer_id = $1"
-            .into(),
+        format!(
+            "{}::text, redacted = TRUE WHERE customer_id = $1",
+            redact_envelopes("json_build_object", "TRUE")
+        ),
     ] {
         redacted += sqlx::query(&sql).bind(id).execute(work.conn()).await?.rows_affected();
     }

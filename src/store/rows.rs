@@ -204,6 +204,20 @@ pub(super) fn redaction(status: Option<&str>) -> EventRedaction {
     }
 }
 
+/// Redacts a customer's envelopes, followed by a `WHERE`: each keeps the
+/// shape of every other (`id`, `createdDate`, `type`, `action`, `payload`
+/// with `id` and `version`, `changes`), without the personal data, and
+/// says `redacted`: a message being sent when it was redacted is sent again
+/// so after a crash. `object` is the dialect's JSON object constructor,
+/// `yes` its JSON `true`.
+pub(super) fn redact_envelopes(object: &str, yes: &str) -> String {
+    format!(
+        "UPDATE outbox SET body = {object}('id', id, 'createdDate', created_at, 'type', 'customer', 'action', action,
+                                           'payload', {object}('id', customer_id, 'version', version),
+                                           'changes', {object}(), 'redacted', {yes})"
+    )
+}
+
 /// Whether a message (`m`, its outbox row `o`) was withdrawn by an
 /// erasure while it was being sent: its customer is erased, and it is not
 /// the `deleted` message.

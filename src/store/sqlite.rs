@@ -38,7 +38,7 @@ use self::lock::StoreLock;
 use super::rows::{
     EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RESTORE_VERSIONS, RawEvent, RawRecord, Settled, Settling,
     directory_deletes, history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys, page,
-    parse_time, redaction, save_version_floors, settling, touched_ids,
+    parse_time, redact_envelopes, redaction, save_version_floors, settling, touched_ids,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -1000,9 +1000,8 @@ fn erase_traces(tx: &Connection, id: &str, now: UtcMillis) -> Result<usize, Stor
         .execute([id])?;
     let envelopes = tx
         .prepare_cached(&format!(
-            "{OUTBOX_CHAIN} UPDATE outbox SET body = json_object('id', id, 'type', 'customer', 'action', action,
-                                              'payload', json_object('id', customer_id), 'redacted', json('true'))
-             WHERE seq IN (SELECT seq FROM chain)"
+            "{OUTBOX_CHAIN} {} WHERE seq IN (SELECT seq FROM chain)",
+            redact_envelopes("json_object", "json('true')")
         ))?
         .execute([id])?;
     tx.prepare_cached("DELETE FROM outbox_heads WHERE customer_id = ?1")?

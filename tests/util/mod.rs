@@ -84,14 +84,13 @@ pub fn binary() -> std::process::Command {
     command
 }
 
-/// The address in the binary's `listening` log line, if `line` is that
+/// The address in the binary's `listening` log line (text or JSON), if `line` is that
 /// line.
 pub fn logged_address(line: &str) -> Option<String> {
-    let at = line.find("address=")?;
-    line[at + "address=".len()..]
-        .split_whitespace()
-        .next()
-        .map(str::to_owned)
+    let (_, rest) = line
+        .split_once("address=")
+        .or_else(|| line.split_once("\"address\":\""))?;
+    rest.split(['"', ' ']).next().map(str::to_owned)
 }
 
 /// The test configuration for the store of `dir`; `extra` is appended (more
@@ -107,8 +106,25 @@ pub async fn rebuild(text: &str) -> app::Rebuilt {
     app::rebuild(&config).await.expect("a rebuild")
 }
 
+/// The suite's subscribers listen on loopback, which Clientele refuses to
+/// call unless allowed (SPEC §16).
+const ALLOW_LOOPBACK: &str = "allow_private = [\"127.0.0.1/32\"]";
+
+/// `extra` with [`ALLOW_LOOPBACK`] in its `[delivery]` table (added if
+/// absent), unless `extra` sets `allow_private` itself.
+fn allowing_loopback(extra: &str) -> String {
+    if extra.contains("allow_private") {
+        extra.to_owned()
+    } else if extra.contains("[delivery]") {
+        extra.replacen("[delivery]", &format!("[delivery]\n{ALLOW_LOOPBACK}"), 1)
+    } else {
+        format!("{extra}\n[delivery]\n{ALLOW_LOOPBACK}\n")
+    }
+}
+
 /// The test configuration on the store at `store` (a URL).
 fn config_on(store: &str, extra: &str) -> String {
+    let extra = allowing_loopback(extra);
     format!(
         r#"
 listen = "127.0.0.1:0"
@@ -387,6 +403,17 @@ impl TestApp {
         assert_eq!(self.events(None).await, Vec::<Value>::new(), "kept events");
         assert_eq!(self.directory().await, Vec::<Value>::new(), "customers");
     }
+}
+
+/// `s` as one URL path segment: everything but unreserved characters
+/// percent-encoded.
+pub fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Sends a request and reads its answer.
@@ -692,6 +719,10 @@ impl TestReceiver {
         format!("http://{}/hook", self.address)
     }
 
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
     /// Changes the behaviour from the next request on; its counts start
     /// from zero.
     pub fn set(&self, behaviour: Behaviour) {
@@ -837,6 +868,108 @@ impl Down {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    pub fn port(&self) -> u16 {
+        self._socket.local_addr().expect("a bound port").port()
+    }
+}
+
+/// A service that accepts connections and never answers; counts them.
+pub struct Silent {
+    address: SocketAddr,
+    accepted: Arc<Mutex<usize>>,
+}
+
+impl Silent {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let address = listener.local_addr().unwrap();
+        let accepted = Arc::new(Mutex::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((connection, _)) = listener.accept().await {
+                *count.lock().unwrap() += 1;
+                held.push(connection);
+            }
+        });
+        Self { address, accepted }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        *self.accepted.lock().unwrap()
+    }
+}
+
+/// A TLS server on `127.0.0.1:0` with a self-signed certificate
+/// (`tests/fixtures/tls`) that no client trusts: it keeps the application
+/// protocols (ALPN) each client offered, and answers nothing.
+pub struct UntrustedTls {
+    address: SocketAddr,
+    offered: Arc<Mutex<Vec<Vec<String>>>>,
+}
+
+impl UntrustedTls {
+    pub fn start() -> Self {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cert = CertificateDer::from_pem_slice(include_bytes!("../fixtures/tls/cert.pem")).expect("a certificate");
+        let key = PrivateKeyDer::from_pem_slice(include_bytes!("../fixtures/tls/key.pem")).expect("a key");
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .expect("a TLS configuration");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let config = Arc::new(config);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let address = listener.local_addr().unwrap();
+        let offered = Arc::new(Mutex::new(Vec::new()));
+        let kept = offered.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(SAFETY));
+                let mut acceptor = rustls::server::Acceptor::default();
+                let accepted = loop {
+                    if !matches!(acceptor.read_tls(&mut stream), Ok(n) if n > 0) {
+                        break None;
+                    }
+                    match acceptor.accept() {
+                        Ok(Some(accepted)) => break Some(accepted),
+                        Ok(None) => {}
+                        Err(_) => break None,
+                    }
+                };
+                let Some(accepted) = accepted else { continue };
+                let protocols = accepted
+                    .client_hello()
+                    .alpn()
+                    .map(|protocols| protocols.map(|p| String::from_utf8_lossy(p).into_owned()).collect())
+                    .unwrap_or_default();
+                kept.lock().unwrap().push(protocols);
+                // Sends the certificate; the client refuses it.
+                if let Ok(mut connection) = accepted.into_connection(config.clone()) {
+                    let _ = connection.complete_io(&mut stream);
+                }
+            }
+        });
+        Self { address, offered }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}/hook", self.address)
+    }
+
+    /// The protocols each client offered, by connection.
+    pub fn offered(&self) -> Vec<Vec<String>> {
+        self.offered.lock().unwrap().clone()
     }
 }
 
