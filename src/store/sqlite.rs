@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0003_lookup_indexes.sql"),
     include_str!("migrations/sqlite/0004_chains.sql"),
     include_str!("migrations/sqlite/0005_sending.sql"),
+    include_str!("migrations/sqlite/0006_fanout.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back
@@ -90,19 +91,10 @@ enum Op {
     SetEnabled(String, bool),
     RetryMessage(String),
     Replay(String, UtcMillis),
+    FanOut,
     Claim(Claim),
     RecordAttempt { message: Due, attempt: Attempt, next: Next },
     Shutdown,
-}
-
-impl Op {
-    /// Whether the op may change the subscriptions.
-    fn touches_subscriptions(&self) -> bool {
-        matches!(
-            self,
-            Op::CreateSubscription(_) | Op::DeleteSubscription(_) | Op::SetEnabled(..) | Op::RecordAttempt { .. }
-        )
-    }
 }
 
 enum Answer {
@@ -114,6 +106,7 @@ enum Answer {
     Replayed(Option<u64>),
     Erased(Erasure),
     Claimed(Vec<Due>),
+    FannedOut { more: bool },
     Done,
 }
 
@@ -352,6 +345,13 @@ impl Store for SqliteStore {
         }))
     }
 
+    fn fan_out(&self) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.ask(Op::FanOut, |a| match a {
+            Answer::FannedOut { more } => Some(more),
+            _ => None,
+        }))
+    }
+
     fn claim_due(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<Due>, StoreError>> {
         Box::pin(self.ask(Op::Claim(claim), |a| match a {
             Answer::Claimed(due) => Some(due),
@@ -463,10 +463,8 @@ struct Writer {
 struct Context {
     /// The last position given in the change feed (`change_seq`).
     last_change: i64,
-    /// Subscriptions, loaded when first needed and forgotten whenever a
-    /// write may have changed them.
-    subscriptions: Option<Vec<Subscription>>,
-    /// Whether the batch being written queued outbound messages.
+    /// Whether the batch being written wrote outbox rows or queued
+    /// messages.
     queued: bool,
     /// Whether an erasure's old pages may still be in the WAL.
     erased: bool,
@@ -497,7 +495,6 @@ impl Writer {
             conn,
             ctx: Context {
                 last_change,
-                subscriptions: None,
                 queued: false,
                 erased: false,
                 claims: 0,
@@ -544,7 +541,6 @@ impl Writer {
                 );
                 (self.ctx.last_change, self.ctx.erased, self.ctx.claims) = before;
                 self.ctx.queued = false;
-                self.ctx.subscriptions = None;
                 self.transact(batch, true)
                     .map(|results| results.expect("commands in savepoints are answered one by one"))
             }
@@ -568,7 +564,6 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "a write transaction failed");
                 self.ctx.queued = false;
-                self.ctx.subscriptions = None;
                 for command in batch.drain(..) {
                     let _ = command.reply.send(Err(StoreError::Unavailable(e.to_string())));
                 }
@@ -584,9 +579,6 @@ impl Writer {
         let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(batch.len());
         for command in batch {
-            if command.op.touches_subscriptions() {
-                self.ctx.subscriptions = None;
-            }
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<Answer, StoreError> {
                 if !isolated {
                     return execute(&tx, &command.op, &mut self.ctx);
@@ -684,6 +676,7 @@ fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreE
             ctx.queued |= replayed.is_some_and(|n| n > 0);
             Ok(Answer::Replayed(replayed))
         }
+        Op::FanOut => outbound::fan_out(tx).map(|more| Answer::FannedOut { more }),
         Op::Claim(claim) => {
             ctx.claims += 1;
             outbound::claim(tx, claim, ctx.claims).map(Answer::Claimed)
@@ -1098,21 +1091,14 @@ fn persist(
     Ok(())
 }
 
-/// Queues changes for the subscriptions that want them.
+/// Writes changes to the outbox, for the subscriptions that want them.
 fn publish(
     tx: &Connection,
     changes: &[directory::Change],
     heads: &mut Heads,
     ctx: &mut Context,
 ) -> Result<(), StoreError> {
-    if changes.is_empty() {
-        return Ok(());
-    }
-    if ctx.subscriptions.is_none() {
-        ctx.subscriptions = Some(outbound::subscriptions(tx)?);
-    }
-    let subscriptions = ctx.subscriptions.as_deref().unwrap_or_default();
-    ctx.queued |= outbound::queue(tx, changes, subscriptions, heads)?;
+    ctx.queued |= outbound::queue(tx, changes, heads)?;
     Ok(())
 }
 
