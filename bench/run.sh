@@ -25,9 +25,6 @@ NOOP_PORT=${NOOP_PORT:-8091}
 PORT=${PORT:-8092}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 
-if ! command -v wrk >/dev/null; then
-  apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-fi
 cargo build --release --quiet --bin clientele --example noop
 
 work=$(mktemp -d)
@@ -37,28 +34,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-
-wait_for() {
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2
-  exit 1
-}
-
-# measure NAME PID PORT: runs wrk against PORT, then reads PID's peak RSS.
-measure() {
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s bench/ingest.lua "http://127.0.0.1:$3" >"$work/$1.txt"
-  local rate p50 p99 errors rss
-  rate=$(awk '/^Requests\/sec:/ {print $2}' "$work/$1.txt")
-  p50=$(awk '$1 == "50%" {print $2}' "$work/$1.txt")
-  p99=$(awk '$1 == "99%" {print $2}' "$work/$1.txt")
-  errors=$(awk '/Non-2xx/ {print $5}' "$work/$1.txt")
-  rss=$(awk '/^VmHWM:/ {printf "%.0f MiB", $2 / 1024}' "/proc/$2/status")
-  printf '%-10s %12s %10s %10s %10s %10s\n' "$1" "$rate" "$p50" "$p99" "${errors:-0}" "$rss"
-  echo "$rate" >"$work/$1.rate"
-}
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $(nproc) cores"
 printf '%-10s %12s %10s %10s %10s %10s\n' target deliveries/s p50 p99 non-2xx peak-RSS
@@ -68,26 +45,6 @@ noop=$!
 wait_for "$NOOP_PORT"
 measure noop "$noop" "$NOOP_PORT"
 kill "$noop"; wait "$noop" 2>/dev/null || true
-
-# start_clientele STORE [PORT]: Clientele on STORE (a URL), the example
-# sources; its pid in $clientele.
-start_clientele() {
-  local port=${2:-$PORT}
-  CLIENTELE_STORE="$1" CLIENTELE_LISTEN="127.0.0.1:$port" CLIENTELE_ADMIN_TOKEN=bench \
-    RUST_LOG=error target/release/clientele serve &
-  clientele=$!
-  wait_for "$port"
-}
-
-stop_clientele() {
-  kill -TERM "$clientele"
-  wait "$clientele" 2>/dev/null || true
-}
-
-# metric NAME: the sum of a metric's series on Clientele's /metrics.
-metric() {
-  curl -s "http://127.0.0.1:$PORT/metrics" | awk -v name="$1" 'index($0, name) == 1 {s += $NF} END {print s + 0}'
-}
 
 start_clientele "sqlite://$work/ingest/clientele.db"
 measure clientele "$clientele" "$PORT"
@@ -136,20 +93,17 @@ if ! psql "$PG_URL/postgres" -qAtc 'SELECT 1' >/dev/null 2>&1; then
   echo "no PostgreSQL at $PG_URL: the Postgres store is not measured"
   exit 0
 fi
-fresh_database() {
-  psql "$PG_URL/postgres" -qc 'DROP DATABASE IF EXISTS clientele_bench WITH (FORCE)' -c 'CREATE DATABASE clientele_bench'
-}
 
 fresh_database
-start_clientele "$PG_URL/clientele_bench"
+start_clientele "$PG_URL/$BENCH_DB"
 measure postgres "$clientele" "$PORT"
 stop_clientele
 
 # Two instances: one wrk each, half the connections each, at once.
 fresh_database
-start_clientele "$PG_URL/clientele_bench" "$PORT"
+start_clientele "$PG_URL/$BENCH_DB" "$PORT"
 first=$clientele
-start_clientele "$PG_URL/clientele_bench" "$((PORT + 1))"
+start_clientele "$PG_URL/$BENCH_DB" "$((PORT + 1))"
 second=$clientele
 CONNECTIONS=$((CONNECTIONS / 2)) THREADS=1 measure postgres-a "$first" "$PORT" &
 a=$!

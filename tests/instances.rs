@@ -218,14 +218,16 @@ async fn a_crashed_instances_claim_is_taken_over_by_another_instance() {
         .set_subscription_enabled(subscription.clone(), true)
         .await
         .expect("the subscription is enabled");
+    store.fan_out().await.expect("a fan-out");
     let now = UtcMillis::now();
     let claimed = store
         .claim_due(Claim {
             now,
             lease_until: now,
             limit: 64,
+            shares: Default::default(),
             per_subscription: 8,
-            in_flight: Default::default(),
+            busy: Default::default(),
             sending: Default::default(),
         })
         .await

@@ -411,22 +411,8 @@ async fn duplicate_stale_and_unchanged_deliveries_send_nothing() {
         json!("2024-03-17T00:00:00Z"),
     );
     assert_eq!(accept(&app, "vagaro", &same_later).await["outcome"], "unchanged");
-    // Messages are committed with their change: the outbox is final now.
-    let messages = app.messages(&sub, None).await;
-    let kept: Vec<_> = messages
-        .iter()
-        .map(|m| (m["customerId"].clone(), m["version"].clone(), m["action"].clone()))
-        .collect();
-    assert_eq!(
-        kept,
-        [
-            (json!("treez:dup:1"), json!(1), json!("created")),
-            (json!("vagaro:U1"), json!(1), json!("created")),
-        ]
-    );
-
-    // A real change after them: once it arrives, anything queued before it
-    // for the same customer would have arrived too.
+    // A real change after them: the fan-out takes the outbox in order, so
+    // once it arrives, anything queued before it would have arrived too.
     accept(&app, "treez", &person("dup", "1", "Jim", T3)).await;
     let received = receiver
         .wait_until("treez:dup:1 v2", |r| r.iter().any(|r| r.version() == 2))
@@ -437,7 +423,20 @@ async fn duplicate_stale_and_unchanged_deliveries_send_nothing() {
         seen.contains(&("treez:dup:1", 1)) && seen.contains(&("treez:dup:1", 2)),
         "{seen:?}"
     );
-    assert_eq!(app.messages(&sub, None).await.len(), 3);
+    let kept: Vec<_> = app
+        .messages(&sub, None)
+        .await
+        .iter()
+        .map(|m| (m["customerId"].clone(), m["version"].clone(), m["action"].clone()))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (json!("treez:dup:1"), json!(1), json!("created")),
+            (json!("vagaro:U1"), json!(1), json!("created")),
+            (json!("treez:dup:1"), json!(2), json!("updated")),
+        ]
+    );
 }
 
 #[tokio::test]
@@ -521,7 +520,9 @@ async fn merges_send_one_created_for_a_stub_and_merged_for_an_absorbed_record() 
     accept(&app, "treez", &person("mg", "s", "Sam", T1)).await;
     accept(&app, "treez", &survivor("mg", "s", &["l", "stub"], T2)).await;
 
-    let messages = app.messages(&sub, None).await;
+    let messages = app
+        .wait_for_messages(&sub, "every change fanned out", |m| m.len() >= 5)
+        .await;
     let mut actions: BTreeMap<String, Vec<(Value, Value)>> = BTreeMap::new();
     for m in &messages {
         actions
@@ -858,16 +859,21 @@ async fn changes_while_a_subscription_is_disabled_are_sent_once_it_is_enabled() 
     let paused = TestReceiver::healthy().await;
     let control = TestReceiver::healthy().await;
     let (sub, _) = app.subscribe_url(&paused.url()).await;
-    app.subscribe_url(&control.url()).await;
+    let (control_sub, _) = app.subscribe_url(&control.url()).await;
     app.set_enabled(&sub, false).await;
 
     accept(&app, "treez", &person("dis", "1", "Jules", T1)).await;
     let sent = control.wait_for(1).await.remove(0);
     assert_eq!(paused.received().len(), 0, "nothing is sent to a disabled subscription");
 
-    let queued = app.messages(&sub, None).await;
-    assert_eq!(queued.len(), 1, "the change is queued for the disabled subscription");
-    assert_eq!(queued[0]["status"], "pending");
+    // The control's message was fanned out: the disabled subscription's
+    // cursor waits where it was disabled.
+    app.wait_all(&control_sub, 1, "delivered").await;
+    assert_eq!(
+        app.messages(&sub, None).await.len(),
+        0,
+        "the change waits in the outbox"
+    );
     app.set_enabled(&sub, true).await;
     app.wait_all(&sub, 1, "delivered").await;
     let received = paused.wait_for(1).await;
@@ -1174,8 +1180,10 @@ async fn a_customer_s_later_messages_wait_without_a_due_time_behind_a_failing_on
     })
     .await;
     accept(&app, "treez", &person("hol", "1", "Bea", T2)).await;
-    let messages = app.messages(&sub, Some("pending")).await;
-    assert_eq!(messages.len(), 2);
+    let messages = app
+        .wait_for_messages(&sub, "the second change fanned out", |m| m.len() == 2)
+        .await;
+    assert!(messages.iter().all(|m| m["status"] == "pending"), "{messages:?}");
     assert!(
         messages[0]["nextAttemptAt"].is_string(),
         "the first waits for its retry: {}",
@@ -1200,4 +1208,114 @@ async fn a_customer_s_later_messages_wait_without_a_due_time_behind_a_failing_on
     let received = receiver.wait_for(3).await;
     let versions: Vec<&Value> = received.iter().map(|r| &r.body["payload"]["version"]).collect();
     assert_eq!(versions, [&json!(1), &json!(1), &json!(2)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_silent_subscribers_do_not_hold_back_a_healthy_one() {
+    // Silent subscribers accept the connection and answer after a minute;
+    // the timeout is 30 s. Each has eight messages to send: enough to fill
+    // every slot of a dispatcher that shares 64 among them first come,
+    // first served.
+    let app = TestApp::spawn_with(&delivery(&["1h"], "30s")).await;
+    let silent = TestReceiver::start(Behaviour::SlowFirst {
+        times: usize::MAX,
+        delay: Duration::from_secs(60),
+    })
+    .await;
+    for i in 0..100 {
+        app.subscribe_url(&format!("{}/silent/{i}", silent.url())).await;
+    }
+    for i in 0..8 {
+        accept(&app, "treez", &person("sil", &i.to_string(), "Jules", T1)).await;
+    }
+    silent.wait_for(64).await;
+
+    let healthy = TestReceiver::healthy().await;
+    app.subscribe_url(&healthy.url()).await;
+    accept(&app, "treez", &person("sil", "h", "Jim", T1)).await;
+    // Within the safety deadline, well under the 30 s timeout: before any
+    // silent send has timed out.
+    let received = healthy.wait_for(1).await;
+    assert_eq!(received[0].customer(), "treez:sil:h");
+}
+
+#[tokio::test]
+async fn an_erasure_before_a_disabled_subscription_catches_up_cancels_what_it_missed() {
+    let app = TestApp::spawn().await;
+    let receiver = TestReceiver::healthy().await;
+    let (sub, _) = app.subscribe_url(&receiver.url()).await;
+    app.set_enabled(&sub, false).await;
+    accept(&app, "treez", &person("era", "1", "Jules", T1)).await;
+    let (status, _) = app.delete("/api/v1/customers/treez:era:1").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    app.set_enabled(&sub, true).await;
+    let messages = app
+        .wait_for_messages(&sub, "the missed changes fanned out, the deleted one sent", |m| {
+            m.len() == 2 && m[1]["status"] == "delivered"
+        })
+        .await;
+    assert_eq!(messages[0]["status"], "cancelled", "{messages:?}");
+    assert_eq!(messages[1]["action"], "deleted", "{messages:?}");
+    let received = receiver.wait_for(1).await;
+    assert_eq!(received.len(), 1, "{:#?}", summary(&received));
+    assert_eq!(received[0].action(), "deleted");
+    assert!(!String::from_utf8_lossy(&received[0].raw).contains("Jules"));
+}
+
+#[tokio::test]
+async fn a_claim_reads_what_it_returns_whatever_the_statistics_say() {
+    if util::TestStore::chosen() != util::TestStore::Postgres {
+        println!("skipped: the planner's statistics are Postgres's");
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let url = util::store_url(&app.dir);
+    let temp = app.stop().await;
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("the test database");
+    // Statistics taken while nothing was pending, then a burst: 100,000
+    // pending messages of 10 subscriptions, in lines of 10 per customer,
+    // whose 10,000 heads are due; no autovacuum to catch up.
+    for sql in [
+        "ALTER TABLE messages SET (autovacuum_enabled = false)",
+        "ANALYZE messages",
+        "INSERT INTO subscriptions (id, url, secret, actions, sources, enabled, created_at)
+         SELECT 'sub_' || i, 'http://127.0.0.1:9/', 'secret', '[]', '[]', TRUE, '2026-01-01T00:00:00.000Z'
+         FROM generate_series(0, 9) i",
+        "INSERT INTO messages (id, subscription_id, outbox_seq, customer_id, status, next_attempt_at)
+         SELECT 'msg_' || i, 'sub_' || (i % 10), i, 'c' || (i / 100), 'pending',
+                CASE WHEN i % 100 < 10 THEN 0 END
+         FROM generate_series(0, 99999) i",
+    ] {
+        sqlx::query(sql).execute(&mut db).await.expect(sql);
+    }
+    let plan: Vec<String> = sqlx::query_scalar(&format!(
+        "EXPLAIN (ANALYZE, COSTS OFF) {}",
+        clientele::store::postgres::CLAIM
+    ))
+    .bind(1_i64)
+    .bind(Vec::<String>::new())
+    .bind(Vec::<i64>::new())
+    .bind(8_i64)
+    .fetch_all(&mut db)
+    .await
+    .expect("the claim's plan");
+    // Every row a node produced or threw away.
+    let number = |line: &str, key: &str| -> u64 {
+        line.split(key)
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let read: u64 = plan
+        .iter()
+        .map(|line| number(line, "rows=") * number(line, "loops=").max(1) + number(line, "Filter: "))
+        .sum();
+    let plan = plan.join("\n");
+    assert!(plan.contains("rows=80 loops=1"), "eight of each subscription:\n{plan}");
+    assert!(read < 2_000, "the claim read {read} rows for 80 of 100,000:\n{plan}");
+    drop(temp);
 }

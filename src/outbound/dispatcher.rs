@@ -1,20 +1,27 @@
-//! The dispatcher: one task that claims due messages from the store, sends
-//! each in a task of its own ([`super::send`]), which records the attempt.
+//! The dispatcher: one task that fans the outbox out into messages, claims
+//! due messages from the store, and sends each in a task of its own
+//! ([`super::send`]), which records the attempt.
 //!
-//! It wakes when the store reports newly queued messages, when a send
-//! finishes, and on a short tick for scheduled retries. At most
-//! [`MAX_IN_FLIGHT`] sends run at once, and [`PER_SUBSCRIPTION`] per
-//! subscription, so a slow or dead subscriber holds a few slots, never all.
-//! Claims are leased for the timeout and a margin: a send lost in a crash
-//! is retried after a restart (at least once), never forgotten.
+//! It wakes when the store reports new outbox rows or messages, when a
+//! send finishes, and on a short tick for scheduled retries. No subscriber
+//! waits for slots others hold: a subscription with nothing in flight may
+//! always start a send; beyond that, at most [`MAX_IN_FLIGHT`] sends run
+//! at once, and [`PER_SUBSCRIPTION`] per subscription. A subscription
+//! whose last send failed gets one slot, and after [`OPEN_AFTER`] failures
+//! in a row its breaker opens: nothing is sent to it for a pause that
+//! doubles with each failed probe, then one probe at a time. The breakers
+//! are this instance's. Claims are leased for the timeout and a margin: a
+//! send lost in a crash is retried after a restart (at least once), never
+//! forgotten.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::Next;
 use super::send::Sender;
 use crate::config::DeliverySettings;
 use crate::model::UtcMillis;
@@ -22,8 +29,14 @@ use crate::store::{Claim, Store};
 
 /// Sends in flight at once at most.
 pub const MAX_IN_FLIGHT: usize = 64;
-/// Sends of one subscription in flight at once at most.
+/// Sends of one healthy subscription in flight at once at most.
 pub const PER_SUBSCRIPTION: usize = 8;
+/// Failed sends in a row that open a subscription's breaker.
+pub const OPEN_AFTER: u32 = 5;
+/// The first pause of an open breaker; each failed probe doubles it.
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+/// The longest pause of an open breaker.
+const LONGEST_PAUSE: Duration = Duration::from_secs(300);
 /// How often scheduled retries are looked for.
 const TICK: Duration = Duration::from_millis(250);
 /// A claim outlives the send's timeout by this much.
@@ -42,44 +55,49 @@ pub async fn run(store: Arc<dyn Store>, settings: DeliverySettings, mut stop: wa
     let queued = store.queued();
     let mut sends = JoinSet::new();
     let mut in_flight = InFlight::default();
+    let mut breakers = Breakers::default();
     while !*stop.borrow() {
-        let free = MAX_IN_FLIGHT.saturating_sub(sends.len());
-        if free > 0 {
-            let now = UtcMillis::now();
-            let claim = Claim {
-                now,
-                lease_until: UtcMillis::from_timestamp(now.as_timestamp() + lease),
-                limit: free,
-                per_subscription: PER_SUBSCRIPTION,
-                in_flight: in_flight.per_subscription.clone(),
-                sending: in_flight.messages.clone(),
-            };
-            match store.claim_due(claim).await {
-                Ok(due) => {
-                    for message in due {
-                        let (seq, subscription) = (message.seq, message.subscription_id.clone());
-                        let sender = sender.clone();
-                        let task = sends.spawn(async move { sender.attempt(message).await });
-                        in_flight.start(task.id(), seq, subscription);
-                    }
+        let more = store.fan_out().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot fan out the outbox");
+            false
+        });
+        let now = UtcMillis::now();
+        let claim = Claim {
+            now,
+            lease_until: UtcMillis::from_timestamp(now.as_timestamp() + lease),
+            limit: MAX_IN_FLIGHT.saturating_sub(sends.len()),
+            shares: in_flight.shares(&breakers, Instant::now()),
+            per_subscription: PER_SUBSCRIPTION,
+            busy: in_flight.per_subscription.keys().cloned().collect(),
+            sending: in_flight.messages.clone(),
+        };
+        match store.claim_due(claim).await {
+            Ok(due) => {
+                for message in due {
+                    let (seq, subscription) = (message.seq, message.subscription_id.clone());
+                    let sender = sender.clone();
+                    let task = sends.spawn(async move { sender.attempt(message).await });
+                    in_flight.start(task.id(), seq, subscription);
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot claim due messages"),
             }
+            Err(e) => tracing::warn!(error = %e, "cannot claim due messages"),
         }
         tokio::select! {
+            // More of the outbox to fan out: at once.
+            () = std::future::ready(()), if more => {}
             () = queued.notified() => {}
-            Some(done) = sends.join_next_with_id(), if !sends.is_empty() => in_flight.finish(done),
+            Some(done) = sends.join_next_with_id(), if !sends.is_empty() => in_flight.finish(done, &mut breakers),
             () = tokio::time::sleep(TICK) => {}
             _ = stop.changed() => {}
         }
         // Every send that finished meanwhile frees its slot before the next
         // claim, so that one claim serves many.
         while let Some(done) = sends.try_join_next_with_id() {
-            in_flight.finish(done);
+            in_flight.finish(done, &mut breakers);
         }
     }
     while let Some(done) = sends.join_next_with_id().await {
-        in_flight.finish(done);
+        in_flight.finish(done, &mut breakers);
     }
 }
 
@@ -98,19 +116,32 @@ impl InFlight {
         self.tasks.insert(task, (seq, subscription));
     }
 
+    /// How many more sends of each subscription with sends in flight or a
+    /// breaker may start now.
+    fn shares(&self, breakers: &Breakers, now: Instant) -> HashMap<String, usize> {
+        let running = |s: &String| self.per_subscription.get(s).copied().unwrap_or(0);
+        self.per_subscription
+            .keys()
+            .chain(breakers.0.keys())
+            .map(|s| (s.clone(), breakers.cap(s, now).saturating_sub(running(s))))
+            .collect()
+    }
+
     /// Frees a finished send's slots, whether it returned or panicked (its
-    /// message is then sent again when its lease ends).
-    fn finish(&mut self, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
-        let task = match done {
-            Ok((task, ())) => task,
+    /// message is then sent again when its lease ends), and tells its
+    /// subscription's breaker how it went.
+    fn finish(&mut self, done: Result<(tokio::task::Id, Next), tokio::task::JoinError>, breakers: &mut Breakers) {
+        let (task, delivered) = match done {
+            Ok((task, next)) => (task, next == Next::Delivered),
             Err(e) => {
                 tracing::error!("a send task failed; its message is sent again when its lease ends");
-                e.id()
+                (e.id(), false)
             }
         };
         let Some((seq, subscription)) = self.tasks.remove(&task) else {
             return;
         };
+        breakers.record(&subscription, delivered, Instant::now());
         self.messages.remove(&seq);
         if let Some(count) = self.per_subscription.get_mut(&subscription) {
             *count -= 1;
@@ -118,5 +149,80 @@ impl InFlight {
                 self.per_subscription.remove(&subscription);
             }
         }
+    }
+}
+
+/// The subscriptions whose last send failed, on this instance: their
+/// circuit breakers.
+#[derive(Default)]
+struct Breakers(HashMap<String, Breaker>);
+
+struct Breaker {
+    /// Failed sends in a row.
+    failures: u32,
+    /// Open until then: nothing is sent.
+    open_until: Option<Instant>,
+}
+
+impl Breakers {
+    fn record(&mut self, subscription: &str, delivered: bool, now: Instant) {
+        if delivered {
+            self.0.remove(subscription);
+            return;
+        }
+        let breaker = self.0.entry(subscription.to_owned()).or_insert(Breaker {
+            failures: 0,
+            open_until: None,
+        });
+        breaker.failures += 1;
+        if let Some(probes) = breaker.failures.checked_sub(OPEN_AFTER) {
+            let pause = FIRST_PAUSE.saturating_mul(1 << probes.min(16)).min(LONGEST_PAUSE);
+            breaker.open_until = Some(now + pause);
+            tracing::warn!(
+                subscription,
+                failures = breaker.failures,
+                pause_s = pause.as_secs(),
+                "a subscriber keeps failing: nothing is sent to it for a while, then one probe"
+            );
+        }
+    }
+
+    /// Sends of a subscription that may be in flight at once now: none
+    /// while its breaker is open, one while its last send failed (a
+    /// probe), else [`PER_SUBSCRIPTION`].
+    fn cap(&self, subscription: &str, now: Instant) -> usize {
+        match self.0.get(subscription) {
+            None => PER_SUBSCRIPTION,
+            Some(b) if b.open_until.is_some_and(|until| now < until) => 0,
+            Some(_) => 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscriber_that_keeps_failing_gets_one_slot_then_pauses_that_grow() {
+        let mut breakers = Breakers::default();
+        let start = Instant::now();
+        assert_eq!(breakers.cap("sub", start), PER_SUBSCRIPTION);
+        breakers.record("sub", false, start);
+        assert_eq!(breakers.cap("sub", start), 1, "one send at a time after a failure");
+        for _ in 1..OPEN_AFTER {
+            breakers.record("sub", false, start);
+        }
+        assert_eq!(breakers.cap("sub", start), 0, "open after {OPEN_AFTER} failures");
+        assert_eq!(breakers.cap("sub", start + FIRST_PAUSE), 1, "then one probe");
+        breakers.record("sub", false, start);
+        assert_eq!(
+            breakers.cap("sub", start + FIRST_PAUSE),
+            0,
+            "a failed probe pauses longer"
+        );
+        assert_eq!(breakers.cap("sub", start + 2 * FIRST_PAUSE), 1);
+        breakers.record("sub", true, start);
+        assert_eq!(breakers.cap("sub", start), PER_SUBSCRIPTION, "closed by a delivery");
     }
 }

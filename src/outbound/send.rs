@@ -51,8 +51,8 @@ impl Sender {
         })
     }
 
-    /// Sends one message and records the attempt.
-    pub async fn attempt(&self, message: Due) {
+    /// Sends one message and records the attempt; returns what followed.
+    pub async fn attempt(&self, message: Due) -> Next {
         let at = UtcMillis::now();
         let started = Instant::now();
         let response = self.send(&message, at).await;
@@ -120,6 +120,7 @@ impl Sender {
             // The lease ends and the message is sent again: at least once.
             tracing::error!(error = %e, message = message.seq, "cannot record a message attempt");
         }
+        next
     }
 
     /// Posts the envelope, signed; the error says what failed.

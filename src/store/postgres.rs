@@ -43,12 +43,15 @@ use crate::sources::{Mapped, Unmappable};
 
 mod outbound;
 
+pub use outbound::CLAIM;
+
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_init.sql"),
     include_str!("migrations/postgres/0002_outbound.sql"),
     include_str!("migrations/postgres/0003_sending.sql"),
     include_str!("migrations/postgres/0004_version_floors.sql"),
     include_str!("migrations/postgres/0005_mentions.sql"),
+    include_str!("migrations/postgres/0006_fanout.sql"),
 ];
 
 /// Connections per instance.
@@ -66,6 +69,8 @@ const LOCK_SPACE: i32 = 0x434c_4e54;
 /// The second key of the lock held while migrating; records' keys are
 /// hashes of their ids, which may collide with it harmlessly.
 const MIGRATION_LOCK: i32 = 0;
+/// The second key of the lock a fan-out holds (see [`outbound::fan_out`]).
+const FAN_OUT_LOCK: i32 = 1;
 
 pub struct PgStore {
     pool: PgPool,
@@ -479,6 +484,13 @@ impl Store for PgStore {
                     .await?;
             }
             Ok(Some(queued))
+        })
+    }
+
+    fn fan_out(&self) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            self.write(&(), |work, ()| Box::pin(outbound::fan_out(work.conn())))
+                .await
         })
     }
 
@@ -940,14 +952,9 @@ async fn persist(
     Ok(())
 }
 
-/// Queues changes for the subscriptions that want them. Subscriptions are
-/// read in each transaction: another instance may have changed them.
+/// Writes changes to the outbox, for the subscriptions that want them.
 async fn publish(work: &mut Work, changes: &[directory::Change]) -> Result<(), StoreError> {
-    if changes.is_empty() {
-        return Ok(());
-    }
-    let subscriptions = outbound::subscriptions(work.conn()).await?;
-    work.queued |= outbound::queue(work.conn(), changes, &subscriptions).await?;
+    work.queued |= outbound::queue(work.conn(), changes).await?;
     Ok(())
 }
 

@@ -218,12 +218,125 @@ pub(super) fn redact_envelopes(object: &str, yes: &str) -> String {
     )
 }
 
-/// Whether a message (`m`, its outbox row `o`) was withdrawn by an
-/// erasure while it was being sent: its customer is erased, and it is not
-/// the `deleted` message.
-pub(super) const WITHDRAWN: &str = "SELECT o.action <> 'deleted'
-        AND EXISTS (SELECT 1 FROM suppressions s WHERE s.customer_id = m.customer_id)
-    FROM messages m JOIN outbox o ON o.seq = m.outbox_seq";
+/// Whether the message of an outbox row `o` is withdrawn by an erasure
+/// (while it was being sent, or before it was fanned out): its customer is
+/// erased, and it is not the `deleted` message.
+pub(super) const WITHDRAWN: &str = "(o.action <> 'deleted'
+        AND EXISTS (SELECT 1 FROM suppressions s WHERE s.customer_id = o.customer_id))";
+
+/// Outbox rows one fan-out takes at most, as new rows and as rows a
+/// subscription enabled again catches up on.
+pub(super) const FAN_OUT_BATCH: usize = 200;
+
+/// An outbox row as the fan-out reads it; `position` is its place in the
+/// fan-out's order.
+pub(super) type RawPublished = (i64, i64, String, String, String, String);
+
+/// An outbox row to fan out.
+pub(super) struct Published {
+    pub position: i64,
+    pub seq: i64,
+    pub customer_id: String,
+    pub source: String,
+    pub action: Action,
+    pub created_at: UtcMillis,
+}
+
+impl Published {
+    pub fn decode((position, seq, customer_id, source, action, created_at): RawPublished) -> Result<Self, StoreError> {
+        Ok(Published {
+            position,
+            seq,
+            customer_id,
+            source,
+            action: parse_action(&action)?,
+            created_at: parse_time(&created_at)?,
+        })
+    }
+}
+
+/// The messages a fan-out makes, in outbox order: for each row, one per
+/// subscription that wants it and existed when the change was made (a
+/// later one gets older changes by a replay only). Also the lines they
+/// join, each once: (subscription, customer).
+#[derive(Default)]
+pub(super) struct Fanned {
+    pub subscriptions: Vec<String>,
+    pub seqs: Vec<i64>,
+    pub lines: BTreeSet<(String, String)>,
+}
+
+impl Fanned {
+    pub fn add<'a>(&mut self, rows: &[Published], subscriptions: impl IntoIterator<Item = &'a Subscription> + Clone) {
+        for row in rows {
+            for s in subscriptions.clone() {
+                if s.wants(row.action, &row.source) && row.created_at >= s.created_at {
+                    self.subscriptions.push(s.id.clone());
+                    self.seqs.push(row.seq);
+                    self.lines.insert((s.id.clone(), row.customer_id.clone()));
+                }
+            }
+        }
+    }
+
+    /// The lines as two arrays, subscriptions and customers.
+    pub fn lines(&self) -> (Vec<String>, Vec<String>) {
+        self.lines.iter().cloned().unzip()
+    }
+}
+
+/// Where each enabled subscription is: following the fan-out (`None`), or
+/// behind it since this position (enabled again, catching up).
+pub(super) type Following = Vec<(Subscription, Option<i64>)>;
+
+/// The subscriptions that get a fan-out's new rows (after `position`):
+/// those that follow it, and those that caught up with it.
+pub(super) fn following(subscriptions: &Following, position: i64) -> impl Iterator<Item = &Subscription> + Clone {
+    subscriptions
+        .iter()
+        .filter(move |(_, fanned_to)| fanned_to.is_none_or(|to| to == position))
+        .map(|(s, _)| s)
+}
+
+/// The messages that the subscriptions behind the fan-out's `position`
+/// missed, read by `read(from, to)` a batch at a time, and where each
+/// subscription's cursor goes: `None` once it follows the fan-out.
+pub(super) fn catch_up(
+    subscriptions: &Following,
+    position: i64,
+    mut read: impl FnMut(i64, i64) -> Result<Vec<Published>, StoreError>,
+) -> Result<(Fanned, Cursors), StoreError> {
+    let mut fanned = Fanned::default();
+    let mut cursors = Vec::new();
+    for (subscription, fanned_to) in subscriptions {
+        let Some(from) = *fanned_to else { continue };
+        if from == position {
+            cursors.push((subscription.id.clone(), None));
+            continue;
+        }
+        let missed = read(from, position)?;
+        fanned.add(&missed, [subscription]);
+        let to = match missed.last() {
+            Some(last) if missed.len() == FAN_OUT_BATCH => last.position,
+            _ => position,
+        };
+        cursors.push((subscription.id.clone(), Some(to)));
+    }
+    Ok((fanned, cursors))
+}
+
+/// Where each subscription's cursor goes after a fan-out: `None` once it
+/// follows the fan-out.
+pub(super) type Cursors = Vec<(String, Option<i64>)>;
+
+/// The subscriptions a fan-out serves, read with their `fanned_to`.
+pub(super) const FAN_OUT_SUBSCRIPTIONS: &str =
+    "SELECT id, url, secret, actions, sources, enabled, created_at, fanned_to FROM subscriptions WHERE enabled";
+
+/// Disables a subscription, followed by its id's parameter: its cursor
+/// stops where the fan-out is.
+pub(super) const DISABLE_SUBSCRIPTION: &str = "UPDATE subscriptions
+    SET enabled = FALSE, fanned_to = COALESCE(fanned_to, (SELECT position FROM fanout)) WHERE enabled AND id = ";
 
 /// What an attempt makes of its message: its status, when it is due next
 /// (Unix ms), and whether it counts as a failure. A message an erasure

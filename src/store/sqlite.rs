@@ -49,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0005_sending.sql"),
     include_str!("migrations/sqlite/0006_version_floors.sql"),
     include_str!("migrations/sqlite/0007_mentions.sql"),
+    include_str!("migrations/sqlite/0008_fanout.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back
@@ -97,19 +98,10 @@ enum Op {
     SetEnabled(String, bool),
     RetryMessage(String),
     Replay(String, UtcMillis),
+    FanOut,
     Claim(Claim),
     RecordAttempt { message: Due, attempt: Attempt, next: Next },
     Shutdown,
-}
-
-impl Op {
-    /// Whether the op may change the subscriptions.
-    fn touches_subscriptions(&self) -> bool {
-        matches!(
-            self,
-            Op::CreateSubscription(_) | Op::DeleteSubscription(_) | Op::SetEnabled(..) | Op::RecordAttempt { .. }
-        )
-    }
 }
 
 enum Answer {
@@ -122,6 +114,7 @@ enum Answer {
     Erased(Erasure),
     EventRedacted(EventRedaction),
     Claimed(Vec<Due>),
+    FannedOut { more: bool },
     Done,
 }
 
@@ -382,6 +375,13 @@ impl Store for SqliteStore {
         }))
     }
 
+    fn fan_out(&self) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.ask(Op::FanOut, |a| match a {
+            Answer::FannedOut { more } => Some(more),
+            _ => None,
+        }))
+    }
+
     fn claim_due(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<Due>, StoreError>> {
         Box::pin(self.ask(Op::Claim(claim), |a| match a {
             Answer::Claimed(due) => Some(due),
@@ -499,10 +499,8 @@ struct Context {
     /// when another connection commits, and then what this context
     /// remembers of the store is read again.
     data_version: i64,
-    /// Subscriptions, loaded when first needed and forgotten whenever a
-    /// write may have changed them.
-    subscriptions: Option<Vec<Subscription>>,
-    /// Whether the batch being written queued outbound messages.
+    /// Whether the batch being written wrote outbox rows or queued
+    /// messages.
     queued: bool,
     /// Whether an erasure's old pages may still be in the WAL.
     erased: bool,
@@ -532,7 +530,6 @@ impl Writer {
             ctx: Context {
                 last_change: last_change(&conn)?,
                 data_version: data_version(&conn)?,
-                subscriptions: None,
                 queued: false,
                 erased: false,
                 claims: 0,
@@ -591,7 +588,6 @@ impl Writer {
                     self.ctx.claims,
                 ) = before;
                 self.ctx.queued = false;
-                self.ctx.subscriptions = None;
                 self.transact(batch, true)
                     .map(|results| results.expect("commands in savepoints are answered one by one"))
             }
@@ -615,7 +611,6 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "a write transaction failed");
                 self.ctx.queued = false;
-                self.ctx.subscriptions = None;
                 for command in batch.drain(..) {
                     let _ = command.reply.send(Err(StoreError::Unavailable(e.to_string())));
                 }
@@ -637,13 +632,9 @@ impl Writer {
             tracing::warn!("another connection wrote to the store; the writer reads its state again");
             self.ctx.data_version = version;
             self.ctx.last_change = last_change(&tx)?;
-            self.ctx.subscriptions = None;
         }
         let mut results = Vec::with_capacity(batch.len());
         for command in batch {
-            if command.op.touches_subscriptions() {
-                self.ctx.subscriptions = None;
-            }
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<Answer, StoreError> {
                 if !isolated {
                     return execute(&tx, &command.op, &mut self.ctx);
@@ -758,6 +749,7 @@ fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreE
             ctx.queued |= replayed.is_some_and(|n| n > 0);
             Ok(Answer::Replayed(replayed))
         }
+        Op::FanOut => outbound::fan_out(tx).map(|more| Answer::FannedOut { more }),
         Op::Claim(claim) => {
             ctx.claims += 1;
             outbound::claim(tx, claim, ctx.claims).map(Answer::Claimed)
@@ -1220,21 +1212,14 @@ fn persist(
     Ok(())
 }
 
-/// Queues changes for the subscriptions that want them.
+/// Writes changes to the outbox, for the subscriptions that want them.
 fn publish(
     tx: &Connection,
     changes: &[directory::Change],
     heads: &mut Heads,
     ctx: &mut Context,
 ) -> Result<(), StoreError> {
-    if changes.is_empty() {
-        return Ok(());
-    }
-    if ctx.subscriptions.is_none() {
-        ctx.subscriptions = Some(outbound::subscriptions(tx)?);
-    }
-    let subscriptions = ctx.subscriptions.as_deref().unwrap_or_default();
-    ctx.queued |= outbound::queue(tx, changes, subscriptions, heads)?;
+    ctx.queued |= outbound::queue(tx, changes, heads)?;
     Ok(())
 }
 

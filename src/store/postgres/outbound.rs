@@ -15,15 +15,22 @@ use std::collections::HashMap;
 
 use sqlx::PgConnection;
 
-use super::lock;
+use super::{FAN_OUT_LOCK, LOCK_SPACE, lock};
 use crate::model::UtcMillis;
 use crate::outbound::{Attempt, Due, Message, MessageStatus, Next, Subscription};
 use crate::store::directory::Change;
 use crate::store::rows::{
-    Envelope, RawAttempt, RawMessage, RawSubscription, WITHDRAWN, attempt_outcome, decode_subscription, page,
-    parse_action,
+    DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published, RawAttempt,
+    RawMessage, RawPublished, RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription, following,
+    page, parse_action,
 };
 use crate::store::{Claim, MessageQuery, Page, Retry, StoreError};
+
+/// A leased message: seq, subscription, failures, generation, url,
+/// secret, envelope id and body.
+type LeasedRow = (i64, String, i32, i64, String, String, String, String);
+/// A [`RawSubscription`] and its `fanned_to`.
+type RawSubscription8 = (String, String, String, String, String, bool, String, Option<i64>);
 
 const SUBSCRIPTION_COLUMNS: &str = "id, url, secret, actions, sources, enabled, created_at";
 
@@ -57,6 +64,8 @@ pub(super) async fn create_subscription(conn: &mut PgConnection, s: &Subscriptio
 }
 
 pub(super) async fn delete_subscription(conn: &mut PgConnection, id: &str) -> Result<bool, StoreError> {
+    // Not while a fan-out writes messages for it.
+    lock_fan_out(conn).await?;
     sqlx::query("DELETE FROM attempts WHERE message_seq IN (SELECT seq FROM messages WHERE subscription_id = $1)")
         .bind(id)
         .execute(&mut *conn)
@@ -77,29 +86,26 @@ pub(super) async fn set_enabled(
     id: &str,
     enabled: bool,
 ) -> Result<Option<Subscription>, StoreError> {
-    sqlx::query("UPDATE subscriptions SET enabled = $2 WHERE id = $1")
-        .bind(id)
-        .bind(enabled)
-        .execute(&mut *conn)
-        .await?;
+    lock_fan_out(conn).await?;
+    let sql = if enabled {
+        "UPDATE subscriptions SET enabled = TRUE WHERE id = $1".to_owned()
+    } else {
+        format!("{DISABLE_SUBSCRIPTION} $1")
+    };
+    sqlx::query(&sql).bind(id).execute(&mut *conn).await?;
     subscription(conn, id).await
 }
 
-/// Writes each change's envelope to the outbox, and a message for every
-/// subscription that wants it. The caller holds the changed customers'
-/// locks. Returns whether any message was queued.
-pub(super) async fn queue(
-    conn: &mut PgConnection,
-    changes: &[Change],
-    subscriptions: &[Subscription],
-) -> Result<bool, StoreError> {
-    let mut queued = false;
+/// Writes each change's envelope to the outbox: all the delivery's
+/// transaction writes for subscribers; the dispatcher fans the rows out
+/// into messages afterwards ([`fan_out`]). Returns whether it wrote any.
+pub(super) async fn queue(conn: &mut PgConnection, changes: &[Change]) -> Result<bool, StoreError> {
     for change in changes {
         let envelope = Envelope::new(change);
         let customer = &change.customer;
-        let outbox_seq: i64 = sqlx::query_scalar(
+        sqlx::query(
             "INSERT INTO outbox (id, customer_id, source, action, version, created_at, body)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&envelope.id)
         .bind(&customer.id)
@@ -108,43 +114,145 @@ pub(super) async fn queue(
         .bind(customer.version as i64)
         .bind(envelope.created_at.to_string())
         .bind(&envelope.body)
-        .fetch_one(&mut *conn)
+        .execute(&mut *conn)
         .await?;
-        for subscription in subscriptions
-            .iter()
-            .filter(|s| s.wants(change.action, &customer.source))
-        {
-            queue_latest(conn, &subscription.id, outbox_seq, &customer.id, envelope.created_at).await?;
-            queued = true;
-        }
     }
-    Ok(queued)
+    Ok(!changes.is_empty())
 }
 
-/// Queues a new change, the customer's latest: due now if nothing of this
-/// customer is pending for the subscription, else waiting in line.
-async fn queue_latest(
-    conn: &mut PgConnection,
-    subscription_id: &str,
-    outbox_seq: i64,
-    customer_id: &str,
-    now: UtcMillis,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO messages (id, subscription_id, outbox_seq, customer_id, status, failures, next_attempt_at)
-         VALUES ($1, $2, $3, $4, 'pending', 0,
-                 CASE WHEN EXISTS (SELECT 1 FROM messages
-                                   WHERE subscription_id = $2 AND customer_id = $4 AND status = 'pending')
-                      THEN NULL ELSE $5::bigint END)",
-    )
-    .bind(format!("msg_{}", uuid::Uuid::now_v7().simple()))
-    .bind(subscription_id)
-    .bind(outbox_seq)
-    .bind(customer_id)
-    .bind(now.as_millisecond())
-    .execute(conn)
-    .await?;
+/// Takes the fan-out's lock until the transaction ends, waiting for it.
+async fn lock_fan_out(conn: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(LOCK_SPACE)
+        .bind(FAN_OUT_LOCK)
+        .execute(conn)
+        .await?;
     Ok(())
+}
+
+/// Fans out the outbox rows not fanned out yet; see
+/// [`Store::fan_out`](crate::store::Store::fan_out). One instance at a
+/// time, under the fan-out's lock (another instance at it: nothing to do
+/// here). Rows commit out of `seq` order, so the fan-out numbers the
+/// committed rows it takes (`published`), in `seq` order, which is each
+/// customer's order (its changes commit one after the other, under its
+/// lock); the cursors follow that number. It holds the lines' customers'
+/// locks, as whatever moves a line does. Returns whether more rows wait.
+pub(super) async fn fan_out(conn: &mut PgConnection) -> Result<bool, StoreError> {
+    const COLUMNS: &str = "published, seq, customer_id, source, action, created_at";
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
+        .bind(LOCK_SPACE)
+        .bind(FAN_OUT_LOCK)
+        .fetch_one(&mut *conn)
+        .await?;
+    if !locked {
+        return Ok(false);
+    }
+    let position: i64 = sqlx::query_scalar("SELECT position FROM fanout")
+        .fetch_one(&mut *conn)
+        .await?;
+    let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
+        "SELECT seq, customer_id, source, action, created_at FROM outbox
+         WHERE published IS NULL ORDER BY seq LIMIT $1",
+    )
+    .bind(FAN_OUT_BATCH as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    let new = (position + 1..)
+        .zip(rows)
+        .map(|(n, (seq, customer_id, source, action, created_at))| {
+            Published::decode((n, seq, customer_id, source, action, created_at))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let raw: Vec<RawSubscription8> = sqlx::query_as(FAN_OUT_SUBSCRIPTIONS).fetch_all(&mut *conn).await?;
+    let subscriptions = raw
+        .into_iter()
+        .map(|(id, url, secret, actions, sources, enabled, created_at, fanned_to)| {
+            Ok((
+                decode_subscription((id, url, secret, actions, sources, enabled, created_at))?,
+                fanned_to,
+            ))
+        })
+        .collect::<Result<Following, StoreError>>()?;
+    let mut missed = Vec::new();
+    for (_, fanned_to) in &subscriptions {
+        if let Some(from) = *fanned_to {
+            let rows: Vec<RawPublished> = sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM outbox WHERE published > $1 AND published <= $2 ORDER BY published LIMIT $3"
+            ))
+            .bind(from)
+            .bind(position)
+            .bind(FAN_OUT_BATCH as i64)
+            .fetch_all(&mut *conn)
+            .await?;
+            missed.push((
+                from,
+                rows.into_iter().map(Published::decode).collect::<Result<Vec<_>, _>>()?,
+            ));
+        }
+    }
+    let mut missed = missed.into_iter();
+    let (mut fanned, cursors) = catch_up(&subscriptions, position, |from, _| {
+        let (read_from, rows) = missed
+            .next()
+            .ok_or_else(|| StoreError::Bug("a catch-up read went missing".into()))?;
+        debug_assert_eq!(read_from, from);
+        Ok(rows)
+    })?;
+    fanned.add(&new, following(&subscriptions, position));
+    let customers: Vec<String> = new
+        .iter()
+        .map(|row| row.customer_id.clone())
+        .chain(fanned.lines.iter().map(|(_, c)| c.clone()))
+        .collect();
+    lock(conn, &customers).await?;
+    let seqs: Vec<i64> = new.iter().map(|row| row.seq).collect();
+    sqlx::query(
+        "UPDATE outbox o SET published = $1 + n.n FROM unnest($2::bigint[]) WITH ORDINALITY AS n(seq, n)
+         WHERE o.seq = n.seq",
+    )
+    .bind(position)
+    .bind(&seqs)
+    .execute(&mut *conn)
+    .await?;
+    insert_messages(conn, &fanned).await?;
+    if let Some(last) = new.last() {
+        sqlx::query("UPDATE fanout SET position = $1")
+            .bind(last.position)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for (id, to) in &cursors {
+        sqlx::query("UPDATE subscriptions SET fanned_to = $2 WHERE id = $1")
+            .bind(id)
+            .bind(to)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(new.len() == FAN_OUT_BATCH || cursors.iter().any(|(_, to)| to.is_some()))
+}
+
+/// Writes the messages of a fan-out, pending or, for an erased customer,
+/// cancelled, and makes the first of each line due.
+async fn insert_messages(conn: &mut PgConnection, fanned: &Fanned) -> Result<(), StoreError> {
+    if fanned.seqs.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(&format!(
+        "INSERT INTO messages (id, subscription_id, outbox_seq, customer_id, status)
+         SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), f.subscription_id, o.seq, o.customer_id,
+                CASE WHEN {WITHDRAWN} THEN 'cancelled' ELSE 'pending' END
+         FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS f(subscription_id, seq, n)
+         JOIN outbox o ON o.seq = f.seq
+         ORDER BY f.n
+         ON CONFLICT (subscription_id, outbox_seq) DO NOTHING"
+    ))
+    .bind(&fanned.subscriptions)
+    .bind(&fanned.seqs)
+    .execute(&mut *conn)
+    .await?;
+    let (subscriptions, customers) = fanned.lines();
+    promote_heads(conn, &subscriptions, &customers, UtcMillis::now()).await
 }
 
 /// Makes one outbox row pending for one subscription, due at `due`, with a
@@ -192,25 +300,28 @@ async fn settle_queue(
     .bind(customer_id)
     .execute(&mut *conn)
     .await?;
-    promote_next(conn, subscription_id, customer_id, now).await
+    promote_heads(conn, &[subscription_id.to_owned()], &[customer_id.to_owned()], now).await
 }
 
-/// Makes the first of a customer's pending messages due, if it waits.
-async fn promote_next(
+/// Makes the first pending message of each line (the subscriptions and
+/// customers at the same places of the two arrays) due, if it waits.
+async fn promote_heads(
     conn: &mut PgConnection,
-    subscription_id: &str,
-    customer_id: &str,
+    subscriptions: &[String],
+    customers: &[String],
     now: UtcMillis,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE messages SET next_attempt_at = $3
-         WHERE seq = (SELECT seq FROM messages
-                      WHERE subscription_id = $1 AND customer_id = $2 AND status = 'pending'
-                      ORDER BY outbox_seq LIMIT 1)
+         WHERE seq IN (SELECT (SELECT p.seq FROM messages p
+                               WHERE p.subscription_id = l.subscription_id AND p.customer_id = l.customer_id
+                                 AND p.status = 'pending'
+                               ORDER BY p.outbox_seq LIMIT 1)
+                       FROM unnest($1::text[], $2::text[]) AS l(subscription_id, customer_id))
            AND next_attempt_at IS NULL",
     )
-    .bind(subscription_id)
-    .bind(customer_id)
+    .bind(subscriptions)
+    .bind(customers)
     .bind(now.as_millisecond())
     .execute(conn)
     .await?;
@@ -315,69 +426,76 @@ pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -
         .fetch_one(&mut *conn)
         .await?;
     let lease_until = now + (claim.lease_until.as_millisecond() - claim.now.as_millisecond());
-    let subscriptions: Vec<String> = sqlx::query_scalar("SELECT id FROM subscriptions WHERE enabled ORDER BY id")
-        .fetch_all(&mut *conn)
-        .await?;
-    let mut seqs: Vec<i64> = Vec::new();
-    let start = turn % subscriptions.len().max(1);
-    for subscription in subscriptions.iter().cycle().skip(start).take(subscriptions.len()) {
-        let running = claim.in_flight.get(subscription).copied().unwrap_or(0);
-        let share = claim
-            .per_subscription
-            .saturating_sub(running)
-            .min(claim.limit - seqs.len());
-        if share == 0 {
-            continue;
-        }
-        let due: Vec<i64> = sqlx::query_scalar(
-            "SELECT m.seq FROM messages m
-             WHERE m.subscription_id = $1 AND m.status = 'pending' AND m.next_attempt_at <= $2
-               AND NOT EXISTS (SELECT 1 FROM messages p
-                               WHERE p.subscription_id = m.subscription_id AND p.customer_id = m.customer_id
-                                 AND p.status = 'pending' AND p.outbox_seq < m.outbox_seq)
-             ORDER BY m.next_attempt_at, m.seq LIMIT $3
-             FOR UPDATE OF m SKIP LOCKED",
-        )
-        .bind(subscription)
+    let (listed, shares): (Vec<String>, Vec<i64>) = claim
+        .shares
+        .iter()
+        .map(|(subscription, share)| (subscription.clone(), *share as i64))
+        .unzip();
+    let rows: Vec<(String, i64)> = sqlx::query_as(CLAIM)
         .bind(now)
-        .bind(share as i64)
+        .bind(&listed)
+        .bind(&shares)
+        .bind(claim.per_subscription as i64)
         .fetch_all(&mut *conn)
         .await?;
-        seqs.extend(due.into_iter().filter(|seq| !claim.sending.contains(seq)));
+    let mut due: Vec<(String, Vec<i64>)> = Vec::new();
+    for (subscription, seq) in rows {
+        match due.last_mut() {
+            Some((last, seqs)) if *last == subscription => seqs.push(seq),
+            _ => due.push((subscription, vec![seq])),
+        }
     }
-    let mut claimed = Vec::with_capacity(seqs.len());
-    for seq in seqs {
-        let (subscription_id, failures, generation, url, secret, event_id, body): (
-            String,
-            i32,
-            i64,
-            String,
-            String,
-            String,
-            String,
-        ) = sqlx::query_as(
-            "UPDATE messages m SET next_attempt_at = $2, sending_until = $2 FROM subscriptions s, outbox o
-             WHERE m.seq = $1 AND s.id = m.subscription_id AND o.seq = m.outbox_seq
-             RETURNING m.subscription_id, m.failures, m.generation, s.url, s.secret, o.id, o.body",
+    let seqs = claim.pick(due, turn);
+    let rows: Vec<LeasedRow> = sqlx::query_as(
+        "UPDATE messages m SET next_attempt_at = $2, sending_until = $2 FROM subscriptions s, outbox o
+         WHERE m.seq = ANY($1) AND s.id = m.subscription_id AND o.seq = m.outbox_seq
+         RETURNING m.seq, m.subscription_id, m.failures, m.generation, s.url, s.secret, o.id, o.body",
+    )
+    .bind(&seqs)
+    .bind(lease_until)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(seq, subscription_id, failures, generation, url, secret, event_id, body)| Due {
+                seq,
+                subscription_id,
+                url,
+                secret,
+                event_id,
+                body,
+                failures: failures as u32,
+                generation,
+                lease_until,
+            },
         )
-        .bind(seq)
-        .bind(lease_until)
-        .fetch_one(&mut *conn)
-        .await?;
-        claimed.push(Due {
-            seq,
-            subscription_id,
-            url,
-            secret,
-            event_id,
-            body,
-            failures: failures as u32,
-            generation,
-            lease_until,
-        });
-    }
-    Ok(claimed)
+        .collect())
 }
+
+/// The claim's one statement: the subscriptions with a line whose head has
+/// a due time, skipping from one to the next in the heads' index (one
+/// probe each), then each enabled one's due heads, oldest first, to its
+/// share (`$2`/`$3`, else `$4`), locked. Whatever the statistics say, it
+/// reads what it returns and one index entry per subscription with
+/// something pending: never the backlog, never the idle subscriptions.
+pub const CLAIM: &str = "WITH RECURSIVE due AS (
+        (SELECT subscription_id AS id FROM messages
+         WHERE status = 'pending' AND next_attempt_at IS NOT NULL ORDER BY subscription_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT m.subscription_id FROM messages m
+                WHERE m.status = 'pending' AND m.next_attempt_at IS NOT NULL AND m.subscription_id > due.id
+                ORDER BY m.subscription_id LIMIT 1)
+        FROM due WHERE due.id IS NOT NULL)
+    SELECT due.id, h.seq FROM due
+    JOIN subscriptions s ON s.id = due.id AND s.enabled
+    LEFT JOIN unnest($2::text[], $3::bigint[]) AS k(id, share) ON k.id = due.id
+    CROSS JOIN LATERAL (
+        SELECT m.seq, m.next_attempt_at FROM messages m
+        WHERE m.subscription_id = due.id AND m.status = 'pending' AND m.next_attempt_at <= $1
+        ORDER BY m.next_attempt_at, m.seq LIMIT COALESCE(k.share, $4)
+        FOR UPDATE OF m SKIP LOCKED) h
+    ORDER BY due.id, h.next_attempt_at, h.seq";
 
 /// Records an attempt, and what follows from it unless the message was
 /// retried or replayed meanwhile (its generation moved on).
@@ -416,10 +534,12 @@ pub(super) async fn record_attempt(
         .bind(lease_until)
         .execute(&mut *conn)
         .await?;
-    let withdrawn: bool = sqlx::query_scalar(&format!("{WITHDRAWN} WHERE m.seq = $1"))
-        .bind(seq)
-        .fetch_one(&mut *conn)
-        .await?;
+    let withdrawn: bool = sqlx::query_scalar(&format!(
+        "SELECT {WITHDRAWN} FROM messages m JOIN outbox o ON o.seq = m.outbox_seq WHERE m.seq = $1"
+    ))
+    .bind(seq)
+    .fetch_one(&mut *conn)
+    .await?;
     let (status, next_at, failed) = attempt_outcome(next, withdrawn);
     sqlx::query(
         "UPDATE messages SET status = $2, next_attempt_at = $3, failures = failures + $4
@@ -444,15 +564,14 @@ pub(super) async fn record_attempt(
     .execute(&mut *conn)
     .await?;
     // Delivered, dead or cancelled: the customer's next message, if any,
-    // is due.
-    if status != MessageStatus::Pending {
-        promote_next(conn, &subscription_id, &customer_id, attempt.at).await?;
-    }
+    // is due. Pending: it stays the line's head unless a manual retry made
+    // an older one pending meanwhile.
+    settle_queue(conn, &subscription_id, &customer_id, attempt.at).await?;
     if let Next::Dead {
         disable_subscription: true,
     } = next
     {
-        sqlx::query("UPDATE subscriptions SET enabled = FALSE WHERE id = $1")
+        sqlx::query(&format!("{DISABLE_SUBSCRIPTION} $1"))
             .bind(&subscription_id)
             .execute(&mut *conn)
             .await?;

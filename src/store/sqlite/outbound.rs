@@ -10,7 +10,8 @@ use crate::outbound::{Attempt, Due, Message, MessageStatus, Next, Subscription};
 use crate::store::StoreError;
 use crate::store::directory::Change;
 use crate::store::rows::{
-    Envelope, RawMessage, RawSubscription, WITHDRAWN, attempt_outcome, decode_subscription, page, parse_action,
+    DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published, RawMessage,
+    RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription, following, page, parse_action,
 };
 use crate::store::{Claim, MessageQuery, Page, Retry};
 
@@ -76,23 +77,24 @@ pub(super) fn delete_subscription(tx: &Connection, id: &str) -> Result<bool, Sto
         > 0)
 }
 
+/// Enables or disables a subscription. Disabled, its cursor stops;
+/// enabled again, the fan-out catches it up from there.
 pub(super) fn set_enabled(tx: &Connection, id: &str, enabled: bool) -> Result<Option<Subscription>, StoreError> {
-    tx.prepare_cached("UPDATE subscriptions SET enabled = ?2 WHERE id = ?1")?
-        .execute(params![id, enabled])?;
+    if enabled {
+        tx.prepare_cached("UPDATE subscriptions SET enabled = TRUE WHERE id = ?1")?
+            .execute([id])?;
+    } else {
+        tx.prepare_cached(&format!("{DISABLE_SUBSCRIPTION} ?1"))?
+            .execute([id])?;
+    }
     subscription(tx, id)
 }
 
 /// Writes each change's envelope to the outbox, chained to its customer's
-/// previous one in `heads`, and a message due now for every subscription
-/// that wants it, enabled or not: a disabled one's messages wait until it
-/// is enabled again. Returns whether any message was queued.
-pub(super) fn queue(
-    tx: &Connection,
-    changes: &[Change],
-    subscriptions: &[Subscription],
-    heads: &mut Heads,
-) -> Result<bool, StoreError> {
-    let mut queued = false;
+/// previous one in `heads`: all the delivery's transaction writes for
+/// subscribers. The dispatcher fans the rows out into messages afterwards
+/// ([`fan_out`]). Returns whether it wrote any.
+pub(super) fn queue(tx: &Connection, changes: &[Change], heads: &mut Heads) -> Result<bool, StoreError> {
     for change in changes {
         let envelope = Envelope::new(change);
         let customer = &change.customer;
@@ -116,42 +118,72 @@ pub(super) fn queue(
                 |r| r.get(0),
             )?;
         head.outbox = Some(outbox_seq);
-        for subscription in subscriptions
-            .iter()
-            .filter(|s| s.wants(change.action, &customer.source))
-        {
-            queue_latest(tx, &subscription.id, outbox_seq, &customer.id, envelope.created_at)?;
-            queued = true;
-        }
     }
-    Ok(queued)
+    Ok(!changes.is_empty())
 }
 
-/// Queues a new change, the customer's latest: due now if nothing of this
-/// customer is pending for the subscription, else waiting in line (see
-/// [`settle_queue`]). One insert on the ingest path.
-fn queue_latest(
-    tx: &Connection,
-    subscription_id: &str,
-    outbox_seq: i64,
-    customer_id: &str,
-    now: UtcMillis,
-) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO messages (id, subscription_id, outbox_seq, customer_id, status, failures, next_attempt_at)
-         VALUES (?1, ?2, ?3, ?4, 'pending', 0,
-                 CASE WHEN EXISTS (SELECT 1 FROM messages
-                                   WHERE subscription_id = ?2 AND customer_id = ?4 AND status = 'pending')
-                      THEN NULL ELSE ?5 END)",
-    )?
+/// Fans out the outbox rows after the fan-out's position (here, the
+/// outbox's `seq`: one writer commits them in order) to the subscriptions
+/// that follow it, and rows a subscription enabled again missed; see
+/// [`Store::fan_out`](crate::store::Store::fan_out). Returns whether more
+/// rows wait.
+pub(super) fn fan_out(tx: &Connection) -> Result<bool, StoreError> {
+    const ROWS: &str = "SELECT seq, seq, customer_id, source, action, created_at FROM outbox
+                        WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3";
+    let position: i64 = tx
+        .prepare_cached("SELECT position FROM fanout")?
+        .query_row([], |r| r.get(0))?;
+    let subscriptions = tx
+        .prepare_cached(FAN_OUT_SUBSCRIPTIONS)?
+        .query_map([], |r| Ok((read_subscription(r)?, r.get::<_, Option<i64>>(7)?)))?
+        .map(|row| {
+            let (raw, fanned_to) = row?;
+            Ok((decode_subscription(raw)?, fanned_to))
+        })
+        .collect::<Result<Following, StoreError>>()?;
+    let mut rows = tx.prepare_cached(ROWS)?;
+    let mut read = |from: i64, to: i64| -> Result<Vec<Published>, StoreError> {
+        rows.query_map(params![from, to, FAN_OUT_BATCH as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })?
+        .map(|row| Published::decode(row?))
+        .collect()
+    };
+    let (mut fanned, cursors) = catch_up(&subscriptions, position, &mut read)?;
+    let new = read(position, i64::MAX)?;
+    fanned.add(&new, following(&subscriptions, position));
+    insert_messages(tx, &fanned)?;
+    if let Some(last) = new.last() {
+        tx.prepare_cached("UPDATE fanout SET position = ?1")?
+            .execute([last.position])?;
+    }
+    let mut cursor = tx.prepare_cached("UPDATE subscriptions SET fanned_to = ?2 WHERE id = ?1")?;
+    for (id, to) in &cursors {
+        cursor.execute(params![id, to])?;
+    }
+    Ok(new.len() == FAN_OUT_BATCH || cursors.iter().any(|(_, to)| to.is_some()))
+}
+
+/// Writes the messages of a fan-out, pending or, for an erased customer,
+/// cancelled, and makes the first of each line due.
+fn insert_messages(tx: &Connection, fanned: &Fanned) -> Result<(), StoreError> {
+    if fanned.seqs.is_empty() {
+        return Ok(());
+    }
+    tx.prepare_cached(&format!(
+        "INSERT INTO messages (id, subscription_id, outbox_seq, customer_id, status)
+         SELECT 'msg_' || lower(hex(randomblob(16))), s.value, o.seq, o.customer_id,
+                CASE WHEN {WITHDRAWN} THEN 'cancelled' ELSE 'pending' END
+         FROM json_each(?1) s JOIN json_each(?2) q ON q.key = s.key JOIN outbox o ON o.seq = q.value
+         WHERE TRUE ORDER BY s.key
+         ON CONFLICT (subscription_id, outbox_seq) DO NOTHING"
+    ))?
     .execute(params![
-        format!("msg_{}", uuid::Uuid::now_v7().simple()),
-        subscription_id,
-        outbox_seq,
-        customer_id,
-        now.as_millisecond(),
+        serde_json::to_string(&fanned.subscriptions)?,
+        serde_json::to_string(&fanned.seqs)?
     ])?;
-    Ok(())
+    let (subscriptions, customers) = fanned.lines();
+    promote_heads(tx, &subscriptions, &customers, UtcMillis::now())
 }
 
 /// Makes one outbox row pending for one subscription, due at `due`, with
@@ -193,19 +225,30 @@ fn settle_queue(tx: &Connection, subscription_id: &str, customer_id: &str, now: 
                              WHERE subscription_id = ?1 AND customer_id = ?2 AND status = 'pending')",
     )?
     .execute(params![subscription_id, customer_id])?;
-    promote_next(tx, subscription_id, customer_id, now)
+    promote_heads(tx, &[subscription_id.to_owned()], &[customer_id.to_owned()], now)
 }
 
-/// Makes the first of a customer's pending messages due, if it waits.
-fn promote_next(tx: &Connection, subscription_id: &str, customer_id: &str, now: UtcMillis) -> Result<(), StoreError> {
+/// Makes the first pending message of each line (the subscriptions and
+/// customers at the same places of the two arrays) due, if it waits.
+fn promote_heads(
+    tx: &Connection,
+    subscriptions: &[String],
+    customers: &[String],
+    now: UtcMillis,
+) -> Result<(), StoreError> {
     tx.prepare_cached(
         "UPDATE messages SET next_attempt_at = ?3
-         WHERE seq = (SELECT seq FROM messages
-                      WHERE subscription_id = ?1 AND customer_id = ?2 AND status = 'pending'
-                      ORDER BY outbox_seq LIMIT 1)
+         WHERE seq IN (SELECT (SELECT p.seq FROM messages p
+                               WHERE p.subscription_id = s.value AND p.customer_id = c.value AND p.status = 'pending'
+                               ORDER BY p.outbox_seq LIMIT 1)
+                       FROM json_each(?1) s JOIN json_each(?2) c ON c.key = s.key)
            AND next_attempt_at IS NULL",
     )?
-    .execute(params![subscription_id, customer_id, now.as_millisecond()])?;
+    .execute(params![
+        serde_json::to_string(subscriptions)?,
+        serde_json::to_string(customers)?,
+        now.as_millisecond()
+    ])?;
     Ok(())
 }
 
@@ -262,42 +305,43 @@ pub(super) fn replay(tx: &Connection, subscription_id: &str, since: UtcMillis) -
 /// Claims due messages; `turn` picks the subscription to start with, in
 /// rotation, so that each gets its share whatever their number.
 pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<Due>, StoreError> {
-    // One subscription at a time, each walking its own due messages in the
-    // index and stopping at its share: the cost follows what is claimed,
-    // not the backlog.
+    // The subscriptions with a line whose head has a due time, skipping
+    // from one to the next in the heads' index (one probe each), then each
+    // one's heads that are due, oldest first, to its share: the cost
+    // follows what is claimed and the subscriptions with something
+    // pending, never the backlog or the idle subscriptions.
     let subscriptions: Vec<String> = tx
-        .prepare_cached("SELECT id FROM subscriptions WHERE enabled = 1 ORDER BY id")?
+        .prepare_cached(
+            "WITH RECURSIVE due (id) AS (
+                 SELECT (SELECT MIN(subscription_id) FROM messages
+                         WHERE status = 'pending' AND next_attempt_at IS NOT NULL)
+                 UNION ALL
+                 SELECT (SELECT MIN(subscription_id) FROM messages
+                         WHERE status = 'pending' AND next_attempt_at IS NOT NULL AND subscription_id > due.id)
+                 FROM due WHERE due.id IS NOT NULL)
+             SELECT due.id FROM due JOIN subscriptions s ON s.id = due.id WHERE s.enabled",
+        )?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    let mut due = tx.prepare_cached(
-        "SELECT m.seq FROM messages m
-         WHERE m.subscription_id = ?1 AND m.status = 'pending' AND m.next_attempt_at <= ?2
-           AND NOT EXISTS (SELECT 1 FROM messages p
-                           WHERE p.subscription_id = m.subscription_id AND p.customer_id = m.customer_id
-                             AND p.status = 'pending' AND p.outbox_seq < m.outbox_seq)
-         ORDER BY m.next_attempt_at, m.seq LIMIT ?3",
+    let mut heads = tx.prepare_cached(
+        "SELECT seq FROM messages
+         WHERE subscription_id = ?1 AND status = 'pending' AND next_attempt_at <= ?2
+         ORDER BY next_attempt_at, seq LIMIT ?3",
     )?;
-    let mut seqs: Vec<i64> = Vec::new();
-    let start = turn % subscriptions.len().max(1);
-    for subscription in subscriptions.iter().cycle().skip(start).take(subscriptions.len()) {
-        let running = claim.in_flight.get(subscription).copied().unwrap_or(0);
-        let share = claim
-            .per_subscription
-            .saturating_sub(running)
-            .min(claim.limit - seqs.len());
+    let mut due = Vec::new();
+    for subscription in subscriptions {
+        let share = claim.share(&subscription);
         if share == 0 {
             continue;
         }
-        let rows = due.query_map(params![subscription, claim.now.as_millisecond(), share as i64], |r| {
-            r.get(0)
-        })?;
-        for seq in rows {
-            let seq = seq?;
-            if !claim.sending.contains(&seq) {
-                seqs.push(seq);
-            }
-        }
+        let seqs: Vec<i64> = heads
+            .query_map(params![subscription, claim.now.as_millisecond(), share as i64], |r| {
+                r.get(0)
+            })?
+            .collect::<Result<_, _>>()?;
+        due.push((subscription, seqs));
     }
+    let seqs = claim.pick(due, turn);
     let mut lease = tx.prepare_cached(
         "UPDATE messages SET next_attempt_at = ?2, sending_until = ?2 WHERE seq = ?1
          RETURNING subscription_id, failures, outbox_seq, generation",
@@ -365,7 +409,9 @@ pub(super) fn record_attempt(
     tx.prepare_cached("UPDATE messages SET sending_until = NULL WHERE seq = ?1 AND sending_until = ?2")?
         .execute([seq, lease_until])?;
     let withdrawn = tx
-        .prepare_cached(&format!("{WITHDRAWN} WHERE m.seq = ?1"))?
+        .prepare_cached(&format!(
+            "SELECT {WITHDRAWN} FROM messages m JOIN outbox o ON o.seq = m.outbox_seq WHERE m.seq = ?1"
+        ))?
         .query_row([seq], |r| r.get(0))?;
     let (status, next_at, failed) = attempt_outcome(next, withdrawn);
     tx.prepare_cached(
@@ -381,15 +427,14 @@ pub(super) fn record_attempt(
     )?
     .execute(params![seq, attempt.at.as_millisecond(), generation])?;
     // Delivered, dead or cancelled: the customer's next message, if any,
-    // is due.
-    if status != MessageStatus::Pending {
-        promote_next(tx, &subscription_id, &customer_id, attempt.at)?;
-    }
+    // is due. Pending: it stays the line's head unless a manual retry made
+    // an older one pending meanwhile.
+    settle_queue(tx, &subscription_id, &customer_id, attempt.at)?;
     if let Next::Dead {
         disable_subscription: true,
     } = next
     {
-        tx.prepare_cached("UPDATE subscriptions SET enabled = 0 WHERE id = ?1")?
+        tx.prepare_cached(&format!("{DISABLE_SUBSCRIPTION} ?1"))?
             .execute([&subscription_id])?;
         return Ok(true);
     }

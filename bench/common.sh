@@ -1,0 +1,59 @@
+# Shared by the benchmark scripts (sourced): starting and stopping
+# Clientele, and measuring it under wrk with bench/ingest.lua. Expects
+# $work (a scratch directory), $PORT, $THREADS, $CONNECTIONS, $DURATION;
+# runs $BENCH_BIN (default: the release build); $PG_URL for Postgres.
+
+BENCH_BIN=${BENCH_BIN:-target/release/clientele}
+# The Postgres database the benchmarks drop and create again.
+BENCH_DB=${BENCH_DB:-clientele_bench}
+
+if ! command -v wrk >/dev/null; then
+  apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+fi
+
+wait_for() {
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2
+  exit 1
+}
+
+# measure NAME PID PORT: runs wrk against PORT, then reads PID's peak RSS.
+measure() {
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s bench/ingest.lua "http://127.0.0.1:$3" >"$work/$1.txt"
+  local rate p50 p99 errors rss
+  rate=$(awk '/^Requests\/sec:/ {print $2}' "$work/$1.txt")
+  p50=$(awk '$1 == "50%" {print $2}' "$work/$1.txt")
+  p99=$(awk '$1 == "99%" {print $2}' "$work/$1.txt")
+  errors=$(awk '/Non-2xx/ {print $5}' "$work/$1.txt")
+  rss=$(awk '/^VmHWM:/ {printf "%.0f MiB", $2 / 1024}' "/proc/$2/status")
+  printf '%-10s %12s %10s %10s %10s %10s\n' "$1" "$rate" "$p50" "$p99" "${errors:-0}" "$rss"
+  echo "$rate" >"$work/$1.rate"
+}
+
+# start_clientele STORE [PORT]: Clientele on STORE (a URL), the example
+# sources; its pid in $clientele.
+start_clientele() {
+  local port=${2:-$PORT}
+  CLIENTELE_STORE="$1" CLIENTELE_LISTEN="127.0.0.1:$port" CLIENTELE_ADMIN_TOKEN=bench \
+    RUST_LOG=error "$BENCH_BIN" serve &
+  clientele=$!
+  wait_for "$port"
+}
+
+stop_clientele() {
+  kill -TERM "$clientele"
+  wait "$clientele" 2>/dev/null || true
+}
+
+# metric NAME: the sum of a metric's series on Clientele's /metrics.
+metric() {
+  curl -s "http://127.0.0.1:$PORT/metrics" | awk -v name="$1" 'index($0, name) == 1 {s += $NF} END {print s + 0}'
+}
+
+# fresh_database: an empty $BENCH_DB at $PG_URL.
+fresh_database() {
+  psql "$PG_URL/postgres" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" -c "CREATE DATABASE $BENCH_DB"
+}
