@@ -76,7 +76,7 @@ TOML
 status=0
 "$venv/bin/schemathesis" --config-file "$work/schemathesis.toml" run "$base/api/v1/openapi.json" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
-    --max-examples 30 --workers 2 --max-time 180 --seed 1 \
+    --max-examples 30 --workers 2 --max-time 120 --seed 1 \
     || status=$?
 if [ "$status" -ne 0 ]; then
     echo "CI: schemathesis found the server and its document disagree (server log follows)" >&2
