@@ -108,8 +108,10 @@ async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     let mut text = app.metrics.render();
     match app.store.backlog().await {
         Ok(backlog) => {
+            text.push_str("# TYPE clientele_outbox_unfanned gauge\n");
+            text.push_str(&format!("clientele_outbox_unfanned {}\n", backlog.unfanned));
             text.push_str("# TYPE clientele_outbox_backlog gauge\n");
-            for (subscription, pending) in backlog {
+            for (subscription, pending) in backlog.pending {
                 // Subscription ids are `sub_` and hex: nothing to escape.
                 text.push_str(&format!(
                     "clientele_outbox_backlog{{subscription=\"{subscription}\"}} {pending}\n"

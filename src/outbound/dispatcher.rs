@@ -62,11 +62,13 @@ pub async fn run(store: Arc<dyn Store>, settings: DeliverySettings, mut stop: wa
             false
         });
         let now = UtcMillis::now();
+        let instant = Instant::now();
+        breakers.forget_stale(instant);
         let claim = Claim {
             now,
             lease_until: UtcMillis::from_timestamp(now.as_timestamp() + lease),
             limit: MAX_IN_FLIGHT.saturating_sub(sends.len()),
-            shares: in_flight.shares(&breakers, Instant::now()),
+            shares: in_flight.shares(&breakers, instant),
             per_subscription: PER_SUBSCRIPTION,
             busy: in_flight.per_subscription.keys().cloned().collect(),
             sending: in_flight.messages.clone(),
@@ -160,6 +162,8 @@ struct Breakers(HashMap<String, Breaker>);
 struct Breaker {
     /// Failed sends in a row.
     failures: u32,
+    /// When the last of them ended.
+    failed_at: Instant,
     /// Open until then: nothing is sent.
     open_until: Option<Instant>,
 }
@@ -172,9 +176,11 @@ impl Breakers {
         }
         let breaker = self.0.entry(subscription.to_owned()).or_insert(Breaker {
             failures: 0,
+            failed_at: now,
             open_until: None,
         });
         breaker.failures += 1;
+        breaker.failed_at = now;
         if let Some(probes) = breaker.failures.checked_sub(OPEN_AFTER) {
             let pause = FIRST_PAUSE.saturating_mul(1 << probes.min(16)).min(LONGEST_PAUSE);
             breaker.open_until = Some(now + pause);
@@ -185,6 +191,14 @@ impl Breakers {
                 "a subscriber keeps failing: nothing is sent to it for a while, then one probe"
             );
         }
+    }
+
+    /// Forgets the breakers of subscriptions not tried for twice the longest
+    /// pause: one still failing is probed within the longest pause, so
+    /// these are deleted subscriptions, or ones with nothing left to send.
+    fn forget_stale(&mut self, now: Instant) {
+        self.0
+            .retain(|_, b| now.saturating_duration_since(b.failed_at) <= 2 * LONGEST_PAUSE);
     }
 
     /// Sends of a subscription that may be in flight at once now: none
@@ -224,5 +238,17 @@ mod tests {
         assert_eq!(breakers.cap("sub", start + 2 * FIRST_PAUSE), 1);
         breakers.record("sub", true, start);
         assert_eq!(breakers.cap("sub", start), PER_SUBSCRIPTION, "closed by a delivery");
+    }
+
+    #[test]
+    fn the_breaker_of_a_subscription_no_longer_tried_is_forgotten() {
+        let mut breakers = Breakers::default();
+        let start = Instant::now();
+        for _ in 0..OPEN_AFTER {
+            breakers.record("deleted", false, start);
+        }
+        breakers.record("failing", false, start + 2 * LONGEST_PAUSE);
+        breakers.forget_stale(start + 2 * LONGEST_PAUSE + Duration::from_secs(1));
+        assert_eq!(breakers.0.keys().collect::<Vec<_>>(), ["failing"]);
     }
 }
