@@ -50,6 +50,9 @@ pub struct AppState {
     pub rate_limits: limit::RateLimits,
     /// Which subscription URLs may be created (SPEC §16).
     pub destinations: Guard,
+    /// Whether the outbound dispatcher runs: `/readyz` fails while it
+    /// does not.
+    pub dispatcher_running: tokio::sync::watch::Receiver<bool>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -98,6 +101,13 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 async fn readyz(State(app): State<Arc<AppState>>) -> Result<impl IntoResponse, error::ApiError> {
     app.store.check().await?;
+    if !*app.dispatcher_running.borrow() {
+        return Err(error::ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "dispatcher_stopped",
+            "outbound webhooks are not being sent; see the server log",
+        ));
+    }
     Ok(axum::Json(serde_json::json!({"status": "ready"})))
 }
 

@@ -39,8 +39,42 @@ const FIRST_PAUSE: Duration = Duration::from_secs(1);
 const LONGEST_PAUSE: Duration = Duration::from_secs(300);
 /// How often scheduled retries are looked for.
 const TICK: Duration = Duration::from_millis(250);
+/// How long a dispatcher that panicked waits before it starts again.
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
 /// A claim outlives the send's timeout by this much.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// Keeps the dispatcher that `start` makes running until `stop` turns
+/// true, and says in `running` whether one is. One that panics is counted
+/// (`clientele_dispatcher_restarts_total`), logged and started again after
+/// a second; one that gives up (it cannot build its HTTP client) stays
+/// down, and `running` says so: `/readyz` then fails, so that the operator
+/// or the orchestrator sees that nothing is sent.
+pub async fn supervise<F, Fut>(mut start: F, stop: watch::Receiver<bool>, running: watch::Sender<bool>)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        running.send_replace(true);
+        let ended = tokio::spawn(start()).await;
+        if *stop.borrow() {
+            return;
+        }
+        running.send_replace(false);
+        if ended.is_ok() {
+            tracing::error!("the outbound dispatcher stopped: outbound webhooks are not sent, /readyz fails");
+            return;
+        }
+        metrics::counter!("clientele_dispatcher_restarts_total").increment(1);
+        tracing::error!("the outbound dispatcher panicked; it starts again in a second");
+        let mut stop = stop.clone();
+        tokio::select! {
+            () = tokio::time::sleep(RESTART_PAUSE) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+    }
+}
 
 /// Runs until `stop` turns true, then lets the sends in flight finish.
 pub async fn run(store: Arc<dyn Store>, settings: DeliverySettings, mut stop: watch::Receiver<bool>) {
@@ -215,7 +249,54 @@ impl Breakers {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
+
+    #[tokio::test]
+    async fn a_dispatcher_that_panics_is_started_again_and_one_that_gives_up_is_not_running() {
+        let (stop, stopped) = watch::channel(false);
+        let (running, watching) = watch::channel(false);
+        let starts = Arc::new(AtomicUsize::new(0));
+        let counted = starts.clone();
+        let supervisor = tokio::spawn(supervise(
+            move || {
+                let start = counted.fetch_add(1, Ordering::SeqCst);
+                // The first panics; the second gives up.
+                async move { assert_ne!(start, 0, "the first dispatcher panics") }
+            },
+            stopped,
+            running,
+        ));
+        supervisor
+            .await
+            .expect("the supervisor ends when a dispatcher gives up");
+        assert_eq!(starts.load(Ordering::SeqCst), 2, "started again after the panic");
+        assert!(!*watching.borrow(), "not running once it gave up");
+        drop(stop);
+    }
+
+    #[tokio::test]
+    async fn a_dispatcher_stopped_on_purpose_is_not_started_again() {
+        let (stop, stopped) = watch::channel(false);
+        let (running, watching) = watch::channel(false);
+        let told = stopped.clone();
+        let supervisor = tokio::spawn(supervise(
+            move || {
+                let mut told = told.clone();
+                async move {
+                    let _ = told.wait_for(|stopped| *stopped).await;
+                }
+            },
+            stopped,
+            running,
+        ));
+        let mut seen = watching.clone();
+        seen.wait_for(|running| *running).await.expect("running");
+        stop.send(true).expect("the supervisor listens");
+        supervisor.await.expect("the supervisor ends");
+        assert!(*watching.borrow(), "a stop on purpose is not reported as a failure");
+    }
 
     #[test]
     fn a_subscriber_that_keeps_failing_gets_one_slot_then_pauses_that_grow() {
