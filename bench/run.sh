@@ -75,7 +75,8 @@ curl -s -o /dev/null -H 'Authorization: Bearer bench' -H 'Content-Type: applicat
   -d "{\"url\": \"http://127.0.0.1:$NOOP_PORT/hook\"}" "http://127.0.0.1:$PORT/api/v1/subscriptions"
 started=$(date +%s.%N)
 measure subscribed "$clientele" "$PORT"
-until [ "$(metric clientele_outbox_backlog)" = 0 ]; do sleep 0.2; done
+# Pending messages and changes not fanned out yet.
+until [ "$(metric clientele_outbox_)" = 0 ]; do sleep 0.2; done
 finished=$(date +%s.%N)
 delivered=$(metric 'clientele_messages_total{outcome="delivered"}')
 stop_clientele

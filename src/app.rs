@@ -57,6 +57,7 @@ pub async fn serve(
     let delivery = config.delivery.clone();
     let settings = config.http;
     let rate_limits = RateLimits::new(&config.sources);
+    let (dispatching, dispatcher_running) = watch::channel(true);
     let state = Arc::new(AppState {
         rate_limits,
         store: store.clone(),
@@ -67,10 +68,18 @@ pub async fn serve(
         metrics: telemetry::metrics(),
         ingest_slots: Semaphore::new(INGEST_SLOTS),
         destinations: Guard::new(&delivery.allow_private),
+        dispatcher_running,
     });
     tracing::info!(address = %listener.local_addr()?, "listening: /webhooks/{{source}}, /api/v1, /healthz, /readyz, /metrics");
     let (stop, stopped) = watch::channel(false);
-    let dispatcher = tokio::spawn(dispatcher::run(store.clone(), delivery, stopped));
+    let dispatcher = {
+        let (store, told) = (store.clone(), stopped.clone());
+        tokio::spawn(dispatcher::supervise(
+            move || dispatcher::run(store.clone(), delivery.clone(), told.clone()),
+            stopped,
+            dispatching,
+        ))
+    };
     http::server::serve(listener, http::router(state), settings, async move {
         shutdown.await;
         let _ = stop.send(true);
@@ -80,7 +89,7 @@ pub async fn serve(
     // attempts, then closes the store (also after http.stop_timeout
     // dropped requests still in flight).
     if dispatcher.await.is_err() {
-        tracing::error!("the outbound dispatcher panicked");
+        tracing::error!("the outbound dispatcher's supervisor panicked");
     }
     store.close().await;
     tracing::info!("stopped");

@@ -359,6 +359,7 @@ async fn rebuild_recomputes_the_live_directory_from_the_raw_events_and_publishes
     let live = directory(&app).await;
     assert_eq!(live.len(), 3);
     let histories = app.get("/api/v1/customers/treez:partnersandbox3:3904/events").await.1;
+    app.wait_fanned_out().await;
     let sent = app.get(&messages).await.1["data"].as_array().unwrap().len();
     assert!(sent >= 4, "the live changes were published: {sent}");
     let dir = app.dir.clone();
@@ -373,6 +374,7 @@ async fn rebuild_recomputes_the_live_directory_from_the_raw_events_and_publishes
         app.get("/api/v1/customers/treez:partnersandbox3:3904/events").await.1,
         histories
     );
+    app.wait_fanned_out().await;
     let after = app.get(&messages).await.1["data"].as_array().unwrap().len();
     assert_eq!(after, sent, "a rebuild publishes nothing");
     app.stop().await;

@@ -67,6 +67,8 @@ pub enum ErrorCode {
     Overloaded,
     /// The store cannot take requests now; retry after `Retry-After`.
     Unavailable,
+    /// Outbound webhooks are not being sent (`/readyz` only).
+    DispatcherStopped,
     /// A fault of Clientele's, logged on the server.
     Internal,
     /// Any other refusal of the request.
@@ -97,6 +99,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::DispatcherStopped => "dispatcher_stopped",
             ErrorCode::Internal => "internal",
             ErrorCode::Error => "error",
         }

@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::AppState;
-use super::error::{ApiError, document_errors};
+use super::error::{ApiError, ErrorCode, document_errors};
 
 pub fn router() -> ApiRouter<Arc<AppState>> {
     ApiRouter::new()
@@ -53,6 +53,13 @@ async fn healthz() -> Json<Health> {
 
 async fn readyz(State(app): State<Arc<AppState>>) -> Result<Json<Health>, ApiError> {
     app.store.check().await?;
+    if !*app.dispatcher_running.borrow() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::DispatcherStopped,
+            "outbound webhooks are not being sent; see the server log",
+        ));
+    }
     Ok(Json(Health { status: "ready" }))
 }
 
@@ -63,8 +70,10 @@ async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse + aide::
     let mut text = app.metrics.render();
     match app.store.backlog().await {
         Ok(backlog) => {
+            text.push_str("# TYPE clientele_outbox_unfanned gauge\n");
+            text.push_str(&format!("clientele_outbox_unfanned {}\n", backlog.unfanned));
             text.push_str("# TYPE clientele_outbox_backlog gauge\n");
-            for (subscription, pending) in backlog {
+            for (subscription, pending) in backlog.pending {
                 // Subscription ids are `sub_` and hex: nothing to escape.
                 text.push_str(&format!(
                     "clientele_outbox_backlog{{subscription=\"{subscription}\"}} {pending}\n"

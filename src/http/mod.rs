@@ -58,6 +58,9 @@ pub struct AppState {
     pub rate_limits: limit::RateLimits,
     /// Which subscription URLs may be created (SPEC §16).
     pub destinations: Guard,
+    /// Whether the outbound dispatcher runs: `/readyz` fails while it
+    /// does not.
+    pub dispatcher_running: tokio::sync::watch::Receiver<bool>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

@@ -39,8 +39,42 @@ const FIRST_PAUSE: Duration = Duration::from_secs(1);
 const LONGEST_PAUSE: Duration = Duration::from_secs(300);
 /// How often scheduled retries are looked for.
 const TICK: Duration = Duration::from_millis(250);
+/// How long a dispatcher that panicked waits before it starts again.
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
 /// A claim outlives the send's timeout by this much.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// Keeps the dispatcher that `start` makes running until `stop` turns
+/// true, and says in `running` whether one is. One that panics is counted
+/// (`clientele_dispatcher_restarts_total`), logged and started again after
+/// a second; one that gives up (it cannot build its HTTP client) stays
+/// down, and `running` says so: `/readyz` then fails, so that the operator
+/// or the orchestrator sees that nothing is sent.
+pub async fn supervise<F, Fut>(mut start: F, stop: watch::Receiver<bool>, running: watch::Sender<bool>)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        running.send_replace(true);
+        let ended = tokio::spawn(start()).await;
+        if *stop.borrow() {
+            return;
+        }
+        running.send_replace(false);
+        if ended.is_ok() {
+            tracing::error!("the outbound dispatcher stopped: outbound webhooks are not sent, /readyz fails");
+            return;
+        }
+        metrics::counter!("clientele_dispatcher_restarts_total").increment(1);
+        tracing::error!("the outbound dispatcher panicked; it starts again in a second");
+        let mut stop = stop.clone();
+        tokio::select! {
+            () = tokio::time::sleep(RESTART_PAUSE) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+    }
+}
 
 /// Runs until `stop` turns true, then lets the sends in flight finish.
 pub async fn run(store: Arc<dyn Store>, settings: DeliverySettings, mut stop: watch::Receiver<bool>) {
@@ -62,11 +96,13 @@ pub async fn run(store: Arc<dyn Store>, settings: DeliverySettings, mut stop: wa
             false
         });
         let now = UtcMillis::now();
+        let instant = Instant::now();
+        breakers.forget_stale(instant);
         let claim = Claim {
             now,
             lease_until: UtcMillis::from_timestamp(now.as_timestamp() + lease),
             limit: MAX_IN_FLIGHT.saturating_sub(sends.len()),
-            shares: in_flight.shares(&breakers, Instant::now()),
+            shares: in_flight.shares(&breakers, instant),
             per_subscription: PER_SUBSCRIPTION,
             busy: in_flight.per_subscription.keys().cloned().collect(),
             sending: in_flight.messages.clone(),
@@ -160,6 +196,8 @@ struct Breakers(HashMap<String, Breaker>);
 struct Breaker {
     /// Failed sends in a row.
     failures: u32,
+    /// When the last of them ended.
+    failed_at: Instant,
     /// Open until then: nothing is sent.
     open_until: Option<Instant>,
 }
@@ -172,9 +210,11 @@ impl Breakers {
         }
         let breaker = self.0.entry(subscription.to_owned()).or_insert(Breaker {
             failures: 0,
+            failed_at: now,
             open_until: None,
         });
         breaker.failures += 1;
+        breaker.failed_at = now;
         if let Some(probes) = breaker.failures.checked_sub(OPEN_AFTER) {
             let pause = FIRST_PAUSE.saturating_mul(1 << probes.min(16)).min(LONGEST_PAUSE);
             breaker.open_until = Some(now + pause);
@@ -185,6 +225,14 @@ impl Breakers {
                 "a subscriber keeps failing: nothing is sent to it for a while, then one probe"
             );
         }
+    }
+
+    /// Forgets the breakers of subscriptions not tried for twice the longest
+    /// pause: one still failing is probed within the longest pause, so
+    /// these are deleted subscriptions, or ones with nothing left to send.
+    fn forget_stale(&mut self, now: Instant) {
+        self.0
+            .retain(|_, b| now.saturating_duration_since(b.failed_at) <= 2 * LONGEST_PAUSE);
     }
 
     /// Sends of a subscription that may be in flight at once now: none
@@ -201,7 +249,54 @@ impl Breakers {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
+
+    #[tokio::test]
+    async fn a_dispatcher_that_panics_is_started_again_and_one_that_gives_up_is_not_running() {
+        let (stop, stopped) = watch::channel(false);
+        let (running, watching) = watch::channel(false);
+        let starts = Arc::new(AtomicUsize::new(0));
+        let counted = starts.clone();
+        let supervisor = tokio::spawn(supervise(
+            move || {
+                let start = counted.fetch_add(1, Ordering::SeqCst);
+                // The first panics; the second gives up.
+                async move { assert_ne!(start, 0, "the first dispatcher panics") }
+            },
+            stopped,
+            running,
+        ));
+        supervisor
+            .await
+            .expect("the supervisor ends when a dispatcher gives up");
+        assert_eq!(starts.load(Ordering::SeqCst), 2, "started again after the panic");
+        assert!(!*watching.borrow(), "not running once it gave up");
+        drop(stop);
+    }
+
+    #[tokio::test]
+    async fn a_dispatcher_stopped_on_purpose_is_not_started_again() {
+        let (stop, stopped) = watch::channel(false);
+        let (running, watching) = watch::channel(false);
+        let told = stopped.clone();
+        let supervisor = tokio::spawn(supervise(
+            move || {
+                let mut told = told.clone();
+                async move {
+                    let _ = told.wait_for(|stopped| *stopped).await;
+                }
+            },
+            stopped,
+            running,
+        ));
+        let mut seen = watching.clone();
+        seen.wait_for(|running| *running).await.expect("running");
+        stop.send(true).expect("the supervisor listens");
+        supervisor.await.expect("the supervisor ends");
+        assert!(*watching.borrow(), "a stop on purpose is not reported as a failure");
+    }
 
     #[test]
     fn a_subscriber_that_keeps_failing_gets_one_slot_then_pauses_that_grow() {
@@ -224,5 +319,17 @@ mod tests {
         assert_eq!(breakers.cap("sub", start + 2 * FIRST_PAUSE), 1);
         breakers.record("sub", true, start);
         assert_eq!(breakers.cap("sub", start), PER_SUBSCRIPTION, "closed by a delivery");
+    }
+
+    #[test]
+    fn the_breaker_of_a_subscription_no_longer_tried_is_forgotten() {
+        let mut breakers = Breakers::default();
+        let start = Instant::now();
+        for _ in 0..OPEN_AFTER {
+            breakers.record("deleted", false, start);
+        }
+        breakers.record("failing", false, start + 2 * LONGEST_PAUSE);
+        breakers.forget_stale(start + 2 * LONGEST_PAUSE + Duration::from_secs(1));
+        assert_eq!(breakers.0.keys().collect::<Vec<_>>(), ["failing"]);
     }
 }

@@ -397,6 +397,15 @@ mod claim_tests {
     }
 }
 
+/// What is waiting to be sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Pending messages per subscription, every subscription listed.
+    pub pending: Vec<(String, u64)>,
+    /// Outbox rows (changes) not fanned out into messages yet.
+    pub unfanned: u64,
+}
+
 /// A page of results and the position to continue from, if there is more.
 #[derive(Debug, Clone)]
 pub struct Page<T> {
@@ -505,8 +514,9 @@ pub trait Store: Send + Sync + 'static {
     /// unless the message was retried or replayed since it was claimed.
     fn record_attempt(&self, message: &Due, attempt: Attempt, next: Next) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Pending messages per subscription.
-    fn backlog(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>>;
+    /// Pending messages per subscription, and the outbox rows not fanned
+    /// out yet.
+    fn backlog(&self) -> BoxFuture<'_, Result<Backlog, StoreError>>;
 
     /// Notified after a commit that wrote outbox rows or queued messages.
     fn queued(&self) -> Arc<tokio::sync::Notify>;

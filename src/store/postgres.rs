@@ -34,8 +34,8 @@ use super::rows::{
     parse_time, redact_envelopes, redaction, save_version_floors, settling, touched_ids,
 };
 use super::{
-    Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery,
-    IngestOutcome, MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent,
+    Action, Backlog, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, EventRedaction, HistoryEntry,
+    HistoryQuery, IngestOutcome, MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent,
 };
 use crate::model::{Customer, OrderKey, UtcMillis, json};
 use crate::outbound::{Attempt, Due, Message, Next, Subscription};
@@ -514,7 +514,7 @@ impl Store for PgStore {
         })
     }
 
-    fn backlog(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
+    fn backlog(&self) -> BoxFuture<'_, Result<Backlog, StoreError>> {
         Box::pin(async move { self.read(|conn| Box::pin(outbound::backlog(conn))).await })
     }
 

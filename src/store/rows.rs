@@ -224,6 +224,11 @@ pub(super) fn redact_envelopes(object: &str, yes: &str) -> String {
 pub(super) const WITHDRAWN: &str = "(o.action <> 'deleted'
         AND EXISTS (SELECT 1 FROM suppressions s WHERE s.customer_id = o.customer_id))";
 
+/// Pending messages per subscription, every subscription listed.
+pub(super) const BACKLOG: &str = "SELECT s.id, COUNT(m.seq) FROM subscriptions s
+     LEFT JOIN messages m ON m.subscription_id = s.id AND m.status = 'pending'
+     GROUP BY s.id ORDER BY s.id";
+
 /// Outbox rows one fan-out takes at most, as new rows and as rows a
 /// subscription enabled again catches up on.
 pub(super) const FAN_OUT_BATCH: usize = 200;

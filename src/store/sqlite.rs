@@ -20,8 +20,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
 use super::{
-    Action, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery,
-    IngestOutcome, MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent,
+    Action, Backlog, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, EventRedaction, HistoryEntry,
+    HistoryQuery, IngestOutcome, MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent,
 };
 use crate::model::{Customer, OrderKey, Profile, UtcMillis, json};
 use crate::outbound::{Attempt, Due, Message, Next, Subscription};
@@ -398,7 +398,7 @@ impl Store for SqliteStore {
         Box::pin(self.ask(op, |a| matches!(a, Answer::Done).then_some(())))
     }
 
-    fn backlog(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
+    fn backlog(&self) -> BoxFuture<'_, Result<Backlog, StoreError>> {
         Box::pin(self.readers.run(outbound::backlog))
     }
 

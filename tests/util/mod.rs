@@ -1147,6 +1147,16 @@ impl TestApp {
         .await
     }
 
+    /// Waits until every change committed so far is fanned out into its
+    /// messages (`clientele_outbox_unfanned` is 0).
+    pub async fn wait_fanned_out(&self) {
+        let deadline = Instant::now() + SAFETY;
+        while !self.metrics().await.lines().any(|l| l == "clientele_outbox_unfanned 0") {
+            assert!(Instant::now() < deadline, "the outbox is fanned out within {SAFETY:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// `/metrics` as text.
     pub async fn metrics(&self) -> String {
         let response = self.client.get(self.url("/metrics")).send().await.expect("/metrics");

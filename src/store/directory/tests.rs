@@ -334,6 +334,19 @@ proptest! {
     }
 }
 
+/// Who an erasure at minute 59 is, for history entries.
+fn erasure_meta() -> EventMeta {
+    EventMeta {
+        event_id: "erasure".into(),
+        received_at: at(59),
+        order_key: OrderKey {
+            at: None,
+            sent_at: None,
+            dedupe_key: "erasure".into(),
+        },
+    }
+}
+
 /// A rebuild replays each customer's changes from nothing, and may count
 /// fewer than were sent: until it has finished, the floor it kept is what
 /// a change comes after, for a record the rebuild recreated, one it has
@@ -364,15 +377,7 @@ fn a_change_comes_after_the_version_a_rebuild_kept_as_a_floor() {
         floors: HashMap::from([("treez:shop:L".to_owned(), l + 5)]),
         ..Loaded::default()
     };
-    let meta = EventMeta {
-        event_id: "erasure".into(),
-        received_at: at(59),
-        order_key: OrderKey {
-            at: None,
-            sent_at: None,
-            dedupe_key: "erasure".into(),
-        },
-    };
+    let meta = erasure_meta();
     let effects = unlink(&loaded, "treez:shop:S", &meta, at(59));
     assert_eq!(effects.changes[0].customer.version, l + 6);
 }
@@ -382,15 +387,7 @@ fn erasing_a_merged_record_unlinks_its_partners() {
     let mut mem = Mem::default();
     mem.ingest(&survivor_event(), "s");
     mem.ingest(&absorbed_event(), "l");
-    let meta = EventMeta {
-        event_id: "erasure".into(),
-        received_at: at(59),
-        order_key: OrderKey {
-            at: None,
-            sent_at: None,
-            dedupe_key: "erasure".into(),
-        },
-    };
+    let meta = erasure_meta();
     let loaded = |mem: &Mem| Loaded {
         records: mem.records.clone(),
         links: mem.links.clone(),

@@ -20,11 +20,11 @@ use crate::model::UtcMillis;
 use crate::outbound::{Attempt, Due, Message, MessageStatus, Next, Subscription};
 use crate::store::directory::Change;
 use crate::store::rows::{
-    DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published, RawAttempt,
-    RawMessage, RawPublished, RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription, following,
-    page, parse_action,
+    BACKLOG, DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published,
+    RawAttempt, RawMessage, RawPublished, RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription,
+    following, page, parse_action,
 };
-use crate::store::{Claim, MessageQuery, Page, Retry, StoreError};
+use crate::store::{Backlog, Claim, MessageQuery, Page, Retry, StoreError};
 
 /// A leased message: seq, subscription, failures, generation, url,
 /// secret, envelope id and body.
@@ -634,13 +634,14 @@ pub(super) async fn messages(conn: &mut PgConnection, q: &MessageQuery) -> Resul
     Ok(page(messages, q.limit, |m| m.seq))
 }
 
-pub(super) async fn backlog(conn: &mut PgConnection) -> Result<Vec<(String, u64)>, StoreError> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT s.id, COUNT(m.seq) FROM subscriptions s
-         LEFT JOIN messages m ON m.subscription_id = s.id AND m.status = 'pending'
-         GROUP BY s.id ORDER BY s.id",
-    )
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().map(|(id, n)| (id, n as u64)).collect())
+pub(super) async fn backlog(conn: &mut PgConnection) -> Result<Backlog, StoreError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(BACKLOG).fetch_all(&mut *conn).await?;
+    // The partial index on unpublished rows keeps this to them.
+    let unfanned: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published IS NULL")
+        .fetch_one(conn)
+        .await?;
+    Ok(Backlog {
+        pending: rows.into_iter().map(|(id, n)| (id, n as u64)).collect(),
+        unfanned: unfanned as u64,
+    })
 }

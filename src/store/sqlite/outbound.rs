@@ -10,10 +10,11 @@ use crate::outbound::{Attempt, Due, Message, MessageStatus, Next, Subscription};
 use crate::store::StoreError;
 use crate::store::directory::Change;
 use crate::store::rows::{
-    DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published, RawMessage,
-    RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription, following, page, parse_action,
+    BACKLOG, DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published,
+    RawMessage, RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription, following, page,
+    parse_action,
 };
-use crate::store::{Claim, MessageQuery, Page, Retry};
+use crate::store::{Backlog, Claim, MessageQuery, Page, Retry};
 
 use super::Heads;
 
@@ -483,12 +484,15 @@ pub(super) fn messages(conn: &Connection, q: &MessageQuery) -> Result<Page<Messa
     Ok(page(messages, q.limit, |m| m.seq))
 }
 
-pub(super) fn backlog(conn: &Connection) -> Result<Vec<(String, u64)>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT s.id, COUNT(m.seq) FROM subscriptions s
-         LEFT JOIN messages m ON m.subscription_id = s.id AND m.status = 'pending'
-         GROUP BY s.id ORDER BY s.id",
-    )?;
+pub(super) fn backlog(conn: &Connection) -> Result<Backlog, StoreError> {
+    let mut stmt = conn.prepare_cached(BACKLOG)?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let pending = rows.collect::<Result<_, _>>()?;
+    let unfanned: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM outbox WHERE seq > (SELECT position FROM fanout)")?
+        .query_row([], |r| r.get(0))?;
+    Ok(Backlog {
+        pending,
+        unfanned: unfanned as u64,
+    })
 }

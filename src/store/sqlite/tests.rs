@@ -321,3 +321,21 @@ fn a_store_written_by_a_newer_clientele_is_refused() {
         Ok(_) => panic!("a newer store was opened"),
     }
 }
+
+/// A change waits in the outbox until the dispatcher fans it out: the
+/// backlog counts it meanwhile, so that "nothing left to send" means it.
+#[tokio::test]
+async fn the_backlog_counts_changes_not_fanned_out_yet() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("clientele.db")).expect("open");
+    store.send(subscription()).await.expect("a subscription");
+    store.send(customer()).await.expect("a delivery");
+    let backlog = store.backlog().await.expect("the backlog");
+    assert_eq!(backlog.unfanned, 1);
+    assert_eq!(backlog.pending, [("sub_test".to_owned(), 0)]);
+    while store.fan_out().await.expect("a fan-out") {}
+    let backlog = store.backlog().await.expect("the backlog");
+    assert_eq!(backlog.unfanned, 0);
+    assert_eq!(backlog.pending, [("sub_test".to_owned(), 1)]);
+    store.close().await;
+}
