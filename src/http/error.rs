@@ -7,7 +7,7 @@
 
 use aide::OperationOutput;
 use aide::generate::GenContext;
-use aide::openapi::{Header, Operation, ParameterSchemaOrContent, ReferenceOr, Response as ResponseDoc, SchemaObject};
+use aide::openapi::{Header, Operation, ReferenceOr, Response as ResponseDoc};
 use aide::transform::TransformOperation;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -219,7 +219,6 @@ pub fn document_errors<'t>(mut op: TransformOperation<'t>, statuses: &[StatusCod
         let mut response = template.clone();
         response.description = status.canonical_reason().unwrap_or("error").to_owned();
         if retries_after(*status) {
-            let schema = aide::generate::in_context(|ctx| ctx.schema.subschema_for::<u64>());
             response.headers.insert(
                 header::RETRY_AFTER.to_string(),
                 ReferenceOr::Item(Header {
@@ -227,11 +226,7 @@ pub fn document_errors<'t>(mut op: TransformOperation<'t>, statuses: &[StatusCod
                     style: Default::default(),
                     required: true,
                     deprecated: None,
-                    format: ParameterSchemaOrContent::Schema(SchemaObject {
-                        json_schema: schema,
-                        example: None,
-                        external_docs: None,
-                    }),
+                    format: super::openapi::schema_of::<u64>(),
                     example: None,
                     examples: Default::default(),
                     extensions: Default::default(),

@@ -140,18 +140,13 @@ fn signature_header(name: &str) -> Parameter {
         "webhook-timestamp" => "Unix seconds of this attempt.",
         _ => "`v1,` and the base64 HMAC-SHA256 of `{id}.{timestamp}.{body}`, keyed with the subscription's secret.",
     };
-    let schema = aide::generate::in_context(|ctx| ctx.schema.subschema_for::<String>());
     Parameter::Header {
         parameter_data: ParameterData {
             name: name.to_owned(),
             description: Some(description.to_owned()),
             required: true,
             deprecated: None,
-            format: ParameterSchemaOrContent::Schema(SchemaObject {
-                json_schema: schema,
-                example: None,
-                external_docs: None,
-            }),
+            format: schema_of::<String>(),
             example: None,
             examples: Default::default(),
             explode: None,
@@ -159,6 +154,16 @@ fn signature_header(name: &str) -> Parameter {
         },
         style: HeaderStyle::Simple,
     }
+}
+
+/// The schema of a header's value of type `T`.
+pub fn schema_of<T: schemars::JsonSchema>() -> ParameterSchemaOrContent {
+    let json_schema = aide::generate::in_context(|ctx| ctx.schema.subschema_for::<T>());
+    ParameterSchemaOrContent::Schema(SchemaObject {
+        json_schema,
+        example: None,
+        external_docs: None,
+    })
 }
 
 /// Gives the ingest body its examples, the seed fixtures.
