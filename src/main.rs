@@ -1,5 +1,5 @@
-//! `clientele`: the command line over the library: `serve`, `migrate` and
-//! `rebuild`.
+//! `clientele`: the command line over the library: `serve`, `migrate`,
+//! `rebuild` and `openapi`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +40,9 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Prints the OpenAPI document of the HTTP API (the one served at
+    /// /api/v1/openapi.json and kept in docs/openapi.json).
+    Openapi,
 }
 
 /// SQLite's page cache and the JSON of every delivery allocate and free
@@ -98,6 +101,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 skipped = rebuilt.skipped,
                 "directory rebuilt"
             );
+        }
+        Command::Openapi => {
+            let document = serde_json::to_string_pretty(&clientele::http::openapi())?;
+            println!("{document}");
         }
     }
     Ok(())

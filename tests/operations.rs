@@ -416,6 +416,16 @@ async fn health_needs_no_token_and_readiness_checks_the_store() {
     }
 }
 
+#[tokio::test]
+async fn the_openapi_document_is_served_without_a_token_and_is_the_generated_one() {
+    let app = TestApp::spawn().await;
+    let response = app.client.get(app.url("/api/v1/openapi.json")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let served: Value = response.json().await.unwrap();
+    assert_eq!(served["openapi"], "3.1.0");
+    assert_eq!(served, serde_json::to_value(clientele::http::openapi()).unwrap());
+}
+
 #[test]
 fn a_bad_config_stops_start_up_naming_the_key_and_its_place_and_never_a_secret() {
     let dir = tempfile::tempdir().unwrap();

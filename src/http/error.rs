@@ -5,26 +5,128 @@
 //! Internal causes are logged here and never sent: a client sees a code
 //! and a message that says what to do.
 
+use aide::OperationOutput;
+use aide::generate::GenContext;
+use aide::openapi::{Header, Operation, ReferenceOr, Response as ResponseDoc};
+use aide::transform::TransformOperation;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
-use serde_json::json;
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::store::StoreError;
 
 /// Seconds a client is asked to wait when the service cannot take work now.
 pub const RETRY_AFTER_SECONDS: u64 = 1;
 
+/// What went wrong, for a program to act on; the message is for a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// A request the route cannot read (a malformed path or query).
+    BadRequest,
+    /// A query parameter out of its range or format.
+    BadParameter,
+    /// A `Content-Encoding` other than gzip or identity, or gzip that is not.
+    BadEncoding,
+    /// A body that is not JSON, or nested deeper than 128 levels.
+    InvalidJson,
+    /// A JSON body that does not have the fields or values the operation takes.
+    InvalidRequest,
+    /// A body whose reading failed.
+    UnreadableBody,
+    /// The admin token, or a source's token, is missing or wrong.
+    Unauthorized,
+    /// The sender's address is not in the source's `allow_ips`.
+    Forbidden,
+    /// No such route, source, customer, event, subscription or message.
+    NotFound,
+    /// The route does not have this method.
+    MethodNotAllowed,
+    /// The body did not arrive within `http.body_timeout`.
+    Timeout,
+    /// The event's body was removed by an erasure.
+    Redacted,
+    /// An event applied to its customer cannot be deleted alone: erase the customer.
+    CannotDelete,
+    /// The event cannot be mapped again (source gone, body redacted or not JSON).
+    CannotReprocess,
+    /// The message was cancelled by an erasure and is never sent again.
+    Cancelled,
+    /// The body is larger than `max_body_bytes`, as sent or after gunzip.
+    TooLarge,
+    /// The body's media type is not one the operation reads.
+    UnsupportedMediaType,
+    /// The request's header lines are too many or too long.
+    HeadersTooLarge,
+    /// The source sends more than its `rate_limit`; retry after `Retry-After`.
+    RateLimited,
+    /// Too many deliveries are waiting to be stored; retry after `Retry-After`.
+    Overloaded,
+    /// The store cannot take requests now; retry after `Retry-After`.
+    Unavailable,
+    /// Outbound webhooks are not being sent (`/readyz` only).
+    DispatcherStopped,
+    /// A fault of Clientele's, logged on the server.
+    Internal,
+    /// Any other refusal of the request.
+    Error,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::BadParameter => "bad_parameter",
+            ErrorCode::BadEncoding => "bad_encoding",
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::UnreadableBody => "unreadable_body",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Redacted => "redacted",
+            ErrorCode::CannotDelete => "cannot_delete",
+            ErrorCode::CannotReprocess => "cannot_reprocess",
+            ErrorCode::Cancelled => "cancelled",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::DispatcherStopped => "dispatcher_stopped",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Error => "error",
+        }
+    }
+}
+
+/// The body of every error answer.
+#[derive(Serialize, JsonSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct ErrorDetail {
+    code: ErrorCode,
+    message: String,
+}
+
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -32,22 +134,26 @@ impl ApiError {
         }
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
+    }
+
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
     }
 
     pub fn overloaded() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
+            ErrorCode::Overloaded,
             "too many deliveries are waiting to be stored; retry shortly",
         )
     }
@@ -56,7 +162,7 @@ impl ApiError {
     pub fn body_timeout() -> Self {
         Self::new(
             StatusCode::REQUEST_TIMEOUT,
-            "timeout",
+            ErrorCode::Timeout,
             "the body did not arrive in time (http.body_timeout)",
         )
     }
@@ -65,16 +171,78 @@ impl ApiError {
     pub fn headers_too_large(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
+            ErrorCode::HeadersTooLarge,
             message,
         )
+    }
+
+    /// A refusal written by axum or one of its extractors, by its status.
+    pub fn from_status(status: StatusCode, message: impl Into<String>) -> Self {
+        let code = match status {
+            StatusCode::BAD_REQUEST => ErrorCode::BadRequest,
+            StatusCode::NOT_FOUND => ErrorCode::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::TooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+            StatusCode::UNPROCESSABLE_ENTITY => ErrorCode::InvalidRequest,
+            _ if status.is_server_error() => ErrorCode::Internal,
+            _ => ErrorCode::Error,
+        };
+        Self::new(status, code, message)
     }
 
     /// The machine-readable code, also the `status` label of rejected
     /// deliveries in the metrics.
     pub fn code(&self) -> &'static str {
-        self.code
+        self.code.as_str()
     }
+}
+
+/// The error answer as documented: the [`ErrorBody`] schema.
+impl OperationOutput for ApiError {
+    type Inner = ErrorBody;
+
+    fn operation_response(ctx: &mut GenContext, operation: &mut Operation) -> Option<ResponseDoc> {
+        Json::<ErrorBody>::operation_response(ctx, operation)
+    }
+}
+
+/// Documents the error answers an operation can give, one per status,
+/// each with the error shape; `429` and `503` with their `Retry-After`.
+pub fn document_errors<'t>(mut op: TransformOperation<'t>, statuses: &[StatusCode]) -> TransformOperation<'t> {
+    let operation = op.inner_mut();
+    let Some(template) = aide::generate::in_context(|ctx| ApiError::operation_response(ctx, operation)) else {
+        return op;
+    };
+    let responses = operation.responses.get_or_insert_with(Default::default);
+    for status in statuses {
+        let mut response = template.clone();
+        response.description = status.canonical_reason().unwrap_or("error").to_owned();
+        if retries_after(*status) {
+            response.headers.insert(
+                header::RETRY_AFTER.to_string(),
+                ReferenceOr::Item(Header {
+                    description: Some("Seconds to wait before trying again.".to_owned()),
+                    style: Default::default(),
+                    required: true,
+                    deprecated: None,
+                    format: super::openapi::schema_of::<u64>(),
+                    example: None,
+                    examples: Default::default(),
+                    extensions: Default::default(),
+                }),
+            );
+        }
+        responses.responses.insert(
+            aide::openapi::StatusCode::Code(status.as_u16()),
+            ReferenceOr::Item(response),
+        );
+    }
+    op
+}
+
+fn retries_after(status: StatusCode) -> bool {
+    [StatusCode::SERVICE_UNAVAILABLE, StatusCode::TOO_MANY_REQUESTS].contains(&status)
 }
 
 impl From<StoreError> for ApiError {
@@ -84,20 +252,19 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %error, "store unavailable");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    ErrorCode::Unavailable,
                     "the store cannot take requests now; retry shortly",
                 )
             }
-            StoreError::Redacted(id) => Self::new(
-                StatusCode::CONFLICT,
-                "redacted",
+            StoreError::Redacted(id) => Self::conflict(
+                ErrorCode::Redacted,
                 format!("event {id} was redacted by an erasure; its body is gone"),
             ),
             other => {
                 tracing::error!(error = %other, "internal error");
                 Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
+                    ErrorCode::Internal,
                     "internal error; see the server log",
                 )
             }
@@ -107,9 +274,14 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
-        let mut response = (self.status, body).into_response();
-        if [StatusCode::SERVICE_UNAVAILABLE, StatusCode::TOO_MANY_REQUESTS].contains(&self.status) {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if retries_after(self.status) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
@@ -143,22 +315,12 @@ pub async fn json_errors(response: Response) -> Response {
         Ok(bytes) => String::from_utf8_lossy(&bytes.to_bytes()).trim().to_owned(),
         Err(_) => String::new(),
     };
-    let code = match status {
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::UNPROCESSABLE_ENTITY => "invalid_request",
-        _ if status.is_server_error() => "internal",
-        _ => "error",
-    };
     let message = if text.is_empty() {
         status.canonical_reason().unwrap_or("error").to_owned()
     } else {
         text
     };
-    let mut shaped = ApiError::new(status, code, message).into_response();
+    let mut shaped = ApiError::from_status(status, message).into_response();
     for (name, value) in &parts.headers {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             shaped.headers_mut().insert(name.clone(), value.clone());

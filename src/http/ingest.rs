@@ -12,32 +12,80 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use aide::axum::ApiRouter;
+use aide::axum::routing::post_with;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use super::error::ApiError;
-use super::server;
+use super::error::{ApiError, ErrorCode, document_errors};
+use super::{openapi, server};
 use crate::config::{Secret, Source};
 use crate::model::{UtcMillis, json};
 use crate::sources::{TokenHeader, unlinked_mentions};
-use crate::store::{Delivery, IngestOutcome};
+use crate::store::{Delivery, IngestOutcome, Outcome};
 
 /// Request headers kept with each delivery.
 const KEPT_HEADERS: [&str; 3] = ["traceparent", "user-agent", "content-type"];
 /// Headers a sender may use to name its delivery, first match wins.
 const DEDUPE_HEADERS: [&str; 2] = ["webhook-id", "idempotency-key"];
 
-pub async fn receive(
+/// The statuses a delivery can be refused with, in the order of the checks.
+const INGEST_ERRORS: [StatusCode; 10] = [
+    StatusCode::NOT_FOUND,
+    StatusCode::FORBIDDEN,
+    StatusCode::UNAUTHORIZED,
+    StatusCode::TOO_MANY_REQUESTS,
+    StatusCode::SERVICE_UNAVAILABLE,
+    StatusCode::PAYLOAD_TOO_LARGE,
+    StatusCode::BAD_REQUEST,
+    StatusCode::REQUEST_TIMEOUT,
+    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+    StatusCode::INTERNAL_SERVER_ERROR,
+];
+
+pub fn router() -> ApiRouter<Arc<AppState>> {
+    ApiRouter::new().api_route(
+        "/webhooks/{source}",
+        post_with(receive, |op| {
+            document_errors(op, &INGEST_ERRORS)
+                .id("receiveDelivery")
+                .summary("Receives one platform webhook delivery")
+                .description(
+                    "Answered once the delivery is committed. A source's token is sent in the header its \
+                     platform uses (`Authorization: Bearer` for Treez and Clientele envelopes, \
+                     `X-Vagaro-Signature` for Vagaro), or in the source's `auth_header` when configured. \
+                     Retries with the same `webhook-id` or `idempotency-key` header, or the same body, \
+                     answer `duplicate`.",
+                )
+                .response_with::<200, Json<Receipt>, _>(|r| r.description("Kept (or suppressed for an erased id)"))
+                .response_with::<202, Json<Receipt>, _>(|r| r.description("Kept, but quarantined"))
+                .security_requirement(openapi::SOURCE_BEARER)
+                .security_requirement(openapi::SOURCE_HEADER)
+                .with(openapi::delivery_examples)
+        }),
+    )
+}
+
+/// The `{source}` of `/webhooks/{source}`.
+#[derive(Deserialize, JsonSchema)]
+struct SourcePath {
+    /// A configured source's name.
+    source: String,
+}
+
+async fn receive(
     State(app): State<Arc<AppState>>,
-    Path(source): Path<String>,
+    Path(SourcePath { source }): Path<SourcePath>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
@@ -49,7 +97,7 @@ pub async fn receive(
     let (status, response) = match receive_checked(&app, source, peer, &headers, body).await {
         Ok(outcome) => {
             let status = outcome_label(&outcome);
-            (status, answer(outcome))
+            (status, answer(outcome).into_response())
         }
         Err(error) => (error.code(), error.into_response()),
     };
@@ -69,7 +117,7 @@ async fn receive_checked(
     if !source.allow_ips.is_empty() && !source.allow_ips.iter().any(|range| range.contains(peer.ip())) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             "this address may not send to this source",
         ));
     }
@@ -78,14 +126,15 @@ async fn receive_checked(
     if !app.rate_limits.take(source.name()) {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            ErrorCode::RateLimited,
             "this source sends more than its rate_limit; retry shortly",
         ));
     }
     let _slot = app.ingest_slots.try_acquire().map_err(|_| ApiError::overloaded())?;
     let received_at = UtcMillis::now();
     let bytes = read_body(body, headers, app.max_body_bytes).await?;
-    let read = json::parse_delivery(&bytes).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    let read =
+        json::parse_delivery(&bytes).map_err(|e| ApiError::bad_request(ErrorCode::InvalidJson, e.to_string()))?;
     let dedupe_key = DEDUPE_HEADERS
         .iter()
         .find_map(|name| header_text(headers, name))
@@ -161,7 +210,7 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
+            ErrorCode::TooLarge,
             format!("the body is larger than max_body_bytes ({limit} bytes)"),
         )
     };
@@ -178,7 +227,7 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<
         } else if server::is_body_timeout(e.as_ref()) {
             ApiError::body_timeout()
         } else {
-            ApiError::bad_request("unreadable_body", "the body could not be read")
+            ApiError::bad_request(ErrorCode::UnreadableBody, "the body could not be read")
         }
     })?;
     let sent = sent.to_bytes();
@@ -193,14 +242,14 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<
             flate2::read::MultiGzDecoder::new(&sent[..])
                 .take(limit as u64 + 1)
                 .read_to_end(&mut plain)
-                .map_err(|_| ApiError::bad_request("bad_encoding", "the body is not valid gzip"))?;
+                .map_err(|_| ApiError::bad_request(ErrorCode::BadEncoding, "the body is not valid gzip"))?;
             if plain.len() > limit {
                 return Err(too_large());
             }
             Ok(plain)
         }
         Some(_) => Err(ApiError::bad_request(
-            "bad_encoding",
+            ErrorCode::BadEncoding,
             "unsupported Content-Encoding: send the body plain or gzip",
         )),
     }
@@ -250,31 +299,53 @@ fn hash_value(hasher: &mut Sha256, value: &Value) {
     }
 }
 
-/// The answer to a kept delivery (SPEC §3, §8).
-pub fn answer(outcome: IngestOutcome) -> Response {
-    match outcome {
+/// What became of a delivery (SPEC §3, §8).
+#[derive(Serialize, JsonSchema)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Receipt {
+    /// Applied to its customer's record, or found stale or unchanged.
+    #[serde(rename_all = "camelCase")]
+    Accepted {
+        outcome: Outcome,
+        event_id: String,
+        customer_id: String,
+    },
+    /// Kept before: nothing changed.
+    #[serde(rename_all = "camelCase")]
+    Duplicate { event_id: String },
+    /// Kept, but not a customer event.
+    #[serde(rename_all = "camelCase")]
+    Ignored { event_id: String },
+    /// Kept, but it could not be applied (answered `202`).
+    #[serde(rename_all = "camelCase")]
+    Quarantined { event_id: String, reason: String },
+    /// For an erased customer: nothing was kept.
+    Suppressed,
+}
+
+/// A receipt and its status: `202` for a quarantined delivery, else `200`.
+pub type Answer = (StatusCode, Json<Receipt>);
+
+/// The answer to a kept delivery.
+pub fn answer(outcome: IngestOutcome) -> Answer {
+    let receipt = match outcome {
         IngestOutcome::Accepted {
             event_id,
             customer_id,
             outcome,
-        } => Json(json!({
-            "status": "accepted",
-            "outcome": outcome.as_str(),
-            "eventId": event_id,
-            "customerId": customer_id,
-        }))
-        .into_response(),
-        IngestOutcome::Duplicate { event_id } => {
-            Json(json!({"status": "duplicate", "eventId": event_id})).into_response()
+        } => Receipt::Accepted {
+            outcome,
+            event_id,
+            customer_id,
+        },
+        IngestOutcome::Duplicate { event_id } => Receipt::Duplicate { event_id },
+        IngestOutcome::Ignored { event_id } => Receipt::Ignored { event_id },
+        IngestOutcome::Quarantined { event_id, reason } => {
+            return (StatusCode::ACCEPTED, Json(Receipt::Quarantined { event_id, reason }));
         }
-        IngestOutcome::Ignored { event_id } => Json(json!({"status": "ignored", "eventId": event_id})).into_response(),
-        IngestOutcome::Quarantined { event_id, reason } => (
-            StatusCode::ACCEPTED,
-            Json(json!({"status": "quarantined", "eventId": event_id, "reason": reason})),
-        )
-            .into_response(),
-        IngestOutcome::Suppressed => Json(json!({"status": "suppressed"})).into_response(),
-    }
+        IngestOutcome::Suppressed => Receipt::Suppressed,
+    };
+    (StatusCode::OK, Json(receipt))
 }
 
 pub fn outcome_label(outcome: &IngestOutcome) -> &'static str {

@@ -1,25 +1,32 @@
 //! The HTTP edge: platform webhooks in, the admin API, and health and
-//! metrics endpoints.
+//! metrics endpoints, one router per area (`ingest`, `customers`,
+//! `events`, `subscriptions`, `health`), each with typed requests and
+//! answers from which `openapi` documents the whole edge.
 //!
 //! Handlers parse requests into the types of `crate::sources` and
 //! `crate::store`, call the store, and turn results and errors into JSON
 //! (`error` is the only place errors become statuses).
 
 mod api;
+mod customers;
 pub mod error;
+mod events;
+mod extract;
+mod health;
 mod ingest;
 mod limit;
+mod openapi;
 pub mod server;
 mod subscriptions;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use aide::axum::ApiRouter;
+use aide::openapi::OpenApi;
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::{Extension, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -27,6 +34,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::config::{Secret, Source};
 use crate::outbound::destination::Guard;
 use crate::store::Store;
+use error::{ApiError, ErrorCode};
 
 pub use limit::RateLimits;
 
@@ -56,42 +64,20 @@ pub struct AppState {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let api = Router::new()
-        .route("/customers", get(api::list_customers))
-        .route("/customers/{id}", get(api::get_customer).delete(api::erase_customer))
-        .route("/customers/{id}/events", get(api::customer_history))
-        .route("/events", get(api::list_events))
-        .route("/events/{id}", get(api::get_event).delete(api::delete_event))
-        .route("/events/{id}/reprocess", post(api::reprocess_event))
-        .route("/subscriptions", get(subscriptions::list).post(subscriptions::create))
-        .route(
-            "/subscriptions/{id}",
-            get(subscriptions::get)
-                .delete(subscriptions::delete)
-                .patch(subscriptions::patch),
-        )
-        .route("/subscriptions/{id}/messages", get(subscriptions::messages))
-        .route("/subscriptions/{id}/replay", post(subscriptions::replay))
-        .route("/messages/{id}/retry", post(subscriptions::retry))
+    let (router, document) = documented(|api| {
         // The last layer runs first: the token is checked before anything else.
-        .route_layer(axum::middleware::from_fn(api::refuse_nul))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), api::require_admin));
-    Router::new()
-        .route("/webhooks/{source}", post(ingest::receive))
-        .nest("/api/v1", api)
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .fallback(|| async { error::ApiError::not_found("no such route") })
+        api.route_layer(axum::middleware::from_fn(api::refuse_nul))
+            .route_layer(axum::middleware::from_fn_with_state(state.clone(), api::require_admin))
+    });
+    router
+        .layer(Extension(Arc::new(document)))
+        .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
-            error::ApiError::new(
+            ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                ErrorCode::Internal,
                 "internal error; see the server log",
             )
             .into_response()
@@ -99,36 +85,28 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn readyz(State(app): State<Arc<AppState>>) -> Result<impl IntoResponse, error::ApiError> {
-    app.store.check().await?;
-    if !*app.dispatcher_running.borrow() {
-        return Err(error::ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "dispatcher_stopped",
-            "outbound webhooks are not being sent; see the server log",
-        ));
-    }
-    Ok(axum::Json(serde_json::json!({"status": "ready"})))
+/// The OpenAPI document of the HTTP edge, as `GET /api/v1/openapi.json`
+/// serves it.
+pub fn openapi() -> OpenApi {
+    documented(|api| api).1
 }
 
-/// Renders the metrics. The outbound backlog is read from the store at
-/// each scrape and written here, not kept in the recorder: it is as current
-/// as the scrape, and a deleted subscription's series goes with it.
-async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
-    let mut text = app.metrics.render();
-    match app.store.backlog().await {
-        Ok(backlog) => {
-            text.push_str("# TYPE clientele_outbox_unfanned gauge\n");
-            text.push_str(&format!("clientele_outbox_unfanned {}\n", backlog.unfanned));
-            text.push_str("# TYPE clientele_outbox_backlog gauge\n");
-            for (subscription, pending) in backlog.pending {
-                // Subscription ids are `sub_` and hex: nothing to escape.
-                text.push_str(&format!(
-                    "clientele_outbox_backlog{{subscription=\"{subscription}\"}} {pending}\n"
-                ));
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot read the outbound backlog"),
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+/// Every area's router, the admin ones under `/api/v1` with `admin`'s
+/// layers, and the document generated from them.
+fn documented(
+    admin: impl FnOnce(ApiRouter<Arc<AppState>>) -> ApiRouter<Arc<AppState>>,
+) -> (Router<Arc<AppState>>, OpenApi) {
+    aide::generate::extract_schemas(true);
+    let api = ApiRouter::new()
+        .merge(customers::router())
+        .merge(events::router())
+        .merge(subscriptions::router());
+    let mut document = OpenApi::default();
+    let router = ApiRouter::new()
+        .merge(ingest::router())
+        .nest("/api/v1", admin(api))
+        .merge(openapi::router())
+        .merge(health::router())
+        .finish_api_with(&mut document, openapi::describe);
+    (router, document)
 }

@@ -8,36 +8,127 @@
 
 use std::sync::Arc;
 
+use aide::axum::ApiRouter;
+use aide::axum::routing::{get_with, post_with};
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
-use serde_json::json;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::api::{PageView, parse_cursor, parse_limit};
+use super::api::{IdPath, PageParams, PageView, admin};
 use super::error::ApiError;
-use crate::model::{UtcMillis, json};
+use super::extract::{ApiJson, invalid};
+use crate::model::UtcMillis;
 use crate::outbound::destination::Refused;
-use crate::outbound::{MessageStatus, Subscription, signing};
+use crate::outbound::{Message, MessageStatus, Subscription, signing};
 use crate::store::{Action, MessageQuery, Retry};
 
-#[derive(Deserialize)]
+pub fn router() -> ApiRouter<Arc<AppState>> {
+    const NOT_FOUND: [StatusCode; 1] = [StatusCode::NOT_FOUND];
+    const TOO_LARGE: [StatusCode; 1] = [StatusCode::PAYLOAD_TOO_LARGE];
+    const NOT_FOUND_OR_TOO_LARGE: [StatusCode; 2] = [StatusCode::NOT_FOUND, StatusCode::PAYLOAD_TOO_LARGE];
+    ApiRouter::new()
+        .api_route(
+            "/subscriptions",
+            get_with(list, |op| admin(op, "listSubscriptions", "Every subscription", &[])).post_with(create, |op| {
+                admin(
+                    op,
+                    "createSubscription",
+                    "Subscribes a URL to the directory's changes",
+                    &TOO_LARGE,
+                )
+                .response::<201, Json<Created>>()
+            }),
+        )
+        .api_route(
+            "/subscriptions/{id}",
+            get_with(get, |op| admin(op, "getSubscription", "One subscription", &NOT_FOUND))
+                .delete_with(delete, |op| {
+                    admin(
+                        op,
+                        "deleteSubscription",
+                        "Deletes a subscription and its messages",
+                        &NOT_FOUND,
+                    )
+                    .response::<204, ()>()
+                })
+                .patch_with(patch, |op| {
+                    admin(
+                        op,
+                        "updateSubscription",
+                        "Enables or disables a subscription",
+                        &NOT_FOUND_OR_TOO_LARGE,
+                    )
+                }),
+        )
+        .api_route(
+            "/subscriptions/{id}/messages",
+            get_with(messages, |op| {
+                admin(
+                    op,
+                    "listMessages",
+                    "A subscription's messages with their attempts",
+                    &NOT_FOUND,
+                )
+            }),
+        )
+        .api_route(
+            "/subscriptions/{id}/replay",
+            post_with(replay, |op| {
+                admin(
+                    op,
+                    "replaySubscription",
+                    "Sends a subscription its messages since a time again",
+                    &NOT_FOUND,
+                )
+                .response::<202, Json<Replayed>>()
+            }),
+        )
+        .api_route(
+            "/messages/{id}/retry",
+            post_with(retry, |op| {
+                admin(
+                    op,
+                    "retryMessage",
+                    "Sends a message again",
+                    &[StatusCode::NOT_FOUND, StatusCode::CONFLICT],
+                )
+                .response::<202, Json<Retried>>()
+            }),
+        )
+}
+
+/// A new subscription.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct NewSubscription {
+    /// Where messages are sent: `http` or `https`, not a non-public address.
     url: String,
+    /// `whsec_` and the base64 of 24 to 64 key bytes; generated when not given.
     secret: Option<String>,
+    /// Which changes to send; empty or absent: every one.
     #[serde(default)]
+    #[schemars(with = "Vec<Action>")]
     actions: Vec<String>,
+    /// Changes of which sources' records to send; empty or absent: every source's.
     #[serde(default)]
     sources: Vec<String>,
 }
 
-pub async fn create(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
-    let new: NewSubscription = parse(&body)?;
+/// A created subscription, with its secret, shown this once.
+#[derive(Serialize, JsonSchema)]
+struct Created {
+    #[serde(flatten)]
+    subscription: Subscription,
+    secret: String,
+}
+
+async fn create(
+    State(app): State<Arc<AppState>>,
+    ApiJson(new): ApiJson<NewSubscription>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
     let url = reqwest::Url::parse(new.url.trim()).map_err(|_| invalid(Refused::Scheme.to_string()))?;
     app.destinations.check_url(&url).map_err(|refused| match refused {
         Refused::NotAllowed => invalid("url names a non-public address, which [delivery] allow_private does not list"),
@@ -69,21 +160,30 @@ pub async fn create(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Res
     };
     app.store.create_subscription(subscription.clone()).await?;
     tracing::info!(subscription = %subscription.id, "subscription created");
-    let mut shown = serde_json::to_value(&subscription).expect("a subscription serializes");
-    shown["secret"] = json!(secret);
-    Ok((StatusCode::CREATED, Json(shown)).into_response())
+    Ok((StatusCode::CREATED, Json(Created { subscription, secret })))
 }
 
-pub async fn list(State(app): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(json!({ "data": app.store.subscriptions().await? })))
+/// Every subscription.
+#[derive(Serialize, JsonSchema)]
+struct Subscriptions {
+    data: Vec<Subscription>,
 }
 
-pub async fn get(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Subscription>, ApiError> {
+async fn list(State(app): State<Arc<AppState>>) -> Result<Json<Subscriptions>, ApiError> {
+    Ok(Json(Subscriptions {
+        data: app.store.subscriptions().await?,
+    }))
+}
+
+async fn get(
+    State(app): State<Arc<AppState>>,
+    Path(IdPath { id }): Path<IdPath>,
+) -> Result<Json<Subscription>, ApiError> {
     let subscription = app.store.subscription(id.clone()).await?;
     Ok(Json(subscription.ok_or_else(|| not_found(&id))?))
 }
 
-pub async fn delete(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete(State(app): State<Arc<AppState>>, Path(IdPath { id }): Path<IdPath>) -> Result<StatusCode, ApiError> {
     if !app.store.delete_subscription(id.clone()).await? {
         return Err(not_found(&id));
     }
@@ -91,36 +191,38 @@ pub async fn delete(State(app): State<Arc<AppState>>, Path(id): Path<String>) ->
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// A change of a subscription.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Patch {
+    /// `true` also sends the messages that waited while it was disabled.
     enabled: bool,
 }
 
-pub async fn patch(
+async fn patch(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    body: Bytes,
+    Path(IdPath { id }): Path<IdPath>,
+    ApiJson(patch): ApiJson<Patch>,
 ) -> Result<Json<Subscription>, ApiError> {
-    let patch: Patch = parse(&body)?;
     let subscription = app.store.set_subscription_enabled(id.clone(), patch.enabled).await?;
     let subscription = subscription.ok_or_else(|| not_found(&id))?;
     tracing::info!(subscription = %id, enabled = patch.enabled, "subscription updated");
     Ok(Json(subscription))
 }
 
-#[derive(Deserialize)]
-pub struct MessageParams {
+#[derive(Deserialize, JsonSchema)]
+struct MessageParams {
+    #[schemars(with = "Option<MessageStatus>")]
     status: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
+    #[serde(flatten)]
+    page: PageParams,
 }
 
-pub async fn messages(
+async fn messages(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    Path(IdPath { id }): Path<IdPath>,
     Query(params): Query<MessageParams>,
-) -> Result<Json<PageView<crate::outbound::Message>>, ApiError> {
+) -> Result<Json<PageView<Message>>, ApiError> {
     if app.store.subscription(id.clone()).await?.is_none() {
         return Err(not_found(&id));
     }
@@ -132,34 +234,55 @@ pub async fn messages(
     let query = MessageQuery {
         subscription_id: id,
         status,
-        limit: parse_limit(params.limit.as_deref())?,
-        after: parse_cursor(params.cursor.as_deref())?,
+        limit: params.page.limit()?,
+        after: params.page.after()?,
     };
     Ok(Json(app.store.messages(query).await?.into()))
 }
 
-pub async fn retry(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+/// A message queued to be sent again.
+#[derive(Serialize, JsonSchema)]
+struct Retried {
+    status: MessageStatus,
+}
+
+async fn retry(
+    State(app): State<Arc<AppState>>,
+    Path(IdPath { id }): Path<IdPath>,
+) -> Result<(StatusCode, Json<Retried>), ApiError> {
     match app.store.retry_message(id.clone()).await? {
-        Retry::Queued => Ok((StatusCode::ACCEPTED, Json(json!({"status": "pending"}))).into_response()),
+        Retry::Queued => Ok((
+            StatusCode::ACCEPTED,
+            Json(Retried {
+                status: MessageStatus::Pending,
+            }),
+        )),
         Retry::NotFound => Err(ApiError::not_found(format!("no message {id:?}"))),
-        Retry::Cancelled => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "cancelled",
+        Retry::Cancelled => Err(ApiError::conflict(
+            super::error::ErrorCode::Cancelled,
             format!("message {id:?} was cancelled by an erasure and is never sent again"),
         )),
     }
 }
 
-#[derive(Deserialize)]
-pub struct ReplayParams {
+#[derive(Deserialize, JsonSchema)]
+struct ReplayParams {
+    /// Messages created at or after this time are sent again.
+    #[schemars(with = "UtcMillis")]
     since: Option<String>,
 }
 
-pub async fn replay(
+/// How many messages a replay queued.
+#[derive(Serialize, JsonSchema)]
+struct Replayed {
+    messages: u64,
+}
+
+async fn replay(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    Path(IdPath { id }): Path<IdPath>,
     Query(params): Query<ReplayParams>,
-) -> Result<Response, ApiError> {
+) -> Result<(StatusCode, Json<Replayed>), ApiError> {
     let since = params
         .since
         .as_deref()
@@ -171,21 +294,7 @@ pub async fn replay(
         .await?
         .ok_or_else(|| not_found(&id))?;
     tracing::info!(subscription = %id, messages = queued, "replay queued");
-    Ok((StatusCode::ACCEPTED, Json(json!({"messages": queued}))).into_response())
-}
-
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let value = json::parse_body(body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
-    // Nothing kept holds a NUL (see `api::refuse_nul`): a secret with one
-    // could not be stored on Postgres.
-    if json::has_nul(&value) {
-        return Err(invalid("strings cannot contain NUL (\\u0000)"));
-    }
-    serde_json::from_value(value).map_err(|e| invalid(e.to_string()))
-}
-
-fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::bad_request("invalid_request", message)
+    Ok((StatusCode::ACCEPTED, Json(Replayed { messages: queued })))
 }
 
 fn not_found(id: &str) -> ApiError {

@@ -16,7 +16,7 @@ pub use normalize::{Country, UtcMillis};
 
 /// A record's lifecycle state. Adapters only produce `Active` and
 /// `Inactive`; `Merged` is derived by the directory from merge links.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     #[default]
@@ -35,7 +35,7 @@ impl Status {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Phone {
     pub kind: String,
@@ -43,7 +43,7 @@ pub struct Phone {
     pub raw: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Address {
     pub kind: String,
@@ -60,7 +60,7 @@ pub struct Address {
 
 /// Everything one platform snapshot says about a customer. Snapshots are
 /// whole: applying one replaces every field of the previous one.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Profile {
     pub account: Option<String>,
@@ -87,7 +87,7 @@ pub struct Profile {
 }
 
 /// A customer as the directory serves it (SPEC §4).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Customer {
     pub id: String,
@@ -116,7 +116,7 @@ pub struct CustomerRef {
 /// A field that could not be read; the event still applies with the field
 /// `null`. Never carries the offending value (it may be personal data): the
 /// raw body keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Warning {
     pub field: String,
     pub problem: String,
@@ -141,7 +141,7 @@ pub struct CustomerEvent {
 /// Total order of a customer's events (SPEC §4): platform time, then the
 /// envelope time, then the dedupe key, so that no two distinct deliveries
 /// tie. `None` sorts first.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderKey {
     pub at: Option<UtcMillis>,

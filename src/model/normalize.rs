@@ -160,6 +160,22 @@ impl<'de> Deserialize<'de> for UtcMillis {
     }
 }
 
+/// Documented as what it is on the wire: an RFC 3339 time in UTC.
+impl schemars::JsonSchema for UtcMillis {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Time".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "format": "date-time",
+            "description": "An instant in UTC with millisecond precision.",
+            "examples": ["2026-04-24T18:38:21.000Z"],
+        })
+    }
+}
+
 /// An ISO 3166-1 alpha-2 country code, upper-case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Country(&'static str);

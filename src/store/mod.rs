@@ -15,6 +15,8 @@ pub mod postgres;
 mod rows;
 pub mod sqlite;
 
+pub use rows::EnvelopeBody;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -145,7 +147,7 @@ pub enum Publish {
 }
 
 /// What an event did to its customer's record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Applied,
@@ -166,7 +168,7 @@ impl Outcome {
 }
 
 /// How a record changed, in the vocabulary of outbound messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Created,
@@ -193,7 +195,7 @@ impl Action {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EventStatus {
     Accepted,
@@ -221,7 +223,7 @@ impl EventStatus {
 }
 
 /// A kept delivery as the API lists it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredEvent {
     pub event_id: String,
@@ -244,7 +246,7 @@ pub struct StoredEvent {
 }
 
 /// One entry of a customer's history (SPEC §5).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
     pub event_id: String,

@@ -398,9 +398,11 @@ impl Envelope {
     }
 }
 
-#[derive(Serialize)]
+/// The body of every message Clientele sends (SPEC §6), also its schema
+/// under `webhooks` in the OpenAPI document.
+#[derive(Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
-struct EnvelopeBody<'a> {
+pub struct EnvelopeBody<'a> {
     id: &'a str,
     created_date: UtcMillis,
     #[serde(rename = "type")]
@@ -412,7 +414,7 @@ struct EnvelopeBody<'a> {
 
 /// A change's payload: the whole customer, except for a deletion, which
 /// carries who was erased and nothing of what was known about them.
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 enum Payload<'a> {
     Customer(&'a Customer),

@@ -1,0 +1,188 @@
+//! `/api/v1/customers`: the customer directory and each customer's
+//! history (SPEC §5), and erasure. Reads go straight to the store.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use aide::axum::ApiRouter;
+use aide::axum::routing::get_with;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::AppState;
+use super::api::{IdPath, PageParams, PageView, admin, parse_bool};
+use super::error::{ApiError, ErrorCode};
+use crate::model::{Customer, UtcMillis, normalize};
+use crate::store::{CustomerQuery, Erasure, HistoryEntry, HistoryQuery};
+
+pub fn router() -> ApiRouter<Arc<AppState>> {
+    const NOT_FOUND: [StatusCode; 1] = [StatusCode::NOT_FOUND];
+    ApiRouter::new()
+        .api_route(
+            "/customers",
+            get_with(list_customers, |op| {
+                admin(op, "listCustomers", "The directory, filtered, in pages", &[])
+            }),
+        )
+        .api_route(
+            "/customers/{id}",
+            get_with(get_customer, |op| admin(op, "getCustomer", "One customer", &NOT_FOUND)).delete_with(
+                erase_customer,
+                |op| {
+                    admin(
+                        op,
+                        "eraseCustomer",
+                        "Erases a customer's personal data everywhere it is kept",
+                        &NOT_FOUND,
+                    )
+                    .response::<204, ()>()
+                },
+            ),
+        )
+        .api_route(
+            "/customers/{id}/events",
+            get_with(customer_history, |op| {
+                admin(
+                    op,
+                    "getCustomerHistory",
+                    "A customer's history, oldest first",
+                    &NOT_FOUND,
+                )
+            }),
+        )
+}
+
+#[derive(Deserialize, JsonSchema)]
+pub struct GetParams {
+    /// Follows `mergedInto` to the surviving record (`true` or `false`).
+    #[schemars(with = "Option<bool>")]
+    resolve: Option<String>,
+}
+
+async fn get_customer(
+    State(app): State<Arc<AppState>>,
+    Path(IdPath { id }): Path<IdPath>,
+    Query(params): Query<GetParams>,
+) -> Result<Json<Customer>, ApiError> {
+    let resolve = parse_bool("resolve", params.resolve.as_deref())?.unwrap_or(false);
+    let not_found = || ApiError::not_found(format!("no customer {id:?}"));
+    let mut customer = app.store.customer(id.clone()).await?.ok_or_else(not_found)?;
+    if resolve {
+        // Follows mergedInto to the survivor, stopping before a cycle or a
+        // record that is gone (erased).
+        let mut seen = HashSet::from([customer.id.clone()]);
+        while let Some(next) = customer.merged_into.clone().filter(|next| seen.insert(next.clone())) {
+            match app.store.customer(next).await? {
+                Some(survivor) => customer = survivor,
+                None => break,
+            }
+        }
+    }
+    Ok(Json(customer))
+}
+
+async fn erase_customer(
+    State(app): State<Arc<AppState>>,
+    Path(IdPath { id }): Path<IdPath>,
+) -> Result<StatusCode, ApiError> {
+    match app.store.erase(id.clone()).await? {
+        Erasure::Erased => {
+            tracing::info!(customer = %id, "customer erased");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Erasure::AlreadyErased => Ok(StatusCode::NO_CONTENT),
+        Erasure::NotFound => Err(ApiError::not_found(format!("no customer {id:?}"))),
+    }
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListParams {
+    /// A source's configured name.
+    source: Option<String>,
+    account: Option<String>,
+    email: Option<String>,
+    /// In any format, matched on E.164; read with the `default_country`
+    /// of `source` when given, else of the first configured source.
+    phone: Option<String>,
+    business_id: Option<String>,
+    /// Records whose `changedAt` is at or after this time.
+    #[schemars(with = "Option<UtcMillis>")]
+    changed_since: Option<String>,
+    /// Lists merged records too (`true` or `false`).
+    #[schemars(with = "Option<bool>")]
+    include_merged: Option<String>,
+    #[serde(flatten)]
+    page: PageParams,
+}
+
+async fn list_customers(
+    State(app): State<Arc<AppState>>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<PageView<Customer>>, ApiError> {
+    let phone = params
+        .phone
+        .as_deref()
+        .map(|raw| phone_filter(&app, params.source.as_deref(), raw))
+        .transpose()?;
+    let changed_since = params
+        .changed_since
+        .as_deref()
+        .map(|t| {
+            t.parse::<UtcMillis>().map_err(|_| {
+                ApiError::bad_request(
+                    ErrorCode::BadParameter,
+                    "changedSince must be an RFC 3339 time such as 2026-04-24T18:38:21Z",
+                )
+            })
+        })
+        .transpose()?;
+    let query = CustomerQuery {
+        include_merged: parse_bool("includeMerged", params.include_merged.as_deref())?.unwrap_or(false),
+        limit: params.page.limit()?,
+        after: params.page.after()?,
+        source: params.source,
+        account: params.account,
+        email: params.email,
+        phone,
+        business_id: params.business_id,
+        changed_since,
+    };
+    Ok(Json(app.store.customers(query).await?.into()))
+}
+
+/// Reads a phone filter in any format, with the country of the `source`
+/// filter when given, else of the first configured source.
+fn phone_filter(app: &AppState, source: Option<&str>, raw: &str) -> Result<String, ApiError> {
+    let country = source
+        .and_then(|name| app.sources.get(name))
+        .or_else(|| app.first_source.as_ref().and_then(|name| app.sources.get(name)))
+        .and_then(|s| s.settings.default_country);
+    normalize::phone("query", &Value::String(raw.to_owned()), country)
+        .ok()
+        .flatten()
+        .and_then(|p| p.e164)
+        .ok_or_else(|| ApiError::bad_request(ErrorCode::BadParameter, "phone cannot be read as a phone number"))
+}
+
+async fn customer_history(
+    State(app): State<Arc<AppState>>,
+    Path(IdPath { id }): Path<IdPath>,
+    Query(page): Query<PageParams>,
+) -> Result<Json<PageView<HistoryEntry>>, ApiError> {
+    let query = HistoryQuery {
+        customer_id: id.clone(),
+        limit: page.limit()?,
+        after: page.after()?,
+    };
+    let history = app
+        .store
+        .history(query)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no customer {id:?}")))?;
+    Ok(Json(history.into()))
+}

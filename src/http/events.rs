@@ -1,0 +1,166 @@
+//! `/api/v1/events`: the kept raw deliveries with their status, and
+//! reprocessing (SPEC §5). A reprocess maps the kept body again with the
+//! source's current adapter settings before the store applies it.
+
+use std::sync::Arc;
+
+use aide::axum::ApiRouter;
+use aide::axum::routing::{get_with, post_with};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::AppState;
+use super::api::{IdPath, PageParams, PageView, admin};
+use super::error::{ApiError, ErrorCode};
+use super::ingest::{Answer, Receipt, answer, outcome_label};
+use crate::model::json;
+use crate::store::{EventQuery, EventRedaction, EventStatus, Publish, StoredEvent};
+
+pub fn router() -> ApiRouter<Arc<AppState>> {
+    const NOT_FOUND: [StatusCode; 1] = [StatusCode::NOT_FOUND];
+    const NOT_FOUND_OR_CONFLICT: [StatusCode; 2] = [StatusCode::NOT_FOUND, StatusCode::CONFLICT];
+    ApiRouter::new()
+        .api_route(
+            "/events",
+            get_with(list_events, |op| {
+                admin(op, "listEvents", "The kept deliveries, in arrival order", &[])
+            }),
+        )
+        .api_route(
+            "/events/{id}",
+            get_with(get_event, |op| {
+                admin(op, "getEvent", "One kept delivery with its raw body", &NOT_FOUND)
+            })
+            .delete_with(delete_event, |op| {
+                admin(
+                    op,
+                    "deleteEvent",
+                    "Redacts a delivery that was not applied to a customer",
+                    &NOT_FOUND_OR_CONFLICT,
+                )
+                .response::<204, ()>()
+            }),
+        )
+        .api_route(
+            "/events/{id}/reprocess",
+            post_with(reprocess_event, |op| {
+                admin(
+                    op,
+                    "reprocessEvent",
+                    "Runs a kept delivery through its source's adapter again",
+                    &NOT_FOUND_OR_CONFLICT,
+                )
+                .response::<200, Json<Receipt>>()
+                .response::<202, Json<Receipt>>()
+            }),
+        )
+}
+
+#[derive(Deserialize, JsonSchema)]
+pub struct EventParams {
+    #[schemars(with = "Option<EventStatus>")]
+    status: Option<String>,
+    #[serde(flatten)]
+    page: PageParams,
+}
+
+async fn list_events(
+    State(app): State<Arc<AppState>>,
+    Query(params): Query<EventParams>,
+) -> Result<Json<PageView<StoredEvent>>, ApiError> {
+    let status = params
+        .status
+        .as_deref()
+        .map(|s| {
+            EventStatus::parse(s).ok_or_else(|| {
+                ApiError::bad_request(
+                    ErrorCode::BadParameter,
+                    "status must be accepted, quarantined or ignored",
+                )
+            })
+        })
+        .transpose()?;
+    let query = EventQuery {
+        status,
+        limit: params.page.limit()?,
+        after: params.page.after()?,
+        bodies: false,
+    };
+    Ok(Json(app.store.events(query).await?.into()))
+}
+
+/// A kept event with its raw body: as JSON where it is JSON (it always is
+/// when kept by ingest), `null` once redacted.
+#[derive(Serialize, JsonSchema)]
+pub struct EventView {
+    #[serde(flatten)]
+    event: StoredEvent,
+    body: Value,
+}
+
+async fn get_event(
+    State(app): State<Arc<AppState>>,
+    Path(IdPath { id }): Path<IdPath>,
+) -> Result<Json<EventView>, ApiError> {
+    let event = app
+        .store
+        .event(id.clone())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no event {id:?}")))?;
+    let body = match &event.body {
+        Some(bytes) => {
+            json::decode(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+        }
+        None => Value::Null,
+    };
+    Ok(Json(EventView { event, body }))
+}
+
+async fn delete_event(
+    State(app): State<Arc<AppState>>,
+    Path(IdPath { id }): Path<IdPath>,
+) -> Result<StatusCode, ApiError> {
+    match app.store.redact_event(id.clone()).await? {
+        EventRedaction::Redacted => {
+            tracing::info!(event_id = %id, "event redacted");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        EventRedaction::NotFound => Err(ApiError::not_found(format!("no event {id:?}"))),
+        EventRedaction::Accepted => Err(ApiError::conflict(
+            ErrorCode::CannotDelete,
+            format!("event {id} was applied to its customer: erase the customer to remove it"),
+        )),
+    }
+}
+
+async fn reprocess_event(
+    State(app): State<Arc<AppState>>,
+    Path(IdPath { id }): Path<IdPath>,
+) -> Result<Answer, ApiError> {
+    let event = app
+        .store
+        .event(id.clone())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no event {id:?}")))?;
+    let conflict = |message: String| ApiError::conflict(ErrorCode::CannotReprocess, message);
+    let source = app
+        .sources
+        .get(&event.source)
+        .ok_or_else(|| conflict(format!("source {:?} is no longer configured", event.source)))?;
+    let body = event
+        .body
+        .ok_or_else(|| conflict(format!("event {id} was redacted by an erasure")))?;
+    let read = json::parse_delivery(&body).map_err(|_| conflict(format!("event {id} has no JSON body to map")))?;
+    let mapped = source.kind.map(&read, &source.settings);
+    let outcome = app
+        .store
+        .reprocess(id.clone(), mapped, Publish::Yes)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no event {id:?}")))?;
+    tracing::info!(event_id = %id, status = outcome_label(&outcome), "event reprocessed");
+    Ok(answer(outcome))
+}
