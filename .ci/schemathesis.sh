@@ -41,6 +41,9 @@ name = "vagaro"
 kind = "vagaro"
 tokens = ["schemathesis-vagaro-token"]
 default_country = "US"
+
+[delivery]
+allow_private = ["127.0.0.1/32"]
 TOML
 
 "$binary" serve --config "$work/clientele.toml" > "$work/server.log" 2>&1 &
@@ -57,6 +60,8 @@ curl -fsS -H 'Authorization: Bearer schemathesis-treez-token' -H 'Content-Type: 
     --data-binary @tests/fixtures/treez-customer.json "$base/webhooks/treez" > /dev/null
 curl -fsS -H 'X-Vagaro-Signature: schemathesis-vagaro-token' -H 'Content-Type: application/json' \
     --data-binary @tests/fixtures/vagaro-customer-updated.json "$base/webhooks/vagaro" > /dev/null
+curl -fsS -H 'Authorization: Bearer schemathesis-admin-token' -H 'Content-Type: application/json' \
+    -d '{"url": "http://127.0.0.1:9/hook"}' "$base/api/v1/subscriptions" > /dev/null
 
 cat > "$work/schemathesis.toml" <<TOML
 [auth.openapi.admin]
