@@ -77,16 +77,43 @@ impl fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
-            StoreUrl::Postgres(url) => match (url.find("://"), url.rfind('@')) {
-                (Some(scheme), Some(at)) if at > scheme => {
-                    let userinfo = &url[scheme + 3..at];
-                    let user = userinfo.split(':').next().unwrap_or_default();
-                    write!(f, "{}{user}{}", &url[..scheme + 3], &url[at..])
-                }
-                _ => f.write_str(url),
-            },
+            StoreUrl::Postgres(url) => f.write_str(&without_passwords(url)),
         }
     }
+}
+
+/// A Postgres URL without its passwords: the one of its user information
+/// (`user:password@`) and those of its query (`password=`,
+/// `sslpassword=`), which libpq and sqlx read too.
+fn without_passwords(url: &str) -> String {
+    let Some(scheme) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let end = url[scheme..].find(['/', '?']).map_or(url.len(), |i| scheme + i);
+    let (authority, rest) = (&url[scheme..end], &url[end..]);
+    let authority = match authority.rfind('@') {
+        Some(at) => {
+            let user = authority[..at].split(':').next().unwrap_or_default();
+            format!("{user}{}", &authority[at..])
+        }
+        None => authority.to_owned(),
+    };
+    let rest = match rest.split_once('?') {
+        None => rest.to_owned(),
+        Some((path, query)) => {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if ["password", "sslpassword"].contains(&key.to_ascii_lowercase().as_str()) => {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", pairs.join("&"))
+        }
+    };
+    format!("{}{authority}{rest}", &url[..scheme])
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -679,6 +706,24 @@ impl RawConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_url_is_shown_without_its_passwords() {
+        let shown = |url: &str| StoreUrl::Postgres(url.to_owned()).to_string();
+        assert_eq!(
+            shown("postgres://app:s3cret@db:5432/c?sslmode=require"),
+            "postgres://app@db:5432/c?sslmode=require"
+        );
+        assert_eq!(
+            shown("postgres://app@db/c?options[search_path]=s2&password=s3cret&sslpassword=k3y"),
+            "postgres://app@db/c?options[search_path]=s2&password=***&sslpassword=***"
+        );
+        assert_eq!(
+            shown("postgres://db/c?application_name=a@b"),
+            "postgres://db/c?application_name=a@b",
+            "an @ past the host is not user information"
+        );
+    }
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));

@@ -65,8 +65,18 @@ impl StoreLock {
     }
 }
 
+/// Beside the file the database really is: two paths to one file (a
+/// symbolic link, `..`) must meet on one lock.
 fn lock_path(db: &Path) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
+    let real = std::fs::canonicalize(db)
+        .ok()
+        .or_else(|| {
+            // A store not created yet: its folder is.
+            let folder = std::fs::canonicalize(db.parent()?).ok()?;
+            Some(folder.join(db.file_name()?))
+        })
+        .unwrap_or_else(|| db.to_owned());
+    let mut name = real.into_os_string();
     name.push(".lock");
     PathBuf::from(name)
 }
@@ -86,5 +96,23 @@ mod tests {
         assert!(message.contains("stop it first"), "{message}");
         drop(first);
         StoreLock::acquire(&db).expect("the lock once its holder let go");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_to_a_locked_store_is_refused_too() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("clientele.db");
+        std::fs::write(&db, b"").expect("a database file");
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&db, &link).expect("a link");
+        let _first = StoreLock::acquire(&db).expect("the first lock");
+        assert!(matches!(StoreLock::acquire(&link), Err(StoreError::InUse { .. })));
+        let around = dir
+            .path()
+            .join("..")
+            .join(dir.path().file_name().unwrap())
+            .join("clientele.db");
+        assert!(matches!(StoreLock::acquire(&around), Err(StoreError::InUse { .. })));
     }
 }
