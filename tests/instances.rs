@@ -411,3 +411,62 @@ async fn an_instance_that_loses_its_database_answers_503_and_recovers_without_lo
         assert_eq!(event["customerId"], delivery.body["customerId"], "{event}");
     }
 }
+
+/// Erasures racing merge deliveries on both instances, over a few linked
+/// customers: every erasure is answered 204 (or 404, erased as a stub's
+/// partner before it existed), none fails. An erasure once took its own
+/// lock before its partners', deadlocked with the merges, and answered
+/// 500 after its runs were used up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasures_racing_merges_on_two_instances_all_succeed() {
+    if !shared_store() {
+        return;
+    }
+    let (a, b) = two_instances().await;
+    const IDS: usize = 12;
+    // Each side of a merge, in turn: the survivor naming the absorbed, and
+    // the absorbed naming the survivor.
+    let merge = |i: usize, round: usize| {
+        let (s, l) = (i % IDS, (i * 7 + 3) % IDS);
+        let at = format!("2026-04-01T00:{:02}:{:02}Z", round % 60, i % 60);
+        if round.is_multiple_of(2) {
+            let body = with(treez("race", &s.to_string(), &at), "/data/status", json!("MERGED"));
+            with(body, "/data/merged_customer_ids", json!([l.to_string()]))
+        } else {
+            let body = with(treez("race", &l.to_string(), &at), "/data/status", json!("DEACTIVATED"));
+            with(body, "/data/merged_into_customer_id", json!(s.to_string()))
+        }
+    };
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let app = if worker % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let mut erasures = Vec::new();
+            for round in 0..60 {
+                let i = worker * 61 + round;
+                if round % 10 == 9 {
+                    let id = format!("treez:race:{}", i % IDS);
+                    let (status, body) = util::send(
+                        app.client
+                            .delete(app.url(&format!("/api/v1/customers/{id}")))
+                            .bearer_auth(util::ADMIN),
+                    )
+                    .await;
+                    erasures.push((status, body));
+                } else {
+                    let (status, body) = app.deliver_json("treez", &merge(i, round)).await;
+                    assert_eq!(status, StatusCode::OK, "{body}");
+                }
+            }
+            erasures
+        }));
+    }
+    for task in tasks {
+        for (status, body) in task.await.expect("a worker") {
+            assert!(
+                [StatusCode::NO_CONTENT, StatusCode::NOT_FOUND].contains(&status),
+                "an erasure answered {status}: {body}"
+            );
+        }
+    }
+}

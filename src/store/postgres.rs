@@ -684,7 +684,23 @@ async fn settle(
 
 /// Erases a customer in the current transaction (see [`Store::erase`]).
 async fn erase(work: &mut Work, id: &String) -> Result<Erasure, StoreError> {
-    lock(work.conn(), std::slice::from_ref(id)).await?;
+    // The partners' records change too: the erasure takes their locks with
+    // its own, in the one order every transaction takes them (taking its
+    // own first and theirs after deadlocked with merges, over and over,
+    // under load). A link made between the read and the locks (rare) is
+    // locked after; no link to `id` can be made once its lock is held.
+    let mut ids = vec![id.clone()];
+    ids.extend(partners(work.conn(), id).await?);
+    lock(work.conn(), &ids).await?;
+    let late: Vec<String> = partners(work.conn(), id)
+        .await?
+        .into_iter()
+        .filter(|p| !ids.contains(p))
+        .collect();
+    if !late.is_empty() {
+        lock(work.conn(), &late).await?;
+    }
+    ids.extend(late);
     if is_suppressed(work.conn(), id).await? {
         return Ok(Erasure::AlreadyErased);
     }
@@ -692,18 +708,6 @@ async fn erase(work: &mut Work, id: &String) -> Result<Erasure, StoreError> {
     let Some(record) = load_record(work.conn(), id).await? else {
         return erase_without_record(work, id, now).await;
     };
-    let partners: Vec<String> = sqlx::query_scalar(
-        "SELECT absorbed FROM merge_links WHERE survivor = $1 UNION SELECT survivor FROM merge_links WHERE absorbed = $1",
-    )
-    .bind(id)
-    .fetch_all(work.conn())
-    .await?;
-    let mut ids = vec![id.clone()];
-    ids.extend(partners);
-    // The partners' records change too. Taking their locks after this
-    // one's breaks the one order; a deadlock that follows is settled by
-    // running the erasure again.
-    lock(work.conn(), &ids).await?;
     let loaded = load(work.conn(), &ids, Publish::Yes).await?;
     let meta = EventMeta {
         event_id: format!("erasure_{}", uuid::Uuid::now_v7().simple()),
@@ -753,6 +757,16 @@ async fn erase(work: &mut Work, id: &String) -> Result<Erasure, StoreError> {
 /// quarantined bodies that named it and its envelopes redacted, its
 /// pending messages cancelled. Returns how many bodies and envelopes were
 /// redacted.
+/// The records `id` is linked to by a merge, either way.
+async fn partners(conn: &mut PgConnection, id: &str) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT absorbed FROM merge_links WHERE survivor = $1 UNION SELECT survivor FROM merge_links WHERE absorbed = $1",
+    )
+    .bind(id)
+    .fetch_all(conn)
+    .await?)
+}
+
 async fn erase_traces(work: &mut Work, id: &str) -> Result<u64, StoreError> {
     let mut redacted = 0;
     for sql in [
