@@ -60,6 +60,11 @@ impl UtcMillis {
         Timestamp::from_millisecond(self.0).unwrap_or(Timestamp::MAX)
     }
 
+    /// `wait` after this instant, or jiff's last instant if that is later.
+    pub fn saturating_add(self, wait: std::time::Duration) -> Self {
+        Self::from_timestamp(self.as_timestamp().checked_add(wait).unwrap_or(Timestamp::MAX))
+    }
+
     pub fn as_millisecond(self) -> i64 {
         self.0
     }

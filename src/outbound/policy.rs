@@ -44,9 +44,8 @@ pub fn next(answer: Answer, failures: u32, schedule: &[Duration], now: UtcMillis
             Some(wait) => {
                 let wait = wait.mul_f64(1.0 + 0.1 * jitter.clamp(0.0, 1.0));
                 let wait = retry_after.map_or(wait, |asked| wait.max(asked.min(MAX_RETRY_AFTER)));
-                let at = now.as_timestamp().checked_add(wait).unwrap_or(Timestamp::MAX);
                 Next::Retry {
-                    at: UtcMillis::from_timestamp(at),
+                    at: now.saturating_add(wait),
                 }
             }
         },
