@@ -35,8 +35,10 @@ const TYPED_KEYS: [&str; 3] = ["max_body_bytes", "delivery.retry_schedule", "del
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    /// `reason` is in the message, so it is no `source()` as well: the
+    /// CLI prints an error's causes after it.
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: PathBuf, reason: std::io::Error },
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
     #[error("{origin}: `{key}`: {problem}")]
@@ -276,9 +278,9 @@ impl Config {
     pub fn load(path: Option<&std::path::Path>) -> Result<Self, ConfigError> {
         let (origin, text) = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Read {
                     path: path.to_owned(),
-                    source,
+                    reason,
                 })?;
                 (path.display().to_string(), text)
             }

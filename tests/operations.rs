@@ -456,6 +456,33 @@ fn a_bad_config_stops_start_up_naming_the_key_and_its_place_and_never_a_secret()
     assert!(!log.contains(secret), "{log}");
 }
 
+/// The binary prints an error with its causes (`{:#}`): each once.
+#[test]
+fn a_start_up_failure_names_each_of_its_causes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("clientele.toml");
+    let fail = |command: &str, env: &[(&str, &str)]| {
+        let run = util::binary()
+            .args([command, "--config"])
+            .arg(&config)
+            .envs(env.iter().copied())
+            .output()
+            .expect("the clientele binary runs");
+        assert!(!run.status.success());
+        String::from_utf8_lossy(&run.stderr).into_owned()
+    };
+    let log = fail("serve", &[]);
+    assert!(log.contains("cannot read config file"), "{log}");
+    assert_eq!(log.matches("(os error 2)").count(), 1, "{log}");
+    std::fs::write(&config, config_text(dir.path(), "")).unwrap();
+    let log = fail(
+        "migrate",
+        &[("CLIENTELE_STORE", "postgres://postgres@127.0.0.1:1/db?sslmode=bogus")],
+    );
+    assert_eq!(log.matches("unknown value").count(), 1, "{log}");
+    assert!(log.matches("error with configuration").count() <= 1, "{log}");
+}
+
 #[tokio::test]
 async fn migrate_creates_the_store_and_serve_then_opens_it_as_it_is() {
     let dir = tempfile::tempdir().unwrap();
