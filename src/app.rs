@@ -27,7 +27,15 @@ pub enum AppError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the HTTP server failed: {0}")]
-    Serve(#[from] std::io::Error),
+    Serve(std::io::Error),
+}
+
+/// Not `#[from]`, which makes the cause a `source()` too: the message says
+/// it already, and the CLI prints an error's causes after it.
+impl From<std::io::Error> for AppError {
+    fn from(error: std::io::Error) -> Self {
+        Self::Serve(error)
+    }
 }
 
 /// Opens the store the URL names, bringing its schema up to date.

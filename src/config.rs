@@ -28,12 +28,17 @@ const ENV_PREFIX: &str = "CLIENTELE_";
 
 /// The keys an environment variable may set to something other than a
 /// string.
+/// The longest `delivery.timeout`: a send is never worth waiting longer,
+/// and a bound keeps its claim's lease well inside the range of times.
+const MAX_DELIVERY_TIMEOUT: Duration = Duration::from_secs(3600);
 const TYPED_KEYS: [&str; 3] = ["max_body_bytes", "delivery.retry_schedule", "delivery.allow_private"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    /// `reason` is in the message, so it is no `source()` as well: the
+    /// CLI prints an error's causes after it.
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: PathBuf, reason: std::io::Error },
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
     #[error("{origin}: `{key}`: {problem}")]
@@ -300,9 +305,9 @@ impl Config {
     pub fn load(path: Option<&std::path::Path>) -> Result<Self, ConfigError> {
         let (origin, text) = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Read {
                     path: path.to_owned(),
-                    source,
+                    reason,
                 })?;
                 (path.display().to_string(), text)
             }
@@ -523,9 +528,13 @@ impl RawDelivery {
                 })
             })
             .collect::<Result<_, _>>()?;
+        let timeout = positive_duration("delivery.timeout", self.timeout, defaults.timeout, invalid)?;
+        if timeout > MAX_DELIVERY_TIMEOUT {
+            return Err(invalid("delivery.timeout", "must be at most \"1h\"".to_owned()));
+        }
         Ok(DeliverySettings {
             retry_schedule,
-            timeout: positive_duration("delivery.timeout", self.timeout, defaults.timeout, invalid)?,
+            timeout,
             allow_private,
         })
     }
@@ -955,6 +964,17 @@ timezone = "America/Los_Angeles"
         assert_eq!(config.delivery.timeout, Duration::from_secs(3));
         let err = load(&format!("{MINIMAL}\n[delivery]\ntimeout = \"soon\"\n"), &[]).unwrap_err();
         assert!(err.to_string().contains("delivery.timeout"), "{err}");
+    }
+
+    #[test]
+    fn a_delivery_timeout_over_an_hour_is_refused_naming_the_key() {
+        let text = format!("{MINIMAL}\n[delivery]\ntimeout = \"1h\"\n");
+        assert_eq!(load(&text, &[]).unwrap().delivery.timeout, Duration::from_secs(3600));
+        for timeout in ["61m", "300000000000s"] {
+            let text = format!("{MINIMAL}\n[delivery]\ntimeout = \"{timeout}\"\n");
+            let err = load(&text, &[]).unwrap_err().to_string();
+            assert!(err.contains("delivery.timeout") && err.contains("at most"), "{err}");
+        }
     }
 
     #[test]

@@ -1222,3 +1222,35 @@ async fn a_survivor_absorbing_more_than_the_bound_is_quarantined_and_the_bound_i
     );
     assert_still_serving(&app).await;
 }
+
+/// Every query parameter the API refuses is `400 bad_parameter`, with a
+/// message that names it, whichever route reads it.
+#[tokio::test]
+async fn every_bad_query_parameter_is_bad_parameter_naming_it() {
+    let app = TestApp::spawn().await;
+    let (subscription, _) = app.subscribe_url("https://example.com/hook").await;
+    let messages = format!("/api/v1/subscriptions/{subscription}/messages");
+    let replay = format!("/api/v1/subscriptions/{subscription}/replay");
+    for (path, query, named) in [
+        ("/api/v1/events", "status=lost", "status"),
+        (messages.as_str(), "status=lost", "status"),
+        ("/api/v1/customers", "changedSince=yesterday", "changedSince"),
+        (replay.as_str(), "since=yesterday", "since"),
+        (replay.as_str(), "", "since"),
+        ("/api/v1/customers", "limit=1&limit=2", "limit"),
+        ("/api/v1/events", "limit=1&limit=2", "limit"),
+        (messages.as_str(), "cursor=1&cursor=2", "cursor"),
+    ] {
+        let path = format!("{path}?{query}");
+        let (status, body) = if path.contains("/replay") {
+            app.post_admin(&path).await
+        } else {
+            app.get(&path).await
+        };
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(error_code(&body), "bad_parameter", "{path}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(named), "{path}: {message}");
+        assert!(!message.contains("Failed to deserialize"), "{path}: {message}");
+    }
+}

@@ -426,6 +426,19 @@ async fn the_openapi_document_is_served_without_a_token_and_is_the_generated_one
     assert_eq!(served, serde_json::to_value(clientele::http::openapi()).unwrap());
 }
 
+/// Runs `clientele {command} --config {config}`, expecting it to fail;
+/// returns what it printed.
+fn failing(command: &str, config: &Path, env: &[(&str, &str)]) -> String {
+    let run = util::binary()
+        .args([command, "--config"])
+        .arg(config)
+        .envs(env.iter().copied())
+        .output()
+        .expect("the clientele binary runs");
+    assert!(!run.status.success());
+    String::from_utf8_lossy(&run.stderr).into_owned()
+}
+
 #[test]
 fn a_bad_config_stops_start_up_naming_the_key_and_its_place_and_never_a_secret() {
     let dir = tempfile::tempdir().unwrap();
@@ -434,16 +447,7 @@ fn a_bad_config_stops_start_up_naming_the_key_and_its_place_and_never_a_secret()
     let extra =
         format!("\n[[sources]]\nname = \"pos\"\nkind = \"treez\"\ntokens = \"{secret}\"\ndefault_country = \"US\"\n");
     std::fs::write(&config, config_text(dir.path(), &extra)).unwrap();
-    let serve = |env: &[(&str, &str)]| {
-        let run = util::binary()
-            .args(["serve", "--config"])
-            .arg(&config)
-            .envs(env.iter().copied())
-            .output()
-            .expect("the clientele binary runs");
-        assert!(!run.status.success());
-        String::from_utf8_lossy(&run.stderr).into_owned()
-    };
+    let serve = |env: &[(&str, &str)]| failing("serve", &config, env);
     let log = serve(&[]);
     assert!(log.contains("clientele.toml: `sources[3].tokens`"), "{log}");
     assert!(!log.contains(secret), "{log}");
@@ -454,6 +458,24 @@ fn a_bad_config_stops_start_up_naming_the_key_and_its_place_and_never_a_secret()
         "{log}"
     );
     assert!(!log.contains(secret), "{log}");
+}
+
+/// The binary prints an error with its causes (`{:#}`): each once.
+#[test]
+fn a_start_up_failure_names_each_of_its_causes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("clientele.toml");
+    let log = failing("serve", &config, &[]);
+    assert!(log.contains("cannot read config file"), "{log}");
+    assert_eq!(log.matches("(os error 2)").count(), 1, "{log}");
+    std::fs::write(&config, config_text(dir.path(), "")).unwrap();
+    let log = failing(
+        "migrate",
+        &config,
+        &[("CLIENTELE_STORE", "postgres://postgres@127.0.0.1:1/db?sslmode=bogus")],
+    );
+    assert_eq!(log.matches("unknown value").count(), 1, "{log}");
+    assert!(log.matches("error with configuration").count() <= 1, "{log}");
 }
 
 #[tokio::test]

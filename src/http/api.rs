@@ -18,8 +18,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::error::{ApiError, ErrorCode, document_errors};
+use super::error::{ApiError, document_errors};
 use super::ingest::{bearer, matches_any};
+use crate::model::UtcMillis;
 use crate::store::Page;
 
 const DEFAULT_PAGE: usize = 100;
@@ -73,8 +74,7 @@ pub async fn refuse_nul(request: Request, next: Next) -> Response {
         return ApiError::not_found("nothing here: no id contains NUL").into_response();
     }
     if uri.query().is_some_and(|q| q.contains(NUL)) {
-        return ApiError::bad_request(ErrorCode::BadParameter, "query parameters cannot contain NUL (%00)")
-            .into_response();
+        return ApiError::bad_parameter("query parameters cannot contain NUL (%00)").into_response();
     }
     next.run(request).await
 }
@@ -122,9 +122,7 @@ impl PageParams {
                 .parse::<usize>()
                 .ok()
                 .filter(|n| (1..=MAX_PAGE).contains(n))
-                .ok_or_else(|| {
-                    ApiError::bad_request(ErrorCode::BadParameter, format!("limit must be from 1 to {MAX_PAGE}"))
-                }),
+                .ok_or_else(|| ApiError::bad_parameter(format!("limit must be from 1 to {MAX_PAGE}"))),
         }
     }
 
@@ -132,15 +130,22 @@ impl PageParams {
         self.cursor
             .as_deref()
             .map(|v| {
-                v.parse::<i64>().map_err(|_| {
-                    ApiError::bad_request(
-                        ErrorCode::BadParameter,
-                        "cursor must be a nextCursor from a previous page",
-                    )
-                })
+                v.parse::<i64>()
+                    .map_err(|_| ApiError::bad_parameter("cursor must be a nextCursor from a previous page"))
             })
             .transpose()
     }
+}
+
+/// An RFC 3339 time in the query parameter `name`.
+pub fn parse_time(name: &str, value: Option<&str>) -> Result<Option<UtcMillis>, ApiError> {
+    value
+        .map(|v| {
+            v.parse::<UtcMillis>().map_err(|_| {
+                ApiError::bad_parameter(format!("{name} must be an RFC 3339 time such as 2026-04-24T18:38:21Z"))
+            })
+        })
+        .transpose()
 }
 
 pub fn parse_bool(name: &str, value: Option<&str>) -> Result<Option<bool>, ApiError> {
@@ -148,10 +153,7 @@ pub fn parse_bool(name: &str, value: Option<&str>) -> Result<Option<bool>, ApiEr
         .map(|v| match v {
             "true" | "1" => Ok(true),
             "false" | "0" => Ok(false),
-            _ => Err(ApiError::bad_request(
-                ErrorCode::BadParameter,
-                format!("{name} must be true or false"),
-            )),
+            _ => Err(ApiError::bad_parameter(format!("{name} must be true or false"))),
         })
         .transpose()
 }

@@ -7,15 +7,16 @@ use std::sync::Arc;
 use aide::axum::ApiRouter;
 use aide::axum::routing::get_with;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::AppState;
-use super::api::{IdPath, PageParams, PageView, admin, parse_bool};
-use super::error::{ApiError, ErrorCode};
+use super::api::{IdPath, PageParams, PageView, admin, parse_bool, parse_time};
+use super::error::ApiError;
+use super::extract::ApiQuery;
 use crate::model::{Customer, UtcMillis, normalize};
 use crate::store::{CustomerQuery, Erasure, HistoryEntry, HistoryQuery};
 
@@ -66,7 +67,7 @@ pub struct GetParams {
 async fn get_customer(
     State(app): State<Arc<AppState>>,
     Path(IdPath { id }): Path<IdPath>,
-    Query(params): Query<GetParams>,
+    ApiQuery(params): ApiQuery<GetParams>,
 ) -> Result<Json<Customer>, ApiError> {
     let resolve = parse_bool("resolve", params.resolve.as_deref())?.unwrap_or(false);
     let not_found = || ApiError::not_found(format!("no customer {id:?}"));
@@ -122,25 +123,14 @@ pub struct ListParams {
 
 async fn list_customers(
     State(app): State<Arc<AppState>>,
-    Query(params): Query<ListParams>,
+    ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<PageView<Customer>>, ApiError> {
     let phone = params
         .phone
         .as_deref()
         .map(|raw| phone_filter(&app, params.source.as_deref(), raw))
         .transpose()?;
-    let changed_since = params
-        .changed_since
-        .as_deref()
-        .map(|t| {
-            t.parse::<UtcMillis>().map_err(|_| {
-                ApiError::bad_request(
-                    ErrorCode::BadParameter,
-                    "changedSince must be an RFC 3339 time such as 2026-04-24T18:38:21Z",
-                )
-            })
-        })
-        .transpose()?;
+    let changed_since = parse_time("changedSince", params.changed_since.as_deref())?;
     let query = CustomerQuery {
         include_merged: parse_bool("includeMerged", params.include_merged.as_deref())?.unwrap_or(false),
         limit: params.page.limit()?,
@@ -166,13 +156,13 @@ fn phone_filter(app: &AppState, source: Option<&str>, raw: &str) -> Result<Strin
         .ok()
         .flatten()
         .and_then(|p| p.e164)
-        .ok_or_else(|| ApiError::bad_request(ErrorCode::BadParameter, "phone cannot be read as a phone number"))
+        .ok_or_else(|| ApiError::bad_parameter("phone cannot be read as a phone number"))
 }
 
 async fn customer_history(
     State(app): State<Arc<AppState>>,
     Path(IdPath { id }): Path<IdPath>,
-    Query(page): Query<PageParams>,
+    ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<PageView<HistoryEntry>>, ApiError> {
     let query = HistoryQuery {
         customer_id: id.clone(),

@@ -27,7 +27,7 @@ pub const RETRY_AFTER_SECONDS: u64 = 1;
 pub enum ErrorCode {
     /// A request the route cannot read (a malformed path or query).
     BadRequest,
-    /// A query parameter out of its range or format.
+    /// A query parameter out of its range or format, or given twice.
     BadParameter,
     /// A `Content-Encoding` other than gzip or identity, or gzip that is not.
     BadEncoding,
@@ -136,6 +136,11 @@ impl ApiError {
 
     pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// A query parameter out of its range or format: `message` names it.
+    pub fn bad_parameter(message: impl Into<String>) -> Self {
+        Self::bad_request(ErrorCode::BadParameter, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {

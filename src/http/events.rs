@@ -7,7 +7,7 @@ use std::sync::Arc;
 use aide::axum::ApiRouter;
 use aide::axum::routing::{get_with, post_with};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::AppState;
 use super::api::{IdPath, PageParams, PageView, admin};
 use super::error::{ApiError, ErrorCode};
+use super::extract::ApiQuery;
 use super::ingest::{Answer, Receipt, answer, outcome_label};
 use crate::model::json;
 use crate::store::{EventQuery, EventRedaction, EventStatus, Publish, StoredEvent};
@@ -70,18 +71,14 @@ pub struct EventParams {
 
 async fn list_events(
     State(app): State<Arc<AppState>>,
-    Query(params): Query<EventParams>,
+    ApiQuery(params): ApiQuery<EventParams>,
 ) -> Result<Json<PageView<StoredEvent>>, ApiError> {
     let status = params
         .status
         .as_deref()
         .map(|s| {
-            EventStatus::parse(s).ok_or_else(|| {
-                ApiError::bad_request(
-                    ErrorCode::BadParameter,
-                    "status must be accepted, quarantined or ignored",
-                )
-            })
+            EventStatus::parse(s)
+                .ok_or_else(|| ApiError::bad_parameter("status must be accepted, quarantined or ignored"))
         })
         .transpose()?;
     let query = EventQuery {

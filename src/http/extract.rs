@@ -1,13 +1,15 @@
-//! The one JSON body extractor of the admin API, [`ApiJson`]: whatever it
-//! refuses is an [`ApiError`] in the JSON error shape, and it documents
-//! its body in the OpenAPI document from the same type it parses into.
+//! The one JSON body extractor of the admin API, [`ApiJson`], and its one
+//! query extractor, [`ApiQuery`]: whatever they refuse is an [`ApiError`]
+//! in the JSON error shape, and they document their input in the OpenAPI
+//! document from the same type they parse into.
 
 use aide::OperationInput;
 use aide::generate::GenContext;
 use aide::openapi::Operation;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
@@ -35,6 +37,31 @@ impl<T: JsonSchema> OperationInput for ApiJson<T> {
     }
 }
 
+/// A query string read into `T`: one it cannot read (a parameter given
+/// twice, say) is `bad_parameter`, as is any value the handler refuses.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let Query(query) = Query::try_from_uri(&parts.uri).map_err(|rejection| {
+            // The cause alone (serde's "duplicate field `limit`"), without
+            // axum's "Failed to deserialize query string".
+            let cause =
+                std::error::Error::source(&rejection).map_or_else(|| rejection.body_text(), ToString::to_string);
+            ApiError::bad_parameter(format!("the query cannot be read: {cause}"))
+        })?;
+        Ok(ApiQuery(query))
+    }
+}
+
+impl<T: JsonSchema> OperationInput for ApiQuery<T> {
+    fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
+        Query::<T>::operation_input(ctx, operation);
+    }
+}
+
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value = json::parse_body(body).map_err(|e| ApiError::bad_request(ErrorCode::InvalidJson, e.to_string()))?;
     // Nothing kept holds a NUL (see `api::refuse_nul`): a secret with one
@@ -45,7 +72,7 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_value(value).map_err(|e| invalid(e.to_string()))
 }
 
-/// A body or parameter the operation does not take.
+/// A JSON body the operation does not take.
 pub fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::bad_request(ErrorCode::InvalidRequest, message)
 }

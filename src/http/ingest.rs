@@ -265,7 +265,8 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// The dedupe key of a body without an event id: a SHA-256 of the JSON
-/// value, the same whatever its key order and whitespace.
+/// value, the same whatever its key order, whitespace and the spelling of
+/// its numbers.
 pub fn content_hash(value: &Value) -> String {
     let mut hasher = Sha256::new();
     hash_value(&mut hasher, value);
@@ -295,7 +296,20 @@ fn hash_value(hasher: &mut Sha256, value: &Value) {
             }
             hasher.update(b"]");
         }
+        Value::Number(number) => hasher.update(canonical_number(number).as_bytes()),
         scalar => hasher.update(scalar.to_string().as_bytes()),
+    }
+}
+
+/// A number as its value, whatever its spelling: `100`, `100.0` and `1e2`
+/// give `100`. A float with no fraction is written as the integer it is
+/// when one fits in 64 bits; integers stay exact.
+fn canonical_number(number: &serde_json::Number) -> String {
+    // From i64::MIN to u64::MAX, both included.
+    const INTEGERS: std::ops::Range<f64> = -9_223_372_036_854_775_808.0..18_446_744_073_709_551_616.0;
+    match number.as_f64() {
+        Some(f) if number.is_f64() && f.fract() == 0.0 && INTEGERS.contains(&f) => (f as i128).to_string(),
+        _ => number.to_string(),
     }
 }
 
@@ -370,6 +384,27 @@ mod tests {
         assert_eq!(content_hash(&a), content_hash(&b));
         assert_ne!(content_hash(&a), content_hash(&c));
         assert!(content_hash(&a).starts_with("sha256:"));
+    }
+
+    #[test]
+    fn the_content_hash_counts_equal_numbers_as_equal() {
+        let hash = |number: &str| {
+            let body: Value = serde_json::from_str(&format!(r#"{{"rewards_balance": {number}}}"#)).unwrap();
+            content_hash(&body)
+        };
+        for same in ["100.0", "1e2", "1E2", "100.00", "1.0e2"] {
+            assert_eq!(hash(same), hash("100"), "{same}");
+        }
+        assert_eq!(hash("-0.0"), hash("0"));
+        assert_eq!(hash("-5.0"), hash("-5"));
+        assert_eq!(hash("18446744073709551615.0"), hash("1.8446744073709552e19"));
+        assert_ne!(hash("100.5"), hash("100"));
+        assert_ne!(
+            hash("9007199254740993"),
+            hash("9007199254740992"),
+            "integers stay exact"
+        );
+        assert_ne!(hash("18446744073709551615"), hash("18446744073709551614"));
     }
 
     #[test]

@@ -11,15 +11,15 @@ use std::sync::Arc;
 use aide::axum::ApiRouter;
 use aide::axum::routing::{get_with, post_with};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::api::{IdPath, PageParams, PageView, admin};
+use super::api::{IdPath, PageParams, PageView, admin, parse_time};
 use super::error::ApiError;
-use super::extract::{ApiJson, invalid};
+use super::extract::{ApiJson, ApiQuery, invalid};
 use crate::model::UtcMillis;
 use crate::outbound::destination::Refused;
 use crate::outbound::{Message, MessageStatus, Subscription, signing};
@@ -221,7 +221,7 @@ struct MessageParams {
 async fn messages(
     State(app): State<Arc<AppState>>,
     Path(IdPath { id }): Path<IdPath>,
-    Query(params): Query<MessageParams>,
+    ApiQuery(params): ApiQuery<MessageParams>,
 ) -> Result<Json<PageView<Message>>, ApiError> {
     if app.store.subscription(id.clone()).await?.is_none() {
         return Err(not_found(&id));
@@ -229,7 +229,10 @@ async fn messages(
     let status = params
         .status
         .as_deref()
-        .map(|s| MessageStatus::parse(s).ok_or_else(|| invalid("status must be pending, delivered, dead or cancelled")))
+        .map(|s| {
+            MessageStatus::parse(s)
+                .ok_or_else(|| ApiError::bad_parameter("status must be pending, delivered, dead or cancelled"))
+        })
         .transpose()?;
     let query = MessageQuery {
         subscription_id: id,
@@ -281,13 +284,10 @@ struct Replayed {
 async fn replay(
     State(app): State<Arc<AppState>>,
     Path(IdPath { id }): Path<IdPath>,
-    Query(params): Query<ReplayParams>,
+    ApiQuery(params): ApiQuery<ReplayParams>,
 ) -> Result<(StatusCode, Json<Replayed>), ApiError> {
-    let since = params
-        .since
-        .as_deref()
-        .and_then(|s| s.parse::<UtcMillis>().ok())
-        .ok_or_else(|| invalid("since must be an RFC 3339 time such as 2026-04-24T00:00:00Z"))?;
+    let since = parse_time("since", params.since.as_deref())?
+        .ok_or_else(|| ApiError::bad_parameter("since is required: an RFC 3339 time such as 2026-04-24T18:38:21Z"))?;
     let queued = app
         .store
         .replay(id.clone(), since)

@@ -19,7 +19,15 @@ pub enum JsonError {
     #[error("the body nests deeper than {MAX_DEPTH} levels")]
     TooDeep,
     #[error("the body is not valid JSON: {0}")]
-    Syntax(#[from] serde_json::Error),
+    Syntax(serde_json::Error),
+}
+
+/// Not `#[from]`, which makes the cause a `source()` too: the message says
+/// it already.
+impl From<serde_json::Error> for JsonError {
+    fn from(error: serde_json::Error) -> Self {
+        Self::Syntax(error)
+    }
 }
 
 /// A platform's delivery as read by [`parse_delivery`].

@@ -60,6 +60,11 @@ impl UtcMillis {
         Timestamp::from_millisecond(self.0).unwrap_or(Timestamp::MAX)
     }
 
+    /// `wait` after this instant, or jiff's last instant if that is later.
+    pub fn saturating_add(self, wait: std::time::Duration) -> Self {
+        Self::from_timestamp(self.as_timestamp().checked_add(wait).unwrap_or(Timestamp::MAX))
+    }
+
     pub fn as_millisecond(self) -> i64 {
         self.0
     }
@@ -75,7 +80,7 @@ impl UtcMillis {
     /// cases). Instants outside the years 1 to 9999 UTC are refused, so
     /// every accepted time prints as RFC 3339 and parses back.
     pub fn parse_in(s: &str, tz: &TimeZone) -> Result<Self, Problem> {
-        Self::from_pieces(&Pieces::parse(s).map_err(|_| Problem::NotTimestamp)?, tz)
+        Self::from_pieces(&pieces(s).ok_or(Problem::NotTimestamp)?, tz)
     }
 
     fn from_pieces(pieces: &Pieces<'_>, tz: &TimeZone) -> Result<Self, Problem> {
@@ -111,6 +116,17 @@ impl UtcMillis {
     }
 }
 
+/// The parts of a time, RFC 3339 or offset-less; `None` for an offset
+/// beyond RFC 3339's ±23:59, which jiff reads up to ±25:59:59.
+fn pieces(s: &str) -> Option<Pieces<'_>> {
+    const LARGEST_OFFSET: i32 = 23 * 3600 + 59 * 60;
+    Pieces::parse(s).ok().filter(|pieces| {
+        pieces
+            .to_numeric_offset()
+            .is_none_or(|o| o.seconds().abs() <= LARGEST_OFFSET)
+    })
+}
+
 impl fmt::Display for UtcMillis {
     /// `YYYY-MM-DDThh:mm:ss.SSSZ`. Written field by field: every stored
     /// time and every JSON answer goes through here, and `strftime`
@@ -139,7 +155,7 @@ impl FromStr for UtcMillis {
     /// Reads an RFC 3339 instant (`Z` or an offset), as [`UtcMillis::parse_in`]
     /// does.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let pieces = Pieces::parse(s).map_err(|_| Problem::NotTimestamp)?;
+        let pieces = pieces(s).ok_or(Problem::NotTimestamp)?;
         if pieces.to_numeric_offset().is_none() {
             return Err(Problem::NotTimestamp);
         }
@@ -414,7 +430,7 @@ pub fn date(v: &Value) -> Result<Option<String>, Problem> {
     let Some(s) = text(v)? else {
         return Ok(None);
     };
-    let date = Pieces::parse(&s).map_err(|_| Problem::NotDate)?.date();
+    let date = pieces(&s).ok_or(Problem::NotDate)?.date();
     if !YEARS.contains(&date.year()) {
         return Err(Problem::YearOutOfRange);
     }
@@ -990,6 +1006,24 @@ mod tests {
         assert_eq!(at("0001-01-01T00:30:00+01:00", &utc), Err(Problem::YearOutOfRange));
         assert_eq!(timestamp(&json!(true), &utc), Err(Problem::NotString));
         assert_eq!(at("N/A", &utc), Ok(None));
+    }
+
+    #[test]
+    fn offsets_beyond_23_59_are_unparseable() {
+        let utc = TimeZone::UTC;
+        assert_eq!(
+            at("2026-06-30T23:59:59+23:59", &utc),
+            Ok(Some("2026-06-30T00:00:59.000Z".into()))
+        );
+        for time in [
+            "2026-06-30T23:59:59+25:00",
+            "2026-06-30T23:59:59-24:00",
+            "2026-06-30T23:59:59+24:00",
+        ] {
+            assert_eq!(at(time, &utc), Err(Problem::NotTimestamp), "{time}");
+            assert_eq!(time.parse::<UtcMillis>(), Err(Problem::NotTimestamp), "{time}");
+        }
+        assert_eq!(date(&json!("1948-02-12T23:00:00+25:00")), Err(Problem::NotDate));
     }
 
     #[test]

@@ -76,9 +76,14 @@ where
     }
 }
 
+/// When a claim made at `now` for a send of `timeout` ends.
+fn lease_until(now: UtcMillis, timeout: Duration) -> UtcMillis {
+    now.saturating_add(timeout.saturating_add(LEASE_MARGIN))
+}
+
 /// Runs until `stop` turns true, then lets the sends in flight finish.
 pub async fn run(store: Arc<dyn Store>, settings: DeliverySettings, mut stop: watch::Receiver<bool>) {
-    let lease = settings.timeout + LEASE_MARGIN;
+    let timeout = settings.timeout;
     let sender = match Sender::new(store.clone(), settings) {
         Ok(sender) => Arc::new(sender),
         Err(e) => {
@@ -100,7 +105,7 @@ pub async fn run(store: Arc<dyn Store>, settings: DeliverySettings, mut stop: wa
         breakers.forget_stale(instant);
         let claim = Claim {
             now,
-            lease_until: UtcMillis::from_timestamp(now.as_timestamp() + lease),
+            lease_until: lease_until(now, timeout),
             limit: MAX_IN_FLIGHT.saturating_sub(sends.len()),
             shares: in_flight.shares(&breakers, instant),
             per_subscription: PER_SUBSCRIPTION,
@@ -274,6 +279,18 @@ mod tests {
         assert_eq!(starts.load(Ordering::SeqCst), 2, "started again after the panic");
         assert!(!*watching.borrow(), "not running once it gave up");
         drop(stop);
+    }
+
+    #[test]
+    fn a_lease_past_the_last_instant_saturates_instead_of_panicking() {
+        let now = UtcMillis::now();
+        assert_eq!(
+            lease_until(now, Duration::from_secs(1)).as_millisecond(),
+            now.as_millisecond() + 6_000
+        );
+        let last = UtcMillis::from_timestamp(jiff::Timestamp::MAX);
+        assert_eq!(lease_until(now, Duration::from_secs(300_000_000_000)), last);
+        assert_eq!(lease_until(last, Duration::from_secs(1)), last);
     }
 
     #[tokio::test]

@@ -44,9 +44,8 @@ pub fn next(answer: Answer, failures: u32, schedule: &[Duration], now: UtcMillis
             Some(wait) => {
                 let wait = wait.mul_f64(1.0 + 0.1 * jitter.clamp(0.0, 1.0));
                 let wait = retry_after.map_or(wait, |asked| wait.max(asked.min(MAX_RETRY_AFTER)));
-                let at = now.as_timestamp().checked_add(wait).unwrap_or(Timestamp::MAX);
                 Next::Retry {
-                    at: UtcMillis::from_timestamp(at),
+                    at: now.saturating_add(wait),
                 }
             }
         },
@@ -71,17 +70,19 @@ pub fn retry_after(value: &str, now: UtcMillis) -> Option<Duration> {
 
 /// An HTTP date: IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the
 /// obsolete RFC 850 form (`Sunday, 06-Nov-94 08:49:37 GMT`) or asctime's
-/// (`Sun Nov  6 08:49:37 1994`), all in UTC.
+/// (`Sun Nov  6 08:49:37 1994`), all in UTC. A date after jiff's last
+/// instant (9999-12-30T22:00Z) gives that instant.
 fn http_date(value: &str) -> Option<Timestamp> {
-    if let Ok(date) = jiff::fmt::rfc2822::parse(value) {
-        return Some(date.timestamp());
-    }
     // asctime pads the day with a space: one space is as good as two.
     let value = value.split_whitespace().collect::<Vec<_>>().join(" ");
-    ["%A, %d-%b-%y %H:%M:%S GMT", "%a %b %d %H:%M:%S %Y"]
-        .into_iter()
-        .find_map(|format| jiff::civil::DateTime::strptime(format, &value).ok())
-        .and_then(|at| jiff::tz::Offset::UTC.to_timestamp(at).ok())
+    [
+        "%a, %d %b %Y %H:%M:%S GMT",
+        "%A, %d-%b-%y %H:%M:%S GMT",
+        "%a %b %d %H:%M:%S %Y",
+    ]
+    .into_iter()
+    .find_map(|format| jiff::civil::DateTime::strptime(format, &value).ok())
+    .map(|at| jiff::tz::Offset::UTC.to_timestamp(at).unwrap_or(Timestamp::MAX))
 }
 
 #[cfg(test)]
@@ -183,5 +184,12 @@ mod tests {
             retry_after: Some(Duration::MAX),
         };
         assert_eq!(retry_in(next(failed, 0, &SCHEDULE, now(), 0.999)), MAX_RETRY_AFTER);
+    }
+
+    #[test]
+    fn a_retry_after_date_past_the_last_instant_is_capped_not_ignored() {
+        for asked in ["Fri, 31 Dec 9999 23:59:59 GMT", "Fri Dec 31 23:59:59 9999"] {
+            assert_eq!(retry_after(asked, now()), Some(MAX_RETRY_AFTER), "{asked}");
+        }
     }
 }

@@ -49,12 +49,12 @@ pub enum StoreError {
     )]
     NewerSchema { found: i64, known: usize },
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// Not [`From`]: connection failures become [`StoreError::Unavailable`].
     #[error("database error: {0}")]
     Postgres(sqlx::Error),
     #[error("stored data cannot be read: {0}")]
-    Corrupt(#[from] serde_json::Error),
+    Corrupt(serde_json::Error),
     #[error("the store has shut down")]
     Closed,
     /// The database cannot take writes now (disk full, I/O error): the
@@ -66,6 +66,20 @@ pub enum StoreError {
     Bug(String),
     #[error("event {0} was redacted by an erasure and cannot be reprocessed")]
     Redacted(String),
+}
+
+// Not `#[from]`, which makes the cause a `source()` too: the messages
+// above say it already, and the CLI prints an error's causes after it.
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        Self::Sqlite(error)
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(error: serde_json::Error) -> Self {
+        Self::Corrupt(error)
+    }
 }
 
 /// One authenticated delivery, ready to be kept.

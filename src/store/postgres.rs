@@ -105,7 +105,15 @@ impl PgStore {
             path: shown.to_owned(),
             reason,
         };
-        let options: PgConnectOptions = url.parse().map_err(|e| open_error(format!("{e}")))?;
+        // sqlx wraps a bad option's error in another that says "error with
+        // configuration" as it does: the innermost cause says what is wrong.
+        let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
+            let mut cause: &dyn std::error::Error = &e;
+            while let Some(inner) = cause.source() {
+                cause = inner;
+            }
+            open_error(format!("invalid URL: {cause}"))
+        })?;
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
