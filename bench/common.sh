@@ -38,6 +38,7 @@ measure() {
 start_clientele() {
   local port=${2:-$PORT}
   CLIENTELE_STORE="$1" CLIENTELE_LISTEN="127.0.0.1:$port" CLIENTELE_ADMIN_TOKEN=bench \
+    CLIENTELE_DELIVERY__ALLOW_PRIVATE='["127.0.0.1/32"]' \
     RUST_LOG=error "$BENCH_BIN" serve &
   clientele=$!
   wait_for "$port"

@@ -57,7 +57,7 @@ scenario() {
   start_clientele "$store"
   case "$3" in
     none) ;;
-    disabled) subscribe '"secret": "bench-secret"'
+    disabled) subscribe '"secret": "bench-secret-of-at-least-24-bytes"'
       curl -s -H 'Authorization: Bearer bench' "http://127.0.0.1:$PORT/api/v1/subscriptions" |
         grep -o '"id":"sub_[0-9a-f]*"' | cut -d'"' -f4 | while read -r id; do
           curl -sf -o /dev/null -X PATCH -H 'Authorization: Bearer bench' -H 'Content-Type: application/json' \
