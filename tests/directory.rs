@@ -815,3 +815,39 @@ async fn a_changed_phone_is_found_by_the_new_number_and_no_longer_by_the_old() {
     assert!(app.customer_ids(&[("phone", "3105550000")]).await.is_empty());
     assert_eq!(app.customer_ids(&[("phone", "2125550000")]).await, ["treez:shop:5"]);
 }
+
+/// A page holds at most about 8 MiB of profiles whatever its `limit`: a
+/// page of a thousand records near `max_body_bytes` each once took several
+/// gigabytes of memory to answer. Cut short, it says where to go on, and
+/// the pages together hold every record once.
+#[tokio::test]
+async fn a_page_of_large_records_is_cut_short_and_the_rest_follows() {
+    let app = TestApp::spawn().await;
+    const RECORDS: usize = 160;
+    let notes = "n".repeat(60_000);
+    for i in 0..RECORDS {
+        let payload = json!({"customerId": format!("big-{i:03}"), "updatedAt": "2026-04-01T00:00:00Z", "notes": notes});
+        accept(
+            &app,
+            "clientele",
+            &envelope(&format!("big-{i}"), "2026-04-01T00:00:00Z", payload),
+        )
+        .await;
+    }
+    let (status, first) = app.get_query("/api/v1/customers", &[("limit", "1000")]).await;
+    assert_eq!(status, StatusCode::OK);
+    let on_first = first["data"].as_array().unwrap().len();
+    assert!(on_first < RECORDS, "the first page is cut short: {on_first}");
+    assert!(first["nextCursor"].is_string(), "and says where to go on");
+    let ids: Vec<String> = app
+        .pages("/api/v1/customers", "1000")
+        .await
+        .iter()
+        .flatten()
+        .map(|c| c["id"].as_str().expect("an id").to_owned())
+        .collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((ids.len(), unique.len()), (RECORDS, RECORDS), "every record once");
+}

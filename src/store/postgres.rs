@@ -30,8 +30,8 @@ use tokio::sync::Notify;
 use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
 use super::rows::{
     EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RESTORE_VERSIONS, RawEvent, RawRecord, Settled, Settling,
-    directory_deletes, history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys, page,
-    parse_time, redact_envelopes, redaction, save_version_floors, settling, touched_ids,
+    customer_page, directory_deletes, history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys,
+    page, parse_time, redact_envelopes, redaction, save_version_floors, settling, touched_ids,
 };
 use super::{
     Action, Backlog, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, EventRedaction, HistoryEntry,
@@ -1030,15 +1030,7 @@ async fn list_customers(conn: &mut PgConnection, q: CustomerQuery) -> Result<Pag
     }
     sql.push(" ORDER BY change_seq LIMIT ").push_bind(q.limit as i64 + 1);
     let rows: Vec<RawRecord> = sql.build_query_as().fetch_all(conn).await?;
-    let records = rows
-        .into_iter()
-        .map(RawRecord::into_record)
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    let page = page(records, q.limit, |(_, seq)| *seq);
-    Ok(Page {
-        items: page.items.into_iter().map(|(r, _)| r.to_customer()).collect(),
-        next: page.next,
-    })
+    customer_page(rows.into_iter().map(Ok), q.limit)
 }
 
 async fn list_events(conn: &mut PgConnection, query: EventQuery) -> Result<Page<StoredEvent>, StoreError> {

@@ -23,6 +23,39 @@ pub(super) fn page<T>(mut items: Vec<T>, limit: usize, position: impl Fn(&T) -> 
     Page { items, next }
 }
 
+/// Stored profile JSON one page of customers holds at most (past its first
+/// customer): a page of records near `max_body_bytes` each would
+/// otherwise take several times its answer in memory.
+pub(super) const PAGE_BYTES: usize = 8 << 20;
+
+/// A page of customers from their rows in feed order (`limit` + 1 read to
+/// know whether more follow), cut short once the rows read hold
+/// [`PAGE_BYTES`] of profile: then more follow from the last one.
+pub(super) fn customer_page(
+    rows: impl IntoIterator<Item = Result<RawRecord, StoreError>>,
+    limit: usize,
+) -> Result<Page<Customer>, StoreError> {
+    let mut records = Vec::new();
+    let mut bytes = 0;
+    for row in rows {
+        let row = row?;
+        bytes += row.profile.len();
+        records.push(row.into_record()?);
+        if bytes > PAGE_BYTES && records.len() < limit {
+            let next = records.last().map(|(_, seq)| *seq);
+            return Ok(Page {
+                items: records.into_iter().map(|(r, _)| r.to_customer()).collect(),
+                next,
+            });
+        }
+    }
+    let page = page(records, limit, |(_, seq)| *seq);
+    Ok(Page {
+        items: page.items.into_iter().map(|(r, _)| r.to_customer()).collect(),
+        next: page.next,
+    })
+}
+
 /// [`page`] of rows read with their position.
 pub(super) fn positioned_page<T>(rows: Vec<(i64, T)>, limit: usize) -> Page<T> {
     let page = page(rows, limit, |(position, _)| *position);

@@ -37,8 +37,8 @@ use self::checkpoint::Checkpoints;
 use self::lock::StoreLock;
 use super::rows::{
     EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RESTORE_VERSIONS, RawEvent, RawRecord, Settled, Settling,
-    directory_deletes, history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys, page,
-    parse_time, redact_envelopes, redaction, save_version_floors, settling, touched_ids,
+    customer_page, directory_deletes, history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys,
+    page, parse_time, redact_envelopes, redaction, save_version_floors, settling, touched_ids,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -1309,12 +1309,7 @@ fn list_customers(conn: &Connection, q: &CustomerQuery) -> Result<Page<Customer>
     args.push((q.limit + 1).to_string());
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(&args), read_record)?;
-    let records = rows.map(|r| r?.into_record()).collect::<Result<Vec<_>, StoreError>>()?;
-    let page = page(records, q.limit, |(_, seq)| *seq);
-    Ok(Page {
-        items: page.items.into_iter().map(|(r, _)| r.to_customer()).collect(),
-        next: page.next,
-    })
+    customer_page(rows.map(|r| r.map_err(StoreError::from)), q.limit)
 }
 
 fn read_record(r: &Row<'_>) -> rusqlite::Result<RawRecord> {
