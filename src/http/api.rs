@@ -4,22 +4,18 @@
 //! answer. The areas are [`super::customers`], [`super::events`] and
 //! [`super::subscriptions`], each with its own `router()`.
 //!
-//! Every route there requires `Authorization: Bearer {admin_token}`
-//! ([`require_admin`]); a source's token is never an admin token.
-
-use std::sync::Arc;
+//! Every route there requires an API key ([`super::auth::require_key`]);
+//! a source's token is never an API key.
 
 use aide::transform::TransformOperation;
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::extract::Request;
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
 use super::error::{ApiError, document_errors};
-use super::ingest::{bearer, matches_any};
 use crate::model::UtcMillis;
 use crate::store::Page;
 
@@ -46,19 +42,6 @@ pub fn admin<'t>(op: TransformOperation<'t>, id: &str, summary: &str, errors: &[
         .id(id)
         .summary(summary)
         .security_requirement(super::openapi::ADMIN)
-}
-
-pub async fn require_admin(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer);
-    match token {
-        Some(token) if matches_any(token, std::slice::from_ref(&app.admin_token)) => next.run(request).await,
-        Some(_) => ApiError::unauthorized("the admin token is wrong").into_response(),
-        None => ApiError::unauthorized("send the admin token as Authorization: Bearer …").into_response(),
-    }
 }
 
 /// Refuses a NUL (`%00`) anywhere in a request's path or query before a

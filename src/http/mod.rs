@@ -8,6 +8,7 @@
 //! (`error` is the only place errors become statuses).
 
 mod api;
+pub mod auth;
 mod customers;
 pub mod error;
 mod events;
@@ -67,7 +68,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let (router, document) = documented(|api| {
         // The last layer runs first: the token is checked before anything else.
         api.route_layer(axum::middleware::from_fn(api::refuse_nul))
-            .route_layer(axum::middleware::from_fn_with_state(state.clone(), api::require_admin))
+            .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key))
     });
     router
         .layer(Extension(Arc::new(document)))
