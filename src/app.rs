@@ -16,7 +16,7 @@ use crate::config::{Config, StoreUrl};
 use crate::http::{self, AppState, INGEST_SLOTS, RateLimits};
 use crate::model::{json, normalize};
 use crate::outbound::destination::Guard;
-use crate::outbound::dispatcher;
+use crate::outbound::{Outbox, dispatcher};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{EventQuery, EventStatus, Publish, Store, StoreError};
@@ -81,9 +81,9 @@ pub async fn serve(
     tracing::info!(address = %listener.local_addr()?, "listening: /webhooks/{{source}}, /api/v1, /healthz, /readyz, /metrics");
     let (stop, stopped) = watch::channel(false);
     let dispatcher = {
-        let (store, told) = (store.clone(), stopped.clone());
+        let (outbox, told): (Arc<dyn Outbox>, _) = (store.clone(), stopped.clone());
         tokio::spawn(dispatcher::supervise(
-            move || dispatcher::run(store.clone(), delivery.clone(), told.clone()),
+            move || dispatcher::run(outbox.clone(), delivery.clone(), told.clone()),
             stopped,
             dispatching,
         ))

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clientele::app;
 use clientele::config::Config;
 use clientele::model::UtcMillis;
-use clientele::store::Claim;
+use clientele::outbound::Claim;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use util::{Behaviour, TestApp, TestReceiver, treez, with};

@@ -15,7 +15,7 @@ use std::time::Instant;
 use clientele::app;
 use clientele::config::Config;
 use clientele::model::UtcMillis;
-use clientele::store::Claim;
+use clientele::outbound::Claim;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::watch;

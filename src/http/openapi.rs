@@ -20,7 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 
 use super::AppState;
-use crate::store::{Action, EnvelopeBody};
+use crate::model::Action;
+use crate::store::EnvelopeBody;
 
 /// The admin token: `Authorization: Bearer {admin_token}`.
 pub const ADMIN: &str = "admin";

@@ -20,10 +20,11 @@ use super::AppState;
 use super::api::{IdPath, PageParams, PageView, admin, parse_time};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, invalid};
+use crate::model::Action;
 use crate::model::UtcMillis;
 use crate::outbound::destination::Refused;
 use crate::outbound::{Message, MessageStatus, Subscription, signing};
-use crate::store::{Action, MessageQuery, Retry};
+use crate::store::{MessageQuery, Retry};
 
 pub fn router() -> ApiRouter<Arc<AppState>> {
     const NOT_FOUND: [StatusCode; 1] = [StatusCode::NOT_FOUND];

@@ -148,3 +148,31 @@ pub struct OrderKey {
     pub sent_at: Option<UtcMillis>,
     pub dedupe_key: String,
 }
+
+/// How a record changed, in the vocabulary of outbound messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Created,
+    Updated,
+    Merged,
+    /// Erased.
+    Deleted,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Created => "created",
+            Action::Updated => "updated",
+            Action::Merged => "merged",
+            Action::Deleted => "deleted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Created, Self::Updated, Self::Merged, Self::Deleted]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+    }
+}

@@ -21,11 +21,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::Next;
 use super::send::Sender;
+use super::{Claim, Next, Outbox};
 use crate::config::DeliverySettings;
 use crate::model::UtcMillis;
-use crate::store::{Claim, Store};
 
 /// Sends in flight at once at most.
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -82,21 +81,21 @@ fn lease_until(now: UtcMillis, timeout: Duration) -> UtcMillis {
 }
 
 /// Runs until `stop` turns true, then lets the sends in flight finish.
-pub async fn run(store: Arc<dyn Store>, settings: DeliverySettings, mut stop: watch::Receiver<bool>) {
+pub async fn run(outbox: Arc<dyn Outbox>, settings: DeliverySettings, mut stop: watch::Receiver<bool>) {
     let timeout = settings.timeout;
-    let sender = match Sender::new(store.clone(), settings) {
+    let sender = match Sender::new(outbox.clone(), settings) {
         Ok(sender) => Arc::new(sender),
         Err(e) => {
             tracing::error!(error = %e, "cannot build the HTTP client: outbound webhooks are not sent");
             return;
         }
     };
-    let queued = store.queued();
+    let queued = outbox.queued();
     let mut sends = JoinSet::new();
     let mut in_flight = InFlight::default();
     let mut breakers = Breakers::default();
     while !*stop.borrow() {
-        let more = store.fan_out().await.unwrap_or_else(|e| {
+        let more = outbox.fan_out().await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot fan out the outbox");
             false
         });
@@ -112,7 +111,7 @@ pub async fn run(store: Arc<dyn Store>, settings: DeliverySettings, mut stop: wa
             busy: in_flight.per_subscription.keys().cloned().collect(),
             sending: in_flight.messages.clone(),
         };
-        match store.claim_due(claim).await {
+        match outbox.claim_due(claim).await {
             Ok(due) => {
                 for message in due {
                     let (seq, subscription) = (message.seq, message.subscription_id.clone());

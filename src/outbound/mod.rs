@@ -1,23 +1,29 @@
 //! Outbound webhooks (SPEC §6): subscriptions, the messages the directory's
 //! changes queue for them, and the dispatcher that signs and sends them.
 //!
-//! The store commits each change's envelope to an outbox, and one message
-//! per matching subscription, in the delivery's own transaction. The
-//! [`dispatcher`] claims due messages from the store; [`send`] sends each
-//! with Standard Webhooks signatures ([`signing`]) to allowed destinations
-//! only ([`destination`]), and records each attempt and what follows from
-//! it ([`policy`]): delivered, retried later, or dead.
+//! The store commits each change's envelope to an outbox in the
+//! delivery's own transaction. The [`dispatcher`] works through the
+//! store's [`Outbox`] role (defined here, in [`outbox`], and implemented by
+//! each backend, so nothing here depends on the store): it fans the rows
+//! out into one message per matching subscription, claims due messages,
+//! and [`send`] sends each with Standard Webhooks signatures ([`signing`])
+//! to allowed destinations only ([`destination`]), recording each attempt
+//! and what follows from it ([`policy`]): delivered, retried later, or
+//! dead.
 
 pub mod destination;
 pub mod dispatcher;
+pub mod outbox;
 pub mod policy;
 pub mod send;
 pub mod signing;
 
+pub use outbox::{Backlog, Claim, Outbox, OutboxError};
+
 use serde::{Deserialize, Serialize};
 
+use crate::model::Action;
 use crate::model::UtcMillis;
-use crate::store::Action;
 
 /// Who receives which changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

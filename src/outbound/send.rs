@@ -18,20 +18,19 @@ use reqwest::Url;
 
 use super::destination::{Guard, GuardedResolver, Refused};
 use super::policy::{self, Answer};
-use super::{Attempt, Due, Next, signing};
+use super::{Attempt, Due, Next, Outbox, signing};
 use crate::config::DeliverySettings;
 use crate::model::UtcMillis;
-use crate::store::Store;
 
 pub struct Sender {
     client: reqwest::Client,
     guard: Guard,
-    store: Arc<dyn Store>,
+    outbox: Arc<dyn Outbox>,
     settings: DeliverySettings,
 }
 
 impl Sender {
-    pub fn new(store: Arc<dyn Store>, settings: DeliverySettings) -> Result<Self, reqwest::Error> {
+    pub fn new(outbox: Arc<dyn Outbox>, settings: DeliverySettings) -> Result<Self, reqwest::Error> {
         // The TLS crypto provider reqwest's rustls uses; installed once per
         // process (a second install is refused, harmlessly).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -46,7 +45,7 @@ impl Sender {
         Ok(Self {
             client,
             guard,
-            store,
+            outbox,
             settings,
         })
     }
@@ -116,7 +115,7 @@ impl Sender {
             error,
             duration_ms: elapsed.as_millis() as u64,
         };
-        if let Err(e) = self.store.record_attempt(&message, attempt, next).await {
+        if let Err(e) = self.outbox.record_attempt(&message, attempt, next).await {
             // The lease ends and the message is sent again: at least once.
             tracing::error!(error = %e, message = message.seq, "cannot record a message attempt");
         }

@@ -1,5 +1,8 @@
 //! Storage: the inbox of raw deliveries, the customer directory and its
-//! history, behind one [`Store`] trait.
+//! history, subscriptions and the outbox, each a role trait ([`Inbox`],
+//! [`Directory`], [`Subscriptions`], and [`Outbox`], which outbound defines
+//! where it uses it) that every backend implements; [`Store`] is all of
+//! them together with the store's own life.
 //!
 //! The HTTP layer hands the store a [`Delivery`] (authenticated, parsed,
 //! mapped by its adapter); the store commits the raw body, the dedupe
@@ -11,25 +14,23 @@
 //! several instances share.
 
 pub mod directory;
+mod migrations;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
 
 pub use rows::EnvelopeBody;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::BoxFuture;
+use crate::model::Action;
 use crate::model::{Customer, OrderKey, UtcMillis, Warning};
-use crate::outbound::{Attempt, Due, Message, MessageStatus, Next, Subscription};
+use crate::outbound::{Message, MessageStatus, Outbox, Subscription};
 use crate::sources::{Mapped, Mention, Unmappable};
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -48,6 +49,13 @@ pub enum StoreError {
         "the store's schema is version {found}, newer than this build of Clientele knows ({known}): run a newer Clientele"
     )]
     NewerSchema { found: i64, known: usize },
+    /// A migration file differs from the one the store applied: this build
+    /// and the store disagree on the schema.
+    #[error(
+        "migration {version} of this build differs from the one the store applied (an edited migration file): \
+         run the Clientele release that migrated this store"
+    )]
+    EditedMigration { version: i64 },
     #[error("database error: {0}")]
     Sqlite(rusqlite::Error),
     /// Not [`From`]: connection failures become [`StoreError::Unavailable`].
@@ -181,34 +189,6 @@ impl Outcome {
     }
 }
 
-/// How a record changed, in the vocabulary of outbound messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Created,
-    Updated,
-    Merged,
-    /// Erased.
-    Deleted,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Created => "created",
-            Action::Updated => "updated",
-            Action::Merged => "merged",
-            Action::Deleted => "deleted",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Created, Self::Updated, Self::Merged, Self::Deleted]
-            .into_iter()
-            .find(|a| a.as_str() == s)
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EventStatus {
@@ -313,113 +293,6 @@ pub struct MessageQuery {
     pub after: Option<i64>,
 }
 
-/// Which due messages the dispatcher takes, and for how long.
-#[derive(Debug, Clone)]
-pub struct Claim {
-    pub now: UtcMillis,
-    /// Claimed messages are not due again before this: an attempt lost in a
-    /// crash is retried once it passes.
-    pub lease_until: UtcMillis,
-    /// Sends the claim may start, besides the first of each subscription
-    /// that has none in flight: that one it always may, so that no
-    /// subscriber waits for the slots others hold.
-    pub limit: usize,
-    /// How many more sends of a subscription may start, for those listed;
-    /// `per_subscription` for the others.
-    pub shares: HashMap<String, usize>,
-    pub per_subscription: usize,
-    /// The subscriptions with sends in flight now.
-    pub busy: HashSet<String>,
-    /// The messages being sent now (by `seq`): never claimed again while
-    /// they are, even when due again (retried, replayed, or their lease
-    /// ran out), so that a message is not sent twice at once and no claim
-    /// leases one it cannot send. Due, they are claimed once their send
-    /// ends.
-    pub sending: HashSet<i64>,
-}
-
-impl Claim {
-    /// How many of a subscription's messages this claim may take at most.
-    pub fn share(&self, subscription: &str) -> usize {
-        self.shares.get(subscription).copied().unwrap_or(self.per_subscription)
-    }
-
-    /// What to take of each subscription's due messages (oldest first, at
-    /// most its [`share`](Self::share)): one of each first, from the
-    /// subscription at `turn` in rotation, the first of an idle one
-    /// whatever the limit; then the others while the limit lasts.
-    pub fn pick(&self, mut due: Vec<(String, Vec<i64>)>, turn: usize) -> Vec<i64> {
-        let start = turn % due.len().max(1);
-        due.rotate_left(start);
-        let mut budget = self.limit;
-        let mut picked = Vec::new();
-        let mut more = Vec::new();
-        for (subscription, mut seqs) in due {
-            seqs.retain(|seq| !self.sending.contains(seq));
-            seqs.truncate(self.share(&subscription));
-            let Some(&first) = seqs.first() else {
-                continue;
-            };
-            if budget == 0 && self.busy.contains(&subscription) {
-                continue;
-            }
-            picked.push(first);
-            budget = budget.saturating_sub(1);
-            more.push(seqs);
-        }
-        for seqs in more {
-            let take = budget.min(seqs.len() - 1);
-            picked.extend_from_slice(&seqs[1..=take]);
-            budget -= take;
-        }
-        picked
-    }
-}
-
-#[cfg(test)]
-mod claim_tests {
-    use super::*;
-
-    fn claim(limit: usize, busy: &[&str]) -> Claim {
-        Claim {
-            now: UtcMillis::now(),
-            lease_until: UtcMillis::now(),
-            limit,
-            shares: HashMap::from([("slow".to_owned(), 1)]),
-            per_subscription: 8,
-            busy: busy.iter().map(|s| s.to_string()).collect(),
-            sending: HashSet::from([3]),
-        }
-    }
-
-    #[test]
-    fn an_idle_subscription_gets_its_first_send_when_every_slot_is_taken() {
-        let due = vec![("busy".to_owned(), vec![1, 2]), ("idle".to_owned(), vec![10, 11])];
-        assert_eq!(claim(0, &["busy"]).pick(due, 0), [10]);
-    }
-
-    #[test]
-    fn a_claim_takes_one_of_each_subscription_before_more_of_any_within_its_share() {
-        let due = vec![
-            ("a".to_owned(), vec![1, 2, 3, 4]),
-            ("slow".to_owned(), vec![20, 21]),
-            ("b".to_owned(), vec![30, 31]),
-        ];
-        // 3 is being sent; `slow` may start one; then the limit runs out.
-        assert_eq!(claim(4, &["a"]).pick(due.clone(), 0), [1, 20, 30, 2]);
-        assert_eq!(claim(4, &["a"]).pick(due, 1), [20, 30, 1, 31]);
-    }
-}
-
-/// What is waiting to be sent.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Backlog {
-    /// Pending messages per subscription, every subscription listed.
-    pub pending: Vec<(String, u64)>,
-    /// Outbox rows (changes) not fanned out into messages yet.
-    pub unfanned: u64,
-}
-
 /// A page of results and the position to continue from, if there is more.
 #[derive(Debug, Clone)]
 pub struct Page<T> {
@@ -427,9 +300,32 @@ pub struct Page<T> {
     pub next: Option<i64>,
 }
 
-/// A Clientele store. Writes are linearized by the backend; reads see only
-/// committed data.
-pub trait Store: Send + Sync + 'static {
+impl From<StoreError> for crate::outbound::OutboxError {
+    fn from(error: StoreError) -> Self {
+        crate::outbound::OutboxError::new(error)
+    }
+}
+
+/// A store operation's result as the [`Outbox`] role answers it.
+pub(crate) async fn outboxed<T>(
+    operation: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, crate::outbound::OutboxError> {
+    Ok(operation.await?)
+}
+
+/// A Clientele store: every role, and the store's own life. Writes are
+/// linearized by the backend; reads see only committed data. Each user
+/// asks for the role it needs (the dispatcher an [`Outbox`], say).
+pub trait Store: Inbox + Directory + Subscriptions + Outbox {
+    /// Whether the store can serve reads and take writes.
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Finishes queued writes and closes the store.
+    fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+/// The inbox: deliveries kept as they came, and what each did.
+pub trait Inbox: Send + Sync + 'static {
     /// Keeps a delivery and applies it, durably, before answering.
     fn ingest(&self, delivery: Delivery) -> BoxFuture<'_, Result<IngestOutcome, StoreError>>;
 
@@ -443,6 +339,20 @@ pub trait Store: Send + Sync + 'static {
         publish: Publish,
     ) -> BoxFuture<'_, Result<Option<IngestOutcome>, StoreError>>;
 
+    fn event(&self, id: String) -> BoxFuture<'_, Result<Option<StoredEvent>, StoreError>>;
+
+    /// Redacts a kept event that is not applied to a customer (ignored, or
+    /// quarantined), as an erasure redacts a customer's: it stays listed,
+    /// without its body and headers.
+    fn redact_event(&self, id: String) -> BoxFuture<'_, Result<EventRedaction, StoreError>>;
+
+    /// Kept events in arrival order.
+    fn events(&self, query: EventQuery) -> BoxFuture<'_, Result<Page<StoredEvent>, StoreError>>;
+}
+
+/// The customer directory: records, their history, erasure, and the
+/// steps of a rebuild.
+pub trait Directory: Send + Sync + 'static {
     fn customer(&self, id: String) -> BoxFuture<'_, Result<Option<Customer>, StoreError>>;
 
     /// Erases a customer (SPEC §5): its record, history, merge links, raw
@@ -456,22 +366,12 @@ pub trait Store: Send + Sync + 'static {
     /// customer.
     fn history(&self, query: HistoryQuery) -> BoxFuture<'_, Result<Option<Page<HistoryEntry>>, StoreError>>;
 
-    fn event(&self, id: String) -> BoxFuture<'_, Result<Option<StoredEvent>, StoreError>>;
-
-    /// Redacts a kept event that is not applied to a customer (ignored, or
-    /// quarantined), as an erasure redacts a customer's: it stays listed,
-    /// without its body and headers.
-    fn redact_event(&self, id: String) -> BoxFuture<'_, Result<EventRedaction, StoreError>>;
-
-    /// Kept events in arrival order.
-    fn events(&self, query: EventQuery) -> BoxFuture<'_, Result<Page<StoredEvent>, StoreError>>;
-
     /// Empties the directory of the customers of `sources` (their records,
     /// history, merge links and lookups), keeping the raw events, the
     /// suppressions and every other source's customers: the first step of
     /// a rebuild, which replays the events of `sources` only (with
     /// [`Publish::No`]). Each emptied record's version is kept as a floor:
-    /// until [`Store::restore_versions`], a published change of that
+    /// until [`Directory::restore_versions`], a published change of that
     /// customer comes after it.
     fn reset_directory(&self, sources: Vec<String>) -> BoxFuture<'_, Result<(), StoreError>>;
 
@@ -480,13 +380,10 @@ pub trait Store: Send + Sync + 'static {
     /// after an erasure unlinked a merge, say), so that no version goes
     /// down or is sent twice, and forgets the floors.
     fn restore_versions(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}
 
-    /// Whether the store can serve reads and take writes.
-    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;
-
-    /// Finishes queued writes and closes the store.
-    fn close(&self) -> BoxFuture<'_, ()>;
-
+/// Subscriptions and their messages, as the API manages them.
+pub trait Subscriptions: Send + Sync + 'static {
     fn create_subscription(&self, subscription: Subscription) -> BoxFuture<'_, Result<(), StoreError>>;
 
     fn subscriptions(&self) -> BoxFuture<'_, Result<Vec<Subscription>, StoreError>>;
@@ -511,27 +408,4 @@ pub trait Store: Send + Sync + 'static {
     /// Queues again, due now, every change since `since` that the
     /// subscription wants. `None`: no such subscription.
     fn replay(&self, subscription_id: String, since: UtcMillis) -> BoxFuture<'_, Result<Option<u64>, StoreError>>;
-
-    /// Fans the next outbox rows out into messages, one per subscription
-    /// that wants a row (enabled ones; a disabled one gets its rows once
-    /// enabled again), and makes the first of each customer's line due.
-    /// Returns whether more rows wait.
-    fn fan_out(&self) -> BoxFuture<'_, Result<bool, StoreError>>;
-
-    /// Claims due messages (see [`Claim`]): the heads of the customers'
-    /// lines, of enabled subscriptions, due now. Only a line's first
-    /// pending message has a due time, so each customer's versions go out
-    /// in order.
-    fn claim_due(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<Due>, StoreError>>;
-
-    /// Records an attempt at a claimed message, and what follows from it
-    /// unless the message was retried or replayed since it was claimed.
-    fn record_attempt(&self, message: &Due, attempt: Attempt, next: Next) -> BoxFuture<'_, Result<(), StoreError>>;
-
-    /// Pending messages per subscription, and the outbox rows not fanned
-    /// out yet.
-    fn backlog(&self) -> BoxFuture<'_, Result<Backlog, StoreError>>;
-
-    /// Notified after a commit that wrote outbox rows or queued messages.
-    fn queued(&self) -> Arc<tokio::sync::Notify>;
 }

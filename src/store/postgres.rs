@@ -34,11 +34,14 @@ use super::rows::{
     page, parse_time, redact_envelopes, redaction, save_version_floors, settling, touched_ids,
 };
 use super::{
-    Action, Backlog, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, EventRedaction, HistoryEntry,
-    HistoryQuery, IngestOutcome, MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent,
+    CustomerQuery, Delivery, Directory, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery, Inbox,
+    IngestOutcome, MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent, Subscriptions,
+    migrations, outboxed,
 };
+use crate::BoxFuture;
+use crate::model::Action;
 use crate::model::{Customer, OrderKey, UtcMillis, json};
-use crate::outbound::{Attempt, Due, Message, Next, Subscription};
+use crate::outbound::{Attempt, Backlog, Claim, Due, Message, Next, Outbox, OutboxError, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
 mod outbound;
@@ -242,23 +245,34 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
 }
 
 async fn apply_migrations(conn: &mut PgConnection) -> Result<(), StoreError> {
-    conn.execute("CREATE TABLE IF NOT EXISTS clientele_schema (version INTEGER NOT NULL)")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS clientele_schema (version INTEGER NOT NULL); \
+         ALTER TABLE clientele_schema ADD COLUMN IF NOT EXISTS checksum BYTEA",
+    )
+    .await?;
+    let applied: Vec<(i32, Option<Vec<u8>>)> = sqlx::query_as("SELECT version, checksum FROM clientele_schema")
+        .fetch_all(&mut *conn)
         .await?;
-    let current: i32 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM clientele_schema")
-        .fetch_one(&mut *conn)
-        .await?;
-    if current as usize > MIGRATIONS.len() {
-        return Err(StoreError::NewerSchema {
-            found: current.into(),
-            known: MIGRATIONS.len(),
-        });
+    let version = applied.iter().map(|(v, _)| i64::from(*v)).max().unwrap_or(0);
+    let kept = applied
+        .into_iter()
+        .filter_map(|(v, sum)| Some((i64::from(v), sum?)))
+        .collect();
+    let plan = migrations::plan(MIGRATIONS, version, &kept)?;
+    for (version, checksum) in &plan.record {
+        sqlx::query("UPDATE clientele_schema SET checksum = $2 WHERE version = $1")
+            .bind(*version as i32)
+            .bind(checksum)
+            .execute(&mut *conn)
+            .await?;
     }
-    for (version, sql) in (1i32..).zip(MIGRATIONS).skip(current as usize) {
+    for (version, sql, checksum) in plan.apply {
         let mut tx = conn.begin().await?;
         // A plain string runs as a simple query: every statement of the file.
-        tx.execute(*sql).await?;
-        sqlx::query("INSERT INTO clientele_schema (version) VALUES ($1)")
-            .bind(version)
+        tx.execute(sql).await?;
+        sqlx::query("INSERT INTO clientele_schema (version, checksum) VALUES ($1, $2)")
+            .bind(version as i32)
+            .bind(checksum)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -267,7 +281,7 @@ async fn apply_migrations(conn: &mut PgConnection) -> Result<(), StoreError> {
     Ok(())
 }
 
-impl Store for PgStore {
+impl Inbox for PgStore {
     fn ingest(&self, delivery: Delivery) -> BoxFuture<'_, Result<IngestOutcome, StoreError>> {
         Box::pin(async move { self.write(&delivery, |work, d| Box::pin(ingest(work, d))).await })
     }
@@ -281,47 +295,6 @@ impl Store for PgStore {
         Box::pin(async move {
             self.write(&(event_id, mapped, publish), |work, (id, mapped, publish)| {
                 Box::pin(reprocess(work, id, mapped, *publish))
-            })
-            .await
-        })
-    }
-
-    fn customer(&self, id: String) -> BoxFuture<'_, Result<Option<Customer>, StoreError>> {
-        Box::pin(async move {
-            self.read(|conn| Box::pin(async move { Ok(load_record(conn, &id).await?.map(|r| r.to_customer())) }))
-                .await
-        })
-    }
-
-    fn erase(&self, id: String) -> BoxFuture<'_, Result<Erasure, StoreError>> {
-        Box::pin(async move { self.write(&id, |work, id| Box::pin(erase(work, id))).await })
-    }
-
-    fn customers(&self, query: CustomerQuery) -> BoxFuture<'_, Result<Page<Customer>, StoreError>> {
-        Box::pin(async move { self.read(|conn| Box::pin(list_customers(conn, query))).await })
-    }
-
-    fn history(&self, query: HistoryQuery) -> BoxFuture<'_, Result<Option<Page<HistoryEntry>>, StoreError>> {
-        Box::pin(async move {
-            self.read(|conn| {
-                Box::pin(async move {
-                    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM customers WHERE id = $1")
-                        .bind(&query.customer_id)
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                    if exists.is_none() {
-                        return Ok(None);
-                    }
-                    let rows: Vec<(i64, String)> = sqlx::query_as(
-                        "SELECT seq, entry FROM history WHERE customer_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-                    )
-                    .bind(&query.customer_id)
-                    .bind(query.after.unwrap_or(0))
-                    .bind(query.limit as i64 + 1)
-                    .fetch_all(&mut *conn)
-                    .await?;
-                    Ok(Some(history_page(rows, query.limit)?))
-                })
             })
             .await
         })
@@ -363,6 +336,49 @@ impl Store for PgStore {
     fn events(&self, query: EventQuery) -> BoxFuture<'_, Result<Page<StoredEvent>, StoreError>> {
         Box::pin(async move { self.read(|conn| Box::pin(list_events(conn, query))).await })
     }
+}
+
+impl Directory for PgStore {
+    fn customer(&self, id: String) -> BoxFuture<'_, Result<Option<Customer>, StoreError>> {
+        Box::pin(async move {
+            self.read(|conn| Box::pin(async move { Ok(load_record(conn, &id).await?.map(|r| r.to_customer())) }))
+                .await
+        })
+    }
+
+    fn erase(&self, id: String) -> BoxFuture<'_, Result<Erasure, StoreError>> {
+        Box::pin(async move { self.write(&id, |work, id| Box::pin(erase(work, id))).await })
+    }
+
+    fn customers(&self, query: CustomerQuery) -> BoxFuture<'_, Result<Page<Customer>, StoreError>> {
+        Box::pin(async move { self.read(|conn| Box::pin(list_customers(conn, query))).await })
+    }
+
+    fn history(&self, query: HistoryQuery) -> BoxFuture<'_, Result<Option<Page<HistoryEntry>>, StoreError>> {
+        Box::pin(async move {
+            self.read(|conn| {
+                Box::pin(async move {
+                    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM customers WHERE id = $1")
+                        .bind(&query.customer_id)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                    if exists.is_none() {
+                        return Ok(None);
+                    }
+                    let rows: Vec<(i64, String)> = sqlx::query_as(
+                        "SELECT seq, entry FROM history WHERE customer_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                    )
+                    .bind(&query.customer_id)
+                    .bind(query.after.unwrap_or(0))
+                    .bind(query.limit as i64 + 1)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    Ok(Some(history_page(rows, query.limit)?))
+                })
+            })
+            .await
+        })
+    }
 
     fn reset_directory(&self, sources: Vec<String>) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
@@ -393,7 +409,9 @@ impl Store for PgStore {
             .await
         })
     }
+}
 
+impl Store for PgStore {
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -404,7 +422,9 @@ impl Store for PgStore {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.pool.close())
     }
+}
 
+impl Subscriptions for PgStore {
     fn create_subscription(&self, subscription: Subscription) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             self.write(&subscription, |work, s| {
@@ -494,36 +514,40 @@ impl Store for PgStore {
             Ok(Some(queued))
         })
     }
+}
 
-    fn fan_out(&self) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(async move {
+impl Outbox for PgStore {
+    fn fan_out(&self) -> BoxFuture<'_, Result<bool, OutboxError>> {
+        Box::pin(outboxed(async move {
             self.write(&(), |work, ()| Box::pin(outbound::fan_out(work.conn())))
                 .await
-        })
+        }))
     }
 
-    fn claim_due(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<Due>, StoreError>> {
+    fn claim_due(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<Due>, OutboxError>> {
         let turn = self.claims.fetch_add(1, Ordering::Relaxed) + 1;
-        Box::pin(async move {
+        Box::pin(outboxed(async move {
             self.write(&(claim, turn), |work, (claim, turn)| {
                 Box::pin(outbound::claim(work.conn(), claim, *turn))
             })
             .await
-        })
+        }))
     }
 
-    fn record_attempt(&self, message: &Due, attempt: Attempt, next: Next) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn record_attempt(&self, message: &Due, attempt: Attempt, next: Next) -> BoxFuture<'_, Result<(), OutboxError>> {
         let args = (message.clone(), attempt, next);
-        Box::pin(async move {
+        Box::pin(outboxed(async move {
             self.write(&args, |work, (message, attempt, next)| {
                 Box::pin(outbound::record_attempt(work.conn(), message, attempt, *next))
             })
             .await
-        })
+        }))
     }
 
-    fn backlog(&self) -> BoxFuture<'_, Result<Backlog, StoreError>> {
-        Box::pin(async move { self.read(|conn| Box::pin(outbound::backlog(conn))).await })
+    fn backlog(&self) -> BoxFuture<'_, Result<Backlog, OutboxError>> {
+        Box::pin(outboxed(async move {
+            self.read(|conn| Box::pin(outbound::backlog(conn))).await
+        }))
     }
 
     fn queued(&self) -> Arc<Notify> {

@@ -20,11 +20,14 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
 use super::{
-    Action, Backlog, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, EventRedaction, HistoryEntry,
-    HistoryQuery, IngestOutcome, MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent,
+    CustomerQuery, Delivery, Directory, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery, Inbox,
+    IngestOutcome, MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent, Subscriptions,
+    migrations, outboxed,
 };
+use crate::BoxFuture;
+use crate::model::Action;
 use crate::model::{Customer, OrderKey, Profile, UtcMillis, json};
-use crate::outbound::{Attempt, Due, Message, Next, Subscription};
+use crate::outbound::{Attempt, Backlog, Claim, Due, Message, Next, Outbox, OutboxError, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
 mod checkpoint;
@@ -166,23 +169,37 @@ impl SqliteStore {
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if current as usize > MIGRATIONS.len() {
-        return Err(StoreError::NewerSchema {
-            found: current,
-            known: MIGRATIONS.len(),
-        });
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS clientele_migrations (version INTEGER PRIMARY KEY, checksum BLOB NOT NULL)",
+    )?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let kept = conn
+        .prepare("SELECT version, checksum FROM clientele_migrations")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let plan = migrations::plan(MIGRATIONS, version, &kept)?;
+    let tx = conn.transaction()?;
+    for (version, checksum) in &plan.record {
+        tx.execute(
+            "INSERT INTO clientele_migrations (version, checksum) VALUES (?1, ?2)",
+            params![version, checksum],
+        )?;
     }
-    for (version, sql) in (1i64..).zip(MIGRATIONS).skip(current as usize) {
+    tx.commit()?;
+    for (version, sql, checksum) in plan.apply {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO clientele_migrations (version, checksum) VALUES (?1, ?2)",
+            params![version, checksum],
+        )?;
         tx.pragma_update(None, "user_version", version)?;
         tx.commit()?;
     }
     Ok(())
 }
 
-impl Store for SqliteStore {
+impl Inbox for SqliteStore {
     fn ingest(&self, delivery: Delivery) -> BoxFuture<'_, Result<IngestOutcome, StoreError>> {
         Box::pin(self.ask(Op::Ingest(Box::new(delivery)), |a| match a {
             Answer::Ingest(outcome) => Some(outcome),
@@ -199,48 +216,6 @@ impl Store for SqliteStore {
         Box::pin(self.ask(Op::Reprocess(event_id, mapped, publish), |a| match a {
             Answer::Reprocess(outcome) => Some(outcome),
             _ => None,
-        }))
-    }
-
-    fn customer(&self, id: String) -> BoxFuture<'_, Result<Option<Customer>, StoreError>> {
-        Box::pin(
-            self.readers
-                .run(move |conn| Ok(load_record(conn, &id)?.map(|r| r.to_customer()))),
-        )
-    }
-
-    fn erase(&self, id: String) -> BoxFuture<'_, Result<Erasure, StoreError>> {
-        Box::pin(self.ask(Op::Erase(id), |a| match a {
-            Answer::Erased(erasure) => Some(erasure),
-            _ => None,
-        }))
-    }
-
-    fn customers(&self, query: CustomerQuery) -> BoxFuture<'_, Result<Page<Customer>, StoreError>> {
-        Box::pin(self.readers.run(move |conn| list_customers(conn, &query)))
-    }
-
-    fn history(&self, query: HistoryQuery) -> BoxFuture<'_, Result<Option<Page<HistoryEntry>>, StoreError>> {
-        Box::pin(self.readers.run(move |conn| {
-            let exists = conn
-                .prepare_cached("SELECT 1 FROM customers WHERE id = ?1")?
-                .exists([&query.customer_id])?;
-            if !exists {
-                return Ok(None);
-            }
-            // The chain from the latest entry back to the cursor: only the
-            // page's entries are read whole.
-            let mut stmt = conn.prepare_cached(
-                "WITH RECURSIVE chain(seq) AS (
-                     SELECT last_history FROM customers WHERE id = ?1 AND last_history > ?2
-                     UNION SELECT h.prev FROM history h JOIN chain ON h.seq = chain.seq WHERE h.prev > ?2)
-                 SELECT seq, entry FROM history WHERE seq IN (SELECT seq FROM chain) ORDER BY seq LIMIT ?3",
-            )?;
-            let args = params![query.customer_id, query.after.unwrap_or(0), query.limit as i64 + 1];
-            let rows = stmt
-                .query_map(args, |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
-            Ok(Some(history_page(rows, query.limit)?))
         }))
     }
 
@@ -293,6 +268,50 @@ impl Store for SqliteStore {
             Ok(page(events, query.limit, |e| e.seq))
         }))
     }
+}
+
+impl Directory for SqliteStore {
+    fn customer(&self, id: String) -> BoxFuture<'_, Result<Option<Customer>, StoreError>> {
+        Box::pin(
+            self.readers
+                .run(move |conn| Ok(load_record(conn, &id)?.map(|r| r.to_customer()))),
+        )
+    }
+
+    fn erase(&self, id: String) -> BoxFuture<'_, Result<Erasure, StoreError>> {
+        Box::pin(self.ask(Op::Erase(id), |a| match a {
+            Answer::Erased(erasure) => Some(erasure),
+            _ => None,
+        }))
+    }
+
+    fn customers(&self, query: CustomerQuery) -> BoxFuture<'_, Result<Page<Customer>, StoreError>> {
+        Box::pin(self.readers.run(move |conn| list_customers(conn, &query)))
+    }
+
+    fn history(&self, query: HistoryQuery) -> BoxFuture<'_, Result<Option<Page<HistoryEntry>>, StoreError>> {
+        Box::pin(self.readers.run(move |conn| {
+            let exists = conn
+                .prepare_cached("SELECT 1 FROM customers WHERE id = ?1")?
+                .exists([&query.customer_id])?;
+            if !exists {
+                return Ok(None);
+            }
+            // The chain from the latest entry back to the cursor: only the
+            // page's entries are read whole.
+            let mut stmt = conn.prepare_cached(
+                "WITH RECURSIVE chain(seq) AS (
+                     SELECT last_history FROM customers WHERE id = ?1 AND last_history > ?2
+                     UNION SELECT h.prev FROM history h JOIN chain ON h.seq = chain.seq WHERE h.prev > ?2)
+                 SELECT seq, entry FROM history WHERE seq IN (SELECT seq FROM chain) ORDER BY seq LIMIT ?3",
+            )?;
+            let args = params![query.customer_id, query.after.unwrap_or(0), query.limit as i64 + 1];
+            let rows = stmt
+                .query_map(args, |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(Some(history_page(rows, query.limit)?))
+        }))
+    }
 
     fn reset_directory(&self, sources: Vec<String>) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move { self.send(Op::ResetDirectory(sources)).await.map(|_| ()) })
@@ -301,7 +320,9 @@ impl Store for SqliteStore {
     fn restore_versions(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move { self.send(Op::RestoreVersions).await.map(|_| ()) })
     }
+}
 
+impl Store for SqliteStore {
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             if self.commands.is_closed() {
@@ -327,7 +348,9 @@ impl Store for SqliteStore {
             }
         })
     }
+}
 
+impl Subscriptions for SqliteStore {
     fn create_subscription(&self, subscription: Subscription) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.ask(Op::CreateSubscription(subscription), |a| {
             matches!(a, Answer::Done).then_some(())
@@ -374,32 +397,34 @@ impl Store for SqliteStore {
             _ => None,
         }))
     }
+}
 
-    fn fan_out(&self) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(self.ask(Op::FanOut, |a| match a {
+impl Outbox for SqliteStore {
+    fn fan_out(&self) -> BoxFuture<'_, Result<bool, OutboxError>> {
+        Box::pin(outboxed(self.ask(Op::FanOut, |a| match a {
             Answer::FannedOut { more } => Some(more),
             _ => None,
-        }))
+        })))
     }
 
-    fn claim_due(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<Due>, StoreError>> {
-        Box::pin(self.ask(Op::Claim(claim), |a| match a {
+    fn claim_due(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<Due>, OutboxError>> {
+        Box::pin(outboxed(self.ask(Op::Claim(claim), |a| match a {
             Answer::Claimed(due) => Some(due),
             _ => None,
-        }))
+        })))
     }
 
-    fn record_attempt(&self, message: &Due, attempt: Attempt, next: Next) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn record_attempt(&self, message: &Due, attempt: Attempt, next: Next) -> BoxFuture<'_, Result<(), OutboxError>> {
         let op = Op::RecordAttempt {
             message: message.clone(),
             attempt,
             next,
         };
-        Box::pin(self.ask(op, |a| matches!(a, Answer::Done).then_some(())))
+        Box::pin(outboxed(self.ask(op, |a| matches!(a, Answer::Done).then_some(()))))
     }
 
-    fn backlog(&self) -> BoxFuture<'_, Result<Backlog, StoreError>> {
-        Box::pin(self.readers.run(outbound::backlog))
+    fn backlog(&self) -> BoxFuture<'_, Result<Backlog, OutboxError>> {
+        Box::pin(outboxed(self.readers.run(outbound::backlog)))
     }
 
     fn queued(&self) -> Arc<Notify> {

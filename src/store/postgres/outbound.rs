@@ -17,14 +17,14 @@ use sqlx::PgConnection;
 
 use super::{FAN_OUT_LOCK, LOCK_SPACE, lock};
 use crate::model::UtcMillis;
-use crate::outbound::{Attempt, Due, Message, MessageStatus, Next, Subscription};
+use crate::outbound::{Attempt, Backlog, Claim, Due, Message, MessageStatus, Next, Subscription};
 use crate::store::directory::Change;
 use crate::store::rows::{
     BACKLOG, DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published,
     RawAttempt, RawMessage, RawPublished, RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription,
     following, page, parse_action,
 };
-use crate::store::{Backlog, Claim, MessageQuery, Page, Retry, StoreError};
+use crate::store::{MessageQuery, Page, Retry, StoreError};
 
 /// A leased message: seq, subscription, failures, generation, url,
 /// secret, envelope id and body.

@@ -6,7 +6,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::model::UtcMillis;
-use crate::outbound::{Attempt, Due, Message, MessageStatus, Next, Subscription};
+use crate::outbound::{Attempt, Backlog, Claim, Due, Message, MessageStatus, Next, Subscription};
 use crate::store::StoreError;
 use crate::store::directory::Change;
 use crate::store::rows::{
@@ -14,7 +14,7 @@ use crate::store::rows::{
     RawMessage, RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription, following, page,
     parse_action,
 };
-use crate::store::{Backlog, Claim, MessageQuery, Page, Retry};
+use crate::store::{MessageQuery, Page, Retry};
 
 use super::Heads;
 

@@ -322,6 +322,21 @@ fn a_store_written_by_a_newer_clientele_is_refused() {
     }
 }
 
+#[tokio::test]
+async fn a_store_whose_applied_migration_this_build_changed_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("clientele.db");
+    SqliteStore::open(&path).expect("a new store").close().await;
+    Connection::open(&path)
+        .and_then(|c| c.execute("UPDATE clientele_migrations SET checksum = x'00' WHERE version = 3", []))
+        .expect("a checksum changed");
+    match SqliteStore::open(&path) {
+        Err(StoreError::EditedMigration { version: 3 }) => {}
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("a store of another schema was opened"),
+    }
+}
+
 /// A change waits in the outbox until the dispatcher fans it out: the
 /// backlog counts it meanwhile, so that "nothing left to send" means it.
 #[tokio::test]
