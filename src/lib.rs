@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod config;
+pub mod directory;
 pub mod http;
 pub mod model;
 pub mod outbound;

@@ -1,7 +1,7 @@
 //! The canonical customer and the events that change it.
 //!
 //! Adapters (`crate::sources`) turn platform bodies into [`CustomerEvent`]s
-//! made of these types; the directory (`crate::store::directory`) folds
+//! made of these types; the directory (`crate::directory`) folds
 //! events into [`Customer`] records; the HTTP API and outbound messages
 //! serialize [`Customer`] as the camelCase JSON of SPEC §4. Nothing here
 //! knows a platform or a database.

@@ -13,7 +13,6 @@
 //! scheme: `sqlite://` for the embedded store, `postgres://` for one that
 //! several instances share.
 
-pub mod directory;
 mod migrations;
 pub mod postgres;
 mod rows;
@@ -24,11 +23,11 @@ pub use rows::EnvelopeBody;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use crate::BoxFuture;
+pub use crate::directory::{HistoryEntry, Outcome};
 use crate::model::Action;
-use crate::model::{Customer, OrderKey, UtcMillis, Warning};
+use crate::model::{Customer, UtcMillis};
 use crate::outbound::{Message, MessageStatus, Outbox, Subscription};
 use crate::sources::{Mapped, Mention, Unmappable};
 
@@ -168,27 +167,6 @@ pub enum Publish {
     No,
 }
 
-/// What an event did to its customer's record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Applied,
-    /// Older than the record's current snapshot: kept, changed nothing.
-    Stale,
-    /// Newer, but the record already said all of it.
-    Unchanged,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Applied => "applied",
-            Outcome::Stale => "stale",
-            Outcome::Unchanged => "unchanged",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EventStatus {
@@ -237,20 +215,6 @@ pub struct StoredEvent {
     /// Arrival order, for paging.
     #[serde(skip)]
     pub seq: i64,
-}
-
-/// One entry of a customer's history (SPEC §5).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct HistoryEntry {
-    pub event_id: String,
-    pub received_at: UtcMillis,
-    pub order_key: OrderKey,
-    pub action: Action,
-    pub outcome: Outcome,
-    pub changes: Map<String, Value>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<Warning>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -27,7 +27,6 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{Acquire, Executor, FromRow, PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use tokio::sync::Notify;
 
-use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
 use super::rows::{
     EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RESTORE_VERSIONS, RawEvent, RawRecord, Settled, Settling,
     customer_page, directory_deletes, history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys,
@@ -39,8 +38,8 @@ use super::{
     migrations, outboxed,
 };
 use crate::BoxFuture;
-use crate::model::Action;
-use crate::model::{Customer, OrderKey, UtcMillis, json};
+use crate::directory::{self, Loaded, MergeLink, Record};
+use crate::model::{Customer, UtcMillis, json};
 use crate::outbound::{Attempt, Backlog, Claim, Due, Message, Next, Outbox, OutboxError, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
@@ -741,16 +740,12 @@ async fn erase(work: &mut Work, id: &String) -> Result<Erasure, StoreError> {
         return erase_without_record(work, id, now).await;
     };
     let loaded = load(work.conn(), &ids, Publish::Yes).await?;
-    let meta = EventMeta {
-        event_id: format!("erasure_{}", uuid::Uuid::now_v7().simple()),
-        received_at: now,
-        order_key: OrderKey {
-            at: Some(now),
-            sent_at: None,
-            dedupe_key: "erasure".into(),
-        },
-    };
-    let effects = directory::unlink(&loaded, id, &meta, now);
+    let erasing = directory::erase(
+        &loaded,
+        &record,
+        format!("erasure_{}", uuid::Uuid::now_v7().simple()),
+        now,
+    );
     sqlx::query(&format!(
         "{REDACT_EVENTS} WHERE id IN (SELECT event_id FROM history WHERE customer_id = $1) AND customer_id = $1"
     ))
@@ -772,16 +767,8 @@ async fn erase(work: &mut Work, id: &String) -> Result<Erasure, StoreError> {
         sqlx::query(&sql).bind(&keys).execute(work.conn()).await?;
     }
     suppress(work, id, now).await?;
-    persist(work, &loaded, &effects, Publish::Yes).await?;
-    let mut gone = record.to_customer();
-    gone.version += 1;
-    gone.changed_at = now;
-    let deleted = directory::Change {
-        action: Action::Deleted,
-        customer: gone,
-        changes: Default::default(),
-    };
-    publish(work, &[deleted]).await?;
+    persist(work, &loaded, &erasing.effects, Publish::Yes).await?;
+    publish(work, &[erasing.deleted]).await?;
     Ok(Erasure::Erased)
 }
 

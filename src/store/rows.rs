@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::directory::{Change, EventMeta, Loaded, Record};
 use super::{Action, EventRedaction, EventStatus, HistoryEntry, IngestOutcome, Outcome, Page, StoreError, StoredEvent};
+use crate::directory::{Change, EventMeta, Loaded, Record};
 use crate::model::{Customer, CustomerEvent, OrderKey, Profile, UtcMillis, json};
 use crate::outbound::{Attempt, Message, MessageStatus, Next, Subscription};
 use crate::sources::{Mapped, Mention, Unmappable};
@@ -160,7 +160,7 @@ pub(super) fn is_suppressed_target(loaded: &Loaded, mapped: &Result<Mapped, Unma
 /// was erased), none for other events.
 pub(super) fn touched_ids(mapped: &Result<Mapped, Unmappable>) -> Vec<String> {
     match mapped {
-        Ok(Mapped::Customer(event)) => super::directory::touched_ids(event),
+        Ok(Mapped::Customer(event)) => crate::directory::touched_ids(event),
         Err(Unmappable { customer: Some(id), .. }) => vec![id.clone()],
         _ => Vec::new(),
     }

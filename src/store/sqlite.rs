@@ -18,15 +18,14 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::directory::{self, EventMeta, Loaded, MergeLink, Record};
 use super::{
     CustomerQuery, Delivery, Directory, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery, Inbox,
     IngestOutcome, MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent, Subscriptions,
     migrations, outboxed,
 };
 use crate::BoxFuture;
-use crate::model::Action;
-use crate::model::{Customer, OrderKey, Profile, UtcMillis, json};
+use crate::directory::{self, Loaded, MergeLink, Record};
+use crate::model::{Customer, Profile, UtcMillis, json};
 use crate::outbound::{Attempt, Backlog, Claim, Due, Message, Next, Outbox, OutboxError, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
@@ -955,16 +954,12 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
         .collect::<Result<Vec<_>, _>>()?;
     ids.extend(partners);
     let (loaded, mut heads) = load(tx, &ids, Publish::Yes)?;
-    let meta = EventMeta {
-        event_id: format!("erasure_{}", uuid::Uuid::now_v7().simple()),
-        received_at: now,
-        order_key: OrderKey {
-            at: Some(now),
-            sent_at: None,
-            dedupe_key: "erasure".into(),
-        },
-    };
-    let effects = directory::unlink(&loaded, id, &meta, now);
+    let erasing = directory::erase(
+        &loaded,
+        &record,
+        format!("erasure_{}", uuid::Uuid::now_v7().simple()),
+        now,
+    );
     // The chains are read from the record: it goes last.
     for sql in [
         // Raw bodies stay listed, redacted.
@@ -989,17 +984,9 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
     }
     edit_lookups(tx, id, Some(&record.profile), &Profile::default())?;
     suppress(tx, id, now)?;
-    persist(tx, &loaded, &mut heads, &effects, Publish::Yes, ctx)?;
-    let mut gone = record.to_customer();
-    gone.version += 1;
-    gone.changed_at = now;
-    let deleted = directory::Change {
-        action: Action::Deleted,
-        customer: gone,
-        changes: Default::default(),
-    };
+    persist(tx, &loaded, &mut heads, &erasing.effects, Publish::Yes, ctx)?;
     // Not chained: the record is gone, and the message names no one else.
-    publish(tx, &[deleted], &mut Heads::default(), ctx)?;
+    publish(tx, &[erasing.deleted], &mut Heads::default(), ctx)?;
     ctx.erased = true;
     Ok(Erasure::Erased)
 }

@@ -16,9 +16,9 @@ use std::collections::HashMap;
 use sqlx::PgConnection;
 
 use super::{FAN_OUT_LOCK, LOCK_SPACE, lock};
+use crate::directory::Change;
 use crate::model::UtcMillis;
 use crate::outbound::{Attempt, Backlog, Claim, Due, Message, MessageStatus, Next, Subscription};
-use crate::store::directory::Change;
 use crate::store::rows::{
     BACKLOG, DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published,
     RawAttempt, RawMessage, RawPublished, RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription,

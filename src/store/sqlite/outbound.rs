@@ -5,10 +5,10 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use crate::directory::Change;
 use crate::model::UtcMillis;
 use crate::outbound::{Attempt, Backlog, Claim, Due, Message, MessageStatus, Next, Subscription};
 use crate::store::StoreError;
-use crate::store::directory::Change;
 use crate::store::rows::{
     BACKLOG, DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published,
     RawMessage, RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription, following, page,

@@ -423,3 +423,33 @@ fn erasing_a_merged_record_unlinks_its_partners() {
         json!({"added": [], "removed": ["treez:shop:L"]})
     );
 }
+
+#[test]
+fn an_erased_record_is_announced_deleted_one_version_above_its_last() {
+    let mut mem = Mem::default();
+    mem.ingest(&survivor_event(), "s");
+    mem.ingest(&absorbed_event(), "l");
+    let loaded = Loaded {
+        records: mem.records.clone(),
+        links: mem.links.clone(),
+        ..Loaded::default()
+    };
+    let s = &mem.records["treez:shop:S"];
+    let erasing = erase(&loaded, s, "erasure_1".into(), at(59));
+    assert_eq!(erasing.deleted.action, Action::Deleted);
+    assert_eq!(erasing.deleted.customer.id, "treez:shop:S");
+    assert_eq!(erasing.deleted.customer.version, s.version + 1);
+    assert_eq!(erasing.deleted.customer.changed_at, at(59));
+    assert!(erasing.deleted.changes.is_empty());
+    assert_eq!(erasing.effects.history[0].1.event_id, "erasure_1");
+    assert_eq!(
+        erasing
+            .effects
+            .changes
+            .iter()
+            .map(|c| c.customer.id.as_str())
+            .collect::<Vec<_>>(),
+        ["treez:shop:L"],
+        "the partner it absorbed is unlinked"
+    );
+}

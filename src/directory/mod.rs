@@ -1,10 +1,13 @@
-//! What one customer event does to the directory, decided without I/O.
+//! The customer directory's rules, decided without I/O: what one customer
+//! event does to the records it touches ([`apply`]), and what erasing a
+//! customer does ([`erase`]). This is the product's domain: every store
+//! backend loads what a decision needs, calls it, and persists the
+//! [`Effects`] in its own dialect, so that the backends cannot disagree,
+//! and property tests check convergence without a database.
 //!
 //! A backend loads the records and merge links an event touches
 //! ([`touched_ids`]), calls [`apply`], and persists the [`Effects`] in the
-//! same transaction as the raw delivery. Keeping this pure is what makes
-//! every backend converge the same way, and lets property tests check
-//! convergence without a database.
+//! same transaction as the raw delivery.
 //!
 //! Convergence: a record's fields are a function of its highest-keyed
 //! snapshot and of the set of merge links naming it, each link keeping the
@@ -16,9 +19,44 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde_json::{Map, Value, json};
 
-use crate::model::{Customer, CustomerEvent, CustomerRef, OrderKey, Profile, Status, UtcMillis, Warning};
+use serde::{Deserialize, Serialize};
 
-use super::{Action, HistoryEntry, Outcome};
+use crate::model::{Action, Customer, CustomerEvent, CustomerRef, OrderKey, Profile, Status, UtcMillis, Warning};
+
+/// What an event did to its customer's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Applied,
+    /// Older than the record's current snapshot: kept, changed nothing.
+    Stale,
+    /// Newer, but the record already said all of it.
+    Unchanged,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Stale => "stale",
+            Outcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// One entry of a customer's history (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub event_id: String,
+    pub received_at: UtcMillis,
+    pub order_key: OrderKey,
+    pub action: Action,
+    pub outcome: Outcome,
+    pub changes: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Warning>,
+}
 
 /// A customer as kept: the applied snapshot plus derived merge state and
 /// bookkeeping.
@@ -296,11 +334,50 @@ impl<'a> MergeIndex<'a> {
     }
 }
 
+/// What erasing a customer does to the directory (SPEC §5).
+#[derive(Debug)]
+pub struct Erasing {
+    /// Its partners, unlinked (see [`unlink`]).
+    pub effects: Effects,
+    /// The last change subscribers get of it: `deleted`, one version above
+    /// its record's, with what the record said (the envelope is redacted
+    /// when it is written).
+    pub deleted: Change,
+}
+
+/// Erases `record` (loaded with its merge partners in `loaded`): its links
+/// go, each partner is derived again without them, and the record's own
+/// last change is `deleted`. `erasure_id` names the erasure in the
+/// partners' history.
+pub fn erase(loaded: &Loaded, record: &Record, erasure_id: String, now: UtcMillis) -> Erasing {
+    let meta = EventMeta {
+        event_id: erasure_id,
+        received_at: now,
+        order_key: OrderKey {
+            at: Some(now),
+            sent_at: None,
+            dedupe_key: "erasure".into(),
+        },
+    };
+    let effects = unlink(loaded, &record.id, &meta, now);
+    let mut gone = record.to_customer();
+    gone.version += 1;
+    gone.changed_at = now;
+    Erasing {
+        effects,
+        deleted: Change {
+            action: Action::Deleted,
+            customer: gone,
+            changes: Map::new(),
+        },
+    }
+}
+
 /// Erasing `erased` removes its merge links: every loaded record tied to it
 /// by one is derived again from the links that remain, and each that
 /// changes is an `updated` change. `loaded` holds those records and every
 /// link naming them.
-pub fn unlink(loaded: &Loaded, erased: &str, meta: &EventMeta, now: UtcMillis) -> Effects {
+fn unlink(loaded: &Loaded, erased: &str, meta: &EventMeta, now: UtcMillis) -> Effects {
     let merges = MergeIndex::new(
         loaded
             .links
