@@ -9,7 +9,7 @@
 //! normalizers and each adapter) is in the property tests beside the code;
 //! this is the corpus of known-nasty cases, end to end.
 
-mod util;
+use crate::util;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
