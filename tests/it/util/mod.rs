@@ -29,6 +29,26 @@
 //! `TestApp::spawn_with("rate_limit = 1")` (raw TOML that landed in the
 //! last source, `treez`) is `.source_setting("treez", "rate_limit", 1)`.
 //!
+//! # Adding a test file
+//!
+//! A new area is a module here, not a new `tests/*.rs` binary: create
+//! `tests/it/area.rs` with `use crate::util;` at the top (where a
+//! stand-alone file had `mod util;`), and add `mod area;` to
+//! `tests/it/main.rs`. Old call sites convert one to one:
+//!
+//! | before | now |
+//! | --- | --- |
+//! | `TestApp::spawn_with("[delivery]\nretry_schedule = [\"1h\"]\ntimeout = \"2s\"")` | `TestApp::builder().delivery_schedule(&["1h"]).delivery_timeout("2s").spawn()` |
+//! | `TestApp::spawn_with("account = \"shop\"")` (landed in `treez`) | `TestApp::builder().source_setting("treez", "account", "shop").spawn()` |
+//! | `TestApp::spawn_with("[http]\nbody_timeout = \"1h\"")` | `TestApp::builder().http("body_timeout", "1h").spawn()` |
+//! | `TestApp::spawn_with("\n[[sources]]\nname = \"pos\"\nkind = \"treez\"…")` | `.source("pos", "treez").source_setting("pos", "tokens", vec!["t"])` |
+//! | `TestApp::spawn_in(&dir, "")` | `TestApp::builder().spawn_in(&dir)` |
+//! | `TestApp::spawn_behind(&proxy, &dir, "")` | `TestApp::builder().spawn_behind(&proxy, &dir)` |
+//! | `config_text(&dir, extra)` | `TestApp::builder()….config_text(&dir)` |
+//! | `util::rebuild(&config_text(&dir, ""))` | `TestApp::builder().rebuild(&dir)` |
+//! | `Config::from_toml("test", &config_text(&dir, ""), …)` | `TestApp::builder().config(&dir)` |
+//! | any other key | `.setting(key, value)` (top level), `.table_setting(table, key, value)` |
+//!
 //! # Waiting
 //!
 //! Never sleep and assert. Wait for a condition, with [`SAFETY`] as the
