@@ -2,7 +2,7 @@
 //! Every delivery answered `200` must still be kept, in the directory and in the raw log, and only once; and the
 //! outbox must resume, so that every change reaches the subscriber (at least once, in version order).
 
-mod util;
+use crate::util;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
@@ -10,20 +10,21 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use util::{ADMIN, Behaviour, Received, SAFETY, TREEZ_TOKEN, TestReceiver, config_text, summary, treez, with};
+use util::{ADMIN, Behaviour, Received, SAFETY, TREEZ_TOKEN, TestApp, TestReceiver, summary, treez, with};
 
 /// Short retries, and a short timeout: a send the crash interrupts is leased for the timeout and 5 s more, and only
 /// then sent again.
-const DELIVERY: &str = r#"
-[delivery]
-retry_schedule = ["50ms", "50ms", "50ms", "50ms", "50ms"]
-timeout = "2s"
-"#;
+fn config_text(dir: &std::path::Path) -> String {
+    TestApp::builder()
+        .delivery_schedule(&["50ms"; 5])
+        .delivery_timeout("2s")
+        .config_text(dir)
+}
 
 /// Concurrent senders.
 const TASKS: usize = 8;
@@ -226,7 +227,7 @@ async fn load(address: String, task: usize, acked: Arc<watch::Sender<usize>>) ->
 async fn a_sigkill_under_load_loses_no_acknowledged_delivery_and_the_outbox_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("clientele.toml");
-    std::fs::write(&config, config_text(dir.path(), DELIVERY)).unwrap();
+    std::fs::write(&config, config_text(dir.path())).unwrap();
     let mut server = Server::start(config.clone()).await;
 
     let receiver = TestReceiver::healthy().await;
@@ -353,21 +354,16 @@ async fn a_sigkill_under_load_loses_no_acknowledged_delivery_and_the_outbox_resu
     assert_eq!(changes as usize, events.len(), "each kept delivery made one change");
 
     // The outbox resumes: every change is delivered, the ones the crash interrupted included.
-    let path = format!("/api/v1/subscriptions/{subscription}/messages");
-    let deadline = Instant::now() + SAFETY;
-    let messages = loop {
-        let messages = server.all(&path).await;
-        if messages.len() == events.len() && messages.iter().all(|m| m["status"] == "delivered") {
-            break messages;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} messages delivered within {SAFETY:?}: {}",
-            events.len(),
-            serde_json::to_string_pretty(&messages).unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    util::wait_outbox(&server.client, &server.url(""), "drained", util::Outbox::drained).await;
+    let messages = server
+        .all(&format!("/api/v1/subscriptions/{subscription}/messages"))
+        .await;
+    assert_eq!(messages.len(), events.len(), "one message per kept event");
+    assert!(
+        messages.iter().all(|m| m["status"] == "delivered"),
+        "every message delivered: {}",
+        serde_json::to_string_pretty(&messages).unwrap()
+    );
     let expected: BTreeSet<(String, u64)> = versions
         .iter()
         .flat_map(|(customer, version)| (1..=*version).map(move |v| (customer.clone(), v)))

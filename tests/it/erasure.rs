@@ -1,12 +1,11 @@
 //! Erasure (SPEC §5, GDPR art. 17): what `DELETE /api/v1/customers/{id}`
 //! removes, from the API, from subscribers, and from the store itself.
 
-mod util;
+use crate::util;
 
 use std::time::{Duration, Instant};
 
 use clientele::app;
-use clientele::config::Config;
 use clientele::model::UtcMillis;
 use clientele::outbound::Claim;
 use reqwest::StatusCode;
@@ -104,7 +103,11 @@ async fn later_deliveries_for_an_erased_customer_are_suppressed_and_kept_nowhere
 
 #[tokio::test]
 async fn subscribers_get_a_deleted_message_without_personal_data_and_pending_messages_are_cancelled() {
-    let app = TestApp::spawn_with("[delivery]\nretry_schedule = [\"1h\"]\ntimeout = \"2s\"\n").await;
+    let app = TestApp::builder()
+        .delivery_schedule(&["1h"])
+        .delivery_timeout("2s")
+        .spawn()
+        .await;
     let healthy = TestReceiver::start(Behaviour::Healthy).await;
     let failing = TestReceiver::start(Behaviour::always(500)).await;
     let (ok, _) = app.subscribe_url(&healthy.url()).await;
@@ -224,9 +227,9 @@ async fn a_rebuild_after_an_erasure_keeps_the_customer_erased() {
     let dir = app.dir.clone();
     let temp = app.stop().await;
 
-    let rebuilt = util::rebuild(&util::config_text(&dir, "")).await;
+    let rebuilt = TestApp::builder().rebuild(&dir).await;
     assert_eq!((rebuilt.replayed, rebuilt.skipped), (1, 1));
-    let app = TestApp::spawn_in(&dir, "").await;
+    let app = TestApp::builder().spawn_in(&dir).await;
     assert_eq!(app.get("/api/v1/customers/treez:shop:7").await.0, StatusCode::NOT_FOUND);
     assert_eq!(app.customer("treez:shop:8").await["id"], "treez:shop:8");
     app.stop().await;
@@ -245,8 +248,8 @@ async fn erased_personal_data_is_gone_after_a_rebuild_too() {
     let dir = app.dir.clone();
     let temp = app.stop().await;
 
-    util::rebuild(&util::config_text(&dir, "")).await;
-    let app = TestApp::spawn_in(&dir, "").await;
+    TestApp::builder().rebuild(&dir).await;
+    let app = TestApp::builder().spawn_in(&dir).await;
     app.deliver_json("treez", &with(jules("9", T2), "/data/phone", json!(NEW_PHONE)))
         .await;
     assert_eq!(erase(&app, "treez:shop:9").await, StatusCode::NO_CONTENT);
@@ -280,11 +283,11 @@ async fn the_customers_of_a_source_a_rebuild_cannot_replay_stay_erasable() {
     let temp = app.stop().await;
 
     // The treez source renamed: its events are no one's to replay.
-    let renamed = util::config_text(&dir, "").replace(r#"name = "treez""#, r#"name = "dispensary""#);
-    let rebuilt = util::rebuild(&renamed).await;
+    let renamed = TestApp::builder().source_setting("treez", "name", "dispensary");
+    let rebuilt = renamed.rebuild(&dir).await;
     assert_eq!((rebuilt.replayed, rebuilt.skipped), (1, 3));
 
-    let app = TestApp::spawn_in(&dir, "").await;
+    let app = TestApp::builder().spawn_in(&dir).await;
     assert_eq!(app.customer("treez:shop:11").await, record);
     assert_eq!(app.history("treez:shop:11").await, history);
     assert_eq!(app.customer_ids(&[("phone", NEW_PHONE)]).await, ["treez:shop:11"]);
@@ -375,7 +378,10 @@ async fn reprocessing_a_body_into_an_erased_customer_redacts_it() {
     let dir = app.dir.clone();
     let temp = app.stop().await;
 
-    let app = TestApp::spawn_in(&dir, r#"account = "shop""#).await;
+    let app = TestApp::builder()
+        .source_setting("treez", "account", "shop")
+        .spawn_in(&dir)
+        .await;
     let event_id = quarantined["eventId"].as_str().unwrap();
     let (status, answer) = app.post_admin(&format!("/api/v1/events/{event_id}/reprocess")).await;
     assert_eq!(
@@ -525,7 +531,11 @@ async fn an_operator_can_delete_a_kept_event_by_id() {
 /// app, the subscription, and what the subscriber received once the
 /// `deleted` message came too, which must be after the `created` one.
 async fn erase_while_sending(id: &str, behaviour: Behaviour) -> (TestApp, String, Vec<util::Received>) {
-    let app = TestApp::spawn_with("[delivery]\nretry_schedule = [\"1h\"]\ntimeout = \"10s\"\n").await;
+    let app = TestApp::builder()
+        .delivery_schedule(&["1h"])
+        .delivery_timeout("10s")
+        .spawn()
+        .await;
     let slow = TestReceiver::start(behaviour).await;
     let (subscription, _) = app.subscribe_url(&slow.url()).await;
     app.deliver_json("treez", &jules(id, T1)).await;
@@ -579,7 +589,11 @@ async fn a_message_withdrawn_while_it_was_being_sent_is_not_retried() {
 /// sent again after the erasure.
 #[tokio::test]
 async fn a_withdrawn_message_retried_during_its_send_is_not_sent_again() {
-    let app = TestApp::spawn_with("[delivery]\nretry_schedule = [\"1h\"]\ntimeout = \"10s\"\n").await;
+    let app = TestApp::builder()
+        .delivery_schedule(&["1h"])
+        .delivery_timeout("10s")
+        .spawn()
+        .await;
     let slow = TestReceiver::start(Behaviour::SlowFailFirst {
         delay: std::time::Duration::from_secs(2),
         status: 503,
@@ -609,9 +623,12 @@ async fn a_withdrawn_message_retried_during_its_send_is_not_sent_again() {
 /// an erasure still finds them, redacts them and cancels their messages.
 #[tokio::test]
 async fn an_id_whose_record_a_rebuild_dropped_is_still_erasable() {
-    let delivery = "[delivery]\nretry_schedule = [\"1h\"]\n";
-    let with_account = format!("account = \"shop\"\n{delivery}");
-    let app = TestApp::spawn_with(&with_account).await;
+    let delivery = TestApp::builder().delivery_schedule(&["1h"]);
+    let app = delivery
+        .clone()
+        .source_setting("treez", "account", "shop")
+        .spawn()
+        .await;
     let failing = TestReceiver::start(Behaviour::always(500)).await;
     let (subscription, _) = app.subscribe_url(&failing.url()).await;
     let anonymous = util::without(jules("23", T1), "/dispensary_short_name");
@@ -624,8 +641,8 @@ async fn an_id_whose_record_a_rebuild_dropped_is_still_erasable() {
     let dir = app.dir.clone();
     let temp = app.stop().await;
 
-    util::rebuild(&util::config_text(&dir, delivery)).await;
-    let app = TestApp::spawn_in(&dir, delivery).await;
+    delivery.rebuild(&dir).await;
+    let app = delivery.spawn_in(&dir).await;
     assert_eq!(
         app.get("/api/v1/customers/treez:shop:23").await.0,
         StatusCode::NOT_FOUND
@@ -691,8 +708,8 @@ async fn a_rebuild_never_lowers_a_version_an_erasure_raised() {
     let dir = app.dir.clone();
     let temp = app.stop().await;
 
-    util::rebuild(&util::config_text(&dir, "")).await;
-    let app = TestApp::spawn_in(&dir, "").await;
+    TestApp::builder().rebuild(&dir).await;
+    let app = TestApp::builder().spawn_in(&dir).await;
     assert_eq!(app.customer("treez:shop:S").await["version"], version);
     assert_the_next_change_comes_after(&app, &subscription, version).await;
     app.stop().await;
@@ -708,15 +725,14 @@ async fn a_change_after_an_unfinished_rebuild_comes_after_every_version_sent() {
     let dir = app.dir.clone();
     let temp = app.stop().await;
 
-    let config = clientele::config::Config::from_toml("test", &util::config_text(&dir, ""), std::iter::empty())
-        .expect("test config");
+    let config = TestApp::builder().config(&dir);
     let store = clientele::app::open_store(&config.store).await.expect("the store");
     store
         .reset_directory(vec!["treez".into()])
         .await
         .expect("the rebuild's first step");
     store.close().await;
-    let app = TestApp::spawn_in(&dir, "").await;
+    let app = TestApp::builder().spawn_in(&dir).await;
     assert_the_next_change_comes_after(&app, &subscription, version).await;
     app.stop().await;
     drop(temp);
@@ -751,7 +767,7 @@ async fn an_envelope_redacted_while_being_sent_keeps_the_envelope_shape() {
 
     // An instance claims the `created` message, the customer is erased
     // while it is being sent, and the instance crashes.
-    let config = Config::from_toml("test", &util::config_text(&dir, ""), std::iter::empty()).expect("test config");
+    let config = TestApp::builder().config(&dir);
     let store = app::open_store(&config.store).await.expect("the store opens");
     store
         .set_subscription_enabled(subscription.clone(), true)

@@ -1,6 +1,6 @@
 //! The platforms' own documented examples, end to end over HTTP.
 
-mod util;
+use crate::util;
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -101,7 +101,7 @@ async fn a_restart_keeps_the_directory_and_the_dedupe_memory() {
     let dir = app.dir.clone();
     let temp = app.stop().await;
 
-    let app = TestApp::spawn_in(&dir, "").await;
+    let app = TestApp::builder().spawn_in(&dir).await;
     assert_eq!(app.customer("vagaro:4CB231BAD3B26B7DE53FE5832A54A7B1").await, before);
     let (status, again) = app.deliver("vagaro", VAGARO_EXAMPLE).await;
     assert_eq!(status, StatusCode::OK);

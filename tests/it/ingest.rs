@@ -2,7 +2,7 @@
 //! leave nothing behind, which are kept as quarantined or ignored, how
 //! retries are recognised, and what is kept with an accepted event.
 
-mod util;
+use crate::util;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -115,7 +115,10 @@ async fn a_vagaro_token_sent_as_a_bearer_token_is_401() {
 
 #[tokio::test]
 async fn an_auth_header_setting_moves_where_the_token_is_read() {
-    let app = TestApp::spawn_with(r#"auth_header = "X-Treez-Token""#).await;
+    let app = TestApp::builder()
+        .source_setting("treez", "auth_header", "X-Treez-Token")
+        .spawn()
+        .await;
     let request = app
         .webhook("treez")
         .header("X-Treez-Token", TREEZ_TOKEN)
@@ -209,7 +212,10 @@ async fn the_admin_token_is_not_a_source_token() {
 #[tokio::test]
 async fn a_sender_outside_allow_ips_is_403_even_without_a_token() {
     // Appended to the last source, treez; the test client is 127.0.0.1.
-    let app = TestApp::spawn_with(r#"allow_ips = ["10.0.0.0/8"]"#).await;
+    let app = TestApp::builder()
+        .source_setting("treez", "allow_ips", vec!["10.0.0.0/8"])
+        .spawn()
+        .await;
     let body = treez("ip", "1", T1).to_string();
     let (status, answer) = send(app.webhook("treez").bearer_auth(TREEZ_TOKEN).body(body.clone())).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "right token: {answer}");
@@ -228,7 +234,10 @@ async fn a_sender_outside_allow_ips_is_403_even_without_a_token() {
 
 #[tokio::test]
 async fn a_sender_inside_allow_ips_is_served() {
-    let app = TestApp::spawn_with(r#"allow_ips = ["10.0.0.0/8", "127.0.0.0/8"]"#).await;
+    let app = TestApp::builder()
+        .source_setting("treez", "allow_ips", vec!["10.0.0.0/8", "127.0.0.0/8"])
+        .spawn()
+        .await;
     let (status, answer) = app.deliver_json("treez", &treez("ip", "2", T1)).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     // Still a token check after the address check.
@@ -690,7 +699,10 @@ async fn a_quarantined_event_is_reprocessed_after_a_config_fix() {
 
     let dir = app.dir.clone();
     let temp = app.stop().await;
-    let app = TestApp::spawn_in(&dir, "account = \"shop\"").await;
+    let app = TestApp::builder()
+        .source_setting("treez", "account", "shop")
+        .spawn_in(&dir)
+        .await;
     let (status, fixed) = app.post_admin(&format!("/api/v1/events/{event_id}/reprocess")).await;
     assert_eq!(status, StatusCode::OK, "{fixed}");
     assert_eq!(fixed["status"], "accepted", "{fixed}");
@@ -860,7 +872,10 @@ async fn an_accepted_answer_names_the_event_and_the_customer() {
 #[tokio::test]
 async fn a_source_over_its_rate_limit_is_429_with_retry_after_and_keeps_nothing() {
     // One delivery a second, for the treez source only (appended to it).
-    let app = TestApp::spawn_with("rate_limit = 1").await;
+    let app = TestApp::builder()
+        .source_setting("treez", "rate_limit", 1)
+        .spawn()
+        .await;
     let mut limited = Vec::new();
     for i in 0..5 {
         let body = treez("rl", &i.to_string(), "2026-04-01T00:00:00Z");

@@ -9,7 +9,7 @@
 //! normalizers and each adapter) is in the property tests beside the code;
 //! this is the corpus of known-nasty cases, end to end.
 
-mod util;
+use crate::util;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,8 +23,11 @@ const SOURCES: [&str; 3] = ["vagaro", "treez", "clientele"];
 /// The wrong types every field is replaced with in turn.
 const WRONG_TYPES: [&str; 6] = ["[]", "{}", "true", "12345", "-1.5", "null"];
 const SQL: &str = "'; DROP TABLE customers; --";
-/// How long one answer may take: a guard against hangs.
-const ANSWER_WITHIN: Duration = Duration::from_secs(15);
+/// How long one answer may take: a guard against hangs, never a measure.
+/// Generous: a merge of `MAX_MERGED` customers on Postgres took 10 s on a
+/// loaded 2-core machine, and every area's tests run side by side in the
+/// one test binary.
+const ANSWER_WITHIN: Duration = Duration::from_secs(60);
 
 /// A Clientele envelope with every canonical field, for customer `id`.
 fn clientele(id: &str) -> Value {

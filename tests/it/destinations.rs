@@ -7,18 +7,22 @@
 //! The suite's configuration allows `127.0.0.1/32`, where its receivers
 //! listen; these tests take that away where they check refusals.
 
-mod util;
+use crate::util;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use util::{Down, Silent, TestApp, TestReceiver, UntrustedTls, error_code, treez};
+use util::{Down, Setup, Silent, TestApp, TestReceiver, UntrustedTls, error_code, treez};
 
 const T1: &str = "2026-04-01T00:00:00Z";
 
 /// One attempt per message, for the tests' purpose.
-const ONE_ATTEMPT: &str = "\n[delivery]\nretry_schedule = [\"1h\"]\ntimeout = \"2s\"\n";
+fn one_attempt() -> Setup {
+    TestApp::builder().delivery_schedule(&["1h"]).delivery_timeout("2s")
+}
 /// The same, with no private network allowed.
-const REFUSING: &str = "\n[delivery]\nallow_private = []\nretry_schedule = [\"1h\"]\ntimeout = \"2s\"\n";
+fn refusing() -> Setup {
+    one_attempt().delivery("allow_private", Vec::<&str>::new())
+}
 
 /// Waits until every message of `subscription` has had an attempt; returns
 /// the first attempt of each.
@@ -47,7 +51,7 @@ fn refused() -> Value {
 /// receiver give the same attempt (no port scan of the host's network).
 #[tokio::test]
 async fn a_name_resolving_to_loopback_is_refused_alike_whatever_listens_there() {
-    let app = TestApp::spawn_with(REFUSING).await;
+    let app = refusing().spawn().await;
     let closed = Down::new();
     let silent = Silent::start().await;
     let http = TestReceiver::healthy().await;
@@ -76,7 +80,7 @@ async fn an_ip_literal_destination_is_refused_when_connecting_too() {
     let dir = app.dir.clone();
     let temp = app.stop().await;
 
-    let app = TestApp::spawn_in(&dir, REFUSING).await;
+    let app = refusing().spawn_in(&dir).await;
     app.set_enabled(&subscription, true).await;
     app.deliver_json("treez", &treez("ssrf", "2", T1)).await;
     let attempts = first_attempts(&app, &subscription).await;
@@ -93,7 +97,7 @@ async fn create(app: &TestApp, url: &str) -> (StatusCode, Value) {
 
 #[tokio::test]
 async fn creation_refuses_non_public_addresses_other_schemes_and_long_urls() {
-    let app = TestApp::spawn_with(REFUSING).await;
+    let app = refusing().spawn().await;
     let long = format!("https://example.com/{}", "a".repeat(2048));
     let refused = [
         "http://127.0.0.1/hook",
@@ -166,7 +170,7 @@ async fn credentials_in_a_subscription_url_are_masked_in_every_listing() {
 /// The first attempt of a message to a TLS server no client trusts, and
 /// the server.
 async fn attempt_untrusted_tls() -> (Value, UntrustedTls) {
-    let app = TestApp::spawn_with(ONE_ATTEMPT).await;
+    let app = one_attempt().spawn().await;
     let server = UntrustedTls::start();
     let (subscription, _) = app.subscribe_url(&server.url()).await;
     app.deliver_json("treez", &treez("tls", "1", T1)).await;

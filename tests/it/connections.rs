@@ -7,7 +7,7 @@
 //! The timeouts are set to 200 ms in these tests; each answer or close is
 //! awaited for [`WITHIN`], a guard against hangs, never a measure.
 
-mod util;
+use crate::util;
 
 use std::time::Duration;
 
@@ -15,10 +15,14 @@ use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
-use util::{ADMIN, TREEZ_EXAMPLE, TREEZ_TOKEN, TestApp, error_code, parse_answer};
+use util::{ADMIN, Setup, TREEZ_EXAMPLE, TREEZ_TOKEN, TestApp, error_code, parse_answer};
 
 /// The short timeouts of these tests.
-const SHORT: &str = "[http]\nheader_timeout = \"200ms\"\nbody_timeout = \"200ms\"\n";
+fn short() -> Setup {
+    TestApp::builder()
+        .http("header_timeout", "200ms")
+        .http("body_timeout", "200ms")
+}
 /// How long the server may take to answer or close.
 const WITHIN: Duration = Duration::from_secs(10);
 
@@ -63,7 +67,7 @@ fn health_check(headers: &str) -> String {
 
 #[tokio::test]
 async fn a_half_sent_head_is_closed_after_header_timeout() {
-    let app = TestApp::spawn_with(SHORT).await;
+    let app = short().spawn().await;
     let stream = open(&app, b"POST /webhooks/treez HTTP/1.1\r\nHost: clientele\r\nAuthor").await;
     assert_eq!(until_closed(stream).await, b"", "closed without an answer");
     let silent = open(&app, b"").await;
@@ -72,7 +76,7 @@ async fn a_half_sent_head_is_closed_after_header_timeout() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_header_timeout() {
-    let app = TestApp::spawn_with(SHORT).await;
+    let app = short().spawn().await;
     let stream = open(&app, health_check("").as_bytes()).await;
     let (status, body) = parse_answer(&until_closed(stream).await);
     assert_eq!((status, &body["status"]), (StatusCode::OK, &"ok".into()), "{body}");
@@ -80,7 +84,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_header_timeout() {
 
 #[tokio::test]
 async fn stalled_bodies_are_answered_408_and_free_every_ingest_slot() {
-    let app = TestApp::spawn_with(SHORT).await;
+    let app = short().spawn().await;
     let body = TREEZ_EXAMPLE.as_bytes();
     let mut stalled = JoinSet::new();
     for _ in 0..clientele::http::INGEST_SLOTS {
@@ -101,7 +105,7 @@ async fn stalled_bodies_are_answered_408_and_free_every_ingest_slot() {
 
 #[tokio::test]
 async fn a_stalled_api_body_is_answered_408() {
-    let app = TestApp::spawn_with(SHORT).await;
+    let app = short().spawn().await;
     let request = format!(
         "POST /api/v1/subscriptions HTTP/1.1\r\nHost: clientele\r\nAuthorization: Bearer {ADMIN}\r\n\
          Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"url\": \"http://"

@@ -2,11 +2,12 @@
 //! business associations, Treez merges and their resolution, the list
 //! filters and paging, and convergence whatever the arrival order.
 
-mod util;
+use crate::util;
 
 use std::time::Duration;
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use util::{TestApp, error_code, ids, treez, vagaro, with, without_bookkeeping};
@@ -611,7 +612,12 @@ async fn changed_since_selects_records_changed_at_or_after_it() {
     let app = TestApp::spawn().await;
     for id in ["c1", "c2", "c3"] {
         accept(&app, "treez", &person("cs", id, "Ann", T1)).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The next change is on a later millisecond: wait for the clock,
+        // not for a guessed time.
+        let changed: jiff::Timestamp = changed_at(&app, &format!("treez:cs:{id}")).await.parse().unwrap();
+        while jiff::Timestamp::now() <= changed + jiff::SignedDuration::from_millis(1) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
     let first = changed_at(&app, "treez:cs:c1").await;
     let second = changed_at(&app, "treez:cs:c2").await;
@@ -769,7 +775,15 @@ fn scenario() -> impl Strategy<Value = (Vec<Value>, Vec<usize>)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(16))]
+    // Failures are kept beside this file, in
+    // `directory.proptest-regressions` (proptest's default would look for
+    // `tests/proptest-regressions/directory.txt`, since `tests/it` has a
+    // `main.rs`), and replayed first on every run.
+    #![proptest_config(ProptestConfig {
+        cases: 16,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn the_directory_is_the_same_whatever_the_order_and_the_retries((bodies, order) in scenario()) {

@@ -1,7 +1,7 @@
 //! Running Clientele as an operator does: the real binary, its logs, its
 //! shutdown, `rebuild`, and `/metrics`.
 
-mod util;
+use crate::util;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use util::{TREEZ_EXAMPLE, TREEZ_TOKEN, TestApp, VAGARO_EXAMPLE, VAGARO_TOKEN, config_text, with};
+use util::{TREEZ_EXAMPLE, TREEZ_TOKEN, TestApp, VAGARO_EXAMPLE, VAGARO_TOKEN, with};
 
 const HOOK_TOKEN: &str = "hook-token-7f3a";
 const HOOK_SECRET: &str = "whsec_c2VjcmV0LWtleS1ieXRlcy0xMjM0NTY3";
@@ -124,7 +124,7 @@ impl Drop for Serving {
 #[tokio::test]
 async fn the_binary_logs_no_personal_data_or_secrets_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut serving = Serving::start(dir.path(), &config_text(dir.path(), ""), "trace");
+    let mut serving = Serving::start(dir.path(), &TestApp::builder().config_text(dir.path()), "trace");
     let address = serving.address.clone();
 
     let client = util::client();
@@ -199,7 +199,7 @@ async fn control_characters_in_logged_values_cannot_forge_lines_or_escapes() {
     let forged = "7\r\n2026-01-01T00:00:00Z  INFO forged: admin token accepted\u{1b}[2J";
     for format in ["text", "json"] {
         let dir = tempfile::tempdir().unwrap();
-        let text = format!("log_format = \"{format}\"\n{}", config_text(dir.path(), ""));
+        let text = TestApp::builder().setting("log_format", format).config_text(dir.path());
         let mut server = Serving::start(dir.path(), &text, "trace");
         let client = util::client();
         let body = with(
@@ -263,8 +263,10 @@ async fn directory(app: &TestApp) -> Vec<Value> {
 #[tokio::test]
 async fn a_body_stalled_at_sigterm_does_not_keep_the_process_from_stopping() {
     let dir = tempfile::tempdir().unwrap();
-    let bounds = "[http]\nbody_timeout = \"1h\"\nstop_timeout = \"200ms\"\n";
-    let mut serving = Serving::start(dir.path(), &config_text(dir.path(), bounds), "info");
+    let bounds = TestApp::builder()
+        .http("body_timeout", "1h")
+        .http("stop_timeout", "200ms");
+    let mut serving = Serving::start(dir.path(), &bounds.config_text(dir.path()), "info");
     let mut stalled = TcpStream::connect(&serving.address).expect("a connection");
     stalled.set_read_timeout(Some(SAFETY)).unwrap();
     let head = format!(
@@ -290,7 +292,7 @@ async fn a_body_stalled_at_sigterm_does_not_keep_the_process_from_stopping() {
         "the dropped request is logged:\n{log}"
     );
     assert!(log.contains("stopped"), "the store was closed:\n{log}");
-    let app = TestApp::spawn_in(dir.path(), "").await;
+    let app = TestApp::builder().spawn_in(dir.path()).await;
     app.assert_nothing_kept().await;
     app.stop().await;
 }
@@ -365,10 +367,10 @@ async fn rebuild_recomputes_the_live_directory_from_the_raw_events_and_publishes
     let dir = app.dir.clone();
     let temp = app.stop().await;
 
-    let rebuilt = util::rebuild(&config_text(&dir, "")).await;
+    let rebuilt = TestApp::builder().rebuild(&dir).await;
     assert_eq!((rebuilt.replayed, rebuilt.skipped), (5, 0));
 
-    let app = TestApp::spawn_in(&dir, "").await;
+    let app = TestApp::builder().spawn_in(&dir).await;
     assert_eq!(directory(&app).await, live);
     assert_eq!(
         app.get("/api/v1/customers/treez:partnersandbox3:3904/events").await.1,
@@ -444,14 +446,16 @@ fn a_bad_config_stops_start_up_naming_the_key_and_its_place_and_never_a_secret()
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("clientele.toml");
     let secret = "never-shown-3f9a";
-    let extra =
-        format!("\n[[sources]]\nname = \"pos\"\nkind = \"treez\"\ntokens = \"{secret}\"\ndefault_country = \"US\"\n");
-    std::fs::write(&config, config_text(dir.path(), &extra)).unwrap();
+    // `tokens` is a list: a bare string is refused, without being shown.
+    let pos = TestApp::builder()
+        .source("pos", "treez")
+        .source_setting("pos", "tokens", secret);
+    std::fs::write(&config, pos.config_text(dir.path())).unwrap();
     let serve = |env: &[(&str, &str)]| failing("serve", &config, env);
     let log = serve(&[]);
     assert!(log.contains("clientele.toml: `sources[3].tokens`"), "{log}");
     assert!(!log.contains(secret), "{log}");
-    std::fs::write(&config, config_text(dir.path(), "")).unwrap();
+    std::fs::write(&config, TestApp::builder().config_text(dir.path())).unwrap();
     let log = serve(&[("CLIENTELE_LISTEN", "127.0.0.1:0"), ("CLIENTELE_ADMIN_TOKN", secret)]);
     assert!(
         log.contains("environment variable CLIENTELE_ADMIN_TOKN: `admin_tokn`"),
@@ -468,7 +472,7 @@ fn a_start_up_failure_names_each_of_its_causes_once() {
     let log = failing("serve", &config, &[]);
     assert!(log.contains("cannot read config file"), "{log}");
     assert_eq!(log.matches("(os error 2)").count(), 1, "{log}");
-    std::fs::write(&config, config_text(dir.path(), "")).unwrap();
+    std::fs::write(&config, TestApp::builder().config_text(dir.path())).unwrap();
     let log = failing(
         "migrate",
         &config,
@@ -482,7 +486,7 @@ fn a_start_up_failure_names_each_of_its_causes_once() {
 async fn migrate_creates_the_store_and_serve_then_opens_it_as_it_is() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("clientele.toml");
-    std::fs::write(&config, config_text(dir.path(), "")).unwrap();
+    std::fs::write(&config, TestApp::builder().config_text(dir.path())).unwrap();
     for run in ["first", "second"] {
         let migrated = util::binary()
             .args(["migrate", "--config"])
@@ -493,7 +497,7 @@ async fn migrate_creates_the_store_and_serve_then_opens_it_as_it_is() {
         assert!(migrated.status.success(), "{run} migrate: {log}");
         assert!(log.contains("store migrated"), "{run} migrate: {log}");
     }
-    let app = TestApp::spawn_in(dir.path(), "").await;
+    let app = TestApp::builder().spawn_in(dir.path()).await;
     let (status, answer) = app.deliver("treez", TREEZ_EXAMPLE).await;
     assert_eq!(
         (status, &answer["status"]),
@@ -518,7 +522,7 @@ async fn a_second_process_on_an_embedded_store_is_refused_and_the_first_goes_on(
     let (status, _) = app.deliver("treez", TREEZ_EXAMPLE).await;
     assert_eq!(status, StatusCode::OK, "the first process has the store open");
     let config = app.dir.join("second.toml");
-    std::fs::write(&config, config_text(&app.dir, "")).unwrap();
+    std::fs::write(&config, TestApp::builder().config_text(&app.dir)).unwrap();
     for command in ["migrate", "rebuild", "serve"] {
         let second = util::binary()
             .args([command, "--config"])

@@ -7,13 +7,12 @@
 //! Only the Postgres store is shared: on any other, each test says it is
 //! skipped and passes.
 
-mod util;
+use crate::util;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use clientele::app;
-use clientele::config::Config;
 use clientele::model::UtcMillis;
 use clientele::outbound::Claim;
 use reqwest::StatusCode;
@@ -21,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use util::proxy::Proxy;
 use util::{
-    SAFETY, TestApp, TestReceiver, TestStore, config_text, error_code, postgres, source_auth, treez, vagaro, with,
+    SAFETY, TestApp, TestReceiver, TestStore, error_code, postgres, source_auth, treez, vagaro, with,
     without_bookkeeping,
 };
 
@@ -41,7 +40,7 @@ fn shared_store() -> bool {
 /// Two instances on one fresh store.
 async fn two_instances() -> (Arc<TestApp>, Arc<TestApp>) {
     let a = TestApp::spawn().await;
-    let b = TestApp::spawn_in(&a.dir, "").await;
+    let b = TestApp::builder().spawn_in(&a.dir).await;
     (Arc::new(a), Arc::new(b))
 }
 
@@ -212,7 +211,7 @@ async fn a_crashed_instances_claim_is_taken_over_by_another_instance() {
 
     // An instance that enables the subscription, claims the message and
     // crashes before it sends it; its lease has run out since.
-    let config = Config::from_toml("test", &config_text(&dir, ""), std::iter::empty()).expect("test config");
+    let config = TestApp::builder().config(&dir);
     let store = app::open_store(&config.store).await.expect("the store opens");
     store
         .set_subscription_enabled(subscription.clone(), true)
@@ -237,7 +236,7 @@ async fn a_crashed_instances_claim_is_taken_over_by_another_instance() {
     drop(claimed);
     store.close().await;
 
-    let b = TestApp::spawn_in(&dir, "").await;
+    let b = TestApp::builder().spawn_in(&dir).await;
     let received = receiver.wait_for(1).await;
     assert_eq!(received[0].webhook_id(), held);
     util::assert_signed(&secret, &received[0]);
@@ -321,7 +320,7 @@ async fn an_instance_that_loses_its_database_answers_503_and_recovers_without_lo
     const TASKS: usize = 4;
     let a = TestApp::spawn().await;
     let proxy = Proxy::start(postgres::server()).await;
-    let b = TestApp::spawn_behind(&proxy, &a.dir, "").await;
+    let b = TestApp::builder().spawn_behind(&proxy, &a.dir).await;
     let (stop, stopped) = watch::channel(false);
     let answered = Arc::new(watch::channel(Vec::new()).0);
     let senders: Vec<_> = (0..TASKS)

@@ -1,12 +1,76 @@
 //! Test helpers: start the real Clientele on `127.0.0.1:0` with a fresh
-//! store, and talk to it over HTTP like a platform or an operator would.
-
-#![allow(dead_code)]
+//! store, and talk to it over HTTP like a platform, a subscriber or an
+//! operator would.
+//!
+//! # Starting an app
+//!
+//! [`TestApp::spawn`] starts one with the suite's base configuration (three
+//! sources, `vagaro`, `clientele` and `treez`; see [`Setup::new`]). To
+//! change the configuration, start from [`TestApp::builder`], state each
+//! change where it belongs, and start it:
+//!
+//! ```ignore
+//! let app = TestApp::builder()
+//!     .delivery_schedule(&["10ms", "10ms"])      // [delivery] retry_schedule
+//!     .delivery_timeout("2s")                    // [delivery] timeout
+//!     .source_setting("treez", "account", "shop") // a key of the `treez` source
+//!     .http("body_timeout", "200ms")             // [http] body_timeout
+//!     .setting("log_format", "json")             // a top-level key
+//!     .spawn()                                   // on a store of its own
+//!     .await;
+//! ```
+//!
+//! Ending differently: `.spawn_in(dir)` (on the store of `dir`, which
+//! outlives the app: restarts, a second instance), `.spawn_behind(&proxy,
+//! dir)` (to Postgres through a [`proxy::Proxy`]), `.config_text(dir)` (the
+//! TOML, for a file the real binary reads), `.config(dir)` (a parsed
+//! `Config`), `.rebuild(dir)` (`clientele rebuild`). A `Setup` is `Clone`:
+//! keep one to restart an app as it was. What used to be
+//! `TestApp::spawn_with("rate_limit = 1")` (raw TOML that landed in the
+//! last source, `treez`) is `.source_setting("treez", "rate_limit", 1)`.
+//!
+//! # Adding a test file
+//!
+//! A new area is a module here, not a new `tests/*.rs` binary: create
+//! `tests/it/area.rs` with `use crate::util;` at the top (where a
+//! stand-alone file had `mod util;`), and add `mod area;` to
+//! `tests/it/main.rs`. Old call sites convert one to one:
+//!
+//! | before | now |
+//! | --- | --- |
+//! | `TestApp::spawn_with("[delivery]\nretry_schedule = [\"1h\"]\ntimeout = \"2s\"")` | `TestApp::builder().delivery_schedule(&["1h"]).delivery_timeout("2s").spawn()` |
+//! | `TestApp::spawn_with("account = \"shop\"")` (landed in `treez`) | `TestApp::builder().source_setting("treez", "account", "shop").spawn()` |
+//! | `TestApp::spawn_with("[http]\nbody_timeout = \"1h\"")` | `TestApp::builder().http("body_timeout", "1h").spawn()` |
+//! | `TestApp::spawn_with("\n[[sources]]\nname = \"pos\"\nkind = \"treez\"…")` | `.source("pos", "treez").source_setting("pos", "tokens", vec!["t"])` |
+//! | `TestApp::spawn_in(&dir, "")` | `TestApp::builder().spawn_in(&dir)` |
+//! | `TestApp::spawn_behind(&proxy, &dir, "")` | `TestApp::builder().spawn_behind(&proxy, &dir)` |
+//! | `config_text(&dir, extra)` | `TestApp::builder()….config_text(&dir)` |
+//! | `util::rebuild(&config_text(&dir, ""))` | `TestApp::builder().rebuild(&dir)` |
+//! | `Config::from_toml("test", &config_text(&dir, ""), …)` | `TestApp::builder().config(&dir)` |
+//! | any other key | `.setting(key, value)` (top level), `.table_setting(table, key, value)` |
+//!
+//! # Waiting
+//!
+//! Never sleep and assert. Wait for a condition, with [`SAFETY`] as the
+//! deadline that only guards against hangs: [`TestReceiver::wait_for`] /
+//! `wait_until` for what a subscriber got, [`TestApp::wait_for_messages`] /
+//! `wait_all` for the message API, [`TestApp::wait_fanned_out`] for every
+//! change made into messages, and [`TestApp::wait_drained`] for the whole
+//! outbox settled (nothing to fan out, no message pending).
+//!
+//! # Signatures
+//!
+//! [`assert_signed`] checks an outbound request with the `standardwebhooks`
+//! crate, the Standard Webhooks reference library, not with Clientele's
+//! own code.
 
 pub mod postgres;
 pub mod proxy;
+mod setup;
 
-use std::collections::HashMap;
+pub use setup::Setup;
+
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -25,8 +89,8 @@ pub const VAGARO_TOKEN: &str = "vagaro-token";
 pub const TREEZ_TOKEN: &str = "treez-token";
 pub const CLIENTELE_TOKEN: &str = "clientele-token";
 
-pub const VAGARO_EXAMPLE: &str = include_str!("../fixtures/vagaro-customer-updated.json");
-pub const TREEZ_EXAMPLE: &str = include_str!("../fixtures/treez-customer.json");
+pub const VAGARO_EXAMPLE: &str = include_str!("../../fixtures/vagaro-customer-updated.json");
+pub const TREEZ_EXAMPLE: &str = include_str!("../../fixtures/treez-customer.json");
 
 /// The store the suite runs on, chosen by `CLIENTELE_TEST_STORE`: `sqlite`
 /// (the default: a file in the test's directory) or `postgres` (a schema of
@@ -93,68 +157,6 @@ pub fn logged_address(line: &str) -> Option<String> {
     rest.split(['"', ' ']).next().map(str::to_owned)
 }
 
-/// The test configuration for the store of `dir`; `extra` is appended (more
-/// keys for the last source, or more sources).
-pub fn config_text(dir: &Path, extra: &str) -> String {
-    config_on(&store_url(dir), extra)
-}
-
-/// Rebuilds the directory (`clientele rebuild`) with the configuration
-/// `text`.
-pub async fn rebuild(text: &str) -> app::Rebuilt {
-    let config = Config::from_toml("test", text, std::iter::empty()).expect("test config");
-    app::rebuild(&config).await.expect("a rebuild")
-}
-
-/// The suite's subscribers listen on loopback, which Clientele refuses to
-/// call unless allowed (SPEC §16).
-const ALLOW_LOOPBACK: &str = "allow_private = [\"127.0.0.1/32\"]";
-
-/// `extra` with [`ALLOW_LOOPBACK`] in its `[delivery]` table (added if
-/// absent), unless `extra` sets `allow_private` itself.
-fn allowing_loopback(extra: &str) -> String {
-    if extra.contains("allow_private") {
-        extra.to_owned()
-    } else if extra.contains("[delivery]") {
-        extra.replacen("[delivery]", &format!("[delivery]\n{ALLOW_LOOPBACK}"), 1)
-    } else {
-        format!("{extra}\n[delivery]\n{ALLOW_LOOPBACK}\n")
-    }
-}
-
-/// The test configuration on the store at `store` (a URL).
-fn config_on(store: &str, extra: &str) -> String {
-    let extra = allowing_loopback(extra);
-    format!(
-        r#"
-listen = "127.0.0.1:0"
-store = "{store}"
-admin_token = "{ADMIN}"
-max_body_bytes = 65536
-
-[[sources]]
-name = "vagaro"
-kind = "vagaro"
-tokens = ["{VAGARO_TOKEN}"]
-default_country = "US"
-
-[[sources]]
-name = "clientele"
-kind = "clientele"
-tokens = ["{CLIENTELE_TOKEN}"]
-default_country = "US"
-
-[[sources]]
-name = "treez"
-kind = "treez"
-tokens = ["{TREEZ_TOKEN}", "treez-next-token"]
-default_country = "US"
-timezone = "America/Los_Angeles"
-{extra}
-"#
-    )
-}
-
 pub struct TestApp {
     pub address: SocketAddr,
     pub client: reqwest::Client,
@@ -165,33 +167,19 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// The suite's base configuration, to change before starting: see
+    /// [`Setup`].
+    pub fn builder() -> Setup {
+        Setup::new()
+    }
+
+    /// Starts the app with the base configuration on a store of its own.
     pub async fn spawn() -> Self {
-        Self::spawn_with("").await
+        Self::builder().spawn().await
     }
 
-    /// With `extra` appended to the configuration.
-    pub async fn spawn_with(extra: &str) -> Self {
-        let temp = tempfile::tempdir().expect("a temp dir");
-        let dir = temp.path().to_owned();
-        let mut app = Self::spawn_in(&dir, extra).await;
-        app._temp = Some(temp);
-        app
-    }
-
-    /// On the store of `dir`, which outlives the app (for restarts, and for
-    /// a second instance beside a running one on a shared store).
-    pub async fn spawn_in(dir: &Path, extra: &str) -> Self {
-        Self::spawn_on(dir, &config_text(dir, extra)).await
-    }
-
-    /// An instance on the Postgres store of `dir` that reaches the database
-    /// through `proxy`.
-    pub async fn spawn_behind(proxy: &proxy::Proxy, dir: &Path, extra: &str) -> Self {
-        Self::spawn_on(dir, &config_on(&postgres::url_via(dir, proxy.address()), extra)).await
-    }
-
-    async fn spawn_on(dir: &Path, config: &str) -> Self {
-        let config = Config::from_toml("test", config, std::iter::empty()).expect("test config");
+    /// Serves `config`, whose store is that of `dir`.
+    async fn serve(dir: &Path, config: Config) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let address = listener.local_addr().unwrap();
         let (shutdown, stop) = oneshot::channel::<()>();
@@ -206,6 +194,11 @@ impl TestApp {
             shutdown: Some(shutdown),
             server: Some(server),
         }
+    }
+
+    /// Keeps `temp` (the app's store directory) as long as the app.
+    fn keep(&mut self, temp: tempfile::TempDir) {
+        self._temp = Some(temp);
     }
 
     /// Shuts down gracefully, as on SIGTERM; the store stays in `dir`.
@@ -585,8 +578,70 @@ fn dechunk(mut rest: &str) -> String {
     out
 }
 
-// Outbound webhooks (SPEC §6): a receiver that plays a subscriber, an
-// independent Standard Webhooks verifier, and the subscription API.
+// Outbound webhooks (SPEC §6): a receiver that plays a subscriber, a
+// Standard Webhooks verifier, and the subscription API.
+
+/// The outbound backlog: changes not yet fanned out, and pending messages
+/// per subscription.
+#[derive(Debug)]
+pub struct Outbox {
+    pub unfanned: u64,
+    pub pending: BTreeMap<String, u64>,
+}
+
+impl Outbox {
+    /// The backlog of the Clientele at `base` (`http://host:port`), from
+    /// its `/metrics`, which reads both counts from the store at each
+    /// scrape.
+    pub async fn read(client: &reqwest::Client, base: &str) -> Self {
+        let response = client.get(format!("{base}/metrics")).send().await.expect("/metrics");
+        let text = response.text().await.expect("a metrics body");
+        let mut outbox = Outbox {
+            unfanned: u64::MAX,
+            pending: BTreeMap::new(),
+        };
+        for line in text.lines() {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let value = || value.parse::<u64>().unwrap_or_else(|_| panic!("a count: {line}"));
+            if series == "clientele_outbox_unfanned" {
+                outbox.unfanned = value();
+            } else if let Some(labels) = series.strip_prefix("clientele_outbox_backlog{subscription=\"") {
+                outbox
+                    .pending
+                    .insert(labels.trim_end_matches("\"}").to_owned(), value());
+            }
+        }
+        assert_ne!(
+            outbox.unfanned,
+            u64::MAX,
+            "/metrics has clientele_outbox_unfanned:\n{text}"
+        );
+        outbox
+    }
+
+    /// Nothing left to fan out, and no message pending.
+    pub fn drained(&self) -> bool {
+        self.unfanned == 0 && self.pending.values().all(|n| *n == 0)
+    }
+}
+
+/// Waits until the outbox of the Clientele at `base` satisfies `done`.
+pub async fn wait_outbox(client: &reqwest::Client, base: &str, what: &str, done: impl Fn(&Outbox) -> bool) {
+    let deadline = Instant::now() + SAFETY;
+    loop {
+        let outbox = Outbox::read(client, base).await;
+        if done(&outbox) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the outbox is {what} within {SAFETY:?}: {outbox:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 /// How long a wait for something the app sends may take before the test
 /// fails: a guard against hangs, never a synchronization.
@@ -920,8 +975,9 @@ impl UntrustedTls {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let cert = CertificateDer::from_pem_slice(include_bytes!("../fixtures/tls/cert.pem")).expect("a certificate");
-        let key = PrivateKeyDer::from_pem_slice(include_bytes!("../fixtures/tls/key.pem")).expect("a key");
+        let cert =
+            CertificateDer::from_pem_slice(include_bytes!("../../fixtures/tls/cert.pem")).expect("a certificate");
+        let key = PrivateKeyDer::from_pem_slice(include_bytes!("../../fixtures/tls/key.pem")).expect("a key");
         let mut config = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(vec![cert], key)
@@ -973,89 +1029,29 @@ impl UntrustedTls {
     }
 }
 
-/// HMAC-SHA256 (RFC 2104) written out from SHA-256, independently of the
-/// crate's signing code: H((K ⊕ opad) ‖ H((K ⊕ ipad) ‖ m)).
-pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    let mut block = [0u8; 64];
-    if key.len() > block.len() {
-        block[..32].copy_from_slice(&Sha256::digest(key));
+/// A Standard Webhooks verifier for a subscription's `secret`, from the
+/// `standardwebhooks` crate: `whsec_` + base64 of the key, or, without the
+/// prefix, the secret's own bytes (SPEC §8).
+pub fn verifier(secret: &str) -> standardwebhooks::Webhook {
+    let verifier = if secret.starts_with("whsec_") {
+        standardwebhooks::Webhook::new(secret)
     } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
-    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(message).finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
-}
-
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding (RFC 4648 §4).
-pub fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(BASE64[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Decodes standard base64, padded or not; `None` if it is not base64.
-pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    let mut out = Vec::new();
-    let (mut bits, mut count) = (0u32, 0u32);
-    for c in text.bytes() {
-        let value = BASE64.iter().position(|&b| b == c)? as u32;
-        bits = bits << 6 | value;
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count & 0xff) as u8);
-        }
-    }
-    (count < 6).then_some(out)
-}
-
-/// The key bytes of a subscription secret: `whsec_` + base64 of the key,
-/// or, without the prefix, the secret's own bytes (SPEC §8).
-pub fn signing_key(secret: &str) -> Vec<u8> {
-    match secret.strip_prefix("whsec_") {
-        Some(encoded) => base64_decode(encoded).unwrap_or_else(|| panic!("{secret:?} is whsec_ + base64")),
-        None => secret.as_bytes().to_vec(),
-    }
+        standardwebhooks::Webhook::from_bytes(secret.as_bytes().to_vec())
+    };
+    verifier.unwrap_or_else(|e| panic!("{secret:?} is a signing secret: {e}"))
 }
 
 /// Asserts that `request` carries a valid Standard Webhooks signature for
-/// `secret`: `v1,` + base64 HMAC-SHA256 over `{id}.{timestamp}.{body}`.
+/// `secret`, as a subscriber's Standard Webhooks library checks it: over
+/// `{webhook-id}.{webhook-timestamp}.{body}`, with a timestamp within five
+/// minutes of now.
 pub fn assert_signed(secret: &str, request: &Received) {
-    let id = request.webhook_id();
-    let timestamp = request.header("webhook-timestamp");
-    assert!(
-        !timestamp.is_empty() && timestamp.bytes().all(|b| b.is_ascii_digit()),
-        "webhook-timestamp is Unix seconds: {timestamp:?}"
-    );
-    let mut signed = format!("{id}.{timestamp}.").into_bytes();
-    signed.extend_from_slice(&request.raw);
-    let expected = format!("v1,{}", base64_encode(&hmac_sha256(&signing_key(secret), &signed)));
-    let header = request.header("webhook-signature");
-    assert!(
-        header.split_whitespace().any(|s| s == expected),
-        "webhook-signature {header:?} should hold {expected:?}"
-    );
+    if let Err(e) = verifier(secret).verify(&request.raw, &request.headers) {
+        panic!(
+            "a Standard Webhooks library refuses the request ({e}): headers {:?}",
+            request.headers
+        );
+    }
 }
 
 impl TestApp {
@@ -1148,13 +1144,24 @@ impl TestApp {
     }
 
     /// Waits until every change committed so far is fanned out into its
-    /// messages (`clientele_outbox_unfanned` is 0).
+    /// messages (`clientele_outbox_unfanned` is 0). Messages may still be
+    /// pending.
     pub async fn wait_fanned_out(&self) {
-        let deadline = Instant::now() + SAFETY;
-        while !self.metrics().await.lines().any(|l| l == "clientele_outbox_unfanned 0") {
-            assert!(Instant::now() < deadline, "the outbox is fanned out within {SAFETY:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.wait_outbox("fanned out", |outbox| outbox.unfanned == 0).await;
+    }
+
+    /// Waits until the outbox is drained: every change committed so far is
+    /// fanned out, and no subscription has a message pending (each one is
+    /// delivered, dead or cancelled). Read from `/metrics`, which counts
+    /// both from the store at each scrape. A subscriber that keeps failing
+    /// on a long retry schedule never lets it drain: wait for the messages
+    /// then ([`wait_for_messages`](Self::wait_for_messages)).
+    pub async fn wait_drained(&self) {
+        self.wait_outbox("drained", Outbox::drained).await;
+    }
+
+    async fn wait_outbox(&self, what: &str, done: impl Fn(&Outbox) -> bool) {
+        wait_outbox(&self.client, &self.url(""), what, done).await;
     }
 
     /// `/metrics` as text.
