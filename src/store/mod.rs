@@ -11,8 +11,10 @@
 //! several instances share.
 
 pub mod directory;
+pub mod keys;
 pub mod postgres;
 mod rows;
+pub mod sources;
 pub mod sqlite;
 
 pub use rows::EnvelopeBody;
@@ -429,7 +431,7 @@ pub struct Page<T> {
 
 /// A Clientele store. Writes are linearized by the backend; reads see only
 /// committed data.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: keys::Keys + sources::Sources + Send + Sync + 'static {
     /// Keeps a delivery and applies it, durably, before answering.
     fn ingest(&self, delivery: Delivery) -> BoxFuture<'_, Result<IngestOutcome, StoreError>>;
 
