@@ -205,6 +205,7 @@ struct CreatedSource {
 }
 
 #[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 struct CreatedToken {
     id: String,
     /// Shown only here.
