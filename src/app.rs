@@ -140,7 +140,7 @@ async fn replay(store: &dyn Store, config: &Config) -> Result<Rebuilt, AppError>
         .iter()
         .map(|s| (s.name().to_owned(), s.clone()))
         .collect();
-    for stored in store.stored_sources().await? {
+    for stored in store.stored_sources(None, None).await?.sources {
         if let Ok((source, _)) = crate::sources::registry::build(&stored.name, &stored.spec) {
             sources.entry(stored.name).or_insert(source);
         }

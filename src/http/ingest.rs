@@ -78,6 +78,7 @@ pub fn router() -> ApiRouter<Arc<AppState>> {
                 })
                 .security_requirement(openapi::SOURCE_BEARER)
                 .security_requirement(openapi::SOURCE_HEADER)
+                .security_requirement(openapi::SOURCE_SIGNATURE)
                 .with(openapi::delivery_examples)
         }),
     )

@@ -75,7 +75,7 @@ struct NewKey {
 /// A created key, shown this once.
 #[derive(Serialize, JsonSchema)]
 struct CreatedKey {
-    id: String,
+    /// Shown only here.
     key: String,
     #[serde(flatten)]
     stored: StoredKey,
@@ -128,14 +128,7 @@ async fn create(
     app.store.create_key(stored.clone()).await?;
     record(&app, &principal, "key.create", &stored.id).await;
     tracing::info!(key = %stored.id, "API key created");
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedKey {
-            id: stored.id.clone(),
-            key,
-            stored,
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(CreatedKey { key, stored })))
 }
 
 async fn list(State(app): State<Arc<AppState>>) -> Result<Json<Keys>, ApiError> {

@@ -272,7 +272,7 @@ async fn list(State(app): State<Arc<AppState>>) -> Result<Json<Sources>, ApiErro
         .filter(|live| live.managed == Managed::Config)
         .map(|live| config_view(live, stats.remove(live.source.name())))
         .collect();
-    for stored in app.store.stored_sources().await? {
+    for stored in app.store.stored_sources(None, None).await?.sources {
         let stats = stats.remove(&stored.name);
         data.push(view(stored, stats));
     }
@@ -287,10 +287,10 @@ async fn find(app: &AppState, name: &str) -> Result<SourceView, ApiError> {
     }
     let stored = app
         .store
-        .stored_sources()
+        .stored_sources(None, Some(name.to_owned()))
         .await?
-        .into_iter()
-        .find(|s| s.name == name)
+        .sources
+        .pop()
         .ok_or_else(|| not_found(name))?;
     Ok(view(stored, stats.remove(name)))
 }
@@ -444,10 +444,10 @@ async fn api_source(app: &AppState, name: &str) -> Result<StoredSource, ApiError
         ));
     }
     app.store
-        .stored_sources()
+        .stored_sources(None, Some(name.to_owned()))
         .await?
-        .into_iter()
-        .find(|s| s.name == name)
+        .sources
+        .pop()
         .ok_or_else(|| not_found(name))
 }
 

@@ -72,8 +72,6 @@ pub struct LiveSource {
     pub verify: Verify,
     pub tokens: Vec<LiveToken>,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
-    /// What the API shows of an API source (the file's are built from it too).
-    pub stored: Option<StoredSource>,
 }
 
 impl LiveSource {
@@ -224,6 +222,16 @@ pub fn digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// A source's rate limiter: the one it had when its limit did not change
+/// (with what it has counted), else a new one.
+fn limiter(old: &Snapshot, name: &str, rate: Option<u32>) -> Option<Arc<DefaultDirectRateLimiter>> {
+    let rate = NonZeroU32::new(rate?)?;
+    match old.sources.get(name) {
+        Some(live) if live.source.rate_limit == Some(rate.get()) => live.limiter.clone(),
+        _ => Some(Arc::new(RateLimiter::direct(Quota::per_second(rate)))),
+    }
+}
+
 struct Snapshot {
     version: Option<i64>,
     sources: HashMap<String, Arc<LiveSource>>,
@@ -290,84 +298,99 @@ impl Registry {
         self.config.first()
     }
 
-    /// Reads the sources again if the store's version moved since the
-    /// last read.
+    /// Reads the sources that changed since the last read, if the store's
+    /// version moved: a change of one source costs one source's read,
+    /// whatever the number of sources.
     pub async fn reload(&self) -> Result<(), StoreError> {
         let _one = self.reloading.lock().await;
-        let version = self.store.sources_version().await?;
         let old = self.snapshot.read().expect("registry lock").clone();
-        if old.version == Some(version) {
+        if old.version.is_some() && old.version == Some(self.store.sources_version().await?) {
             return Ok(());
         }
-        let stored = self.store.stored_sources().await?;
-        let mut sources = HashMap::with_capacity(self.config.len() + stored.len());
-        let limiter = |name: &str, rate: Option<u32>| {
-            let rate = NonZeroU32::new(rate?)?;
-            // The same limit keeps its limiter, and what it has counted.
-            match old.sources.get(name) {
-                Some(live) if live.source.rate_limit == Some(rate.get()) => live.limiter.clone(),
-                _ => Some(Arc::new(RateLimiter::direct(Quota::per_second(rate)))),
-            }
+        let changed = self.store.stored_sources(old.version, None).await?;
+        let mut sources = match old.version {
+            Some(_) => old.sources.clone(),
+            None => HashMap::with_capacity(self.config.len() + changed.sources.len()),
         };
-        for stored in stored {
-            let Ok((source, verify)) = build(&stored.name, &stored.spec) else {
-                tracing::error!(source = %stored.name, "a stored source's settings cannot be used; it is not served");
-                continue;
-            };
-            let tokens = stored
-                .tokens
-                .iter()
-                .filter_map(|t| {
-                    let mut digest = [0u8; 32];
-                    hex::decode_to_slice(&t.digest, &mut digest).ok()?;
-                    Some(LiveToken {
-                        id: t.id.clone(),
-                        digest,
-                        expires_at: t.expires_at,
-                        key: t.secret.as_deref().and_then(signing::key),
-                    })
-                })
-                .collect();
-            let live = LiveSource {
-                limiter: limiter(&stored.name, source.rate_limit),
-                source,
-                managed: Managed::Api,
-                enabled: stored.enabled,
-                verify,
-                tokens,
-                stored: Some(stored),
-            };
-            sources.insert(live.source.name().to_owned(), Arc::new(live));
+        let is_config = |name: &str| self.config.iter().any(|s| s.name() == name);
+        for name in &changed.deleted {
+            if !is_config(name) {
+                sources.remove(name);
+            }
         }
-        // The file's sources win a name (the API refuses to take one).
-        for source in &self.config {
-            let tokens = source
-                .tokens
-                .iter()
-                .enumerate()
-                .map(|(i, token)| LiveToken {
-                    id: format!("config_{i}"),
-                    digest: Sha256::digest(token.expose().as_bytes()).into(),
-                    expires_at: None,
-                    key: None,
-                })
-                .collect();
-            let live = LiveSource {
-                limiter: limiter(source.name(), source.rate_limit),
-                source: source.clone(),
-                managed: Managed::Config,
-                enabled: true,
-                verify: Verify::Token,
-                tokens,
-                stored: None,
+        for stored in changed.sources {
+            if is_config(&stored.name) {
+                continue;
+            }
+            match self.live(stored, &old) {
+                Some(live) => sources.insert(live.source.name().to_owned(), Arc::new(live)),
+                None => continue,
             };
-            sources.insert(source.name().to_owned(), Arc::new(live));
+        }
+        if old.version.is_none() {
+            for source in &self.config {
+                let live = self.config_live(source, &old);
+                sources.insert(source.name().to_owned(), Arc::new(live));
+            }
         }
         *self.snapshot.write().expect("registry lock") = Arc::new(Snapshot {
-            version: Some(version),
+            version: Some(changed.version),
             sources,
         });
         Ok(())
+    }
+
+    /// A stored source as the ingest path uses it; `None` (logged) when
+    /// its settings cannot be used.
+    fn live(&self, stored: StoredSource, old: &Snapshot) -> Option<LiveSource> {
+        let Ok((source, verify)) = build(&stored.name, &stored.spec) else {
+            tracing::error!(source = %stored.name, "a stored source's settings cannot be used; it is not served");
+            return None;
+        };
+        let tokens = stored
+            .tokens
+            .iter()
+            .filter_map(|t| {
+                let mut digest = [0u8; 32];
+                hex::decode_to_slice(&t.digest, &mut digest).ok()?;
+                Some(LiveToken {
+                    id: t.id.clone(),
+                    digest,
+                    expires_at: t.expires_at,
+                    key: t.secret.as_deref().and_then(signing::key),
+                })
+            })
+            .collect();
+        Some(LiveSource {
+            limiter: limiter(old, &stored.name, source.rate_limit),
+            source,
+            managed: Managed::Api,
+            enabled: stored.enabled,
+            verify,
+            tokens,
+        })
+    }
+
+    fn config_live(&self, source: &Source, old: &Snapshot) -> LiveSource {
+        let tokens = source
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, token)| LiveToken {
+                id: format!("config_{i}"),
+                digest: Sha256::digest(token.expose().as_bytes()).into(),
+                expires_at: None,
+                key: None,
+            })
+            .collect();
+        LiveSource {
+            limiter: limiter(old, source.name(), source.rate_limit),
+            source: source.clone(),
+            managed: Managed::Config,
+            enabled: true,
+            verify: Verify::Token,
+            tokens,
+        }
     }
 
     /// Whether new deliveries of `source` are held: it is paused, or
@@ -533,7 +556,6 @@ mod tests {
             verify,
             tokens: vec![token("tok_old", "old", Some(now)), token("tok_new", "new", None)],
             limiter: None,
-            stored: None,
         };
         assert_eq!(live.token("new", now), Some("tok_new"));
         assert_eq!(live.token("old", now), None, "expired");

@@ -82,6 +82,16 @@ pub struct Held {
     pub body: Vec<u8>,
 }
 
+/// The sources read at one version of the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changed {
+    pub version: i64,
+    pub sources: Vec<StoredSource>,
+    /// Deleted since the version asked for (maybe created again since:
+    /// then also in `sources`).
+    pub deleted: Vec<String>,
+}
+
 /// What deleting a source found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceDeletion {
@@ -121,8 +131,10 @@ pub trait Sources: Send + Sync {
     /// Moves with every change of a source or a token, on any instance.
     fn sources_version(&self) -> BoxFuture<'_, Result<i64, StoreError>>;
 
-    /// Every source created through the API, with its tokens.
-    fn stored_sources(&self) -> BoxFuture<'_, Result<Vec<StoredSource>, StoreError>>;
+    /// The sources created through the API, with their tokens: those
+    /// changed after version `since` (every one when `None`) and those
+    /// deleted since, or the one named `name`.
+    fn stored_sources(&self, since: Option<i64>, name: Option<String>) -> BoxFuture<'_, Result<Changed, StoreError>>;
 
     /// Creates a source with its first token. `false`: the name is taken.
     fn create_source(&self, source: StoredSource) -> BoxFuture<'_, Result<bool, StoreError>>;

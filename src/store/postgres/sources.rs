@@ -10,13 +10,32 @@ use sqlx::PgConnection;
 use super::PgStore;
 use crate::model::UtcMillis;
 use crate::store::rows::parse_time;
-use crate::store::sources::{Held, SourceDeletion, SourceSpec, Sources, Stats, StoredSource, StoredToken, Usage};
+use crate::store::sources::{
+    Changed, Held, SourceDeletion, SourceSpec, Sources, Stats, StoredSource, StoredToken, Usage,
+};
 use crate::store::{BoxFuture, StoreError};
 
-async fn bump(conn: &mut PgConnection) -> Result<(), StoreError> {
-    sqlx::query("UPDATE access_version SET version = version + 1 WHERE id = 1")
-        .execute(conn)
+/// Moves the sources version (the row lock orders concurrent changes),
+/// and marks `source` as changed at it.
+async fn bump(conn: &mut PgConnection, source: &str) -> Result<(), StoreError> {
+    let (version,): (i64,) =
+        sqlx::query_as("UPDATE access_version SET version = version + 1 WHERE id = 1 RETURNING version")
+            .fetch_one(&mut *conn)
+            .await?;
+    sqlx::query("UPDATE sources SET version = $2 WHERE name = $1")
+        .bind(source)
+        .bind(version)
+        .execute(&mut *conn)
         .await?;
+    sqlx::query(
+        "INSERT INTO source_tombstones (name, version)
+         SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM sources WHERE name = $1)
+         ON CONFLICT (name) DO UPDATE SET version = excluded.version",
+    )
+    .bind(source)
+    .bind(version)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -54,11 +73,14 @@ impl Sources for PgStore {
         })
     }
 
-    fn stored_sources(&self) -> BoxFuture<'_, Result<Vec<StoredSource>, StoreError>> {
+    fn stored_sources(&self, since: Option<i64>, name: Option<String>) -> BoxFuture<'_, Result<Changed, StoreError>> {
         Box::pin(async move {
             let mut tx = self
                 .pool
                 .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .await?;
+            let (version,): (i64,) = sqlx::query_as("SELECT version FROM access_version WHERE id = 1")
+                .fetch_one(&mut *tx)
                 .await?;
             type RawToken = (
                 String,
@@ -70,15 +92,32 @@ impl Sources for PgStore {
                 Option<String>,
             );
             let tokens: Vec<RawToken> = sqlx::query_as(
-                "SELECT id, source, digest, secret, created_at, expires_at, last_used_at
-                 FROM source_tokens ORDER BY created_at, id",
+                "SELECT t.id, t.source, t.digest, t.secret, t.created_at, t.expires_at, t.last_used_at
+                 FROM source_tokens t JOIN sources s ON s.name = t.source
+                 WHERE ($1::BIGINT IS NULL OR s.version > $1) AND ($2::TEXT IS NULL OR s.name = $2)
+                 ORDER BY t.created_at, t.id",
             )
+            .bind(since)
+            .bind(&name)
             .fetch_all(&mut *tx)
             .await?;
-            let rows: Vec<(String, String, bool, String)> =
-                sqlx::query_as("SELECT name, spec, enabled, created_at FROM sources ORDER BY name")
-                    .fetch_all(&mut *tx)
-                    .await?;
+            let rows: Vec<(String, String, bool, String)> = sqlx::query_as(
+                "SELECT name, spec, enabled, created_at FROM sources
+                 WHERE ($1::BIGINT IS NULL OR version > $1) AND ($2::TEXT IS NULL OR name = $2) ORDER BY name",
+            )
+            .bind(since)
+            .bind(&name)
+            .fetch_all(&mut *tx)
+            .await?;
+            let deleted: Vec<(String,)> = match since {
+                None => Vec::new(),
+                Some(since) => {
+                    sqlx::query_as("SELECT name FROM source_tombstones WHERE version > $1")
+                        .bind(since)
+                        .fetch_all(&mut *tx)
+                        .await?
+                }
+            };
             tx.commit().await?;
             let mut by_source: HashMap<String, Vec<StoredToken>> = HashMap::new();
             for (id, source, digest, secret, created_at, expires_at, last_used_at) in tokens {
@@ -92,7 +131,8 @@ impl Sources for PgStore {
                     last_used_at: opt_time(last_used_at)?,
                 });
             }
-            rows.into_iter()
+            let sources = rows
+                .into_iter()
                 .map(|(name, spec, enabled, created_at)| {
                     Ok(StoredSource {
                         tokens: by_source.remove(&name).unwrap_or_default(),
@@ -102,7 +142,12 @@ impl Sources for PgStore {
                         name,
                     })
                 })
-                .collect()
+                .collect::<Result<_, StoreError>>()?;
+            Ok(Changed {
+                version,
+                sources,
+                deleted: deleted.into_iter().map(|(name,)| name).collect(),
+            })
         })
     }
 
@@ -110,7 +155,8 @@ impl Sources for PgStore {
         Box::pin(async move {
             let mut tx = self.pool.begin().await?;
             let inserted = sqlx::query(
-                "INSERT INTO sources (name, spec, enabled, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                "INSERT INTO sources (name, spec, enabled, created_at, version) VALUES ($1, $2, $3, $4, 0)
+                 ON CONFLICT DO NOTHING",
             )
             .bind(&source.name)
             .bind(serde_json::to_string(&source.spec)?)
@@ -129,7 +175,7 @@ impl Sources for PgStore {
             for token in &source.tokens {
                 insert_token(&mut tx, token).await?;
             }
-            bump(&mut tx).await?;
+            bump(&mut tx, &source.name).await?;
             tx.commit().await?;
             Ok(true)
         })
@@ -146,7 +192,7 @@ impl Sources for PgStore {
                 .await?
                 .rows_affected();
             if updated > 0 {
-                bump(&mut tx).await?;
+                bump(&mut tx, &name).await?;
             }
             tx.commit().await?;
             Ok(updated > 0)
@@ -169,7 +215,7 @@ impl Sources for PgStore {
             ] {
                 sqlx::query(sql).bind(&name).execute(&mut *tx).await?;
             }
-            bump(&mut tx).await?;
+            bump(&mut tx, &name).await?;
             tx.commit().await?;
             Ok(SourceDeletion::Deleted)
         })
@@ -188,7 +234,7 @@ impl Sources for PgStore {
                 return Ok(false);
             }
             insert_token(&mut tx, &token).await?;
-            bump(&mut tx).await?;
+            bump(&mut tx, &token.source).await?;
             tx.commit().await?;
             Ok(true)
         })
@@ -204,7 +250,7 @@ impl Sources for PgStore {
                 .await?
                 .rows_affected();
             if deleted > 0 {
-                bump(&mut tx).await?;
+                bump(&mut tx, &source).await?;
             }
             tx.commit().await?;
             Ok(deleted > 0)
@@ -304,39 +350,54 @@ impl Sources for PgStore {
 
     fn record_usage(&self, usage: Usage) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
+            // One statement per table, whatever the number of sources.
             let mut tx = self.pool.begin().await?;
-            for (source, hour, outcome, n) in &usage.counts {
-                sqlx::query(
-                    "INSERT INTO source_stats (source, hour, outcome, count) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (source, hour, outcome) DO UPDATE SET count = source_stats.count + excluded.count",
-                )
-                .bind(source)
-                .bind(hour)
-                .bind(outcome)
-                .bind(*n as i64)
-                .execute(&mut *tx)
-                .await?;
+            let (mut sources, mut hours, mut outcomes, mut counts) = (vec![], vec![], vec![], vec![]);
+            for (source, hour, outcome, n) in usage.counts {
+                sources.push(source);
+                hours.push(hour);
+                outcomes.push(outcome);
+                counts.push(n as i64);
             }
-            for (source, at) in &usage.last_delivery {
-                sqlx::query(
-                    "INSERT INTO source_last_delivery (source, at) VALUES ($1, $2)
-                     ON CONFLICT (source) DO UPDATE SET at = GREATEST(source_last_delivery.at, excluded.at)",
-                )
-                .bind(source)
-                .bind(at.to_string())
-                .execute(&mut *tx)
-                .await?;
-            }
-            for (id, at) in &usage.tokens_used {
-                sqlx::query(
-                    "UPDATE source_tokens SET last_used_at = $2
-                     WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
-                )
-                .bind(id)
-                .bind(at.to_string())
-                .execute(&mut *tx)
-                .await?;
-            }
+            sqlx::query(
+                "INSERT INTO source_stats (source, hour, outcome, count)
+                 SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[])
+                 ON CONFLICT (source, hour, outcome) DO UPDATE SET count = source_stats.count + excluded.count",
+            )
+            .bind(&sources)
+            .bind(&hours)
+            .bind(&outcomes)
+            .bind(&counts)
+            .execute(&mut *tx)
+            .await?;
+            let (names, ats): (Vec<String>, Vec<String>) = usage
+                .last_delivery
+                .into_iter()
+                .map(|(s, at)| (s, at.to_string()))
+                .unzip();
+            sqlx::query(
+                "INSERT INTO source_last_delivery (source, at)
+                 SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[])
+                 ON CONFLICT (source) DO UPDATE SET at = GREATEST(source_last_delivery.at, excluded.at)",
+            )
+            .bind(&names)
+            .bind(&ats)
+            .execute(&mut *tx)
+            .await?;
+            let (ids, ats): (Vec<String>, Vec<String>) = usage
+                .tokens_used
+                .into_iter()
+                .map(|(id, at)| (id, at.to_string()))
+                .unzip();
+            sqlx::query(
+                "UPDATE source_tokens t SET last_used_at = u.at
+                 FROM UNNEST($1::TEXT[], $2::TEXT[]) AS u(id, at)
+                 WHERE t.id = u.id AND (t.last_used_at IS NULL OR t.last_used_at < u.at)",
+            )
+            .bind(&ids)
+            .bind(&ats)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             Ok(())
         })

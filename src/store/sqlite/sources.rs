@@ -10,11 +10,26 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::SqliteStore;
 use crate::model::UtcMillis;
 use crate::store::rows::parse_time;
-use crate::store::sources::{Held, SourceDeletion, Sources, Stats, StoredSource, StoredToken, Usage};
+use crate::store::sources::{Changed, Held, SourceDeletion, Sources, Stats, StoredSource, StoredToken, Usage};
 use crate::store::{BoxFuture, StoreError};
 
-fn bump(tx: &Connection) -> rusqlite::Result<usize> {
-    tx.execute("UPDATE access_version SET version = version + 1 WHERE id = 1", [])
+/// Moves the sources version, and marks `source` as changed at it.
+fn bump(tx: &Connection, source: &str) -> rusqlite::Result<()> {
+    let version: i64 = tx.query_row(
+        "UPDATE access_version SET version = version + 1 WHERE id = 1 RETURNING version",
+        [],
+        |r| r.get(0),
+    )?;
+    tx.execute(
+        "UPDATE sources SET version = ?2 WHERE name = ?1",
+        params![source, version],
+    )?;
+    tx.execute(
+        "INSERT INTO source_tombstones (name, version) SELECT ?1, ?2 WHERE NOT EXISTS (SELECT 1 FROM sources WHERE name = ?1)
+         ON CONFLICT (name) DO UPDATE SET version = excluded.version",
+        params![source, version],
+    )?;
+    Ok(())
 }
 
 fn insert_token(tx: &Connection, t: &StoredToken) -> rusqlite::Result<usize> {
@@ -36,7 +51,8 @@ fn opt_time(s: Option<String>) -> Result<Option<UtcMillis>, StoreError> {
     s.as_deref().map(parse_time).transpose()
 }
 
-fn read_sources(conn: &Connection) -> Result<Vec<StoredSource>, StoreError> {
+fn read_sources(conn: &Connection, since: Option<i64>, name: Option<&str>) -> Result<Changed, StoreError> {
+    let version: i64 = conn.query_row("SELECT version FROM access_version WHERE id = 1", [], |r| r.get(0))?;
     type RawToken = (
         String,
         String,
@@ -47,8 +63,22 @@ fn read_sources(conn: &Connection) -> Result<Vec<StoredSource>, StoreError> {
         Option<String>,
     );
     let tokens: Vec<RawToken> = conn
-        .prepare("SELECT id, source, digest, secret, created_at, expires_at, last_used_at FROM source_tokens ORDER BY created_at, id")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))?
+        .prepare(
+            "SELECT t.id, t.source, t.digest, t.secret, t.created_at, t.expires_at, t.last_used_at
+             FROM source_tokens t JOIN sources s ON s.name = t.source
+             WHERE (?1 IS NULL OR s.version > ?1) AND (?2 IS NULL OR s.name = ?2) ORDER BY t.created_at, t.id",
+        )?
+        .query_map(params![since, name], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })?
         .collect::<Result<_, _>>()?;
     let mut by_source: HashMap<String, Vec<StoredToken>> = HashMap::new();
     for (id, source, digest, secret, created_at, expires_at, last_used_at) in tokens {
@@ -63,10 +93,23 @@ fn read_sources(conn: &Connection) -> Result<Vec<StoredSource>, StoreError> {
         });
     }
     let rows: Vec<(String, String, bool, String)> = conn
-        .prepare("SELECT name, spec, enabled, created_at FROM sources ORDER BY name")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .prepare(
+            "SELECT name, spec, enabled, created_at FROM sources
+             WHERE (?1 IS NULL OR version > ?1) AND (?2 IS NULL OR name = ?2) ORDER BY name",
+        )?
+        .query_map(params![since, name], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
         .collect::<Result<_, _>>()?;
-    rows.into_iter()
+    let deleted: Vec<String> = match since {
+        None => Vec::new(),
+        Some(since) => conn
+            .prepare("SELECT name FROM source_tombstones WHERE version > ?1")?
+            .query_map([since], |r| r.get(0))?
+            .collect::<Result<_, _>>()?,
+    };
+    let sources = rows
+        .into_iter()
         .map(|(name, spec, enabled, created_at)| {
             Ok(StoredSource {
                 tokens: by_source.remove(&name).unwrap_or_default(),
@@ -76,7 +119,12 @@ fn read_sources(conn: &Connection) -> Result<Vec<StoredSource>, StoreError> {
                 name,
             })
         })
-        .collect()
+        .collect::<Result<_, StoreError>>()?;
+    Ok(Changed {
+        version,
+        sources,
+        deleted,
+    })
 }
 
 impl Sources for SqliteStore {
@@ -88,15 +136,16 @@ impl Sources for SqliteStore {
         }))
     }
 
-    fn stored_sources(&self) -> BoxFuture<'_, Result<Vec<StoredSource>, StoreError>> {
-        Box::pin(self.readers.run(read_sources))
+    fn stored_sources(&self, since: Option<i64>, name: Option<String>) -> BoxFuture<'_, Result<Changed, StoreError>> {
+        Box::pin(self.readers.run(move |conn| read_sources(conn, since, name.as_deref())))
     }
 
     fn create_source(&self, source: StoredSource) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(self.write(move |tx| {
             let spec = serde_json::to_string(&source.spec)?;
             let inserted = tx.execute(
-                "INSERT INTO sources (name, spec, enabled, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                "INSERT INTO sources (name, spec, enabled, created_at, version) VALUES (?1, ?2, ?3, ?4, 0)
+                 ON CONFLICT DO NOTHING",
                 params![source.name, spec, source.enabled, source.created_at.to_string()],
             )?;
             if inserted == 0 {
@@ -107,7 +156,7 @@ impl Sources for SqliteStore {
             for token in &source.tokens {
                 insert_token(tx, token)?;
             }
-            bump(tx)?;
+            bump(tx, &source.name)?;
             Ok(true)
         }))
     }
@@ -125,7 +174,7 @@ impl Sources for SqliteStore {
                 params![name, spec, enabled],
             )?;
             if updated > 0 {
-                bump(tx)?;
+                bump(tx, &name)?;
             }
             Ok(updated > 0)
         }))
@@ -149,7 +198,7 @@ impl Sources for SqliteStore {
             }
             tx.execute("DELETE FROM sources WHERE name = ?1", [&name])?;
             tx.execute("DELETE FROM source_tokens WHERE source = ?1", [&name])?;
-            bump(tx)?;
+            bump(tx, &name)?;
             Ok(SourceDeletion::Deleted)
         }))
     }
@@ -164,7 +213,7 @@ impl Sources for SqliteStore {
                 return Ok(false);
             }
             insert_token(tx, &token)?;
-            bump(tx)?;
+            bump(tx, &token.source)?;
             Ok(true)
         }))
     }
@@ -176,7 +225,7 @@ impl Sources for SqliteStore {
                 params![source, id],
             )?;
             if deleted > 0 {
-                bump(tx)?;
+                bump(tx, &source)?;
             }
             Ok(deleted > 0)
         }))

@@ -9,13 +9,23 @@ CREATE TABLE access_version (
 INSERT INTO access_version (id, version) VALUES (1, 0);
 
 -- `spec`: the source's settings as JSON (store::sources::SourceSpec).
+-- `version`: the `access_version` of its last change (or its tokens'),
+-- so that an instance reads only what changed since it last looked.
 -- `release_until`: the lease of the releaser applying its held deliveries.
 CREATE TABLE sources (
     name          TEXT PRIMARY KEY,
     spec          TEXT NOT NULL,
     enabled       BOOLEAN NOT NULL,
     created_at    TEXT NOT NULL,
+    version       BIGINT NOT NULL,
     release_until TEXT
+);
+CREATE INDEX sources_version ON sources (version);
+
+-- Deleted sources, at the version of their deletion.
+CREATE TABLE source_tombstones (
+    name    TEXT PRIMARY KEY,
+    version BIGINT NOT NULL
 );
 
 -- Tokens as SHA-256 digests; `secret` only for Standard Webhooks sources,
