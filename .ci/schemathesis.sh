@@ -64,7 +64,7 @@ curl -fsS -H 'Authorization: Bearer schemathesis-admin-token' -H 'Content-Type: 
     -d '{"url": "http://127.0.0.1:9/hook"}' "$base/api/v1/subscriptions" > /dev/null
 
 cat > "$work/schemathesis.toml" <<TOML
-[auth.openapi.admin]
+[auth.openapi.apiKey]
 bearer = "schemathesis-admin-token"
 
 [auth.openapi.sourceBearer]

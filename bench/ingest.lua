@@ -12,6 +12,11 @@ local customers = tonumber(os.getenv("CUSTOMERS") or "100000")
 local pace = tonumber(os.getenv("PACE_MS") or "0")
 local threads = {}
 local counter = 0
+-- SOURCES_FILE: lines of "name token" (Treez sources created through the
+-- API, bench/sources.sh); when set, every delivery is a Treez body sent to
+-- one of them at random, with its token.
+local sources_file = os.getenv("SOURCES_FILE")
+local sources = {}
 
 function setup(thread)
   -- Sets the global `thread_id` in that thread's own Lua state.
@@ -26,6 +31,14 @@ function init(args)
   -- so that back-to-back runs on one store stay fresh deliveries and newer
   -- snapshots, not retries or stale events.
   counter = (os.time() % 86400) * 2000
+  if sources_file then
+    for line in io.lines(sources_file) do
+      local name, token = line:match("^(%S+) (%S+)$")
+      if name then
+        table.insert(sources, {path = "/webhooks/" .. name, auth = "Bearer " .. token})
+      end
+    end
+  end
 end
 
 local vagaro = [[{"id":"%s","createdDate":"%s","type":"customer","action":"updated","payload":{"customerId":"C%07d","businessIds":["%d","%d"],"customerFirstName":"First%d","customerLastName":"Last%d","businessGroupId":"group-%d","email":"person%d@example.com","mobilePhone":"914555%04d","dayPhone":"","nightPhone":"N/A","streetAddress":"%d Main Street","city":"New York","regionCode":"NY","regionName":"New York","countryCode":"US","countryName":"United States of America","postalCode":"10030","createdDate":"2023-07-10T08:50:00Z","createdBy":"bench","modifiedDate":"%s","modifiedBy":"bench"}}]]
@@ -45,6 +58,12 @@ function request()
   counter = counter + 1
   local c = math.random(customers)
   local when = timestamp(counter)
+  if #sources > 0 then
+    local source = sources[math.random(#sources)]
+    local body = string.format(treez, c % 10, c, c, c, c, c % 10000, counter, when, c)
+    return wrk.format("POST", source.path,
+      {["Content-Type"] = "application/json", ["Authorization"] = source.auth}, body)
+  end
   if counter % 2 == 0 then
     local body = string.format(vagaro, string.format("evt-%d-%d", thread_id, counter), when, c, c % 50, c % 7,
       c, c, c % 10, c, c % 10000, c, when)

@@ -13,10 +13,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::{Config, StoreUrl};
-use crate::http::{self, AppState, INGEST_SLOTS, RateLimits};
+use crate::http::{self, AppState, INGEST_SLOTS};
 use crate::model::{json, normalize};
 use crate::outbound::destination::Guard;
 use crate::outbound::{Outbox, dispatcher};
+use crate::sources::registry::Registry;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{EventQuery, EventStatus, Publish, Store, StoreError};
@@ -64,13 +65,11 @@ pub async fn serve(
     }
     let delivery = config.delivery.clone();
     let settings = config.http;
-    let rate_limits = RateLimits::new(&config.sources);
+    let registry = Registry::load(store.clone(), config.sources).await?;
     let (dispatching, dispatcher_running) = watch::channel(true);
     let state = Arc::new(AppState {
-        rate_limits,
         store: store.clone(),
-        first_source: config.sources.first().map(|s| s.name().to_owned()),
-        sources: config.sources.into_iter().map(|s| (s.name().to_owned(), s)).collect(),
+        registry: registry.clone(),
         admin_token: config.admin_token,
         max_body_bytes: config.max_body_bytes,
         metrics: telemetry::metrics(),
@@ -80,6 +79,7 @@ pub async fn serve(
     });
     tracing::info!(address = %listener.local_addr()?, "listening: /webhooks/{{source}}, /api/v1, /healthz, /readyz, /metrics");
     let (stop, stopped) = watch::channel(false);
+    let following = tokio::spawn(registry.run(stopped.clone()));
     let dispatcher = {
         let (outbox, told): (Arc<dyn Outbox>, _) = (store.clone(), stopped.clone());
         tokio::spawn(dispatcher::supervise(
@@ -93,6 +93,9 @@ pub async fn serve(
         let _ = stop.send(true);
     })
     .await;
+    if following.await.is_err() {
+        tracing::error!("the sources registry's task panicked");
+    }
     // Stops claiming, lets the sends in flight finish and record their
     // attempts, then closes the store (also after http.stop_timeout
     // dropped requests still in flight).
@@ -131,7 +134,17 @@ pub async fn rebuild(config: &Config) -> Result<Rebuilt, AppError> {
 }
 
 async fn replay(store: &dyn Store, config: &Config) -> Result<Rebuilt, AppError> {
-    let sources: HashMap<&str, _> = config.sources.iter().map(|s| (s.name(), s)).collect();
+    // The file's sources and the API's, whose events replay alike.
+    let mut sources: HashMap<String, crate::config::Source> = config
+        .sources
+        .iter()
+        .map(|s| (s.name().to_owned(), s.clone()))
+        .collect();
+    for stored in store.stored_sources(None, None).await?.sources {
+        if let Ok((source, _)) = crate::sources::registry::build(&stored.name, &stored.spec) {
+            sources.entry(stored.name).or_insert(source);
+        }
+    }
     // The customers of a source no longer configured stay as they are:
     // without its adapter, its events cannot be replayed.
     store
@@ -149,7 +162,7 @@ async fn replay(store: &dyn Store, config: &Config) -> Result<Rebuilt, AppError>
             })
             .await?;
         for event in page.items {
-            let (Some(source), Some(body)) = (sources.get(event.source.as_str()), event.body) else {
+            let (Some(source), Some(body)) = (sources.get(&event.source), event.body) else {
                 rebuilt.skipped += 1;
                 continue;
             };

@@ -130,36 +130,26 @@ pub enum LogFormat {
 }
 
 /// One address or a CIDR block: an allowed sender, or a non-public network
-/// outbound messages may reach.
+/// outbound messages may reach. An [`ipnet::IpNet`]; a bare address is a
+/// block of one, and an IPv4 block also holds the IPv4-mapped IPv6 forms
+/// of its addresses (a dual-stack listener sees IPv4 peers that way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpRange {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct IpRange(ipnet::IpNet);
 
 impl IpRange {
     pub fn parse(s: &str) -> Option<Self> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((addr, prefix)) => (addr.parse::<IpAddr>().ok()?, Some(prefix.parse().ok()?)),
-            None => (s.parse::<IpAddr>().ok()?, None),
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        (prefix <= max).then_some(Self { addr, prefix })
+        s.parse::<ipnet::IpNet>()
+            .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+            .ok()
+            .map(Self)
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match (self.addr, ip) {
-            (IpAddr::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        let ip = match (self.0, ip) {
+            (ipnet::IpNet::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             _ => ip,
         };
-        let (net, ip, bits) = match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(i)) => (u32::from(n) as u128, u32::from(i) as u128, 32),
-            (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
-            _ => return false,
-        };
-        let shift = bits - u32::from(self.prefix);
-        shift >= bits || (net >> shift) == (ip >> shift)
+        self.0.contains(&ip)
     }
 }
 

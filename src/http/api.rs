@@ -23,12 +23,13 @@ const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
 /// What any admin operation can answer besides its own statuses: a
-/// malformed path or query (`400`), no or a wrong token (`401`), a body
-/// or head past the limits (`408`, `431`), a fault (`500`), a store that
-/// cannot take requests (`503`).
-pub const ADMIN_ERRORS: [StatusCode; 6] = [
+/// malformed path or query (`400`), no or a wrong key (`401`), a key
+/// without the scope (`403`), a body or head past the limits (`408`,
+/// `431`), a fault (`500`), a store that cannot take requests (`503`).
+pub const ADMIN_ERRORS: [StatusCode; 7] = [
     StatusCode::BAD_REQUEST,
     StatusCode::UNAUTHORIZED,
+    StatusCode::FORBIDDEN,
     StatusCode::REQUEST_TIMEOUT,
     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
     StatusCode::INTERNAL_SERVER_ERROR,

@@ -6,17 +6,18 @@ use std::sync::Arc;
 
 use aide::axum::ApiRouter;
 use aide::axum::routing::get_with;
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::AppState;
 use super::api::{IdPath, PageParams, PageView, admin, parse_bool, parse_time};
+use super::auth::Principal;
 use super::error::ApiError;
 use super::extract::ApiQuery;
+use super::{AppState, keys};
 use crate::model::{Customer, UtcMillis, normalize};
 use crate::store::{CustomerQuery, Erasure, HistoryEntry, HistoryQuery};
 
@@ -88,10 +89,12 @@ async fn get_customer(
 
 async fn erase_customer(
     State(app): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
     Path(IdPath { id }): Path<IdPath>,
 ) -> Result<StatusCode, ApiError> {
     match app.store.erase(id.clone()).await? {
         Erasure::Erased => {
+            keys::record(&app, &principal, "customer.erase", &keys::erased_target(&id)).await;
             tracing::info!(customer = %id, "customer erased");
             Ok(StatusCode::NO_CONTENT)
         }
@@ -148,10 +151,10 @@ async fn list_customers(
 /// Reads a phone filter in any format, with the country of the `source`
 /// filter when given, else of the first configured source.
 fn phone_filter(app: &AppState, source: Option<&str>, raw: &str) -> Result<String, ApiError> {
-    let country = source
-        .and_then(|name| app.sources.get(name))
-        .or_else(|| app.first_source.as_ref().and_then(|name| app.sources.get(name)))
-        .and_then(|s| s.settings.default_country);
+    let country = match source.and_then(|name| app.registry.get(name)) {
+        Some(live) => live.source.settings.default_country,
+        None => app.registry.first_config().and_then(|s| s.settings.default_country),
+    };
     normalize::phone("query", &Value::String(raw.to_owned()), country)
         .ok()
         .flatten()

@@ -39,7 +39,8 @@ pub enum ErrorCode {
     UnreadableBody,
     /// The admin token, or a source's token, is missing or wrong.
     Unauthorized,
-    /// The sender's address is not in the source's `allow_ips`.
+    /// The sender's address is not in the source's `allow_ips`, or the API
+    /// key lacks the scope the operation needs.
     Forbidden,
     /// No such route, source, customer, event, subscription or message.
     NotFound,
@@ -55,6 +56,12 @@ pub enum ErrorCode {
     CannotReprocess,
     /// The message was cancelled by an erasure and is never sent again.
     Cancelled,
+    /// The name is taken (by an API source or one of the configuration file).
+    NameTaken,
+    /// The source is defined in the configuration file: change it there.
+    ManagedByConfig,
+    /// The source holds deliveries not applied yet: enable it first.
+    Holding,
     /// The body is larger than `max_body_bytes`, as sent or after gunzip.
     TooLarge,
     /// The body's media type is not one the operation reads.
@@ -93,6 +100,9 @@ impl ErrorCode {
             ErrorCode::CannotDelete => "cannot_delete",
             ErrorCode::CannotReprocess => "cannot_reprocess",
             ErrorCode::Cancelled => "cancelled",
+            ErrorCode::NameTaken => "name_taken",
+            ErrorCode::ManagedByConfig => "managed_by_config",
+            ErrorCode::Holding => "holding",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::HeadersTooLarge => "headers_too_large",
@@ -200,6 +210,10 @@ impl ApiError {
     /// deliveries in the metrics.
     pub fn code(&self) -> &'static str {
         self.code.as_str()
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 }
 

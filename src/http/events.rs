@@ -6,18 +6,19 @@ use std::sync::Arc;
 
 use aide::axum::ApiRouter;
 use aide::axum::routing::{get_with, post_with};
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::AppState;
 use super::api::{IdPath, PageParams, PageView, admin};
+use super::auth::Principal;
 use super::error::{ApiError, ErrorCode};
 use super::extract::ApiQuery;
 use super::ingest::{Answer, Receipt, answer, outcome_label};
+use super::{AppState, keys};
 use crate::model::json;
 use crate::store::{EventQuery, EventRedaction, EventStatus, Publish, StoredEvent};
 
@@ -119,10 +120,12 @@ async fn get_event(
 
 async fn delete_event(
     State(app): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
     Path(IdPath { id }): Path<IdPath>,
 ) -> Result<StatusCode, ApiError> {
     match app.store.redact_event(id.clone()).await? {
         EventRedaction::Redacted => {
+            keys::record(&app, &principal, "event.delete", &id).await;
             tracing::info!(event_id = %id, "event redacted");
             Ok(StatusCode::NO_CONTENT)
         }
@@ -136,6 +139,7 @@ async fn delete_event(
 
 async fn reprocess_event(
     State(app): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
     Path(IdPath { id }): Path<IdPath>,
 ) -> Result<Answer, ApiError> {
     let event = app
@@ -144,10 +148,11 @@ async fn reprocess_event(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no event {id:?}")))?;
     let conflict = |message: String| ApiError::conflict(ErrorCode::CannotReprocess, message);
-    let source = app
-        .sources
+    let live = app
+        .registry
         .get(&event.source)
         .ok_or_else(|| conflict(format!("source {:?} is no longer configured", event.source)))?;
+    let source = &live.source;
     let body = event
         .body
         .ok_or_else(|| conflict(format!("event {id} was redacted by an erasure")))?;
@@ -158,6 +163,7 @@ async fn reprocess_event(
         .reprocess(id.clone(), mapped, Publish::Yes)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no event {id:?}")))?;
+    keys::record(&app, &principal, "event.reprocess", &id).await;
     tracing::info!(event_id = %id, status = outcome_label(&outcome), "event reprocessed");
     Ok(answer(outcome))
 }

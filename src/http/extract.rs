@@ -27,7 +27,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         let body = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| ApiError::from_status(rejection.status(), rejection.body_text()))?;
-        parse(&body).map(ApiJson)
+        parse_json(&body).map(ApiJson)
     }
 }
 
@@ -62,14 +62,24 @@ impl<T: JsonSchema> OperationInput for ApiQuery<T> {
     }
 }
 
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+/// A JSON body read into `T`, refused as [`ApiJson`] refuses it.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value = json::parse_body(body).map_err(|e| ApiError::bad_request(ErrorCode::InvalidJson, e.to_string()))?;
     // Nothing kept holds a NUL (see `api::refuse_nul`): a secret with one
     // could not be stored on Postgres.
     if json::has_nul(&value) {
         return Err(invalid("strings cannot contain NUL (\\u0000)"));
     }
-    serde_json::from_value(value).map_err(|e| invalid(e.to_string()))
+    // The error names the field at fault (`rateLimit: invalid type …`).
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            invalid(inner.to_string())
+        } else {
+            invalid(format!("{path}: {inner}"))
+        }
+    })
 }
 
 /// A JSON body the operation does not take.

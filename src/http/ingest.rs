@@ -29,9 +29,13 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use super::error::{ApiError, ErrorCode, document_errors};
 use super::{openapi, server};
-use crate::config::{Secret, Source};
+use crate::config::Secret;
 use crate::model::{UtcMillis, json};
+use crate::sources::held;
+use crate::sources::registry::{LiveSource, Verify};
+use crate::sources::standard_webhooks::Signed;
 use crate::sources::{TokenHeader, unlinked_mentions};
+use crate::store::sources::Held;
 use crate::store::{Delivery, IngestOutcome, Outcome};
 
 /// Request headers kept with each delivery.
@@ -65,12 +69,16 @@ pub fn router() -> ApiRouter<Arc<AppState>> {
                      platform uses (`Authorization: Bearer` for Treez and Clientele envelopes, \
                      `X-Vagaro-Signature` for Vagaro), or in the source's `auth_header` when configured. \
                      Retries with the same `webhook-id` or `idempotency-key` header, or the same body, \
-                     answer `duplicate`.",
+                     answer `duplicate`. A `standard-webhooks` source authenticates by the \
+                     `webhook-id`, `webhook-timestamp` and `webhook-signature` headers instead.",
                 )
                 .response_with::<200, Json<Receipt>, _>(|r| r.description("Kept (or suppressed for an erased id)"))
-                .response_with::<202, Json<Receipt>, _>(|r| r.description("Kept, but quarantined"))
+                .response_with::<202, Json<Receipt>, _>(|r| {
+                    r.description("Kept, but quarantined; or held while its source is paused")
+                })
                 .security_requirement(openapi::SOURCE_BEARER)
                 .security_requirement(openapi::SOURCE_HEADER)
+                .security_requirement(openapi::SOURCE_SIGNATURE)
                 .with(openapi::delivery_examples)
         }),
     )
@@ -91,29 +99,53 @@ async fn receive(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let Some(source) = app.sources.get(&source) else {
+    let Some(live) = app.registry.get(&source) else {
         return ApiError::not_found(format!("no source named {source:?} is configured")).into_response();
     };
-    let (status, response) = match receive_checked(&app, source, peer, &headers, body).await {
-        Ok(outcome) => {
-            let status = outcome_label(&outcome);
-            (status, answer(outcome).into_response())
+    let name = live.source.name().to_owned();
+    let (status, response) = match receive_checked(&app, &live, peer, &headers, body).await {
+        Ok((kept, token)) => {
+            let (status, stat) = match &kept {
+                Kept::Held => ("held", "held"),
+                Kept::Outcome(outcome) => (outcome_label(outcome), held::stat_of(outcome)),
+            };
+            app.registry.count(&name, stat, token.as_deref());
+            let response = match kept {
+                Kept::Held => (StatusCode::ACCEPTED, Json(Receipt::Held)).into_response(),
+                Kept::Outcome(outcome) => answer(outcome).into_response(),
+            };
+            (status, response)
         }
-        Err(error) => (error.code(), error.into_response()),
+        Err(error) => {
+            // The sender's fault; a fault of ours is not the sender's count.
+            if error.status().is_client_error() {
+                app.registry.count(&name, "rejected", None);
+            }
+            (error.code(), error.into_response())
+        }
     };
-    let name = source.name().to_owned();
     metrics::counter!("clientele_deliveries_total", "source" => name.clone(), "status" => status).increment(1);
     metrics::histogram!("clientele_ingest_duration_seconds", "source" => name).record(started.elapsed().as_secs_f64());
     response
 }
 
+/// What became of an authentic delivery.
+enum Kept {
+    Outcome(IngestOutcome),
+    /// Kept while its source is paused.
+    Held,
+}
+
+/// Checks a delivery, keeps it, and says what became of it and which of
+/// the source's tokens authenticated it.
 async fn receive_checked(
     app: &AppState,
-    source: &Source,
+    live: &LiveSource,
     peer: SocketAddr,
     headers: &HeaderMap,
     body: Body,
-) -> Result<IngestOutcome, ApiError> {
+) -> Result<(Kept, Option<String>), ApiError> {
+    let source = &live.source;
     if !source.allow_ips.is_empty() && !source.allow_ips.iter().any(|range| range.contains(peer.ip())) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -122,8 +154,25 @@ async fn receive_checked(
         ));
     }
     let adapter = source.kind.adapter();
-    authenticate(source, adapter.token_header(), headers)?;
-    if !app.rate_limits.take(source.name()) {
+    let now = UtcMillis::now();
+    let now_seconds = now.as_millisecond().div_euclid(1000);
+    let (mut token, signed) = match live.verify {
+        Verify::Token => (Some(authenticate(live, adapter.token_header(), headers, now)?), None),
+        Verify::StandardWebhooks => {
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+            // The timestamp is checked before the body is read; the
+            // signature, which covers the body, after.
+            let signed = Signed::new(
+                header("webhook-id"),
+                header("webhook-timestamp"),
+                header("webhook-signature"),
+            )
+            .and_then(|signed| signed.timely(now_seconds).map(|_| signed))
+            .map_err(|refused| ApiError::unauthorized(refused.to_string()))?;
+            (None, Some(signed))
+        }
+    };
+    if !live.take() {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RateLimited,
@@ -133,6 +182,13 @@ async fn receive_checked(
     let _slot = app.ingest_slots.try_acquire().map_err(|_| ApiError::overloaded())?;
     let received_at = UtcMillis::now();
     let bytes = read_body(body, headers, app.max_body_bytes).await?;
+    if let Some(signed) = signed {
+        let keys: Vec<(&str, &[u8])> = live.keys(now).collect();
+        let index = signed
+            .verify(keys.iter().map(|(_, key)| *key), now_seconds, &bytes)
+            .map_err(|refused| ApiError::unauthorized(refused.to_string()))?;
+        token = Some(keys[index].0.to_owned());
+    }
     let read =
         json::parse_delivery(&bytes).map_err(|e| ApiError::bad_request(ErrorCode::InvalidJson, e.to_string()))?;
     let dedupe_key = DEDUPE_HEADERS
@@ -144,6 +200,20 @@ async fn receive_checked(
         .iter()
         .filter_map(|name| header_text(headers, name).map(|v| (name.to_string(), v)))
         .collect::<BTreeMap<_, _>>();
+    if app.registry.holds(live) {
+        let held = Held {
+            seq: 0,
+            source: source.name().to_owned(),
+            dedupe_key,
+            received_at,
+            headers: serde_json::to_string(&kept).map_err(crate::store::StoreError::from)?,
+            body: bytes,
+        };
+        app.store.hold(held).await?;
+        app.registry.held(source.name());
+        tracing::debug!(source = source.name(), "delivery held");
+        return Ok((Kept::Held, token));
+    }
     let mapped = source.kind.map(&read, &source.settings);
     let delivery = Delivery {
         source: source.name().to_owned(),
@@ -160,13 +230,18 @@ async fn receive_checked(
         status = outcome_label(&outcome),
         "delivery kept"
     );
-    Ok(outcome)
+    Ok((Kept::Outcome(outcome), token))
 }
 
-/// Accepts any one of the source's tokens, comparing in constant time:
-/// digests of equal length, every token compared.
-fn authenticate(source: &Source, default: TokenHeader, headers: &HeaderMap) -> Result<(), ApiError> {
-    let presented = match (&source.auth_header, default) {
+/// Accepts any one of the source's unexpired tokens, comparing digests in
+/// constant time, every token compared; answers the one it is.
+fn authenticate(
+    live: &LiveSource,
+    default: TokenHeader,
+    headers: &HeaderMap,
+    now: UtcMillis,
+) -> Result<String, ApiError> {
+    let presented = match (&live.source.auth_header, default) {
         (Some(name), _) => headers.get(name),
         (None, TokenHeader::Named(name)) => headers.get(name),
         (None, TokenHeader::Bearer) => headers.get(header::AUTHORIZATION),
@@ -176,10 +251,9 @@ fn authenticate(source: &Source, default: TokenHeader, headers: &HeaderMap) -> R
     let Some(presented) = presented.filter(|p| !p.is_empty()) else {
         return Err(ApiError::unauthorized("this source's token is missing"));
     };
-    if !matches_any(presented, &source.tokens) {
-        return Err(ApiError::unauthorized("this source's token is wrong"));
-    }
-    Ok(())
+    live.token(presented, now)
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::unauthorized("this source's token is wrong"))
 }
 
 /// The credentials of an `Authorization: Bearer …` value; the scheme's
@@ -335,6 +409,9 @@ pub enum Receipt {
     Quarantined { event_id: String, reason: String },
     /// For an erased customer: nothing was kept.
     Suppressed,
+    /// Kept while the source is paused; applied, in arrival order, once it
+    /// is enabled again (answered `202`).
+    Held,
 }
 
 /// A receipt and its status: `202` for a quarantined delivery, else `200`.

@@ -1,6 +1,6 @@
 //! The HTTP edge: platform webhooks in, the admin API, and health and
 //! metrics endpoints, one router per area (`ingest`, `customers`,
-//! `events`, `subscriptions`, `health`), each with typed requests and
+//! `events`, `subscriptions`, `sources`, `keys`, `health`), each with typed requests and
 //! answers from which `openapi` documents the whole edge.
 //!
 //! Handlers parse requests into the types of `crate::sources` and
@@ -15,12 +15,12 @@ mod events;
 mod extract;
 mod health;
 mod ingest;
-mod limit;
+mod keys;
 mod openapi;
 pub mod server;
+mod sources;
 mod subscriptions;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use aide::axum::ApiRouter;
@@ -32,12 +32,11 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::config::{Secret, Source};
+use crate::config::Secret;
 use crate::outbound::destination::Guard;
+use crate::sources::registry::Registry;
 use crate::store::Store;
 use error::{ApiError, ErrorCode};
-
-pub use limit::RateLimits;
 
 pub use ingest::content_hash;
 
@@ -48,15 +47,12 @@ pub const INGEST_SLOTS: usize = 512;
 
 pub struct AppState {
     pub store: Arc<dyn Store>,
-    pub sources: HashMap<String, Source>,
-    /// The first configured source, whose country reads phone filters that
-    /// name no source.
-    pub first_source: Option<String>,
+    /// The sources served now: the file's and the API's (SPEC §9).
+    pub registry: Arc<Registry>,
     pub admin_token: Secret,
     pub max_body_bytes: usize,
     pub metrics: PrometheusHandle,
     pub ingest_slots: Semaphore,
-    pub rate_limits: limit::RateLimits,
     /// Which subscription URLs may be created (SPEC §16).
     pub destinations: Guard,
     /// Whether the outbound dispatcher runs: `/readyz` fails while it
@@ -101,7 +97,9 @@ fn documented(
     let api = ApiRouter::new()
         .merge(customers::router())
         .merge(events::router())
-        .merge(subscriptions::router());
+        .merge(subscriptions::router())
+        .merge(sources::router())
+        .merge(keys::router());
     let mut document = OpenApi::default();
     let router = ApiRouter::new()
         .merge(ingest::router())
@@ -109,5 +107,6 @@ fn documented(
         .merge(openapi::router())
         .merge(health::router())
         .finish_api_with(&mut document, openapi::describe);
+    openapi::declare_scopes(&mut document);
     (router, document)
 }

@@ -23,8 +23,10 @@ use super::AppState;
 use crate::model::Action;
 use crate::store::EnvelopeBody;
 
-/// The admin token: `Authorization: Bearer {admin_token}`.
-pub const ADMIN: &str = "admin";
+/// An API key or the admin token: `Authorization: Bearer …`.
+pub const ADMIN: &str = "apiKey";
+/// A `standard-webhooks` source's signature headers.
+pub const SOURCE_SIGNATURE: &str = "standardWebhooks";
 /// A source's token as a bearer token (Treez, Clientele envelopes).
 pub const SOURCE_BEARER: &str = "sourceBearer";
 /// A source's token as the whole value of its platform's header (Vagaro).
@@ -75,7 +77,29 @@ pub fn describe(api: TransformOpenApi<'_>) -> TransformOpenApi<'_> {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             ..Info::default()
         })
-        .security_scheme(ADMIN, bearer("The `admin_token` of the configuration."))
+        .security_scheme(
+            ADMIN,
+            bearer(
+                "An API key (`POST /api/v1/keys`) or the configuration's `admin_token`, which holds every \
+                 scope. Each operation lists the scope it needs (`read`, `write`, `erase`, `admin`); a key \
+                 without it is answered `403` (`forbidden`).",
+            ),
+        )
+        .security_scheme(
+            SOURCE_SIGNATURE,
+            SecurityScheme::ApiKey {
+                location: ApiKeyLocation::Header,
+                name: "webhook-signature".to_owned(),
+                description: Some(
+                    "For a `standard-webhooks` source: `v1,` and the base64 HMAC-SHA256 of \
+                     `{webhook-id}.{webhook-timestamp}.{body}` keyed with one of its `whsec_` secrets \
+                     (several space-separated signatures may be sent), with `webhook-id` and \
+                     `webhook-timestamp` (Unix seconds, within 5 minutes)."
+                        .to_owned(),
+                ),
+                extensions: Default::default(),
+            },
+        )
         .security_scheme(
             SOURCE_BEARER,
             bearer("One of a source's `tokens`, for sources whose platform sends `Authorization: Bearer`."),
@@ -115,6 +139,36 @@ pub fn describe(api: TransformOpenApi<'_>) -> TransformOpenApi<'_> {
     let mut api = api;
     api.inner_mut().webhooks.extend(webhooks);
     api
+}
+
+/// States on every `/api/v1` operation the scope it needs, as
+/// `super::auth::required_scope` enforces it (the `403` a key without it
+/// gets is among `super::api::ADMIN_ERRORS`).
+pub fn declare_scopes(document: &mut OpenApi) {
+    use aide::openapi::SecurityRequirement;
+    let Some(paths) = document.paths.as_mut() else {
+        return;
+    };
+    for (path, item) in paths.paths.iter_mut() {
+        let ReferenceOr::Item(item) = item else { continue };
+        if !path.starts_with("/api/v1/") || path == "/api/v1/openapi.json" {
+            continue;
+        }
+        let operations = [
+            (axum::http::Method::GET, item.get.as_mut()),
+            (axum::http::Method::POST, item.post.as_mut()),
+            (axum::http::Method::PATCH, item.patch.as_mut()),
+            (axum::http::Method::PUT, item.put.as_mut()),
+            (axum::http::Method::DELETE, item.delete.as_mut()),
+        ];
+        for (method, operation) in operations {
+            let Some(operation) = operation else { continue };
+            let scope = super::auth::required_scope(&method, path);
+            let mut requirement = SecurityRequirement::new();
+            requirement.insert(ADMIN.to_owned(), vec![scope.as_str().to_owned()]);
+            operation.security = vec![requirement];
+        }
+    }
 }
 
 fn bearer(description: &str) -> SecurityScheme {

@@ -10,18 +10,18 @@ use std::sync::Arc;
 
 use aide::axum::ApiRouter;
 use aide::axum::routing::{get_with, post_with};
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
 use super::api::{IdPath, PageParams, PageView, admin, parse_time};
+use super::auth::Principal;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, invalid};
-use crate::model::Action;
-use crate::model::UtcMillis;
+use super::{AppState, keys};
+use crate::model::{Action, UtcMillis};
 use crate::outbound::destination::Refused;
 use crate::outbound::{Message, MessageStatus, Subscription, signing};
 use crate::store::{MessageQuery, Retry};
@@ -147,7 +147,7 @@ async fn create(
         .iter()
         .map(|a| Action::parse(a).ok_or_else(|| invalid("actions may hold created, updated, merged and deleted")))
         .collect::<Result<_, _>>()?;
-    if let Some(unknown) = new.sources.iter().find(|s| !app.sources.contains_key(s.as_str())) {
+    if let Some(unknown) = new.sources.iter().find(|s| app.registry.get(s).is_none()) {
         return Err(invalid(format!("sources: no source named {unknown:?} is configured")));
     }
     let subscription = Subscription {
@@ -284,6 +284,7 @@ struct Replayed {
 
 async fn replay(
     State(app): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
     Path(IdPath { id }): Path<IdPath>,
     ApiQuery(params): ApiQuery<ReplayParams>,
 ) -> Result<(StatusCode, Json<Replayed>), ApiError> {
@@ -294,6 +295,7 @@ async fn replay(
         .replay(id.clone(), since)
         .await?
         .ok_or_else(|| not_found(&id))?;
+    keys::record(&app, &principal, "subscription.replay", &id).await;
     tracing::info!(subscription = %id, messages = queued, "replay queued");
     Ok((StatusCode::ACCEPTED, Json(Replayed { messages: queued })))
 }

@@ -8,7 +8,10 @@
 
 mod clientele;
 mod envelope;
+pub mod held;
 mod mentions;
+pub mod registry;
+pub mod standard_webhooks;
 #[cfg(test)]
 pub(crate) mod testing;
 mod treez;

@@ -13,9 +13,11 @@
 //! scheme: `sqlite://` for the embedded store, `postgres://` for one that
 //! several instances share.
 
+pub mod keys;
 mod migrations;
 pub mod postgres;
 mod rows;
+pub mod sources;
 pub mod sqlite;
 
 pub use rows::EnvelopeBody;
@@ -280,7 +282,7 @@ pub(crate) async fn outboxed<T>(
 /// A Clientele store: every role, and the store's own life. Writes are
 /// linearized by the backend; reads see only committed data. Each user
 /// asks for the role it needs (the dispatcher an [`Outbox`], say).
-pub trait Store: Inbox + Directory + Subscriptions + Outbox {
+pub trait Store: Inbox + Directory + Subscriptions + Outbox + keys::Keys + sources::Sources {
     /// Whether the store can serve reads and take writes.
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 

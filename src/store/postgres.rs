@@ -43,7 +43,9 @@ use crate::model::{Customer, UtcMillis, json};
 use crate::outbound::{Attempt, Backlog, Claim, Due, Message, Next, Outbox, OutboxError, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
+mod keys;
 mod outbound;
+mod sources;
 
 pub use outbound::CLAIM;
 
@@ -54,6 +56,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0004_version_floors.sql"),
     include_str!("migrations/postgres/0005_mentions.sql"),
     include_str!("migrations/postgres/0006_fanout.sql"),
+    include_str!("migrations/postgres/0007_access.sql"),
 ];
 
 /// Connections per instance.

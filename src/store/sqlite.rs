@@ -30,8 +30,10 @@ use crate::outbound::{Attempt, Backlog, Claim, Due, Message, Next, Outbox, Outbo
 use crate::sources::{Mapped, Unmappable};
 
 mod checkpoint;
+mod keys;
 mod lock;
 mod outbound;
+mod sources;
 #[cfg(test)]
 mod tests;
 
@@ -52,6 +54,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0006_version_floors.sql"),
     include_str!("migrations/sqlite/0007_mentions.sql"),
     include_str!("migrations/sqlite/0008_fanout.sql"),
+    include_str!("migrations/sqlite/0009_access.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back
@@ -102,9 +105,19 @@ enum Op {
     Replay(String, UtcMillis),
     FanOut,
     Claim(Claim),
-    RecordAttempt { message: Due, attempt: Attempt, next: Next },
+    RecordAttempt {
+        message: Due,
+        attempt: Attempt,
+        next: Next,
+    },
+    /// A write of another role (sources, keys: see [`SqliteStore::write`]).
+    Run(WriteFn),
     Shutdown,
 }
+
+/// A write run by the writer in its transaction. It may run twice (see
+/// [`Writer::commit`]), so it is `Fn`.
+type WriteFn = Box<dyn Fn(&Connection) -> Result<Box<dyn std::any::Any + Send>, StoreError> + Send>;
 
 enum Answer {
     Ingest(IngestOutcome),
@@ -117,6 +130,7 @@ enum Answer {
     EventRedacted(EventRedaction),
     Claimed(Vec<Due>),
     FannedOut { more: bool },
+    Any(Box<dyn std::any::Any + Send>),
     Done,
 }
 
@@ -159,6 +173,21 @@ impl SqliteStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `write` on the writer, in the transaction of its batch.
+    async fn write<T: Send + 'static>(
+        &self,
+        write: impl Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let op = Op::Run(Box::new(move |tx| {
+            write(tx).map(|value| Box::new(value) as Box<dyn std::any::Any + Send>)
+        }));
+        self.ask(op, |answer| match answer {
+            Answer::Any(value) => value.downcast::<T>().ok().map(|value| *value),
+            _ => None,
+        })
+        .await
     }
 
     /// Sends `op` to the writer and picks its answer's value.
@@ -782,6 +811,7 @@ fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreE
             outbound::record_attempt(tx, message, attempt, *next)?;
             Ok(Answer::Done)
         }
+        Op::Run(write) => write(tx).map(Answer::Any),
         Op::Shutdown => Ok(Answer::Done),
     }
 }

@@ -10,7 +10,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -473,4 +473,69 @@ async fn a_sigkill_under_load_loses_no_acknowledged_delivery_and_the_outbox_resu
     let (status, log) = server.terminate();
     assert!(status.success(), "a clean exit on SIGTERM: {status}\n{log}");
     assert!(log.contains("stopped"), "shutdown is logged:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_while_a_source_is_paused_loses_no_held_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("clientele.toml");
+    std::fs::write(&config, TestApp::builder().config_text(dir.path())).unwrap();
+    let mut server = Server::start(config.clone()).await;
+    let admin = |server: &Server, method: reqwest::Method, path: &str, body: Value| {
+        server
+            .client
+            .request(method, server.url(path))
+            .bearer_auth(ADMIN)
+            .json(&body)
+    };
+    let (code, created) = util::send(admin(
+        &server,
+        reqwest::Method::POST,
+        "/api/v1/sources",
+        json!({"name": "paused", "kind": "treez", "enabled": false}),
+    ))
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    let token = created["token"].as_str().unwrap().to_owned();
+    const HELD: usize = 20;
+    for i in 0..HELD {
+        let body = treez(ACCOUNT, &format!("held-{i}"), UPDATED_AT);
+        let (code, answer) = util::send(
+            server
+                .client
+                .post(server.url("/webhooks/paused"))
+                .bearer_auth(&token)
+                .json(&body),
+        )
+        .await;
+        assert_eq!(
+            (code, answer["status"].clone()),
+            (StatusCode::ACCEPTED, json!("held")),
+            "{answer}"
+        );
+    }
+    let status = server.kill();
+    assert_eq!(status.signal(), Some(9), "killed by SIGKILL: {status}");
+
+    let server = Server::start(config).await;
+    let (code, answer) = util::send(admin(
+        &server,
+        reqwest::Method::PATCH,
+        "/api/v1/sources/paused",
+        json!({"enabled": true}),
+    ))
+    .await;
+    assert_eq!(code, StatusCode::OK, "{answer}");
+    let deadline = Instant::now() + SAFETY;
+    for i in 0..HELD {
+        let id = format!("paused:{ACCOUNT}:held-{i}");
+        loop {
+            let (code, _) = server.get(&format!("/api/v1/customers/{id}"), &[]).await;
+            if code == StatusCode::OK {
+                break;
+            }
+            assert!(Instant::now() < deadline, "held {id} applied within {SAFETY:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
