@@ -55,18 +55,6 @@ TYPES = {
     "uan": T.UAN,
     "voicemail": T.VOICEMAIL,
 }
-DESCS = {
-    "fixed_line": "fixed_line",
-    "mobile": "mobile",
-    "toll_free": "toll_free",
-    "premium_rate": "premium_rate",
-    "shared_cost": "shared_cost",
-    "voip": "voip",
-    "personal_number": "personal_number",
-    "pager": "pager",
-    "uan": "uan",
-    "voicemail": "voicemail",
-}
 
 
 def sample(pattern, rng):
@@ -153,14 +141,14 @@ def numbers_for(region, rng):
     # Generated numbers, spread over the types the region has.
     kinds = [
         k for k in TYPES
-        if getattr(md, DESCS[k]) is not None and getattr(md, DESCS[k]).national_number_pattern
+        if getattr(md, k) is not None and getattr(md, k).national_number_pattern
     ]
     made = 0
     tries = 0
     while made < GENERATED_PER_REGION and tries < 2000 and kinds:
         tries += 1
         kind = kinds[made % len(kinds)] if tries < 1000 else rng.choice(kinds)
-        desc = getattr(md, DESCS[kind])
+        desc = getattr(md, kind)
         digits = sample(desc.national_number_pattern, rng)
         try:
             number = pn.parse("+" + str(cc) + digits, None)
