@@ -49,9 +49,12 @@ pub fn metrics() -> PrometheusHandle {
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); panics are
-/// logged too, as errors.
+/// logged too, as errors. The phone parser's own log is always off, whatever
+/// `RUST_LOG` says: its trace lines name the numbers it reads.
 pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .add_directive("rlibphonenumber=off".parse().expect("a valid directive"));
     // Colours only for a person at a terminal, never into files or journald.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

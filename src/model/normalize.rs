@@ -192,15 +192,26 @@ impl schemars::JsonSchema for UtcMillis {
     }
 }
 
-/// An ISO 3166-1 alpha-2 country code, upper-case.
+/// An ISO 3166-1 alpha-2 country code, upper-case, or one of the three
+/// codes outside ISO 3166-1's assigned ones that libphonenumber and CLDR
+/// use as regions (see [`BEYOND_ISO`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Country(&'static str);
+
+/// Kosovo's `XK` (user-assigned, used by the EU, CLDR and libphonenumber),
+/// Ascension's `AC` and Tristan da Cunha's `TA` (exceptionally reserved for
+/// them; ISO 3166-1 files both under `SH`, but their phone numbers are not
+/// Saint Helena's: `+247` and `+290 8`). A record or a source in these
+/// places reads its national phone numbers by their rules.
+const BEYOND_ISO: [&str; 3] = ["XK", "AC", "TA"];
 
 impl Country {
     /// Accepts an alpha-2 code in any case, trimmed.
     pub fn parse(code: &str) -> Option<Self> {
         let code = code.trim().to_ascii_uppercase();
-        rust_iso3166::from_alpha2(&code).map(|c| Self(c.alpha2))
+        rust_iso3166::from_alpha2(&code)
+            .map(|c| Self(c.alpha2))
+            .or_else(|| BEYOND_ISO.iter().find(|&&c| c == code).map(|&c| Self(c)))
     }
 
     /// Accepts what platforms send as a record's country: an alpha-2 or an
@@ -352,15 +363,15 @@ pub fn email(v: &Value) -> Result<Option<String>, Problem> {
 /// number the platform holds is worth keeping even when it cannot be
 /// dialled. libphonenumber's validity check accepts the fictional 555
 /// numbers of the platforms' examples (`9145551212` → `+19145551212`).
+///
+/// Read by `rlibphonenumber`, a port of Google's libphonenumber, with its
+/// parsing rules and metadata unchanged: `tests/phones.rs` holds the answers
+/// to libphonenumber's own on every region's numbers.
 pub fn phone(kind: &str, v: &Value, country: Option<Country>) -> Result<Option<Phone>, Problem> {
     let Some(raw) = text(v)? else {
         return Ok(None);
     };
-    let region = country.and_then(|c| c.as_str().parse::<phonenumber::country::Id>().ok());
-    let e164 = phonenumber::parse(region, &raw)
-        .ok()
-        .filter(phonenumber::is_valid)
-        .map(|n| n.format().mode(phonenumber::Mode::E164).to_string());
+    let e164 = e164(&raw, country);
     Ok(Some(Phone {
         kind: kind.to_owned(),
         e164,
@@ -368,14 +379,27 @@ pub fn phone(kind: &str, v: &Value, country: Option<Country>) -> Result<Option<P
     }))
 }
 
-/// Loads libphonenumber's metadata (tens of milliseconds), so that start-up
-/// pays for it rather than the first delivery with a phone.
-pub fn warm_up() {
-    let _ = phonenumber::parse(Some(phonenumber::country::Id::US), "+1 914 555 1212");
+/// The number's E.164 form when libphonenumber calls it valid, reading a
+/// number without `+` (or an international call prefix) in `country`.
+fn e164(raw: &str, country: Option<Country>) -> Option<String> {
+    use rlibphonenumber::{PHONE_NUMBER_UTIL, PhoneNumberFormat, enums::Region};
+    let region = country.and_then(|c| c.as_str().parse::<Region>().ok());
+    let number = PHONE_NUMBER_UTIL.parse(raw, region).ok()?;
+    PHONE_NUMBER_UTIL
+        .is_valid_number(&number)
+        .then(|| PHONE_NUMBER_UTIL.format(&number, PhoneNumberFormat::E164).into_owned())
 }
 
-/// A country: an ISO 3166-1 alpha-2 or alpha-3 code in any case, as
-/// alpha-2.
+/// Loads libphonenumber's metadata (tens of milliseconds), so that start-up
+/// pays for it rather than the first delivery with a phone. A region's
+/// patterns are compiled the first time one of its numbers is read (about
+/// 15 ms for Russia's).
+pub fn warm_up() {
+    let _ = e164("+1 914 555 1212", None);
+}
+
+/// A country: an ISO 3166-1 alpha-2 or alpha-3 code in any case (or `XK`,
+/// `AC` or `TA`, see [`Country`]), as alpha-2.
 pub fn country(v: &Value) -> Result<Option<Country>, Problem> {
     text(v)?
         .map(|s| Country::from_code(&s).ok_or(Problem::UnknownCountry))
@@ -783,6 +807,33 @@ mod tests {
         assert_eq!(Country::parse(" us ").map(Country::as_str), Some("US"));
         assert_eq!(Country::parse("XX"), None);
         assert_eq!(Country::parse("USA"), None);
+    }
+
+    #[test]
+    fn kosovo_ascension_and_tristan_da_cunha_are_countries_for_their_phones() {
+        for code in ["XK", "ac", " Ta "] {
+            let country = Country::parse(code).expect("a region libphonenumber knows");
+            assert_eq!(country.as_str(), code.trim().to_ascii_uppercase());
+        }
+        let p = phone("mobile", &json!("043 201 234"), Country::parse("XK"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.e164.as_deref(), Some("+38343201234"));
+        let p = phone("day", &json!("62889"), Country::parse("AC")).unwrap().unwrap();
+        assert_eq!(p.e164.as_deref(), Some("+24762889"));
+    }
+
+    #[test]
+    fn toll_free_numbers_keep_a_leading_digit_that_is_also_the_trunk_prefix() {
+        let ru = Country::parse("RU");
+        for raw in ["8 (800) 123-45-67", "88001234567", "+7 800 123-45-67", "8001234567"] {
+            let p = phone("day", &json!(raw), ru).unwrap().unwrap();
+            assert_eq!(p.e164.as_deref(), Some("+78001234567"), "{raw}");
+        }
+        let p = phone("day", &json!("8 800 457"), Country::parse("BY"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.e164.as_deref(), Some("+375800457"));
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod instances;
 mod keys;
 mod operations;
 mod outbound;
+mod phones;
 mod seeds;
 mod shapes;
 mod signatures;
