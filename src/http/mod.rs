@@ -39,7 +39,7 @@ use error::{ApiError, ErrorCode};
 
 pub use limit::RateLimits;
 
-pub use ingest::content_hash;
+pub use crate::sources::delivery::content_hash;
 
 /// Deliveries being read or stored at once at most; beyond, `503` with
 /// `Retry-After`. One full writer batch: enough to keep the writer busy,
