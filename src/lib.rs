@@ -1,6 +1,8 @@
 pub mod app;
 pub mod config;
+pub mod export;
 pub mod http;
+pub mod import;
 pub mod model;
 pub mod outbound;
 pub mod sources;

@@ -14,6 +14,7 @@ pub mod error;
 mod events;
 mod extract;
 mod health;
+mod import;
 mod ingest;
 mod limit;
 mod openapi;
@@ -101,6 +102,7 @@ fn documented(
     let api = ApiRouter::new()
         .merge(customers::router())
         .merge(events::router())
+        .merge(import::router())
         .merge(subscriptions::router());
     let mut document = OpenApi::default();
     let router = ApiRouter::new()

@@ -11,10 +11,12 @@
 //! several instances share.
 
 pub mod directory;
+mod import;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
 
+pub use import::Import;
 pub use rows::EnvelopeBody;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -429,7 +431,7 @@ pub struct Page<T> {
 
 /// A Clientele store. Writes are linearized by the backend; reads see only
 /// committed data.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Send + Sync + 'static + Import {
     /// Keeps a delivery and applies it, durably, before answering.
     fn ingest(&self, delivery: Delivery) -> BoxFuture<'_, Result<IngestOutcome, StoreError>>;
 

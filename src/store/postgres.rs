@@ -35,7 +35,7 @@ use super::rows::{
 };
 use super::{
     Action, Backlog, BoxFuture, Claim, CustomerQuery, Delivery, Erasure, EventQuery, EventRedaction, HistoryEntry,
-    HistoryQuery, IngestOutcome, MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent,
+    HistoryQuery, Import, IngestOutcome, MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent,
 };
 use crate::model::{Customer, OrderKey, UtcMillis, json};
 use crate::outbound::{Attempt, Due, Message, Next, Subscription};
@@ -267,9 +267,37 @@ async fn apply_migrations(conn: &mut PgConnection) -> Result<(), StoreError> {
     Ok(())
 }
 
+impl Import for PgStore {
+    /// A transaction per delivery, as a webhook's: several instances keep
+    /// writing alongside, and a batch in one transaction would hold its
+    /// customers' locks for the whole batch.
+    fn ingest_batch(
+        &self,
+        deliveries: Vec<Delivery>,
+        publish: Publish,
+    ) -> BoxFuture<'_, Result<Vec<IngestOutcome>, StoreError>> {
+        Box::pin(async move {
+            let mut outcomes = Vec::with_capacity(deliveries.len());
+            for delivery in deliveries {
+                let args = (delivery, publish);
+                let outcome = self
+                    .write(&args, |work, (d, publish)| Box::pin(ingest(work, d, *publish)))
+                    .await?;
+                outcomes.push(outcome);
+            }
+            Ok(outcomes)
+        })
+    }
+}
+
 impl Store for PgStore {
     fn ingest(&self, delivery: Delivery) -> BoxFuture<'_, Result<IngestOutcome, StoreError>> {
-        Box::pin(async move { self.write(&delivery, |work, d| Box::pin(ingest(work, d))).await })
+        Box::pin(async move {
+            self.write(&(delivery, Publish::Yes), |work, (d, publish)| {
+                Box::pin(ingest(work, d, *publish))
+            })
+            .await
+        })
     }
 
     fn reprocess(
@@ -547,7 +575,9 @@ async fn lock(conn: &mut PgConnection, ids: &[String]) -> Result<(), StoreError>
     Ok(())
 }
 
-async fn ingest(work: &mut Work, d: &Delivery) -> Result<IngestOutcome, StoreError> {
+/// Keeps a delivery; its changes go to the outbox if `publish`. The
+/// floors a rebuild left are read either way: a version never goes down.
+async fn ingest(work: &mut Work, d: &Delivery, publish: Publish) -> Result<IngestOutcome, StoreError> {
     let loaded = lock_and_load(work.conn(), &d.mapped, Publish::Yes).await?;
     if is_suppressed_target(&loaded, &d.mapped) {
         return Ok(IngestOutcome::Suppressed);
@@ -567,7 +597,7 @@ async fn ingest(work: &mut Work, d: &Delivery) -> Result<IngestOutcome, StoreErr
         work,
         settling(&event_id, &d.dedupe_key, d.received_at, &d.mapped),
         &loaded,
-        Publish::Yes,
+        publish,
     )
     .await?;
     // Another instance may have kept the same delivery since the check
