@@ -208,14 +208,29 @@ async fn bad_lines_are_reported_by_number_and_the_rest_is_kept() {
     assert_eq!(run.count("applied"), 1, "{}", run.stdout);
     assert_eq!(run.count("bad lines"), 2);
     assert_eq!(run.count("quarantined"), 1);
-    assert!(run.stderr.contains("stdin:2: bad line, skipped: the body is not valid JSON"), "{}", run.stderr);
-    assert!(run.stderr.contains("stdin:4: quarantined: payload.customerId is missing"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("stdin:2: bad line, skipped: the body is not valid JSON"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("stdin:4: quarantined: payload.customerId is missing"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("stdin:5: bad line, skipped"), "{}", run.stderr);
 
     let csv = "customerId,updatedAt,firstName\nc-2,2024-01-01T00:00:00Z,Bo\nc-3,2024\nc-4,2024-01-01T00:00:00Z,Cy\n";
     let run = import(&config, "clientele", "csv", &[], csv).await;
     assert_eq!(run.count("applied"), 2, "{}", run.stdout);
-    assert!(run.stderr.contains("stdin:3: bad line, skipped: has 2 fields where the header row has 3"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("stdin:3: bad line, skipped: has 2 fields where the header row has 3"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test]
@@ -279,7 +294,10 @@ async fn without_publish_the_directory_changes_and_subscribers_hear_nothing() {
         .unwrap();
     assert_eq!(status, StatusCode::CREATED);
     let subscription: Value = subscription.json().await.unwrap();
-    let messages = format!("/api/v1/subscriptions/{}/messages", subscription["id"].as_str().unwrap());
+    let messages = format!(
+        "/api/v1/subscriptions/{}/messages",
+        subscription["id"].as_str().unwrap()
+    );
 
     let quiet = envelope("quiet", "2024-01-01T00:00:00Z", "Ana");
     import(&config, "clientele", "jsonl", &["--no-publish"], &format!("{quiet}\n")).await;
@@ -325,7 +343,19 @@ async fn an_export_imported_into_a_fresh_store_gives_the_same_directory() {
     let exported = clientele(&["export", "--config", &config], "").await;
     assert!(exported.ok, "{}", exported.stderr);
     assert_eq!(exported.stdout.lines().count(), 3, "{}", exported.stdout);
-    let csv = clientele(&["export", "--config", &config, "--format", "csv", "--source", "clientele"], "").await;
+    let csv = clientele(
+        &[
+            "export",
+            "--config",
+            &config,
+            "--format",
+            "csv",
+            "--source",
+            "clientele",
+        ],
+        "",
+    )
+    .await;
     assert!(csv.ok, "{}", csv.stderr);
     let original = {
         let app = TestApp::spawn_in(temp.path(), "").await;
@@ -372,11 +402,7 @@ async fn an_export_while_serve_runs_reads_through_it() {
             .await;
     }
     let out = app.dir.join("export.jsonl");
-    let run = clientele(
-        &["export", "--config", &config, "--output", out.to_str().unwrap()],
-        "",
-    )
-    .await;
+    let run = clientele(&["export", "--config", &config, "--output", out.to_str().unwrap()], "").await;
     assert!(run.ok, "{}", run.stderr);
     assert_eq!(run.stderr.trim(), "exported 3 customers");
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 3);
