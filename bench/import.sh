@@ -5,7 +5,8 @@
 # `clientele export` of the whole directory; each with its wall time and
 # peak RSS (/usr/bin/time -v). The reading-and-mapping ceiling
 # (`--dry-run`: the same reader and adapter, no store) runs first, in the
-# same run.
+# same run. CPU (user + system) is printed besides wall time: on a shared
+# machine it says more than the wall time does.
 #
 #   bench/import.sh [records=1000000] [directory=a fresh temporary one]
 #
@@ -42,7 +43,9 @@ measure() {
   rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f MiB", $2 / 1024}' "$DIR/time")
   local wall
   wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$DIR/time")
-  printf '%-12s wall %-9s peak RSS %-9s %s\n' "$label" "$wall" "$rss" "$(tail -n 1 "$DIR/out")"
+  local cpu
+  cpu=$(awk -F': ' '/User time/ {u = $2} /System time/ {s = $2} END {printf "%.1f s", u + s}' "$DIR/time")
+  printf '%-8s wall %-8s CPU %-8s peak RSS %-8s %s\n' "$label" "$wall" "$cpu" "$rss" "$(tail -n 1 "$DIR/out")"
 }
 
 echo "$N records, $(du -h "$data" | cut -f1), $(nproc) cores"

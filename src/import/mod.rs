@@ -48,9 +48,11 @@ const BATCH_RECORDS: usize = 1000;
 const BATCH_BYTES: usize = 4 << 20;
 /// Batches read ahead of the store.
 const READ_AHEAD: usize = 4;
-/// Batches being kept at once: the store's writer finds the next waiting
-/// when it finishes one.
-const IN_FLIGHT: usize = 3;
+/// Batches being kept at once. One: records are kept in the order they
+/// are read (the first of two with one dedupe key is the one kept, as for
+/// two deliveries one after the other), while the reader maps the next
+/// batches meanwhile.
+const IN_FLIGHT: usize = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
