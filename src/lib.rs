@@ -12,7 +12,9 @@
 pub mod app;
 pub mod config;
 pub mod directory;
+pub mod export;
 pub mod http;
+pub mod import;
 pub mod model;
 pub mod outbound;
 pub mod sources;

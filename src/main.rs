@@ -1,6 +1,7 @@
 //! `clientele`: the command line over the library: `serve`, `migrate`,
-//! `rebuild` and `openapi`.
+//! `rebuild`, `import`, `export` and `openapi`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,6 +10,10 @@ use clap::{Parser, Subcommand};
 
 use clientele::app;
 use clientele::config::Config;
+use clientele::export::{self, ExportFormat, ExportOptions};
+use clientele::import::{self, Format};
+use clientele::model::UtcMillis;
+use clientele::store::Publish;
 use clientele::telemetry;
 
 #[derive(Parser)]
@@ -39,6 +44,44 @@ enum Command {
     Rebuild {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
+    },
+    /// Backfills a source from files: each record is kept as a webhook of
+    /// the source would be (dedupe, order, outbox). Hands the records to
+    /// the running `serve` when it holds the embedded store.
+    Import {
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The configured source the records are for.
+        #[arg(long, value_name = "NAME")]
+        source: String,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: Format,
+        /// Queues nothing for subscribers: the directory changes, no
+        /// outbound message is sent for these changes.
+        #[arg(long)]
+        no_publish: bool,
+        /// Reads and maps every record, keeps nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Files to read, `-` for stdin.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<String>,
+    },
+    /// Writes the directory as canonical customers.
+    Export {
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+        /// Only this source's customers.
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        /// Only customers changed at or after this time (RFC 3339).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        changed_since: Option<UtcMillis>,
+        /// Where to write (stdout when not given).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Prints the OpenAPI document of the HTTP API (the one served at
     /// /api/v1/openapi.json and kept in docs/openapi.json).
@@ -102,12 +145,62 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "directory rebuilt"
             );
         }
+        Command::Import {
+            config,
+            source,
+            format,
+            no_publish,
+            dry_run,
+            files,
+        } => {
+            let config = Config::load(config.as_deref()).context("invalid configuration")?;
+            let options = import::Options {
+                source,
+                format,
+                publish: if no_publish { Publish::No } else { Publish::Yes },
+                dry_run,
+                files,
+                progress: std::io::stderr().is_terminal(),
+            };
+            let tally = import::run(&config, options).await?;
+            println!("{}{tally}", if dry_run { "dry run, nothing kept: " } else { "" });
+        }
+        Command::Export {
+            config,
+            format,
+            source,
+            changed_since,
+            output,
+        } => {
+            let config = Config::load(config.as_deref()).context("invalid configuration")?;
+            let options = ExportOptions {
+                format,
+                source,
+                changed_since,
+            };
+            let count = match &output {
+                Some(path) => {
+                    let file = std::fs::File::create(path)
+                        .with_context(|| format!("cannot create {}: check the path", path.display()))?;
+                    export::run(&config, options, file).await?
+                }
+                None => export::run(&config, options, std::io::stdout().lock()).await?,
+            };
+            if output.is_some() {
+                eprintln!("exported {count} customers");
+            }
+        }
         Command::Openapi => {
             let document = serde_json::to_string_pretty(&clientele::http::openapi())?;
             println!("{document}");
         }
     }
     Ok(())
+}
+
+fn parse_time(text: &str) -> Result<UtcMillis, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not a time such as 2026-04-24T00:00:00Z"))
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -6,7 +6,6 @@
 //! address 403, token 401, overload 503, size 413, encoding or JSON 400.
 //! Nothing is stored for any of them.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +21,6 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -30,18 +28,14 @@ use super::AppState;
 use super::error::{ApiError, ErrorCode, document_errors};
 use super::{openapi, server};
 use crate::config::Secret;
-use crate::model::{UtcMillis, json};
+use crate::model::UtcMillis;
+use crate::sources::TokenHeader;
+use crate::sources::delivery;
 use crate::sources::held;
 use crate::sources::registry::{LiveSource, Verify};
 use crate::sources::standard_webhooks::Signed;
-use crate::sources::{TokenHeader, unlinked_mentions};
 use crate::store::sources::Held;
-use crate::store::{Delivery, IngestOutcome, Outcome};
-
-/// Request headers kept with each delivery.
-const KEPT_HEADERS: [&str; 3] = ["traceparent", "user-agent", "content-type"];
-/// Headers a sender may use to name its delivery, first match wins.
-const DEDUPE_HEADERS: [&str; 2] = ["webhook-id", "idempotency-key"];
+use crate::store::{IngestOutcome, Outcome};
 
 /// The statuses a delivery can be refused with, in the order of the checks.
 const INGEST_ERRORS: [StatusCode; 10] = [
@@ -189,41 +183,23 @@ async fn receive_checked(
             .map_err(|refused| ApiError::unauthorized(refused.to_string()))?;
         token = Some(keys[index].0.to_owned());
     }
-    let read =
-        json::parse_delivery(&bytes).map_err(|e| ApiError::bad_request(ErrorCode::InvalidJson, e.to_string()))?;
-    let dedupe_key = DEDUPE_HEADERS
-        .iter()
-        .find_map(|name| header_text(headers, name))
-        .or_else(|| adapter.envelope_id(&read.value))
-        .unwrap_or_else(|| content_hash(&read.value));
-    let kept = KEPT_HEADERS
-        .iter()
-        .filter_map(|name| header_text(headers, name).map(|v| (name.to_string(), v)))
-        .collect::<BTreeMap<_, _>>();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let delivery = delivery::delivery(source.kind, &source.settings, header, bytes, received_at)
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidJson, e.to_string()))?;
     if app.registry.holds(live) {
         let held = Held {
             seq: 0,
-            source: source.name().to_owned(),
-            dedupe_key,
+            source: delivery.source,
+            dedupe_key: delivery.dedupe_key,
             received_at,
-            headers: serde_json::to_string(&kept).map_err(crate::store::StoreError::from)?,
-            body: bytes,
+            headers: serde_json::to_string(&delivery.headers).map_err(crate::store::StoreError::from)?,
+            body: delivery.body,
         };
         app.store.hold(held).await?;
         app.registry.held(source.name());
         tracing::debug!(source = source.name(), "delivery held");
         return Ok((Kept::Held, token));
     }
-    let mapped = source.kind.map(&read, &source.settings);
-    let delivery = Delivery {
-        source: source.name().to_owned(),
-        dedupe_key,
-        received_at,
-        headers: kept,
-        mentions: unlinked_mentions(&mapped, &read.value, &source.settings),
-        mapped,
-        body: bytes,
-    };
     let outcome = app.store.ingest(delivery).await?;
     tracing::debug!(
         source = source.name(),
@@ -329,64 +305,6 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<
     }
 }
 
-fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
-}
-
-/// The dedupe key of a body without an event id: a SHA-256 of the JSON
-/// value, the same whatever its key order, whitespace and the spelling of
-/// its numbers.
-pub fn content_hash(value: &Value) -> String {
-    let mut hasher = Sha256::new();
-    hash_value(&mut hasher, value);
-    format!("sha256:{}", hex::encode(hasher.finalize()))
-}
-
-/// Feeds a canonical form: object keys sorted, whatever order the map keeps.
-fn hash_value(hasher: &mut Sha256, value: &Value) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            hasher.update(b"{");
-            for (key, value) in entries {
-                hasher.update(serde_json::to_string(key).expect("a string serializes").as_bytes());
-                hasher.update(b":");
-                hash_value(hasher, value);
-                hasher.update(b",");
-            }
-            hasher.update(b"}");
-        }
-        Value::Array(items) => {
-            hasher.update(b"[");
-            for item in items {
-                hash_value(hasher, item);
-                hasher.update(b",");
-            }
-            hasher.update(b"]");
-        }
-        Value::Number(number) => hasher.update(canonical_number(number).as_bytes()),
-        scalar => hasher.update(scalar.to_string().as_bytes()),
-    }
-}
-
-/// A number as its value, whatever its spelling: `100`, `100.0` and `1e2`
-/// give `100`. A float with no fraction is written as the integer it is
-/// when one fits in 64 bits; integers stay exact.
-fn canonical_number(number: &serde_json::Number) -> String {
-    // From i64::MIN to u64::MAX, both included.
-    const INTEGERS: std::ops::Range<f64> = -9_223_372_036_854_775_808.0..18_446_744_073_709_551_616.0;
-    match number.as_f64() {
-        Some(f) if number.is_f64() && f.fract() == 0.0 && INTEGERS.contains(&f) => (f as i128).to_string(),
-        _ => number.to_string(),
-    }
-}
-
 /// What became of a delivery (SPEC §3, §8).
 #[derive(Serialize, JsonSchema)]
 #[serde(tag = "status", rename_all = "lowercase")]
@@ -452,37 +370,6 @@ pub fn outcome_label(outcome: &IngestOutcome) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_content_hash_ignores_key_order_and_whitespace() {
-        let a: Value = serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": null}}"#).unwrap();
-        let b: Value = serde_json::from_str(r#"{"a":{"x":null,"y":[1,2]},"b":1}"#).unwrap();
-        let c: Value = serde_json::from_str(r#"{"a":{"x":null,"y":[2,1]},"b":1}"#).unwrap();
-        assert_eq!(content_hash(&a), content_hash(&b));
-        assert_ne!(content_hash(&a), content_hash(&c));
-        assert!(content_hash(&a).starts_with("sha256:"));
-    }
-
-    #[test]
-    fn the_content_hash_counts_equal_numbers_as_equal() {
-        let hash = |number: &str| {
-            let body: Value = serde_json::from_str(&format!(r#"{{"rewards_balance": {number}}}"#)).unwrap();
-            content_hash(&body)
-        };
-        for same in ["100.0", "1e2", "1E2", "100.00", "1.0e2"] {
-            assert_eq!(hash(same), hash("100"), "{same}");
-        }
-        assert_eq!(hash("-0.0"), hash("0"));
-        assert_eq!(hash("-5.0"), hash("-5"));
-        assert_eq!(hash("18446744073709551615.0"), hash("1.8446744073709552e19"));
-        assert_ne!(hash("100.5"), hash("100"));
-        assert_ne!(
-            hash("9007199254740993"),
-            hash("9007199254740992"),
-            "integers stay exact"
-        );
-        assert_ne!(hash("18446744073709551615"), hash("18446744073709551614"));
-    }
 
     #[test]
     fn the_bearer_scheme_is_read_in_any_case() {

@@ -14,6 +14,7 @@ pub mod error;
 mod events;
 mod extract;
 mod health;
+mod import;
 mod ingest;
 mod keys;
 mod openapi;
@@ -38,7 +39,7 @@ use crate::sources::registry::Registry;
 use crate::store::Store;
 use error::{ApiError, ErrorCode};
 
-pub use ingest::content_hash;
+pub use crate::sources::delivery::content_hash;
 
 /// Deliveries being read or stored at once at most; beyond, `503` with
 /// `Retry-After`. One full writer batch: enough to keep the writer busy,
@@ -97,6 +98,7 @@ fn documented(
     let api = ApiRouter::new()
         .merge(customers::router())
         .merge(events::router())
+        .merge(import::router())
         .merge(subscriptions::router())
         .merge(sources::router())
         .merge(keys::router());

@@ -5,8 +5,11 @@
 //! asks the source's [`Adapter`] where its token lives and what its
 //! envelope id is, and maps the body; the store only ever sees the result.
 //! Adding a platform is adding a module here and a [`Kind`] variant.
+//! [`delivery`] turns a received body into what the store keeps, for a
+//! webhook and an import alike.
 
 mod clientele;
+pub mod delivery;
 mod envelope;
 pub mod held;
 mod mentions;

@@ -33,7 +33,7 @@ use super::rows::{
     page, parse_time, redact_envelopes, redaction, save_version_floors, settling, touched_ids,
 };
 use super::{
-    CustomerQuery, Delivery, Directory, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery, Inbox,
+    CustomerQuery, Delivery, Directory, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery, Import, Inbox,
     IngestOutcome, MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent, Subscriptions,
     migrations, outboxed,
 };
@@ -283,9 +283,37 @@ async fn apply_migrations(conn: &mut PgConnection) -> Result<(), StoreError> {
     Ok(())
 }
 
+impl Import for PgStore {
+    /// A transaction per delivery, as a webhook's: several instances keep
+    /// writing alongside, and a batch in one transaction would hold its
+    /// customers' locks for the whole batch.
+    fn ingest_batch(
+        &self,
+        deliveries: Vec<Delivery>,
+        publish: Publish,
+    ) -> BoxFuture<'_, Result<Vec<IngestOutcome>, StoreError>> {
+        Box::pin(async move {
+            let mut outcomes = Vec::with_capacity(deliveries.len());
+            for delivery in deliveries {
+                let args = (delivery, publish);
+                let outcome = self
+                    .write(&args, |work, (d, publish)| Box::pin(ingest(work, d, *publish)))
+                    .await?;
+                outcomes.push(outcome);
+            }
+            Ok(outcomes)
+        })
+    }
+}
+
 impl Inbox for PgStore {
     fn ingest(&self, delivery: Delivery) -> BoxFuture<'_, Result<IngestOutcome, StoreError>> {
-        Box::pin(async move { self.write(&delivery, |work, d| Box::pin(ingest(work, d))).await })
+        Box::pin(async move {
+            self.write(&(delivery, Publish::Yes), |work, (d, publish)| {
+                Box::pin(ingest(work, d, *publish))
+            })
+            .await
+        })
     }
 
     fn reprocess(
@@ -573,7 +601,9 @@ async fn lock(conn: &mut PgConnection, ids: &[String]) -> Result<(), StoreError>
     Ok(())
 }
 
-async fn ingest(work: &mut Work, d: &Delivery) -> Result<IngestOutcome, StoreError> {
+/// Keeps a delivery; its changes go to the outbox if `publish`. The
+/// floors a rebuild left are read either way: a version never goes down.
+async fn ingest(work: &mut Work, d: &Delivery, publish: Publish) -> Result<IngestOutcome, StoreError> {
     let loaded = lock_and_load(work.conn(), &d.mapped, Publish::Yes).await?;
     if is_suppressed_target(&loaded, &d.mapped) {
         return Ok(IngestOutcome::Suppressed);
@@ -593,7 +623,7 @@ async fn ingest(work: &mut Work, d: &Delivery) -> Result<IngestOutcome, StoreErr
         work,
         settling(&event_id, &d.dedupe_key, d.received_at, &d.mapped),
         &loaded,
-        Publish::Yes,
+        publish,
     )
     .await?;
     // Another instance may have kept the same delivery since the check

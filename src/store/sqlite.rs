@@ -19,7 +19,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavio
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{
-    CustomerQuery, Delivery, Directory, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery, Inbox,
+    CustomerQuery, Delivery, Directory, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery, Import, Inbox,
     IngestOutcome, MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent, Subscriptions,
     migrations, outboxed,
 };
@@ -93,6 +93,7 @@ struct Command {
 
 enum Op {
     Ingest(Box<Delivery>),
+    IngestBatch(Vec<Delivery>, Publish),
     Reprocess(String, Result<Mapped, Unmappable>, Publish),
     ResetDirectory(Vec<String>),
     RestoreVersions,
@@ -121,6 +122,7 @@ type WriteFn = Box<dyn Fn(&Connection) -> Result<Box<dyn std::any::Any + Send>, 
 
 enum Answer {
     Ingest(IngestOutcome),
+    Batch(Vec<IngestOutcome>),
     Reprocess(Option<IngestOutcome>),
     Found(bool),
     Retried(Retry),
@@ -225,6 +227,21 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.commit()?;
     }
     Ok(())
+}
+
+impl Import for SqliteStore {
+    /// One command to the writer: the batch runs in the writer's
+    /// transaction, with whatever else is waiting.
+    fn ingest_batch(
+        &self,
+        deliveries: Vec<Delivery>,
+        publish: Publish,
+    ) -> BoxFuture<'_, Result<Vec<IngestOutcome>, StoreError>> {
+        Box::pin(self.ask(Op::IngestBatch(deliveries, publish), |a| match a {
+            Answer::Batch(outcomes) => Some(outcomes),
+            _ => None,
+        }))
+    }
 }
 
 impl Inbox for SqliteStore {
@@ -773,7 +790,12 @@ fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
 
 fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreError> {
     match op {
-        Op::Ingest(delivery) => ingest(tx, delivery, ctx).map(Answer::Ingest),
+        Op::Ingest(delivery) => ingest(tx, delivery, Publish::Yes, ctx).map(Answer::Ingest),
+        Op::IngestBatch(deliveries, publish) => deliveries
+            .iter()
+            .map(|d| ingest(tx, d, *publish, ctx))
+            .collect::<Result<_, _>>()
+            .map(Answer::Batch),
         Op::Reprocess(event_id, mapped, publish) => {
             reprocess(tx, event_id, mapped, *publish, ctx).map(Answer::Reprocess)
         }
@@ -816,7 +838,9 @@ fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreE
     }
 }
 
-fn ingest(tx: &Connection, d: &Delivery, ctx: &mut Context) -> Result<IngestOutcome, StoreError> {
+/// Keeps a delivery; its changes go to the outbox if `publish`. The
+/// floors a rebuild left are read either way: a version never goes down.
+fn ingest(tx: &Connection, d: &Delivery, publish: Publish, ctx: &mut Context) -> Result<IngestOutcome, StoreError> {
     let (loaded, mut heads) = load_touched(tx, &d.mapped, Publish::Yes)?;
     if is_suppressed_target(&loaded, &d.mapped) {
         return Ok(IngestOutcome::Suppressed);
@@ -836,7 +860,7 @@ fn ingest(tx: &Connection, d: &Delivery, ctx: &mut Context) -> Result<IngestOutc
         settling(&event_id, &d.dedupe_key, d.received_at, &d.mapped),
         &loaded,
         &mut heads,
-        Publish::Yes,
+        publish,
         ctx,
     )?;
     tx.prepare_cached(

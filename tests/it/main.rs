@@ -18,6 +18,7 @@ mod destinations;
 mod directory;
 mod erasure;
 mod hostile;
+mod import;
 mod ingest;
 mod instances;
 mod keys;

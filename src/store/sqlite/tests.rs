@@ -354,3 +354,74 @@ async fn the_backlog_counts_changes_not_fanned_out_yet() {
     assert_eq!(backlog.pending, [("sub_test".to_owned(), 1)]);
     store.close().await;
 }
+
+/// Customer `n` as modified at `modified`, delivered under `dedupe_key`.
+fn delivery_of(n: u32, modified: &str, dedupe_key: &str) -> Delivery {
+    let body = include_bytes!("../../../tests/fixtures/vagaro-customer-updated.json");
+    let mut value: serde_json::Value = serde_json::from_slice(body).expect("the fixture is JSON");
+    value["payload"]["customerId"] = format!("customer-{n}").into();
+    value["payload"]["modifiedDate"] = modified.into();
+    value["payload"]["customerFirstName"] = modified.into();
+    let settings = testing::settings("vagaro", jiff::tz::TimeZone::UTC);
+    Delivery {
+        source: "vagaro".into(),
+        dedupe_key: dedupe_key.into(),
+        received_at: UtcMillis::now(),
+        headers: Default::default(),
+        body: serde_json::to_vec(&value).expect("JSON"),
+        mapped: Kind::Vagaro.adapter().map(&value, &settings),
+        mentions: Vec::new(),
+    }
+}
+
+/// What an import's batch and the same deliveries sent one by one leave:
+/// each outcome, and each customer's first name and version.
+async fn kept(batched: bool, publish: Publish) -> (Vec<String>, Vec<(String, String, u64)>, u64) {
+    let deliveries = || {
+        vec![
+            delivery_of(1, "2024-06-01T00:00:00Z", "a"),
+            delivery_of(1, "2024-01-01T00:00:00Z", "b"),
+            delivery_of(1, "2024-06-01T00:00:00Z", "a"),
+            delivery_of(2, "2024-01-01T00:00:00Z", "c"),
+            delivery_of(2, "2024-02-01T00:00:00Z", "d"),
+        ]
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("clientele.db")).expect("open");
+    let outcomes = if batched {
+        store.ingest_batch(deliveries(), publish).await.expect("a batch")
+    } else {
+        let mut outcomes = Vec::new();
+        for d in deliveries() {
+            outcomes.push(store.ingest(d).await.expect("a delivery"));
+        }
+        outcomes
+    };
+    let labels = outcomes
+        .iter()
+        .map(|o| match o {
+            IngestOutcome::Accepted { outcome, .. } => outcome.as_str().to_owned(),
+            IngestOutcome::Duplicate { .. } => "duplicate".to_owned(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    let mut customers = Vec::new();
+    for id in ["vagaro:customer-1", "vagaro:customer-2"] {
+        let c = store.customer(id.into()).await.expect("a read").expect("a customer");
+        customers.push((c.id, c.profile.first_name.unwrap_or_default(), c.version));
+    }
+    let unfanned = store.backlog().await.expect("the backlog").unfanned;
+    store.close().await;
+    (labels, customers, unfanned)
+}
+
+#[tokio::test]
+async fn a_batch_keeps_each_delivery_as_a_webhook_is_kept() {
+    let one_by_one = kept(false, Publish::Yes).await;
+    assert_eq!(one_by_one.0, ["applied", "stale", "duplicate", "applied", "applied"]);
+    assert_eq!(one_by_one.2, 3, "three changes queued");
+    assert_eq!(kept(true, Publish::Yes).await, one_by_one);
+    // Without publishing: the same directory, nothing queued.
+    let quiet = kept(true, Publish::No).await;
+    assert_eq!((&quiet.0, &quiet.1, quiet.2), (&one_by_one.0, &one_by_one.1, 0));
+}

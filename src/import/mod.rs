@@ -1,0 +1,424 @@
+//! `clientele import`: a backfill of a source's customers from files
+//! (SPEC §10), through the same path as a webhook.
+//!
+//! A thread reads the files ([`read`]) and, when this process writes the
+//! store itself, turns each record into a [`Delivery`] with the source's
+//! adapter (`crate::sources::delivery`, as ingest does). Batches go to
+//! one of three places ([`Sink`]):
+//! - the store, opened here ([`crate::store::Import`]): Postgres always,
+//!   and the embedded store when no `serve` holds it;
+//! - the running `serve` that holds the embedded store's lock, through
+//!   `POST /api/v1/sources/{name}/import` ([`remote`]), which maps and
+//!   keeps them the same way;
+//! - nowhere, for `--dry-run`, which maps and counts.
+//!
+//! Either way each record is deduplicated, ordered and queued for
+//! subscribers as a delivery is, so importing twice keeps nothing twice
+//! and an old export never overwrites a newer webhook. [`progress`]
+//! reports as it goes and counts each outcome.
+
+pub mod canonical;
+mod progress;
+pub mod read;
+pub mod remote;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, Source, StoreUrl};
+use crate::model::UtcMillis;
+use crate::sources::delivery;
+use crate::sources::{Kind, Mapped};
+use crate::store::{Delivery, IngestOutcome, Outcome, Publish, Store, StoreError};
+
+pub use progress::Tally;
+pub use read::Format;
+use read::{Input, Item, Line, Record};
+
+/// Records per batch at most.
+const BATCH_RECORDS: usize = 1000;
+/// Bytes of bodies per batch at most (a batch handed to a server is one
+/// request).
+const BATCH_BYTES: usize = 4 << 20;
+/// Batches read ahead of the store.
+const READ_AHEAD: usize = 4;
+/// Batches being kept at once. One: records are kept in the order they
+/// are read (the first of two with one dedupe key is the one kept, as for
+/// two deliveries one after the other), while the reader maps the next
+/// batches meanwhile.
+const IN_FLIGHT: usize = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("no source named {name:?} is configured: name one of {known} with --source")]
+    UnknownSource { name: String, known: String },
+    #[error("{}: cannot read it: {reason}", path.display())]
+    File { path: std::path::PathBuf, reason: String },
+    #[error("{}: {reason}", path.display())]
+    Csv { path: std::path::PathBuf, reason: String },
+    #[error(
+        "--format {format} reads canonical customers, as the clientele kind, but source {name:?} is of kind {kind}: \
+         import them into a source of kind clientele (--format jsonl or capture read {kind} bodies)"
+    )]
+    NotCanonical {
+        format: &'static str,
+        name: String,
+        kind: &'static str,
+    },
+    #[error(transparent)]
+    Store(StoreError),
+    /// A running `serve` holds the embedded store, and handing it the
+    /// import failed.
+    #[error("the store is in use by a running Clientele, which the import is handed to, but {0}")]
+    Remote(String),
+    #[error("the file reader stopped unexpectedly")]
+    Reader,
+}
+
+impl From<StoreError> for ImportError {
+    fn from(error: StoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+/// What to import.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub source: String,
+    pub format: Format,
+    pub publish: Publish,
+    pub dry_run: bool,
+    /// Paths, `-` for stdin.
+    pub files: Vec<String>,
+    /// Show a progress bar (stderr is a terminal).
+    pub progress: bool,
+}
+
+/// What became of one record: a delivery's outcome, or why it was not
+/// kept. Also the answer of the import endpoint, record by record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "outcome", rename_all = "lowercase")]
+pub enum RecordOutcome {
+    Applied,
+    Unchanged,
+    /// Older than what the directory holds: kept, changed nothing.
+    Stale,
+    /// Kept before (same dedupe key): nothing changed.
+    Duplicate,
+    /// Kept, but not a customer event.
+    Ignored,
+    /// Kept, but it could not be applied.
+    Quarantined {
+        reason: String,
+    },
+    /// For an erased customer: nothing kept.
+    Suppressed,
+    /// Not kept: the record is not JSON (or not a capture, or too long).
+    Invalid {
+        reason: String,
+    },
+    /// `--dry-run`: a customer event, neither kept nor compared.
+    Mapped,
+}
+
+impl From<IngestOutcome> for RecordOutcome {
+    fn from(outcome: IngestOutcome) -> Self {
+        match outcome {
+            IngestOutcome::Accepted { outcome, .. } => match outcome {
+                Outcome::Applied => RecordOutcome::Applied,
+                Outcome::Unchanged => RecordOutcome::Unchanged,
+                Outcome::Stale => RecordOutcome::Stale,
+            },
+            IngestOutcome::Duplicate { .. } => RecordOutcome::Duplicate,
+            IngestOutcome::Ignored { .. } => RecordOutcome::Ignored,
+            IngestOutcome::Quarantined { reason, .. } => RecordOutcome::Quarantined { reason },
+            IngestOutcome::Suppressed => RecordOutcome::Suppressed,
+        }
+    }
+}
+
+/// The source an import writes to, by name. Today the configuration's;
+/// the one place to ask when sources live in the store too.
+pub async fn find_source(config: &Config, name: &str) -> Result<Source, ImportError> {
+    config
+        .sources
+        .iter()
+        .find(|s| s.name() == name)
+        .cloned()
+        .ok_or_else(|| ImportError::UnknownSource {
+            name: name.to_owned(),
+            known: config
+                .sources
+                .iter()
+                .map(|s| format!("{:?}", s.name()))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// Maps `record` of source `source`, received now, as ingest would.
+pub fn prepare(kind: Kind, source: &crate::sources::SourceSettings, record: Record) -> Result<Delivery, String> {
+    let Record { headers, body, .. } = record;
+    let header = |name: &str| headers.get(name).map(String::as_str);
+    delivery::delivery(kind, source, header, body, UtcMillis::now()).map_err(|e| e.to_string())
+}
+
+/// Where batches go.
+enum Sink {
+    Store(Arc<dyn Store>),
+    Remote(remote::Remote),
+    DryRun,
+}
+
+/// A batch on its way: each record's line, and what it became.
+struct Batch {
+    lines: Vec<Line>,
+    work: Vec<Work>,
+}
+
+enum Work {
+    Bad(String),
+    Mapped(Delivery),
+    Raw(Record),
+}
+
+/// Runs the import; the tally is printed by the caller.
+pub async fn run(config: &Config, options: Options) -> Result<Tally, ImportError> {
+    let source = find_source(config, &options.source).await?;
+    if options.format.is_canonical() && source.kind != Kind::Clientele {
+        return Err(ImportError::NotCanonical {
+            format: format_name(options.format),
+            name: source.name().to_owned(),
+            kind: source.kind.as_str(),
+        });
+    }
+    // Every file opens before anything is kept: a typo stops the import
+    // before it starts.
+    let inputs = options
+        .files
+        .iter()
+        .map(|path| Input::open(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let names: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
+    let total = inputs.iter().map(|i| i.size).sum::<Option<u64>>();
+    crate::model::normalize::warm_up();
+    let sink = if options.dry_run {
+        Sink::DryRun
+    } else {
+        open_sink(config, &source, options.format).await?
+    };
+    let map_here = !matches!(sink, Sink::Remote(_));
+    let read_bytes = Arc::new(AtomicU64::new(0));
+    let mut report = progress::Report::new(names, total, read_bytes.clone(), options.progress);
+    let (batches, mut arriving) = mpsc::channel::<Batch>(READ_AHEAD);
+    let reader = {
+        let options = options.clone();
+        let max_line = config.max_body_bytes;
+        std::thread::Builder::new()
+            .name("clientele-import-reader".into())
+            .spawn(move || read_all(inputs, &options, &source, max_line, map_here, read_bytes, batches))
+            .map_err(|_| ImportError::Reader)?
+    };
+    let mut in_flight: VecDeque<(Vec<Line>, Keeping)> = VecDeque::new();
+    let result = async {
+        while let Some(batch) = arriving.recv().await {
+            if in_flight.len() >= IN_FLIGHT {
+                let (lines, kept) = in_flight.pop_front().expect("in flight");
+                report.outcomes(&lines, kept.await.map_err(|_| ImportError::Reader)??);
+            }
+            in_flight.push_back((batch.lines, keep(&sink, batch.work, options.publish)));
+        }
+        while let Some((lines, kept)) = in_flight.pop_front() {
+            report.outcomes(&lines, kept.await.map_err(|_| ImportError::Reader)??);
+        }
+        Ok::<_, ImportError>(())
+    }
+    .await;
+    drop(arriving);
+    let read = reader.join().map_err(|_| ImportError::Reader)?;
+    if let Sink::Store(store) = &sink {
+        store.close().await;
+    }
+    result?;
+    read?;
+    Ok(report.finish())
+}
+
+pub fn format_name(format: Format) -> &'static str {
+    match format {
+        Format::Jsonl => "jsonl",
+        Format::Capture => "capture",
+        Format::Csv => "csv",
+        Format::Customers => "customers",
+    }
+}
+
+/// The store itself when this process may write it; the running server
+/// that holds the embedded store's lock otherwise.
+async fn open_sink(config: &Config, source: &Source, format: Format) -> Result<Sink, ImportError> {
+    match crate::app::open_store(&config.store).await {
+        Ok(store) => Ok(Sink::Store(store)),
+        Err(StoreError::InUse { holder, .. }) if matches!(config.store, StoreUrl::Sqlite(_)) => {
+            let remote = remote::Remote::new(config, source, format)?;
+            eprintln!(
+                "the store is in use by a running Clientele{holder}: the import goes through it, at {}",
+                remote.url()
+            );
+            Ok(Sink::Remote(remote))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads every input into batches for `batches`, mapping each record here
+/// when `map_here`. Runs on a thread of its own.
+fn read_all(
+    inputs: Vec<Input>,
+    options: &Options,
+    source: &Source,
+    max_line: usize,
+    map_here: bool,
+    read_bytes: Arc<AtomicU64>,
+    batches: mpsc::Sender<Batch>,
+) -> Result<(), ImportError> {
+    let mut batch = Batch {
+        lines: Vec::with_capacity(BATCH_RECORDS),
+        work: Vec::with_capacity(BATCH_RECORDS),
+    };
+    let mut bytes = 0;
+    let mut closed = false;
+    for (file, input) in inputs.into_iter().enumerate() {
+        let mut emit = |item: Item| {
+            if closed {
+                return;
+            }
+            let (line, work) = match item {
+                Item::Bad(line, reason) => (line, Work::Bad(reason)),
+                Item::Record(record) => {
+                    bytes += record.body.len();
+                    let line = record.at;
+                    if !map_here {
+                        match std::str::from_utf8(&record.body) {
+                            Ok(_) => (line, Work::Raw(record)),
+                            Err(_) => (line, Work::Bad("not valid UTF-8".into())),
+                        }
+                    } else {
+                        match prepare(source.kind, &source.settings, record) {
+                            Ok(delivery) => (line, Work::Mapped(delivery)),
+                            Err(reason) => (line, Work::Bad(reason)),
+                        }
+                    }
+                }
+            };
+            batch.lines.push(line);
+            batch.work.push(work);
+            if batch.lines.len() >= BATCH_RECORDS || bytes >= BATCH_BYTES {
+                bytes = 0;
+                let full = std::mem::replace(
+                    &mut batch,
+                    Batch {
+                        lines: Vec::with_capacity(BATCH_RECORDS),
+                        work: Vec::with_capacity(BATCH_RECORDS),
+                    },
+                );
+                closed = batches.blocking_send(full).is_err();
+            }
+        };
+        read::read(
+            input,
+            file,
+            options.format,
+            &source.settings.name,
+            max_line,
+            read_bytes.clone(),
+            &mut emit,
+        )?;
+    }
+    if !batch.lines.is_empty() && !closed {
+        let _ = batches.blocking_send(batch);
+    }
+    Ok(())
+}
+
+/// A batch being kept: its outcomes, in the batch's order.
+type Keeping = JoinHandle<Result<Vec<RecordOutcome>, ImportError>>;
+
+/// Starts keeping a batch.
+fn keep(sink: &Sink, work: Vec<Work>, publish: Publish) -> Keeping {
+    let mut outcomes: Vec<Option<RecordOutcome>> = Vec::with_capacity(work.len());
+    let mut deliveries = Vec::new();
+    let mut raw = Vec::new();
+    for item in work {
+        match item {
+            Work::Bad(reason) => outcomes.push(Some(RecordOutcome::Invalid { reason })),
+            Work::Mapped(delivery) => {
+                outcomes.push(None);
+                deliveries.push(delivery);
+            }
+            Work::Raw(record) => {
+                outcomes.push(None);
+                raw.push(record);
+            }
+        }
+    }
+    let fill = |mut outcomes: Vec<Option<RecordOutcome>>, kept: Vec<RecordOutcome>| {
+        let mut kept = kept.into_iter();
+        outcomes
+            .iter_mut()
+            .filter(|o| o.is_none())
+            .for_each(|o| *o = kept.next());
+        outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or(RecordOutcome::Invalid {
+                    reason: "no answer for this record".into(),
+                })
+            })
+            .collect()
+    };
+    match sink {
+        Sink::DryRun => {
+            let kept = deliveries.iter().map(dry_run).collect();
+            tokio::spawn(async move { Ok(fill(outcomes, kept)) })
+        }
+        Sink::Store(store) => {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let kept = if deliveries.is_empty() {
+                    Vec::new()
+                } else {
+                    store.ingest_batch(deliveries, publish).await?
+                };
+                Ok(fill(outcomes, kept.into_iter().map(RecordOutcome::from).collect()))
+            })
+        }
+        Sink::Remote(remote) => {
+            let remote = remote.clone();
+            tokio::spawn(async move {
+                let kept = if raw.is_empty() {
+                    Vec::new()
+                } else {
+                    remote.send(raw, publish).await?
+                };
+                Ok(fill(outcomes, kept))
+            })
+        }
+    }
+}
+
+/// What a dry run says of a mapped delivery.
+fn dry_run(delivery: &Delivery) -> RecordOutcome {
+    match &delivery.mapped {
+        Ok(Mapped::Customer(_)) => RecordOutcome::Mapped,
+        Ok(Mapped::Ignored { .. }) => RecordOutcome::Ignored,
+        Err(unmappable) => RecordOutcome::Quarantined {
+            reason: unmappable.reason.clone(),
+        },
+    }
+}

@@ -1,0 +1,142 @@
+//! Handing an import to the `serve` that holds the embedded store: each
+//! batch is one `POST /api/v1/sources/{name}/import` to the address the
+//! configuration listens on, with its `admin_token`; the server maps and
+//! keeps the records as its webhooks, and answers each one's outcome.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::read::Record;
+use super::{Format, ImportError, RecordOutcome};
+use crate::config::{Config, Secret, Source};
+use crate::store::Publish;
+
+/// How long one batch may take to be kept.
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A batch of records for a source, as `POST /api/v1/sources/{name}/import` takes it.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportRequest {
+    /// Kept in this order, each as a webhook of the source would be.
+    pub records: Vec<ImportedRecord>,
+    /// Whether the changes go to subscribers (`false`: the directory
+    /// changes, no outbound message is queued). Default `true`.
+    #[serde(default = "yes")]
+    pub publish: bool,
+    /// The bodies are Clientele envelopes of canonical customers (from a
+    /// CSV): refused unless the source is of kind `clientele`.
+    #[serde(default)]
+    pub canonical: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One record: a body as a platform sends it, and the request headers that
+/// came with it (`webhook-id` and `idempotency-key` name it for dedupe).
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportedRecord {
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The body, as sent.
+    pub body_raw: String,
+}
+
+/// Each record's outcome, in the request's order.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ImportAnswer {
+    pub outcomes: Vec<RecordOutcome>,
+}
+
+#[derive(Clone)]
+pub struct Remote {
+    client: reqwest::Client,
+    url: String,
+    key: Secret,
+    canonical: bool,
+}
+
+impl Remote {
+    pub fn new(config: &Config, source: &Source, format: Format) -> Result<Self, ImportError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .no_proxy()
+            .build()
+            .map_err(|e| ImportError::Remote(format!("no HTTP client: {e}")))?;
+        Ok(Remote {
+            client,
+            url: format!(
+                "http://{}/api/v1/sources/{}/import",
+                reachable(config.listen),
+                source.name()
+            ),
+            key: config.admin_token.clone(),
+            canonical: format.is_canonical(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub async fn send(&self, records: Vec<Record>, publish: Publish) -> Result<Vec<RecordOutcome>, ImportError> {
+        let request = ImportRequest {
+            records: records
+                .into_iter()
+                .map(|r| ImportedRecord {
+                    headers: r.headers,
+                    body_raw: String::from_utf8(r.body).expect("checked as UTF-8 when read"),
+                })
+                .collect(),
+            publish: publish == Publish::Yes,
+            canonical: self.canonical,
+        };
+        let failed = |what: String| ImportError::Remote(what);
+        let response = self
+            .client
+            .post(&self.url)
+            .bearer_auth(self.key.expose())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(&request).expect("a request serializes"))
+            .send()
+            .await
+            .map_err(|e| failed(format!("{} cannot be reached ({e}): is it still running?", self.url)))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| failed(format!("its answer could not be read: {e}")))?;
+        if !status.is_success() {
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            return Err(failed(format!("it answered {status}: {message}")));
+        }
+        let answer: ImportAnswer =
+            serde_json::from_str(&text).map_err(|e| failed(format!("its answer is not an import's: {e}")))?;
+        if answer.outcomes.len() != request.records.len() {
+            return Err(failed("it answered for another number of records".into()));
+        }
+        Ok(answer.outcomes)
+    }
+}
+
+/// Where to reach a server listening on `listen`: a wildcard address is
+/// reached on the loopback.
+pub fn reachable(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
+}
