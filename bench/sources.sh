@@ -35,7 +35,7 @@ create_sources() {
     sed 's/}{/}\n{/g' |
     sed -n 's/.*"name":"\([^"]*\)".*"token":"\([^"]*\)".*/\1 \2/p' >"$2"
   local made
-  made=$(wc -l <"$2")
+  made=$(grep -c . "$2")
   [ "$made" = "$1" ] || { echo "created $made sources of $1" >&2; exit 1; }
 }
 

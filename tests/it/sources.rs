@@ -251,6 +251,13 @@ async fn a_deleted_source_answers_404_and_what_it_kept_stays() {
     app.customer("shop:acme:1").await;
     let (status, _) = app.call(Method::DELETE, "/api/v1/sources/shop", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The name can be taken again, with new tokens only.
+    let again = app.create_source(json!({"name": "shop", "kind": "treez"})).await;
+    let (status, _) = deliver(&app, "shop", &token, &treez("acme", "1", T2)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the deleted source's token is gone");
+    let (status, answer) = deliver(&app, "shop", &again, &treez("acme", "1", T2)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
