@@ -3,6 +3,7 @@ pub mod config;
 pub mod http;
 pub mod model;
 pub mod outbound;
+pub mod persons;
 pub mod sources;
 pub mod store;
 pub mod telemetry;
