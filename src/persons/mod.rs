@@ -9,14 +9,18 @@
 //! field by field, Fellegi–Sunter style, with weights that fall as values
 //! grow common (`compare`); and the scored pairs, with operators'
 //! decisions and platform merges as constraints, become persons whose
-//! whole stays plausible (`cluster`). [`resolve`] runs the whole path
+//! whole stays plausible (`cluster`). Each group keeps the id it had
+//! (`identity`), and shows a golden profile whose every field names the
+//! customer it came from (`profile`). [`resolve`] runs the whole path
 //! over a set of customers, as a rebuild and the benchmark do; the
 //! incremental resolver runs it over the candidates of what changed.
 
 pub mod blocking;
 pub mod cluster;
 pub mod compare;
+pub mod identity;
 pub mod names;
+pub mod profile;
 pub mod subject;
 
 pub use cluster::{Clustering, Constraint, Decider, Decision, Edge, Group, cluster};
