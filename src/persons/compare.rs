@@ -428,7 +428,7 @@ fn place(a: &Place, b: &Place, tf: &impl Fn(Field, &str, f64, f64) -> f64) -> Ve
             && !slip(&na, &nb)
         {
             // Another house: neighbours are not one person.
-            ("street", "other_number", -1.0)
+            ("street", "other_number", -3.0)
         } else if sim >= 0.9 {
             ("street", "typo", 3.0)
         } else if sim >= 0.8 {
