@@ -17,6 +17,7 @@ pub mod http;
 pub mod import;
 pub mod model;
 pub mod outbound;
+pub mod persons;
 pub mod sources;
 pub mod store;
 pub mod telemetry;

@@ -58,6 +58,20 @@ pub struct Address {
     pub primary: bool,
 }
 
+/// A government or platform id that names the person behind a customer
+/// (SPEC §11): Treez `drivers_license` and `state_medical_id`, or any kind
+/// the Clientele envelope sends. Personal data like the rest of the
+/// profile: erased with it, never logged. `value` is the platform's text,
+/// trimmed; matching compares a folded form of it (`crate::persons`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Identifier {
+    /// `drivers_license`, `state_medical_id`, or the sender's own kind,
+    /// lower-cased.
+    pub kind: String,
+    pub value: String,
+}
+
 /// Everything one platform snapshot says about a customer. Snapshots are
 /// whole: applying one replaces every field of the previous one.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -79,6 +93,10 @@ pub struct Profile {
     pub addresses: Vec<Address>,
     /// Sorted and de-duplicated: the platform sends a set.
     pub business_ids: Vec<String>,
+    /// Sorted and de-duplicated, like the other sets. Absent from records
+    /// stored before identifiers were kept: read as none.
+    #[serde(default)]
+    pub identifiers: Vec<Identifier>,
     pub groups: Vec<String>,
     pub opt_out: Option<bool>,
     pub created_at: Option<UtcMillis>,

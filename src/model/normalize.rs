@@ -20,7 +20,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use super::{Address, CustomerRef, Phone, Warning};
+use super::{Address, CustomerRef, Identifier, Phone, Warning};
 
 /// An instant in UTC with millisecond precision, from
 /// `0001-01-01T00:00:00.000Z` to `9999-12-31T23:59:59.999Z`, shown as
@@ -626,6 +626,44 @@ impl Reader {
             .iter()
             .enumerate()
             .filter_map(|(i, item)| self.read(&format!("{field}[{i}]"), Some(item), parse))
+            .collect();
+        items.sort_unstable();
+        items.dedup();
+        items
+    }
+
+    /// One identifier of a known kind (Treez `drivers_license`), or `None`
+    /// when the field is empty or a placeholder (`N/A`).
+    pub fn identifier(&mut self, field: &str, kind: &str, v: Option<&Value>) -> Option<Identifier> {
+        self.read(field, v, id).map(|value| Identifier {
+            kind: kind.to_owned(),
+            value,
+        })
+    }
+
+    /// A list of `{kind, value}` objects (the Clientele envelope's
+    /// `identifiers`): kinds lower-cased, items without a kind or a value
+    /// left out with a warning, sorted and without duplicates like the
+    /// other sets.
+    pub fn identifiers(&mut self, field: &str, v: Option<&Value>) -> Vec<Identifier> {
+        let mut items: Vec<Identifier> = self
+            .objects(field, v)
+            .into_iter()
+            .filter_map(|(at, item)| {
+                let kind = self.read(&format!("{at}.kind"), item.get("kind"), text);
+                let value = self.read(&format!("{at}.value"), item.get("value"), id);
+                match (kind, value) {
+                    (Some(kind), Some(value)) => Some(Identifier {
+                        kind: kind.to_lowercase(),
+                        value,
+                    }),
+                    (None, Some(_)) => {
+                        self.warn(&format!("{at}.kind"), Problem::Missing);
+                        None
+                    }
+                    _ => None,
+                }
+            })
             .collect();
         items.sort_unstable();
         items.dedup();

@@ -34,6 +34,7 @@ const MAPPED: &[&str] = &[
     "birthDate",
     "addresses",
     "businessIds",
+    "identifiers",
     "groups",
     "optOut",
     "createdAt",
@@ -166,6 +167,7 @@ impl Adapter for ClienteleEnvelope {
             birth_date: r.read("birthDate", field("birthDate"), normalize::date),
             addresses,
             business_ids: r.set("businessIds", field("businessIds")),
+            identifiers: r.identifiers("identifiers", field("identifiers")),
             groups: r.set("groups", field("groups")),
             opt_out: r.read("optOut", field("optOut"), normalize::boolean),
             created_at,
@@ -246,6 +248,9 @@ mod tests {
                            "regionCode": "CA", "regionName": "California", "postalCode": "90001",
                            "countryCode": "US", "countryName": "United States", "primary": "true"}],
             "businessIds": ["b2", "b1"],
+            "identifiers": [{"kind": "State_Medical_ID", "value": " MED-7 "},
+                            {"kind": "drivers_license", "value": "D123"},
+                            {"kind": "drivers_license", "value": "D123"}],
             "groups": ["VIP"],
             "optOut": false,
             "createdAt": "2026-01-01T00:00:00Z",
@@ -279,6 +284,8 @@ mod tests {
                                "postalCode": "90001", "countryCode": "US",
                                "countryName": "United States", "primary": true}],
                 "businessIds": ["b1", "b2"],
+                "identifiers": [{"kind": "drivers_license", "value": "D123"},
+                                {"kind": "state_medical_id", "value": "MED-7"}],
                 "groups": ["VIP"],
                 "optOut": false,
                 "createdAt": "2026-01-01T00:00:00.000Z",
@@ -286,6 +293,25 @@ mod tests {
                 "attributes": {"tier": "gold"},
             })
         );
+    }
+
+    #[test]
+    fn identifiers_without_a_kind_or_a_value_are_left_out() {
+        let e = event(&envelope(json!({
+            "customerId": "c-1",
+            "updatedAt": "2026-04-24T11:38:21.000Z",
+            "identifiers": [{"value": "D1"}, {"kind": "passport", "value": "N/A"}, "D2",
+                            {"kind": "passport", "value": 7}],
+        })));
+        assert_eq!(
+            e.profile.identifiers,
+            [crate::model::Identifier {
+                kind: "passport".into(),
+                value: "7".into()
+            }]
+        );
+        let fields: Vec<_> = e.warnings.iter().map(|w| w.field.as_str()).collect();
+        assert_eq!(fields, ["identifiers[2]", "identifiers[0].kind"]);
     }
 
     #[test]
@@ -488,6 +514,7 @@ mod tests {
                            "regionCode": "ON", "regionName": "Ontario", "postalCode": "M5V 2T6",
                            "countryCode": "CA", "countryName": "Canada", "primary": true}],
             "businessIds": ["b2", "b1"],
+            "identifiers": [{"kind": "drivers_license", "value": "D123"}, {"kind": "passport", "value": 42}],
             "groups": ["VIP"],
             "optOut": false,
             "createdAt": "2026-01-01T00:00:00Z",

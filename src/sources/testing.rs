@@ -221,6 +221,14 @@ pub fn check_mapping(
         );
     }
     prop_assert!(p.email.as_deref().is_none_or(|e| e == e.to_lowercase()));
+    prop_assert!(
+        p.identifiers.windows(2).all(|w| w[0] < w[1])
+            && p.identifiers
+                .iter()
+                .all(|i| !i.kind.is_empty() && !i.value.is_empty() && i.kind == i.kind.to_lowercase()),
+        "{:?}",
+        p.identifiers
+    );
     prop_assert!(serde_json::to_value(p).is_ok());
     for w in &event.warnings {
         prop_assert!(

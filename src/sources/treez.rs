@@ -13,7 +13,7 @@
 use serde_json::Value;
 
 use crate::model::normalize::{self, AddressFields, Reader, UtcMillis, required};
-use crate::model::{CustomerEvent, CustomerRef, Profile, Status};
+use crate::model::{CustomerEvent, CustomerRef, Identifier, Profile, Status};
 use crate::sources::{Adapter, Mapped, SourceSettings, TokenHeader, Unmappable};
 
 pub struct Treez;
@@ -38,6 +38,8 @@ const MAPPED: &[&str] = &[
     "merged_customer_ids",
     "merged_into_customer_id",
     "last_visit_date",
+    "drivers_license",
+    "state_medical_id",
 ];
 
 /// What Treez sends as `last_visit_date` for a customer who never visited.
@@ -174,6 +176,7 @@ impl Adapter for Treez {
             birth_date: r.read("birthDate", field("birthday"), normalize::date),
             addresses,
             business_ids: Vec::new(),
+            identifiers: identifiers(&mut r, field),
             groups: r.set("groups", field("customer_groups")),
             opt_out: r.read("optOut", field("opt_out"), normalize::boolean),
             created_at,
@@ -190,6 +193,16 @@ impl Adapter for Treez {
             warnings: r.into_warnings(),
         })))
     }
+}
+
+/// The customer's government ids (SPEC §11), sorted like every set.
+fn identifiers<'v>(r: &mut Reader, field: impl Fn(&str) -> Option<&'v Value>) -> Vec<Identifier> {
+    let mut ids: Vec<Identifier> = ["drivers_license", "state_medical_id"]
+        .into_iter()
+        .filter_map(|kind| r.identifier(&format!("identifiers.{kind}"), kind, field(kind)))
+        .collect();
+    ids.sort_unstable();
+    ids
 }
 
 #[cfg(test)]
@@ -298,6 +311,25 @@ mod tests {
                 "patient_type": "ADULT"
             })
         );
+    }
+
+    #[test]
+    fn drivers_license_and_state_medical_id_are_identifiers() {
+        let e = event(&with(
+            json!({"drivers_license": " D1234567 ", "state_medical_id": 9876}),
+        ));
+        assert_eq!(e.warnings, vec![]);
+        assert_eq!(
+            serde_json::to_value(&e.profile.identifiers).unwrap(),
+            json!([{"kind": "drivers_license", "value": "D1234567"},
+                   {"kind": "state_medical_id", "value": "9876"}])
+        );
+        assert!(e.profile.attributes.get("drivers_license").is_none());
+        // The seed's own `null` and `"N/A"` are no identifier.
+        assert_eq!(event(&fixture()).profile.identifiers, vec![]);
+        let bad = event(&with(json!({"drivers_license": {"no": 1}})));
+        assert_eq!(bad.profile.identifiers, vec![]);
+        assert_eq!(bad.warnings[0].field, "identifiers.drivers_license");
     }
 
     #[test]

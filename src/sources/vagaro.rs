@@ -134,6 +134,7 @@ impl Adapter for Vagaro {
             birth_date: None,
             addresses: address.into_iter().collect(),
             business_ids: r.set("businessIds", field("businessIds")),
+            identifiers: Vec::new(),
             groups: Vec::new(),
             opt_out: None,
             created_at,
@@ -225,6 +226,7 @@ mod tests {
                     "primary": true
                 }],
                 "businessIds": ["U2FsdGVkX18zRbwyUxRZaHNTYGwjKCpDdAkKP4eUDsE="],
+                "identifiers": [],
                 "groups": [],
                 "optOut": null,
                 "createdAt": "2023-07-10T08:50:00.000Z",

@@ -21,14 +21,18 @@ fn jules(id: &str, last_update: &str) -> Value {
     let body = with(body, "/data/last_name", json!("Quillfeather"));
     let body = with(body, "/data/email", json!("jeroboam.quillfeather@example.com"));
     let body = with(body, "/data/phone", json!("9145550199"));
+    let body = with(body, "/data/drivers_license", json!("DLQX7781234"));
+    let body = with(body, "/data/state_medical_id", json!("MEDZ55501"));
     with(body, "/data/addresses/0/street1", json!("77 ZANZIBAR TERRACE"))
 }
 
-const JULES_PII: [&str; 5] = [
+const JULES_PII: [&str; 7] = [
     "Jeroboam",
     "Quillfeather",
     "jeroboam.quillfeather@example.com",
     "9145550199",
+    "DLQX7781234",
+    "MEDZ55501",
     "ZANZIBAR TERRACE",
 ];
 
