@@ -1,15 +1,22 @@
-//! Outbound webhooks (SPEC §6): subscriptions, the messages the directory's
-//! changes queue for them, and the dispatcher that signs and sends them.
+//! Outbound webhooks (SPEC §6, §15): subscriptions, the messages the
+//! directory's changes queue for them, and the dispatcher that signs and
+//! sends them.
 //!
 //! The store commits each change's envelope to an outbox, and one message
 //! per matching subscription, in the delivery's own transaction. The
-//! [`dispatcher`] claims due messages from the store; [`send`] sends each
-//! with Standard Webhooks signatures ([`signing`]) to allowed destinations
-//! only ([`destination`]), and records each attempt and what follows from
-//! it ([`policy`]): delivered, retried later, or dead.
+//! [`dispatcher`] claims due messages from the store, in order per
+//! customer; [`send`] signs each with Standard Webhooks signatures
+//! ([`signing`]) and hands it to the [`deliver::Destination`] its URL
+//! names: [`http`], or one of the [`brokers`] (NATS JetStream, RabbitMQ,
+//! Redis Streams), allowed destinations only ([`destination`]); then it
+//! records the attempt and what follows from it ([`policy`]): delivered,
+//! retried later, or dead. Only the destinations know where a message goes.
 
+pub mod brokers;
+pub mod deliver;
 pub mod destination;
 pub mod dispatcher;
+pub mod http;
 pub mod policy;
 pub mod send;
 pub mod signing;
