@@ -20,7 +20,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use reqwest::Url;
 use std::sync::Arc;
 
-use super::{Slot, connect_any, credentials, decoded, host, only_query, reason};
+use super::{Secret, Slot, connect_any, credentials, decoded, host, only_query, reason};
 use crate::outbound::deliver::{Destination, Outcome, Signed};
 use crate::outbound::destination::{Guard, Refused};
 use crate::store::BoxFuture;
@@ -38,7 +38,7 @@ pub struct Address {
     exchange: String,
     /// RabbitMQ's default (`guest`) when absent.
     user: Option<String>,
-    password: Option<String>,
+    password: Option<Secret>,
 }
 
 impl Address {
@@ -95,7 +95,7 @@ impl Amqp {
     }
 
     fn secret(&self) -> Option<&str> {
-        self.address.password.as_deref()
+        self.address.password.as_ref().map(Secret::expose)
     }
 
     async fn connect(&self) -> Result<Link, String> {
@@ -107,7 +107,7 @@ impl Amqp {
                 authority: AMQPAuthority {
                     userinfo: AMQPUserInfo {
                         username: self.address.user.clone().unwrap_or(defaults.username),
-                        password: self.address.password.clone().unwrap_or(defaults.password),
+                        password: self.secret().map_or(defaults.password, str::to_owned),
                     },
                     host: address.ip().to_string(),
                     port: address.port(),
@@ -224,7 +224,7 @@ mod tests {
         assert_eq!(address.vhost, "/");
         assert_eq!(address.exchange, "customers");
         assert_eq!(address.port, 5672);
-        assert_eq!(address.password.as_deref(), Some("p/w"));
+        assert_eq!(address.password.as_ref().map(Secret::expose), Some("p/w"));
         let named = parse("amqp://mq.example.com:5673/prod?exchange=x").unwrap();
         assert_eq!((named.vhost.as_str(), named.port, named.user), ("prod", 5673, None));
         assert_eq!(parse("amqp://mq.example.com?exchange=x").unwrap().vhost, "/");

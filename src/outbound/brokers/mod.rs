@@ -110,13 +110,30 @@ pub fn decoded(part: &str, what: &str) -> Result<String, Refused> {
         .map_err(|_| Refused::Shape(format!("the {what} is not UTF-8")))
 }
 
+/// A password or token: shown as `***` by `Debug`, so that no log of an
+/// address holds it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// The URL's user name and password, decoded; `None` when absent.
-pub fn credentials(url: &Url) -> Result<(Option<String>, Option<String>), Refused> {
+pub fn credentials(url: &Url) -> Result<(Option<String>, Option<Secret>), Refused> {
     let user = match url.username() {
         "" => None,
         user => Some(decoded(user, "user name")?),
     };
-    let password = url.password().map(|p| decoded(p, "password")).transpose()?;
+    let password = url.password().map(|p| decoded(p, "password").map(Secret)).transpose()?;
     Ok((user, password))
 }
 
@@ -157,7 +174,8 @@ mod tests {
     }
 
     #[test]
-    fn a_secret_never_appears_in_a_reason() {
+    fn a_secret_never_appears_in_a_reason_nor_in_a_debug_print() {
+        assert_eq!(format!("{:?}", Secret("s3cret".to_owned())), "***");
         assert_eq!(
             reason("cannot connect", "bad password s3cret for user", Some("s3cret")),
             "cannot connect: bad password *** for user"

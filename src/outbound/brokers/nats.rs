@@ -16,7 +16,7 @@ use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMes
 use async_nats::{ConnectOptions, HeaderMap, connection::State};
 use reqwest::Url;
 
-use super::{Slot, connect_any, credentials, host, only_query, reason};
+use super::{Secret, Slot, connect_any, credentials, host, only_query, reason};
 use crate::outbound::deliver::{Destination, Outcome, Signed};
 use crate::outbound::destination::{Guard, Refused};
 use crate::store::BoxFuture;
@@ -30,8 +30,9 @@ pub struct Address {
     port: u16,
     /// The subject prefix: `PREFIX.{type}.{action}`.
     prefix: String,
-    user: Option<String>,
-    password: Option<String>,
+    /// With a password: user and password; alone: a token.
+    user: Option<Secret>,
+    password: Option<Secret>,
 }
 
 impl Address {
@@ -50,14 +51,14 @@ impl Address {
             host: host(url)?,
             port: url.port().unwrap_or(DEFAULT_PORT),
             prefix,
-            user,
+            user: user.map(Secret),
             password,
         })
     }
 
     /// The password, or the token (a lone user name).
     fn secret(&self) -> Option<&str> {
-        self.password.as_deref().or(self.user.as_deref())
+        self.password.as_ref().or(self.user.as_ref()).map(Secret::expose)
     }
 }
 
@@ -87,8 +88,10 @@ impl Nats {
                 .connection_timeout(self.timeout)
                 .request_timeout(Some(self.timeout));
             options = match (&self.address.user, &self.address.password) {
-                (Some(user), Some(password)) => options.user_and_password(user.clone(), password.clone()),
-                (Some(token), None) => options.token(token.clone()),
+                (Some(user), Some(password)) => {
+                    options.user_and_password(user.expose().to_owned(), password.expose().to_owned())
+                }
+                (Some(token), None) => options.token(token.expose().to_owned()),
                 _ => options,
             };
             async move {
@@ -161,7 +164,8 @@ mod tests {
         assert_eq!(address.host, "nats.example.com");
         assert_eq!(address.port, 4222);
         assert_eq!(address.prefix, "clientele.prod");
-        assert_eq!(address.password.as_deref(), Some("p@ss"));
+        assert_eq!(address.password.as_ref().map(Secret::expose), Some("p@ss"));
+        assert!(!format!("{address:?}").contains("p@ss"));
         let token = parse("nats://t0ken@[::1]:4333/x").unwrap();
         assert_eq!((token.host.as_str(), token.port), ("::1", 4333));
         assert_eq!(token.secret(), Some("t0ken"));

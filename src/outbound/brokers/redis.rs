@@ -16,7 +16,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 use reqwest::Url;
 
-use super::{Slot, connect_any, credentials, decoded, host, only_query, reason};
+use super::{Secret, Slot, connect_any, credentials, decoded, host, only_query, reason};
 use crate::outbound::deliver::{Destination, Outcome, Signed};
 use crate::outbound::destination::{Guard, Refused};
 use crate::store::BoxFuture;
@@ -31,7 +31,7 @@ pub struct Address {
     stream: String,
     db: i64,
     user: Option<String>,
-    password: Option<String>,
+    password: Option<Secret>,
 }
 
 impl Address {
@@ -81,7 +81,7 @@ impl Redis {
     }
 
     fn secret(&self) -> Option<&str> {
-        self.address.password.as_deref()
+        self.address.password.as_ref().map(Secret::expose)
     }
 
     async fn connect(&self) -> Result<MultiplexedConnection, String> {
@@ -91,7 +91,7 @@ impl Redis {
             if let Some(user) = &self.address.user {
                 settings = settings.set_username(user);
             }
-            if let Some(password) = &self.address.password {
+            if let Some(password) = self.secret() {
                 settings = settings.set_password(password);
             }
             let info = ConnectionAddr::Tcp(address.ip().to_string(), address.port())
@@ -164,7 +164,8 @@ mod tests {
         assert_eq!(address.stream, "customer:changes");
         assert_eq!(address.db, 2);
         assert_eq!(address.port, 6379);
-        assert_eq!((address.user, address.password.as_deref()), (None, Some("s3cret")));
+        assert_eq!(address.user, None);
+        assert_eq!(address.password.as_ref().map(Secret::expose), Some("s3cret"));
         for bad in [
             "redis://r.example.com",
             "redis://r.example.com/",
