@@ -33,6 +33,18 @@ wait_for() {
     echo "brokers: $name accepts connections on 127.0.0.1:$port"
 }
 
+# The servers come with this kind of machine; on one without them, from
+# Debian's packages.
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
+[ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+if (( ${#missing[@]} )); then
+    echo "brokers: installing ${missing[*]}"
+    apt-get install -y -qq "${missing[@]}" >/dev/null \
+        || { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; }
+fi
+
 mkdir -p /var/lib/redis /var/log/redis /var/lib/nats-server
 start Redis 6379 redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
     --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log

@@ -73,7 +73,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "teardown" => {
             let _ = js.delete_stream(STREAM).await;
             let _ = channel.queue_delete(NAME.into(), QueueDeleteOptions::default()).await;
-            let _ = channel.exchange_delete(NAME.into(), ExchangeDeleteOptions::default()).await;
+            let _ = channel
+                .exchange_delete(NAME.into(), ExchangeDeleteOptions::default())
+                .await;
             let _: () = redis::cmd("DEL").arg(NAME).query_async(&mut redis).await?;
         }
         other => return Err(format!("expected setup, count or teardown, not {other:?}").into()),

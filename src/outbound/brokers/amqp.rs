@@ -138,16 +138,18 @@ impl Amqp {
     }
 
     async fn publish(&self, message: &Signed) -> Result<(), String> {
-        let (link, generation) = self.link.get(|| self.connect()).await?;
+        let (link, in_use) = self.link.get(|| self.connect()).await?;
         let result = self.publish_on(&link.channel, message).await;
         if result.is_err() && (!link.channel.status().connected() || !link.connection.status().connected()) {
             // A refused publish (no such exchange) closes the channel: the
             // next attempt opens another, on a new connection.
-            if let Some(failed) = self.link.drop_failed(generation).await {
+            if let Some(failed) = in_use.failed().await {
                 tokio::spawn(async move {
                     let _ = failed.connection.close(200, "reconnecting".into()).await;
                 });
             }
+        } else {
+            in_use.keep();
         }
         result
     }

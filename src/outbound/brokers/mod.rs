@@ -21,6 +21,7 @@ pub mod redis;
 use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use reqwest::Url;
 use tokio::sync::Mutex;
@@ -29,42 +30,98 @@ use super::destination::Refused;
 
 /// One broker connection, kept for every message to a destination: made
 /// on first use, shared by the sends in flight, and dropped after a
-/// failure of the connection so that the next send connects again.
+/// failure of the connection so that the next send connects again. A send
+/// cancelled midway (the attempt's timeout) drops it too: a connection
+/// that stopped answering without closing would otherwise time out every
+/// later attempt until the operating system noticed.
 pub struct Slot<C> {
-    kept: Mutex<(Option<C>, u64)>,
+    kept: Arc<Mutex<Kept<C>>>,
+}
+
+struct Kept<C> {
+    connection: Option<C>,
+    /// Counts connections made, so that a late failure of an old one does
+    /// not drop its replacement.
+    generation: u64,
 }
 
 impl<C> Default for Slot<C> {
     fn default() -> Self {
         Self {
-            kept: Mutex::new((None, 0)),
+            kept: Arc::new(Mutex::new(Kept {
+                connection: None,
+                generation: 0,
+            })),
         }
     }
 }
 
-impl<C: Clone> Slot<C> {
-    /// The kept connection, or a new one from `connect`; with its
-    /// generation, for [`Slot::drop_failed`].
-    pub async fn get<F, Fut>(&self, connect: F) -> Result<(C, u64), String>
+/// A send's hold on the kept connection: says at the end whether the
+/// connection is still good; dropped without a word (a cancelled send),
+/// it drops the connection.
+pub struct InUse<C: Send + 'static> {
+    kept: Arc<Mutex<Kept<C>>>,
+    generation: u64,
+    settled: bool,
+}
+
+impl<C: Send + 'static> InUse<C> {
+    /// The connection served this send, however the broker answered.
+    pub fn keep(mut self) {
+        self.settled = true;
+    }
+
+    /// The connection failed: drops it (unless already replaced), and
+    /// returns it to close.
+    pub async fn failed(mut self) -> Option<C> {
+        self.settled = true;
+        let mut kept = self.kept.lock().await;
+        if kept.generation == self.generation {
+            kept.connection.take()
+        } else {
+            None
+        }
+    }
+}
+
+impl<C: Send + 'static> Drop for InUse<C> {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let (kept, generation) = (self.kept.clone(), self.generation);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let mut kept = kept.lock().await;
+                if kept.generation == generation {
+                    kept.connection = None;
+                }
+            });
+        }
+    }
+}
+
+impl<C: Clone + Send + 'static> Slot<C> {
+    /// The kept connection, or a new one from `connect`, with the send's
+    /// hold on it.
+    pub async fn get<F, Fut>(&self, connect: F) -> Result<(C, InUse<C>), String>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<C, String>>,
     {
         let mut kept = self.kept.lock().await;
-        if let Some(connection) = &kept.0 {
-            return Ok((connection.clone(), kept.1));
+        if kept.connection.is_none() {
+            let connection = connect().await?;
+            kept.generation += 1;
+            kept.connection = Some(connection);
         }
-        let connection = connect().await?;
-        kept.1 += 1;
-        kept.0 = Some(connection.clone());
-        Ok((connection, kept.1))
-    }
-
-    /// Drops the connection of `generation` after it failed, unless another
-    /// send has already replaced it. Returns it, to close.
-    pub async fn drop_failed(&self, generation: u64) -> Option<C> {
-        let mut kept = self.kept.lock().await;
-        if kept.1 == generation { kept.0.take() } else { None }
+        let connection = kept.connection.clone().expect("a connection was just kept");
+        let in_use = InUse {
+            kept: self.kept.clone(),
+            generation: kept.generation,
+            settled: false,
+        };
+        Ok((connection, in_use))
     }
 }
 
@@ -159,18 +216,39 @@ mod tests {
     #[tokio::test]
     async fn a_failed_connection_is_replaced_once_not_by_every_send_that_saw_it_fail() {
         let slot = Slot::<u32>::default();
-        let (first, generation) = slot.get(|| async { Ok(1) }).await.unwrap();
-        assert_eq!(slot.get(|| async { Ok(2) }).await.unwrap().0, first, "reused");
-        assert_eq!(slot.drop_failed(generation).await, Some(1));
-        let (second, newer) = slot.get(|| async { Ok(2) }).await.unwrap();
+        let (first, a) = slot.get(|| async { Ok(1) }).await.unwrap();
+        let (again, b) = slot.get(|| async { Ok(2) }).await.unwrap();
+        assert_eq!((first, again), (1, 1), "reused");
+        b.keep();
+        assert_eq!(a.failed().await, Some(1));
+        let (second, c) = slot.get(|| async { Ok(2) }).await.unwrap();
         assert_eq!(second, 2, "connected again");
-        assert_eq!(
-            slot.drop_failed(generation).await,
-            None,
-            "a late failure of the old one"
-        );
-        assert_eq!(slot.get(|| async { Ok(3) }).await.unwrap(), (2, newer));
-        assert!(slot.get(|| async { Err::<u32, _>("down".to_owned()) }).await.is_ok());
+        let (_, late) = slot.get(|| async { Ok(9) }).await.unwrap();
+        c.keep();
+        let stale = InUse {
+            kept: slot.kept.clone(),
+            generation: 1,
+            settled: false,
+        };
+        assert_eq!(stale.failed().await, None, "a late failure of the old one");
+        late.keep();
+        assert_eq!(slot.get(|| async { Ok(3) }).await.unwrap().0, 2);
+    }
+
+    #[tokio::test]
+    async fn a_send_cancelled_midway_drops_its_connection() {
+        let slot = Slot::<u32>::default();
+        let (_, in_use) = slot.get(|| async { Ok(1) }).await.unwrap();
+        drop(in_use);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            tokio::task::yield_now().await;
+            if slot.kept.lock().await.connection.is_none() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "dropped");
+        }
+        assert_eq!(slot.get(|| async { Ok(2) }).await.unwrap().0, 2);
     }
 
     #[test]

@@ -108,10 +108,11 @@ impl Nats {
     }
 
     async fn publish(&self, message: &Signed) -> Result<(), String> {
-        let ((client, context), _) = self.client.get(|| self.connect()).await?;
+        let ((client, context), in_use) = self.client.get(|| self.connect()).await?;
         if client.connection_state() != State::Connected {
             // The client reconnects by itself; a publish now would wait in
             // its buffer past the attempt.
+            in_use.keep();
             return Err("not connected to the NATS server (reconnecting)".to_owned());
         }
         let mut headers = HeaderMap::new();
@@ -125,17 +126,24 @@ impl Nats {
             .payload(message.body.clone().into())
             .headers(headers);
         let secret = self.address.secret();
-        let ack = context
-            .send_publish(subject, publish)
-            .await
-            .map_err(|e| reason("cannot publish", e, secret))?;
-        match ack.await {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
-                Err("no JetStream stream captures the subject (no stream found for given subject)".to_owned())
+        // The client survives any of these failures (it reconnects by
+        // itself); only a cancelled send drops it.
+        let sent = async {
+            let ack = context
+                .send_publish(subject, publish)
+                .await
+                .map_err(|e| reason("cannot publish", e, secret))?;
+            match ack.await {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
+                    Err("no JetStream stream captures the subject (no stream found for given subject)".to_owned())
+                }
+                Err(e) => Err(reason("JetStream did not acknowledge the message", e, secret)),
             }
-            Err(e) => Err(reason("JetStream did not acknowledge the message", e, secret)),
         }
+        .await;
+        in_use.keep();
+        sent
     }
 }
 

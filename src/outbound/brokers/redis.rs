@@ -111,7 +111,7 @@ impl Redis {
     }
 
     async fn add(&self, message: &Signed) -> Result<(), String> {
-        let (mut connection, generation) = self.connection.get(|| self.connect()).await?;
+        let (mut connection, in_use) = self.connection.get(|| self.connect()).await?;
         let added: Result<String, redis::RedisError> = redis::cmd("XADD")
             .arg(&self.address.stream)
             .arg("*")
@@ -128,10 +128,15 @@ impl Redis {
             .query_async(&mut connection)
             .await;
         match added {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                in_use.keep();
+                Ok(())
+            }
             Err(e) => {
                 if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
-                    self.connection.drop_failed(generation).await;
+                    in_use.failed().await;
+                } else {
+                    in_use.keep();
                 }
                 Err(reason("Redis refused the entry", e, self.secret()))
             }
