@@ -563,6 +563,76 @@ async fn a_rabbitmq_connection_cut_in_the_middle_of_a_stream_loses_nothing() {
     app.stop().await;
 }
 
+/// lapin logged every message RabbitMQ returned, envelope and all, as a
+/// warning; and the broker clients log frames at trace level. The binary at
+/// `RUST_LOG=trace` publishes a message that comes back: no customer data
+/// in its log.
+#[tokio::test]
+async fn a_message_rabbitmq_returns_leaves_no_customer_data_in_the_log_however_verbose() {
+    if !available("RabbitMQ", AMQP).await {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config = dir.path().join("clientele.toml");
+    std::fs::write(&config, util::config_text(dir.path(), DELIVERY)).expect("the config written");
+    let log = dir.path().join("stderr.log");
+    let mut child = util::binary()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("a log file"))
+        .spawn()
+        .expect("the clientele binary starts");
+    let deadline = Instant::now() + PATIENCE;
+    let address = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(address) = text.lines().find_map(util::logged_address) {
+            break address;
+        }
+        assert!(Instant::now() < deadline, "clientele logs its address: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let client = util::client();
+    let created = client
+        .post(format!("http://{address}/api/v1/subscriptions"))
+        .bearer_auth(util::ADMIN)
+        .json(&json!({ "url": format!("amqp://guest:guest@{AMQP}/%2f?exchange=amq.topic") }))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let name = "Zebulonius";
+    let body = with(
+        treez("brokers", "logged", "2026-04-01T00:00:00Z"),
+        "/data/first_name",
+        json!(name),
+    );
+    let delivered = client
+        .post(format!("http://{address}/webhooks/treez"))
+        .bearer_auth(util::TREEZ_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(delivered.status(), StatusCode::OK);
+    let deadline = Instant::now() + PATIENCE;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("outcome=\"retried\"")
+    {
+        assert!(Instant::now() < deadline, "the returned message is a failed attempt");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).expect("the log");
+    let as_bytes = name.bytes().map(|b| b.to_string()).collect::<Vec<_>>().join(", ");
+    for never in [name, as_bytes.as_str(), "guest:guest"] {
+        assert!(!text.contains(never), "{never:?} was logged:\n{text}");
+    }
+}
+
 // Redis Streams.
 
 async fn redis_connection(address: &str) -> redis::aio::MultiplexedConnection {
