@@ -48,13 +48,27 @@ pub fn metrics() -> PrometheusHandle {
         .clone()
 }
 
+/// The crates of the outbound brokers' clients, whose trace logs hold
+/// message frames.
+const BROKER_CLIENTS: [&str; 4] = ["lapin", "amq_protocol", "async_nats", "redis"];
+
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); panics are
 /// logged too, as errors. The phone parser's own log is always off, whatever
 /// `RUST_LOG` says: its trace lines name the numbers it reads.
 pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info"))
-        .add_directive("rlibphonenumber=off".parse().expect("a valid directive"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The broker clients log messages whole: lapin warns of every message
+    // RabbitMQ returns (its envelope with it), and they log frames at trace
+    // level. Those are off, and the rest never below debug, so that no
+    // customer's data reaches the log however verbose it is.
+    filter = filter.add_directive("lapin::returned_messages=off".parse().expect("a valid directive"));
+    // The phone parser's trace lines name the numbers it reads.
+    filter = filter.add_directive("rlibphonenumber=off".parse().expect("a valid directive"));
+    if filter.max_level_hint() == Some(tracing::level_filters::LevelFilter::TRACE) {
+        for quiet in BROKER_CLIENTS {
+            filter = filter.add_directive(format!("{quiet}=debug").parse().expect("a valid directive"));
+        }
+    }
     // Colours only for a person at a terminal, never into files or journald.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -4,7 +4,9 @@
 //! Behind the same admin token as the rest of `/api/v1`. A subscription's
 //! secret is shown once, in the answer that creates it; the password of
 //! its URL, never. A URL is refused at creation if it can be without DNS
-//! (SPEC §16): another scheme, too long, a non-public IP address.
+//! (SPEC §15, §16): another scheme, a broker URL without its subject
+//! prefix, exchange or stream, too long, a non-public IP address. Whether
+//! a broker takes the credentials is learnt at the first send.
 
 use std::sync::Arc;
 
@@ -105,7 +107,11 @@ pub fn router() -> ApiRouter<Arc<AppState>> {
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct NewSubscription {
-    /// Where messages are sent: `http` or `https`, not a non-public address.
+    /// Where messages are sent, not a non-public address: `https://…` (a
+    /// signed POST), `nats://[user:pass@]host:4222/PREFIX` (JetStream,
+    /// subject `PREFIX.{type}.{action}`), `amqp://user:pass@host:5672/vhost?exchange=X`
+    /// (RabbitMQ, routing key `{type}.{action}`) or
+    /// `redis://[user:pass@]host:6379/STREAM` (Redis Streams).
     url: String,
     /// `whsec_` and the base64 of 24 to 64 key bytes; generated when not given.
     secret: Option<String>,

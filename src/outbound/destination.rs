@@ -8,7 +8,12 @@
 //! sender ([`super::send`]) before it connects. At subscription creation
 //! the API refuses what can be refused without DNS ([`Guard::check_url`]).
 //! A refusal says "destination not allowed" and nothing of what listens
-//! there. [`masked`] hides the credentials of a URL in every listing.
+//! there. Brokers (SPEC §15) are connected to by address: their hosts are
+//! resolved and checked here ([`Guard::resolve`]), and the client libraries
+//! are handed the allowed addresses only. [`Target`] reads a subscription
+//! URL into the kind of destination it names, refusing a URL that lacks what
+//! its kind needs; [`masked`] hides the credentials of a URL in every
+//! listing.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -16,6 +21,7 @@ use std::sync::Arc;
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
+use super::brokers::{amqp, nats, redis};
 use crate::config::IpRange;
 
 /// The longest subscription URL accepted, in bytes.
@@ -25,10 +31,36 @@ pub const MAX_URL_BYTES: usize = 2048;
 pub enum Refused {
     #[error("destination not allowed")]
     NotAllowed,
-    #[error("url must be an http:// or https:// URL")]
+    #[error("url must be an http://, https://, nats://, amqp:// or redis:// URL")]
     Scheme,
     #[error("url must be at most {MAX_URL_BYTES} bytes")]
     TooLong,
+    /// A broker URL without what its kind needs, or with what it does not
+    /// take; says what, never the URL.
+    #[error("url: {0}")]
+    Shape(String),
+}
+
+/// The kind of destination a subscription URL names, with what sending to
+/// it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Http(Url),
+    Nats(nats::Address),
+    Amqp(amqp::Address),
+    Redis(redis::Address),
+}
+
+impl Target {
+    pub fn parse(url: &Url) -> Result<Self, Refused> {
+        match url.scheme() {
+            "http" | "https" => Ok(Target::Http(url.clone())),
+            "nats" => nats::Address::parse(url).map(Target::Nats),
+            "amqp" => amqp::Address::parse(url).map(Target::Amqp),
+            "redis" => redis::Address::parse(url).map(Target::Redis),
+            _ => Err(Refused::Scheme),
+        }
+    }
 }
 
 /// Which addresses may be called: public ones, and those in the operator's
@@ -50,18 +82,34 @@ impl Guard {
         is_public(ip) || self.allow_private.iter().any(|range| range.contains(ip))
     }
 
-    /// Whether `url` may be a subscription's: an http(s) URL of at most
+    /// Whether `url` may be a subscription's: a [`Target`] of at most
     /// [`MAX_URL_BYTES`], whose host, if an IP address, is allowed. A name
     /// is checked when connecting, on what it then resolves to.
     pub fn check_url(&self, url: &Url) -> Result<(), Refused> {
-        // Brokers' schemes (SPEC §15) will join these.
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(Refused::Scheme);
-        }
         if url.as_str().len() > MAX_URL_BYTES {
             return Err(Refused::TooLong);
         }
+        Target::parse(url)?;
         self.check_host(url)
+    }
+
+    /// The allowed addresses `host` resolves to now (an IP literal is
+    /// itself), for destinations that connect by address: the brokers. A
+    /// host with none is refused, saying nothing of what listens there.
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let found: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|_| "cannot resolve the host".to_owned())?
+                .collect(),
+        };
+        let allowed: Vec<SocketAddr> = found.into_iter().filter(|addr| self.allows(addr.ip())).collect();
+        if allowed.is_empty() {
+            return Err(Refused::NotAllowed.to_string());
+        }
+        Ok(allowed)
     }
 
     /// Whether the host of `url`, if an IP address, is allowed; a name
@@ -186,11 +234,16 @@ impl Resolve for SystemResolver {
 
 /// `url` with the password of its credentials masked
 /// (`https://user:***@host/…`), for listings; as given if it does not
-/// parse or has none.
+/// parse or has none. A broker URL's lone user name is a token
+/// (`nats://TOKEN@host/…`) and is masked too.
 pub fn masked(url: &str) -> String {
     match Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(mut parsed) if !parsed.username().is_empty() && !matches!(parsed.scheme(), "http" | "https") => {
+            let _ = parsed.set_username("***");
             parsed.to_string()
         }
         _ => url.to_owned(),
@@ -278,6 +331,37 @@ mod tests {
             "https://user:***@example.com/x"
         );
         assert_eq!(masked("https://example.com/x?token=1"), "https://example.com/x?token=1");
+        assert_eq!(
+            masked("amqp://clientele:s3cret@mq.example.com/%2f?exchange=x"),
+            "amqp://clientele:***@mq.example.com/%2f?exchange=x"
+        );
+        assert_eq!(
+            masked("redis://:s3cret@r.example.com/s"),
+            "redis://:***@r.example.com/s"
+        );
+        assert_eq!(masked("nats://s3cret@n.example.com/p"), "nats://***@n.example.com/p");
+    }
+
+    #[test]
+    fn broker_urls_name_their_kind_and_what_they_lack() {
+        let guard = Guard::default();
+        let check = |url: &str| guard.check_url(&Url::parse(url).unwrap());
+        let shape = |url: &str| match check(url) {
+            Err(Refused::Shape(what)) => what,
+            other => panic!("{url}: {other:?}"),
+        };
+        assert_eq!(check("nats://nats.example.com/clientele"), Ok(()));
+        assert_eq!(check("amqp://u:p@mq.example.com/%2f?exchange=customers"), Ok(()));
+        assert_eq!(check("redis://r.example.com:6380/customers"), Ok(()));
+        assert!(shape("nats://nats.example.com").contains("subject prefix"));
+        assert!(shape("nats://nats.example.com/a..b").contains("subject prefix"));
+        assert!(shape("nats://nats.example.com/a.>").contains("subject prefix"));
+        assert!(shape("amqp://mq.example.com/").contains("exchange"));
+        assert!(shape("amqp://mq.example.com/?exchange=").contains("exchange"));
+        assert!(shape("redis://r.example.com/").contains("stream"));
+        assert!(shape("redis://r.example.com/s?maxlen=1").contains("maxlen"));
+        assert_eq!(check("nats://127.0.0.1/p"), Err(Refused::NotAllowed));
+        assert_eq!(check("kafka://k.example.com/t"), Err(Refused::Scheme));
     }
 
     /// Answers each name with the next list of addresses.

@@ -1,18 +1,24 @@
-//! Outbound webhooks (SPEC §6): subscriptions, the messages the directory's
-//! changes queue for them, and the dispatcher that signs and sends them.
+//! Outbound webhooks (SPEC §6, §15): subscriptions, the messages the
+//! directory's changes queue for them, and the dispatcher that signs and
+//! sends them.
 //!
 //! The store commits each change's envelope to an outbox in the
 //! delivery's own transaction. The [`dispatcher`] works through the
-//! store's [`Outbox`] role (defined here, in [`outbox`], and implemented by
-//! each backend, so nothing here depends on the store): it fans the rows
-//! out into one message per matching subscription, claims due messages,
-//! and [`send`] sends each with Standard Webhooks signatures ([`signing`])
-//! to allowed destinations only ([`destination`]), recording each attempt
-//! and what follows from it ([`policy`]): delivered, retried later, or
-//! dead.
+//! store's [`Outbox`] role (defined in [`outbox`], implemented by each
+//! backend; nothing here depends on the store): it fans the rows out into
+//! one message per matching subscription and claims due ones, in order per
+//! customer; [`send`] signs each with Standard Webhooks signatures
+//! ([`signing`]) and hands it to the [`deliver::Destination`] its URL
+//! names: [`http`], or one of the [`brokers`] (NATS JetStream, RabbitMQ,
+//! Redis Streams), allowed destinations only ([`destination`]); then it
+//! records the attempt and what follows from it ([`policy`]): delivered,
+//! retried later, or dead. Only the destinations know where a message goes.
 
+pub mod brokers;
+pub mod deliver;
 pub mod destination;
 pub mod dispatcher;
+pub mod http;
 pub mod outbox;
 pub mod policy;
 pub mod send;

@@ -1,50 +1,28 @@
-//! Sending one message: the HTTP client, a signed `POST` of the envelope,
-//! and the attempt recorded with what follows from it ([`super::policy`]).
-//!
-//! The client calls only allowed destinations ([`super::destination`]):
-//! its resolver drops non-public addresses, and an IP-literal host is
-//! checked here before connecting. It follows no redirect, uses no proxy
-//! (a proxy would connect in its stead, past the check), and speaks
-//! HTTP/1.1 or HTTP/2 (offered over TLS by ALPN). An attempt's error names
-//! what failed, never the URL (it may hold a token), and a refused
-//! destination tells nothing of what listens there.
+//! Sending one message: signed once ([`super::deliver::Signed`]), handed
+//! to the [`super::deliver::Destination`] its URL names (HTTP or a broker,
+//! kept per URL by [`Destinations`]), within `[delivery] timeout`, and the
+//! attempt recorded with what follows from it ([`super::policy`]). The same
+//! for every kind: metrics, logs, retries and dead messages do not know
+//! where the message went.
 
-use std::error::Error;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use axum::http::StatusCode;
-use reqwest::Url;
-
-use super::destination::{Guard, GuardedResolver, Refused};
-use super::policy::{self, Answer};
-use super::{Attempt, Due, Next, Outbox, signing};
+use super::deliver::{Destinations, Outcome, Signed};
+use super::{Attempt, Due, Next, Outbox, policy};
 use crate::config::DeliverySettings;
 use crate::model::UtcMillis;
 
 pub struct Sender {
-    client: reqwest::Client,
-    guard: Guard,
+    destinations: Destinations,
     outbox: Arc<dyn Outbox>,
     settings: DeliverySettings,
 }
 
 impl Sender {
     pub fn new(outbox: Arc<dyn Outbox>, settings: DeliverySettings) -> Result<Self, reqwest::Error> {
-        // The TLS crypto provider reqwest's rustls uses; installed once per
-        // process (a second install is refused, harmlessly).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let guard = Guard::new(&settings.allow_private);
-        let client = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(GuardedResolver::new(guard.clone()))
-            .user_agent(concat!("Clientele/", env!("CARGO_PKG_VERSION")))
-            .build()?;
         Ok(Self {
-            client,
-            guard,
+            destinations: Destinations::new(&settings)?,
             outbox,
             settings,
         })
@@ -54,27 +32,13 @@ impl Sender {
     pub async fn attempt(&self, message: Due) -> Next {
         let at = UtcMillis::now();
         let started = Instant::now();
-        let response = self.send(&message, at).await;
+        let outcome = self.deliver(&message, at).await;
         let elapsed = started.elapsed();
-        let (answer, status_code, error) = match response {
-            Ok(response) => {
-                let status = response.status();
-                let answer = if status.is_success() {
-                    Answer::Success
-                } else if status == StatusCode::GONE {
-                    Answer::Gone
-                } else {
-                    let asked = [StatusCode::TOO_MANY_REQUESTS, StatusCode::SERVICE_UNAVAILABLE]
-                        .contains(&status)
-                        .then(|| response.headers().get("retry-after")?.to_str().ok())
-                        .flatten()
-                        .and_then(|v| policy::retry_after(v, UtcMillis::now()));
-                    Answer::Failed { retry_after: asked }
-                };
-                (answer, Some(status.as_u16()), None)
-            }
-            Err(error) => (Answer::Failed { retry_after: None }, None, Some(error)),
-        };
+        let Outcome {
+            answer,
+            status_code,
+            error,
+        } = outcome;
         let next = policy::next(
             answer,
             message.failures,
@@ -122,75 +86,21 @@ impl Sender {
         next
     }
 
-    /// Posts the envelope, signed; the error says what failed.
-    async fn send(&self, message: &Due, at: UtcMillis) -> Result<reqwest::Response, String> {
-        let url = Url::parse(&message.url).map_err(|_| "the URL is not valid".to_owned())?;
-        // The resolver is not asked for an IP-literal host.
-        self.guard.check_host(&url).map_err(|refused| refused.to_string())?;
-        let timestamp = at.as_timestamp().as_second();
-        let key = signing::key(&message.secret).unwrap_or_else(|| message.secret.as_bytes().to_vec());
-        self.client
-            .post(url)
-            .header("content-type", "application/json")
-            .header("webhook-id", &message.event_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header(
-                "webhook-signature",
-                signing::sign(&key, &message.event_id, timestamp, &message.body),
-            )
-            .body(message.body.clone())
-            .send()
+    /// Signs the message and hands it to its destination, within the
+    /// timeout whatever the destination does.
+    async fn deliver(&self, message: &Due, at: UtcMillis) -> Outcome {
+        let signed = match Signed::new(message, at) {
+            Ok(signed) => signed,
+            Err(reason) => return Outcome::failed(reason),
+        };
+        let destination = match self.destinations.get(&message.url) {
+            Ok(destination) => destination,
+            Err(reason) => return Outcome::failed(reason),
+        };
+        let timeout = self.settings.timeout;
+        tokio::time::timeout(timeout, destination.deliver(&signed))
             .await
-            .map_err(|e| describe(&e, self.settings.timeout))
-    }
-}
-
-/// What a failed request's error was, in words that name neither the URL
-/// nor anything of a refused destination.
-fn describe(e: &reqwest::Error, timeout: Duration) -> String {
-    if causes(e).any(|cause| cause.downcast_ref::<Refused>().is_some()) {
-        return Refused::NotAllowed.to_string();
-    }
-    if let Some(tls) = causes(e).find_map(|cause| cause.downcast_ref::<rustls::Error>()) {
-        return format!("TLS handshake failed: {}", tls_problem(tls));
-    }
-    if e.is_timeout() {
-        format!("timed out after {timeout:?}")
-    } else if e.is_connect() {
-        "cannot connect".to_owned()
-    } else {
-        "the request failed".to_owned()
-    }
-}
-
-/// `e` and its causes, looking inside I/O errors too (their `source`
-/// skips the error they wrap, where TLS puts its own).
-fn causes<'e>(e: &'e (dyn Error + 'static)) -> impl Iterator<Item = &'e (dyn Error + 'static)> {
-    std::iter::successors(Some(e), |&e| {
-        match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
-            Some(inner) => Some(inner as &(dyn Error + 'static)),
-            None => e.source(),
-        }
-    })
-}
-
-fn tls_problem(e: &rustls::Error) -> &'static str {
-    use rustls::CertificateError as Cert;
-    match e {
-        rustls::Error::InvalidCertificate(cert) => match cert {
-            Cert::UnknownIssuer => "certificate not trusted",
-            Cert::Expired | Cert::ExpiredContext { .. } => "certificate expired",
-            Cert::NotValidYet | Cert::NotValidYetContext { .. } => "certificate not valid yet",
-            Cert::NotValidForName | Cert::NotValidForNameContext { .. } => "certificate not valid for the host",
-            Cert::Revoked => "certificate revoked",
-            _ => "certificate invalid",
-        },
-        rustls::Error::AlertReceived(_) => "the server refused the handshake",
-        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
-            "the server does not speak TLS"
-        }
-        rustls::Error::NoApplicationProtocol => "no protocol in common",
-        _ => "protocol error",
+            .unwrap_or_else(|_| Outcome::failed(format!("timed out after {timeout:?}")))
     }
 }
 

@@ -12,6 +12,7 @@
 
 mod util;
 
+mod brokers;
 mod connections;
 mod crash;
 mod destinations;
