@@ -20,6 +20,11 @@ use serde::Deserialize;
 use crate::model::Country;
 use crate::sources::{Kind, SourceSettings};
 
+mod retention;
+
+use self::retention::RawRetention;
+pub use self::retention::RetentionSettings;
+
 /// The example configuration, committed as `clientele.example.toml`: what
 /// `serve` runs when no `--config` is given.
 pub const EXAMPLE: &str = include_str!("../clientele.example.toml");
@@ -231,6 +236,7 @@ pub struct Config {
     pub sources: Vec<Source>,
     pub delivery: DeliverySettings,
     pub http: HttpSettings,
+    pub retention: RetentionSettings,
 }
 
 #[derive(Deserialize)]
@@ -249,6 +255,8 @@ struct RawConfig {
     delivery: RawDelivery,
     #[serde(default)]
     http: RawHttp,
+    #[serde(default)]
+    retention: RawRetention,
 }
 
 #[derive(Deserialize, Default)]
@@ -689,7 +697,9 @@ impl RawConfig {
         }
         let delivery = self.delivery.validate(&invalid)?;
         let http = self.http.validate(&invalid)?;
+        let retention = self.retention.validate(&invalid)?;
         Ok(Config {
+            retention,
             delivery,
             http,
             listen,
