@@ -4,8 +4,10 @@
 # confirms, and Redis Streams, each measured the same way in the same run.
 # For each: a fresh embedded store, one subscription, disabled; `wrk` loads
 # changes for DURATION seconds (bench/ingest.lua, a pool of 100,000
-# customers); once they are fanned out into messages, the subscription is
-# enabled and the time until its backlog is empty gives messages/s. The
+# customers), which a disabled subscription is not sent; a replay of
+# everything since the load began queues them all as its backlog, then the
+# subscription is enabled and the time until the backlog is empty gives
+# messages/s. The
 # dispatcher's bounds are the same for every kind (64 sends in flight, 8
 # per subscription, one at a time per customer), so this compares the
 # destinations, not the load. The broker's own count of what arrived is
@@ -50,11 +52,13 @@ api() {
 # destination NAME URL: messages/s from a backlog to URL.
 destination() {
   start_clientele "sqlite://$work/$1/clientele.db"
-  local id
+  local id since
+  since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  sleep 1
   id=$(api -d "{\"url\": \"$2\"}" "http://127.0.0.1:$PORT/api/v1/subscriptions" | grep -o '"id":"sub_[0-9a-f]*"' | cut -d'"' -f4)
   api -o /dev/null -X PATCH -d '{"enabled": false}' "http://127.0.0.1:$PORT/api/v1/subscriptions/$id"
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" -s bench/ingest.lua "http://127.0.0.1:$PORT" >"$work/$1.txt"
-  until [ "$(metric clientele_outbox_unfanned)" = 0 ]; do sleep 0.2; done
+  api -o /dev/null -X POST "http://127.0.0.1:$PORT/api/v1/subscriptions/$id/replay?since=$since"
   local backlog started finished
   backlog=$(metric clientele_outbox_backlog)
   started=$(date +%s.%N)

@@ -64,6 +64,7 @@ pub async fn serve(
         tracing::info!(route = %format!("POST /webhooks/{}", source.name()), kind = source.kind.as_str(), "serving source");
     }
     let delivery = config.delivery.clone();
+    let retention = config.retention;
     let settings = config.http;
     let registry = Registry::load(store.clone(), config.sources).await?;
     let (dispatching, dispatcher_running) = watch::channel(true);
@@ -80,6 +81,7 @@ pub async fn serve(
     tracing::info!(address = %listener.local_addr()?, "listening: /webhooks/{{source}}, /api/v1, /healthz, /readyz, /metrics");
     let (stop, stopped) = watch::channel(false);
     let following = tokio::spawn(registry.run(stopped.clone()));
+    let compactor = tokio::spawn(crate::retention::run(store.clone(), retention, stopped.clone()));
     let dispatcher = {
         let (outbox, told): (Arc<dyn Outbox>, _) = (store.clone(), stopped.clone());
         tokio::spawn(dispatcher::supervise(
@@ -95,6 +97,9 @@ pub async fn serve(
     .await;
     if following.await.is_err() {
         tracing::error!("the sources registry's task panicked");
+    }
+    if compactor.await.is_err() {
+        tracing::error!("the compactor panicked");
     }
     // Stops claiming, lets the sends in flight finish and record their
     // attempts, then closes the store (also after http.stop_timeout

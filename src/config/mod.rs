@@ -15,6 +15,7 @@
 
 mod delivery;
 mod http;
+mod retention;
 mod sources;
 mod store;
 mod values;
@@ -26,8 +27,11 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use self::retention::RawRetention;
+
 pub use delivery::DeliverySettings;
 pub use http::HttpSettings;
+pub use retention::RetentionSettings;
 pub use sources::Source;
 pub use store::StoreUrl;
 pub use values::IpRange;
@@ -98,6 +102,7 @@ pub struct Config {
     pub sources: Vec<Source>,
     pub delivery: DeliverySettings,
     pub http: HttpSettings,
+    pub retention: RetentionSettings,
 }
 
 #[derive(Deserialize)]
@@ -116,6 +121,8 @@ struct RawConfig {
     delivery: delivery::RawDelivery,
     #[serde(default)]
     http: http::RawHttp,
+    #[serde(default)]
+    retention: RawRetention,
 }
 
 fn default_max_body_bytes() -> usize {
@@ -327,7 +334,9 @@ impl RawConfig {
         let sources = sources::validate(self.sources, env, &invalid)?;
         let delivery = self.delivery.validate(&invalid)?;
         let http = self.http.validate(&invalid)?;
+        let retention = self.retention.validate(&invalid)?;
         Ok(Config {
+            retention,
             delivery,
             http,
             listen,

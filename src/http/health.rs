@@ -82,5 +82,12 @@ async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse + aide::
         }
         Err(e) => tracing::warn!(error = %e, "cannot read the outbound backlog"),
     }
+    match app.store.store_bytes().await {
+        Ok(bytes) => {
+            text.push_str("# TYPE clientele_store_bytes gauge\n");
+            text.push_str(&format!("clientele_store_bytes {bytes}\n"));
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the store's size"),
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

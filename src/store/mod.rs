@@ -13,6 +13,7 @@
 //! scheme: `sqlite://` for the embedded store, `postgres://` for one that
 //! several instances share.
 
+mod compress;
 mod import;
 pub mod keys;
 mod migrations;
@@ -286,7 +287,9 @@ pub(crate) async fn outboxed<T>(
 /// A Clientele store: every role, and the store's own life. Writes are
 /// linearized by the backend; reads see only committed data. Each user
 /// asks for the role it needs (the dispatcher an [`Outbox`], say).
-pub trait Store: Inbox + Directory + Subscriptions + Outbox + Import + keys::Keys + sources::Sources {
+pub trait Store:
+    Inbox + Directory + Subscriptions + Outbox + Import + keys::Keys + sources::Sources + crate::retention::Retention
+{
     /// Whether the store can serve reads and take writes.
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 

@@ -36,7 +36,7 @@ use super::rows::{
 use super::{
     CustomerQuery, Delivery, Directory, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery, Import, Inbox,
     IngestOutcome, MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent, Subscriptions,
-    migrations, outboxed,
+    compress, migrations, outboxed,
 };
 use crate::BoxFuture;
 use crate::directory::{self, Loaded, MergeLink, Record};
@@ -46,6 +46,7 @@ use crate::sources::{Mapped, Unmappable};
 
 mod keys;
 mod outbound;
+mod retention;
 mod sources;
 
 pub use outbound::CLAIM;
@@ -59,6 +60,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0006_fanout.sql"),
     include_str!("migrations/postgres/0007_access.sql"),
     include_str!("migrations/postgres/0008_claims.sql"),
+    include_str!("migrations/postgres/0009_codec.sql"),
 ];
 
 /// Connections per instance.
@@ -78,6 +80,10 @@ const LOCK_SPACE: i32 = 0x434c_4e54;
 const MIGRATION_LOCK: i32 = 0;
 /// The second key of the lock a fan-out holds (see [`outbound::fan_out`]).
 const FAN_OUT_LOCK: i32 = 1;
+/// With the hash of the store's schema, the second key of the lock a
+/// compaction step holds: one instance compacts a store at a time (see
+/// [`retention`]).
+const COMPACTION_LOCK: i32 = 2;
 
 pub struct PgStore {
     pool: PgPool,
@@ -634,16 +640,18 @@ async fn ingest(work: &mut Work, d: &Delivery, publish: Publish) -> Result<Inges
     // Another instance may have kept the same delivery since the check
     // above: then this insert fails on the unique key, and the whole
     // transaction runs again and answers `duplicate`.
+    let body = compress::pack(&d.body);
     sqlx::query(
-        "INSERT INTO events (id, source, dedupe_key, received_at, headers, body, status, reason, outcome, customer_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO events (id, source, dedupe_key, received_at, headers, body, codec, status, reason, outcome, customer_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&event_id)
     .bind(&d.source)
     .bind(&d.dedupe_key)
     .bind(d.received_at.to_string())
     .bind(serde_json::to_string(&d.headers)?)
-    .bind(&d.body)
+    .bind(&body.bytes)
+    .bind(body.codec as i16)
     .bind(settled.status.as_str())
     .bind(&settled.reason)
     .bind(settled.outcome.map(Outcome::as_str))
@@ -1130,6 +1138,7 @@ impl FromRow<'_, PgRow> for RawEvent {
             customer_id: r.try_get(10)?,
             duplicates: r.try_get(11)?,
             redacted: r.try_get(12)?,
+            codec: r.try_get::<i16, _>(13)?.into(),
         })
     }
 }

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use super::compress;
 use super::{Action, EventRedaction, EventStatus, HistoryEntry, IngestOutcome, Outcome, Page, StoreError, StoredEvent};
 use crate::directory::{Change, EventMeta, Loaded, Record};
 use crate::model::{Customer, CustomerEvent, OrderKey, Profile, UtcMillis, json};
@@ -504,7 +505,7 @@ impl RawRecord {
 pub(super) const RECORD_COLUMNS: &str =
     "id, source, external_id, profile, order_key, merged_into, merged_from, version, changed_at, change_seq";
 
-pub(super) const EVENT_COLUMNS: &str = "seq, id, source, dedupe_key, received_at, headers, body, status, reason, outcome, customer_id, duplicates, redacted";
+pub(super) const EVENT_COLUMNS: &str = "seq, id, source, dedupe_key, received_at, headers, body, status, reason, outcome, customer_id, duplicates, redacted, codec";
 
 pub(super) struct RawEvent {
     pub seq: i64,
@@ -520,6 +521,8 @@ pub(super) struct RawEvent {
     pub customer_id: Option<String>,
     pub duplicates: i64,
     pub redacted: bool,
+    /// How `body` is kept (see [`super::compress`]).
+    pub codec: i64,
 }
 
 impl RawEvent {
@@ -543,7 +546,7 @@ impl RawEvent {
             duplicates: self.duplicates as u64,
             redacted: self.redacted,
             headers,
-            body: self.body,
+            body: self.body.map(|b| compress::unpack(self.codec, b)).transpose()?,
             seq: self.seq,
         })
     }
@@ -649,6 +652,63 @@ pub(super) fn lookup_edits(old: Option<&Profile>, new: &Profile) -> Vec<(Lookup,
     }
     edits
 }
+
+/// The statements of one step of event compaction (see
+/// [`crate::retention::Retention::compact_events`]), in order: forget what
+/// the bodies about to go name; drop the rows past their age; drop the
+/// bodies past theirs of the rows that stay as dedupe records. Each takes
+/// the window's bounds (`?1` < seq <= `?2`), then a raw events and a
+/// quarantine cutoff (`?3`, `?4`): the rows' (each the body's, or the
+/// dedupe cutoff if earlier) for the first two, the bodies' for the last;
+/// the first takes the bodies' too (`?5`, `?6`). `field(json, name)` reads
+/// a field of a JSON text column in the dialect.
+pub(super) fn event_compaction(field: impl Fn(&str, &str) -> String) -> [String; 3] {
+    let key = |json: &str| field(json, "dedupeKey");
+    // What the directory is a function of: the records' snapshots and the
+    // links' claims. While a rebuild is under way (its floors are kept)
+    // the records are being made again, and no accepted event goes.
+    let unkept = format!(
+        "NOT EXISTS (SELECT 1 FROM version_floors)
+         AND NOT EXISTS (SELECT 1 FROM customers c WHERE c.id = events.customer_id AND {c} = events.dedupe_key)
+         AND NOT EXISTS (SELECT 1 FROM merge_links l WHERE l.survivor = events.customer_id AND {l} = events.dedupe_key)
+         AND NOT EXISTS (SELECT 1 FROM merge_links l WHERE l.absorbed = events.customer_id AND {l} = events.dedupe_key)",
+        c = key("c.order_key"),
+        l = key("l.order_key"),
+    );
+    let past = |raw: &str, quarantine: &str| {
+        format!(
+            "seq > ?1 AND seq <= ?2 AND ((status = 'quarantined' AND received_at < {quarantine})
+             OR (status <> 'quarantined' AND received_at < {raw} AND {unkept}))"
+        )
+    };
+    let (rows, bodies) = (past("?3", "?4"), past("?5", "?6"));
+    [
+        format!(
+            "DELETE FROM event_mentions WHERE event_seq IN
+                 (SELECT seq FROM events WHERE {rows} UNION ALL SELECT seq FROM events WHERE body IS NOT NULL AND {bodies})"
+        ),
+        format!("DELETE FROM events WHERE {rows}"),
+        format!(
+            "UPDATE events SET body = NULL, headers = '{{}}', codec = 0 WHERE body IS NOT NULL AND {}",
+            past("?3", "?4")
+        ),
+    ]
+}
+
+/// The statements that drop up to `?3` messages of subscription `?1` no
+/// longer pending, of outbox rows up to `?2`: their attempts, then them.
+pub(super) const MESSAGE_COMPACTION: [&str; 2] = [
+    "DELETE FROM attempts WHERE message_seq IN
+         (SELECT seq FROM messages WHERE subscription_id = ?1 AND outbox_seq <= ?2 AND status <> 'pending'
+          ORDER BY outbox_seq LIMIT ?3)",
+    "DELETE FROM messages WHERE seq IN
+         (SELECT seq FROM messages WHERE subscription_id = ?1 AND outbox_seq <= ?2 AND status <> 'pending'
+          ORDER BY outbox_seq LIMIT ?3)",
+];
+
+/// The last outbox row made before `?1`: its messages and those before
+/// it are of changes past their age.
+pub(super) const OUTBOX_BEFORE: &str = "SELECT seq FROM outbox WHERE created_at < ?1 ORDER BY created_at DESC LIMIT 1";
 
 #[cfg(test)]
 mod tests {

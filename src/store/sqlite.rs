@@ -21,7 +21,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::{
     CustomerQuery, Delivery, Directory, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery, Import, Inbox,
     IngestOutcome, MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent, Subscriptions,
-    migrations, outboxed,
+    compress, migrations, outboxed,
 };
 use crate::BoxFuture;
 use crate::directory::{self, Loaded, MergeLink, Record};
@@ -33,6 +33,7 @@ mod checkpoint;
 mod keys;
 mod lock;
 mod outbound;
+mod retention;
 mod sources;
 #[cfg(test)]
 mod tests;
@@ -57,6 +58,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0008_fanout.sql"),
     include_str!("migrations/sqlite/0009_access.sql"),
     include_str!("migrations/sqlite/0010_claims.sql"),
+    include_str!("migrations/sqlite/0011_codec.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back
@@ -588,14 +590,24 @@ impl Writer {
         let lock = StoreLock::acquire(path)?;
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Incremental vacuum gives compaction's freed pages back to the
+        // file system; SQLite takes the setting only before the first
+        // table is made, so a store made before stays as it is.
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
+            "PRAGMA auto_vacuum = INCREMENTAL;
+             PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              PRAGMA temp_store = MEMORY;
              PRAGMA secure_delete = ON;
              PRAGMA cache_size = -16384;",
         )?;
         migrate(&mut conn)?;
+        if conn.query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0))? == 0 {
+            tracing::warn!(
+                "this store was made without incremental vacuum: compaction's freed pages are reused \
+                 but not given back to the file system until a VACUUM (docs/operating.md)"
+            );
+        }
         let checkpoints = Checkpoints::start(path, &mut conn, limits)?;
         Ok(Self {
             checkpoints,
@@ -865,9 +877,10 @@ fn ingest(tx: &Connection, d: &Delivery, publish: Publish, ctx: &mut Context) ->
         publish,
         ctx,
     )?;
+    let body = compress::pack(&d.body);
     tx.prepare_cached(
-        "INSERT INTO events (id, source, dedupe_key, received_at, headers, body, status, reason, outcome, customer_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO events (id, source, dedupe_key, received_at, headers, body, codec, status, reason, outcome, customer_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         event_id,
@@ -875,7 +888,8 @@ fn ingest(tx: &Connection, d: &Delivery, publish: Publish, ctx: &mut Context) ->
         d.dedupe_key,
         d.received_at.to_string(),
         serde_json::to_string(&d.headers)?,
-        d.body,
+        body.bytes,
+        body.codec,
         settled.status.as_str(),
         settled.reason,
         settled.outcome.map(Outcome::as_str),
@@ -1440,5 +1454,6 @@ fn read_event(r: &Row<'_>) -> rusqlite::Result<RawEvent> {
         customer_id: r.get(10)?,
         duplicates: r.get(11)?,
         redacted: r.get(12)?,
+        codec: r.get(13)?,
     })
 }

@@ -1,0 +1,207 @@
+//! Retention and compaction (SPEC §12): what compaction drops past its
+//! age, what it keeps (a rebuild after it equals the live directory), and
+//! retries of a dropped delivery inside the dedupe window. The clock is
+//! moved by compacting the stopped app's store "later" (a pass takes its
+//! time), never by sleeping.
+
+use crate::util;
+
+use std::time::Duration;
+
+use clientele::app;
+use clientele::config::RetentionSettings;
+use clientele::model::UtcMillis;
+use clientele::retention::{self, Compacted};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use util::{TestApp, treez, vagaro, with};
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// One pass over the store of `dir`, as if it ran `days` from now.
+async fn compact_later(dir: &std::path::Path, settings: RetentionSettings, days: u32) -> Compacted {
+    let config = TestApp::builder().config(dir);
+    let store = app::open_store(&config.store).await.expect("the store opens");
+    let later = UtcMillis::now().saturating_add(DAY * days);
+    let compacted = retention::compact(store.as_ref(), &settings, later, Duration::ZERO)
+        .await
+        .expect("a compaction pass");
+    store.close().await;
+    compacted
+}
+
+/// Every customer without `changedAt` (a rebuild stamps its own), by id.
+async fn directory(app: &TestApp) -> Vec<Value> {
+    let mut customers = app.directory().await;
+    for c in &mut customers {
+        c.as_object_mut().unwrap().remove("changedAt");
+    }
+    customers.sort_by_key(|c| c["id"].as_str().unwrap().to_owned());
+    customers
+}
+
+fn merged(body: Value, absorbed: Value, into: Value) -> Value {
+    let body = with(body, "/data/merged_customer_ids", absorbed);
+    with(body, "/data/merged_into_customer_id", into)
+}
+
+async fn delivered(app: &TestApp, source: &str, body: &Value) -> Value {
+    let (status, answer) = app.deliver_json(source, body).await;
+    assert!(status.is_success(), "{status}: {answer}");
+    answer
+}
+
+#[tokio::test]
+async fn a_rebuild_after_compaction_equals_the_live_directory() {
+    let app = TestApp::spawn().await;
+    // 3904: created, updated, a stale update, a retry; then it absorbs 77,
+    // whose own last word came before.
+    let first = treez("shop", "3904", "2026-04-24T11:38:21.000-07:00");
+    delivered(&app, "treez", &first).await;
+    let newer = with(
+        first.clone(),
+        "/data/last_update",
+        json!("2026-04-25T09:00:00.000-07:00"),
+    );
+    let newer = with(newer, "/data/first_name", json!("Marsellus"));
+    delivered(&app, "treez", &newer).await;
+    let stale = with(
+        first.clone(),
+        "/data/last_update",
+        json!("2026-04-20T09:00:00.000-07:00"),
+    );
+    assert_eq!(delivered(&app, "treez", &stale).await["outcome"], "stale");
+    assert_eq!(delivered(&app, "treez", &newer).await["status"], "duplicate");
+    let absorbed = treez("shop", "77", "2026-04-25T08:00:00.000-07:00");
+    delivered(&app, "treez", &merged(absorbed, json!([]), json!("3904"))).await;
+    let merge = with(
+        newer.clone(),
+        "/data/last_update",
+        json!("2026-04-26T09:00:00.000-07:00"),
+    );
+    delivered(&app, "treez", &merged(merge, json!(["77"]), Value::Null)).await;
+    // A stale event that claims a merge: its claim is what the link holds.
+    let claim = treez("shop", "12", "2026-04-01T00:00:00.000-07:00");
+    delivered(&app, "treez", &merged(claim.clone(), json!(["13"]), Value::Null)).await;
+    let later = with(claim, "/data/last_update", json!("2026-04-02T00:00:00.000-07:00"));
+    delivered(&app, "treez", &later).await;
+    // Vagaro: two updates of one customer, one erased customer.
+    delivered(&app, "vagaro", &vagaro("evt-1", "V1", "2026-01-01T00:00:00Z")).await;
+    delivered(&app, "vagaro", &vagaro("evt-2", "V1", "2026-02-01T00:00:00Z")).await;
+    delivered(&app, "vagaro", &vagaro("evt-3", "V2", "2026-01-01T00:00:00Z")).await;
+    let erased = app
+        .client
+        .delete(app.url("/api/v1/customers/vagaro:V2"))
+        .bearer_auth(util::ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(erased.status(), StatusCode::NO_CONTENT);
+    // Kept, not applied: quarantined and ignored.
+    let (status, _) = app.deliver("treez", r#"{"event_type": "CUSTOMER", "data": {}}"#).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let appointment = json!({"id": "appt-1", "createdDate": "2024-03-15T00:00:00Z", "type": "appointment",
+                             "action": "created", "payload": {}});
+    delivered(&app, "vagaro", &appointment).await;
+    let live = directory(&app).await;
+    let kept_before = app.events(None).await.len();
+    let dir = app.dir.clone();
+    let temp = app.stop().await;
+
+    let compacted = compact_later(&dir, RetentionSettings::default(), 100).await;
+    // Two superseded snapshots of 3904 and its stale one, V1's superseded
+    // one, the erased V2's, the quarantined and the ignored ones. Kept:
+    // each record's snapshot (3904's merge, 77's, 12's later one, V1's
+    // second) and the stale-keyed claim behind the link 12 → 13.
+    assert_eq!((compacted.events, compacted.bodies), (7, 0), "{compacted:?}");
+    // Nothing more to drop: a pass is idempotent.
+    assert_eq!(
+        compact_later(&dir, RetentionSettings::default(), 100).await,
+        Compacted::default()
+    );
+
+    let rebuilt = TestApp::builder().rebuild(&dir).await;
+    assert_eq!((rebuilt.replayed, rebuilt.skipped), (5, 0));
+    let app = TestApp::builder().spawn_in(&dir).await;
+    assert_eq!(directory(&app).await, live);
+    assert_eq!(app.events(None).await.len(), kept_before - 7);
+    assert_eq!(app.get("/api/v1/customers/vagaro:V2").await.0, StatusCode::NOT_FOUND);
+    app.stop().await;
+    drop(temp);
+}
+
+#[tokio::test]
+async fn nothing_younger_than_its_age_is_dropped() {
+    let app = TestApp::spawn().await;
+    delivered(&app, "vagaro", &vagaro("evt-1", "V1", "2026-01-01T00:00:00Z")).await;
+    delivered(&app, "vagaro", &vagaro("evt-2", "V1", "2026-02-01T00:00:00Z")).await;
+    app.deliver("treez", r#"{"event_type": "CUSTOMER", "data": {}}"#).await;
+    let dir = app.dir.clone();
+    let temp = app.stop().await;
+    // 29 days on: the quarantined body (30d) and the superseded one (90d)
+    // are still young.
+    assert_eq!(
+        compact_later(&dir, RetentionSettings::default(), 29).await,
+        Compacted::default()
+    );
+    // 31 days on: the quarantined one goes (its dedupe age is 30d too).
+    let compacted = compact_later(&dir, RetentionSettings::default(), 31).await;
+    assert_eq!((compacted.events, compacted.bodies), (1, 0));
+    drop(temp);
+}
+
+#[tokio::test]
+async fn a_retry_of_a_compacted_delivery_is_a_duplicate_inside_the_dedupe_window() {
+    let settings = RetentionSettings {
+        raw_events: DAY,
+        ..RetentionSettings::default()
+    };
+    let app = TestApp::spawn().await;
+    let old = vagaro("evt-1", "V1", "2026-01-01T00:00:00Z");
+    let first = delivered(&app, "vagaro", &old).await;
+    delivered(&app, "vagaro", &vagaro("evt-2", "V1", "2026-02-01T00:00:00Z")).await;
+    let dir = app.dir.clone();
+    let temp = app.stop().await;
+
+    // Past raw_events, inside dedupe: the body goes, its dedupe record stays.
+    let compacted = compact_later(&dir, settings, 2).await;
+    assert_eq!((compacted.events, compacted.bodies), (0, 1));
+    let app = TestApp::builder().spawn_in(&dir).await;
+    let again = delivered(&app, "vagaro", &old).await;
+    assert_eq!(again["status"], "duplicate", "{again}");
+    assert_eq!(again["eventId"], first["eventId"]);
+    let dir = app.dir.clone();
+    app.stop().await;
+
+    // Past dedupe too: the row goes, and a retry is a new (stale) delivery.
+    let compacted = compact_later(&dir, settings, 31).await;
+    assert_eq!((compacted.events, compacted.bodies), (1, 0));
+    let app = TestApp::builder().spawn_in(&dir).await;
+    let again = delivered(&app, "vagaro", &old).await;
+    assert_eq!(again["outcome"], "stale", "{again}");
+    app.stop().await;
+    drop(temp);
+}
+
+#[tokio::test]
+async fn the_store_s_size_is_in_metrics() {
+    let app = TestApp::spawn().await;
+    delivered(&app, "vagaro", &vagaro("evt-1", "V1", "2026-01-01T00:00:00Z")).await;
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let bytes: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("clientele_store_bytes "))
+        .unwrap_or_else(|| panic!("clientele_store_bytes missing from:\n{text}"))
+        .parse()
+        .unwrap();
+    assert!(bytes > 10_000, "{bytes}");
+    app.stop().await;
+}
