@@ -195,6 +195,19 @@ fn received(headers: Vec<(String, String)>, raw: Vec<u8>) -> Received {
     }
 }
 
+/// Checks that each message of `got` went where its action routes it (the
+/// JetStream subject, the RabbitMQ routing key), with its webhook id in
+/// the header `id` (the broker's own message id); returns the messages.
+fn routed(got: Vec<(String, Received)>, route: impl Fn(&str) -> String, id: &str) -> Vec<Received> {
+    got.into_iter()
+        .map(|(to, message)| {
+            assert_eq!(to, route(message.action()));
+            assert_eq!(message.header(id), message.webhook_id());
+            message
+        })
+        .collect()
+}
+
 /// Asserts that `got` holds every delivered message of `messages` (a
 /// repeat allowed: at least once), each signed with `secret`, each
 /// customer's in version order.
@@ -257,18 +270,6 @@ async fn nats_messages(js: &async_nats::jetstream::Context, name: &str) -> Vec<(
     got
 }
 
-/// Checks that each message went to its action's subject under `prefix`,
-/// its id the JetStream dedupe id; returns the messages.
-fn nats_shaped(got: Vec<(String, Received)>, prefix: &str) -> Vec<Received> {
-    got.into_iter()
-        .map(|(subject, message)| {
-            assert_eq!(subject, format!("{prefix}.customer.{}", message.action()));
-            assert_eq!(message.header("nats-msg-id"), message.webhook_id());
-            message
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn every_change_reaches_a_jetstream_stream_signed_in_order_per_customer() {
     if !available("NATS", NATS).await {
@@ -282,7 +283,7 @@ async fn every_change_reaches_a_jetstream_stream_signed_in_order_per_customer() 
     let messages = stream(&app, &sub).await;
     let got = nats_messages(&js, &name).await;
     js.delete_stream(&name).await.expect("the stream deleted");
-    let got = nats_shaped(got, &prefix);
+    let got = routed(got, |action| format!("{prefix}.customer.{action}"), "nats-msg-id");
     assert_eq!(got.len(), messages.len(), "JetStream drops no duplicate it need not");
     assert_complete_in_order_signed(&got, &messages, &secret);
 }
@@ -415,7 +416,8 @@ async fn a_nats_server_restarted_in_the_middle_of_a_stream_loses_nothing() {
     let (sub, secret) = app.subscribe_url(&format!("nats://{address}/restart")).await;
     let messages = stream_through_outage(&app, &sub, &mut server).await;
     let js = nats_client(&address.to_string()).await;
-    let got = nats_shaped(nats_messages(&js, "RESTART").await, "restart");
+    let got = nats_messages(&js, "RESTART").await;
+    let got = routed(got, |action| format!("restart.customer.{action}"), "nats-msg-id");
     assert_complete_in_order_signed(&got, &messages, &secret);
     app.stop().await;
 }
@@ -504,18 +506,6 @@ async fn amqp_messages(channel: &lapin::Channel, queue: &str) -> Vec<(String, Re
     got
 }
 
-/// Checks that each message was routed by its action, its id the AMQP
-/// message id; returns the messages.
-fn amqp_shaped(got: Vec<(String, Received)>) -> Vec<Received> {
-    got.into_iter()
-        .map(|(routing_key, message)| {
-            assert_eq!(routing_key, format!("customer.{}", message.action()));
-            assert_eq!(message.header("message-id"), message.webhook_id());
-            message
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn every_change_reaches_a_rabbitmq_exchange_confirmed_signed_in_order_per_customer() {
     if !available("RabbitMQ", AMQP).await {
@@ -534,7 +524,7 @@ async fn every_change_reaches_a_rabbitmq_exchange_confirmed_signed_in_order_per_
         .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
         .await
         .expect("the exchange deleted");
-    let got = amqp_shaped(got);
+    let got = routed(got, |action| format!("customer.{action}"), "message-id");
     assert_eq!(got.len(), messages.len());
     assert_complete_in_order_signed(&got, &messages, &secret);
 }
@@ -597,7 +587,7 @@ async fn a_rabbitmq_connection_cut_in_the_middle_of_a_stream_loses_nothing() {
         .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
         .await
         .expect("the exchange deleted");
-    let got = amqp_shaped(got);
+    let got = routed(got, |action| format!("customer.{action}"), "message-id");
     assert_complete_in_order_signed(&got, &messages, &secret);
     app.stop().await;
 }
