@@ -58,6 +58,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0005_mentions.sql"),
     include_str!("migrations/postgres/0006_fanout.sql"),
     include_str!("migrations/postgres/0007_access.sql"),
+    include_str!("migrations/postgres/0008_claims.sql"),
 ];
 
 /// Connections per instance.
@@ -416,8 +417,11 @@ impl Directory for PgStore {
             self.write(&sources, |work, sources| {
                 Box::pin(async move {
                     const RESET: &str = "SELECT id FROM customers WHERE source = ANY($1)";
-                    let saves = std::iter::once(save_version_floors(RESET, "GREATEST"));
-                    for sql in saves.chain(directory_deletes(RESET)) {
+                    let saves = [
+                        save_version_floors(RESET, "GREATEST"),
+                        format!("DELETE FROM history WHERE customer_id IN ({RESET})"),
+                    ];
+                    for sql in saves.into_iter().chain(directory_deletes(RESET)) {
                         sqlx::query(&sql).bind(sources).execute(work.conn()).await?;
                     }
                     Ok(())
