@@ -89,11 +89,16 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub fn delivered() -> Self {
-        Self {
-            answer: Answer::Success,
-            status_code: None,
-            error: None,
+    /// A broker's publish: delivered once acknowledged, else failed with
+    /// the broker's reason.
+    pub fn of(published: Result<(), String>) -> Self {
+        match published {
+            Ok(()) => Self {
+                answer: Answer::Success,
+                status_code: None,
+                error: None,
+            },
+            Err(reason) => Self::failed(reason),
         }
     }
 
@@ -193,6 +198,16 @@ mod tests {
         let key = signing::key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         assert_eq!(signed.signature, signing::sign(&key, "evt_1", signed.timestamp, body));
         assert!(Signed::new(&due("{}"), at).is_err(), "no route, no panic");
+    }
+
+    #[test]
+    fn a_broker_s_publish_is_delivered_only_when_it_succeeded() {
+        let delivered = Outcome::of(Ok(()));
+        assert_eq!((delivered.answer, delivered.error), (Answer::Success, None));
+        let refused = Outcome::of(Err("no queue is bound".to_owned()));
+        assert_eq!(refused.answer, Answer::Failed { retry_after: None });
+        assert_eq!(refused.error.as_deref(), Some("no queue is bound"));
+        assert_eq!(refused.status_code, None, "a broker has no HTTP status");
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! What every backend reads and writes alike: rows as the database hands
 //! them over, decoded into the store's types; pages; what a kept event
-//! settles into; and the outbox envelope of a change. The backends
+//! settles into; the outbox envelope of a change; sources, their tokens
+//! and stats, API keys and the audit log. The backends
 //! ([`super::sqlite`], [`super::postgres`]) differ in SQL and in how they
 //! linearize writes, never in what a row means.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
 use super::compress;
+use super::keys::{AuditEntry, StoredKey};
+use super::sources::{Changed, Held, Stats, StoredSource, StoredToken};
 use super::{Action, EventRedaction, EventStatus, HistoryEntry, IngestOutcome, Outcome, Page, StoreError, StoredEvent};
 use crate::directory::{Change, EventMeta, Loaded, Record};
 use crate::model::{Customer, CustomerEvent, OrderKey, Profile, UtcMillis, json};
@@ -709,6 +712,132 @@ pub(super) const MESSAGE_COMPACTION: [&str; 2] = [
 /// The last outbox row made before `?1`: its messages and those before
 /// it are of changes past their age.
 pub(super) const OUTBOX_BEFORE: &str = "SELECT seq FROM outbox WHERE created_at < ?1 ORDER BY created_at DESC LIMIT 1";
+
+/// A `sources` row: name, spec (JSON), enabled, created at.
+pub(super) type RawSource = (String, String, bool, String);
+
+/// A `source_tokens` row: id, source, digest, secret, created at, expires
+/// at, last used at.
+pub(super) type RawToken = (
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+/// The sources changed since a version, from their rows and their tokens'
+/// (in the order each was read); `deleted` names those gone since.
+pub(super) fn changed_sources(
+    version: i64,
+    sources: Vec<RawSource>,
+    tokens: Vec<RawToken>,
+    deleted: Vec<String>,
+) -> Result<Changed, StoreError> {
+    let opt_time = |s: Option<String>| s.as_deref().map(parse_time).transpose();
+    let mut by_source: HashMap<String, Vec<StoredToken>> = HashMap::new();
+    for (id, source, digest, secret, created_at, expires_at, last_used_at) in tokens {
+        by_source.entry(source.clone()).or_default().push(StoredToken {
+            id,
+            source,
+            digest,
+            secret,
+            created_at: parse_time(&created_at)?,
+            expires_at: opt_time(expires_at)?,
+            last_used_at: opt_time(last_used_at)?,
+        });
+    }
+    let sources = sources
+        .into_iter()
+        .map(|(name, spec, enabled, created_at)| {
+            Ok(StoredSource {
+                tokens: by_source.remove(&name).unwrap_or_default(),
+                spec: serde_json::from_str(&spec)?,
+                enabled,
+                created_at: parse_time(&created_at)?,
+                name,
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(Changed {
+        version,
+        sources,
+        deleted,
+    })
+}
+
+/// A `held` row: seq, source, dedupe key, received at, headers, body.
+pub(super) type RawHeld = (i64, String, String, String, String, Vec<u8>);
+
+pub(super) fn decode_held((seq, source, dedupe_key, received_at, headers, body): RawHeld) -> Result<Held, StoreError> {
+    Ok(Held {
+        seq,
+        source,
+        dedupe_key,
+        received_at: parse_time(&received_at)?,
+        headers,
+        body,
+    })
+}
+
+/// Each source's stats from its summed `source_stats` rows (source,
+/// outcome, count) and its `source_last_delivery` row (source, at).
+pub(super) fn source_stats(
+    counts: Vec<(String, String, i64)>,
+    last: Vec<(String, String)>,
+) -> Result<HashMap<String, Stats>, StoreError> {
+    let mut stats: HashMap<String, Stats> = HashMap::new();
+    for (source, outcome, n) in counts {
+        stats.entry(source).or_default().counts.push((outcome, n as u64));
+    }
+    for (source, at) in last {
+        stats.entry(source).or_default().last_delivery_at = Some(parse_time(&at)?);
+    }
+    Ok(stats)
+}
+
+pub(super) const KEY_COLUMNS: &str = "id, name, scopes, created_at, digest";
+
+/// An `api_keys` row, in [`KEY_COLUMNS`]' order.
+pub(super) type RawKey = (String, String, String, String, String);
+
+pub(super) fn decode_key((id, name, scopes, created_at, digest): RawKey) -> Result<StoredKey, StoreError> {
+    Ok(StoredKey {
+        id,
+        name,
+        scopes: serde_json::from_str(&scopes)?,
+        created_at: parse_time(&created_at)?,
+        digest,
+    })
+}
+
+/// An `audit` row: seq, at, key id, action, target.
+pub(super) type RawAudit = (i64, String, Option<String>, String, String);
+
+/// A page of the audit log, newest first, from `limit` + 1 rows.
+pub(super) fn audit_page(rows: Vec<RawAudit>, limit: usize) -> Result<Page<AuditEntry>, StoreError> {
+    let entries = rows
+        .into_iter()
+        .map(|(seq, at, key_id, action, target)| {
+            Ok((
+                seq,
+                AuditEntry {
+                    at: parse_time(&at)?,
+                    key_id,
+                    action,
+                    target,
+                },
+            ))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let page = page(entries, limit, |(seq, _)| *seq);
+    Ok(Page {
+        items: page.items.into_iter().map(|(_, e)| e).collect(),
+        next: page.next,
+    })
+}
 
 #[cfg(test)]
 mod tests {

@@ -113,6 +113,34 @@ async fn changes(app: &TestApp, versions: std::ops::Range<usize>) {
     }
 }
 
+/// Makes every change and waits until the subscription delivered them
+/// all; returns its messages.
+async fn stream(app: &TestApp, subscription: &str) -> Vec<Value> {
+    changes(app, 0..VERSIONS).await;
+    all_delivered(app, subscription, CUSTOMERS * VERSIONS).await
+}
+
+/// A broker a test takes away in the middle of a stream and gives back.
+trait Outage {
+    fn down(&mut self);
+    /// Back, and accepting connections.
+    async fn up(&mut self);
+}
+
+/// Makes every change with `broker` going down in the middle: half before,
+/// half while it is down (until an attempt has failed); then brings it back
+/// and waits until the subscription delivered them all. Returns its
+/// messages.
+async fn stream_through_outage(app: &TestApp, subscription: &str, broker: &mut impl Outage) -> Vec<Value> {
+    changes(app, 0..VERSIONS / 2).await;
+    all_delivered(app, subscription, CUSTOMERS * VERSIONS / 2).await;
+    broker.down();
+    changes(app, VERSIONS / 2..VERSIONS).await;
+    a_failed_attempt(app, subscription).await;
+    broker.up().await;
+    all_delivered(app, subscription, CUSTOMERS * VERSIONS).await
+}
+
 /// Polls a subscription's messages until `done` holds; returns them.
 async fn wait_messages(app: &TestApp, subscription: &str, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let deadline = Instant::now() + PATIENCE;
@@ -165,6 +193,19 @@ fn received(headers: Vec<(String, String)>, raw: Vec<u8>) -> Received {
         status: 200,
         delay: None,
     }
+}
+
+/// Checks that each message of `got` went where its action routes it (the
+/// JetStream subject, the RabbitMQ routing key), with its webhook id in
+/// the header `id` (the broker's own message id); returns the messages.
+fn routed(got: Vec<(String, Received)>, route: impl Fn(&str) -> String, id: &str) -> Vec<Received> {
+    got.into_iter()
+        .map(|(to, message)| {
+            assert_eq!(to, route(message.action()));
+            assert_eq!(message.header(id), message.webhook_id());
+            message
+        })
+        .collect()
 }
 
 /// Asserts that `got` holds every delivered message of `messages` (a
@@ -229,13 +270,6 @@ async fn nats_messages(js: &async_nats::jetstream::Context, name: &str) -> Vec<(
     got
 }
 
-fn assert_nats_shape(got: &[(String, Received)], prefix: &str) {
-    for (subject, message) in got {
-        assert_eq!(*subject, format!("{prefix}.customer.{}", message.action()));
-        assert_eq!(message.header("nats-msg-id"), message.webhook_id());
-    }
-}
-
 #[tokio::test]
 async fn every_change_reaches_a_jetstream_stream_signed_in_order_per_customer() {
     if !available("NATS", NATS).await {
@@ -246,13 +280,11 @@ async fn every_change_reaches_a_jetstream_stream_signed_in_order_per_customer() 
     nats_stream(&js, &name, &prefix).await;
     let app = delivery().spawn().await;
     let (sub, secret) = app.subscribe_url(&format!("nats://{NATS}/{prefix}")).await;
-    changes(&app, 0..VERSIONS).await;
-    let messages = all_delivered(&app, &sub, CUSTOMERS * VERSIONS).await;
+    let messages = stream(&app, &sub).await;
     let got = nats_messages(&js, &name).await;
     js.delete_stream(&name).await.expect("the stream deleted");
+    let got = routed(got, |action| format!("{prefix}.customer.{action}"), "nats-msg-id");
     assert_eq!(got.len(), messages.len(), "JetStream drops no duplicate it need not");
-    assert_nats_shape(&got, &prefix);
-    let got: Vec<Received> = got.into_iter().map(|(_, r)| r).collect();
     assert_complete_in_order_signed(&got, &messages, &secret);
 }
 
@@ -286,11 +318,11 @@ impl OwnServer {
             command: std::iter::once(program.to_owned()).chain(args).collect(),
             address,
         };
-        server.up();
+        server.spawn();
         server
     }
 
-    fn up(&mut self) {
+    fn spawn(&mut self) {
         let child = Command::new(&self.command[0])
             .args(&self.command[1..])
             .stdout(Stdio::null())
@@ -309,7 +341,7 @@ impl OwnServer {
     }
 
     /// Kills it, as a crash would.
-    fn down(&mut self) {
+    fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -319,7 +351,29 @@ impl OwnServer {
 
 impl Drop for OwnServer {
     fn drop(&mut self) {
-        self.down();
+        self.kill();
+    }
+}
+
+impl Outage for OwnServer {
+    fn down(&mut self) {
+        self.kill();
+    }
+
+    async fn up(&mut self) {
+        self.spawn();
+        self.accepting().await;
+    }
+}
+
+/// RabbitMQ cut off and restored by the proxy in front of it.
+impl Outage for Proxy {
+    fn down(&mut self) {
+        Proxy::down(self);
+    }
+
+    async fn up(&mut self) {
+        Proxy::up(self);
     }
 }
 
@@ -360,20 +414,10 @@ async fn a_nats_server_restarted_in_the_middle_of_a_stream_loses_nothing() {
     nats_stream(&js, "RESTART", "restart").await;
     let app = delivery().spawn().await;
     let (sub, secret) = app.subscribe_url(&format!("nats://{address}/restart")).await;
-
-    changes(&app, 0..VERSIONS / 2).await;
-    all_delivered(&app, &sub, CUSTOMERS * VERSIONS / 2).await;
-    server.down();
-    changes(&app, VERSIONS / 2..VERSIONS).await;
-    a_failed_attempt(&app, &sub).await;
-    server.up();
-    server.accepting().await;
-    let messages = all_delivered(&app, &sub, CUSTOMERS * VERSIONS).await;
-
+    let messages = stream_through_outage(&app, &sub, &mut server).await;
     let js = nats_client(&address.to_string()).await;
     let got = nats_messages(&js, "RESTART").await;
-    assert_nats_shape(&got, "restart");
-    let got: Vec<Received> = got.into_iter().map(|(_, r)| r).collect();
+    let got = routed(got, |action| format!("restart.customer.{action}"), "nats-msg-id");
     assert_complete_in_order_signed(&got, &messages, &secret);
     app.stop().await;
 }
@@ -462,13 +506,6 @@ async fn amqp_messages(channel: &lapin::Channel, queue: &str) -> Vec<(String, Re
     got
 }
 
-fn assert_amqp_shape(got: &[(String, Received)]) {
-    for (routing_key, message) in got {
-        assert_eq!(*routing_key, format!("customer.{}", message.action()));
-        assert_eq!(message.header("message-id"), message.webhook_id());
-    }
-}
-
 #[tokio::test]
 async fn every_change_reaches_a_rabbitmq_exchange_confirmed_signed_in_order_per_customer() {
     if !available("RabbitMQ", AMQP).await {
@@ -481,15 +518,13 @@ async fn every_change_reaches_a_rabbitmq_exchange_confirmed_signed_in_order_per_
     let (sub, secret) = app
         .subscribe_url(&format!("amqp://guest:guest@{AMQP}/%2f?exchange={exchange}"))
         .await;
-    changes(&app, 0..VERSIONS).await;
-    let messages = all_delivered(&app, &sub, CUSTOMERS * VERSIONS).await;
+    let messages = stream(&app, &sub).await;
     let got = amqp_messages(&channel, &queue).await;
     channel
         .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
         .await
         .expect("the exchange deleted");
-    assert_amqp_shape(&got);
-    let got: Vec<Received> = got.into_iter().map(|(_, r)| r).collect();
+    let got = routed(got, |action| format!("customer.{action}"), "message-id");
     assert_eq!(got.len(), messages.len());
     assert_complete_in_order_signed(&got, &messages, &secret);
 }
@@ -542,26 +577,17 @@ async fn a_rabbitmq_connection_cut_in_the_middle_of_a_stream_loses_nothing() {
     let (_connection, channel) = amqp_channel(AMQP).await;
     let exchange = unique("clientele-");
     let queue = amqp_exchange(&channel, &exchange).await;
-    let proxy = Proxy::start(("127.0.0.1".to_owned(), 5672)).await;
+    let mut proxy = Proxy::start(("127.0.0.1".to_owned(), 5672)).await;
     let app = delivery().spawn().await;
     let url = format!("amqp://guest:guest@{}/%2f?exchange={exchange}", proxy.address());
     let (sub, secret) = app.subscribe_url(&url).await;
-
-    changes(&app, 0..VERSIONS / 2).await;
-    all_delivered(&app, &sub, CUSTOMERS * VERSIONS / 2).await;
-    proxy.down();
-    changes(&app, VERSIONS / 2..VERSIONS).await;
-    a_failed_attempt(&app, &sub).await;
-    proxy.up();
-    let messages = all_delivered(&app, &sub, CUSTOMERS * VERSIONS).await;
-
+    let messages = stream_through_outage(&app, &sub, &mut proxy).await;
     let got = amqp_messages(&channel, &queue).await;
     channel
         .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
         .await
         .expect("the exchange deleted");
-    assert_amqp_shape(&got);
-    let got: Vec<Received> = got.into_iter().map(|(_, r)| r).collect();
+    let got = routed(got, |action| format!("customer.{action}"), "message-id");
     assert_complete_in_order_signed(&got, &messages, &secret);
     app.stop().await;
 }
@@ -675,14 +701,13 @@ async fn every_change_reaches_a_redis_stream_signed_in_order_per_customer() {
     if !available("Redis", REDIS).await {
         return;
     }
-    let stream = unique("clientele:");
+    let name = unique("clientele:");
     let app = delivery().spawn().await;
-    let (sub, secret) = app.subscribe_url(&format!("redis://{REDIS}/{stream}")).await;
-    changes(&app, 0..VERSIONS).await;
-    let messages = all_delivered(&app, &sub, CUSTOMERS * VERSIONS).await;
-    let got = redis_entries(REDIS, &stream).await;
+    let (sub, secret) = app.subscribe_url(&format!("redis://{REDIS}/{name}")).await;
+    let messages = stream(&app, &sub).await;
+    let got = redis_entries(REDIS, &name).await;
     let _: i64 = redis::cmd("DEL")
-        .arg(&stream)
+        .arg(&name)
         .query_async(&mut redis_connection(REDIS).await)
         .await
         .expect("DEL");
@@ -734,16 +759,7 @@ async fn a_redis_server_restarted_in_the_middle_of_a_stream_loses_nothing() {
     server.accepting().await;
     let app = delivery().spawn().await;
     let (sub, secret) = app.subscribe_url(&format!("redis://{address}/restart")).await;
-
-    changes(&app, 0..VERSIONS / 2).await;
-    all_delivered(&app, &sub, CUSTOMERS * VERSIONS / 2).await;
-    server.down();
-    changes(&app, VERSIONS / 2..VERSIONS).await;
-    a_failed_attempt(&app, &sub).await;
-    server.up();
-    server.accepting().await;
-    let messages = all_delivered(&app, &sub, CUSTOMERS * VERSIONS).await;
-
+    let messages = stream_through_outage(&app, &sub, &mut server).await;
     let got = redis_entries(&address.to_string(), "restart").await;
     assert_complete_in_order_signed(&got, &messages, &secret);
     app.stop().await;

@@ -203,12 +203,7 @@ impl Amqp {
 
 impl Destination for Amqp {
     fn deliver<'a>(&'a self, message: &'a Signed) -> BoxFuture<'a, Outcome> {
-        Box::pin(async move {
-            match self.publish(message).await {
-                Ok(()) => Outcome::delivered(),
-                Err(reason) => Outcome::failed(reason),
-            }
-        })
+        Box::pin(async move { Outcome::of(self.publish(message).await) })
     }
 }
 

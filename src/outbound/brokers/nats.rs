@@ -149,12 +149,7 @@ impl Nats {
 
 impl Destination for Nats {
     fn deliver<'a>(&'a self, message: &'a Signed) -> BoxFuture<'a, Outcome> {
-        Box::pin(async move {
-            match self.publish(message).await {
-                Ok(()) => Outcome::delivered(),
-                Err(reason) => Outcome::failed(reason),
-            }
-        })
+        Box::pin(async move { Outcome::of(self.publish(message).await) })
     }
 }
 

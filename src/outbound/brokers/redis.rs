@@ -146,12 +146,7 @@ impl Redis {
 
 impl Destination for Redis {
     fn deliver<'a>(&'a self, message: &'a Signed) -> BoxFuture<'a, Outcome> {
-        Box::pin(async move {
-            match self.add(message).await {
-                Ok(()) => Outcome::delivered(),
-                Err(reason) => Outcome::failed(reason),
-            }
-        })
+        Box::pin(async move { Outcome::of(self.add(message).await) })
     }
 }
 

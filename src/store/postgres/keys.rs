@@ -2,22 +2,8 @@
 
 use super::PgStore;
 use crate::store::keys::{AuditEntry, Keys, StoredKey};
-use crate::store::rows::{page, parse_time};
+use crate::store::rows::{KEY_COLUMNS, RawAudit, RawKey, audit_page, decode_key};
 use crate::store::{BoxFuture, Page, StoreError};
-
-const KEY_COLUMNS: &str = "id, name, scopes, created_at, digest";
-
-type RawKey = (String, String, String, String, String);
-
-fn decode_key((id, name, scopes, created_at, digest): RawKey) -> Result<StoredKey, StoreError> {
-    Ok(StoredKey {
-        id,
-        name,
-        scopes: serde_json::from_str(&scopes)?,
-        created_at: parse_time(&created_at)?,
-        digest,
-    })
-}
 
 impl PgStore {
     async fn key_where(&self, column: &str, value: &str) -> Result<Option<StoredKey>, StoreError> {
@@ -84,33 +70,14 @@ impl Keys for PgStore {
 
     fn audit(&self, limit: usize, before: Option<i64>) -> BoxFuture<'_, Result<Page<AuditEntry>, StoreError>> {
         Box::pin(async move {
-            type Raw = (i64, String, Option<String>, String, String);
-            let rows: Vec<Raw> = sqlx::query_as(
+            let rows: Vec<RawAudit> = sqlx::query_as(
                 "SELECT seq, at, key_id, action, target FROM audit WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
             )
             .bind(before.unwrap_or(i64::MAX))
             .bind(limit as i64 + 1)
             .fetch_all(&self.pool)
             .await?;
-            let entries = rows
-                .into_iter()
-                .map(|(seq, at, key_id, action, target)| {
-                    Ok((
-                        seq,
-                        AuditEntry {
-                            at: parse_time(&at)?,
-                            key_id,
-                            action,
-                            target,
-                        },
-                    ))
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            let page = page(entries, limit, |(seq, _)| *seq);
-            Ok(Page {
-                items: page.items.into_iter().map(|(_, e)| e).collect(),
-                next: page.next,
-            })
+            audit_page(rows, limit)
         })
     }
 }

@@ -9,7 +9,7 @@ use sqlx::PgConnection;
 
 use super::PgStore;
 use crate::model::UtcMillis;
-use crate::store::rows::parse_time;
+use crate::store::rows::{RawHeld, RawSource, RawToken, changed_sources, decode_held, source_stats};
 use crate::store::sources::{
     Changed, Held, SourceDeletion, SourceSpec, Sources, Stats, StoredSource, StoredToken, Usage,
 };
@@ -55,10 +55,6 @@ async fn insert_token(conn: &mut PgConnection, t: &StoredToken) -> Result<(), St
     Ok(())
 }
 
-fn opt_time(s: Option<String>) -> Result<Option<UtcMillis>, StoreError> {
-    s.as_deref().map(parse_time).transpose()
-}
-
 async fn exists(conn: &mut PgConnection, sql: &str, key: &str) -> Result<bool, StoreError> {
     Ok(sqlx::query(sql).bind(key).fetch_optional(conn).await?.is_some())
 }
@@ -82,15 +78,6 @@ impl Sources for PgStore {
             let (version,): (i64,) = sqlx::query_as("SELECT version FROM access_version WHERE id = 1")
                 .fetch_one(&mut *tx)
                 .await?;
-            type RawToken = (
-                String,
-                String,
-                String,
-                Option<String>,
-                String,
-                Option<String>,
-                Option<String>,
-            );
             let tokens: Vec<RawToken> = sqlx::query_as(
                 "SELECT t.id, t.source, t.digest, t.secret, t.created_at, t.expires_at, t.last_used_at
                  FROM source_tokens t JOIN sources s ON s.name = t.source
@@ -101,7 +88,7 @@ impl Sources for PgStore {
             .bind(&name)
             .fetch_all(&mut *tx)
             .await?;
-            let rows: Vec<(String, String, bool, String)> = sqlx::query_as(
+            let sources: Vec<RawSource> = sqlx::query_as(
                 "SELECT name, spec, enabled, created_at FROM sources
                  WHERE ($1::BIGINT IS NULL OR version > $1) AND ($2::TEXT IS NULL OR name = $2) ORDER BY name",
             )
@@ -119,35 +106,8 @@ impl Sources for PgStore {
                 }
             };
             tx.commit().await?;
-            let mut by_source: HashMap<String, Vec<StoredToken>> = HashMap::new();
-            for (id, source, digest, secret, created_at, expires_at, last_used_at) in tokens {
-                by_source.entry(source.clone()).or_default().push(StoredToken {
-                    id,
-                    source,
-                    digest,
-                    secret,
-                    created_at: parse_time(&created_at)?,
-                    expires_at: opt_time(expires_at)?,
-                    last_used_at: opt_time(last_used_at)?,
-                });
-            }
-            let sources = rows
-                .into_iter()
-                .map(|(name, spec, enabled, created_at)| {
-                    Ok(StoredSource {
-                        tokens: by_source.remove(&name).unwrap_or_default(),
-                        spec: serde_json::from_str(&spec)?,
-                        enabled,
-                        created_at: parse_time(&created_at)?,
-                        name,
-                    })
-                })
-                .collect::<Result<_, StoreError>>()?;
-            Ok(Changed {
-                version,
-                sources,
-                deleted: deleted.into_iter().map(|(name,)| name).collect(),
-            })
+            let deleted = deleted.into_iter().map(|(name,)| name).collect();
+            changed_sources(version, sources, tokens, deleted)
         })
     }
 
@@ -315,7 +275,7 @@ impl Sources for PgStore {
 
     fn held(&self, source: String, limit: usize) -> BoxFuture<'_, Result<Vec<Held>, StoreError>> {
         Box::pin(async move {
-            let rows: Vec<(i64, String, String, String, String, Vec<u8>)> = sqlx::query_as(
+            let rows: Vec<RawHeld> = sqlx::query_as(
                 "SELECT seq, source, dedupe_key, received_at, headers, body FROM held
                  WHERE source = $1 ORDER BY seq LIMIT $2",
             )
@@ -323,18 +283,7 @@ impl Sources for PgStore {
             .bind(limit as i64)
             .fetch_all(&self.pool)
             .await?;
-            rows.into_iter()
-                .map(|(seq, source, dedupe_key, received_at, headers, body)| {
-                    Ok(Held {
-                        seq,
-                        source,
-                        dedupe_key,
-                        received_at: parse_time(&received_at)?,
-                        headers,
-                        body,
-                    })
-                })
-                .collect()
+            rows.into_iter().map(decode_held).collect()
         })
     }
 
@@ -422,14 +371,7 @@ impl Sources for PgStore {
                     .bind(&source)
                     .fetch_all(&self.pool)
                     .await?;
-            let mut stats: HashMap<String, Stats> = HashMap::new();
-            for (source, outcome, n) in counts {
-                stats.entry(source).or_default().counts.push((outcome, n as u64));
-            }
-            for (source, at) in last {
-                stats.entry(source).or_default().last_delivery_at = Some(parse_time(&at)?);
-            }
-            Ok(stats)
+            source_stats(counts, last)
         })
     }
 }

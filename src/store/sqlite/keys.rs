@@ -4,25 +4,11 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqliteStore;
 use crate::store::keys::{AuditEntry, Keys, StoredKey};
-use crate::store::rows::{page, parse_time};
+use crate::store::rows::{KEY_COLUMNS, RawAudit, RawKey, audit_page, decode_key};
 use crate::store::{BoxFuture, Page, StoreError};
-
-const KEY_COLUMNS: &str = "id, name, scopes, created_at, digest";
-
-type RawKey = (String, String, String, String, String);
 
 fn raw_key(r: &Row<'_>) -> rusqlite::Result<RawKey> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-}
-
-pub(crate) fn decode_key((id, name, scopes, created_at, digest): RawKey) -> Result<StoredKey, StoreError> {
-    Ok(StoredKey {
-        id,
-        name,
-        scopes: serde_json::from_str(&scopes)?,
-        created_at: parse_time(&created_at)?,
-        digest,
-    })
 }
 
 fn key_where(conn: &Connection, column: &str, value: &str) -> Result<Option<StoredKey>, StoreError> {
@@ -83,8 +69,7 @@ impl Keys for SqliteStore {
 
     fn audit(&self, limit: usize, before: Option<i64>) -> BoxFuture<'_, Result<Page<AuditEntry>, StoreError>> {
         Box::pin(self.readers.run(move |conn| {
-            type Raw = (i64, String, Option<String>, String, String);
-            let rows: Vec<Raw> = conn
+            let rows: Vec<RawAudit> = conn
                 .prepare_cached(
                     "SELECT seq, at, key_id, action, target FROM audit WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2",
                 )?
@@ -92,25 +77,7 @@ impl Keys for SqliteStore {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })?
                 .collect::<Result<_, _>>()?;
-            let entries = rows
-                .into_iter()
-                .map(|(seq, at, key_id, action, target)| {
-                    Ok((
-                        seq,
-                        AuditEntry {
-                            at: parse_time(&at)?,
-                            key_id,
-                            action,
-                            target,
-                        },
-                    ))
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            let page = page(entries, limit, |(seq, _)| *seq);
-            Ok(Page {
-                items: page.items.into_iter().map(|(_, e)| e).collect(),
-                next: page.next,
-            })
+            audit_page(rows, limit)
         }))
     }
 }

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
 use crate::model::UtcMillis;
-use crate::store::rows::parse_time;
+use crate::store::rows::{RawHeld, RawSource, RawToken, changed_sources, decode_held, source_stats};
 use crate::store::sources::{Changed, Held, SourceDeletion, Sources, Stats, StoredSource, StoredToken, Usage};
 use crate::store::{BoxFuture, StoreError};
 
@@ -47,21 +47,8 @@ fn insert_token(tx: &Connection, t: &StoredToken) -> rusqlite::Result<usize> {
     )
 }
 
-fn opt_time(s: Option<String>) -> Result<Option<UtcMillis>, StoreError> {
-    s.as_deref().map(parse_time).transpose()
-}
-
 fn read_sources(conn: &Connection, since: Option<i64>, name: Option<&str>) -> Result<Changed, StoreError> {
     let version: i64 = conn.query_row("SELECT version FROM access_version WHERE id = 1", [], |r| r.get(0))?;
-    type RawToken = (
-        String,
-        String,
-        String,
-        Option<String>,
-        String,
-        Option<String>,
-        Option<String>,
-    );
     let tokens: Vec<RawToken> = conn
         .prepare(
             "SELECT t.id, t.source, t.digest, t.secret, t.created_at, t.expires_at, t.last_used_at
@@ -80,19 +67,7 @@ fn read_sources(conn: &Connection, since: Option<i64>, name: Option<&str>) -> Re
             ))
         })?
         .collect::<Result<_, _>>()?;
-    let mut by_source: HashMap<String, Vec<StoredToken>> = HashMap::new();
-    for (id, source, digest, secret, created_at, expires_at, last_used_at) in tokens {
-        by_source.entry(source.clone()).or_default().push(StoredToken {
-            id,
-            source,
-            digest,
-            secret,
-            created_at: parse_time(&created_at)?,
-            expires_at: opt_time(expires_at)?,
-            last_used_at: opt_time(last_used_at)?,
-        });
-    }
-    let rows: Vec<(String, String, bool, String)> = conn
+    let sources: Vec<RawSource> = conn
         .prepare(
             "SELECT name, spec, enabled, created_at FROM sources
              WHERE (?1 IS NULL OR version > ?1) AND (?2 IS NULL OR name = ?2) ORDER BY name",
@@ -108,23 +83,7 @@ fn read_sources(conn: &Connection, since: Option<i64>, name: Option<&str>) -> Re
             .query_map([since], |r| r.get(0))?
             .collect::<Result<_, _>>()?,
     };
-    let sources = rows
-        .into_iter()
-        .map(|(name, spec, enabled, created_at)| {
-            Ok(StoredSource {
-                tokens: by_source.remove(&name).unwrap_or_default(),
-                spec: serde_json::from_str(&spec)?,
-                enabled,
-                created_at: parse_time(&created_at)?,
-                name,
-            })
-        })
-        .collect::<Result<_, StoreError>>()?;
-    Ok(Changed {
-        version,
-        sources,
-        deleted,
-    })
+    changed_sources(version, sources, tokens, deleted)
 }
 
 impl Sources for SqliteStore {
@@ -281,7 +240,7 @@ impl Sources for SqliteStore {
 
     fn held(&self, source: String, limit: usize) -> BoxFuture<'_, Result<Vec<Held>, StoreError>> {
         Box::pin(self.readers.run(move |conn| {
-            let rows: Vec<(i64, String, String, String, String, Vec<u8>)> = conn
+            let rows: Vec<RawHeld> = conn
                 .prepare_cached(
                     "SELECT seq, source, dedupe_key, received_at, headers, body FROM held
                      WHERE source = ?1 ORDER BY seq LIMIT ?2",
@@ -290,18 +249,7 @@ impl Sources for SqliteStore {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
                 })?
                 .collect::<Result<_, _>>()?;
-            rows.into_iter()
-                .map(|(seq, source, dedupe_key, received_at, headers, body)| {
-                    Ok(Held {
-                        seq,
-                        source,
-                        dedupe_key,
-                        received_at: parse_time(&received_at)?,
-                        headers,
-                        body,
-                    })
-                })
-                .collect()
+            rows.into_iter().map(decode_held).collect()
         }))
     }
 
@@ -356,14 +304,7 @@ impl Sources for SqliteStore {
                 .prepare_cached("SELECT source, at FROM source_last_delivery WHERE (?1 IS NULL OR source = ?1)")?
                 .query_map([&source], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
-            let mut stats: HashMap<String, Stats> = HashMap::new();
-            for (source, outcome, n) in counts {
-                stats.entry(source).or_default().counts.push((outcome, n as u64));
-            }
-            for (source, at) in last {
-                stats.entry(source).or_default().last_delivery_at = Some(parse_time(&at)?);
-            }
-            Ok(stats)
+            source_stats(counts, last)
         }))
     }
 }
