@@ -138,7 +138,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rebuild { config } => {
             let config = Config::load(config.as_deref()).context("invalid configuration")?;
             telemetry::init_logging(config.log_format);
-            let rebuilt = app::rebuild(&config).await?;
+            let rebuilt = clientele::rebuild::command(&config).await?;
             tracing::info!(
                 replayed = rebuilt.replayed,
                 skipped = rebuilt.skipped,

@@ -26,6 +26,7 @@ mod keys;
 mod operations;
 mod outbound;
 mod phones;
+mod rebuild;
 mod seeds;
 mod shapes;
 mod signatures;
