@@ -40,10 +40,11 @@ mod tests;
 
 use self::checkpoint::Checkpoints;
 use self::lock::StoreLock;
+use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
     EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, customer_page,
-    history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys, page, parse_time,
-    redact_envelopes, redaction, settling, touched_ids,
+    history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys, page, redact_envelopes,
+    redaction, settling, touched_ids,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -980,35 +981,21 @@ fn reprocess(
     publish: Publish,
     ctx: &mut Context,
 ) -> Result<Option<IngestOutcome>, StoreError> {
-    let row = tx
-        .prepare_cached("SELECT dedupe_key, received_at, redacted FROM events WHERE id = ?1")?
-        .query_row([event_id], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, bool>(2)?))
-        })
-        .optional()?;
-    let Some((dedupe_key, received_at, redacted)) = row else {
-        return Ok(None);
-    };
-    if redacted {
-        return Err(StoreError::Redacted(event_id.to_owned()));
-    }
     let (loaded, mut heads) = load_touched(tx, mapped, publish)?;
-    if is_suppressed_target(&loaded, mapped) {
-        // Kept before its customer was known, now known to be erased:
-        // nothing of it stays, as for a delivery.
-        forget_event(tx, event_id)?;
-        ctx.erased = true;
-        return Ok(Some(IngestOutcome::Suppressed));
-    }
-    let received_at = parse_time(&received_at)?;
-    let settled = settle(
-        tx,
-        settling(event_id, &dedupe_key, received_at, mapped),
-        &loaded,
-        &mut heads,
-        publish,
-        ctx,
-    )?;
+    let kept = tx
+        .prepare_cached("SELECT dedupe_key, received_at, redacted FROM events WHERE id = ?1")?
+        .query_row([event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let settling = match reprocessing(event_id, kept, &loaded, mapped)? {
+        Reprocessing::Missing => return Ok(None),
+        Reprocessing::Forget => {
+            forget_event(tx, event_id)?;
+            ctx.erased = true;
+            return Ok(Some(IngestOutcome::Suppressed));
+        }
+        Reprocessing::Settle(settling) => settling,
+    };
+    let settled = settle(tx, settling, &loaded, &mut heads, publish, ctx)?;
     tx.prepare_cached("UPDATE events SET status = ?2, reason = ?3, outcome = ?4, customer_id = ?5 WHERE id = ?1")?
         .execute(params![
             event_id,

@@ -19,10 +19,11 @@ use super::{FAN_OUT_LOCK, LOCK_SPACE, lock};
 use crate::directory::Change;
 use crate::model::UtcMillis;
 use crate::outbound::{Attempt, Backlog, Claim, Due, Message, MessageStatus, Next, Subscription};
+use crate::store::replay::{ChangeRow, requeued};
 use crate::store::rows::{
     BACKLOG, DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published,
     RawAttempt, RawMessage, RawPublished, RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription,
-    following, page, parse_action,
+    following, page,
 };
 use crate::store::{MessageQuery, Page, Retry, StoreError};
 
@@ -415,7 +416,7 @@ pub(super) async fn replay(
     };
     lock(conn, customers).await?;
     let now = UtcMillis::now();
-    let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
+    let rows: Vec<ChangeRow> = sqlx::query_as(
         "SELECT seq, customer_id, source, action FROM outbox
          WHERE customer_id = ANY($1) AND created_at >= $2 AND NOT redacted ORDER BY seq",
     )
@@ -424,11 +425,10 @@ pub(super) async fn replay(
     .fetch_all(&mut *conn)
     .await?;
     let mut queued = 0;
-    for (seq, customer_id, source, action) in rows {
-        if subscription.wants(parse_action(&action)?, &source) {
-            enqueue(conn, subscription_id, seq, &customer_id, now).await?;
-            queued += 1;
-        }
+    for change in requeued(&subscription, rows.into_iter().map(Ok::<_, StoreError>)) {
+        let change = change?;
+        enqueue(conn, subscription_id, change.outbox_seq, &change.customer_id, now).await?;
+        queued += 1;
     }
     Ok(queued)
 }

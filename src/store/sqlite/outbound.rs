@@ -9,10 +9,10 @@ use crate::directory::Change;
 use crate::model::UtcMillis;
 use crate::outbound::{Attempt, Backlog, Claim, Due, Message, MessageStatus, Next, Subscription};
 use crate::store::StoreError;
+use crate::store::replay::requeued;
 use crate::store::rows::{
     BACKLOG, DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published,
     RawMessage, RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription, following, page,
-    parse_action,
 };
 use crate::store::{MessageQuery, Page, Retry};
 
@@ -285,20 +285,13 @@ pub(super) fn replay(tx: &Connection, subscription_id: &str, since: UtcMillis) -
              WHERE created_at >= ?1 AND json_extract(body, '$.redacted') IS NULL ORDER BY seq",
     )?;
     let rows = stmt.query_map([since.to_string()], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-        ))
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
     })?;
     let mut queued = 0;
-    for row in rows {
-        let (seq, customer_id, source, action) = row?;
-        if subscription.wants(parse_action(&action)?, &source) {
-            enqueue(tx, subscription_id, seq, &customer_id, now)?;
-            queued += 1;
-        }
+    for change in requeued(&subscription, rows) {
+        let change = change?;
+        enqueue(tx, subscription_id, change.outbox_seq, &change.customer_id, now)?;
+        queued += 1;
     }
     Ok(Some(queued))
 }
