@@ -92,8 +92,17 @@ pub enum StoreError {
 // Not `#[from]`, which makes the cause a `source()` too: the messages
 // above say it already, and the CLI prints an error's causes after it.
 impl From<rusqlite::Error> for StoreError {
+    /// A full disk or a failed read or write of the file is
+    /// [`StoreError::Unavailable`]: SQLite rolled the transaction back,
+    /// the store is intact, and the request can be retried once space (or
+    /// the disk) is back.
     fn from(error: rusqlite::Error) -> Self {
-        Self::Sqlite(error)
+        match error.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure) => {
+                Self::Unavailable(error.to_string())
+            }
+            _ => Self::Sqlite(error),
+        }
     }
 }
 

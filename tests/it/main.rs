@@ -17,6 +17,7 @@ mod connections;
 mod crash;
 mod destinations;
 mod directory;
+mod disk;
 mod erasure;
 mod hostile;
 mod import;
