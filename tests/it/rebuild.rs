@@ -195,3 +195,50 @@ async fn the_rebuild_command_runs_while_serve_runs() {
     assert_eq!(status, StatusCode::OK, "ingest goes on");
     app.stop().await;
 }
+
+/// Ingest goes on while a rebuild runs: every delivery is answered `200`,
+/// and the directory swapped in holds each one, those that arrived while
+/// it was being built included (replayed at the swap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_during_a_rebuild_are_kept_in_the_rebuilt_directory() {
+    let app = TestApp::spawn().await;
+    let serving = &app;
+    let deliver = |n: usize| {
+        let body = with(
+            treez("shop", &format!("c{n}"), T1),
+            "/data/last_name",
+            json!(format!("N{n}")),
+        );
+        async move {
+            let (status, answer) = serving.deliver_json("treez", &body).await;
+            assert_eq!(status, StatusCode::OK, "delivery {n}: {answer}");
+        }
+    };
+    const BEFORE: usize = 300;
+    for n in 0..BEFORE {
+        deliver(n).await;
+    }
+    let rebuilding = tokio::spawn({
+        let request = app.client.post(app.url("/api/v1/rebuild")).bearer_auth(util::ADMIN);
+        async move { util::read(request.send().await.expect("an answer")).await }
+    });
+    let mut n = BEFORE;
+    while !rebuilding.is_finished() && n < 900 {
+        deliver(n).await;
+        n += 1;
+    }
+    let (status, rebuilt) = rebuilding.await.expect("the rebuild's request");
+    assert_eq!(status, StatusCode::OK, "{rebuilt}");
+    let replayed = rebuilt["replayed"].as_u64().unwrap() as usize;
+    assert!(replayed >= BEFORE, "{rebuilt}");
+    deliver(n).await;
+    let directory = app.directory().await;
+    assert_eq!(directory.len(), n + 1, "every delivery is in the directory");
+    for customer in &directory {
+        let id = customer["id"].as_str().unwrap();
+        let n = id.trim_start_matches("treez:shop:c");
+        assert_eq!(customer["lastName"], format!("N{n}"), "{customer}");
+    }
+    println!("{} delivered during the rebuild, which replayed {replayed}", n - BEFORE);
+    app.stop().await;
+}

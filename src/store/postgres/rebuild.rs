@@ -11,7 +11,7 @@
 
 use sqlx::{Connection, PgConnection};
 
-use super::{REBUILD_LOCK, Work, reprocess};
+use super::{MAX_RUNS, REBUILD_LOCK, Work, lost_race, reprocess};
 use crate::store::rows::directory_deletes;
 use crate::store::{Publish, Rebuilt, Remap, StoreError};
 
@@ -101,7 +101,22 @@ impl Shadow {
     /// the last page, and swaps the rebuilt directory in, in one
     /// transaction.
     pub(super) async fn finish(mut self, page: usize) -> Result<Rebuilt, StoreError> {
-        self.swap(page).await?;
+        // An ingest holding a customer's lock, waiting for the tables the
+        // swap locked, while the swap replays that customer's event: a
+        // deadlock, which Postgres ends by failing one of the two. Either
+        // runs again, from where it was.
+        let mut runs = 1;
+        loop {
+            let (after, rebuilt) = (self.after, self.rebuilt);
+            match self.swap(page).await {
+                Ok(()) => break,
+                Err(e) if runs < MAX_RUNS && lost_race(&e) => {
+                    (self.after, self.rebuilt) = (after, rebuilt);
+                    runs += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         // Ends the session now, and with it the temporary tables and the
         // lock: the next rebuild may begin at once.
         self.conn.close().await?;
