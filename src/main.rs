@@ -40,7 +40,9 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
-    /// Rebuilds the directory from the kept raw events.
+    /// Rebuilds the directory from the kept raw events and swaps it in at
+    /// once, while the service runs. Asks the running `serve` to do it
+    /// when it holds the embedded store.
     Rebuild {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
