@@ -38,7 +38,14 @@ pub async fn run(store: &dyn Directory, sources: HashMap<String, Source>) -> Res
     let names = sources.keys().cloned().collect();
     let mut rebuild = store.begin_rebuild(names, remap(sources)).await?;
     while rebuild.replay(PAGE).await? {}
-    rebuild.finish(PAGE).await
+    // Writes wait during the swap: how long, for the operator.
+    let swapping = std::time::Instant::now();
+    let rebuilt = rebuild.finish(PAGE).await?;
+    tracing::info!(
+        held_ms = swapping.elapsed().as_millis() as u64,
+        "the rebuilt directory is swapped in"
+    );
+    Ok(rebuilt)
 }
 
 /// What each source's adapter makes of its kept bodies.
