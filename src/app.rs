@@ -1,11 +1,9 @@
 //! Assembles a running Clientele from a [`Config`]: opens the store, builds
 //! the HTTP state, serves until told to stop, and closes the store. Also
-//! the `rebuild` command, which replays the kept raw events into a fresh
-//! directory, and `migrate`.
+//! `migrate`.
 //!
 //! `main` and the integration tests both start Clientele through here.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -14,13 +12,13 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::config::{Config, StoreUrl};
 use crate::http::{self, AppState, INGEST_SLOTS};
-use crate::model::{json, normalize};
+use crate::model::normalize;
 use crate::outbound::destination::Guard;
 use crate::outbound::{Outbox, dispatcher};
 use crate::sources::registry::Registry;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{EventQuery, EventStatus, Publish, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::telemetry;
 
 #[derive(Debug, thiserror::Error)]
@@ -117,75 +115,4 @@ pub async fn serve(
 pub async fn migrate(config: &Config) -> Result<(), AppError> {
     open_store(&config.store).await?.close().await;
     Ok(())
-}
-
-/// What a rebuild did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Rebuilt {
-    /// Accepted events replayed.
-    pub replayed: u64,
-    /// Events of sources no longer configured, left out.
-    pub skipped: u64,
-}
-
-/// Empties the directory and replays every accepted event, in arrival
-/// order, through its source's adapter; each customer keeps at least the
-/// version it had, so that subscribers never see one go down or repeat.
-pub async fn rebuild(config: &Config) -> Result<Rebuilt, AppError> {
-    let store = open_store(&config.store).await?;
-    let result = replay(store.as_ref(), config).await;
-    store.close().await;
-    result
-}
-
-async fn replay(store: &dyn Store, config: &Config) -> Result<Rebuilt, AppError> {
-    // The file's sources and the API's, whose events replay alike.
-    let mut sources: HashMap<String, crate::config::Source> = config
-        .sources
-        .iter()
-        .map(|s| (s.name().to_owned(), s.clone()))
-        .collect();
-    for stored in store.stored_sources(None, None).await?.sources {
-        if let Ok((source, _)) = crate::sources::registry::build(&stored.name, &stored.spec) {
-            sources.entry(stored.name).or_insert(source);
-        }
-    }
-    // The customers of a source no longer configured stay as they are:
-    // without its adapter, its events cannot be replayed.
-    store
-        .reset_directory(sources.keys().map(|name| name.to_string()).collect())
-        .await?;
-    let mut rebuilt = Rebuilt::default();
-    let mut after = None;
-    loop {
-        let page = store
-            .events(EventQuery {
-                status: Some(EventStatus::Accepted),
-                limit: 1000,
-                after,
-                bodies: true,
-            })
-            .await?;
-        for event in page.items {
-            let (Some(source), Some(body)) = (sources.get(&event.source), event.body) else {
-                rebuilt.skipped += 1;
-                continue;
-            };
-            let mapped = match json::parse_delivery(&body) {
-                Ok(read) => source.kind.map(&read, &source.settings),
-                Err(_) => {
-                    rebuilt.skipped += 1;
-                    continue;
-                }
-            };
-            store.reprocess(event.event_id, mapped, Publish::No).await?;
-            rebuilt.replayed += 1;
-        }
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
-    store.restore_versions().await?;
-    Ok(rebuilt)
 }

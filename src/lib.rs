@@ -18,6 +18,7 @@ pub mod import;
 pub mod model;
 pub mod outbound;
 pub mod persons;
+pub mod rebuild;
 pub mod retention;
 pub mod sources;
 pub mod store;

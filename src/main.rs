@@ -40,7 +40,9 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
-    /// Rebuilds the directory from the kept raw events.
+    /// Rebuilds the directory from the kept raw events and swaps it in at
+    /// once, while the service runs. Asks the running `serve` to do it
+    /// when it holds the embedded store.
     Rebuild {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
@@ -138,7 +140,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rebuild { config } => {
             let config = Config::load(config.as_deref()).context("invalid configuration")?;
             telemetry::init_logging(config.log_format);
-            let rebuilt = app::rebuild(&config).await?;
+            let rebuilt = clientele::rebuild::command(&config).await?;
             tracing::info!(
                 replayed = rebuilt.replayed,
                 skipped = rebuilt.skipped,

@@ -107,12 +107,12 @@ pub async fn authenticate(app: &AppState, presented: &str) -> Option<Principal> 
     }
 }
 
-/// The scope an operation of `/api/v1` needs (SPEC §9): `admin` for keys
-/// and the audit log; `read` for every other `GET`; `erase` to erase a
-/// customer or delete an event; `write` for everything else.
+/// The scope an operation of `/api/v1` needs (SPEC §9): `admin` for keys,
+/// the audit log and a rebuild; `read` for every other `GET`; `erase` to
+/// erase a customer or delete an event; `write` for everything else.
 pub fn required_scope(method: &Method, route: &str) -> Scope {
     let route = route.strip_prefix("/api/v1").unwrap_or(route);
-    if route.starts_with("/keys") || route.starts_with("/audit") {
+    if route.starts_with("/keys") || route.starts_with("/audit") || route == "/rebuild" {
         return Scope::Admin;
     }
     match *method {
@@ -175,6 +175,7 @@ mod tests {
         assert_eq!(scope(Method::PATCH, "/api/v1/sources/{name}"), Scope::Write);
         assert_eq!(scope(Method::GET, "/api/v1/keys"), Scope::Admin);
         assert_eq!(scope(Method::GET, "/api/v1/audit"), Scope::Admin);
+        assert_eq!(scope(Method::POST, "/api/v1/rebuild"), Scope::Admin);
         assert_eq!(scope(Method::POST, "/keys"), Scope::Admin);
     }
 

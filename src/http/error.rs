@@ -74,6 +74,9 @@ pub enum ErrorCode {
     Overloaded,
     /// The store cannot take requests now; retry after `Retry-After`.
     Unavailable,
+    /// A rebuild of the directory runs already, or an erasure overtook
+    /// this one (nothing changed): run it again.
+    Rebuilding,
     /// Outbound webhooks are not being sent (`/readyz` only).
     DispatcherStopped,
     /// A fault of Clientele's, logged on the server.
@@ -109,6 +112,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Rebuilding => "rebuilding",
             ErrorCode::DispatcherStopped => "dispatcher_stopped",
             ErrorCode::Internal => "internal",
             ErrorCode::Error => "error",
@@ -274,6 +278,9 @@ impl From<StoreError> for ApiError {
                     ErrorCode::Unavailable,
                     "the store cannot take requests now; retry shortly",
                 )
+            }
+            StoreError::Rebuilding | StoreError::RebuildOverrun => {
+                Self::conflict(ErrorCode::Rebuilding, error.to_string())
             }
             StoreError::Redacted(id) => Self::conflict(
                 ErrorCode::Redacted,

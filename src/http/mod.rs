@@ -1,6 +1,6 @@
 //! The HTTP edge: platform webhooks in, the admin API, and health and
 //! metrics endpoints, one router per area (`ingest`, `customers`,
-//! `events`, `subscriptions`, `sources`, `keys`, `health`), each with typed requests and
+//! `events`, `subscriptions`, `sources`, `keys`, `rebuild`, `health`), each with typed requests and
 //! answers from which `openapi` documents the whole edge.
 //!
 //! Handlers parse requests into the types of `crate::sources` and
@@ -18,6 +18,7 @@ mod import;
 mod ingest;
 mod keys;
 mod openapi;
+mod rebuild;
 pub mod server;
 mod sources;
 mod subscriptions;
@@ -101,7 +102,8 @@ fn documented(
         .merge(import::router())
         .merge(subscriptions::router())
         .merge(sources::router())
-        .merge(keys::router());
+        .merge(keys::router())
+        .merge(rebuild::router());
     let mut document = OpenApi::default();
     let router = ApiRouter::new()
         .merge(ingest::router())

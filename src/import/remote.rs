@@ -109,18 +109,7 @@ impl Remote {
             .send()
             .await
             .map_err(|e| failed(format!("{} cannot be reached ({e}): is it still running?", self.url)))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| failed(format!("its answer could not be read: {e}")))?;
-        if !status.is_success() {
-            let message = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v["message"].as_str().map(str::to_owned))
-                .unwrap_or(text);
-            return Err(failed(format!("it answered {status}: {message}")));
-        }
+        let text = successful(response).await.map_err(failed)?;
         let answer: ImportAnswer =
             serde_json::from_str(&text).map_err(|e| failed(format!("its answer is not an import's: {e}")))?;
         if answer.outcomes.len() != request.records.len() {
@@ -128,6 +117,24 @@ impl Remote {
         }
         Ok(answer.outcomes)
     }
+}
+
+/// The body of a successful answer of the server; otherwise what it said
+/// went wrong, as one line.
+pub async fn successful(response: reqwest::Response) -> Result<String, String> {
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| format!("its answer could not be read: {e}"))?;
+    if status.is_success() {
+        return Ok(text);
+    }
+    let message = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or(text);
+    Err(format!("it answered {status}: {message}"))
 }
 
 /// Where to reach a server listening on `listen`: a wildcard address is

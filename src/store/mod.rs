@@ -80,13 +80,30 @@ pub enum StoreError {
     Bug(String),
     #[error("event {0} was redacted by an erasure and cannot be reprocessed")]
     Redacted(String),
+    /// A rebuild is under way (one at a time).
+    #[error("a rebuild of the directory is already running: wait for it to finish")]
+    Rebuilding,
+    /// A customer was erased while the directory was rebuilt: the rebuilt
+    /// directory may hold what the erasure removed, so it was not swapped
+    /// in.
+    #[error("a customer was erased during the rebuild, so nothing was changed: run the rebuild again")]
+    RebuildOverrun,
 }
 
 // Not `#[from]`, which makes the cause a `source()` too: the messages
 // above say it already, and the CLI prints an error's causes after it.
 impl From<rusqlite::Error> for StoreError {
+    /// A full disk or a failed read or write of the file is
+    /// [`StoreError::Unavailable`]: SQLite rolled the transaction back,
+    /// the store is intact, and the request can be retried once space (or
+    /// the disk) is back.
     fn from(error: rusqlite::Error) -> Self {
-        Self::Sqlite(error)
+        match error.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure) => {
+                Self::Unavailable(error.to_string())
+            }
+            _ => Self::Sqlite(error),
+        }
     }
 }
 
@@ -339,20 +356,43 @@ pub trait Directory: Send + Sync + 'static {
     /// customer.
     fn history(&self, query: HistoryQuery) -> BoxFuture<'_, Result<Option<Page<HistoryEntry>>, StoreError>>;
 
-    /// Empties the directory of the customers of `sources` (their records,
-    /// history, merge links and lookups), keeping the raw events, the
-    /// suppressions and every other source's customers: the first step of
-    /// a rebuild, which replays the events of `sources` only (with
-    /// [`Publish::No`]). Each emptied record's version is kept as a floor:
-    /// until [`Directory::restore_versions`], a published change of that
-    /// customer comes after it.
-    fn reset_directory(&self, sources: Vec<String>) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Begins a rebuild of the customers of `sources` (SPEC §12): their
+    /// accepted events are replayed ([`Rebuild::replay`]) into a directory
+    /// apart from the live one, which serves and changes meanwhile, and
+    /// swapped in at once ([`Rebuild::finish`]). The customers of other
+    /// sources stay as they are. [`StoreError::Rebuilding`] while another
+    /// runs.
+    fn begin_rebuild(&self, sources: Vec<String>, remap: Remap) -> BoxFuture<'_, Result<Box<dyn Rebuild>, StoreError>>;
+}
 
-    /// The last step of a rebuild: raises each record's version to the one
-    /// it had before (a rebuild may count fewer changes than were sent,
-    /// after an erasure unlinked a merge, say), so that no version goes
-    /// down or is sent twice, and forgets the floors.
-    fn restore_versions(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+/// Maps a kept body of a source again, as a rebuild replays it: `None`
+/// when it cannot be (its source is not configured, its body is not
+/// JSON), and the event is skipped.
+pub type Remap = std::sync::Arc<dyn Fn(&str, &[u8]) -> Option<Result<Mapped, Unmappable>> + Send + Sync>;
+
+/// A rebuild under way (see [`Directory::begin_rebuild`]). Dropped before
+/// it finished (an error, a crash, a kill), nothing of it stays: the live
+/// directory is the one it was.
+pub trait Rebuild: Send {
+    /// Replays up to `limit` more accepted events, in arrival order.
+    /// Returns whether more may wait.
+    fn replay(&mut self, limit: usize) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Holds the store's writes, replays the events that arrived since
+    /// (`page` at a time), and replaces the live directory with the
+    /// rebuilt one in one transaction. Each record keeps at least the
+    /// version it had: no subscriber gets one lower than one it got.
+    fn finish(self: Box<Self>, page: usize) -> BoxFuture<'static, Result<Rebuilt, StoreError>>;
+}
+
+/// What a rebuild did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Rebuilt {
+    /// Accepted events replayed.
+    pub replayed: u64,
+    /// Events left out: of a source no longer configured, or whose body
+    /// is gone or cannot be read.
+    pub skipped: u64,
 }
 
 /// Subscriptions and their messages, as the API manages them.

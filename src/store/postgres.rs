@@ -29,14 +29,14 @@ use tokio::sync::Notify;
 
 use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
-    EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RESTORE_VERSIONS, RawEvent, RawRecord, Settled, Settling,
-    customer_page, directory_deletes, history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys,
-    page, redact_envelopes, redaction, save_version_floors, settling, touched_ids,
+    EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, customer_page,
+    history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys, page, redact_envelopes,
+    redaction, settling, touched_ids,
 };
 use super::{
     CustomerQuery, Delivery, Directory, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery, Import, Inbox,
-    IngestOutcome, MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent, Subscriptions,
-    compress, migrations, outboxed,
+    IngestOutcome, MessageQuery, Outcome, Page, Publish, Rebuild, Rebuilt, Remap, Retry, Store, StoreError,
+    StoredEvent, Subscriptions, compress, migrations, outboxed,
 };
 use crate::BoxFuture;
 use crate::directory::{self, Loaded, MergeLink, Record};
@@ -46,6 +46,7 @@ use crate::sources::{Mapped, Unmappable};
 
 mod keys;
 mod outbound;
+mod rebuild;
 mod retention;
 mod sources;
 
@@ -84,6 +85,9 @@ const FAN_OUT_LOCK: i32 = 1;
 /// compaction step holds: one instance compacts a store at a time (see
 /// [`retention`]).
 const COMPACTION_LOCK: i32 = 2;
+/// The second key of the lock a rebuild's connection holds (see
+/// [`rebuild`]), whose first is its schema's hash.
+const REBUILD_LOCK: i32 = 3;
 
 pub struct PgStore {
     pool: PgPool,
@@ -94,13 +98,13 @@ pub struct PgStore {
 }
 
 /// A write transaction, and what it did that matters after its commit.
-struct Work {
-    tx: sqlx::Transaction<'static, Postgres>,
+struct Work<'c> {
+    tx: sqlx::Transaction<'c, Postgres>,
     /// It queued outbound messages: the dispatcher is told after the commit.
     queued: bool,
 }
 
-impl Work {
+impl Work<'_> {
     fn conn(&mut self) -> &mut PgConnection {
         &mut self.tx
     }
@@ -418,37 +422,27 @@ impl Directory for PgStore {
         })
     }
 
-    fn reset_directory(&self, sources: Vec<String>) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn begin_rebuild(&self, sources: Vec<String>, remap: Remap) -> BoxFuture<'_, Result<Box<dyn Rebuild>, StoreError>> {
         Box::pin(async move {
-            self.write(&sources, |work, sources| {
-                Box::pin(async move {
-                    const RESET: &str = "SELECT id FROM customers WHERE source = ANY($1)";
-                    let saves = [
-                        save_version_floors(RESET, "GREATEST"),
-                        format!("DELETE FROM history WHERE customer_id IN ({RESET})"),
-                    ];
-                    for sql in saves.into_iter().chain(directory_deletes(RESET)) {
-                        sqlx::query(&sql).bind(sources).execute(work.conn()).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .await
+            // Its own connection, closed when the rebuild ends, never back
+            // in the pool: its temporary tables would shadow the store's.
+            let conn = self.pool.acquire().await?.detach();
+            let shadow = rebuild::Shadow::open(conn, sources, remap).await?;
+            Ok(Box::new(Rebuilding(shadow)) as Box<dyn Rebuild>)
         })
     }
+}
 
-    fn restore_versions(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            self.write(&(), |work, ()| {
-                Box::pin(async move {
-                    for sql in RESTORE_VERSIONS {
-                        sqlx::query(sql).execute(work.conn()).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .await
-        })
+/// A rebuild under way on Postgres (see [`rebuild`]).
+struct Rebuilding(rebuild::Shadow);
+
+impl Rebuild for Rebuilding {
+    fn replay(&mut self, limit: usize) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.0.replay(limit))
+    }
+
+    fn finish(self: Box<Self>, page: usize) -> BoxFuture<'static, Result<Rebuilt, StoreError>> {
+        Box::pin(self.0.finish(page))
     }
 }
 
@@ -614,7 +608,7 @@ async fn lock(conn: &mut PgConnection, ids: &[String]) -> Result<(), StoreError>
 
 /// Keeps a delivery; its changes go to the outbox if `publish`. The
 /// floors a rebuild left are read either way: a version never goes down.
-async fn ingest(work: &mut Work, d: &Delivery, publish: Publish) -> Result<IngestOutcome, StoreError> {
+async fn ingest(work: &mut Work<'_>, d: &Delivery, publish: Publish) -> Result<IngestOutcome, StoreError> {
     let loaded = lock_and_load(work.conn(), &d.mapped, Publish::Yes).await?;
     if is_suppressed_target(&loaded, &d.mapped) {
         return Ok(IngestOutcome::Suppressed);
@@ -673,7 +667,7 @@ async fn ingest(work: &mut Work, d: &Delivery, publish: Publish) -> Result<Inges
 }
 
 async fn reprocess(
-    work: &mut Work,
+    work: &mut Work<'_>,
     event_id: &str,
     mapped: &Result<Mapped, Unmappable>,
     publish: Publish,
@@ -729,7 +723,7 @@ async fn is_suppressed(conn: &mut PgConnection, id: &str) -> Result<bool, StoreE
 /// Settles a kept event: applies it to the directory if it is a customer
 /// event.
 async fn settle(
-    work: &mut Work,
+    work: &mut Work<'_>,
     settling: Settling<'_>,
     loaded: &Loaded,
     publish: Publish,
@@ -748,7 +742,7 @@ async fn settle(
 }
 
 /// Erases a customer in the current transaction (see [`Store::erase`]).
-async fn erase(work: &mut Work, id: &String) -> Result<Erasure, StoreError> {
+async fn erase(work: &mut Work<'_>, id: &String) -> Result<Erasure, StoreError> {
     // The partners' records change too: the erasure takes their locks with
     // its own, in the one order every transaction takes them (taking its
     // own first and theirs after deadlocked with merges, over and over,
@@ -820,7 +814,7 @@ async fn partners(conn: &mut PgConnection, id: &str) -> Result<Vec<String>, Stor
     .await?)
 }
 
-async fn erase_traces(work: &mut Work, id: &str) -> Result<u64, StoreError> {
+async fn erase_traces(work: &mut Work<'_>, id: &str) -> Result<u64, StoreError> {
     let mut redacted = 0;
     for sql in [
         // The index on the status keeps this to the quarantined events.
@@ -860,7 +854,7 @@ async fn forget_event(conn: &mut PgConnection, id: &str) -> Result<(), StoreErro
 /// rebuild left its envelopes while its events now quarantine): its traces
 /// are erased and the id suppressed. No `deleted` message: without a
 /// record there is no version to send. `NotFound` if nothing names it.
-async fn erase_without_record(work: &mut Work, id: &str, now: UtcMillis) -> Result<Erasure, StoreError> {
+async fn erase_without_record(work: &mut Work<'_>, id: &str, now: UtcMillis) -> Result<Erasure, StoreError> {
     if erase_traces(work, id).await? == 0 {
         return Ok(Erasure::NotFound);
     }
@@ -868,7 +862,7 @@ async fn erase_without_record(work: &mut Work, id: &str, now: UtcMillis) -> Resu
     Ok(Erasure::Erased)
 }
 
-async fn suppress(work: &mut Work, id: &str, now: UtcMillis) -> Result<(), StoreError> {
+async fn suppress(work: &mut Work<'_>, id: &str, now: UtcMillis) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO suppressions (customer_id, erased_at) VALUES ($1, $2)")
         .bind(id)
         .bind(now.to_string())
@@ -945,7 +939,7 @@ async fn load(conn: &mut PgConnection, ids: &[String], publish: Publish) -> Resu
 /// Writes what the directory decided, and queues its changes for
 /// subscribers if `publish`.
 async fn persist(
-    work: &mut Work,
+    work: &mut Work<'_>,
     loaded: &Loaded,
     effects: &directory::Effects,
     publish: Publish,
@@ -1020,7 +1014,7 @@ async fn persist(
 }
 
 /// Writes changes to the outbox, for the subscriptions that want them.
-async fn publish(work: &mut Work, changes: &[directory::Change]) -> Result<(), StoreError> {
+async fn publish(work: &mut Work<'_>, changes: &[directory::Change]) -> Result<(), StoreError> {
     work.queued |= outbound::queue(work.conn(), changes).await?;
     Ok(())
 }

@@ -170,35 +170,17 @@ pub(super) fn touched_ids(mapped: &Result<Mapped, Unmappable>) -> Vec<String> {
     }
 }
 
-/// Keeps, as their floor, the versions of the customers whose ids
-/// `customers` selects, before a rebuild empties their records; `greatest`
-/// is the dialect's two-argument maximum. A floor left by a rebuild that
-/// did not finish is only ever raised.
-pub(super) fn save_version_floors(customers: &str, greatest: &str) -> String {
-    format!(
-        "INSERT INTO version_floors (customer_id, version) SELECT id, version FROM customers WHERE id IN ({customers})
-         ON CONFLICT (customer_id) DO UPDATE SET version = {greatest}(version_floors.version, excluded.version)"
-    )
-}
-
-/// The end of a rebuild: each record's version is at least its floor, and
-/// the floors are forgotten.
-pub(super) const RESTORE_VERSIONS: [&str; 2] = [
-    "UPDATE customers SET version = f.version FROM version_floors f
-     WHERE f.customer_id = customers.id AND f.version > customers.version",
-    "DELETE FROM version_floors",
-];
-
-/// The statements that delete the directory's rows of the customers whose
+/// The statements that delete the directory's rows, in the tables of
+/// `schema` (empty, or a schema's name and a dot), of the customers whose
 /// ids `customers` selects: merge links, lookups, and the records last, as
 /// `customers` may select through them. Their history goes first, each
 /// backend its way (an index on Postgres, the records' chains on SQLite).
-pub(super) fn directory_deletes(customers: &str) -> [String; 4] {
+pub(super) fn directory_deletes(schema: &str, customers: &str) -> [String; 4] {
     [
-        format!("DELETE FROM merge_links WHERE survivor IN ({customers}) OR absorbed IN ({customers})"),
-        format!("DELETE FROM customer_phones WHERE customer_id IN ({customers})"),
-        format!("DELETE FROM customer_businesses WHERE customer_id IN ({customers})"),
-        format!("DELETE FROM customers WHERE id IN ({customers})"),
+        format!("DELETE FROM {schema}merge_links WHERE survivor IN ({customers}) OR absorbed IN ({customers})"),
+        format!("DELETE FROM {schema}customer_phones WHERE customer_id IN ({customers})"),
+        format!("DELETE FROM {schema}customer_businesses WHERE customer_id IN ({customers})"),
+        format!("DELETE FROM {schema}customers WHERE id IN ({customers})"),
     ]
 }
 
@@ -668,8 +650,10 @@ pub(super) fn lookup_edits(old: Option<&Profile>, new: &Profile) -> Vec<(Lookup,
 pub(super) fn event_compaction(field: impl Fn(&str, &str) -> String) -> [String; 3] {
     let key = |json: &str| field(json, "dedupeKey");
     // What the directory is a function of: the records' snapshots and the
-    // links' claims. While a rebuild is under way (its floors are kept)
-    // the records are being made again, and no accepted event goes.
+    // links' claims. A rebuild builds beside the live records and swaps
+    // them in at once, so they stay a true guide throughout; floors left
+    // by an older release's unfinished rebuild (cleared by the next swap)
+    // still hold every accepted event back.
     let unkept = format!(
         "NOT EXISTS (SELECT 1 FROM version_floors)
          AND NOT EXISTS (SELECT 1 FROM customers c WHERE c.id = events.customer_id AND {c} = events.dedupe_key)

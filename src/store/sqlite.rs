@@ -20,8 +20,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{
     CustomerQuery, Delivery, Directory, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery, Import, Inbox,
-    IngestOutcome, MessageQuery, Outcome, Page, Publish, Retry, Store, StoreError, StoredEvent, Subscriptions,
-    compress, migrations, outboxed,
+    IngestOutcome, MessageQuery, Outcome, Page, Publish, Rebuild, Rebuilt, Remap, Retry, Store, StoreError,
+    StoredEvent, Subscriptions, compress, migrations, outboxed,
 };
 use crate::BoxFuture;
 use crate::directory::{self, Loaded, MergeLink, Record};
@@ -33,6 +33,7 @@ mod checkpoint;
 mod keys;
 mod lock;
 mod outbound;
+mod rebuild;
 mod retention;
 mod sources;
 #[cfg(test)]
@@ -42,9 +43,9 @@ use self::checkpoint::Checkpoints;
 use self::lock::StoreLock;
 use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
-    EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RESTORE_VERSIONS, RawEvent, RawRecord, Settled, Settling,
-    customer_page, directory_deletes, history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys,
-    page, redact_envelopes, redaction, save_version_floors, settling, touched_ids,
+    EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, customer_page,
+    history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys, page, redact_envelopes,
+    redaction, settling, touched_ids,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -88,6 +89,8 @@ pub struct SqliteStore {
     readers: Arc<Readers>,
     writer: Mutex<Option<JoinHandle<()>>>,
     queued: Arc<Notify>,
+    /// Held by the rebuild under way: one at a time.
+    rebuilding: Arc<tokio::sync::Mutex<()>>,
 }
 
 struct Command {
@@ -99,8 +102,6 @@ enum Op {
     Ingest(Box<Delivery>),
     IngestBatch(Vec<Delivery>, Publish),
     Reprocess(String, Result<Mapped, Unmappable>, Publish),
-    ResetDirectory(Vec<String>),
-    RestoreVersions,
     Erase(String),
     RedactEvent(String),
     CreateSubscription(Subscription),
@@ -117,8 +118,14 @@ enum Op {
     },
     /// A write of another role (sources, keys: see [`SqliteStore::write`]).
     Run(WriteFn),
+    /// Work that runs between two of the writer's transactions, not in
+    /// one: the writer's writes wait for it (a rebuild's swap, on a
+    /// connection of its own).
+    Aside(AsideFn),
     Shutdown,
 }
+
+type AsideFn = Box<dyn FnOnce() -> Result<Box<dyn std::any::Any + Send>, StoreError> + Send>;
 
 /// A write run by the writer in its transaction. It may run twice (see
 /// [`Writer::commit`]), so it is `Fn`.
@@ -169,16 +176,12 @@ impl SqliteStore {
             }),
             writer: Mutex::new(Some(handle)),
             queued,
+            rebuilding: Arc::default(),
         })
     }
 
     async fn send(&self, op: Op) -> Result<Answer, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command { op, reply })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        send(&self.commands, op).await
     }
 
     /// Runs `write` on the writer, in the transaction of its batch.
@@ -200,6 +203,16 @@ impl SqliteStore {
     async fn ask<T>(&self, op: Op, pick: impl FnOnce(Answer) -> Option<T>) -> Result<T, StoreError> {
         pick(self.send(op).await?).ok_or_else(|| StoreError::Bug("the writer answered another kind of request".into()))
     }
+}
+
+/// Sends `op` to the writer and waits for its answer.
+async fn send(commands: &mpsc::Sender<Command>, op: Op) -> Result<Answer, StoreError> {
+    let (reply, answer) = oneshot::channel();
+    commands
+        .send(Command { op, reply })
+        .await
+        .map_err(|_| StoreError::Closed)?;
+    answer.await.map_err(|_| StoreError::Closed)?
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -362,12 +375,74 @@ impl Directory for SqliteStore {
         }))
     }
 
-    fn reset_directory(&self, sources: Vec<String>) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move { self.send(Op::ResetDirectory(sources)).await.map(|_| ()) })
+    fn begin_rebuild(&self, sources: Vec<String>, remap: Remap) -> BoxFuture<'_, Result<Box<dyn Rebuild>, StoreError>> {
+        Box::pin(async move {
+            let guard = self
+                .rebuilding
+                .clone()
+                .try_lock_owned()
+                .map_err(|_| StoreError::Rebuilding)?;
+            let path = self.readers.path.clone();
+            let shadow = tokio::task::spawn_blocking(move || rebuild::Shadow::open(&path, &sources, remap))
+                .await
+                .map_err(|e| StoreError::Bug(format!("a rebuild panicked: {e}")))??;
+            Ok(Box::new(Rebuilding {
+                shadow: Some(shadow),
+                commands: self.commands.clone(),
+                _one_at_a_time: guard,
+            }) as Box<dyn Rebuild>)
+        })
+    }
+}
+
+/// A rebuild under way on the embedded store (see [`rebuild`]).
+struct Rebuilding {
+    /// Taken while a step runs on a blocking thread.
+    shadow: Option<rebuild::Shadow>,
+    commands: mpsc::Sender<Command>,
+    _one_at_a_time: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Rebuild for Rebuilding {
+    fn replay(&mut self, limit: usize) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut shadow = self
+                .shadow
+                .take()
+                .ok_or_else(|| StoreError::Bug("a rebuild's step failed before".into()))?;
+            let (shadow, more) = tokio::task::spawn_blocking(move || {
+                let more = shadow.replay(limit);
+                (shadow, more)
+            })
+            .await
+            .map_err(|e| StoreError::Bug(format!("a rebuild panicked: {e}")))?;
+            self.shadow = Some(shadow);
+            more
+        })
     }
 
-    fn restore_versions(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move { self.send(Op::RestoreVersions).await.map(|_| ()) })
+    fn finish(self: Box<Self>, page: usize) -> BoxFuture<'static, Result<Rebuilt, StoreError>> {
+        Box::pin(async move {
+            let Rebuilding {
+                shadow,
+                commands,
+                _one_at_a_time,
+            } = *self;
+            let shadow = shadow.ok_or_else(|| StoreError::Bug("a rebuild's step failed before".into()))?;
+            // Between two of the writer's transactions: its writes wait.
+            let op = Op::Aside(Box::new(move || {
+                shadow
+                    .finish(page)
+                    .map(|rebuilt| Box::new(rebuilt) as Box<dyn std::any::Any + Send>)
+            }));
+            match send(&commands, op).await? {
+                Answer::Any(value) => value
+                    .downcast::<Rebuilt>()
+                    .map(|rebuilt| *rebuilt)
+                    .map_err(|_| StoreError::Bug("the writer answered another kind of request".into())),
+                _ => Err(StoreError::Bug("the writer answered another kind of request".into())),
+            }
+        })
     }
 }
 
@@ -627,15 +702,31 @@ impl Writer {
     fn run(mut self, mut receiver: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while let Some(command) = receiver.blocking_recv() {
-            batch.push(command);
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(command) => batch.push(command),
-                    Err(_) => break,
+            let mut next = Some(command);
+            let mut aside = None;
+            while let Some(command) = next.take() {
+                if matches!(command.op, Op::Aside(_)) {
+                    aside = Some(command);
+                    break;
+                }
+                batch.push(command);
+                if batch.len() < MAX_BATCH {
+                    next = receiver.try_recv().ok();
                 }
             }
             let shutdown = batch.iter().any(|c| matches!(c.op, Op::Shutdown));
-            self.commit(&mut batch);
+            if !batch.is_empty() {
+                self.commit(&mut batch);
+            }
+            if let Some(Command {
+                op: Op::Aside(work),
+                reply,
+            }) = aside
+            {
+                let done = std::panic::catch_unwind(AssertUnwindSafe(work))
+                    .unwrap_or_else(|_| Err(StoreError::Bug("work aside the writer panicked".into())));
+                let _ = reply.send(done.map(Answer::Any));
+            }
             if shutdown {
                 self.checkpoint_at_shutdown();
                 break;
@@ -813,13 +904,6 @@ fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreE
         Op::Reprocess(event_id, mapped, publish) => {
             reprocess(tx, event_id, mapped, *publish, ctx).map(Answer::Reprocess)
         }
-        Op::ResetDirectory(sources) => reset_directory(tx, sources).map(|()| Answer::Done),
-        Op::RestoreVersions => {
-            for sql in RESTORE_VERSIONS {
-                tx.execute(sql, [])?;
-            }
-            Ok(Answer::Done)
-        }
         Op::Erase(id) => erase(tx, id, ctx).map(Answer::Erased),
         Op::RedactEvent(id) => redact_event(tx, id, ctx).map(Answer::EventRedacted),
         Op::CreateSubscription(subscription) => {
@@ -839,6 +923,7 @@ fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreE
             Ok(Answer::Replayed(replayed))
         }
         Op::FanOut => outbound::fan_out(tx).map(|more| Answer::FannedOut { more }),
+        Op::Aside(_) => Err(StoreError::Bug("work aside the writer reached its transaction".into())),
         Op::Claim(claim) => {
             ctx.claims += 1;
             outbound::claim(tx, claim, ctx.claims).map(Answer::Claimed)
@@ -975,44 +1060,15 @@ fn is_suppressed(conn: &Connection, id: &str) -> Result<bool, StoreError> {
         .exists([id])?)
 }
 
-/// Empties the directory of the customers of `sources` (see
-/// [`Store::reset_directory`]). The outbox stays: where each of their
-/// chains of it ends is kept, for the record that replays it to adopt
-/// ([`load`]). Their history is found through the records' chains, never
-/// by scanning the whole of it: the cost follows the customers reset.
-fn reset_directory(tx: &Connection, sources: &[String]) -> Result<(), StoreError> {
-    const RESET: &str = "SELECT id FROM customers WHERE source IN (SELECT value FROM json_each(?1))";
-    let sources = serde_json::to_string(sources)?;
-    let saves = [
-        format!(
-            "INSERT OR IGNORE INTO outbox_heads (customer_id, seq)
-             SELECT id, last_outbox FROM customers WHERE id IN ({RESET}) AND last_outbox IS NOT NULL"
-        ),
-        save_version_floors(RESET, "MAX"),
-        format!(
-            "{} DELETE FROM history WHERE seq IN (SELECT seq FROM chain)",
-            history_chains(RESET)
-        ),
-    ];
-    for sql in saves.into_iter().chain(directory_deletes(RESET)) {
-        tx.execute(&sql, [&sources])?;
-    }
-    // Ends of chains whose envelopes are gone name nothing to reach.
-    tx.execute(
-        "DELETE FROM outbox_heads WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.seq = outbox_heads.seq)",
-        [],
-    )?;
-    Ok(())
-}
-
-/// The seqs of the history entries of the customers whose ids `customers`
-/// selects, walked back from each record's latest, for a statement that
-/// follows.
-fn history_chains(customers: &str) -> String {
+/// The seqs of the history entries, in the tables of `schema` (empty, or
+/// `main.`), of the customers whose ids `customers` selects, walked back
+/// from each record's latest (never a scan of the whole history), for a
+/// statement that follows.
+fn history_chains(schema: &str, customers: &str) -> String {
     format!(
         "WITH RECURSIVE chain(seq) AS (
-             SELECT last_history FROM customers WHERE id IN ({customers}) AND last_history IS NOT NULL
-             UNION SELECT h.prev FROM history h JOIN chain ON h.seq = chain.seq WHERE h.prev IS NOT NULL)"
+             SELECT last_history FROM {schema}customers WHERE id IN ({customers}) AND last_history IS NOT NULL
+             UNION SELECT h.prev FROM {schema}history h JOIN chain ON h.seq = chain.seq WHERE h.prev IS NOT NULL)"
     )
 }
 

@@ -135,6 +135,26 @@ pub async fn stored_bytes(dir: &Path) -> Vec<u8> {
     }
 }
 
+/// The store of `dir` (its app stopped), opened in this process, with
+/// what a rebuild of it replays: every source's name, and their adapters.
+pub async fn store_to_rebuild(
+    dir: &Path,
+) -> (
+    std::sync::Arc<dyn clientele::store::Store>,
+    Vec<String>,
+    clientele::store::Remap,
+) {
+    let config = TestApp::builder().config(dir);
+    let store = clientele::app::open_store(&config.store)
+        .await
+        .expect("the store opens");
+    let sources = clientele::rebuild::sources(store.as_ref(), &config.sources)
+        .await
+        .expect("the sources");
+    let names = sources.keys().cloned().collect();
+    (store, names, clientele::rebuild::remap(sources))
+}
+
 /// The real `clientele` binary, to run as an operator does. Without the
 /// suite's own `CLIENTELE_TEST_*` variables: the binary reads every
 /// `CLIENTELE_*` variable as a configuration key, and refuses unknown ones.

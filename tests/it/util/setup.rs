@@ -12,7 +12,6 @@
 
 use std::path::Path;
 
-use clientele::app;
 use clientele::config::Config;
 use toml::{Table, Value};
 
@@ -172,8 +171,8 @@ impl Setup {
 
     /// Rebuilds the directory of the store of `dir` (`clientele rebuild`)
     /// with this configuration.
-    pub async fn rebuild(&self, dir: &Path) -> app::Rebuilt {
-        app::rebuild(&self.config(dir)).await.expect("a rebuild")
+    pub async fn rebuild(&self, dir: &Path) -> clientele::store::Rebuilt {
+        clientele::rebuild::command(&self.config(dir)).await.expect("a rebuild")
     }
 }
 
