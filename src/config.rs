@@ -31,7 +31,12 @@ const ENV_PREFIX: &str = "CLIENTELE_";
 /// The longest `delivery.timeout`: a send is never worth waiting longer,
 /// and a bound keeps its claim's lease well inside the range of times.
 const MAX_DELIVERY_TIMEOUT: Duration = Duration::from_secs(3600);
-const TYPED_KEYS: [&str; 3] = ["max_body_bytes", "delivery.retry_schedule", "delivery.allow_private"];
+const TYPED_KEYS: [&str; 4] = [
+    "max_body_bytes",
+    "delivery.retry_schedule",
+    "delivery.allow_private",
+    "http.trust_forwarded_proto",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -209,6 +214,10 @@ pub struct HttpSettings {
     /// On a stop, for the requests in flight to finish; then their
     /// connections are dropped.
     pub stop_timeout: Duration,
+    /// Whether a request's `X-Forwarded-Proto: https` says it came over
+    /// TLS (to a proxy in front): the console's cookie is then `Secure`.
+    /// Only behind a proxy that sets the header itself.
+    pub trust_forwarded_proto: bool,
 }
 
 impl Default for HttpSettings {
@@ -217,6 +226,7 @@ impl Default for HttpSettings {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(20),
+            trust_forwarded_proto: false,
         }
     }
 }
@@ -266,6 +276,8 @@ struct RawHttp {
     header_timeout: Option<String>,
     body_timeout: Option<String>,
     stop_timeout: Option<String>,
+    #[serde(default)]
+    trust_forwarded_proto: bool,
 }
 
 fn default_max_body_bytes() -> usize {
@@ -542,6 +554,7 @@ impl RawHttp {
             )?,
             body_timeout: positive_duration("http.body_timeout", self.body_timeout, defaults.body_timeout, invalid)?,
             stop_timeout: positive_duration("http.stop_timeout", self.stop_timeout, defaults.stop_timeout, invalid)?,
+            trust_forwarded_proto: self.trust_forwarded_proto,
         })
     }
 }
@@ -978,6 +991,7 @@ timezone = "America/Los_Angeles"
                 header_timeout: Duration::from_millis(200),
                 body_timeout: Duration::from_secs(60),
                 stop_timeout: Duration::from_secs(5),
+                trust_forwarded_proto: false,
             }
         );
         let err = load(&format!("{MINIMAL}\n[http]\nbody_timeout = \"0s\"\n"), &[]).unwrap_err();

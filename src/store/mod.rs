@@ -18,6 +18,7 @@ pub mod keys;
 mod migrations;
 pub mod postgres;
 mod rows;
+pub mod sessions;
 pub mod sources;
 pub mod sqlite;
 
@@ -256,6 +257,8 @@ pub struct EventQuery {
 #[derive(Debug, Clone)]
 pub struct MessageQuery {
     pub subscription_id: String,
+    /// Only this customer's messages.
+    pub customer_id: Option<String>,
     pub status: Option<MessageStatus>,
     pub limit: usize,
     pub after: Option<i64>,
@@ -284,7 +287,9 @@ pub(crate) async fn outboxed<T>(
 /// A Clientele store: every role, and the store's own life. Writes are
 /// linearized by the backend; reads see only committed data. Each user
 /// asks for the role it needs (the dispatcher an [`Outbox`], say).
-pub trait Store: Inbox + Directory + Subscriptions + Outbox + Import + keys::Keys + sources::Sources {
+pub trait Store:
+    Inbox + Directory + Subscriptions + Outbox + Import + keys::Keys + sources::Sources + sessions::Sessions
+{
     /// Whether the store can serve reads and take writes.
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 

@@ -33,6 +33,7 @@ mod checkpoint;
 mod keys;
 mod lock;
 mod outbound;
+mod sessions;
 mod sources;
 #[cfg(test)]
 mod tests;
@@ -55,6 +56,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0007_mentions.sql"),
     include_str!("migrations/sqlite/0008_fanout.sql"),
     include_str!("migrations/sqlite/0009_access.sql"),
+    include_str!("migrations/sqlite/0010_console.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back
