@@ -222,7 +222,7 @@ async fn in_a_browser_a_customer_is_found_by_phone_and_a_script_name_is_text() {
         return;
     };
     let app = TestApp::spawn().await;
-    customer_named(&app, "C1", XSS).await;
+    let id = customer_named(&app, "C1", XSS).await;
     let c = &browser.client;
     c.goto(&app.url("/console/customers")).await.unwrap();
     assert!(c.current_url().await.unwrap().path().starts_with("/console/sign-in"));
@@ -239,7 +239,8 @@ async fn in_a_browser_a_customer_is_found_by_phone_and_a_script_name_is_text() {
         .click()
         .await
         .unwrap();
-    assert_eq!(c.current_url().await.unwrap().path(), "/console/customers");
+    let url = |path: &str| reqwest::Url::parse(&app.url(path)).unwrap();
+    c.wait().for_url(&url("/console/customers")).await.unwrap();
     c.find(fantoccini::Locator::Id("q"))
         .await
         .unwrap()
@@ -252,10 +253,18 @@ async fn in_a_browser_a_customer_is_found_by_phone_and_a_script_name_is_text() {
         .click()
         .await
         .unwrap();
+    c.wait()
+        .for_url(&url("/console/customers?q=914+555+1212"))
+        .await
+        .unwrap();
     let link = c.find(fantoccini::Locator::Css("table.customers td a")).await.unwrap();
     assert_eq!(link.text().await.unwrap(), format!("{XSS} Smith"));
     browser.screenshots("customers").await;
     link.click().await.unwrap();
+    c.wait()
+        .for_url(&url(&format!("/console/customers/{}", id.replace(':', "%3A"))))
+        .await
+        .unwrap();
     let heading = c.find(fantoccini::Locator::Css("h1")).await.unwrap();
     assert!(heading.text().await.unwrap().starts_with(XSS));
     assert!(c.get_alert_text().await.is_err(), "no dialog opened");

@@ -1,4 +1,4 @@
--- Version 10: the console (SPEC §13).
+-- Version 11: the console (SPEC §13).
 --
 -- Sessions by the SHA-256 of their cookie's id, with the SHA-256 of the
 -- key they signed in with (looked up again on every request) and the
