@@ -24,10 +24,11 @@ mod subscriptions;
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::http::StatusCode;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 
 use crate::http::AppState;
 
@@ -65,12 +66,23 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/console/keys", get(keys::list).post(keys::create))
         .route("/console/keys/{id}/revoke", post(keys::revoke))
         .route("/console/sign-out", post(session::sign_out))
+        .route("/console/{*rest}", get(no_page))
         .route_layer(axum::middleware::from_fn_with_state(state, session::guard));
     Router::new()
         .route("/console/sign-in", get(session::sign_in_page).post(session::sign_in))
         .route("/console/static/{file}", get(assets::file))
         .merge(pages)
         .layer(axum::middleware::map_response(protect))
+}
+
+/// Any other path under `/console`, for a signed-in person.
+async fn no_page(Extension(session): Extension<session::Session>) -> Response {
+    layout::message(
+        Some(&session),
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "There is no such page.",
+    )
 }
 
 async fn protect(mut response: Response) -> Response {

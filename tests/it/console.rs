@@ -6,8 +6,12 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use fantoccini::Locator;
+
 use crate::util::console::{Browser, Console, set_cookies};
-use crate::util::{ADMIN, TestApp, send, set, vagaro};
+use crate::util::{
+    ADMIN, Behaviour, TREEZ_EXAMPLE, TestApp, TestReceiver, VAGARO_EXAMPLE, send, set, treez, vagaro, without,
+};
 
 const XSS: &str = "<script>alert(1)</script>";
 
@@ -271,5 +275,333 @@ async fn in_a_browser_a_customer_is_found_by_phone_and_a_script_name_is_text() {
     browser.screenshots("customer").await;
     c.goto(&app.url("/console")).await.unwrap();
     browser.screenshots("overview").await;
+    browser.close().await;
+}
+
+/// A Treez delivery its source cannot map (no account): quarantined. Its
+/// event id.
+async fn quarantined(app: &TestApp, id: &str) -> String {
+    let body = without(treez("unused", id, "2026-04-24T18:38:21Z"), "/dispensary_short_name");
+    let (status, answer) = app.deliver_json("treez", &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["status"], "quarantined");
+    answer["eventId"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_key_sees_no_action_and_its_forced_posts_are_refused() {
+    let app = TestApp::spawn().await;
+    let id = customer_named(&app, "C1", "Ann").await;
+    let event = quarantined(&app, "Q1").await;
+    let (_, read) = create_key(&app, &["read"]).await;
+    let console = Console::sign_in(&app, &read).await;
+
+    let page = console.get(&format!("/console/customers/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.body.contains("Erase this customer"), "no erase button");
+    let overview = console.get("/console").await;
+    assert!(
+        !overview.body.contains(r#"href="/console/keys""#),
+        "no keys page in the navigation"
+    );
+    assert!(
+        !console
+            .get("/console/quarantine")
+            .await
+            .body
+            .contains("Reprocess this group")
+    );
+
+    let forced = [
+        (
+            format!("/console/customers/{id}/erase"),
+            vec![("confirm", id.as_str())],
+            "erase",
+        ),
+        (format!("/console/deliveries/{event}/reprocess"), vec![], "write"),
+        (
+            "/console/keys".to_owned(),
+            vec![("name", "x"), ("scopes", "admin")],
+            "admin",
+        ),
+    ];
+    for (path, fields, scope) in forced {
+        let page = console.post(&path, &fields).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}: {}", page.body);
+        assert!(page.body.contains(&format!("lacks the {scope} scope")), "{}", page.body);
+    }
+    assert_eq!(console.get("/console/keys").await.status, StatusCode::FORBIDDEN);
+    // Nothing changed.
+    assert_eq!(app.customer(&id).await["firstName"], "Ann");
+    assert_eq!(app.event(&event).await["status"], "quarantined");
+    let (_, keys) = app.get("/api/v1/keys").await;
+    assert_eq!(keys["data"].as_array().unwrap().len(), 1, "{keys}");
+
+    // An erase key may erase, and only after typing the id.
+    let (_, erase) = create_key(&app, &["read", "erase"]).await;
+    let console = Console::sign_in(&app, &erase).await;
+    let page = console.get(&format!("/console/customers/{id}")).await;
+    assert!(page.body.contains("Erase this customer"));
+    let wrong = console
+        .post(
+            &format!("/console/customers/{id}/erase"),
+            &[("confirm", "vagaro:other")],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
+    assert!(wrong.body.contains("nothing was erased"), "{}", wrong.body);
+    assert_eq!(app.customer(&id).await["firstName"], "Ann");
+    let erased = console
+        .post(&format!("/console/customers/{id}/erase"), &[("confirm", &id)])
+        .await;
+    assert_eq!(erased.status, StatusCode::SEE_OTHER, "{}", erased.body);
+    let (status, _) = app.get(&format!("/api/v1/customers/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_said_on_the_page_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let console = Console::sign_in(&app, ADMIN).await;
+    let cases = [
+        ("/console/deliveries?status=lost", StatusCode::OK, "There is no status"),
+        ("/console/deliveries?cursor=x", StatusCode::OK, "page link is broken"),
+        ("/console/deliveries/evt_nobody", StatusCode::NOT_FOUND, "no event"),
+        (
+            "/console/subscriptions/sub_nobody",
+            StatusCode::NOT_FOUND,
+            "no subscription",
+        ),
+        ("/console/customers/a%00b", StatusCode::NOT_FOUND, "NUL"),
+        ("/console/nowhere", StatusCode::NOT_FOUND, "no such page"),
+    ];
+    for (path, status, says) in cases {
+        let page = console.get(path).await;
+        assert_eq!(page.status, status, "{path}: {}", page.body);
+        assert!(page.body.contains(says), "{path}: {}", page.body);
+    }
+    type Post<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let posts: [Post; 5] = [
+        ("/console/subscriptions", vec![("url", "ftp://example.com")], "url"),
+        ("/console/keys", vec![("name", "no scopes")], "scopes"),
+        (
+            "/console/messages/msg_nobody/retry",
+            vec![("subscription", "sub_x")],
+            "no message",
+        ),
+        (
+            "/console/subscriptions/sub_nobody/replay",
+            vec![("since", "yesterday")],
+            "not a time",
+        ),
+        (
+            "/console/sources/vagaro/enabled",
+            vec![("enabled", "false")],
+            "configuration file",
+        ),
+    ];
+    for (path, fields, says) in posts {
+        let page = console.post(path, &fields).await;
+        assert!(page.status.is_client_error(), "{path}: {}", page.status);
+        assert!(page.body.contains(says), "{path}: {}", page.body);
+    }
+    let (_, subscriptions) = app.get("/api/v1/subscriptions").await;
+    assert_eq!(subscriptions["data"], json!([]));
+    let (_, keys) = app.get("/api/v1/keys").await;
+    assert_eq!(keys["data"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_survives_a_restart_and_a_fixed_quarantine_is_reprocessed_as_a_group() {
+    let app = TestApp::spawn().await;
+    let first = quarantined(&app, "Q1").await;
+    quarantined(&app, "Q2").await;
+    let console = Console::sign_in(&app, ADMIN).await;
+    let page = console.get("/console/quarantine").await;
+    assert!(page.body.contains("account"), "the reason: {}", page.body);
+
+    let dir = app.dir.clone();
+    let temp = app.stop().await;
+    let app = TestApp::builder()
+        .source_setting("treez", "account", "shop")
+        .spawn_in(&dir)
+        .await;
+    let console = console.at(&app);
+    let page = console.get("/console/quarantine").await;
+    assert_eq!(page.status, StatusCode::OK, "the session outlived the restart");
+    let reason = page
+        .body
+        .split_once(r#"name="reason" value=""#)
+        .unwrap()
+        .1
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let done = console
+        .post("/console/quarantine/reprocess", &[("reason", &reason)])
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(done.location(), "/console/quarantine?done=reprocessed&n=2");
+    let page = console.get(done.location()).await;
+    assert!(page.body.contains("Reprocessed 2 deliveries."), "{}", page.body);
+    assert!(page.body.contains("Nothing is quarantined."), "{}", page.body);
+    assert_eq!(app.event(&first).await["status"], "accepted");
+    let again = console
+        .post("/console/quarantine/reprocess", &[("reason", &reason)])
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    app.stop().await;
+    drop(temp);
+}
+
+/// An operator's day in a real browser: subscribe, take the platforms'
+/// examples, find a customer by phone and read its history, reprocess a
+/// quarantined delivery, retry a dead message, erase a customer after
+/// typing its id; a screenshot of every page at 1440 and 390 pixels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_browser_an_operator_works_through_every_page() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::builder().delivery_schedule(&["10ms"]).spawn().await;
+    let receiver = TestReceiver::start(Behaviour::FailFirst {
+        times: usize::MAX,
+        status: 500,
+    })
+    .await;
+    let c = &browser.client;
+    let url = |path: &str| reqwest::Url::parse(&app.url(path)).unwrap();
+    let click = |css: &'static str| async move {
+        c.find(Locator::Css(css)).await.unwrap().click().await.unwrap();
+    };
+
+    c.goto(&app.url("/console/sign-in")).await.unwrap();
+    c.find(Locator::Id("key"))
+        .await
+        .unwrap()
+        .send_keys(ADMIN)
+        .await
+        .unwrap();
+    click("form button[type=submit]").await;
+    c.wait().for_url(&url("/console")).await.unwrap();
+
+    // A subscription, its secret shown once.
+    c.goto(&app.url("/console/subscriptions")).await.unwrap();
+    c.find(Locator::Id("url"))
+        .await
+        .unwrap()
+        .send_keys(&receiver.url())
+        .await
+        .unwrap();
+    browser.screenshots("subscriptions-empty").await;
+    click("form[action='/console/subscriptions'] button[type=submit]").await;
+    let secret = c.find(Locator::Id("secret")).await.unwrap().text().await.unwrap();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    browser.screenshots("subscription-created").await;
+    let (_, subscriptions) = app.get("/api/v1/subscriptions").await;
+    let sub = subscriptions["data"][0]["id"].as_str().unwrap().to_owned();
+
+    // The platforms' examples, and one delivery that cannot be mapped.
+    for (source, body) in [("vagaro", VAGARO_EXAMPLE), ("treez", TREEZ_EXAMPLE)] {
+        let (status, answer) = app.deliver(source, body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    let event = quarantined(&app, "Q1").await;
+
+    // The customer by phone, and its history.
+    c.goto(&app.url("/console/customers")).await.unwrap();
+    c.find(Locator::Id("q"))
+        .await
+        .unwrap()
+        .send_keys("(914) 555-1212")
+        .await
+        .unwrap();
+    click("form.search button").await;
+    c.wait()
+        .for_url(&url("/console/customers?q=%28914%29+555-1212"))
+        .await
+        .unwrap();
+    browser.screenshots("customers-found").await;
+    click("table.customers td a").await;
+    let id = "vagaro:4CB231BAD3B26B7DE53FE5832A54A7B1";
+    c.wait()
+        .for_url(&url(&format!("/console/customers/{}", id.replace(':', "%3A"))))
+        .await
+        .unwrap();
+    let timeline = c.find(Locator::Css("ol.timeline")).await.unwrap().text().await.unwrap();
+    assert!(
+        timeline.contains("created · applied") && timeline.contains("firstName: — → Johnny"),
+        "{timeline}"
+    );
+    browser.screenshots("customer-history").await;
+
+    // The quarantined delivery, reprocessed from its page.
+    c.goto(&app.url("/console/quarantine")).await.unwrap();
+    browser.screenshots("quarantine").await;
+    c.goto(&app.url("/console/deliveries")).await.unwrap();
+    browser.screenshots("deliveries").await;
+    c.goto(&app.url(&format!("/console/deliveries/{event}"))).await.unwrap();
+    browser.screenshots("delivery").await;
+    click("form.actions button[type=submit]").await;
+    c.wait()
+        .for_url(&url(&format!("/console/deliveries/{event}?done=reprocessed&n=1")))
+        .await
+        .unwrap();
+    let notice = c
+        .find(Locator::Css("p.notice.good"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(notice, "Reprocessed 1 delivery.");
+
+    // A dead message, retried once the subscriber is back.
+    let dead = app.wait_all(&sub, 2, "dead").await;
+    receiver.set(Behaviour::Healthy);
+    c.goto(&app.url(&format!("/console/subscriptions/{sub}?status=dead")))
+        .await
+        .unwrap();
+    browser.screenshots("subscription-dead").await;
+    click("article.message form button").await;
+    c.wait()
+        .for_url(&url(&format!("/console/subscriptions/{sub}?done=retried")))
+        .await
+        .unwrap();
+    let retried = dead[0]["id"].as_str().unwrap();
+    app.wait_for_messages(&sub, "the retried message delivered", |messages| {
+        messages
+            .iter()
+            .any(|m| m["id"] == retried && m["status"] == "delivered")
+    })
+    .await;
+
+    // Erasure, once the id is typed: the button waits for it.
+    c.goto(&app.url(&format!("/console/customers/{id}"))).await.unwrap();
+    let erase = c.find(Locator::Css("button.danger")).await.unwrap();
+    assert!(!erase.is_enabled().await.unwrap(), "disabled until the id is typed");
+    c.find(Locator::Id("confirm"))
+        .await
+        .unwrap()
+        .send_keys(id)
+        .await
+        .unwrap();
+    assert!(erase.is_enabled().await.unwrap());
+    erase.click().await.unwrap();
+    c.wait().for_url(&url("/console/customers?done=erased")).await.unwrap();
+    let (status, _) = app.get(&format!("/api/v1/customers/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    for (name, path) in [
+        ("overview", "/console"),
+        ("sources", "/console/sources"),
+        ("subscriptions", "/console/subscriptions"),
+        ("keys", "/console/keys"),
+    ] {
+        c.goto(&app.url(path)).await.unwrap();
+        browser.screenshots(name).await;
+    }
+    assert!(c.get_alert_text().await.is_err(), "no dialog opened");
     browser.close().await;
 }

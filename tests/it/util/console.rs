@@ -76,6 +76,12 @@ impl Console {
         console
     }
 
+    /// The same session, at `app`'s address (a restarted app).
+    pub fn at(mut self, app: &TestApp) -> Self {
+        self.base = app.url("");
+        self
+    }
+
     /// The sign-in form posted with `key`.
     pub async fn try_sign_in(&self, key: &str) -> Page {
         let form = self.get("/console/sign-in").await;
