@@ -361,6 +361,7 @@ fn profile(customer: &Customer) -> Markup {
                     }
                 }
             }
+            @if !p.business_ids.is_empty() { dt { "Business ids" } dd.mono { (p.business_ids.join(", ")) } }
             @if !p.identifiers.is_empty() {
                 dt { "Identifiers" }
                 dd { @for i in &p.identifiers { div { (i.value) " " span.muted { (i.kind) } } } }
@@ -368,6 +369,8 @@ fn profile(customer: &Customer) -> Markup {
             @if !p.groups.is_empty() { dt { "Groups" } dd { (p.groups.join(", ")) } }
             @if let Some(opt_out) = p.opt_out { dt { "Opted out" } dd { (if opt_out { "yes" } else { "no" }) } }
             @if let Some(status) = &p.platform_status { dt { "Platform status" } dd { (status) } }
+            @if let Some(at) = p.created_at { dt { "Created (platform)" } dd { (time(at)) } }
+            @if let Some(at) = p.updated_at { dt { "Updated (platform)" } dd { (time(at)) } }
             dt { "Version" } dd { (customer.version) }
             dt { "Changed" } dd { (time(customer.changed_at)) }
         }
@@ -406,19 +409,45 @@ fn timeline(entries: &[HistoryEntry]) -> Markup {
     }
 }
 
-/// A change as text: `from → to`, or what a set gained and lost.
-fn describe(change: &Value) -> String {
-    let shown = |v: &Value| match v {
+/// A value of a change as people read it: a phone as its number, an
+/// address as one line, an object as its fields.
+fn shown(value: &Value) -> String {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
+    match value {
         Value::Null => "—".to_owned(),
         Value::String(s) => s.clone(),
+        Value::Array(items) if items.is_empty() => "—".to_owned(),
+        Value::Array(items) => items.iter().map(shown).collect::<Vec<_>>().join("; "),
+        Value::Object(fields) if fields.contains_key("raw") => {
+            let number = text(fields.get("e164"))
+                .or_else(|| text(fields.get("raw")))
+                .unwrap_or_default();
+            format!("{number} ({})", text(fields.get("kind")).unwrap_or_default())
+        }
+        Value::Object(fields) if fields.contains_key("street1") => {
+            ["street1", "street2", "city", "regionCode", "postalCode", "countryCode"]
+                .into_iter()
+                .filter_map(|k| text(fields.get(k)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+        Value::Object(fields) => fields
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", shown(v)))
+            .collect::<Vec<_>>()
+            .join(", "),
         other => other.to_string(),
-    };
+    }
+}
+
+/// A change as text: `from → to`, or what a set gained and lost.
+fn describe(change: &Value) -> String {
     if let (Some(added), Some(removed)) = (change.get("added"), change.get("removed")) {
         let list = |v: &Value| {
             v.as_array()
                 .into_iter()
                 .flatten()
-                .map(&shown)
+                .map(shown)
                 .collect::<Vec<_>>()
                 .join(", ")
         };

@@ -172,7 +172,7 @@ pub async fn detail(
         }
         h2 { "Headers" }
         @if event.headers.is_empty() { p.muted { "None kept." } } @else {
-            div.scroll { table { tbody { @for (name, value) in &event.headers { tr { th { (name) } td.mono { (value) } } } } } }
+            div.scroll { table.kv { tbody { @for (name, value) in &event.headers { tr { th { (name) } td.mono { (value) } } } } } }
         }
         h2 { "Body" }
         @match body {

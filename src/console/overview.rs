@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::response::Response;
 use maud::{Markup, html};
 
-use super::layout::{self, ago, time};
+use super::layout::{self, ago};
 use super::session::Session;
 use crate::http::AppState;
 use crate::http::error::ApiError;
@@ -95,7 +95,7 @@ async fn read(app: &AppState) -> Result<Markup, ApiError> {
                                 td { @if source.enabled { span.badge.good { "enabled" } } @else { span.badge.warn { "paused" } } }
                                 td {
                                     @match source.stats.last_delivery_at {
-                                        Some(at) => { (time(at)) " " span.muted { "(" (ago(at)) ")" } }
+                                        Some(at) => span title=(at.to_string()) { (ago(at)) },
                                         None => span.muted { "never" },
                                     }
                                 }
@@ -144,8 +144,8 @@ fn card(label: &str, value: u64, href: &str, tone: &str) -> Markup {
 /// source; drawn on the server as SVG (no script, no library).
 fn chart(sources: &[SourceView]) -> Markup {
     const ROW: usize = 28;
-    const LABEL: f64 = 120.0;
-    const WIDTH: f64 = 600.0;
+    const LABEL: f64 = 100.0;
+    const WIDTH: f64 = 420.0;
     let counts = |s: &SourceView| {
         let l = &s.stats.last24h;
         [l.accepted, l.duplicate, l.ignored, l.quarantined, l.rejected]
@@ -156,7 +156,7 @@ fn chart(sources: &[SourceView]) -> Markup {
         .max()
         .unwrap_or(0)
         .max(1);
-    let scale = (WIDTH - LABEL - 60.0) / busiest as f64;
+    let scale = (WIDTH - LABEL - 50.0) / busiest as f64;
     let rows: Vec<(&str, Vec<Bar>, f64, u64)> = sources
         .iter()
         .map(|source| {

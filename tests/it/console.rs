@@ -269,7 +269,7 @@ async fn in_a_browser_a_customer_is_found_by_phone_and_a_script_name_is_text() {
         .for_url(&url(&format!("/console/customers/{}", id.replace(':', "%3A"))))
         .await
         .unwrap();
-    let heading = c.find(fantoccini::Locator::Css("h1")).await.unwrap();
+    let heading = c.wait().for_element(fantoccini::Locator::Css("h1")).await.unwrap();
     assert!(heading.text().await.unwrap().starts_with(XSS));
     assert!(c.get_alert_text().await.is_err(), "no dialog opened");
     browser.screenshots("customer").await;
@@ -473,7 +473,13 @@ async fn in_a_browser_an_operator_works_through_every_page() {
     let c = &browser.client;
     let url = |path: &str| reqwest::Url::parse(&app.url(path)).unwrap();
     let click = |css: &'static str| async move {
-        c.find(Locator::Css(css)).await.unwrap().click().await.unwrap();
+        c.wait()
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
     };
 
     c.goto(&app.url("/console/sign-in")).await.unwrap();
@@ -496,7 +502,14 @@ async fn in_a_browser_an_operator_works_through_every_page() {
         .unwrap();
     browser.screenshots("subscriptions-empty").await;
     click("form[action='/console/subscriptions'] button[type=submit]").await;
-    let secret = c.find(Locator::Id("secret")).await.unwrap().text().await.unwrap();
+    let secret = c
+        .wait()
+        .for_element(Locator::Id("secret"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(secret.starts_with("whsec_"), "{secret}");
     browser.screenshots("subscription-created").await;
     let (_, subscriptions) = app.get("/api/v1/subscriptions").await;
@@ -529,7 +542,14 @@ async fn in_a_browser_an_operator_works_through_every_page() {
         .for_url(&url(&format!("/console/customers/{}", id.replace(':', "%3A"))))
         .await
         .unwrap();
-    let timeline = c.find(Locator::Css("ol.timeline")).await.unwrap().text().await.unwrap();
+    let timeline = c
+        .wait()
+        .for_element(Locator::Css("ol.timeline"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         timeline.contains("created · applied") && timeline.contains("firstName: — → Johnny"),
         "{timeline}"
@@ -593,9 +613,49 @@ async fn in_a_browser_an_operator_works_through_every_page() {
     let (status, _) = app.get(&format!("/api/v1/customers/{id}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
+    // A source of the API: a token added (shown once), then the keys.
+    let (status, _) = send(
+        app.client
+            .post(app.url("/api/v1/sources"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"name": "shop", "kind": "treez", "account": "shop"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    c.goto(&app.url("/console/sources")).await.unwrap();
+    browser.screenshots("sources").await;
+    click("form[action='/console/sources/shop/tokens'] button").await;
+    let token = c
+        .wait()
+        .for_element(Locator::Id("token"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(token.starts_with("cst_"), "{token}");
+    browser.screenshots("token-created").await;
+    c.goto(&app.url("/console/keys")).await.unwrap();
+    c.find(Locator::Id("name"))
+        .await
+        .unwrap()
+        .send_keys("reports")
+        .await
+        .unwrap();
+    click("form[action='/console/keys'] button[type=submit]").await;
+    let key = c
+        .wait()
+        .for_element(Locator::Id("key"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(key.starts_with("ck_"), "{key}");
+    browser.screenshots("key-created").await;
+
     for (name, path) in [
         ("overview", "/console"),
-        ("sources", "/console/sources"),
         ("subscriptions", "/console/subscriptions"),
         ("keys", "/console/keys"),
     ] {
@@ -604,4 +664,84 @@ async fn in_a_browser_an_operator_works_through_every_page() {
     }
     assert!(c.get_alert_text().await.is_err(), "no dialog opened");
     browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_and_keys_change_through_the_console_and_secrets_show_once() {
+    let app = TestApp::spawn().await;
+    let (status, created) = send(
+        app.client
+            .post(app.url("/api/v1/sources"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"name": "shop", "kind": "treez", "account": "shop"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let first = created["tokens"][0]["id"].as_str().unwrap().to_owned();
+    let console = Console::sign_in(&app, ADMIN).await;
+
+    let rotated = console.post("/console/sources/shop/tokens", &[]).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+    let token = rotated
+        .body
+        .split_once(r#"id="token">"#)
+        .unwrap()
+        .1
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(token.starts_with("cst_"), "{token}");
+    let listed = console.get("/console/sources").await;
+    assert!(!listed.body.contains(&token), "a token is shown once");
+    let (status, answer) = send(
+        app.client
+            .post(app.url("/webhooks/shop"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body("{}"),
+    )
+    .await;
+    assert_ne!(status, StatusCode::UNAUTHORIZED, "the new token works: {answer}");
+
+    let revoked = console
+        .post(&format!("/console/sources/shop/tokens/{first}/revoke"), &[])
+        .await;
+    assert_eq!(revoked.location(), "/console/sources?done=revoked");
+    let paused = console
+        .post("/console/sources/shop/enabled", &[("enabled", "false")])
+        .await;
+    assert_eq!(paused.location(), "/console/sources?done=paused");
+    let (_, source) = app.get("/api/v1/sources/shop").await;
+    assert_eq!(source["enabled"], false);
+    assert_eq!(source["tokens"].as_array().unwrap().len(), 1, "{source}");
+
+    let made = console
+        .post(
+            "/console/keys",
+            &[("name", "reports"), ("scopes", "read"), ("scopes", "write")],
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::OK, "{}", made.body);
+    let key = made
+        .body
+        .split_once(r#"id="key">"#)
+        .unwrap()
+        .1
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(key.starts_with("ck_"));
+    let (status, _) = send(app.client.get(app.url("/api/v1/customers")).bearer_auth(&key)).await;
+    assert_eq!(status, StatusCode::OK, "the key works");
+    let (_, keys) = app.get("/api/v1/keys").await;
+    let id = keys["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(keys["data"][0]["scopes"], json!(["read", "write"]));
+    let page = console.get("/console/keys").await;
+    assert!(page.body.contains("reports") && !page.body.contains(&key));
+    let revoked = console.post(&format!("/console/keys/{id}/revoke"), &[]).await;
+    assert_eq!(revoked.location(), "/console/keys?done=key-revoked");
+    let (status, _) = send(app.client.get(app.url("/api/v1/customers")).bearer_auth(&key)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
