@@ -32,7 +32,7 @@ pub async fn list(
         @if keys.is_empty() { p.muted { "No key yet." } } @else {
             div.scroll {
                 table {
-                    thead { tr { th { "Name" } th { "Key" } th { "Scopes" } th { "Created" } th { } } }
+                    thead { tr { th { "Name" } th { "Id" } th { "Scopes" } th { "Created" } th { } } }
                     tbody {
                         @for key in &keys {
                             tr {

@@ -45,6 +45,7 @@ async fn read(app: &AppState) -> Result<Markup, ApiError> {
         tracing::error!(error = %e, "cannot read the outbound backlog");
         ApiError::from(crate::store::StoreError::Unavailable("the outbound backlog".into()))
     })?;
+    let size = app.store.size_bytes().await?;
     let total = |pick: fn(&SourceView) -> u64| sources.iter().map(pick).sum::<u64>();
     let accepted = total(|s| s.stats.last24h.accepted);
     let quarantined = total(|s| s.stats.last24h.quarantined);
@@ -67,6 +68,7 @@ async fn read(app: &AppState) -> Result<Markup, ApiError> {
             (card("Rejected, 24 h", rejected, "/console/sources", if rejected > 0 { "warn" } else { "" }))
             (card("Waiting to be sent", pending + backlog.unfanned, "/console/subscriptions", if pending > 0 { "warn" } else { "" }))
         }
+        p.muted { "Store: " (megabytes(size)) }
         section {
             h2 { "Deliveries per source, last 24 hours" }
             (chart(&sources))
@@ -118,10 +120,14 @@ async fn read(app: &AppState) -> Result<Markup, ApiError> {
             } @else {
                 div.scroll {
                     table {
-                        thead { tr { th { "Subscription" } th.num { "Pending messages" } } }
+                        thead { tr { th { "Subscription" } th.num { "Pending messages" } th { } } }
                         tbody {
                             @for (subscription, pending) in &backlog.pending {
-                                tr { td.mono { (subscription) } td.num { (pending) } }
+                                tr {
+                                    td.mono { a href={ "/console/subscriptions/" (layout::encode(subscription)) } { (subscription) } }
+                                    td.num { (pending) }
+                                    td { a href={ "/console/subscriptions/" (layout::encode(subscription)) "?status=dead" } { "dead messages" } }
+                                }
                             }
                         }
                     }
@@ -129,6 +135,11 @@ async fn read(app: &AppState) -> Result<Markup, ApiError> {
             }
         }
     })
+}
+
+/// A size in megabytes, one decimal.
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
 }
 
 fn card(label: &str, value: u64, href: &str, tone: &str) -> Markup {

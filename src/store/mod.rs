@@ -297,6 +297,10 @@ pub trait Store:
 
     /// Finishes queued writes and closes the store.
     fn close(&self) -> BoxFuture<'_, ()>;
+
+    /// The bytes the store takes: the embedded store's file (without its
+    /// write-ahead log), or the Postgres database's size.
+    fn size_bytes(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
 
 /// The inbox: deliveries kept as they came, and what each did.

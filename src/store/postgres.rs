@@ -449,6 +449,15 @@ impl Directory for PgStore {
 }
 
 impl Store for PgStore {
+    fn size_bytes(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let (bytes,): (i64,) = sqlx::query_as("SELECT pg_database_size(current_database())")
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(bytes.max(0) as u64)
+        })
+    }
+
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             sqlx::query("SELECT 1").execute(&self.pool).await?;

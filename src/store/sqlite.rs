@@ -372,6 +372,17 @@ impl Directory for SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn size_bytes(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.readers.run(|conn| {
+            let bytes: i64 = conn.query_row(
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(bytes.max(0) as u64)
+        }))
+    }
+
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             if self.commands.is_closed() {
