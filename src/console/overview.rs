@@ -6,6 +6,7 @@
 //! sources' hourly stats) and from the outbox's backlog, never by
 //! counting a large table.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Extension;
@@ -19,6 +20,7 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::sources::{self, SourceView};
 use crate::model::UtcMillis;
+use crate::store::sources::{HourlyCount, hour_of};
 
 /// A source without a delivery for this long has gone quiet.
 const QUIET_MS: i64 = 24 * 3600 * 1000;
@@ -46,6 +48,7 @@ async fn read(app: &AppState) -> Result<Markup, ApiError> {
         ApiError::from(crate::store::StoreError::Unavailable("the outbound backlog".into()))
     })?;
     let size = app.store.size_bytes().await?;
+    let hourly = app.store.hourly_stats(last_24_hours().swap_remove(0)).await?;
     let total = |pick: fn(&SourceView) -> u64| sources.iter().map(pick).sum::<u64>();
     let accepted = total(|s| s.stats.last24h.accepted);
     let quarantined = total(|s| s.stats.last24h.quarantined);
@@ -70,8 +73,8 @@ async fn read(app: &AppState) -> Result<Markup, ApiError> {
         }
         p.muted { "Store: " (megabytes(size)) }
         section {
-            h2 { "Deliveries per source, last 24 hours" }
-            (chart(&sources))
+            h2 { "Deliveries per source and hour, last 24 hours" }
+            (chart(&sources, &hourly))
         }
         section {
             h2 { "Sources" }
@@ -151,63 +154,84 @@ fn card(label: &str, value: u64, href: &str, tone: &str) -> Markup {
     }
 }
 
-/// One bar per source, its outcomes stacked, scaled to the busiest
-/// source; drawn on the server as SVG (no script, no library).
-fn chart(sources: &[SourceView]) -> Markup {
-    const ROW: usize = 28;
-    const LABEL: f64 = 100.0;
-    const WIDTH: f64 = 420.0;
-    let counts = |s: &SourceView| {
-        let l = &s.stats.last24h;
-        [l.accepted, l.duplicate, l.ignored, l.quarantined, l.rejected]
-    };
-    let busiest = sources
-        .iter()
-        .map(|s| counts(s).iter().sum::<u64>())
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let scale = (WIDTH - LABEL - 50.0) / busiest as f64;
-    let rows: Vec<(&str, Vec<Bar>, f64, u64)> = sources
-        .iter()
-        .map(|source| {
-            let mut x = LABEL;
-            let mut bars = Vec::new();
-            for (n, (outcome, class)) in counts(source).into_iter().zip(OUTCOMES) {
-                if n > 0 {
-                    let width = (n as f64 * scale).max(1.0);
+/// The last 24 hourly buckets, oldest first: `YYYY-MM-DDTHH`.
+fn last_24_hours() -> Vec<String> {
+    let now = jiff::Timestamp::now();
+    (0..24)
+        .rev()
+        .map(|back| {
+            let at = now
+                .checked_sub(jiff::SignedDuration::from_hours(back))
+                .unwrap_or(jiff::Timestamp::MIN);
+            hour_of(UtcMillis::from_timestamp(at))
+        })
+        .collect()
+}
+
+/// Each source's deliveries per hour over the last 24, a row of stacked
+/// columns per source, all on one scale; drawn on the server as SVG (no
+/// script, no library).
+fn chart(sources: &[SourceView], hourly: &[HourlyCount]) -> Markup {
+    const ROW: f64 = 44.0;
+    const LABEL: f64 = 90.0;
+    const COLUMN: f64 = 13.0;
+    const BAR: f64 = 34.0;
+    let hours = last_24_hours();
+    let mut counts: HashMap<(&str, &str), [u64; 5]> = HashMap::new();
+    for (source, hour, outcome, n) in hourly {
+        if let Some(i) = OUTCOMES.iter().position(|(o, _)| o == outcome) {
+            counts.entry((source.as_str(), hour.as_str())).or_default()[i] += n;
+        }
+    }
+    let busiest = counts.values().map(|c| c.iter().sum::<u64>()).max().unwrap_or(0).max(1);
+    let width = LABEL + COLUMN * hours.len() as f64 + 40.0;
+    let height = ROW * sources.len().max(1) as f64 + 18.0;
+    let bars = |source: &str, top: f64| -> Vec<Bar> {
+        let mut bars = Vec::new();
+        for (column, hour) in hours.iter().enumerate() {
+            let Some(count) = counts.get(&(source, hour.as_str())) else {
+                continue;
+            };
+            let mut y = top + BAR;
+            for (n, (outcome, class)) in count.iter().zip(OUTCOMES) {
+                if *n > 0 {
+                    let h = (*n as f64 / busiest as f64 * BAR).max(1.5);
+                    y -= h;
                     bars.push(Bar {
-                        x,
-                        width,
+                        x: LABEL + column as f64 * COLUMN,
+                        y,
+                        height: h,
                         outcome,
                         class,
-                        n,
+                        n: *n,
+                        hour: hour.clone(),
                     });
-                    x += width;
                 }
             }
-            (source.name.as_str(), bars, x, counts(source).iter().sum())
-        })
-        .collect();
-    let height = ROW * rows.len().max(1) + 8;
+        }
+        bars
+    };
     html! {
         figure.chart {
-            svg viewBox={ "0 0 " (WIDTH) " " (height) } role="img" aria-label="Deliveries per source and outcome, last 24 hours" {
-                @for (row, (name, bars, end, total)) in rows.iter().enumerate() {
-                    @let y = row * ROW + 4;
-                    text.label x="0" y=(y + 17) { (name) }
-                    @for bar in bars {
-                        rect class=(bar.class) x=(format!("{:.1}", bar.x)) y=(y) width=(format!("{:.1}", bar.width)) height="20" {
-                            title { (bar.outcome) ": " (bar.n) }
+            svg viewBox={ "0 0 " (width) " " (height) } role="img" aria-label="Deliveries per source and hour, last 24 hours" {
+                @for (row, source) in sources.iter().enumerate() {
+                    @let top = row as f64 * ROW + 4.0;
+                    text.label x="0" y=(format!("{:.1}", top + BAR - 10.0)) { (source.name) }
+                    line.axis x1=(LABEL) x2=(width - 40.0) y1=(format!("{:.1}", top + BAR)) y2=(format!("{:.1}", top + BAR)) {}
+                    @for bar in bars(&source.name, top) {
+                        rect class=(bar.class) x=(format!("{:.1}", bar.x)) y=(format!("{:.1}", bar.y)) width=(COLUMN - 3.0) height=(format!("{:.1}", bar.height)) {
+                            title { (bar.hour) ":00 UTC, " (bar.outcome) ": " (bar.n) }
                         }
                     }
-                    text.count x=(format!("{:.1}", end + 6.0)) y=(y + 17) { (total) }
                 }
+                text.count x=(LABEL) y=(height - 2.0) { "24 h ago" }
+                text.count x=(width - 40.0) y=(height - 2.0) text-anchor="end" { "now" }
             }
             figcaption.legend {
                 @for (outcome, class) in OUTCOMES {
                     span { i.swatch.(class) {} (outcome) }
                 }
+                span { "busiest hour: " (busiest) }
             }
         }
     }
@@ -215,8 +239,10 @@ fn chart(sources: &[SourceView]) -> Markup {
 
 struct Bar {
     x: f64,
-    width: f64,
+    y: f64,
+    height: f64,
     outcome: &'static str,
     class: &'static str,
     n: u64,
+    hour: String,
 }
