@@ -165,6 +165,7 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
 pub struct Browser {
     pub client: fantoccini::Client,
     driver: Child,
+    port: u16,
 }
 
 impl Browser {
@@ -214,7 +215,7 @@ impl Browser {
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
             .expect("a WebDriver session");
-        Some(Browser { client, driver })
+        Some(Browser { client, driver, port })
     }
 
     /// Saves what the browser shows now as `target/console-screenshots/{name}-{width}.png`,
@@ -230,15 +231,29 @@ impl Browser {
         self.client.set_window_size(1440, 900).await.expect("a window size");
     }
 
-    pub async fn close(mut self) {
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
+    /// Also after a failed test: chromedriver's `/shutdown` quits the
+    /// browsers it started (killing chromedriver alone would leave
+    /// Chromium running), then chromedriver itself is ended.
     fn drop(&mut self) {
+        use std::io::Write;
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+            let _ = write!(
+                stream,
+                "GET /shutdown HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            );
+            let _ = std::io::Read::read(&mut stream, &mut [0u8; 256]);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && matches!(self.driver.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.driver.kill();
+        let _ = self.driver.wait();
     }
 }
