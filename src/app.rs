@@ -75,6 +75,7 @@ pub async fn serve(
         ingest_slots: Semaphore::new(INGEST_SLOTS),
         destinations: Guard::new(&delivery.allow_private),
         dispatcher_running,
+        trust_forwarded_proto: settings.trust_forwarded_proto,
     });
     tracing::info!(address = %listener.local_addr()?, "listening: /webhooks/{{source}}, /api/v1, /healthz, /readyz, /metrics");
     let (stop, stopped) = watch::channel(false);

@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod config;
+pub mod console;
 pub mod directory;
 pub mod export;
 pub mod http;

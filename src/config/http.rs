@@ -18,6 +18,10 @@ pub struct HttpSettings {
     /// On a stop, for the requests in flight to finish; then their
     /// connections are dropped.
     pub stop_timeout: Duration,
+    /// Whether a request's `X-Forwarded-Proto: https` says it came over
+    /// TLS (to a proxy in front): the console's cookie is then `Secure`.
+    /// Only behind a proxy that sets the header itself.
+    pub trust_forwarded_proto: bool,
 }
 
 impl Default for HttpSettings {
@@ -26,6 +30,7 @@ impl Default for HttpSettings {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(20),
+            trust_forwarded_proto: false,
         }
     }
 }
@@ -36,6 +41,8 @@ pub(super) struct RawHttp {
     header_timeout: Option<String>,
     body_timeout: Option<String>,
     stop_timeout: Option<String>,
+    #[serde(default)]
+    trust_forwarded_proto: bool,
 }
 
 impl RawHttp {
@@ -50,6 +57,7 @@ impl RawHttp {
             )?,
             body_timeout: positive_duration("http.body_timeout", self.body_timeout, defaults.body_timeout, invalid)?,
             stop_timeout: positive_duration("http.stop_timeout", self.stop_timeout, defaults.stop_timeout, invalid)?,
+            trust_forwarded_proto: self.trust_forwarded_proto,
         })
     }
 }
@@ -70,8 +78,13 @@ mod tests {
                 header_timeout: Duration::from_millis(200),
                 body_timeout: Duration::from_secs(60),
                 stop_timeout: Duration::from_secs(5),
+                trust_forwarded_proto: false,
             }
         );
+        let behind_tls = load(&format!("{MINIMAL}\n[http]\ntrust_forwarded_proto = true\n"), &[]).unwrap();
+        assert!(behind_tls.http.trust_forwarded_proto);
+        let from_env = load(MINIMAL, &[("CLIENTELE_HTTP__TRUST_FORWARDED_PROTO", "true")]).unwrap();
+        assert!(from_env.http.trust_forwarded_proto);
         let err = load(&format!("{MINIMAL}\n[http]\nbody_timeout = \"0s\"\n"), &[]).unwrap_err();
         assert!(err.to_string().contains("http.body_timeout"), "{err}");
     }

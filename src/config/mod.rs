@@ -44,7 +44,12 @@ const ENV_PREFIX: &str = "CLIENTELE_";
 
 /// The keys an environment variable may set to something other than a
 /// string.
-const TYPED_KEYS: [&str; 3] = ["max_body_bytes", "delivery.retry_schedule", "delivery.allow_private"];
+const TYPED_KEYS: [&str; 4] = [
+    "max_body_bytes",
+    "delivery.retry_schedule",
+    "delivery.allow_private",
+    "http.trust_forwarded_proto",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -1,7 +1,6 @@
 //! `/api/v1/customers`: the customer directory and each customer's
 //! history (SPEC §5), and erasure. Reads go straight to the store.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use aide::axum::ApiRouter;
@@ -11,15 +10,14 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::api::{IdPath, PageParams, PageView, admin, parse_bool, parse_time};
 use super::auth::Principal;
 use super::error::ApiError;
 use super::extract::ApiQuery;
-use super::{AppState, keys};
-use crate::model::{Customer, UtcMillis, normalize};
-use crate::store::{CustomerQuery, Erasure, HistoryEntry, HistoryQuery};
+use super::{AppState, operations};
+use crate::model::{Customer, UtcMillis};
+use crate::store::{CustomerQuery, HistoryEntry, HistoryQuery};
 
 pub fn router() -> ApiRouter<Arc<AppState>> {
     const NOT_FOUND: [StatusCode; 1] = [StatusCode::NOT_FOUND];
@@ -71,20 +69,7 @@ async fn get_customer(
     ApiQuery(params): ApiQuery<GetParams>,
 ) -> Result<Json<Customer>, ApiError> {
     let resolve = parse_bool("resolve", params.resolve.as_deref())?.unwrap_or(false);
-    let not_found = || ApiError::not_found(format!("no customer {id:?}"));
-    let mut customer = app.store.customer(id.clone()).await?.ok_or_else(not_found)?;
-    if resolve {
-        // Follows mergedInto to the survivor, stopping before a cycle or a
-        // record that is gone (erased).
-        let mut seen = HashSet::from([customer.id.clone()]);
-        while let Some(next) = customer.merged_into.clone().filter(|next| seen.insert(next.clone())) {
-            match app.store.customer(next).await? {
-                Some(survivor) => customer = survivor,
-                None => break,
-            }
-        }
-    }
-    Ok(Json(customer))
+    Ok(Json(operations::customer(&app, &id, resolve).await?))
 }
 
 async fn erase_customer(
@@ -92,15 +77,8 @@ async fn erase_customer(
     Extension(principal): Extension<Principal>,
     Path(IdPath { id }): Path<IdPath>,
 ) -> Result<StatusCode, ApiError> {
-    match app.store.erase(id.clone()).await? {
-        Erasure::Erased => {
-            keys::record(&app, &principal, "customer.erase", &keys::erased_target(&id)).await;
-            tracing::info!(customer = %id, "customer erased");
-            Ok(StatusCode::NO_CONTENT)
-        }
-        Erasure::AlreadyErased => Ok(StatusCode::NO_CONTENT),
-        Erasure::NotFound => Err(ApiError::not_found(format!("no customer {id:?}"))),
-    }
+    operations::erase(&app, &principal, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -131,7 +109,7 @@ async fn list_customers(
     let phone = params
         .phone
         .as_deref()
-        .map(|raw| phone_filter(&app, params.source.as_deref(), raw))
+        .map(|raw| operations::phone_filter(&app, params.source.as_deref(), raw))
         .transpose()?;
     let changed_since = parse_time("changedSince", params.changed_since.as_deref())?;
     let query = CustomerQuery {
@@ -148,20 +126,6 @@ async fn list_customers(
     Ok(Json(app.store.customers(query).await?.into()))
 }
 
-/// Reads a phone filter in any format, with the country of the `source`
-/// filter when given, else of the first configured source.
-fn phone_filter(app: &AppState, source: Option<&str>, raw: &str) -> Result<String, ApiError> {
-    let country = match source.and_then(|name| app.registry.get(name)) {
-        Some(live) => live.source.settings.default_country,
-        None => app.registry.first_config().and_then(|s| s.settings.default_country),
-    };
-    normalize::phone("query", &Value::String(raw.to_owned()), country)
-        .ok()
-        .flatten()
-        .and_then(|p| p.e164)
-        .ok_or_else(|| ApiError::bad_parameter("phone cannot be read as a phone number"))
-}
-
 async fn customer_history(
     State(app): State<Arc<AppState>>,
     Path(IdPath { id }): Path<IdPath>,
@@ -172,10 +136,5 @@ async fn customer_history(
         limit: page.limit()?,
         after: page.after()?,
     };
-    let history = app
-        .store
-        .history(query)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no customer {id:?}")))?;
-    Ok(Json(history.into()))
+    Ok(Json(operations::history(&app, query).await?.into()))
 }

@@ -219,6 +219,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// What went wrong, for a person: the console shows it on the page.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 /// The error answer as documented: the [`ErrorBody`] schema.

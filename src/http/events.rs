@@ -17,10 +17,10 @@ use super::api::{IdPath, PageParams, PageView, admin};
 use super::auth::Principal;
 use super::error::{ApiError, ErrorCode};
 use super::extract::ApiQuery;
-use super::ingest::{Answer, Receipt, answer, outcome_label};
-use super::{AppState, keys};
+use super::ingest::{Answer, Receipt, answer};
+use super::{AppState, keys, operations};
 use crate::model::json;
-use crate::store::{EventQuery, EventRedaction, EventStatus, Publish, StoredEvent};
+use crate::store::{EventQuery, EventRedaction, EventStatus, StoredEvent};
 
 pub fn router() -> ApiRouter<Arc<AppState>> {
     const NOT_FOUND: [StatusCode; 1] = [StatusCode::NOT_FOUND];
@@ -104,11 +104,7 @@ async fn get_event(
     State(app): State<Arc<AppState>>,
     Path(IdPath { id }): Path<IdPath>,
 ) -> Result<Json<EventView>, ApiError> {
-    let event = app
-        .store
-        .event(id.clone())
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no event {id:?}")))?;
+    let event = operations::event(&app, &id).await?;
     let body = match &event.body {
         Some(bytes) => {
             json::decode(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
@@ -142,28 +138,5 @@ async fn reprocess_event(
     Extension(principal): Extension<Principal>,
     Path(IdPath { id }): Path<IdPath>,
 ) -> Result<Answer, ApiError> {
-    let event = app
-        .store
-        .event(id.clone())
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no event {id:?}")))?;
-    let conflict = |message: String| ApiError::conflict(ErrorCode::CannotReprocess, message);
-    let live = app
-        .registry
-        .get(&event.source)
-        .ok_or_else(|| conflict(format!("source {:?} is no longer configured", event.source)))?;
-    let source = &live.source;
-    let body = event
-        .body
-        .ok_or_else(|| conflict(format!("event {id} was redacted by an erasure")))?;
-    let read = json::parse_delivery(&body).map_err(|_| conflict(format!("event {id} has no JSON body to map")))?;
-    let mapped = source.kind.map(&read, &source.settings);
-    let outcome = app
-        .store
-        .reprocess(id.clone(), mapped, Publish::Yes)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no event {id:?}")))?;
-    keys::record(&app, &principal, "event.reprocess", &id).await;
-    tracing::info!(event_id = %id, status = outcome_label(&outcome), "event reprocessed");
-    Ok(answer(outcome))
+    Ok(answer(operations::reprocess(&app, &principal, &id).await?))
 }

@@ -19,11 +19,11 @@ use base64::Engine;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
 use super::api::{IdPath, PageParams, PageView, admin};
 use super::auth::{Principal, Scope};
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery, invalid};
+use super::extract::{ApiJson, ApiQuery};
+use super::{AppState, operations};
 use crate::model::UtcMillis;
 use crate::sources::registry::digest;
 use crate::store::keys::{AuditEntry, StoredKey};
@@ -102,32 +102,7 @@ async fn create(
     Extension(principal): Extension<Principal>,
     ApiJson(new): ApiJson<NewKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
-    let name = new.name.trim().to_owned();
-    if name.is_empty() || name.len() > 200 {
-        return Err(invalid("name: must be 1 to 200 characters"));
-    }
-    let mut scopes = Vec::new();
-    for scope in &new.scopes {
-        let scope = Scope::parse(scope).ok_or_else(|| invalid("scopes: each must be read, write, erase or admin"))?;
-        if !scopes.contains(&scope) {
-            scopes.push(scope);
-        }
-    }
-    if scopes.is_empty() {
-        return Err(invalid("scopes: give at least one of read, write, erase, admin"));
-    }
-    scopes.sort();
-    let key = random_secret("ck_");
-    let stored = StoredKey {
-        id: format!("key_{}", uuid::Uuid::now_v7().simple()),
-        name,
-        scopes: scopes.iter().map(|s| s.as_str().to_owned()).collect(),
-        created_at: UtcMillis::now(),
-        digest: digest(&key),
-    };
-    app.store.create_key(stored.clone()).await?;
-    record(&app, &principal, "key.create", &stored.id).await;
-    tracing::info!(key = %stored.id, "API key created");
+    let (key, stored) = operations::create_key(&app, &principal, &new.name, &new.scopes).await?;
     Ok((StatusCode::CREATED, Json(CreatedKey { key, stored })))
 }
 
@@ -147,11 +122,7 @@ async fn delete(
     Extension(principal): Extension<Principal>,
     Path(IdPath { id }): Path<IdPath>,
 ) -> Result<StatusCode, ApiError> {
-    if !app.store.delete_key(id.clone()).await? {
-        return Err(ApiError::not_found(format!("no key {id:?}")));
-    }
-    record(&app, &principal, "key.revoke", &id).await;
-    tracing::info!(key = %id, "API key revoked");
+    operations::revoke_key(&app, &principal, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

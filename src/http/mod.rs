@@ -16,11 +16,12 @@ mod extract;
 mod health;
 mod import;
 mod ingest;
-mod keys;
+pub(crate) mod keys;
 mod openapi;
+pub(crate) mod operations;
 mod rebuild;
 pub mod server;
-mod sources;
+pub(crate) mod sources;
 mod subscriptions;
 
 use std::sync::Arc;
@@ -60,6 +61,9 @@ pub struct AppState {
     /// Whether the outbound dispatcher runs: `/readyz` fails while it
     /// does not.
     pub dispatcher_running: tokio::sync::watch::Receiver<bool>,
+    /// `[http] trust_forwarded_proto`: whether `X-Forwarded-Proto` says a
+    /// request came over TLS (the console's cookie is then `Secure`).
+    pub trust_forwarded_proto: bool,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -72,6 +76,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(Extension(Arc::new(document)))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::map_response(error::json_errors))
+        // After the JSON error shape: the console answers in HTML.
+        .merge(crate::console::router(state.clone()))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
             ApiError::new(

@@ -112,9 +112,9 @@ struct TokenPath {
 }
 
 /// Where a source is defined.
-#[derive(Serialize, JsonSchema, Clone, Copy)]
+#[derive(Serialize, JsonSchema, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-enum ManagedBy {
+pub(crate) enum ManagedBy {
     Api,
     Config,
 }
@@ -122,35 +122,35 @@ enum ManagedBy {
 /// One of a source's tokens: never the token.
 #[derive(Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-struct TokenView {
-    id: String,
+pub(crate) struct TokenView {
+    pub id: String,
     /// `null` for the configuration file's tokens.
-    created_at: Option<UtcMillis>,
+    pub created_at: Option<UtcMillis>,
     /// Recorded within a few seconds; `null` for the file's tokens.
-    last_used_at: Option<UtcMillis>,
-    expires_at: Option<UtcMillis>,
+    pub last_used_at: Option<UtcMillis>,
+    pub expires_at: Option<UtcMillis>,
 }
 
 /// Deliveries of the last 24 hourly buckets (the current one included).
 #[derive(Serialize, JsonSchema, Default)]
-struct Last24h {
-    accepted: u64,
-    duplicate: u64,
-    ignored: u64,
-    quarantined: u64,
+pub(crate) struct Last24h {
+    pub accepted: u64,
+    pub duplicate: u64,
+    pub ignored: u64,
+    pub quarantined: u64,
     /// Refused: a wrong token, address, size or body, or over the rate limit.
-    rejected: u64,
+    pub rejected: u64,
     /// Kept while the source was paused.
-    held: u64,
+    pub held: u64,
     /// For an erased customer: nothing kept.
-    suppressed: u64,
+    pub suppressed: u64,
 }
 
 #[derive(Serialize, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
-struct StatsView {
-    last_delivery_at: Option<UtcMillis>,
-    last24h: Last24h,
+pub(crate) struct StatsView {
+    pub last_delivery_at: Option<UtcMillis>,
+    pub last24h: Last24h,
 }
 
 impl From<Stats> for StatsView {
@@ -178,16 +178,16 @@ impl From<Stats> for StatsView {
 /// A source as the API shows it.
 #[derive(Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-struct SourceView {
-    name: String,
-    managed: ManagedBy,
+pub(crate) struct SourceView {
+    pub name: String,
+    pub managed: ManagedBy,
     /// `false`: paused, its deliveries held until it is enabled again.
-    enabled: bool,
+    pub enabled: bool,
     #[serde(flatten)]
-    spec: SourceSpec,
-    created_at: Option<UtcMillis>,
-    tokens: Vec<TokenView>,
-    stats: StatsView,
+    pub spec: SourceSpec,
+    pub created_at: Option<UtcMillis>,
+    pub tokens: Vec<TokenView>,
+    pub stats: StatsView,
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -206,11 +206,11 @@ struct CreatedSource {
 
 #[derive(Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-struct CreatedToken {
-    id: String,
+pub(crate) struct CreatedToken {
+    pub id: String,
     /// Shown only here.
-    token: String,
-    expires_at: Option<UtcMillis>,
+    pub token: String,
+    pub expires_at: Option<UtcMillis>,
 }
 
 fn view(stored: StoredSource, stats: Option<Stats>) -> SourceView {
@@ -264,6 +264,11 @@ fn since() -> String {
 }
 
 async fn list(State(app): State<Arc<AppState>>) -> Result<Json<Sources>, ApiError> {
+    Ok(Json(Sources { data: all(&app).await? }))
+}
+
+/// Every source, by name, with its tokens and stats.
+pub(crate) async fn all(app: &AppState) -> Result<Vec<SourceView>, ApiError> {
     let mut stats = app.store.stats(None, since()).await?;
     let mut data: Vec<SourceView> = app
         .registry
@@ -277,10 +282,11 @@ async fn list(State(app): State<Arc<AppState>>) -> Result<Json<Sources>, ApiErro
         data.push(view(stored, stats));
     }
     data.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Json(Sources { data }))
+    Ok(data)
 }
 
-async fn find(app: &AppState, name: &str) -> Result<SourceView, ApiError> {
+/// One source, with its tokens and stats.
+pub(crate) async fn find(app: &AppState, name: &str) -> Result<SourceView, ApiError> {
     let mut stats = app.store.stats(Some(name.to_owned()), since()).await?;
     if let Some(live) = app.registry.get(name).filter(|l| l.managed == Managed::Config) {
         return Ok(config_view(&live, stats.remove(name)));
@@ -498,13 +504,34 @@ async fn patch(
         ));
     }
     let enabled = patch.enabled.unwrap_or(stored.enabled);
-    if !app.store.update_source(name.clone(), spec, enabled).await? {
-        return Err(not_found(&name));
+    Ok(Json(save(&app, &principal, &name, spec, enabled).await?))
+}
+
+/// Pauses (`false`) or enables an API source; it as it is then.
+pub(crate) async fn set_enabled(
+    app: &AppState,
+    principal: &Principal,
+    name: &str,
+    enabled: bool,
+) -> Result<SourceView, ApiError> {
+    let stored = api_source(app, name).await?;
+    save(app, principal, name, stored.spec, enabled).await
+}
+
+async fn save(
+    app: &AppState,
+    principal: &Principal,
+    name: &str,
+    spec: SourceSpec,
+    enabled: bool,
+) -> Result<SourceView, ApiError> {
+    if !app.store.update_source(name.to_owned(), spec, enabled).await? {
+        return Err(not_found(name));
     }
     app.registry.reload().await?;
-    record(&app, &principal, "source.update", &name).await;
+    record(app, principal, "source.update", name).await;
     tracing::info!(source = %name, enabled, "source updated");
-    Ok(Json(find(&app, &name).await?))
+    find(app, name).await
 }
 
 async fn delete(
@@ -572,7 +599,6 @@ async fn create_token(
     } else {
         parse_json(&body)?
     };
-    let stored = api_source(&app, &name).await?;
     let expires_at = new
         .expires_in
         .as_ref()
@@ -584,16 +610,29 @@ async fn create_token(
                 })
         })
         .transpose()?;
-    let verify = check(&name, &stored.spec)?;
-    let (token, stored_token) = new_token(&name, verify, expires_at);
+    let created = add_token(&app, &principal, &name, expires_at).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Adds a token to an API source (a rotation starts here); shown this
+/// once.
+pub(crate) async fn add_token(
+    app: &AppState,
+    principal: &Principal,
+    name: &str,
+    expires_at: Option<UtcMillis>,
+) -> Result<CreatedToken, ApiError> {
+    let stored = api_source(app, name).await?;
+    let verify = check(name, &stored.spec)?;
+    let (token, stored_token) = new_token(name, verify, expires_at);
     let id = stored_token.id.clone();
     if !app.store.add_token(stored_token).await? {
-        return Err(not_found(&name));
+        return Err(not_found(name));
     }
     app.registry.reload().await?;
-    record(&app, &principal, "token.create", &format!("{name}/{id}")).await;
+    record(app, principal, "token.create", &format!("{name}/{id}")).await;
     tracing::info!(source = %name, token = %id, "source token created");
-    Ok((StatusCode::CREATED, Json(CreatedToken { id, token, expires_at })))
+    Ok(CreatedToken { id, token, expires_at })
 }
 
 async fn delete_token(
@@ -601,14 +640,20 @@ async fn delete_token(
     Extension(principal): Extension<Principal>,
     Path(TokenPath { name, id }): Path<TokenPath>,
 ) -> Result<StatusCode, ApiError> {
-    api_source(&app, &name).await?;
-    if !app.store.delete_token(name.clone(), id.clone()).await? {
+    revoke_token(&app, &principal, &name, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes an API source's token from the next request on.
+pub(crate) async fn revoke_token(app: &AppState, principal: &Principal, name: &str, id: &str) -> Result<(), ApiError> {
+    api_source(app, name).await?;
+    if !app.store.delete_token(name.to_owned(), id.to_owned()).await? {
         return Err(ApiError::not_found(format!("source {name:?} has no token {id:?}")));
     }
     app.registry.reload().await?;
-    record(&app, &principal, "token.revoke", &format!("{name}/{id}")).await;
+    record(app, principal, "token.revoke", &format!("{name}/{id}")).await;
     tracing::info!(source = %name, token = %id, "source token revoked");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 fn not_found(name: &str) -> ApiError {

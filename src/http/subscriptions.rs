@@ -21,12 +21,11 @@ use serde::{Deserialize, Serialize};
 use super::api::{IdPath, PageParams, PageView, admin, parse_time};
 use super::auth::Principal;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery, invalid};
-use super::{AppState, keys};
+use super::extract::{ApiJson, ApiQuery};
+use super::{AppState, operations};
 use crate::model::{Action, UtcMillis};
-use crate::outbound::destination::Refused;
-use crate::outbound::{Message, MessageStatus, Subscription, signing};
-use crate::store::{MessageQuery, Retry};
+use crate::outbound::{Message, MessageStatus, Subscription};
+use crate::store::MessageQuery;
 
 pub fn router() -> ApiRouter<Arc<AppState>> {
     const NOT_FOUND: [StatusCode; 1] = [StatusCode::NOT_FOUND];
@@ -136,37 +135,16 @@ async fn create(
     State(app): State<Arc<AppState>>,
     ApiJson(new): ApiJson<NewSubscription>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
-    let url = reqwest::Url::parse(new.url.trim()).map_err(|_| invalid(Refused::Scheme.to_string()))?;
-    app.destinations.check_url(&url).map_err(|refused| match refused {
-        Refused::NotAllowed => invalid("url names a non-public address, which [delivery] allow_private does not list"),
-        other => invalid(other.to_string()),
-    })?;
-    let secret = match new.secret {
-        Some(secret) => {
-            signing::check(&secret).map_err(|e| invalid(e.to_string()))?;
-            secret
-        }
-        None => signing::generate_secret(),
-    };
-    let actions = new
-        .actions
-        .iter()
-        .map(|a| Action::parse(a).ok_or_else(|| invalid("actions may hold created, updated, merged and deleted")))
-        .collect::<Result<_, _>>()?;
-    if let Some(unknown) = new.sources.iter().find(|s| app.registry.get(s).is_none()) {
-        return Err(invalid(format!("sources: no source named {unknown:?} is configured")));
-    }
-    let subscription = Subscription {
-        id: format!("sub_{}", uuid::Uuid::now_v7().simple()),
-        url: url.to_string(),
-        secret: secret.clone(),
-        actions,
-        sources: new.sources,
-        enabled: true,
-        created_at: UtcMillis::now(),
-    };
-    app.store.create_subscription(subscription.clone()).await?;
-    tracing::info!(subscription = %subscription.id, "subscription created");
+    let (subscription, secret) = operations::create_subscription(
+        &app,
+        operations::NewSubscription {
+            url: new.url,
+            secret: new.secret,
+            actions: new.actions,
+            sources: new.sources,
+        },
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(Created { subscription, secret })))
 }
 
@@ -211,10 +189,9 @@ async fn patch(
     Path(IdPath { id }): Path<IdPath>,
     ApiJson(patch): ApiJson<Patch>,
 ) -> Result<Json<Subscription>, ApiError> {
-    let subscription = app.store.set_subscription_enabled(id.clone(), patch.enabled).await?;
-    let subscription = subscription.ok_or_else(|| not_found(&id))?;
-    tracing::info!(subscription = %id, enabled = patch.enabled, "subscription updated");
-    Ok(Json(subscription))
+    Ok(Json(
+        operations::set_subscription_enabled(&app, &id, patch.enabled).await?,
+    ))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -230,24 +207,14 @@ async fn messages(
     Path(IdPath { id }): Path<IdPath>,
     ApiQuery(params): ApiQuery<MessageParams>,
 ) -> Result<Json<PageView<Message>>, ApiError> {
-    if app.store.subscription(id.clone()).await?.is_none() {
-        return Err(not_found(&id));
-    }
-    let status = params
-        .status
-        .as_deref()
-        .map(|s| {
-            MessageStatus::parse(s)
-                .ok_or_else(|| ApiError::bad_parameter("status must be pending, delivered, dead or cancelled"))
-        })
-        .transpose()?;
     let query = MessageQuery {
         subscription_id: id,
-        status,
+        customer_id: None,
+        status: operations::message_status(params.status.as_deref())?,
         limit: params.page.limit()?,
         after: params.page.after()?,
     };
-    Ok(Json(app.store.messages(query).await?.into()))
+    Ok(Json(operations::messages(&app, query).await?.into()))
 }
 
 /// A message queued to be sent again.
@@ -260,19 +227,13 @@ async fn retry(
     State(app): State<Arc<AppState>>,
     Path(IdPath { id }): Path<IdPath>,
 ) -> Result<(StatusCode, Json<Retried>), ApiError> {
-    match app.store.retry_message(id.clone()).await? {
-        Retry::Queued => Ok((
-            StatusCode::ACCEPTED,
-            Json(Retried {
-                status: MessageStatus::Pending,
-            }),
-        )),
-        Retry::NotFound => Err(ApiError::not_found(format!("no message {id:?}"))),
-        Retry::Cancelled => Err(ApiError::conflict(
-            super::error::ErrorCode::Cancelled,
-            format!("message {id:?} was cancelled by an erasure and is never sent again"),
-        )),
-    }
+    operations::retry(&app, &id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Retried {
+            status: MessageStatus::Pending,
+        }),
+    ))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -296,13 +257,7 @@ async fn replay(
 ) -> Result<(StatusCode, Json<Replayed>), ApiError> {
     let since = parse_time("since", params.since.as_deref())?
         .ok_or_else(|| ApiError::bad_parameter("since is required: an RFC 3339 time such as 2026-04-24T18:38:21Z"))?;
-    let queued = app
-        .store
-        .replay(id.clone(), since)
-        .await?
-        .ok_or_else(|| not_found(&id))?;
-    keys::record(&app, &principal, "subscription.replay", &id).await;
-    tracing::info!(subscription = %id, messages = queued, "replay queued");
+    let queued = operations::replay(&app, &principal, &id, since).await?;
     Ok((StatusCode::ACCEPTED, Json(Replayed { messages: queued })))
 }
 

@@ -69,6 +69,12 @@ impl UtcMillis {
         self.0
     }
 
+    /// The instant `ms` milliseconds after the epoch, within the years 1
+    /// to 9999 (the nearer end of them otherwise), as a store keeps it.
+    pub fn from_millisecond(ms: i64) -> Self {
+        Self(ms.clamp(Self::MIN, Self::MAX))
+    }
+
     /// Reads a platform time: RFC 3339 with `Z` or an offset, or an
     /// offset-less `YYYY-MM-DD[T ]hh:mm:ss[.SSS]` read in `tz` (or in the
     /// zone of a `[Area/City]` annotation, should a platform send one).

@@ -93,6 +93,22 @@ pub(super) fn pack(body: &[u8]) -> Packed {
 }
 
 /// The body kept as `bytes` with `codec`.
+/// Events read for a replay (seq, id, source, body, codec), their bodies
+/// as kept.
+pub(super) type PackedEvents = Vec<(i64, String, String, Option<Vec<u8>>, i64)>;
+
+/// Events read for a replay (seq, id, source, body), their bodies as
+/// received.
+pub(super) type Events = Vec<(i64, String, String, Option<Vec<u8>>)>;
+
+/// `events` with their bodies unpacked.
+pub(super) fn unpacked(events: PackedEvents) -> Result<Events, StoreError> {
+    events
+        .into_iter()
+        .map(|(seq, id, source, body, codec)| Ok((seq, id, source, body.map(|b| unpack(codec, b)).transpose()?)))
+        .collect()
+}
+
 pub(super) fn unpack(codec: i64, bytes: Vec<u8>) -> Result<Vec<u8>, StoreError> {
     if codec == RAW {
         return Ok(bytes);

@@ -21,6 +21,7 @@ pub mod postgres;
 mod replay;
 mod reprocess;
 mod rows;
+pub mod sessions;
 pub mod sources;
 pub mod sqlite;
 
@@ -276,6 +277,8 @@ pub struct EventQuery {
 #[derive(Debug, Clone)]
 pub struct MessageQuery {
     pub subscription_id: String,
+    /// Only this customer's messages.
+    pub customer_id: Option<String>,
     pub status: Option<MessageStatus>,
     pub limit: usize,
     pub after: Option<i64>,
@@ -305,13 +308,25 @@ pub(crate) async fn outboxed<T>(
 /// linearized by the backend; reads see only committed data. Each user
 /// asks for the role it needs (the dispatcher an [`Outbox`], say).
 pub trait Store:
-    Inbox + Directory + Subscriptions + Outbox + Import + keys::Keys + sources::Sources + crate::retention::Retention
+    Inbox
+    + Directory
+    + Subscriptions
+    + Outbox
+    + Import
+    + keys::Keys
+    + sources::Sources
+    + sessions::Sessions
+    + crate::retention::Retention
 {
     /// Whether the store can serve reads and take writes.
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Finishes queued writes and closes the store.
     fn close(&self) -> BoxFuture<'_, ()>;
+
+    /// The bytes the store takes: the embedded store's file (without its
+    /// write-ahead log), or the Postgres database's size.
+    fn size_bytes(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
 
 /// The inbox: deliveries kept as they came, and what each did.

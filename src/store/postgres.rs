@@ -48,6 +48,7 @@ mod keys;
 mod outbound;
 mod rebuild;
 mod retention;
+mod sessions;
 mod sources;
 
 pub use outbound::CLAIM;
@@ -62,6 +63,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0007_access.sql"),
     include_str!("migrations/postgres/0008_claims.sql"),
     include_str!("migrations/postgres/0009_codec.sql"),
+    include_str!("migrations/postgres/0010_console.sql"),
 ];
 
 /// Connections per instance.
@@ -447,6 +449,15 @@ impl Rebuild for Rebuilding {
 }
 
 impl Store for PgStore {
+    fn size_bytes(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let (bytes,): (i64,) = sqlx::query_as("SELECT pg_database_size(current_database())")
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(bytes.max(0) as u64)
+        })
+    }
+
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             sqlx::query("SELECT 1").execute(&self.pool).await?;

@@ -184,7 +184,14 @@ pub trait Sources: Send + Sync {
         source: Option<String>,
         since_hour: String,
     ) -> BoxFuture<'_, Result<HashMap<String, Stats>, StoreError>>;
+
+    /// Every source's counts per hourly bucket from `since_hour` on, as
+    /// `(source, hour, outcome, count)`: the console's chart over time.
+    fn hourly_stats(&self, since_hour: String) -> BoxFuture<'_, Result<Vec<HourlyCount>, StoreError>>;
 }
+
+/// `(source, hour "YYYY-MM-DDTHH", outcome, count)`.
+pub type HourlyCount = (String, String, String, u64);
 
 /// The hourly bucket of a time: `YYYY-MM-DDTHH`.
 pub fn hour_of(at: UtcMillis) -> String {

@@ -35,6 +35,7 @@ mod lock;
 mod outbound;
 mod rebuild;
 mod retention;
+mod sessions;
 mod sources;
 #[cfg(test)]
 mod tests;
@@ -60,6 +61,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0009_access.sql"),
     include_str!("migrations/sqlite/0010_claims.sql"),
     include_str!("migrations/sqlite/0011_codec.sql"),
+    include_str!("migrations/sqlite/0012_console.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back
@@ -447,6 +449,17 @@ impl Rebuild for Rebuilding {
 }
 
 impl Store for SqliteStore {
+    fn size_bytes(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.readers.run(|conn| {
+            let bytes: i64 = conn.query_row(
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(bytes.max(0) as u64)
+        }))
+    }
+
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             if self.commands.is_closed() {

@@ -14,6 +14,7 @@ mod util;
 
 mod brokers;
 mod connections;
+mod console;
 mod crash;
 mod destinations;
 mod directory;

@@ -1339,6 +1339,7 @@ async fn a_send_that_outlived_its_lease_moves_nothing_over_a_later_claim() {
             let page = store
                 .messages(MessageQuery {
                     subscription_id: subscription,
+                    customer_id: None,
                     status: None,
                     limit: 10,
                     after: None,

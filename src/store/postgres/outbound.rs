@@ -618,18 +618,24 @@ type MessageRow = (i64, String, String, String, String, i64, String, String, Opt
 type AttemptRow = (i64, String, Option<i32>, Option<String>, i64);
 
 pub(super) async fn messages(conn: &mut PgConnection, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
-    let rows: Vec<MessageRow> = sqlx::query_as(
+    let sql =
+        format!(
         "SELECT m.seq, m.id, o.id, m.subscription_id, m.customer_id, o.version, o.action, m.status, m.next_attempt_at
          FROM messages m JOIN outbox o ON o.seq = m.outbox_seq
-         WHERE m.subscription_id = $1 AND ($2::text IS NULL OR m.status = $2) AND m.seq > $3
+         WHERE m.subscription_id = $1 AND ($2::text IS NULL OR m.status = $2) AND m.seq > $3 {}
          ORDER BY m.seq LIMIT $4",
-    )
-    .bind(&q.subscription_id)
-    .bind(q.status.map(MessageStatus::as_str))
-    .bind(q.after.unwrap_or(0))
-    .bind(q.limit as i64 + 1)
-    .fetch_all(&mut *conn)
-    .await?;
+        // Its own statement, so that a customer's messages are read through
+        // their index rather than by filtering a subscription's.
+        if q.customer_id.is_some() { "AND m.customer_id = $5" } else { "AND $5::text IS NULL" }
+    );
+    let rows: Vec<MessageRow> = sqlx::query_as(&sql)
+        .bind(&q.subscription_id)
+        .bind(q.status.map(MessageStatus::as_str))
+        .bind(q.after.unwrap_or(0))
+        .bind(q.limit as i64 + 1)
+        .bind(&q.customer_id)
+        .fetch_all(&mut *conn)
+        .await?;
     let seqs: Vec<i64> = rows.iter().map(|r| r.0).collect();
     let attempts: Vec<AttemptRow> = sqlx::query_as(
         "SELECT message_seq, at, status_code, error, duration_ms FROM attempts

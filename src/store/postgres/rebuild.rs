@@ -205,13 +205,15 @@ async fn replay_in(
     rebuilt: &mut Rebuilt,
     limit: usize,
 ) -> Result<bool, StoreError> {
-    let events: Vec<(i64, String, String, Option<Vec<u8>>)> = sqlx::query_as(&format!(
-        "SELECT seq, id, source, body FROM {live}events WHERE status = 'accepted' AND seq > $1 ORDER BY seq LIMIT $2"
+    let events: crate::store::compress::PackedEvents = sqlx::query_as(&format!(
+        "SELECT seq, id, source, body, codec::INT8 FROM {live}events
+         WHERE status = 'accepted' AND seq > $1 ORDER BY seq LIMIT $2"
     ))
     .bind(*after)
     .bind(limit as i64)
     .fetch_all(work.conn())
     .await?;
+    let events = crate::store::compress::unpacked(events)?;
     for (seq, id, source, body) in &events {
         *after = *seq;
         // A source no longer configured, or a body gone: left as it is.

@@ -11,7 +11,7 @@ use super::PgStore;
 use crate::model::UtcMillis;
 use crate::store::rows::{RawHeld, RawSource, RawToken, changed_sources, decode_held, source_stats};
 use crate::store::sources::{
-    Changed, Held, SourceDeletion, SourceSpec, Sources, Stats, StoredSource, StoredToken, Usage,
+    Changed, Held, HourlyCount, SourceDeletion, SourceSpec, Sources, Stats, StoredSource, StoredToken, Usage,
 };
 use crate::store::{BoxFuture, StoreError};
 
@@ -372,6 +372,20 @@ impl Sources for PgStore {
                     .fetch_all(&self.pool)
                     .await?;
             source_stats(counts, last)
+        })
+    }
+
+    fn hourly_stats(&self, since_hour: String) -> BoxFuture<'_, Result<Vec<HourlyCount>, StoreError>> {
+        Box::pin(async move {
+            let rows: Vec<(String, String, String, i64)> =
+                sqlx::query_as("SELECT source, hour, outcome, count FROM source_stats WHERE hour >= $1")
+                    .bind(&since_hour)
+                    .fetch_all(&self.pool)
+                    .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(s, h, o, n)| (s, h, o, n.max(0) as u64))
+                .collect())
         })
     }
 }

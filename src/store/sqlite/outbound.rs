@@ -444,18 +444,23 @@ pub(super) fn record_attempt(
 }
 
 pub(super) fn messages(conn: &Connection, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+    let mut stmt =
+        conn.prepare_cached(&format!(
         "SELECT m.seq, m.id, o.id, m.subscription_id, m.customer_id, o.version, o.action, m.status, m.next_attempt_at
          FROM messages m JOIN outbox o ON o.seq = m.outbox_seq
-         WHERE m.subscription_id = ?1 AND (?2 IS NULL OR m.status = ?2) AND m.seq > ?3
+         WHERE m.subscription_id = ?1 AND (?2 IS NULL OR m.status = ?2) AND m.seq > ?3 {}
          ORDER BY m.seq LIMIT ?4",
-    )?;
+        // Its own statement, so that a customer's messages are read through
+        // their index rather than by filtering a subscription's.
+        if q.customer_id.is_some() { "AND m.customer_id = ?5" } else { "AND ?5 IS NULL" }
+    ))?;
     let rows = stmt.query_map(
         params![
             q.subscription_id,
             q.status.map(MessageStatus::as_str),
             q.after.unwrap_or(0),
-            q.limit as i64 + 1
+            q.limit as i64 + 1,
+            q.customer_id
         ],
         |r| {
             Ok(RawMessage {

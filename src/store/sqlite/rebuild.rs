@@ -83,15 +83,16 @@ impl Shadow {
     /// tables, in arrival order. Returns whether more may wait.
     pub(super) fn replay(&mut self, limit: usize) -> Result<bool, StoreError> {
         let tx = self.conn.unchecked_transaction()?;
-        let events: Vec<(i64, String, String, Option<Vec<u8>>)> = tx
+        let events: crate::store::compress::PackedEvents = tx
             .prepare_cached(
-                "SELECT seq, id, source, body FROM main.events
+                "SELECT seq, id, source, body, codec FROM main.events
                  WHERE status = 'accepted' AND seq > ?1 ORDER BY seq LIMIT ?2",
             )?
             .query_map(params![self.after, limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })?
             .collect::<Result<_, _>>()?;
+        let events = crate::store::compress::unpacked(events)?;
         for (seq, id, source, body) in &events {
             self.after = *seq;
             // A source no longer configured, or a body gone: left as it is.

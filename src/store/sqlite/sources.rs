@@ -10,7 +10,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::SqliteStore;
 use crate::model::UtcMillis;
 use crate::store::rows::{RawHeld, RawSource, RawToken, changed_sources, decode_held, source_stats};
-use crate::store::sources::{Changed, Held, SourceDeletion, Sources, Stats, StoredSource, StoredToken, Usage};
+use crate::store::sources::{
+    Changed, Held, HourlyCount, SourceDeletion, Sources, Stats, StoredSource, StoredToken, Usage,
+};
 use crate::store::{BoxFuture, StoreError};
 
 /// Moves the sources version, and marks `source` as changed at it.
@@ -305,6 +307,19 @@ impl Sources for SqliteStore {
                 .query_map([&source], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
             source_stats(counts, last)
+        }))
+    }
+
+    fn hourly_stats(&self, since_hour: String) -> BoxFuture<'_, Result<Vec<HourlyCount>, StoreError>> {
+        Box::pin(self.readers.run(move |conn| {
+            let rows: Vec<(String, String, String, i64)> = conn
+                .prepare_cached("SELECT source, hour, outcome, count FROM source_stats WHERE hour >= ?1")?
+                .query_map([&since_hour], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows
+                .into_iter()
+                .map(|(s, h, o, n)| (s, h, o, n.max(0) as u64))
+                .collect())
         }))
     }
 }

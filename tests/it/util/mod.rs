@@ -64,6 +64,7 @@
 //! crate, the Standard Webhooks reference library, not with Clientele's
 //! own code.
 
+pub mod console;
 pub mod postgres;
 pub mod proxy;
 mod setup;

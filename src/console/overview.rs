@@ -1,0 +1,248 @@
+//! The overview (`/console`): how deliveries went per source over the
+//! last 24 hours (a chart drawn here as SVG), which sources have gone
+//! quiet, and what waits to be sent.
+//!
+//! Everything on it is read from counters kept as deliveries happen (the
+//! sources' hourly stats) and from the outbox's backlog, never by
+//! counting a large table.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::response::Response;
+use maud::{Markup, html};
+
+use super::layout::{self, ago};
+use super::session::Session;
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::sources::{self, SourceView};
+use crate::model::UtcMillis;
+use crate::store::sources::{HourlyCount, hour_of};
+
+/// A source without a delivery for this long has gone quiet.
+const QUIET_MS: i64 = 24 * 3600 * 1000;
+
+/// The outcomes the chart shows, in its order, with their CSS class.
+const OUTCOMES: [(&str, &str); 5] = [
+    ("accepted", "ok"),
+    ("duplicate", "dup"),
+    ("ignored", "ign"),
+    ("quarantined", "quar"),
+    ("rejected", "rej"),
+];
+
+pub async fn page(State(app): State<Arc<AppState>>, Extension(session): Extension<Session>) -> Response {
+    match read(&app).await {
+        Ok(content) => layout::page(&session, "Overview", content),
+        Err(error) => layout::failure(Some(&session), &error),
+    }
+}
+
+async fn read(app: &AppState) -> Result<Markup, ApiError> {
+    let sources = sources::all(app).await?;
+    let backlog = app.store.backlog().await.map_err(|e| {
+        tracing::error!(error = %e, "cannot read the outbound backlog");
+        ApiError::from(crate::store::StoreError::Unavailable("the outbound backlog".into()))
+    })?;
+    let size = app.store.size_bytes().await?;
+    let hourly = app.store.hourly_stats(last_24_hours().swap_remove(0)).await?;
+    let total = |pick: fn(&SourceView) -> u64| sources.iter().map(pick).sum::<u64>();
+    let accepted = total(|s| s.stats.last24h.accepted);
+    let quarantined = total(|s| s.stats.last24h.quarantined);
+    let rejected = total(|s| s.stats.last24h.rejected);
+    let pending: u64 = backlog.pending.iter().map(|(_, n)| n).sum();
+    let now = UtcMillis::now().as_millisecond();
+    let quiet: Vec<&SourceView> = sources
+        .iter()
+        .filter(|s| {
+            s.stats
+                .last_delivery_at
+                .is_none_or(|at| now - at.as_millisecond() > QUIET_MS)
+        })
+        .collect();
+    Ok(html! {
+        h1 { "Overview" }
+        section.cards aria-label="Last 24 hours" {
+            (card("Accepted, 24 h", accepted, "/console/deliveries?status=accepted", ""))
+            (card("Quarantined, 24 h", quarantined, "/console/quarantine", if quarantined > 0 { "warn" } else { "" }))
+            (card("Rejected, 24 h", rejected, "/console/sources", if rejected > 0 { "warn" } else { "" }))
+            (card("Waiting to be sent", pending + backlog.unfanned, "/console/subscriptions", if pending > 0 { "warn" } else { "" }))
+        }
+        p.muted { "Store: " (megabytes(size)) }
+        section {
+            h2 { "Deliveries per source and hour, last 24 hours" }
+            (chart(&sources, &hourly))
+        }
+        section {
+            h2 { "Sources" }
+            @if quiet.is_empty() {
+                p.notice.good { "Every source delivered within the last 24 hours." }
+            } @else {
+                p.notice.warn {
+                    "Quiet for 24 hours or more: "
+                    @for (i, source) in quiet.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        strong { (source.name) }
+                    }
+                }
+            }
+            div.scroll {
+                table {
+                    thead { tr { th { "Source" } th { "Kind" } th { "State" } th { "Last delivery" } th.num { "Accepted" } th.num { "Quarantined" } th.num { "Rejected" } } }
+                    tbody {
+                        @for source in &sources {
+                            tr {
+                                td { (source.name) }
+                                td { (source.spec.kind) }
+                                td { @if source.enabled { span.badge.good { "enabled" } } @else { span.badge.warn { "paused" } } }
+                                td {
+                                    @match source.stats.last_delivery_at {
+                                        Some(at) => span title=(at.to_string()) { (ago(at)) },
+                                        None => span.muted { "never" },
+                                    }
+                                }
+                                td.num { (source.stats.last24h.accepted) }
+                                td.num { (source.stats.last24h.quarantined) }
+                                td.num { (source.stats.last24h.rejected) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section {
+            h2 { "Outbound" }
+            @if backlog.unfanned > 0 {
+                p { (backlog.unfanned) " changes not yet made into messages." }
+            }
+            @if backlog.pending.is_empty() {
+                p.muted { "No subscriptions." }
+            } @else {
+                div.scroll {
+                    table {
+                        thead { tr { th { "Subscription" } th.num { "Pending messages" } th { } } }
+                        tbody {
+                            @for (subscription, pending) in &backlog.pending {
+                                tr {
+                                    td.mono { a href={ "/console/subscriptions/" (layout::encode(subscription)) } { (subscription) } }
+                                    td.num { (pending) }
+                                    td { a href={ "/console/subscriptions/" (layout::encode(subscription)) "?status=dead" } { "dead messages" } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// A size in megabytes, one decimal.
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
+}
+
+fn card(label: &str, value: u64, href: &str, tone: &str) -> Markup {
+    html! {
+        a.card.(tone) href=(href) {
+            span.value { (value) }
+            span.label { (label) }
+        }
+    }
+}
+
+/// The last 24 hourly buckets, oldest first: `YYYY-MM-DDTHH`.
+fn last_24_hours() -> Vec<String> {
+    let now = jiff::Timestamp::now();
+    (0..24)
+        .rev()
+        .map(|back| {
+            let at = now
+                .checked_sub(jiff::SignedDuration::from_hours(back))
+                .unwrap_or(jiff::Timestamp::MIN);
+            hour_of(UtcMillis::from_timestamp(at))
+        })
+        .collect()
+}
+
+/// Each source's deliveries per hour over the last 24, a row of stacked
+/// columns per source, all on one scale; drawn on the server as SVG (no
+/// script, no library).
+fn chart(sources: &[SourceView], hourly: &[HourlyCount]) -> Markup {
+    const ROW: f64 = 44.0;
+    const LABEL: f64 = 90.0;
+    const COLUMN: f64 = 13.0;
+    const BAR: f64 = 34.0;
+    let hours = last_24_hours();
+    let mut counts: HashMap<(&str, &str), [u64; 5]> = HashMap::new();
+    for (source, hour, outcome, n) in hourly {
+        if let Some(i) = OUTCOMES.iter().position(|(o, _)| o == outcome) {
+            counts.entry((source.as_str(), hour.as_str())).or_default()[i] += n;
+        }
+    }
+    let busiest = counts.values().map(|c| c.iter().sum::<u64>()).max().unwrap_or(0).max(1);
+    let width = LABEL + COLUMN * hours.len() as f64 + 40.0;
+    let height = ROW * sources.len().max(1) as f64 + 18.0;
+    let bars = |source: &str, top: f64| -> Vec<Bar> {
+        let mut bars = Vec::new();
+        for (column, hour) in hours.iter().enumerate() {
+            let Some(count) = counts.get(&(source, hour.as_str())) else {
+                continue;
+            };
+            let mut y = top + BAR;
+            for (n, (outcome, class)) in count.iter().zip(OUTCOMES) {
+                if *n > 0 {
+                    let h = (*n as f64 / busiest as f64 * BAR).max(1.5);
+                    y -= h;
+                    bars.push(Bar {
+                        x: LABEL + column as f64 * COLUMN,
+                        y,
+                        height: h,
+                        outcome,
+                        class,
+                        n: *n,
+                        hour: hour.clone(),
+                    });
+                }
+            }
+        }
+        bars
+    };
+    html! {
+        figure.chart {
+            svg viewBox={ "0 0 " (width) " " (height) } role="img" aria-label="Deliveries per source and hour, last 24 hours" {
+                @for (row, source) in sources.iter().enumerate() {
+                    @let top = row as f64 * ROW + 4.0;
+                    text.label x="0" y=(format!("{:.1}", top + BAR - 10.0)) { (source.name) }
+                    line.axis x1=(LABEL) x2=(width - 40.0) y1=(format!("{:.1}", top + BAR)) y2=(format!("{:.1}", top + BAR)) {}
+                    @for bar in bars(&source.name, top) {
+                        rect class=(bar.class) x=(format!("{:.1}", bar.x)) y=(format!("{:.1}", bar.y)) width=(COLUMN - 3.0) height=(format!("{:.1}", bar.height)) {
+                            title { (bar.hour) ":00 UTC, " (bar.outcome) ": " (bar.n) }
+                        }
+                    }
+                }
+                text.count x=(LABEL) y=(height - 2.0) { "24 h ago" }
+                text.count x=(width - 40.0) y=(height - 2.0) text-anchor="end" { "now" }
+            }
+            figcaption.legend {
+                @for (outcome, class) in OUTCOMES {
+                    span { i.swatch.(class) {} (outcome) }
+                }
+                span { "busiest hour: " (busiest) }
+            }
+        }
+    }
+}
+
+struct Bar {
+    x: f64,
+    y: f64,
+    height: f64,
+    outcome: &'static str,
+    class: &'static str,
+    n: u64,
+    hour: String,
+}
