@@ -79,9 +79,13 @@ parameters = { source = "treez" }
 TOML
 
 status=0
+# One worker: with two, hypothesis parses lambdas' source from two threads
+# at once, which Python 3.11.7's `ast.parse` is not safe for ("AST
+# constructor recursion depth mismatch", CPython gh-106905), a crash of the
+# tool reported as an error of the run.
 "$venv/bin/schemathesis" --config-file "$work/schemathesis.toml" run "$base/api/v1/openapi.json" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
-    --max-examples 30 --workers 2 --max-time 120 --seed 1 \
+    --max-examples 30 --workers 1 --max-time 120 --seed 1 \
     || status=$?
 if [ "$status" -ne 0 ]; then
     echo "CI: schemathesis found the server and its document disagree (server log follows)" >&2
