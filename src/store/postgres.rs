@@ -59,6 +59,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0006_fanout.sql"),
     include_str!("migrations/postgres/0007_access.sql"),
     include_str!("migrations/postgres/0008_codec.sql"),
+    include_str!("migrations/postgres/0009_history_codec.sql"),
 ];
 
 /// Connections per instance.
@@ -401,15 +402,17 @@ impl Directory for PgStore {
                     if exists.is_none() {
                         return Ok(None);
                     }
-                    let rows: Vec<(i64, String)> = sqlx::query_as(
-                        "SELECT seq, entry FROM history WHERE customer_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                    let rows: Vec<(i64, Vec<u8>, i16)> = sqlx::query_as(
+                        "SELECT seq, COALESCE(packed, convert_to(entry, 'UTF8')), codec FROM history
+                         WHERE customer_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
                     )
                     .bind(&query.customer_id)
                     .bind(query.after.unwrap_or(0))
                     .bind(query.limit as i64 + 1)
                     .fetch_all(&mut *conn)
                     .await?;
-                    Ok(Some(history_page(rows, query.limit)?))
+                    let rows = rows.into_iter().map(|(seq, entry, codec)| (seq, entry, codec.into()));
+                    Ok(Some(history_page(rows.collect(), query.limit)?))
                 })
             })
             .await
@@ -635,7 +638,7 @@ async fn ingest(work: &mut Work, d: &Delivery, publish: Publish) -> Result<Inges
     // Another instance may have kept the same delivery since the check
     // above: then this insert fails on the unique key, and the whole
     // transaction runs again and answers `duplicate`.
-    let body = compress::pack(&d.body);
+    let body = compress::pack(compress::Kind::Body, &d.body);
     sqlx::query(
         "INSERT INTO events (id, source, dedupe_key, received_at, headers, body, codec, status, reason, outcome, customer_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -1013,10 +1016,12 @@ async fn persist(
         .await?;
     }
     for (customer_id, entry) in &effects.history {
-        sqlx::query("INSERT INTO history (customer_id, event_id, entry) VALUES ($1, $2, $3)")
+        let packed = compress::pack(compress::Kind::Document, &serde_json::to_vec(entry)?);
+        sqlx::query("INSERT INTO history (customer_id, event_id, packed, codec) VALUES ($1, $2, $3, $4)")
             .bind(customer_id)
             .bind(&entry.event_id)
-            .bind(serde_json::to_string(entry)?)
+            .bind(&packed.bytes)
+            .bind(packed.codec as i16)
             .execute(work.conn())
             .await?;
     }

@@ -66,11 +66,12 @@ pub(super) fn positioned_page<T>(rows: Vec<(i64, T)>, limit: usize) -> Page<T> {
     }
 }
 
-/// Decodes a page of history entries, read as their position and JSON.
-pub(super) fn history_page(rows: Vec<(i64, String)>, limit: usize) -> Result<Page<HistoryEntry>, StoreError> {
+/// Decodes a page of history entries, read as their position, their
+/// bytes as kept and their codec.
+pub(super) fn history_page(rows: Vec<(i64, Vec<u8>, i64)>, limit: usize) -> Result<Page<HistoryEntry>, StoreError> {
     let rows = rows
         .into_iter()
-        .map(|(seq, entry)| Ok((seq, json::decode(entry.as_bytes())?)))
+        .map(|(seq, entry, codec)| Ok((seq, json::decode(&compress::unpack(codec, entry)?)?)))
         .collect::<Result<_, StoreError>>()?;
     Ok(positioned_page(rows, limit))
 }

@@ -57,6 +57,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0008_fanout.sql"),
     include_str!("migrations/sqlite/0009_access.sql"),
     include_str!("migrations/sqlite/0010_codec.sql"),
+    include_str!("migrations/sqlite/0011_history_codec.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back
@@ -350,11 +351,20 @@ impl Directory for SqliteStore {
                 "WITH RECURSIVE chain(seq) AS (
                      SELECT last_history FROM customers WHERE id = ?1 AND last_history > ?2
                      UNION SELECT h.prev FROM history h JOIN chain ON h.seq = chain.seq WHERE h.prev > ?2)
-                 SELECT seq, entry FROM history WHERE seq IN (SELECT seq FROM chain) ORDER BY seq LIMIT ?3",
+                 SELECT seq, entry, codec FROM history WHERE seq IN (SELECT seq FROM chain) ORDER BY seq LIMIT ?3",
             )?;
             let args = params![query.customer_id, query.after.unwrap_or(0), query.limit as i64 + 1];
+            // An entry is JSON text (codec 0) or a compressed frame.
             let rows = stmt
-                .query_map(args, |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map(args, |r| {
+                    let entry = match r.get_ref(1)? {
+                        rusqlite::types::ValueRef::Blob(bytes) | rusqlite::types::ValueRef::Text(bytes) => {
+                            bytes.to_vec()
+                        }
+                        _ => Vec::new(),
+                    };
+                    Ok((r.get(0)?, entry, r.get(2)?))
+                })?
                 .collect::<Result<_, _>>()?;
             Ok(Some(history_page(rows, query.limit)?))
         }))
@@ -875,7 +885,7 @@ fn ingest(tx: &Connection, d: &Delivery, publish: Publish, ctx: &mut Context) ->
         publish,
         ctx,
     )?;
-    let body = compress::pack(&d.body);
+    let body = compress::pack(compress::Kind::Body, &d.body);
     tx.prepare_cached(
         "INSERT INTO events (id, source, dedupe_key, received_at, headers, body, codec, status, reason, outcome, customer_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -1224,11 +1234,12 @@ fn persist(
     ctx: &mut Context,
 ) -> Result<(), StoreError> {
     let mut history = tx.prepare_cached(
-        "INSERT INTO history (customer_id, event_id, entry, prev) VALUES (?1, ?2, ?3, ?4) RETURNING seq",
+        "INSERT INTO history (customer_id, event_id, entry, codec, prev) VALUES (?1, ?2, ?3, ?4, ?5) RETURNING seq",
     )?;
     for (customer_id, entry) in &effects.history {
         let head = heads.of(customer_id);
-        let params = params![customer_id, entry.event_id, serde_json::to_string(entry)?, head.history];
+        let packed = compress::pack(compress::Kind::Document, &serde_json::to_vec(entry)?);
+        let params = params![customer_id, entry.event_id, packed.bytes, packed.codec, head.history];
         head.history = Some(history.query_row(params, |r| r.get(0))?);
     }
     if publish == Publish::Yes {
