@@ -188,11 +188,11 @@ pub(super) const RESTORE_VERSIONS: [&str; 2] = [
 ];
 
 /// The statements that delete the directory's rows of the customers whose
-/// ids `customers` selects: history, merge links, lookups, and the records
-/// last, as `customers` may select through them.
-pub(super) fn directory_deletes(customers: &str) -> [String; 5] {
+/// ids `customers` selects: merge links, lookups, and the records last, as
+/// `customers` may select through them. Their history goes first, each
+/// backend its way (an index on Postgres, the records' chains on SQLite).
+pub(super) fn directory_deletes(customers: &str) -> [String; 4] {
     [
-        format!("DELETE FROM history WHERE customer_id IN ({customers})"),
         format!("DELETE FROM merge_links WHERE survivor IN ({customers}) OR absorbed IN ({customers})"),
         format!("DELETE FROM customer_phones WHERE customer_id IN ({customers})"),
         format!("DELETE FROM customer_businesses WHERE customer_id IN ({customers})"),
@@ -247,7 +247,7 @@ pub(super) fn redaction(status: Option<&str>) -> EventRedaction {
 /// `yes` its JSON `true`.
 pub(super) fn redact_envelopes(object: &str, yes: &str) -> String {
     format!(
-        "UPDATE outbox SET body = {object}('id', id, 'createdDate', created_at, 'type', 'customer', 'action', action,
+        "UPDATE outbox SET codec = 0, body = {object}('id', id, 'createdDate', created_at, 'type', 'customer', 'action', action,
                                            'payload', {object}('id', customer_id, 'version', version),
                                            'changes', {object}(), 'redacted', {yes})"
     )
@@ -395,6 +395,17 @@ pub(super) struct Envelope {
     pub id: String,
     pub created_at: UtcMillis,
     pub body: String,
+}
+
+/// An envelope's body as kept (see [`compress`]) and its codec.
+pub(super) fn pack_envelope(body: &str) -> compress::Packed {
+    compress::pack(compress::Kind::Document, body.as_bytes())
+}
+
+/// An envelope's body from its bytes as kept and their codec.
+pub(super) fn unpack_envelope(bytes: Vec<u8>, codec: i64) -> Result<String, StoreError> {
+    String::from_utf8(compress::unpack(codec, bytes)?)
+        .map_err(|_| StoreError::Bug("a kept envelope is not UTF-8".into()))
 }
 
 impl Envelope {
