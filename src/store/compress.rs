@@ -1,9 +1,9 @@
 //! What the store keeps compressed: raw bodies, and its own JSON documents
-//! (history entries), as zstd frames, each with a dictionary compiled
-//! into the binary. A webhook body or a history entry is a few hundred
-//! bytes to a few KB of JSON whose keys repeat from one row to the next;
-//! alone, zstd finds little to share inside one, while a dictionary holds
-//! what they all share. The dictionaries are trained by
+//! (history entries, outbox envelopes, records' profiles), as zstd frames,
+//! each with a dictionary compiled into the binary. One such document is a
+//! few hundred bytes to a few KB of JSON whose keys repeat from one row to
+//! the next; alone, zstd finds little to share inside one, while a
+//! dictionary holds what they all share. The dictionaries are trained by
 //! `bench/dictionary/train.sh`: the bodies' on bodies shaped like the
 //! platforms' customer webhooks, the documents' on what Clientele makes of
 //! those.
@@ -41,7 +41,7 @@ const LEVEL: i32 = 3;
 pub(super) enum Kind {
     /// Raw request bodies.
     Body,
-    /// Clientele's own JSON: history entries.
+    /// Clientele's own JSON: history entries, envelopes, profiles.
     Document,
 }
 
@@ -133,6 +133,18 @@ pub(super) fn pack(kind: Kind, bytes: &[u8]) -> Packed {
     }
 }
 
+/// How long the bytes kept as `bytes` with `codec` are once unpacked, as
+/// the frame says (0 if it cannot tell: the unpacking fails then).
+pub(super) fn unpacked_len(codec: i64, bytes: &[u8]) -> usize {
+    if codec == RAW {
+        return bytes.len();
+    }
+    zstd::zstd_safe::get_frame_content_size(bytes)
+        .ok()
+        .flatten()
+        .map_or(0, |size| size as usize)
+}
+
 /// The bytes kept as `bytes` with `codec`.
 pub(super) fn unpack(codec: i64, bytes: Vec<u8>) -> Result<Vec<u8>, StoreError> {
     if codec == RAW {
@@ -179,6 +191,7 @@ mod tests {
             packed.bytes.len(),
             TREEZ.len()
         );
+        assert_eq!(unpacked_len(packed.codec, &packed.bytes), TREEZ.len());
         assert_eq!(unpack(packed.codec, packed.bytes).unwrap(), TREEZ);
     }
 

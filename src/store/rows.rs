@@ -40,7 +40,7 @@ pub(super) fn customer_page(
     let mut bytes = 0;
     for row in rows {
         let row = row?;
-        bytes += row.profile.len();
+        bytes += compress::unpacked_len(row.profile_codec, &row.profile);
         records.push(row.into_record()?);
         if bytes > PAGE_BYTES && records.len() < limit {
             let next = records.last().map(|(_, seq)| *seq);
@@ -484,13 +484,16 @@ pub(super) struct RawRecord {
     pub id: String,
     pub source: String,
     pub external_id: String,
-    pub profile: String,
+    /// As kept: see `profile_codec`.
+    pub profile: Vec<u8>,
     pub order_key: Option<String>,
     pub merged_into: Option<String>,
     pub merged_from: String,
     pub version: i64,
     pub changed_at: String,
     pub change_seq: i64,
+    /// How `profile` is kept (see [`compress`]).
+    pub profile_codec: i64,
 }
 
 impl RawRecord {
@@ -499,7 +502,7 @@ impl RawRecord {
             id: self.id,
             source: self.source,
             external_id: self.external_id,
-            profile: json::decode(self.profile.as_bytes())?,
+            profile: json::decode(&compress::unpack(self.profile_codec, self.profile)?)?,
             order_key: self
                 .order_key
                 .as_deref()
@@ -514,8 +517,19 @@ impl RawRecord {
     }
 }
 
-pub(super) const RECORD_COLUMNS: &str =
-    "id, source, external_id, profile, order_key, merged_into, merged_from, version, changed_at, change_seq";
+/// A `customers` row's columns as [`RawRecord`] reads them, `profile`
+/// being the dialect's expression of the profile's bytes as kept.
+pub(super) fn record_columns(profile: &str) -> String {
+    format!(
+        "id, source, external_id, {profile}, order_key, merged_into, merged_from, version, changed_at, change_seq, \
+         profile_codec"
+    )
+}
+
+/// A record's profile as kept (see [`compress`]).
+pub(super) fn pack_profile(profile: &Profile) -> Result<compress::Packed, StoreError> {
+    Ok(compress::pack(compress::Kind::Document, &serde_json::to_vec(profile)?))
+}
 
 pub(super) const EVENT_COLUMNS: &str = "seq, id, source, dedupe_key, received_at, headers, body, status, reason, outcome, customer_id, duplicates, redacted, codec";
 
