@@ -1,14 +1,32 @@
 #!/usr/bin/env bash
-# Trains the dictionary the store compresses raw bodies with
-# (src/store/compress/bodies-1.dict, dictionary id 1) on bodies shaped like
-# the platforms' (samples.py). A new dictionary takes the next id and a new
-# file: bodies kept with an older one still read with it.
+# Trains the dictionaries the store compresses with (store::compress),
+# each with the next free id, into src/store/compress/:
 #
-#   bench/dictionary/train.sh [id=1]
+#   bench/dictionary/train.sh bodies ID      # raw bodies: samples.py's, shaped like the platforms'
+#   bench/dictionary/train.sh documents ID   # Clientele's own JSON: history entries, envelopes,
+#                                            # profiles, as a Clientele (BENCH_BIN, default the
+#                                            # debug build) makes them of those bodies
+#
+# A new dictionary takes a new id and file: what was kept with an older
+# one still reads with it (it stays listed in store::compress).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ID=${1:-1}
-samples=$(mktemp -d)
-trap 'rm -rf "$samples"' EXIT
-python3 bench/dictionary/samples.py "$samples" 3000
-zstd --train -q -r "$samples" --maxdict=16384 --dictID="$ID" -o "src/store/compress/bodies-$ID.dict"
+KIND=$1
+ID=$2
+work=$(mktemp -d)
+trap 'jobs -p | xargs -r kill 2>/dev/null || true; rm -rf "$work"' EXIT
+python3 bench/dictionary/samples.py "$work/bodies" 3000
+if [ "$KIND" = documents ]; then
+  BIN=${BENCH_BIN:-target/debug/clientele}
+  PORT=${PORT:-8096}
+  CLIENTELE_STORE="sqlite://$work/c.db" CLIENTELE_LISTEN="127.0.0.1:$PORT" CLIENTELE_ADMIN_TOKEN=train \
+    RUST_LOG=error "$BIN" serve &
+  server=$!
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+  python3 bench/dictionary/documents.py "$work/bodies" "http://127.0.0.1:$PORT" "$work/c.db" "$work/documents"
+  kill -TERM "$server"; wait "$server" || true
+  samples="$work/documents"
+else
+  samples="$work/bodies"
+fi
+zstd --train -q -r "$samples" --maxdict=16384 --dictID="$ID" -o "src/store/compress/$KIND-$ID.dict"

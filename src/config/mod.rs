@@ -10,7 +10,7 @@
 //! This module holds that engine (reading the file, applying the
 //! environment, saying where a key was given, keeping secrets out of
 //! messages) and the top-level keys; each section validates its own keys
-//! in a file of its own: `http`, `store`, `sources`, `delivery`, with the
+//! in a file of its own: `http`, `store`, `sources`, `delivery`, `retention`, with the
 //! values several of them read (durations, IP ranges) in `values`.
 
 mod delivery;

@@ -32,8 +32,6 @@ pub struct RetentionSettings {
     /// Delivered and dead messages, with their attempts, and the outbox
     /// envelopes no message waits for.
     pub messages: Duration,
-    /// Customers' history entries; `None`: kept.
-    pub history: Option<Duration>,
 }
 
 impl Default for RetentionSettings {
@@ -43,7 +41,6 @@ impl Default for RetentionSettings {
             quarantine: 30 * DAY,
             dedupe: 30 * DAY,
             messages: 30 * DAY,
-            history: None,
         }
     }
 }
@@ -68,6 +65,14 @@ impl RawRetention {
             None => Ok(default),
             Some(text) => age(&format!("retention.{key}"), &text, invalid),
         };
+        // An erasure finds a customer's events through its history
+        // entries: none may go before there is another way.
+        if self.history.as_deref().is_some_and(|h| h != "kept") {
+            return Err(invalid(
+                "retention.history",
+                "must be \"kept\" (history entries are how an erasure finds a customer's events)".to_owned(),
+            ));
+        }
         let dedupe = age("dedupe", self.dedupe, defaults.dedupe)?;
         if dedupe < PLATFORM_RETRY_WINDOW {
             return Err(invalid(
@@ -82,10 +87,6 @@ impl RawRetention {
             quarantine: age("quarantine", self.quarantine, defaults.quarantine)?,
             dedupe,
             messages: age("messages", self.messages, defaults.messages)?,
-            history: match self.history.as_deref() {
-                None | Some("kept") => None,
-                Some(text) => Some(age("history", Some(text.to_owned()), DAY)?),
-            },
         })
     }
 }
@@ -139,23 +140,16 @@ mod tests {
     fn defaults_are_the_spec_s() {
         let r = read(&[]).unwrap();
         assert_eq!(r, RetentionSettings::default());
-        assert_eq!((r.raw_events, r.dedupe, r.history), (90 * DAY, 30 * DAY, None));
+        assert_eq!((r.raw_events, r.dedupe), (90 * DAY, 30 * DAY));
     }
 
     #[test]
     fn ages_read_days_weeks_and_hours() {
-        let r = read(&[
-            ("raw_events", "2w"),
-            ("quarantine", "36h"),
-            ("messages", "1d 12h"),
-            ("history", "400d"),
-        ])
-        .unwrap();
+        let r = read(&[("raw_events", "2w"), ("quarantine", "36h"), ("messages", "1d 12h")]).unwrap();
         assert_eq!(r.raw_events, 14 * DAY);
         assert_eq!(r.quarantine, Duration::from_secs(36 * 3600));
         assert_eq!(r.messages, Duration::from_secs(36 * 3600));
-        assert_eq!(r.history, Some(400 * DAY));
-        assert_eq!(read(&[("history", "kept")]).unwrap().history, None);
+        assert_eq!(read(&[("history", "kept")]).unwrap(), RetentionSettings::default());
     }
 
     #[test]
@@ -164,7 +158,7 @@ mod tests {
             ("raw_events", "ninety days", "not an age"),
             ("quarantine", "0d", "more than zero"),
             ("messages", "-3d", "not an age"),
-            ("history", "forever", "not an age"),
+            ("history", "400d", "must be \"kept\""),
             ("dedupe", "2d", "at least \"3d\""),
             ("dedupe", "1month", "not an age"),
         ] {

@@ -1,16 +1,19 @@
-//! Raw bodies as the store keeps them: zstd frames compressed with a
-//! dictionary trained on bodies shaped like the platforms' customer
-//! webhooks (`bench/dictionary/train.sh`), compiled into the binary. A
-//! webhook body is a few hundred bytes to a few KB of JSON whose keys
-//! repeat from one delivery to the next; alone, zstd finds little to share
-//! inside one body, while the dictionary holds what they all share.
+//! What the store keeps compressed: raw bodies, and its own JSON documents
+//! (history entries, outbox envelopes, records' profiles), as zstd frames,
+//! each with a dictionary compiled into the binary. One such document is a
+//! few hundred bytes to a few KB of JSON whose keys repeat from one row to
+//! the next; alone, zstd finds little to share inside one, while a
+//! dictionary holds what they all share. The dictionaries are trained by
+//! `bench/dictionary/train.sh`: the bodies' on bodies shaped like the
+//! platforms' customer webhooks, the documents' on what Clientele makes of
+//! those.
 //!
-//! Each kept body carries its codec (`events.codec`): `0`, kept as
-//! received (bodies kept before compression, and those compression would
-//! not shrink), or the id of the dictionary it was compressed with. A new
-//! dictionary takes a new id and is added to [`DICTIONARIES`]: bodies
-//! compressed with an older one still read with it. Both backends pack on
-//! insert and unpack in [`super::rows::RawEvent::into_event`].
+//! Each row keeps its codec (a `codec` column): `0`, kept as it came
+//! (rows kept before compression, and those it would not shrink), or the
+//! id of the dictionary it was compressed with. A new dictionary takes a
+//! new id and is added to [`DICTIONARIES`]: rows compressed with an older
+//! one still read with it. Both backends pack on insert and unpack where
+//! rows are decoded ([`super::rows`]).
 
 use std::cell::RefCell;
 use std::sync::LazyLock;
@@ -20,21 +23,48 @@ use zstd::dict::{DecoderDictionary, EncoderDictionary};
 
 use super::StoreError;
 
-/// Kept as received.
+/// Kept as it came.
 pub(super) const RAW: i64 = 0;
 
-/// The dictionary new bodies are compressed with.
-const CURRENT: i64 = 1;
+/// Every dictionary a kept row may name, by id.
+const DICTIONARIES: &[(i64, &[u8])] = &[
+    (1, include_bytes!("compress/bodies-1.dict")),
+    (2, include_bytes!("compress/documents-2.dict")),
+];
 
-/// Every dictionary a kept body may name, by id.
-const DICTIONARIES: &[(i64, &[u8])] = &[(1, include_bytes!("compress/bodies-1.dict"))];
-
-/// zstd's default level: on bodies of 1 KB it costs a few microseconds, and
-/// higher levels gained under 3% with the dictionary.
+/// zstd's default level: on 1 KB it costs a few microseconds, and higher
+/// levels gained under 3% with the dictionaries.
 const LEVEL: i32 = 3;
 
-static ENCODER: LazyLock<EncoderDictionary<'static>> =
-    LazyLock::new(|| EncoderDictionary::copy(dictionary(CURRENT), LEVEL));
+/// What is compressed, each with its current dictionary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// Raw request bodies.
+    Body,
+    /// Clientele's own JSON: history entries, envelopes, profiles.
+    Document,
+}
+
+impl Kind {
+    /// The id of the dictionary new rows of this kind are compressed with.
+    fn current(self) -> i64 {
+        match self {
+            Kind::Body => 1,
+            Kind::Document => 2,
+        }
+    }
+}
+
+static ENCODERS: LazyLock<Vec<(i64, EncoderDictionary<'static>)>> = LazyLock::new(|| {
+    [Kind::Body, Kind::Document]
+        .map(|kind| {
+            (
+                kind.current(),
+                EncoderDictionary::copy(dictionary(kind.current()), LEVEL),
+            )
+        })
+        .into()
+});
 
 static DECODERS: LazyLock<Vec<(i64, DecoderDictionary<'static>)>> = LazyLock::new(|| {
     DICTIONARIES
@@ -45,7 +75,7 @@ static DECODERS: LazyLock<Vec<(i64, DecoderDictionary<'static>)>> = LazyLock::ne
 
 thread_local! {
     /// One context per thread, reused: making one allocates far more than
-    /// a body.
+    /// a row. The dictionary is set for each use.
     static COMPRESSOR: RefCell<Option<Compressor<'static>>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<Decompressor<'static>>> = const { RefCell::new(None) };
 }
@@ -55,44 +85,54 @@ fn dictionary(id: i64) -> &'static [u8] {
         .iter()
         .find(|(known, _)| *known == id)
         .map(|(_, bytes)| *bytes)
-        .expect("the current dictionary is listed")
+        .expect("every current dictionary is listed")
 }
 
-/// A body as kept: its codec and bytes.
+/// A row's bytes as kept, and their codec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Packed {
     pub codec: i64,
     pub bytes: Vec<u8>,
 }
 
-/// Compresses `body` with the current dictionary, or keeps it as it is
-/// when that would not make it smaller (or compression fails, which only
-/// running out of memory makes it do).
-pub(super) fn pack(body: &[u8]) -> Packed {
+/// Compresses `bytes` with the current dictionary of `kind`, or keeps them
+/// as they are when that would not make them smaller (or compression
+/// fails, which only running out of memory makes it do).
+pub(super) fn pack(kind: Kind, bytes: &[u8]) -> Packed {
+    let codec = kind.current();
+    let encoder = &ENCODERS
+        .iter()
+        .find(|(id, _)| *id == codec)
+        .expect("every kind's dictionary is prepared")
+        .1;
     let compressed = COMPRESSOR.with(|cell| {
         let mut cell = cell.borrow_mut();
         if cell.is_none() {
-            let mut compressor = Compressor::with_prepared_dictionary(&ENCODER).ok()?;
-            // The frame keeps the body's size (to allocate it once when
-            // reading) but neither a checksum nor the dictionary's id: the
-            // database checks pages, and the row names the dictionary.
+            let mut compressor = Compressor::new(LEVEL).ok()?;
+            // The frame keeps the size (to allocate it once when reading)
+            // but neither a checksum nor the dictionary's id: the database
+            // checks pages, and the row names the dictionary.
             compressor.include_checksum(false).ok()?;
             compressor.include_dictid(false).ok()?;
             compressor.include_contentsize(true).ok()?;
             *cell = Some(compressor);
         }
-        cell.as_mut()?.compress(body).ok()
+        let compressor = cell.as_mut()?;
+        compressor.set_prepared_dictionary(encoder).ok()?;
+        compressor.compress(bytes).ok()
     });
     match compressed {
-        Some(bytes) if bytes.len() < body.len() => Packed { codec: CURRENT, bytes },
+        Some(compressed) if compressed.len() < bytes.len() => Packed {
+            codec,
+            bytes: compressed,
+        },
         _ => Packed {
             codec: RAW,
-            bytes: body.to_vec(),
+            bytes: bytes.to_vec(),
         },
     }
 }
 
-/// The body kept as `bytes` with `codec`.
 /// Events read for a replay (seq, id, source, body, codec), their bodies
 /// as kept.
 pub(super) type PackedEvents = Vec<(i64, String, String, Option<Vec<u8>>, i64)>;
@@ -109,11 +149,24 @@ pub(super) fn unpacked(events: PackedEvents) -> Result<Events, StoreError> {
         .collect()
 }
 
+/// How long the bytes kept as `bytes` with `codec` are once unpacked, as
+/// the frame says (0 if it cannot tell: the unpacking fails then).
+pub(super) fn unpacked_len(codec: i64, bytes: &[u8]) -> usize {
+    if codec == RAW {
+        return bytes.len();
+    }
+    zstd::zstd_safe::get_frame_content_size(bytes)
+        .ok()
+        .flatten()
+        .map_or(0, |size| size as usize)
+}
+
+/// The bytes kept as `bytes` with `codec`.
 pub(super) fn unpack(codec: i64, bytes: Vec<u8>) -> Result<Vec<u8>, StoreError> {
     if codec == RAW {
         return Ok(bytes);
     }
-    let corrupt = |why: String| StoreError::Bug(format!("a kept body cannot be read: {why}"));
+    let corrupt = |why: String| StoreError::Bug(format!("a kept row cannot be read: {why}"));
     let dictionary = DECODERS
         .iter()
         .find(|(id, _)| *id == codec)
@@ -146,30 +199,43 @@ mod tests {
 
     #[test]
     fn a_body_comes_back_byte_for_byte_and_smaller() {
-        let packed = pack(TREEZ);
-        assert_eq!(packed.codec, CURRENT);
+        let packed = pack(Kind::Body, TREEZ);
+        assert_eq!(packed.codec, Kind::Body.current());
         assert!(
             packed.bytes.len() * 3 < TREEZ.len(),
             "{} of {}",
             packed.bytes.len(),
             TREEZ.len()
         );
+        assert_eq!(unpacked_len(packed.codec, &packed.bytes), TREEZ.len());
         assert_eq!(unpack(packed.codec, packed.bytes).unwrap(), TREEZ);
     }
 
     #[test]
     fn a_body_compression_would_not_shrink_is_kept_as_received() {
         for body in [&b""[..], b"{}", &[0xff; 7]] {
-            let packed = pack(body);
+            let packed = pack(Kind::Body, body);
             assert_eq!((packed.codec, &packed.bytes[..]), (RAW, body));
             assert_eq!(unpack(packed.codec, packed.bytes).unwrap(), body);
         }
     }
 
     #[test]
+    fn each_kind_reads_back_with_its_own_dictionary() {
+        let entry = br#"{"eventId":"evt_1","receivedAt":"2026-12-06T11:47:45.211Z","action":"created","outcome":"applied","changes":{"firstName":{"from":null,"to":"Jules"},"lastName":{"from":null,"to":"Winnfield"}}}"#;
+        let packed = pack(Kind::Document, entry);
+        assert_eq!(packed.codec, Kind::Document.current());
+        assert!(packed.bytes.len() * 2 < entry.len(), "{}", packed.bytes.len());
+        assert_eq!(unpack(packed.codec, packed.bytes).unwrap(), entry);
+        // Bodies already kept keep reading after documents were packed.
+        let body = pack(Kind::Body, TREEZ);
+        assert_eq!(unpack(body.codec, body.bytes).unwrap(), TREEZ);
+    }
+
+    #[test]
     fn a_body_of_an_unknown_codec_is_an_error_not_garbage() {
-        let packed = pack(TREEZ);
+        let packed = pack(Kind::Body, TREEZ);
         assert!(unpack(99, packed.bytes.clone()).is_err());
-        assert!(unpack(CURRENT, packed.bytes[..packed.bytes.len() / 2].to_vec()).is_err());
+        assert!(unpack(packed.codec, packed.bytes[..packed.bytes.len() / 2].to_vec()).is_err());
     }
 }

@@ -29,9 +29,9 @@ use tokio::sync::Notify;
 
 use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
-    EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, customer_page,
-    history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys, page, redact_envelopes,
-    redaction, settling, touched_ids,
+    EVENT_COLUMNS, Lookup, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, customer_page, history_page,
+    is_suppressed_target, lookup_edits, mention_erasures, mention_keys, pack_profile, page, record_columns,
+    redact_envelopes, redaction, settling, touched_ids,
 };
 use super::{
     CustomerQuery, Delivery, Directory, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery, Import, Inbox,
@@ -64,6 +64,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0008_claims.sql"),
     include_str!("migrations/postgres/0009_codec.sql"),
     include_str!("migrations/postgres/0010_console.sql"),
+    include_str!("migrations/postgres/0011_history_codec.sql"),
+    include_str!("migrations/postgres/0012_outbox_codec.sql"),
+    include_str!("migrations/postgres/0013_profile_codec.sql"),
 ];
 
 /// Connections per instance.
@@ -409,15 +412,17 @@ impl Directory for PgStore {
                     if exists.is_none() {
                         return Ok(None);
                     }
-                    let rows: Vec<(i64, String)> = sqlx::query_as(
-                        "SELECT seq, entry FROM history WHERE customer_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                    let rows: Vec<(i64, Vec<u8>, i16)> = sqlx::query_as(
+                        "SELECT seq, COALESCE(packed, convert_to(entry, 'UTF8')), codec FROM history
+                         WHERE customer_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
                     )
                     .bind(&query.customer_id)
                     .bind(query.after.unwrap_or(0))
                     .bind(query.limit as i64 + 1)
                     .fetch_all(&mut *conn)
                     .await?;
-                    Ok(Some(history_page(rows, query.limit)?))
+                    let rows = rows.into_iter().map(|(seq, entry, codec)| (seq, entry, codec.into()));
+                    Ok(Some(history_page(rows.collect(), query.limit)?))
                 })
             })
             .await
@@ -645,7 +650,7 @@ async fn ingest(work: &mut Work<'_>, d: &Delivery, publish: Publish) -> Result<I
     // Another instance may have kept the same delivery since the check
     // above: then this insert fails on the unique key, and the whole
     // transaction runs again and answers `duplicate`.
-    let body = compress::pack(&d.body);
+    let body = compress::pack(compress::Kind::Body, &d.body);
     sqlx::query(
         "INSERT INTO events (id, source, dedupe_key, received_at, headers, body, codec, status, reason, outcome, customer_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -831,7 +836,7 @@ async fn erase_traces(work: &mut Work<'_>, id: &str) -> Result<u64, StoreError> 
         // The index on the status keeps this to the quarantined events.
         format!("{REDACT_EVENTS} WHERE status = 'quarantined' AND customer_id = $1"),
         format!(
-            "{}::text, redacted = TRUE WHERE customer_id = $1",
+            "{}::text, packed = NULL, redacted = TRUE WHERE customer_id = $1",
             redact_envelopes("json_build_object", "TRUE")
         ),
     ] {
@@ -892,24 +897,26 @@ async fn load(conn: &mut PgConnection, ids: &[String], publish: Publish) -> Resu
     let floors = match publish {
         Publish::Yes => {
             "UNION ALL
-             SELECT 'floor', customer_id, version::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+             SELECT 'floor', customer_id, version::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
              FROM version_floors WHERE customer_id = ANY($1)"
         }
         Publish::No => "",
     };
     let sql = format!(
-        "SELECT 'record', {RECORD_COLUMNS} FROM customers WHERE id = ANY($1)
+        "SELECT 'record', {columns} FROM customers WHERE id = ANY($1)
          UNION ALL
-         SELECT 'erased', customer_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+         SELECT 'erased', customer_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
          FROM suppressions WHERE customer_id = ANY($1)
          UNION ALL
-         SELECT 'link', survivor, absorbed, order_key, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+         SELECT 'link', survivor, absorbed, NULL, NULL, order_key, NULL, NULL, NULL, NULL, NULL, NULL
          FROM merge_links WHERE survivor = ANY($1) OR absorbed = ANY($1)
-         {floors}"
+         {floors}",
+        columns = record_columns(PROFILE)
     );
-    // Each row is its kind, then a `customers` row in [`RECORD_COLUMNS`]
+    // Each row is its kind, then a `customers` row in [`record_columns`]
     // order, or a suppressed id, or a link's survivor, absorbed id and
-    // order key, or a floor's id and version, the rest null.
+    // (in the record's `order_key`) order key, or a floor's id and
+    // version, the rest null.
     let rows: Vec<PgRow> = sqlx::query(&sql).bind(ids).fetch_all(conn).await?;
     let mut loaded = Loaded::default();
     for row in rows {
@@ -931,7 +938,7 @@ async fn load(conn: &mut PgConnection, ids: &[String], publish: Publish) -> Resu
             "link" => loaded.links.push(MergeLink {
                 survivor: row.try_get(1)?,
                 absorbed: row.try_get(2)?,
-                order_key: json::decode(row.try_get::<&str, _>(3)?.as_bytes())?,
+                order_key: json::decode(row.try_get::<&str, _>(5)?.as_bytes())?,
             }),
             kind => {
                 return Err(StoreError::Bug(format!(
@@ -966,13 +973,15 @@ async fn persist(
                 .await?;
             continue;
         }
+        let profile = pack_profile(&r.profile)?;
         // The next place in the change feed.
         sqlx::query(
-            "INSERT INTO customers (id, source, external_id, account, email, status, profile, order_key,
-                                    merged_into, merged_from, version, changed_at, change_seq)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, nextval('customers_change_seq'))
+            "INSERT INTO customers (id, source, external_id, account, email, status, packed_profile, order_key,
+                                    merged_into, merged_from, version, changed_at, profile_codec, change_seq)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, nextval('customers_change_seq'))
              ON CONFLICT (id) DO UPDATE SET account = excluded.account, email = excluded.email,
-                 status = excluded.status, profile = excluded.profile, order_key = excluded.order_key,
+                 status = excluded.status, profile = NULL, packed_profile = excluded.packed_profile,
+                 profile_codec = excluded.profile_codec, order_key = excluded.order_key,
                  merged_into = excluded.merged_into, merged_from = excluded.merged_from,
                  version = excluded.version, changed_at = excluded.changed_at, change_seq = excluded.change_seq",
         )
@@ -982,12 +991,13 @@ async fn persist(
         .bind(&r.profile.account)
         .bind(&r.profile.email)
         .bind(r.status().as_str())
-        .bind(serde_json::to_string(&r.profile)?)
+        .bind(&profile.bytes)
         .bind(order_key)
         .bind(&r.merged_into)
         .bind(serde_json::to_string(&r.merged_from)?)
         .bind(r.version as i64)
         .bind(r.changed_at.to_string())
+        .bind(profile.codec as i16)
         .execute(work.conn())
         .await?;
         let old = loaded.records.get(&r.id).map(|o| &o.profile);
@@ -1011,10 +1021,12 @@ async fn persist(
         .await?;
     }
     for (customer_id, entry) in &effects.history {
-        sqlx::query("INSERT INTO history (customer_id, event_id, entry) VALUES ($1, $2, $3)")
+        let packed = compress::pack(compress::Kind::Document, &serde_json::to_vec(entry)?);
+        sqlx::query("INSERT INTO history (customer_id, event_id, packed, codec) VALUES ($1, $2, $3, $4)")
             .bind(customer_id)
             .bind(&entry.event_id)
-            .bind(serde_json::to_string(entry)?)
+            .bind(&packed.bytes)
+            .bind(packed.codec as i16)
             .execute(work.conn())
             .await?;
     }
@@ -1046,13 +1058,16 @@ fn lookup_sql(lookup: Lookup, add: bool) -> &'static str {
 }
 
 async fn load_record(conn: &mut PgConnection, id: &str) -> Result<Option<Record>, StoreError> {
-    let sql = format!("SELECT {RECORD_COLUMNS} FROM customers WHERE id = $1");
+    let sql = format!("SELECT {} FROM customers WHERE id = $1", record_columns(PROFILE));
     let row: Option<RawRecord> = sqlx::query_as(&sql).bind(id).fetch_optional(conn).await?;
     row.map(|r| r.into_record().map(|(record, _)| record)).transpose()
 }
 
 async fn list_customers(conn: &mut PgConnection, q: CustomerQuery) -> Result<Page<Customer>, StoreError> {
-    let mut sql = QueryBuilder::<Postgres>::new(format!("SELECT {RECORD_COLUMNS} FROM customers WHERE change_seq > "));
+    let mut sql = QueryBuilder::<Postgres>::new(format!(
+        "SELECT {} FROM customers WHERE change_seq > ",
+        record_columns(PROFILE)
+    ));
     sql.push_bind(q.after.unwrap_or(0));
     let filters = [
         ("source = ", q.source.clone(), ""),
@@ -1104,7 +1119,11 @@ async fn list_events(conn: &mut PgConnection, query: EventQuery) -> Result<Page<
     Ok(page(events, query.limit, |e| e.seq))
 }
 
-/// A `customers` row in [`RECORD_COLUMNS`] order, from column `at` on.
+/// The profile's bytes as kept: compressed, or (written before version
+/// 12) JSON text.
+const PROFILE: &str = "COALESCE(packed_profile, convert_to(profile, 'UTF8'))";
+
+/// A `customers` row in [`record_columns`] order, from column `at` on.
 fn record_at(r: &PgRow, at: usize) -> Result<RawRecord, sqlx::Error> {
     Ok(RawRecord {
         id: r.try_get(at)?,
@@ -1117,6 +1136,7 @@ fn record_at(r: &PgRow, at: usize) -> Result<RawRecord, sqlx::Error> {
         version: r.try_get(at + 7)?,
         changed_at: r.try_get(at + 8)?,
         change_seq: r.try_get(at + 9)?,
+        profile_codec: r.try_get::<i16, _>(at + 10)?.into(),
     })
 }
 

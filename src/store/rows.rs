@@ -43,7 +43,7 @@ pub(super) fn customer_page(
     let mut bytes = 0;
     for row in rows {
         let row = row?;
-        bytes += row.profile.len();
+        bytes += compress::unpacked_len(row.profile_codec, &row.profile);
         records.push(row.into_record()?);
         if bytes > PAGE_BYTES && records.len() < limit {
             let next = records.last().map(|(_, seq)| *seq);
@@ -69,11 +69,12 @@ pub(super) fn positioned_page<T>(rows: Vec<(i64, T)>, limit: usize) -> Page<T> {
     }
 }
 
-/// Decodes a page of history entries, read as their position and JSON.
-pub(super) fn history_page(rows: Vec<(i64, String)>, limit: usize) -> Result<Page<HistoryEntry>, StoreError> {
+/// Decodes a page of history entries, read as their position, their
+/// bytes as kept and their codec.
+pub(super) fn history_page(rows: Vec<(i64, Vec<u8>, i64)>, limit: usize) -> Result<Page<HistoryEntry>, StoreError> {
     let rows = rows
         .into_iter()
-        .map(|(seq, entry)| Ok((seq, json::decode(entry.as_bytes())?)))
+        .map(|(seq, entry, codec)| Ok((seq, json::decode(&compress::unpack(codec, entry)?)?)))
         .collect::<Result<_, StoreError>>()?;
     Ok(positioned_page(rows, limit))
 }
@@ -231,7 +232,7 @@ pub(super) fn redaction(status: Option<&str>) -> EventRedaction {
 /// `yes` its JSON `true`.
 pub(super) fn redact_envelopes(object: &str, yes: &str) -> String {
     format!(
-        "UPDATE outbox SET body = {object}('id', id, 'createdDate', created_at, 'type', 'customer', 'action', action,
+        "UPDATE outbox SET codec = 0, body = {object}('id', id, 'createdDate', created_at, 'type', 'customer', 'action', action,
                                            'payload', {object}('id', customer_id, 'version', version),
                                            'changes', {object}(), 'redacted', {yes})"
     )
@@ -381,6 +382,17 @@ pub(super) struct Envelope {
     pub body: String,
 }
 
+/// An envelope's body as kept (see [`compress`]) and its codec.
+pub(super) fn pack_envelope(body: &str) -> compress::Packed {
+    compress::pack(compress::Kind::Document, body.as_bytes())
+}
+
+/// An envelope's body from its bytes as kept and their codec.
+pub(super) fn unpack_envelope(bytes: Vec<u8>, codec: i64) -> Result<String, StoreError> {
+    String::from_utf8(compress::unpack(codec, bytes)?)
+        .map_err(|_| StoreError::Bug("a kept envelope is not UTF-8".into()))
+}
+
 impl Envelope {
     pub fn new(change: &Change) -> Self {
         let id = format!("evt_{}", uuid::Uuid::now_v7().simple());
@@ -457,13 +469,16 @@ pub(super) struct RawRecord {
     pub id: String,
     pub source: String,
     pub external_id: String,
-    pub profile: String,
+    /// As kept: see `profile_codec`.
+    pub profile: Vec<u8>,
     pub order_key: Option<String>,
     pub merged_into: Option<String>,
     pub merged_from: String,
     pub version: i64,
     pub changed_at: String,
     pub change_seq: i64,
+    /// How `profile` is kept (see [`compress`]).
+    pub profile_codec: i64,
 }
 
 impl RawRecord {
@@ -472,7 +487,7 @@ impl RawRecord {
             id: self.id,
             source: self.source,
             external_id: self.external_id,
-            profile: json::decode(self.profile.as_bytes())?,
+            profile: json::decode(&compress::unpack(self.profile_codec, self.profile)?)?,
             order_key: self
                 .order_key
                 .as_deref()
@@ -487,8 +502,19 @@ impl RawRecord {
     }
 }
 
-pub(super) const RECORD_COLUMNS: &str =
-    "id, source, external_id, profile, order_key, merged_into, merged_from, version, changed_at, change_seq";
+/// A `customers` row's columns as [`RawRecord`] reads them, `profile`
+/// being the dialect's expression of the profile's bytes as kept.
+pub(super) fn record_columns(profile: &str) -> String {
+    format!(
+        "id, source, external_id, {profile}, order_key, merged_into, merged_from, version, changed_at, change_seq, \
+         profile_codec"
+    )
+}
+
+/// A record's profile as kept (see [`compress`]).
+pub(super) fn pack_profile(profile: &Profile) -> Result<compress::Packed, StoreError> {
+    Ok(compress::pack(compress::Kind::Document, &serde_json::to_vec(profile)?))
+}
 
 pub(super) const EVENT_COLUMNS: &str = "seq, id, source, dedupe_key, received_at, headers, body, status, reason, outcome, customer_id, duplicates, redacted, codec";
 

@@ -44,9 +44,9 @@ use self::checkpoint::Checkpoints;
 use self::lock::StoreLock;
 use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
-    EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, customer_page,
-    history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys, page, redact_envelopes,
-    redaction, settling, touched_ids,
+    EVENT_COLUMNS, Lookup, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, customer_page, history_page,
+    is_suppressed_target, lookup_edits, mention_erasures, mention_keys, pack_profile, page, record_columns,
+    redact_envelopes, redaction, settling, touched_ids,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -62,6 +62,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0010_claims.sql"),
     include_str!("migrations/sqlite/0011_codec.sql"),
     include_str!("migrations/sqlite/0012_console.sql"),
+    include_str!("migrations/sqlite/0013_history_codec.sql"),
+    include_str!("migrations/sqlite/0014_outbox_codec.sql"),
+    include_str!("migrations/sqlite/0015_profile_codec.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back
@@ -367,11 +370,11 @@ impl Directory for SqliteStore {
                 "WITH RECURSIVE chain(seq) AS (
                      SELECT last_history FROM customers WHERE id = ?1 AND last_history > ?2
                      UNION SELECT h.prev FROM history h JOIN chain ON h.seq = chain.seq WHERE h.prev > ?2)
-                 SELECT seq, entry FROM history WHERE seq IN (SELECT seq FROM chain) ORDER BY seq LIMIT ?3",
+                 SELECT seq, entry, codec FROM history WHERE seq IN (SELECT seq FROM chain) ORDER BY seq LIMIT ?3",
             )?;
             let args = params![query.customer_id, query.after.unwrap_or(0), query.limit as i64 + 1];
             let rows = stmt
-                .query_map(args, |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map(args, |r| Ok((r.get(0)?, kept_bytes(r.get_ref(1)?), r.get(2)?)))?
                 .collect::<Result<_, _>>()?;
             Ok(Some(history_page(rows, query.limit)?))
         }))
@@ -975,7 +978,7 @@ fn ingest(tx: &Connection, d: &Delivery, publish: Publish, ctx: &mut Context) ->
         publish,
         ctx,
     )?;
-    let body = compress::pack(&d.body);
+    let body = compress::pack(compress::Kind::Body, &d.body);
     tx.prepare_cached(
         "INSERT INTO events (id, source, dedupe_key, received_at, headers, body, codec, status, reason, outcome, customer_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -1220,7 +1223,10 @@ fn suppress(tx: &Connection, id: &str, now: UtcMillis) -> Result<(), StoreError>
 fn load(tx: &Connection, ids: &[String], publish: Publish) -> Result<(Loaded, Heads), StoreError> {
     let mut loaded = Loaded::default();
     let mut heads = Heads::default();
-    let sql = format!("SELECT {RECORD_COLUMNS}, last_history, last_outbox FROM customers WHERE id = ?1");
+    let sql = format!(
+        "SELECT {}, last_history, last_outbox FROM customers WHERE id = ?1",
+        record_columns("profile")
+    );
     let mut records = tx.prepare_cached(&sql)?;
     // A record a rebuild emptied takes back where its chain of envelopes
     // ended, so that `outbox_heads` does not grow with each rebuild.
@@ -1236,8 +1242,8 @@ fn load(tx: &Connection, ids: &[String], publish: Publish) -> Result<(Loaded, He
                 Ok((
                     read_record(r)?,
                     Head {
-                        history: r.get(10)?,
-                        outbox: r.get(11)?,
+                        history: r.get(11)?,
+                        outbox: r.get(12)?,
                         adopted: None,
                     },
                 ))
@@ -1321,11 +1327,12 @@ fn persist(
     ctx: &mut Context,
 ) -> Result<(), StoreError> {
     let mut history = tx.prepare_cached(
-        "INSERT INTO history (customer_id, event_id, entry, prev) VALUES (?1, ?2, ?3, ?4) RETURNING seq",
+        "INSERT INTO history (customer_id, event_id, entry, codec, prev) VALUES (?1, ?2, ?3, ?4, ?5) RETURNING seq",
     )?;
     for (customer_id, entry) in &effects.history {
         let head = heads.of(customer_id);
-        let params = params![customer_id, entry.event_id, serde_json::to_string(entry)?, head.history];
+        let packed = compress::pack(compress::Kind::Document, &serde_json::to_vec(entry)?);
+        let params = params![customer_id, entry.event_id, packed.bytes, packed.codec, head.history];
         head.history = Some(history.query_row(params, |r| r.get(0))?);
     }
     if publish == Publish::Yes {
@@ -1337,6 +1344,7 @@ fn persist(
         let order_key = r.order_key.as_ref().map(serde_json::to_string).transpose()?;
         let written = if write.changed {
             ctx.last_change += 1;
+            let profile = pack_profile(&r.profile)?;
             let old = loaded.records.get(&r.id);
             let written = tx.prepare_cached(record_sql(old, r))?.execute(params![
                 r.id,
@@ -1345,7 +1353,7 @@ fn persist(
                 r.profile.account,
                 r.profile.email,
                 r.status().as_str(),
-                serde_json::to_string(&r.profile)?,
+                profile.bytes,
                 order_key,
                 r.merged_into,
                 serde_json::to_string(&r.merged_from)?,
@@ -1354,6 +1362,7 @@ fn persist(
                 ctx.last_change,
                 head.history,
                 head.outbox,
+                profile.codec,
             ])?;
             edit_lookups(tx, &r.id, old.map(|o| &o.profile), &r.profile)?;
             if let (None, Some(seq)) = (old, head.adopted) {
@@ -1413,18 +1422,19 @@ fn record_sql(old: Option<&Record>, new: &Record) -> &'static str {
         None => {
             "INSERT INTO customers (id, source, external_id, account, email, status, profile, order_key,
                                     merged_into, merged_from, version, changed_at, change_seq,
-                                    last_history, last_outbox)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                                    last_history, last_outbox, profile_codec)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
         }
         Some(old) if old.profile.account == new.profile.account && old.profile.email == new.profile.email => {
             "UPDATE customers SET status = ?6, profile = ?7, order_key = ?8, merged_into = ?9, merged_from = ?10,
-                 version = ?11, changed_at = ?12, change_seq = ?13, last_history = ?14, last_outbox = ?15
+                 version = ?11, changed_at = ?12, change_seq = ?13, last_history = ?14, last_outbox = ?15,
+                 profile_codec = ?16
              WHERE id = ?1"
         }
         Some(_) => {
             "UPDATE customers SET account = ?4, email = ?5, status = ?6, profile = ?7, order_key = ?8,
                  merged_into = ?9, merged_from = ?10, version = ?11, changed_at = ?12, change_seq = ?13,
-                 last_history = ?14, last_outbox = ?15
+                 last_history = ?14, last_outbox = ?15, profile_codec = ?16
              WHERE id = ?1"
         }
     }
@@ -1454,13 +1464,16 @@ fn lookup_sql(lookup: Lookup, add: bool) -> &'static str {
 }
 
 fn load_record(conn: &Connection, id: &str) -> Result<Option<Record>, StoreError> {
-    let sql = format!("SELECT {RECORD_COLUMNS} FROM customers WHERE id = ?1");
+    let sql = format!("SELECT {} FROM customers WHERE id = ?1", record_columns("profile"));
     let raw = conn.prepare_cached(&sql)?.query_row([id], read_record).optional()?;
     raw.map(|r| r.into_record().map(|(record, _)| record)).transpose()
 }
 
 fn list_customers(conn: &Connection, q: &CustomerQuery) -> Result<Page<Customer>, StoreError> {
-    let mut sql = format!("SELECT {RECORD_COLUMNS} FROM customers WHERE change_seq > ?");
+    let mut sql = format!(
+        "SELECT {} FROM customers WHERE change_seq > ?",
+        record_columns("profile")
+    );
     let mut args: Vec<String> = vec![q.after.unwrap_or(0).to_string()];
     let filters = [
         ("source = ?", q.source.clone()),
@@ -1493,18 +1506,28 @@ fn list_customers(conn: &Connection, q: &CustomerQuery) -> Result<Page<Customer>
     customer_page(rows.map(|r| r.map_err(StoreError::from)), q.limit)
 }
 
+/// A column that holds JSON text (codec 0) or a compressed frame (see
+/// [`compress`]), as bytes.
+fn kept_bytes(value: rusqlite::types::ValueRef<'_>) -> Vec<u8> {
+    match value {
+        rusqlite::types::ValueRef::Blob(bytes) | rusqlite::types::ValueRef::Text(bytes) => bytes.to_vec(),
+        _ => Vec::new(),
+    }
+}
+
 fn read_record(r: &Row<'_>) -> rusqlite::Result<RawRecord> {
     Ok(RawRecord {
         id: r.get(0)?,
         source: r.get(1)?,
         external_id: r.get(2)?,
-        profile: r.get(3)?,
+        profile: kept_bytes(r.get_ref(3)?),
         order_key: r.get(4)?,
         merged_into: r.get(5)?,
         merged_from: r.get(6)?,
         version: r.get(7)?,
         changed_at: r.get(8)?,
         change_seq: r.get(9)?,
+        profile_codec: r.get(10)?,
     })
 }
 

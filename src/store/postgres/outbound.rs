@@ -23,13 +23,13 @@ use crate::store::replay::{ChangeRow, requeued};
 use crate::store::rows::{
     BACKLOG, DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published,
     RawAttempt, RawMessage, RawPublished, RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription,
-    following, page,
+    following, pack_envelope, page, unpack_envelope,
 };
 use crate::store::{MessageQuery, Page, Retry, StoreError};
 
 /// A leased message: seq, subscription, failures, generation, claim, url,
 /// secret, envelope id and body.
-type LeasedRow = (i64, String, i32, i64, i64, String, String, String, String);
+type LeasedRow = (i64, String, i32, i64, i64, String, String, String, Vec<u8>, i16);
 /// A [`RawSubscription`] and its `fanned_to`.
 type RawSubscription8 = (String, String, String, String, String, bool, String, Option<i64>);
 
@@ -114,10 +114,11 @@ pub(super) async fn set_enabled(
 pub(super) async fn queue(conn: &mut PgConnection, changes: &[Change]) -> Result<bool, StoreError> {
     for change in changes {
         let envelope = Envelope::new(change);
+        let body = pack_envelope(&envelope.body);
         let customer = &change.customer;
         sqlx::query(
-            "INSERT INTO outbox (id, customer_id, source, action, version, created_at, body)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO outbox (id, customer_id, source, action, version, created_at, packed, codec)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&envelope.id)
         .bind(&customer.id)
@@ -125,7 +126,8 @@ pub(super) async fn queue(conn: &mut PgConnection, changes: &[Change]) -> Result
         .bind(change.action.as_str())
         .bind(customer.version as i64)
         .bind(envelope.created_at.to_string())
-        .bind(&envelope.body)
+        .bind(&body.bytes)
+        .bind(body.codec as i16)
         .execute(&mut *conn)
         .await?;
     }
@@ -467,28 +469,30 @@ pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -
         "UPDATE messages m SET next_attempt_at = $2, sending_until = $2, claim = m.claim + 1
          FROM subscriptions s, outbox o
          WHERE m.seq = ANY($1) AND s.id = m.subscription_id AND o.seq = m.outbox_seq
-         RETURNING m.seq, m.subscription_id, m.failures, m.generation, m.claim, s.url, s.secret, o.id, o.body",
+         RETURNING m.seq, m.subscription_id, m.failures, m.generation, m.claim, s.url, s.secret, o.id,
+                   COALESCE(o.packed, convert_to(o.body, 'UTF8')), o.codec",
     )
     .bind(&seqs)
     .bind(lease_until)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows
-        .into_iter()
+    rows.into_iter()
         .map(
-            |(seq, subscription_id, failures, generation, claim, url, secret, event_id, body)| Due {
-                seq,
-                subscription_id,
-                url,
-                secret,
-                event_id,
-                body,
-                failures: failures as u32,
-                generation,
-                claim,
+            |(seq, subscription_id, failures, generation, claim, url, secret, event_id, body, codec)| {
+                Ok(Due {
+                    seq,
+                    subscription_id,
+                    url,
+                    secret,
+                    event_id,
+                    body: unpack_envelope(body, codec.into())?,
+                    failures: failures as u32,
+                    generation,
+                    claim,
+                })
             },
         )
-        .collect())
+        .collect()
 }
 
 /// The claim's one statement: the subscriptions with a line whose head has

@@ -166,8 +166,8 @@ impl Shadow {
         }
         for sql in [
             format!(
-                "INSERT INTO {live}history (customer_id, event_id, entry)
-                 SELECT customer_id, event_id, entry FROM pg_temp.history ORDER BY seq"
+                "INSERT INTO {live}history (customer_id, event_id, entry, packed, codec)
+                 SELECT customer_id, event_id, entry, packed, codec FROM pg_temp.history ORDER BY seq"
             ),
             format!("INSERT INTO {live}customers SELECT * FROM pg_temp.customers"),
             format!("INSERT INTO {live}customer_phones SELECT * FROM pg_temp.customer_phones ON CONFLICT DO NOTHING"),

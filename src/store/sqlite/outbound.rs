@@ -12,11 +12,12 @@ use crate::store::StoreError;
 use crate::store::replay::requeued;
 use crate::store::rows::{
     BACKLOG, DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published,
-    RawMessage, RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription, following, page,
+    RawMessage, RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription, following, pack_envelope,
+    page, unpack_envelope,
 };
 use crate::store::{MessageQuery, Page, Retry};
 
-use super::Heads;
+use super::{Heads, kept_bytes};
 
 const SUBSCRIPTION_COLUMNS: &str = "id, url, secret, actions, sources, enabled, created_at";
 
@@ -98,12 +99,13 @@ pub(super) fn set_enabled(tx: &Connection, id: &str, enabled: bool) -> Result<Op
 pub(super) fn queue(tx: &Connection, changes: &[Change], heads: &mut Heads) -> Result<bool, StoreError> {
     for change in changes {
         let envelope = Envelope::new(change);
+        let body = pack_envelope(&envelope.body);
         let customer = &change.customer;
         let head = heads.of(&customer.id);
         let outbox_seq: i64 = tx
             .prepare_cached(
-                "INSERT INTO outbox (id, customer_id, source, action, version, created_at, body, prev)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING seq",
+                "INSERT INTO outbox (id, customer_id, source, action, version, created_at, body, codec, prev)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING seq",
             )?
             .query_row(
                 params![
@@ -113,7 +115,8 @@ pub(super) fn queue(tx: &Connection, changes: &[Change], heads: &mut Heads) -> R
                     change.action.as_str(),
                     customer.version as i64,
                     envelope.created_at.to_string(),
-                    envelope.body,
+                    body.bytes,
+                    body.codec,
                     head.outbox,
                 ],
                 |r| r.get(0),
@@ -282,7 +285,8 @@ pub(super) fn replay(tx: &Connection, subscription_id: &str, since: UtcMillis) -
     let now = UtcMillis::now();
     let mut stmt = tx.prepare_cached(
         "SELECT seq, customer_id, source, action FROM outbox
-             WHERE created_at >= ?1 AND json_extract(body, '$.redacted') IS NULL ORDER BY seq",
+             WHERE created_at >= ?1 AND CASE WHEN codec = 0 THEN json_extract(body, '$.redacted') END IS NULL
+             ORDER BY seq",
     )?;
     let rows = stmt.query_map([since.to_string()], |r| {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -341,7 +345,7 @@ pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<D
          RETURNING subscription_id, failures, outbox_seq, generation, claim",
     )?;
     let mut details = tx.prepare_cached(
-        "SELECT s.url, s.secret, o.id, o.body FROM subscriptions s, outbox o WHERE s.id = ?1 AND o.seq = ?2",
+        "SELECT s.url, s.secret, o.id, o.body, o.codec FROM subscriptions s, outbox o WHERE s.id = ?1 AND o.seq = ?2",
     )?;
     let mut claimed = Vec::with_capacity(seqs.len());
     for seq in seqs {
@@ -349,9 +353,10 @@ pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<D
             .query_row(params![seq, claim.lease_until.as_millisecond()], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })?;
-        let (url, secret, event_id, body) = details.query_row(params![subscription_id, outbox_seq], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        let (url, secret, event_id, body, codec) = details.query_row(params![subscription_id, outbox_seq], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, kept_bytes(r.get_ref(3)?), r.get(4)?))
         })?;
+        let body = unpack_envelope(body, codec)?;
         claimed.push(Due {
             seq,
             subscription_id,

@@ -122,8 +122,44 @@ pub fn store_url(dir: &Path) -> String {
 
 /// Everything the store of `dir` keeps, as bytes to search: on SQLite its
 /// files as on disk (the WAL and free pages too); on Postgres every row of
-/// its schema.
+/// its schema. Then what every compressed row among them says (see
+/// [`unpacked_frames`]).
 pub async fn stored_bytes(dir: &Path) -> Vec<u8> {
+    let mut everything = kept_bytes(dir).await;
+    let unpacked = unpacked_frames(&everything);
+    everything.extend(unpacked);
+    everything
+}
+
+/// The store keeps bodies, history entries and envelopes as zstd frames
+/// with its dictionaries (`src/store/compress.rs`): a search for text must
+/// look inside them. Every frame found among `bytes`, decompressed with
+/// the dictionary that reads it.
+fn unpacked_frames(bytes: &[u8]) -> Vec<u8> {
+    const MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+    const DICTIONARIES: [&[u8]; 2] = [
+        include_bytes!("../../../src/store/compress/bodies-1.dict"),
+        include_bytes!("../../../src/store/compress/documents-2.dict"),
+    ];
+    let mut unpacked = Vec::new();
+    for start in (0..bytes.len().saturating_sub(MAGIC.len())).filter(|&i| bytes[i..].starts_with(&MAGIC)) {
+        let Ok(size) = zstd::zstd_safe::find_frame_compressed_size(&bytes[start..]) else {
+            continue;
+        };
+        let frame = &bytes[start..start + size];
+        for dictionary in DICTIONARIES {
+            let text =
+                zstd::bulk::Decompressor::with_dictionary(dictionary).and_then(|mut d| d.decompress(frame, 1 << 24));
+            if let Ok(text) = text {
+                unpacked.extend(text);
+                unpacked.push(b'\n');
+            }
+        }
+    }
+    unpacked
+}
+
+async fn kept_bytes(dir: &Path) -> Vec<u8> {
     match TestStore::chosen() {
         TestStore::Sqlite => {
             let mut everything = Vec::new();

@@ -1,4 +1,4 @@
--- Version 8: raw bodies kept compressed (store::compress). `codec` says
+-- Version 9: raw bodies kept compressed (store::compress). `codec` says
 -- how: 0, as received (every body kept before this version); otherwise
 -- the id of the zstd dictionary the body was compressed with.
 ALTER TABLE events ADD COLUMN codec SMALLINT NOT NULL DEFAULT 0;
