@@ -623,7 +623,7 @@ impl RawMessage {
 }
 
 /// A table that finds customers by a key: an E.164 phone, a business id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Lookup {
     Phones,
     Businesses,

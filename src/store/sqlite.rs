@@ -29,6 +29,7 @@ use crate::model::{Customer, Profile, UtcMillis, json};
 use crate::outbound::{Attempt, Backlog, Claim, Due, Message, Next, Outbox, OutboxError, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
+mod bulk;
 mod checkpoint;
 mod keys;
 mod lock;
@@ -791,11 +792,7 @@ fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
 fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreError> {
     match op {
         Op::Ingest(delivery) => ingest(tx, delivery, Publish::Yes, ctx).map(Answer::Ingest),
-        Op::IngestBatch(deliveries, publish) => deliveries
-            .iter()
-            .map(|d| ingest(tx, d, *publish, ctx))
-            .collect::<Result<_, _>>()
-            .map(Answer::Batch),
+        Op::IngestBatch(deliveries, publish) => bulk::ingest_batch(tx, deliveries, *publish, ctx).map(Answer::Batch),
         Op::Reprocess(event_id, mapped, publish) => {
             reprocess(tx, event_id, mapped, *publish, ctx).map(Answer::Reprocess)
         }
@@ -1268,15 +1265,16 @@ fn persist(
             }
         }
     }
-    let mut link = tx.prepare_cached(
-        "INSERT INTO merge_links (survivor, absorbed, order_key) VALUES (?1, ?2, ?3)
-         ON CONFLICT (survivor, absorbed) DO UPDATE SET order_key = excluded.order_key",
-    )?;
+    let mut link = tx.prepare_cached(UPSERT_LINK)?;
     for l in &effects.links {
         link.execute(params![l.survivor, l.absorbed, serde_json::to_string(&l.order_key)?])?;
     }
     Ok(())
 }
+
+/// Inserts a merge link, or raises its key.
+const UPSERT_LINK: &str = "INSERT INTO merge_links (survivor, absorbed, order_key) VALUES (?1, ?2, ?3)
+     ON CONFLICT (survivor, absorbed) DO UPDATE SET order_key = excluded.order_key";
 
 /// Writes changes to the outbox, for the subscriptions that want them.
 fn publish(
@@ -1319,22 +1317,31 @@ fn record_sql(old: Option<&Record>, new: &Record) -> &'static str {
 /// new record) to its `new` one: at erasure, to an empty one.
 fn edit_lookups(tx: &Connection, id: &str, old: Option<&Profile>, new: &Profile) -> Result<(), StoreError> {
     for (lookup, add, key) in lookup_edits(old, new) {
-        tx.prepare_cached(lookup_sql(lookup, add))?
-            .execute([key.as_str(), id])?;
+        let mut statement = if add {
+            tx.prepare_cached(&format!("{} (?1, ?2)", lookup_insert(lookup)))?
+        } else {
+            tx.prepare_cached(lookup_delete(lookup))?
+        };
+        statement.execute([key.as_str(), id])?;
     }
     Ok(())
 }
 
-/// The statement that removes (`add` false) or adds a lookup row, bound
-/// to the key and the customer id.
-fn lookup_sql(lookup: Lookup, add: bool) -> &'static str {
-    match (lookup, add) {
-        (Lookup::Phones, true) => "INSERT OR IGNORE INTO customer_phones (e164, customer_id) VALUES (?1, ?2)",
-        (Lookup::Phones, false) => "DELETE FROM customer_phones WHERE e164 = ?1 AND customer_id = ?2",
-        (Lookup::Businesses, true) => {
-            "INSERT OR IGNORE INTO customer_businesses (business_id, customer_id) VALUES (?1, ?2)"
-        }
-        (Lookup::Businesses, false) => "DELETE FROM customer_businesses WHERE business_id = ?1 AND customer_id = ?2",
+/// The start of the statement that adds lookup rows, to be followed by
+/// rows of the key and the customer id.
+fn lookup_insert(lookup: Lookup) -> &'static str {
+    match lookup {
+        Lookup::Phones => "INSERT OR IGNORE INTO customer_phones (e164, customer_id) VALUES",
+        Lookup::Businesses => "INSERT OR IGNORE INTO customer_businesses (business_id, customer_id) VALUES",
+    }
+}
+
+/// The statement that removes a lookup row, bound to the key and the
+/// customer id.
+fn lookup_delete(lookup: Lookup) -> &'static str {
+    match lookup {
+        Lookup::Phones => "DELETE FROM customer_phones WHERE e164 = ?1 AND customer_id = ?2",
+        Lookup::Businesses => "DELETE FROM customer_businesses WHERE business_id = ?1 AND customer_id = ?2",
     }
 }
 
