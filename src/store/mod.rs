@@ -17,6 +17,8 @@ mod import;
 pub mod keys;
 mod migrations;
 pub mod postgres;
+mod replay;
+mod reprocess;
 mod rows;
 pub mod sources;
 pub mod sqlite;
