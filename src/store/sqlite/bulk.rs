@@ -181,6 +181,7 @@ impl Batch {
             let head = Head {
                 history: r.get(10)?,
                 outbox: r.get(11)?,
+                adopted: None,
             };
             Ok((read_record(r)?, head))
         })?;
@@ -191,6 +192,25 @@ impl Batch {
             state.records.insert(record.id.clone(), record);
         }
         let stored = state.records.clone();
+        // A customer without a record takes back where its chain of
+        // envelopes ended, if a rebuild left it (as `super::load` does).
+        let mut adopt = tx.prepare_cached(
+            "SELECT customer_id, MAX(seq) FROM outbox_heads
+             WHERE customer_id IN (SELECT value FROM json_each(?1)) GROUP BY customer_id",
+        )?;
+        for row in adopt.query_map([&ids], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (id, seq) = row?;
+            if !stored.contains_key(&id) {
+                heads.0.insert(
+                    id,
+                    Head {
+                        outbox: Some(seq),
+                        adopted: Some(seq),
+                        ..Head::default()
+                    },
+                );
+            }
+        }
         let mut suppressed = tx.prepare_cached(
             "SELECT customer_id FROM suppressions WHERE customer_id IN (SELECT value FROM json_each(?1))",
         )?;
@@ -451,6 +471,10 @@ impl Batch {
             let written = match (old, change) {
                 (None, Some(change_seq)) => {
                     inserted.push(RecordColumns::new(record, change_seq, head)?);
+                    if let Some(seq) = head.adopted {
+                        tx.prepare_cached("DELETE FROM outbox_heads WHERE customer_id = ?1 AND seq = ?2")?
+                            .execute(params![id, seq])?;
+                    }
                     continue;
                 }
                 (Some(_), Some(change_seq)) => {
