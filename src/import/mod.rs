@@ -33,8 +33,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, Source, StoreUrl};
 use crate::model::UtcMillis;
-use crate::sources::delivery;
 use crate::sources::{Kind, Mapped};
+use crate::sources::{delivery, registry};
 use crate::store::{Delivery, IngestOutcome, Outcome, Publish, Store, StoreError};
 
 pub use progress::Tally;
@@ -56,8 +56,13 @@ const IN_FLIGHT: usize = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("no source named {name:?} is configured: name one of {known} with --source")]
+    #[error(
+        "no source named {name:?} is in the configuration file or was created through the API: \
+         name one of {known} with --source (GET /api/v1/sources lists every source)"
+    )]
     UnknownSource { name: String, known: String },
+    #[error("source {name:?} cannot be imported into: {reason}")]
+    UnusableSource { name: String, reason: String },
     #[error("{}: cannot read it: {reason}", path.display())]
     File { path: std::path::PathBuf, reason: String },
     #[error("{}: {reason}", path.display())]
@@ -143,15 +148,26 @@ impl From<IngestOutcome> for RecordOutcome {
     }
 }
 
-/// The source an import writes to, by name. Today the configuration's;
-/// the one place to ask when sources live in the store too.
-pub async fn find_source(config: &Config, name: &str) -> Result<Source, ImportError> {
-    config
-        .sources
-        .iter()
-        .find(|s| s.name() == name)
-        .cloned()
-        .ok_or_else(|| ImportError::UnknownSource {
+/// The source an import writes to, by name: the configuration file's, or
+/// one created through the API, read from the store the import writes to
+/// (or, when a running `serve` holds the embedded store, from that server).
+async fn find_source(config: &Config, name: &str, sink: &Sink) -> Result<Source, ImportError> {
+    if let Some(source) = config.sources.iter().find(|s| s.name() == name) {
+        return Ok(source.clone());
+    }
+    let spec = match sink {
+        Sink::Store(store) => store
+            .stored_sources(None, Some(name.to_owned()))
+            .await?
+            .sources
+            .into_iter()
+            .find(|s| s.name == name)
+            .map(|s| s.spec),
+        Sink::Remote(remote) => remote.source().await?,
+        Sink::DryRun => None,
+    };
+    let Some(spec) = spec else {
+        return Err(ImportError::UnknownSource {
             name: name.to_owned(),
             known: config
                 .sources
@@ -159,6 +175,13 @@ pub async fn find_source(config: &Config, name: &str) -> Result<Source, ImportEr
                 .map(|s| format!("{:?}", s.name()))
                 .collect::<Vec<_>>()
                 .join(", "),
+        });
+    };
+    registry::build(name, &spec)
+        .map(|(source, _)| source)
+        .map_err(|invalid| ImportError::UnusableSource {
+            name: name.to_owned(),
+            reason: invalid.to_string(),
         })
 }
 
@@ -190,14 +213,6 @@ enum Work {
 
 /// Runs the import; the tally is printed by the caller.
 pub async fn run(config: &Config, options: Options) -> Result<Tally, ImportError> {
-    let source = find_source(config, &options.source).await?;
-    if options.format.is_canonical() && source.kind != Kind::Clientele {
-        return Err(ImportError::NotCanonical {
-            format: format_name(options.format),
-            name: source.name().to_owned(),
-            kind: source.kind.as_str(),
-        });
-    }
     // Every file opens before anything is kept: a typo stops the import
     // before it starts.
     let inputs = options
@@ -205,14 +220,10 @@ pub async fn run(config: &Config, options: Options) -> Result<Tally, ImportError
         .iter()
         .map(|path| Input::open(path))
         .collect::<Result<Vec<_>, _>>()?;
+    let (sink, source) = target(config, &options).await?;
     let names: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
     let total = inputs.iter().map(|i| i.size).sum::<Option<u64>>();
     crate::model::normalize::warm_up();
-    let sink = if options.dry_run {
-        Sink::DryRun
-    } else {
-        open_sink(config, &source, options.format).await?
-    };
     let map_here = !matches!(sink, Sink::Remote(_));
     let read_bytes = Arc::new(AtomicU64::new(0));
     let mut report = progress::Report::new(names, total, read_bytes.clone(), options.progress);
@@ -259,9 +270,42 @@ pub fn format_name(format: Format) -> &'static str {
     }
 }
 
+/// Where the batches go, and the source they are for. The store (or the
+/// server that holds it) is opened first, as it may be where the source
+/// is; a dry run closes it once the source is found.
+async fn target(config: &Config, options: &Options) -> Result<(Sink, Source), ImportError> {
+    let configured = config.sources.iter().any(|s| s.name() == options.source);
+    let sink = if options.dry_run && configured {
+        Sink::DryRun
+    } else {
+        open_sink(config, &options.source, options.format).await?
+    };
+    let checked = async {
+        let source = find_source(config, &options.source, &sink).await?;
+        if options.format.is_canonical() && source.kind != Kind::Clientele {
+            return Err(ImportError::NotCanonical {
+                format: format_name(options.format),
+                name: source.name().to_owned(),
+                kind: source.kind.as_str(),
+            });
+        }
+        Ok(source)
+    }
+    .await;
+    match checked {
+        Ok(source) if !options.dry_run => Ok((sink, source)),
+        checked => {
+            if let Sink::Store(store) = &sink {
+                store.close().await;
+            }
+            checked.map(|source| (Sink::DryRun, source))
+        }
+    }
+}
+
 /// The store itself when this process may write it; the running server
 /// that holds the embedded store's lock otherwise.
-async fn open_sink(config: &Config, source: &Source, format: Format) -> Result<Sink, ImportError> {
+async fn open_sink(config: &Config, source: &str, format: Format) -> Result<Sink, ImportError> {
     match crate::app::open_store(&config.store).await {
         Ok(store) => Ok(Sink::Store(store)),
         Err(StoreError::InUse { holder, .. }) if matches!(config.store, StoreUrl::Sqlite(_)) => {

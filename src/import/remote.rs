@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::read::Record;
 use super::{Format, ImportError, RecordOutcome};
-use crate::config::{Config, Secret, Source};
+use crate::config::{Config, Secret};
 use crate::store::Publish;
+use crate::store::sources::SourceSpec;
 
 /// How long one batch may take to be kept.
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -58,26 +59,26 @@ pub struct ImportAnswer {
 #[derive(Clone)]
 pub struct Remote {
     client: reqwest::Client,
+    /// The source's resource: `GET` reads it, `/import` under it keeps a batch.
+    source: String,
     url: String,
     key: Secret,
     canonical: bool,
 }
 
 impl Remote {
-    pub fn new(config: &Config, source: &Source, format: Format) -> Result<Self, ImportError> {
+    pub fn new(config: &Config, source: &str, format: Format) -> Result<Self, ImportError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .no_proxy()
             .build()
             .map_err(|e| ImportError::Remote(format!("no HTTP client: {e}")))?;
+        let source = format!("http://{}/api/v1/sources/{source}", reachable(config.listen));
         Ok(Remote {
             client,
-            url: format!(
-                "http://{}/api/v1/sources/{}/import",
-                reachable(config.listen),
-                source.name()
-            ),
+            url: format!("{source}/import"),
+            source,
             key: config.admin_token.clone(),
             canonical: format.is_canonical(),
         })
@@ -85,6 +86,25 @@ impl Remote {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The source's settings as the server has them; `None` if it has no
+    /// such source.
+    pub async fn source(&self) -> Result<Option<SourceSpec>, ImportError> {
+        let response = self
+            .client
+            .get(&self.source)
+            .bearer_auth(self.key.expose())
+            .send()
+            .await
+            .map_err(|e| unreached(&self.source, e))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let text = successful(response).await.map_err(ImportError::Remote)?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| ImportError::Remote(format!("its answer is not a source's: {e}")))
     }
 
     pub async fn send(&self, records: Vec<Record>, publish: Publish) -> Result<Vec<RecordOutcome>, ImportError> {
@@ -99,7 +119,6 @@ impl Remote {
             publish: publish == Publish::Yes,
             canonical: self.canonical,
         };
-        let failed = |what: String| ImportError::Remote(what);
         let response = self
             .client
             .post(&self.url)
@@ -108,15 +127,19 @@ impl Remote {
             .body(serde_json::to_vec(&request).expect("a request serializes"))
             .send()
             .await
-            .map_err(|e| failed(format!("{} cannot be reached ({e}): is it still running?", self.url)))?;
-        let text = successful(response).await.map_err(failed)?;
-        let answer: ImportAnswer =
-            serde_json::from_str(&text).map_err(|e| failed(format!("its answer is not an import's: {e}")))?;
+            .map_err(|e| unreached(&self.url, e))?;
+        let text = successful(response).await.map_err(ImportError::Remote)?;
+        let answer: ImportAnswer = serde_json::from_str(&text)
+            .map_err(|e| ImportError::Remote(format!("its answer is not an import's: {e}")))?;
         if answer.outcomes.len() != request.records.len() {
-            return Err(failed("it answered for another number of records".into()));
+            return Err(ImportError::Remote("it answered for another number of records".into()));
         }
         Ok(answer.outcomes)
     }
+}
+
+fn unreached(url: &str, error: reqwest::Error) -> ImportError {
+    ImportError::Remote(format!("{url} cannot be reached ({error}): is it still running?"))
 }
 
 /// The body of a successful answer of the server; otherwise what it said

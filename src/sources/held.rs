@@ -12,11 +12,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::Unmappable;
 use super::registry::Registry;
-use super::unlinked_mentions;
 use crate::config::Source;
-use crate::model::{UtcMillis, json};
-use crate::sources::{Mapped, Unmappable};
+use crate::model::UtcMillis;
 use crate::store::sources::Held;
 use crate::store::{Delivery, IngestOutcome, StoreError};
 
@@ -25,29 +24,34 @@ const BATCH: usize = 100;
 /// How long a releaser holds a source; ended when it is done.
 const LEASE: Duration = Duration::from_secs(300);
 
-/// The delivery a held one was.
+/// The delivery a held one was: read and mapped as at its arrival
+/// (`super::delivery`), under the dedupe key it was held with (from a
+/// header the held delivery does not keep, maybe).
 pub fn delivery(source: &Source, held: Held) -> Delivery {
     let headers: BTreeMap<String, String> = serde_json::from_str(&held.headers).unwrap_or_default();
-    let (mapped, mentions) = match json::parse_delivery(&held.body) {
-        Ok(read) => {
-            let mapped = source.kind.map(&read, &source.settings);
-            let mentions = unlinked_mentions(&mapped, &read.value, &source.settings);
-            (mapped, mentions)
-        }
+    let header = |name: &str| headers.get(name).map(String::as_str);
+    let read = super::delivery::delivery(
+        source.kind,
+        &source.settings,
+        header,
+        held.body.clone(),
+        held.received_at,
+    );
+    match read {
+        Ok(delivery) => Delivery {
+            dedupe_key: held.dedupe_key,
+            ..delivery
+        },
         // Checked when it was held: not reachable unless the bytes changed.
-        Err(e) => (
-            Err::<Mapped, _>(Unmappable::new(format!("the body is not JSON: {e}"))),
-            Vec::new(),
-        ),
-    };
-    Delivery {
-        source: source.name().to_owned(),
-        dedupe_key: held.dedupe_key,
-        received_at: held.received_at,
-        headers,
-        body: held.body,
-        mapped,
-        mentions,
+        Err(e) => Delivery {
+            source: source.name().to_owned(),
+            dedupe_key: held.dedupe_key,
+            received_at: held.received_at,
+            headers,
+            body: held.body,
+            mapped: Err(Unmappable::new(format!("the body is not JSON: {e}"))),
+            mentions: Vec::new(),
+        },
     }
 }
 

@@ -30,13 +30,13 @@ use tokio::sync::Notify;
 use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
     EVENT_COLUMNS, Lookup, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, customer_page, history_page,
-    is_suppressed_target, lookup_edits, mention_erasures, mention_keys, pack_profile, page, record_columns,
-    redact_envelopes, redaction, settling, touched_ids,
+    is_suppressed_target, lookup_edits, mention_erasures, mention_keys, pack_body, pack_history, pack_profile, page,
+    record_columns, redact_envelopes, redaction, settling, touched_ids,
 };
 use super::{
     CustomerQuery, Delivery, Directory, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery, Import, Inbox,
     IngestOutcome, MessageQuery, Outcome, Page, Publish, Rebuild, Rebuilt, Remap, Retry, Store, StoreError,
-    StoredEvent, Subscriptions, compress, migrations, outboxed,
+    StoredEvent, Subscriptions, migrations, outboxed,
 };
 use crate::BoxFuture;
 use crate::directory::{self, Loaded, MergeLink, Record};
@@ -650,7 +650,7 @@ async fn ingest(work: &mut Work<'_>, d: &Delivery, publish: Publish) -> Result<I
     // Another instance may have kept the same delivery since the check
     // above: then this insert fails on the unique key, and the whole
     // transaction runs again and answers `duplicate`.
-    let body = compress::pack(compress::Kind::Body, &d.body);
+    let body = pack_body(&d.body);
     sqlx::query(
         "INSERT INTO events (id, source, dedupe_key, received_at, headers, body, codec, status, reason, outcome, customer_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -1021,7 +1021,7 @@ async fn persist(
         .await?;
     }
     for (customer_id, entry) in &effects.history {
-        let packed = compress::pack(compress::Kind::Document, &serde_json::to_vec(entry)?);
+        let packed = pack_history(entry)?;
         sqlx::query("INSERT INTO history (customer_id, event_id, packed, codec) VALUES ($1, $2, $3, $4)")
             .bind(customer_id)
             .bind(&entry.event_id)

@@ -511,6 +511,16 @@ pub(super) fn record_columns(profile: &str) -> String {
     )
 }
 
+/// A raw body as kept (see [`compress`]).
+pub(super) fn pack_body(body: &[u8]) -> compress::Packed {
+    compress::pack(compress::Kind::Body, body)
+}
+
+/// A history entry as kept (see [`compress`]).
+pub(super) fn pack_history(entry: &HistoryEntry) -> Result<compress::Packed, StoreError> {
+    Ok(compress::pack(compress::Kind::Document, &serde_json::to_vec(entry)?))
+}
+
 /// A record's profile as kept (see [`compress`]).
 pub(super) fn pack_profile(profile: &Profile) -> Result<compress::Packed, StoreError> {
     Ok(compress::pack(compress::Kind::Document, &serde_json::to_vec(profile)?))
@@ -637,7 +647,7 @@ impl RawMessage {
 }
 
 /// A table that finds customers by a key: an E.164 phone, a business id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Lookup {
     Phones,
     Businesses,

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, TransactionBehavior, params};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{
@@ -29,6 +29,17 @@ use crate::model::{Customer, Profile, UtcMillis, json};
 use crate::outbound::{Attempt, Backlog, Claim, Due, Message, Next, Outbox, OutboxError, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
+/// The start of the statement that inserts records, to be followed by rows
+/// of [`RecordColumns::values`].
+macro_rules! insert_records {
+    () => {
+        "INSERT INTO customers (id, source, external_id, account, email, status, profile, order_key,
+                                merged_into, merged_from, version, changed_at, change_seq,
+                                last_history, last_outbox, profile_codec) VALUES"
+    };
+}
+
+mod bulk;
 mod checkpoint;
 mod keys;
 mod lock;
@@ -45,8 +56,8 @@ use self::lock::StoreLock;
 use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
     EVENT_COLUMNS, Lookup, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, customer_page, history_page,
-    is_suppressed_target, lookup_edits, mention_erasures, mention_keys, pack_profile, page, record_columns,
-    redact_envelopes, redaction, settling, touched_ids,
+    is_suppressed_target, lookup_edits, mention_erasures, mention_keys, pack_body, pack_history, pack_profile, page,
+    record_columns, redact_envelopes, redaction, settling, touched_ids,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -912,11 +923,7 @@ fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
 fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreError> {
     match op {
         Op::Ingest(delivery) => ingest(tx, delivery, Publish::Yes, ctx).map(Answer::Ingest),
-        Op::IngestBatch(deliveries, publish) => deliveries
-            .iter()
-            .map(|d| ingest(tx, d, *publish, ctx))
-            .collect::<Result<_, _>>()
-            .map(Answer::Batch),
+        Op::IngestBatch(deliveries, publish) => bulk::ingest_batch(tx, deliveries, *publish, ctx).map(Answer::Batch),
         Op::Reprocess(event_id, mapped, publish) => {
             reprocess(tx, event_id, mapped, *publish, ctx).map(Answer::Reprocess)
         }
@@ -978,7 +985,7 @@ fn ingest(tx: &Connection, d: &Delivery, publish: Publish, ctx: &mut Context) ->
         publish,
         ctx,
     )?;
-    let body = compress::pack(compress::Kind::Body, &d.body);
+    let body = pack_body(&d.body);
     tx.prepare_cached(
         "INSERT INTO events (id, source, dedupe_key, received_at, headers, body, codec, status, reason, outcome, customer_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -1331,7 +1338,7 @@ fn persist(
     )?;
     for (customer_id, entry) in &effects.history {
         let head = heads.of(customer_id);
-        let packed = compress::pack(compress::Kind::Document, &serde_json::to_vec(entry)?);
+        let packed = pack_history(entry)?;
         let params = params![customer_id, entry.event_id, packed.bytes, packed.codec, head.history];
         head.history = Some(history.query_row(params, |r| r.get(0))?);
     }
@@ -1341,29 +1348,13 @@ fn persist(
     for write in &effects.writes {
         let r = &write.record;
         let head = *heads.of(&r.id);
-        let order_key = r.order_key.as_ref().map(serde_json::to_string).transpose()?;
         let written = if write.changed {
             ctx.last_change += 1;
-            let profile = pack_profile(&r.profile)?;
             let old = loaded.records.get(&r.id);
-            let written = tx.prepare_cached(record_sql(old, r))?.execute(params![
-                r.id,
-                r.source,
-                r.external_id,
-                r.profile.account,
-                r.profile.email,
-                r.status().as_str(),
-                profile.bytes,
-                order_key,
-                r.merged_into,
-                serde_json::to_string(&r.merged_from)?,
-                r.version as i64,
-                r.changed_at.to_string(),
-                ctx.last_change,
-                head.history,
-                head.outbox,
-                profile.codec,
-            ])?;
+            let columns = RecordColumns::new(r, ctx.last_change, head)?;
+            let written = tx
+                .prepare_cached(record_sql(old, r))?
+                .execute(columns.values().as_slice())?;
             edit_lookups(tx, &r.id, old.map(|o| &o.profile), &r.profile)?;
             if let (None, Some(seq)) = (old, head.adopted) {
                 tx.prepare_cached("DELETE FROM outbox_heads WHERE customer_id = ?1 AND seq = ?2")?
@@ -1371,6 +1362,7 @@ fn persist(
             }
             written
         } else {
+            let order_key = r.order_key.as_ref().map(serde_json::to_string).transpose()?;
             tx.prepare_cached("UPDATE customers SET order_key = ?2, last_history = ?3 WHERE id = ?1")?
                 .execute(params![r.id, order_key, head.history])?
         };
@@ -1392,15 +1384,16 @@ fn persist(
             }
         }
     }
-    let mut link = tx.prepare_cached(
-        "INSERT INTO merge_links (survivor, absorbed, order_key) VALUES (?1, ?2, ?3)
-         ON CONFLICT (survivor, absorbed) DO UPDATE SET order_key = excluded.order_key",
-    )?;
+    let mut link = tx.prepare_cached(UPSERT_LINK)?;
     for l in &effects.links {
         link.execute(params![l.survivor, l.absorbed, serde_json::to_string(&l.order_key)?])?;
     }
     Ok(())
 }
+
+/// Inserts a merge link, or raises its key.
+const UPSERT_LINK: &str = "INSERT INTO merge_links (survivor, absorbed, order_key) VALUES (?1, ?2, ?3)
+     ON CONFLICT (survivor, absorbed) DO UPDATE SET order_key = excluded.order_key";
 
 /// Writes changes to the outbox, for the subscriptions that want them.
 fn publish(
@@ -1419,12 +1412,10 @@ fn publish(
 /// index entries of every column it sets, a random page each.
 fn record_sql(old: Option<&Record>, new: &Record) -> &'static str {
     match old {
-        None => {
-            "INSERT INTO customers (id, source, external_id, account, email, status, profile, order_key,
-                                    merged_into, merged_from, version, changed_at, change_seq,
-                                    last_history, last_outbox, profile_codec)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
-        }
+        None => concat!(
+            insert_records!(),
+            " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        ),
         Some(old) if old.profile.account == new.profile.account && old.profile.email == new.profile.email => {
             "UPDATE customers SET status = ?6, profile = ?7, order_key = ?8, merged_into = ?9, merged_from = ?10,
                  version = ?11, changed_at = ?12, change_seq = ?13, last_history = ?14, last_outbox = ?15,
@@ -1440,26 +1431,87 @@ fn record_sql(old: Option<&Record>, new: &Record) -> &'static str {
     }
 }
 
+/// A `customers` row's values, in the order of [`record_sql`]'s columns:
+/// its profile packed (see [`compress`]).
+struct RecordColumns<'a> {
+    record: &'a Record,
+    status: &'static str,
+    profile: compress::Packed,
+    order_key: Option<String>,
+    merged_from: String,
+    version: i64,
+    changed_at: String,
+    change_seq: i64,
+    head: Head,
+}
+
+impl<'a> RecordColumns<'a> {
+    fn new(record: &'a Record, change_seq: i64, head: Head) -> Result<Self, StoreError> {
+        Ok(RecordColumns {
+            record,
+            status: record.status().as_str(),
+            profile: pack_profile(&record.profile)?,
+            order_key: record.order_key.as_ref().map(serde_json::to_string).transpose()?,
+            merged_from: serde_json::to_string(&record.merged_from)?,
+            version: record.version as i64,
+            changed_at: record.changed_at.to_string(),
+            change_seq,
+            head,
+        })
+    }
+
+    fn values(&self) -> Vec<&dyn ToSql> {
+        let r = self.record;
+        vec![
+            &r.id,
+            &r.source,
+            &r.external_id,
+            &r.profile.account,
+            &r.profile.email,
+            &self.status,
+            &self.profile.bytes,
+            &self.order_key,
+            &r.merged_into,
+            &self.merged_from,
+            &self.version,
+            &self.changed_at,
+            &self.change_seq,
+            &self.head.history,
+            &self.head.outbox,
+            &self.profile.codec,
+        ]
+    }
+}
+
 /// Brings customer `id`'s lookup rows from its `old` profile (none for a
 /// new record) to its `new` one: at erasure, to an empty one.
 fn edit_lookups(tx: &Connection, id: &str, old: Option<&Profile>, new: &Profile) -> Result<(), StoreError> {
     for (lookup, add, key) in lookup_edits(old, new) {
-        tx.prepare_cached(lookup_sql(lookup, add))?
-            .execute([key.as_str(), id])?;
+        let mut statement = if add {
+            tx.prepare_cached(&format!("{} (?1, ?2)", lookup_insert(lookup)))?
+        } else {
+            tx.prepare_cached(lookup_delete(lookup))?
+        };
+        statement.execute([key.as_str(), id])?;
     }
     Ok(())
 }
 
-/// The statement that removes (`add` false) or adds a lookup row, bound
-/// to the key and the customer id.
-fn lookup_sql(lookup: Lookup, add: bool) -> &'static str {
-    match (lookup, add) {
-        (Lookup::Phones, true) => "INSERT OR IGNORE INTO customer_phones (e164, customer_id) VALUES (?1, ?2)",
-        (Lookup::Phones, false) => "DELETE FROM customer_phones WHERE e164 = ?1 AND customer_id = ?2",
-        (Lookup::Businesses, true) => {
-            "INSERT OR IGNORE INTO customer_businesses (business_id, customer_id) VALUES (?1, ?2)"
-        }
-        (Lookup::Businesses, false) => "DELETE FROM customer_businesses WHERE business_id = ?1 AND customer_id = ?2",
+/// The start of the statement that adds lookup rows, to be followed by
+/// rows of the key and the customer id.
+fn lookup_insert(lookup: Lookup) -> &'static str {
+    match lookup {
+        Lookup::Phones => "INSERT OR IGNORE INTO customer_phones (e164, customer_id) VALUES",
+        Lookup::Businesses => "INSERT OR IGNORE INTO customer_businesses (business_id, customer_id) VALUES",
+    }
+}
+
+/// The statement that removes a lookup row, bound to the key and the
+/// customer id.
+fn lookup_delete(lookup: Lookup) -> &'static str {
+    match lookup {
+        Lookup::Phones => "DELETE FROM customer_phones WHERE e164 = ?1 AND customer_id = ?2",
+        Lookup::Businesses => "DELETE FROM customer_businesses WHERE business_id = ?1 AND customer_id = ?2",
     }
 }
 

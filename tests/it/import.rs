@@ -239,7 +239,7 @@ async fn what_cannot_be_imported_at_all_stops_with_one_line_saying_what_to_do() 
     let cases = [
         (
             vec!["--source", "shopify", "-"],
-            "error: no source named \"shopify\" is configured: name one of \"vagaro\", \"clientele\", \"treez\" with --source",
+            "error: no source named \"shopify\" is in the configuration file or was created through the API: name one of \"vagaro\", \"clientele\", \"treez\" with --source (GET /api/v1/sources lists every source)",
         ),
         (
             vec!["--source", "vagaro", "no-such-file.jsonl"],
@@ -405,5 +405,39 @@ async fn an_export_while_serve_runs_reads_through_it() {
     assert!(run.ok, "{}", run.stderr);
     assert_eq!(run.stderr.trim(), "exported 3 customers");
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 3);
+    app.stop().await;
+}
+
+/// A source created through the API is found by `clientele import` as a
+/// configured one is: through the running server that holds the embedded
+/// store (on Postgres, in the store), and in the store itself once no
+/// server runs. A name that is nowhere stops the import saying so.
+#[tokio::test]
+async fn a_source_created_through_the_api_imports_with_or_without_serve() {
+    let app = TestApp::spawn().await;
+    let request = app.client.post(app.url("/api/v1/sources")).bearer_auth(util::ADMIN);
+    let (status, created) = util::send(request.json(&json!({"name": "shop-api", "kind": "clientele"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let config = config_file(&app.dir, Some(&app));
+    let ann = envelope("c-1", "2024-01-01T00:00:00Z", "Ann");
+    let run = import(&config, "shop-api", "jsonl", &[], &format!("{ann}\n")).await;
+    assert_eq!(run.count("applied"), 1, "{}", run.stdout);
+    if TestStore::chosen() == TestStore::Sqlite {
+        assert!(run.stderr.contains("the import goes through it"), "{}", run.stderr);
+    }
+    assert_eq!(app.customer("shop-api:c-1").await["firstName"], "Ann");
+
+    let dir = app.stop().await.expect("the store's directory");
+    let config = config_file(dir.path(), None);
+    let bo = envelope("c-2", "2024-01-01T00:00:00Z", "Bo");
+    let run = import(&config, "shop-api", "jsonl", &[], &format!("{bo}\n{ann}\n")).await;
+    assert_eq!(run.count("applied"), 1, "{}", run.stdout);
+    assert_eq!(run.count("duplicate"), 1, "{}", run.stdout);
+    let run = clientele(&["import", "--config", &config, "--source", "nowhere", "-"], "").await;
+    assert!(!run.ok);
+    assert!(run.stderr.contains("no source named \"nowhere\""), "{}", run.stderr);
+
+    let app = TestApp::builder().spawn_in(dir.path()).await;
+    assert_eq!(app.customer("shop-api:c-2").await["firstName"], "Bo");
     app.stop().await;
 }

@@ -1,6 +1,8 @@
 //! The writer's batches, driven directly: what one command's failure does
 //! to the commands committed beside it.
 
+use std::collections::BTreeMap;
+
 use super::*;
 use crate::sources::{Kind, testing};
 
@@ -424,6 +426,273 @@ async fn a_batch_keeps_each_delivery_as_a_webhook_is_kept() {
     // Without publishing: the same directory, nothing queued.
     let quiet = kept(true, Publish::No).await;
     assert_eq!((&quiet.0, &quiet.1, quiet.2), (&one_by_one.0, &one_by_one.1, 0));
+}
+
+/// A pseudo-random mix of Vagaro and Treez deliveries over a few
+/// customers, from `seed`: updates in and out of order, repeated bodies
+/// and event ids (duplicates), merges both ways, changing emails, phones
+/// and businesses, bodies no adapter maps (some naming a customer) and
+/// events that are not customers'.
+fn mixed_deliveries(seed: u64, count: usize) -> Vec<Delivery> {
+    let mut state = seed;
+    let mut next = move |n: u64| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % n
+    };
+    let vagaro = testing::settings("vagaro", jiff::tz::TimeZone::UTC);
+    let treez = testing::settings("treez", jiff::tz::TimeZone::UTC);
+    let vagaro_body: serde_json::Value =
+        serde_json::from_slice(include_bytes!("../../../tests/fixtures/vagaro-customer-updated.json")).expect("JSON");
+    let treez_body: serde_json::Value =
+        serde_json::from_slice(include_bytes!("../../../tests/fixtures/treez-customer.json")).expect("JSON");
+    let mut bodies: Vec<(Kind, Vec<u8>)> = Vec::new();
+    for i in 0..count {
+        let (kind, body) = match next(10) {
+            // A body sent before, again.
+            0 if !bodies.is_empty() => bodies[next(bodies.len() as u64) as usize].clone(),
+            1 => (Kind::Vagaro, br#"{"type": "customer", "payload": {}}"#.to_vec()),
+            2 => (
+                Kind::Treez,
+                br#"{"event_type": "TICKET", "data": {"ticket_id": "t"}}"#.to_vec(),
+            ),
+            3..=5 => {
+                let mut body = vagaro_body.clone();
+                body["id"] = format!("event-{}", next(count as u64)).into();
+                let payload = &mut body["payload"];
+                payload["customerId"] = format!("V{}", next(6)).into();
+                payload["modifiedDate"] = format!("2024-0{}-01T00:00:00Z", 1 + next(9)).into();
+                payload["customerFirstName"] = format!("First{}", next(3)).into();
+                payload["email"] = format!("v{}@example.com", next(4)).into();
+                payload["mobilePhone"] = format!("914555{:04}", next(3)).into();
+                payload["businessIds"] = serde_json::json!([format!("b{}", next(3)), format!("b{}", next(3))]);
+                (Kind::Vagaro, serde_json::to_vec(&body).expect("JSON"))
+            }
+            _ => {
+                let mut body = treez_body.clone();
+                let data = &mut body["data"];
+                let me = next(8);
+                data["customer_id"] = me.to_string().into();
+                data["last_update"] = format!("2026-0{}-24T11:38:21.000-07:00", 1 + next(9)).into();
+                data["first_name"] = format!("Jules{}", next(3)).into();
+                data["email"] = match next(3) {
+                    0 => serde_json::Value::Null,
+                    n => format!("t{n}@example.com").into(),
+                };
+                data["phone"] = format!("(310) 555-01{:02}", next(4)).into();
+                match next(4) {
+                    0 => data["merged_into_customer_id"] = ((me + 1 + next(7)) % 8).to_string().into(),
+                    1 => data["merged_customer_ids"] = serde_json::json!([((me + 1 + next(7)) % 8).to_string()]),
+                    _ => {}
+                }
+                (Kind::Treez, serde_json::to_vec(&body).expect("JSON"))
+            }
+        };
+        bodies.push((kind, body));
+        let _ = i;
+    }
+    bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, (kind, body))| {
+            let settings = if kind == Kind::Vagaro { &vagaro } else { &treez };
+            let at: UtcMillis = format!("2025-01-01T00:00:{:02}.{:03}Z", i / 1000, i % 1000)
+                .parse()
+                .expect("a time");
+            crate::sources::delivery::delivery(kind, settings, |_| None, body, at).expect("JSON")
+        })
+        .collect()
+}
+
+/// Every row of the tables an ingest writes, in their order, and the
+/// answers; ids made and times taken while keeping (event and envelope
+/// ids, `changedAt`, `createdDate`) replaced by their order of appearance.
+fn dump(path: &Path, answers: &[IngestOutcome]) -> String {
+    let conn = Connection::open(path).expect("open");
+    let mut out = format!("{answers:#?}\n");
+    let mut compressed: BTreeMap<&str, i64> = BTreeMap::new();
+    for (table, order) in [
+        ("events", "seq"),
+        ("customers", "rowid"),
+        ("history", "seq"),
+        ("outbox", "seq"),
+        ("merge_links", "survivor, absorbed"),
+        ("customer_phones", "e164, customer_id"),
+        ("customer_businesses", "business_id, customer_id"),
+        ("event_mentions", "key, event_seq"),
+        ("outbox_heads", "customer_id, seq"),
+        ("version_floors", "customer_id"),
+        ("sqlite_sequence", "name"),
+    ] {
+        let mut statement = conn
+            .prepare(&format!("SELECT * FROM {table} ORDER BY {order}"))
+            .expect(table);
+        let width = statement.column_count();
+        let codec = (0..width).find(|&i| matches!(statement.column_name(i), Ok("codec" | "profile_codec")));
+        let packed = ["body", "entry", "profile"];
+        let packed = (0..width).find(|&i| matches!(statement.column_name(i), Ok(name) if packed.contains(&name)));
+        let mut rows = statement.query([]).expect(table);
+        out.push_str(&format!("{table}:\n"));
+        while let Some(row) = rows.next().expect(table) {
+            for i in 0..width {
+                if let (Some(codec), Some(packed)) = (codec, packed)
+                    && i == packed
+                    && let value = row.get_ref(i).expect("a packed column")
+                    && value != rusqlite::types::ValueRef::Null
+                {
+                    let bytes = kept_bytes(value);
+                    let codec: i64 = row.get(codec).expect("a codec");
+                    *compressed.entry(table).or_default() += i64::from(codec != compress::RAW);
+                    let bytes = compress::unpack(codec, bytes).expect("unpacked");
+                    out.push_str(&String::from_utf8_lossy(&bytes));
+                    out.push('|');
+                    continue;
+                }
+                let value = match row.get_ref(i).expect("a column") {
+                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                        String::from_utf8_lossy(t).into_owned()
+                    }
+                    other => format!("{other:?}"),
+                };
+                out.push_str(&value);
+                out.push('|');
+            }
+            out.push('\n');
+        }
+    }
+    out.push_str(&format!("compressed rows: {compressed:?}\n"));
+    let today = &UtcMillis::now().to_string()[..11];
+    normalized(&out, today)
+}
+
+/// `text` with each id made while keeping (`evt_…`, `erasure_…`: a
+/// prefix and 32 hex digits) replaced by its number of appearance, and
+/// each time of `today` (`YYYY-MM-DDT`) by `NOW`.
+fn normalized(text: &str, today: &str) -> String {
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let next = ["evt_", "erasure_", today]
+            .into_iter()
+            .filter_map(|prefix| rest.find(prefix).map(|at| (at, prefix)))
+            .min();
+        let Some((at, prefix)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..at]);
+        let end = if prefix == today {
+            out.push_str("NOW");
+            at + rest[at..].find('Z').expect("a time ends in Z") + 1
+        } else {
+            let end = at + prefix.len() + 32;
+            let n = ids.len();
+            let n = *ids.entry(&rest[at..end]).or_insert(n);
+            out.push_str(&format!("ID{n}"));
+            end
+        };
+        rest = &rest[end..];
+    }
+}
+
+/// What one store keeps of `before` one by one, then `batch` one by one
+/// (`bulk` false) or as import batches of `size`.
+async fn keeping(before: &[Delivery], batch: Vec<Delivery>, bulk: bool, size: usize) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("clientele.db");
+    let store = SqliteStore::open(&path).expect("open");
+    store.send(subscription()).await.expect("a subscription");
+    for d in before {
+        store.ingest(clone(d)).await.expect("a delivery");
+    }
+    // An erased customer: its deliveries are suppressed, claims on it dropped.
+    let erased = before
+        .iter()
+        .rev()
+        .find_map(|d| match &d.mapped {
+            Ok(Mapped::Customer(event)) if event.customer.source == "treez" => Some(event.customer.id.clone()),
+            _ => None,
+        })
+        .expect("a Treez customer");
+    assert_eq!(store.erase(erased).await.expect("an erasure"), Erasure::Erased);
+    // A rebuild of Vagaro's customers that made none again (no body maps
+    // any more): their records are gone, the ends of their chains of
+    // envelopes kept; and the version floors a rebuild stopped midway left
+    // (before rebuilds were atomic).
+    let remap: Remap = Arc::new(|_, _| None);
+    let mut rebuild = store
+        .begin_rebuild(vec!["vagaro".into()], remap)
+        .await
+        .expect("a rebuild");
+    while rebuild.replay(50).await.expect("a replay") {}
+    rebuild.finish(50).await.expect("the swap");
+    Connection::open(&path)
+        .expect("a writer")
+        .execute_batch(
+            "INSERT INTO version_floors (customer_id, version)
+             SELECT customer_id, MAX(version) FROM outbox WHERE source = 'vagaro' GROUP BY customer_id",
+        )
+        .expect("floors");
+    let mut answers = Vec::new();
+    if bulk {
+        let mut batch = batch.into_iter().peekable();
+        while batch.peek().is_some() {
+            let part: Vec<Delivery> = batch.by_ref().take(size).collect();
+            answers.extend(store.ingest_batch(part, Publish::Yes).await.expect("a batch"));
+        }
+    } else {
+        for d in batch {
+            answers.push(store.ingest(d).await.expect("a delivery"));
+        }
+    }
+    store.close().await;
+    dump(&path, &answers)
+}
+
+fn clone(d: &Delivery) -> Delivery {
+    Delivery {
+        source: d.source.clone(),
+        dedupe_key: d.dedupe_key.clone(),
+        received_at: d.received_at,
+        headers: d.headers.clone(),
+        body: d.body.clone(),
+        mapped: d.mapped.clone(),
+        mentions: d.mentions.clone(),
+    }
+}
+
+#[tokio::test]
+async fn a_bulk_batch_keeps_what_deliveries_one_by_one_keep() {
+    for seed in [1, 2, 3] {
+        let deliveries = mixed_deliveries(seed, 400);
+        let (before, batch) = deliveries.split_at(100);
+        let one_by_one = keeping(before, batch.iter().map(clone).collect(), false, 0).await;
+        for size in [1, 37, 300] {
+            let bulk = keeping(before, batch.iter().map(clone).collect(), true, size).await;
+            if bulk != one_by_one {
+                let diff = one_by_one
+                    .lines()
+                    .zip(bulk.lines())
+                    .find(|(a, b)| a != b)
+                    .map(|(a, b)| format!("one by one: {a}\nin bulk:    {b}"));
+                panic!("seed {seed}, batches of {size}: the stores differ; first difference:\n{diff:?}");
+            }
+        }
+        assert!(one_by_one.contains("Duplicate"), "seed {seed}: no duplicate tried");
+        assert!(
+            one_by_one.contains("Suppressed"),
+            "seed {seed}: no erased customer tried"
+        );
+        assert!(one_by_one.contains("Stale"), "seed {seed}: no stale event tried");
+        for table in ["customers", "events", "history", "outbox"] {
+            assert!(
+                one_by_one.contains(&format!("{table:?}: ")),
+                "seed {seed}: no {table} row compressed"
+            );
+        }
+    }
 }
 
 /// A rebuild carries each record's chain of envelopes over to the record

@@ -1,0 +1,586 @@
+//! Keeping an import's batch of deliveries (`Op::IngestBatch`) with a
+//! few statements for the whole batch instead of about fifteen for each
+//! delivery.
+//!
+//! What it keeps is exactly what [`super::ingest`] keeps for each delivery
+//! in turn: the same answers, dedupe, directory fold, history, outbox rows
+//! and change feed (`tests::a_bulk_batch_keeps_what_deliveries_one_by_one_keep`
+//! compares the two on the same deliveries). Only how it reaches the
+//! database differs:
+//! - **reads, once for the batch**: the records, merge links,
+//!   suppressions and version floors of every customer the batch touches,
+//!   and which of its dedupe keys were kept before, each by one statement
+//!   over the batch's keys (sorted, so that the B-tree pages are visited in
+//!   order);
+//! - **the fold, in memory**: each delivery is folded by
+//!   [`directory::apply`] into that state as the deliveries before it left
+//!   it, so that a customer twice in a batch sees its first change;
+//! - **writes, a table at a time**: each record once, in its last state;
+//!   history entries, outbox rows and events with multi-row statements, at
+//!   the positions (`seq`) the one-by-one path gives them, so that the
+//!   chains (migration 4) and the outbox's order come out the same.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use rusqlite::{Connection, ToSql, params};
+
+use super::{Context, Head, Heads, RecordColumns, UPSERT_LINK, lookup_delete, lookup_insert, read_record, record_sql};
+use crate::directory::{self, Effects, Loaded, MergeLink, Record};
+use crate::model::{OrderKey, UtcMillis, json};
+use crate::store::compress::Packed;
+use crate::store::rows::{
+    Envelope, Settled, Settling, is_suppressed_target, lookup_edits, pack_body, pack_envelope, pack_history,
+    record_columns, settling, touched_ids,
+};
+use crate::store::{Delivery, IngestOutcome, Publish, StoreError};
+
+/// Rows one multi-row `INSERT` writes at most: the widest (customers, 16
+/// columns) stays far below SQLite's 32,766 parameters.
+const ROWS_PER_INSERT: usize = 100;
+
+/// Keeps `deliveries` in order, as [`super::ingest`] keeps each; their
+/// changes go to the outbox if `publish`.
+pub(super) fn ingest_batch(
+    tx: &Connection,
+    deliveries: &[Delivery],
+    publish: Publish,
+    ctx: &mut Context,
+) -> Result<Vec<IngestOutcome>, StoreError> {
+    let mut batch = Batch::load(tx, deliveries)?;
+    let outcomes = deliveries
+        .iter()
+        .map(|d| batch.keep(d, publish, ctx))
+        .collect::<Result<Vec<_>, _>>()?;
+    batch.write(tx)?;
+    Ok(outcomes)
+}
+
+/// The state a batch touches, as the deliveries folded so far left it, and
+/// the rows they wrote.
+struct Batch {
+    /// Every touched customer's record, suppression and floor. Its links
+    /// are set to those naming an event's customers before each fold
+    /// (what [`super::load`] would read for it).
+    state: Loaded,
+    links: Links,
+    heads: Heads,
+    /// The records as their rows were before the batch.
+    stored: HashMap<String, Record>,
+    /// The customers whose row the batch writes, in the order they were
+    /// first written.
+    written: Vec<String>,
+    /// Of those, each one's last place in the change feed if the batch
+    /// changed its record (`None`: only its order key or chains moved).
+    changed: HashMap<String, Option<i64>>,
+    /// Links to insert or raise, with their last key.
+    raised: BTreeMap<(String, String), OrderKey>,
+    /// Each source's dedupe keys seen: kept before (an event id) or in this
+    /// batch (an index in `events`).
+    seen: HashMap<String, HashMap<String, Seen>>,
+    /// Duplicates of events kept before, by event id.
+    bumps: BTreeMap<String, i64>,
+    events: Vec<EventRow>,
+    history: Vec<HistoryRow>,
+    outbox: Vec<OutboxRow>,
+    mentions: Vec<(String, i64)>,
+    next: Seqs,
+}
+
+enum Seen {
+    Stored(String),
+    Kept(usize),
+}
+
+/// The next `seq` of each table the batch appends to.
+struct Seqs {
+    event: i64,
+    history: i64,
+    outbox: i64,
+}
+
+struct EventRow {
+    seq: i64,
+    id: String,
+    source: String,
+    dedupe_key: String,
+    received_at: String,
+    headers: String,
+    body: Packed,
+    status: &'static str,
+    reason: Option<String>,
+    outcome: Option<&'static str>,
+    customer_id: Option<String>,
+    duplicates: i64,
+}
+
+struct HistoryRow {
+    seq: i64,
+    customer_id: String,
+    event_id: String,
+    entry: Packed,
+    prev: Option<i64>,
+}
+
+struct OutboxRow {
+    seq: i64,
+    envelope: Envelope,
+    body: Packed,
+    created_at: String,
+    customer_id: String,
+    source: String,
+    action: &'static str,
+    version: i64,
+    prev: Option<i64>,
+}
+
+/// The merge links naming a touched customer, by pair and by the ids they
+/// name.
+#[derive(Default)]
+struct Links {
+    keys: HashMap<(String, String), OrderKey>,
+    naming: HashMap<String, Vec<(String, String)>>,
+}
+
+impl Links {
+    fn raise(&mut self, link: MergeLink) {
+        let pair = (link.survivor, link.absorbed);
+        if self.keys.insert(pair.clone(), link.order_key).is_none() {
+            self.naming.entry(pair.0.clone()).or_default().push(pair.clone());
+            if pair.0 != pair.1 {
+                self.naming.entry(pair.1.clone()).or_default().push(pair);
+            }
+        }
+    }
+
+    /// The links naming any of `ids`, each once.
+    fn naming(&self, ids: &[String]) -> Vec<MergeLink> {
+        let mut seen = HashSet::new();
+        ids.iter()
+            .filter_map(|id| self.naming.get(id))
+            .flatten()
+            .filter(|pair| seen.insert(*pair))
+            .map(|pair| MergeLink {
+                survivor: pair.0.clone(),
+                absorbed: pair.1.clone(),
+                order_key: self.keys[pair].clone(),
+            })
+            .collect()
+    }
+}
+
+impl Batch {
+    /// Reads what the batch touches, a statement per table.
+    fn load(tx: &Connection, deliveries: &[Delivery]) -> Result<Self, StoreError> {
+        let ids: BTreeSet<String> = deliveries.iter().flat_map(|d| touched_ids(&d.mapped)).collect();
+        let ids = serde_json::to_string(&ids)?;
+        let mut state = Loaded::default();
+        let mut heads = Heads::default();
+        let sql = format!(
+            "SELECT {}, last_history, last_outbox FROM customers WHERE id IN (SELECT value FROM json_each(?1))",
+            record_columns("profile")
+        );
+        let mut rows = tx.prepare_cached(&sql)?;
+        let rows = rows.query_map([&ids], |r| {
+            let head = Head {
+                history: r.get(11)?,
+                outbox: r.get(12)?,
+                adopted: None,
+            };
+            Ok((read_record(r)?, head))
+        })?;
+        for row in rows {
+            let (raw, head) = row?;
+            let record = raw.into_record()?.0;
+            heads.0.insert(record.id.clone(), head);
+            state.records.insert(record.id.clone(), record);
+        }
+        let stored = state.records.clone();
+        // A customer without a record takes back where its chain of
+        // envelopes ended, if a rebuild left it (as `super::load` does).
+        let mut adopt = tx.prepare_cached(
+            "SELECT customer_id, MAX(seq) FROM outbox_heads
+             WHERE customer_id IN (SELECT value FROM json_each(?1)) GROUP BY customer_id",
+        )?;
+        for row in adopt.query_map([&ids], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (id, seq) = row?;
+            if !stored.contains_key(&id) {
+                heads.0.insert(
+                    id,
+                    Head {
+                        outbox: Some(seq),
+                        adopted: Some(seq),
+                        ..Head::default()
+                    },
+                );
+            }
+        }
+        let mut suppressed = tx.prepare_cached(
+            "SELECT customer_id FROM suppressions WHERE customer_id IN (SELECT value FROM json_each(?1))",
+        )?;
+        for id in suppressed.query_map([&ids], |r| r.get::<_, String>(0))? {
+            state.suppressed.insert(id?);
+        }
+        let mut floors = tx.prepare_cached(
+            "SELECT customer_id, version FROM version_floors WHERE customer_id IN (SELECT value FROM json_each(?1))",
+        )?;
+        for floor in floors.query_map([&ids], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (id, version) = floor?;
+            state.floors.insert(id, version as u64);
+        }
+        let mut links = Links::default();
+        let mut rows = tx.prepare_cached(
+            "SELECT survivor, absorbed, order_key FROM merge_links WHERE survivor IN (SELECT value FROM json_each(?1))
+             UNION SELECT survivor, absorbed, order_key FROM merge_links WHERE absorbed IN (SELECT value FROM json_each(?1))",
+        )?;
+        let rows = rows.query_map([&ids], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+        })?;
+        for row in rows {
+            let (survivor, absorbed, key) = row?;
+            links.raise(MergeLink {
+                survivor,
+                absorbed,
+                order_key: json::decode(key.as_bytes())?,
+            });
+        }
+        Ok(Batch {
+            state,
+            links,
+            heads,
+            stored,
+            written: Vec::new(),
+            changed: HashMap::new(),
+            raised: BTreeMap::new(),
+            seen: kept_keys(tx, deliveries)?,
+            bumps: BTreeMap::new(),
+            events: Vec::with_capacity(deliveries.len()),
+            history: Vec::new(),
+            outbox: Vec::new(),
+            mentions: Vec::new(),
+            next: Seqs {
+                event: next_seq(tx, "events")?,
+                history: next_seq(tx, "history")?,
+                outbox: next_seq(tx, "outbox")?,
+            },
+        })
+    }
+
+    /// Folds one delivery into the batch, as [`super::ingest`] keeps it.
+    fn keep(&mut self, d: &Delivery, publish: Publish, ctx: &mut Context) -> Result<IngestOutcome, StoreError> {
+        if is_suppressed_target(&self.state, &d.mapped) {
+            return Ok(IngestOutcome::Suppressed);
+        }
+        let keys = self.seen.entry(d.source.clone()).or_default();
+        match keys.get(&d.dedupe_key) {
+            Some(Seen::Stored(event_id)) => {
+                *self.bumps.entry(event_id.clone()).or_default() += 1;
+                return Ok(IngestOutcome::Duplicate {
+                    event_id: event_id.clone(),
+                });
+            }
+            Some(Seen::Kept(at)) => {
+                let event = &mut self.events[*at];
+                event.duplicates += 1;
+                return Ok(IngestOutcome::Duplicate {
+                    event_id: event.id.clone(),
+                });
+            }
+            None => {}
+        }
+        keys.insert(d.dedupe_key.clone(), Seen::Kept(self.events.len()));
+        let event_id = format!("evt_{}", uuid::Uuid::now_v7().simple());
+        let settled = match settling(&event_id, &d.dedupe_key, d.received_at, &d.mapped) {
+            Settling::Done(settled) => settled,
+            Settling::Apply(event, meta) => {
+                self.state.links = self.links.naming(&directory::touched_ids(event));
+                let effects = directory::apply(&self.state, event, &meta, UtcMillis::now());
+                let outcome = effects
+                    .outcome
+                    .expect("applying an event always settles its own customer");
+                self.persist(effects, publish, ctx)?;
+                Settled::accepted(meta, event.customer.id.clone(), outcome)
+            }
+        };
+        let seq = self.next.event;
+        self.next.event += 1;
+        self.mentions.extend(d.mentions.iter().map(|m| (m.key(&d.source), seq)));
+        self.events.push(EventRow {
+            seq,
+            id: event_id,
+            source: d.source.clone(),
+            dedupe_key: d.dedupe_key.clone(),
+            received_at: d.received_at.to_string(),
+            headers: serde_json::to_string(&d.headers)?,
+            body: pack_body(&d.body),
+            status: settled.status.as_str(),
+            reason: settled.reason,
+            outcome: settled.outcome.map(|o| o.as_str()),
+            customer_id: settled.customer_id,
+            duplicates: 0,
+        });
+        Ok(settled.answer)
+    }
+
+    /// What [`super::persist`] writes for one event, kept in memory: the
+    /// history entries and outbox rows as rows to insert, the records in
+    /// the state.
+    fn persist(&mut self, effects: Effects, publish: Publish, ctx: &mut Context) -> Result<(), StoreError> {
+        for (customer_id, entry) in &effects.history {
+            let head = self.heads.of(customer_id);
+            let seq = self.next.history;
+            self.next.history += 1;
+            self.history.push(HistoryRow {
+                seq,
+                customer_id: customer_id.clone(),
+                event_id: entry.event_id.clone(),
+                entry: pack_history(entry)?,
+                prev: head.history,
+            });
+            head.history = Some(seq);
+            self.write_row(customer_id, None);
+        }
+        if publish == Publish::Yes {
+            for change in &effects.changes {
+                let customer = &change.customer;
+                let head = self.heads.of(&customer.id);
+                let seq = self.next.outbox;
+                self.next.outbox += 1;
+                let envelope = Envelope::new(change);
+                self.outbox.push(OutboxRow {
+                    seq,
+                    created_at: envelope.created_at.to_string(),
+                    body: pack_envelope(&envelope.body),
+                    envelope,
+                    customer_id: customer.id.clone(),
+                    source: customer.source.clone(),
+                    action: change.action.as_str(),
+                    version: customer.version as i64,
+                    prev: head.outbox,
+                });
+                head.outbox = Some(seq);
+            }
+            ctx.queued |= !effects.changes.is_empty();
+        }
+        for write in effects.writes {
+            let change = write.changed.then(|| {
+                ctx.last_change += 1;
+                ctx.last_change
+            });
+            self.write_row(&write.record.id, change);
+            self.state.records.insert(write.record.id.clone(), write.record);
+        }
+        for link in effects.links {
+            self.raised
+                .insert((link.survivor.clone(), link.absorbed.clone()), link.order_key.clone());
+            self.links.raise(link);
+        }
+        Ok(())
+    }
+
+    /// Notes that customer `id`'s row is written, changed at `change` in
+    /// the feed if its record changed.
+    fn write_row(&mut self, id: &str, change: Option<i64>) {
+        match self.changed.get_mut(id) {
+            Some(last) => *last = change.or(*last),
+            None => {
+                self.written.push(id.to_owned());
+                self.changed.insert(id.to_owned(), change);
+            }
+        }
+    }
+
+    /// Writes what the batch left, a table at a time.
+    fn write(self, tx: &Connection) -> Result<(), StoreError> {
+        insert_rows(
+            tx,
+            "INSERT INTO history (seq, customer_id, event_id, entry, codec, prev) VALUES",
+            &self.history,
+            |h| {
+                vec![
+                    &h.seq,
+                    &h.customer_id,
+                    &h.event_id,
+                    &h.entry.bytes,
+                    &h.entry.codec,
+                    &h.prev,
+                ]
+            },
+        )?;
+        insert_rows(
+            tx,
+            "INSERT INTO outbox (seq, id, customer_id, source, action, version, created_at, body, codec, prev) VALUES",
+            &self.outbox,
+            |o| {
+                vec![
+                    &o.seq,
+                    &o.envelope.id,
+                    &o.customer_id,
+                    &o.source,
+                    &o.action,
+                    &o.version,
+                    &o.created_at,
+                    &o.body.bytes,
+                    &o.body.codec,
+                    &o.prev,
+                ]
+            },
+        )?;
+        self.write_records(tx)?;
+        for ((survivor, absorbed), key) in &self.raised {
+            tx.prepare_cached(UPSERT_LINK)?
+                .execute(params![survivor, absorbed, serde_json::to_string(key)?])?;
+        }
+        insert_rows(
+            tx,
+            "INSERT INTO events (seq, id, source, dedupe_key, received_at, headers, body, codec, status, reason,
+                                 outcome, customer_id, duplicates) VALUES",
+            &self.events,
+            |e| {
+                vec![
+                    &e.seq,
+                    &e.id,
+                    &e.source,
+                    &e.dedupe_key,
+                    &e.received_at,
+                    &e.headers,
+                    &e.body.bytes,
+                    &e.body.codec,
+                    &e.status,
+                    &e.reason,
+                    &e.outcome,
+                    &e.customer_id,
+                    &e.duplicates,
+                ]
+            },
+        )?;
+        insert_rows(
+            tx,
+            "INSERT OR IGNORE INTO event_mentions (key, event_seq) VALUES",
+            &self.mentions,
+            |(key, seq)| vec![key as &dyn ToSql, seq],
+        )?;
+        let mut bump = tx.prepare_cached("UPDATE events SET duplicates = duplicates + ?2 WHERE id = ?1")?;
+        for (event_id, duplicates) in &self.bumps {
+            bump.execute(params![event_id, duplicates])?;
+        }
+        Ok(())
+    }
+
+    /// Writes each written record once, in its last state, and brings its
+    /// lookup rows from the stored record's to it.
+    fn write_records(&self, tx: &Connection) -> Result<(), StoreError> {
+        let mut inserted = Vec::new();
+        let mut lookups: BTreeMap<_, Vec<(String, &str)>> = BTreeMap::new();
+        for id in &self.written {
+            let record = self
+                .state
+                .records
+                .get(id)
+                .ok_or_else(|| StoreError::Bug("a history entry's record has no row".into()))?;
+            let head = self.heads.0.get(id).copied().unwrap_or_default();
+            let old = self.stored.get(id);
+            let change = self.changed.get(id).copied().flatten();
+            for (lookup, add, key) in lookup_edits(old.map(|o| &o.profile), &record.profile) {
+                lookups.entry((lookup, add)).or_default().push((key, id));
+            }
+            let written = match (old, change) {
+                (None, Some(change_seq)) => {
+                    inserted.push(RecordColumns::new(record, change_seq, head)?);
+                    if let Some(seq) = head.adopted {
+                        tx.prepare_cached("DELETE FROM outbox_heads WHERE customer_id = ?1 AND seq = ?2")?
+                            .execute(params![id, seq])?;
+                    }
+                    continue;
+                }
+                (Some(_), Some(change_seq)) => {
+                    let columns = RecordColumns::new(record, change_seq, head)?;
+                    tx.prepare_cached(record_sql(old, record))?
+                        .execute(columns.values().as_slice())?
+                }
+                (Some(_), None) => tx
+                    .prepare_cached("UPDATE customers SET order_key = ?2, last_history = ?3 WHERE id = ?1")?
+                    .execute(params![
+                        id,
+                        record.order_key.as_ref().map(serde_json::to_string).transpose()?,
+                        head.history
+                    ])?,
+                (None, None) => 0,
+            };
+            if written != 1 {
+                return Err(StoreError::Bug("a record to update has no row".into()));
+            }
+        }
+        insert_rows(tx, insert_records!(), &inserted, RecordColumns::values)?;
+        for ((lookup, add), rows) in &lookups {
+            if *add {
+                insert_rows(tx, lookup_insert(*lookup), rows, |(key, id)| {
+                    vec![key as &dyn ToSql, id]
+                })?;
+            } else {
+                let mut delete = tx.prepare_cached(lookup_delete(*lookup))?;
+                for (key, id) in rows {
+                    delete.execute(params![key, id])?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Each source's dedupe keys in `deliveries` that an event already has.
+fn kept_keys(tx: &Connection, deliveries: &[Delivery]) -> Result<HashMap<String, HashMap<String, Seen>>, StoreError> {
+    let mut keys: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for d in deliveries {
+        keys.entry(&d.source).or_default().insert(&d.dedupe_key);
+    }
+    let mut kept = tx.prepare_cached(
+        "SELECT dedupe_key, id FROM events WHERE source = ?1 AND dedupe_key IN (SELECT value FROM json_each(?2))",
+    )?;
+    let mut seen = HashMap::new();
+    for (source, keys) in keys {
+        let rows = kept.query_map(params![source, serde_json::to_string(&keys)?], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let found = rows
+            .map(|row| row.map(|(key, id)| (key, Seen::Stored(id))))
+            .collect::<Result<HashMap<_, _>, _>>()?;
+        seen.insert(source.to_owned(), found);
+    }
+    Ok(seen)
+}
+
+/// The `seq` the next row of `table` (with `AUTOINCREMENT`) gets: past
+/// every one it ever gave, as SQLite would.
+fn next_seq(tx: &Connection, table: &str) -> Result<i64, StoreError> {
+    let sql = format!(
+        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = '{table}'), 0),
+                    COALESCE((SELECT MAX(seq) FROM {table}), 0)) + 1"
+    );
+    Ok(tx.prepare_cached(&sql)?.query_row([], |r| r.get(0))?)
+}
+
+/// Inserts `rows` with `insert` (`INSERT INTO t (columns) VALUES`) and the
+/// values `columns` gives for each, [`ROWS_PER_INSERT`] rows a statement.
+fn insert_rows<T>(
+    tx: &Connection,
+    insert: &str,
+    rows: &[T],
+    columns: impl for<'r> Fn(&'r T) -> Vec<&'r dyn ToSql>,
+) -> Result<(), StoreError> {
+    let Some(first) = rows.first() else {
+        return Ok(());
+    };
+    let width = columns(first).len();
+    let tuple = format!("({})", vec!["?"; width].join(", "));
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let sql = format!("{insert} {}", vec![tuple.as_str(); chunk.len()].join(", "));
+        let values: Vec<&dyn ToSql> = chunk.iter().flat_map(&columns).collect();
+        if chunk.len() == ROWS_PER_INSERT {
+            tx.prepare_cached(&sql)?.execute(values.as_slice())?;
+        } else {
+            // A batch's last, shorter statement: not worth a place in the cache.
+            tx.prepare(&sql)?.execute(values.as_slice())?;
+        }
+    }
+    Ok(())
+}
