@@ -18,6 +18,7 @@ pub mod import;
 pub mod model;
 pub mod outbound;
 pub mod persons;
+pub mod resolver;
 pub mod sources;
 pub mod store;
 pub mod telemetry;

@@ -150,7 +150,7 @@ async fn list_customers(
 
 /// Reads a phone filter in any format, with the country of the `source`
 /// filter when given, else of the first configured source.
-fn phone_filter(app: &AppState, source: Option<&str>, raw: &str) -> Result<String, ApiError> {
+pub(super) fn phone_filter(app: &AppState, source: Option<&str>, raw: &str) -> Result<String, ApiError> {
     let country = match source.and_then(|name| app.registry.get(name)) {
         Some(live) => live.source.settings.default_country,
         None => app.registry.first_config().and_then(|s| s.settings.default_country),

@@ -18,6 +18,7 @@ mod import;
 mod ingest;
 mod keys;
 mod openapi;
+mod persons;
 pub mod server;
 mod sources;
 mod subscriptions;
@@ -101,7 +102,8 @@ fn documented(
         .merge(import::router())
         .merge(subscriptions::router())
         .merge(sources::router())
-        .merge(keys::router());
+        .merge(keys::router())
+        .merge(persons::router());
     let mut document = OpenApi::default();
     let router = ApiRouter::new()
         .merge(ingest::router())

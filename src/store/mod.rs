@@ -16,6 +16,7 @@
 mod import;
 pub mod keys;
 mod migrations;
+pub mod persons;
 pub mod postgres;
 mod rows;
 pub mod sources;
@@ -284,7 +285,9 @@ pub(crate) async fn outboxed<T>(
 /// A Clientele store: every role, and the store's own life. Writes are
 /// linearized by the backend; reads see only committed data. Each user
 /// asks for the role it needs (the dispatcher an [`Outbox`], say).
-pub trait Store: Inbox + Directory + Subscriptions + Outbox + Import + keys::Keys + sources::Sources {
+pub trait Store:
+    Inbox + Directory + Subscriptions + Outbox + Import + keys::Keys + sources::Sources + persons::Persons
+{
     /// Whether the store can serve reads and take writes.
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 

@@ -45,6 +45,7 @@ use crate::sources::{Mapped, Unmappable};
 
 mod keys;
 mod outbound;
+mod persons;
 mod sources;
 
 pub use outbound::CLAIM;
@@ -57,6 +58,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0005_mentions.sql"),
     include_str!("migrations/postgres/0006_fanout.sql"),
     include_str!("migrations/postgres/0007_access.sql"),
+    include_str!("migrations/postgres/0009_persons.sql"),
 ];
 
 /// Connections per instance.

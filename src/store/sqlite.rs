@@ -33,6 +33,7 @@ mod checkpoint;
 mod keys;
 mod lock;
 mod outbound;
+mod persons;
 mod sources;
 #[cfg(test)]
 mod tests;
@@ -55,6 +56,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0007_mentions.sql"),
     include_str!("migrations/sqlite/0008_fanout.sql"),
     include_str!("migrations/sqlite/0009_access.sql"),
+    include_str!("migrations/sqlite/0011_persons.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back
@@ -1378,7 +1380,7 @@ fn list_customers(conn: &Connection, q: &CustomerQuery) -> Result<Page<Customer>
     customer_page(rows.map(|r| r.map_err(StoreError::from)), q.limit)
 }
 
-fn read_record(r: &Row<'_>) -> rusqlite::Result<RawRecord> {
+pub(super) fn read_record(r: &Row<'_>) -> rusqlite::Result<RawRecord> {
     Ok(RawRecord {
         id: r.get(0)?,
         source: r.get(1)?,

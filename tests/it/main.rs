@@ -25,6 +25,7 @@ mod instances;
 mod keys;
 mod operations;
 mod outbound;
+mod persons;
 mod phones;
 mod seeds;
 mod shapes;
