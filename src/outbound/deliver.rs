@@ -179,7 +179,7 @@ mod tests {
             body: body.into(),
             failures: 0,
             generation: 0,
-            lease_until: 0,
+            claim: 0,
         }
     }
 

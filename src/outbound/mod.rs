@@ -135,9 +135,9 @@ pub struct Due {
     /// Raised by a manual retry or a replay: an attempt started before one
     /// does not overrule it.
     pub generation: i64,
-    /// Until when this claim holds the message (Unix ms, on the store's
-    /// clock). Its attempt clears this lease only, not a later claim's.
-    pub lease_until: i64,
+    /// This claim's token, new at each claim of the message: its attempt
+    /// moves the message only while no later claim took it.
+    pub claim: i64,
 }
 
 /// What an attempt leads to.

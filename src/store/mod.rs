@@ -18,6 +18,8 @@ pub mod keys;
 mod migrations;
 pub mod persons;
 pub mod postgres;
+mod replay;
+mod reprocess;
 mod rows;
 pub mod sources;
 pub mod sqlite;

@@ -27,10 +27,11 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{Acquire, Executor, FromRow, PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use tokio::sync::Notify;
 
+use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
     EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RESTORE_VERSIONS, RawEvent, RawRecord, Settled, Settling,
     customer_page, directory_deletes, history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys,
-    page, parse_time, redact_envelopes, redaction, save_version_floors, settling, touched_ids,
+    page, redact_envelopes, redaction, save_version_floors, settling, touched_ids,
 };
 use super::{
     CustomerQuery, Delivery, Directory, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery, Import, Inbox,
@@ -58,6 +59,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0005_mentions.sql"),
     include_str!("migrations/postgres/0006_fanout.sql"),
     include_str!("migrations/postgres/0007_access.sql"),
+    include_str!("migrations/postgres/0008_claims.sql"),
     include_str!("migrations/postgres/0009_persons.sql"),
 ];
 
@@ -417,8 +419,11 @@ impl Directory for PgStore {
             self.write(&sources, |work, sources| {
                 Box::pin(async move {
                     const RESET: &str = "SELECT id FROM customers WHERE source = ANY($1)";
-                    let saves = std::iter::once(save_version_floors(RESET, "GREATEST"));
-                    for sql in saves.chain(directory_deletes(RESET)) {
+                    let saves = [
+                        save_version_floors(RESET, "GREATEST"),
+                        format!("DELETE FROM history WHERE customer_id IN ({RESET})"),
+                    ];
+                    for sql in saves.into_iter().chain(directory_deletes(RESET)) {
                         sqlx::query(&sql).bind(sources).execute(work.conn()).await?;
                     }
                     Ok(())
@@ -668,31 +673,19 @@ async fn reprocess(
     publish: Publish,
 ) -> Result<Option<IngestOutcome>, StoreError> {
     let loaded = lock_and_load(work.conn(), mapped, publish).await?;
-    let row: Option<(String, String, bool)> =
-        sqlx::query_as("SELECT dedupe_key, received_at, redacted FROM events WHERE id = $1 FOR UPDATE")
-            .bind(event_id)
-            .fetch_optional(work.conn())
-            .await?;
-    let Some((dedupe_key, received_at, redacted)) = row else {
-        return Ok(None);
+    let kept = sqlx::query_as("SELECT dedupe_key, received_at, redacted FROM events WHERE id = $1 FOR UPDATE")
+        .bind(event_id)
+        .fetch_optional(work.conn())
+        .await?;
+    let settling = match reprocessing(event_id, kept, &loaded, mapped)? {
+        Reprocessing::Missing => return Ok(None),
+        Reprocessing::Forget => {
+            forget_event(work.conn(), event_id).await?;
+            return Ok(Some(IngestOutcome::Suppressed));
+        }
+        Reprocessing::Settle(settling) => settling,
     };
-    if redacted {
-        return Err(StoreError::Redacted(event_id.to_owned()));
-    }
-    if is_suppressed_target(&loaded, mapped) {
-        // Kept before its customer was known, now known to be erased:
-        // nothing of it stays, as for a delivery.
-        forget_event(work.conn(), event_id).await?;
-        return Ok(Some(IngestOutcome::Suppressed));
-    }
-    let received_at = parse_time(&received_at)?;
-    let settled = settle(
-        work,
-        settling(event_id, &dedupe_key, received_at, mapped),
-        &loaded,
-        publish,
-    )
-    .await?;
+    let settled = settle(work, settling, &loaded, publish).await?;
     sqlx::query("UPDATE events SET status = $2, reason = $3, outcome = $4, customer_id = $5 WHERE id = $1")
         .bind(event_id)
         .bind(settled.status.as_str())

@@ -186,11 +186,11 @@ pub(super) const RESTORE_VERSIONS: [&str; 2] = [
 ];
 
 /// The statements that delete the directory's rows of the customers whose
-/// ids `customers` selects: history, merge links, lookups, and the records
-/// last, as `customers` may select through them.
-pub(super) fn directory_deletes(customers: &str) -> [String; 5] {
+/// ids `customers` selects: merge links, lookups, and the records last, as
+/// `customers` may select through them. Their history goes first, each
+/// backend its way (an index on Postgres, the records' chains on SQLite).
+pub(super) fn directory_deletes(customers: &str) -> [String; 4] {
     [
-        format!("DELETE FROM history WHERE customer_id IN ({customers})"),
         format!("DELETE FROM merge_links WHERE survivor IN ({customers}) OR absorbed IN ({customers})"),
         format!("DELETE FROM customer_phones WHERE customer_id IN ({customers})"),
         format!("DELETE FROM customer_businesses WHERE customer_id IN ({customers})"),

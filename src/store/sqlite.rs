@@ -40,10 +40,11 @@ mod tests;
 
 use self::checkpoint::Checkpoints;
 use self::lock::StoreLock;
+use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
     EVENT_COLUMNS, Lookup, RECORD_COLUMNS, REDACT_EVENTS, RESTORE_VERSIONS, RawEvent, RawRecord, Settled, Settling,
     customer_page, directory_deletes, history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys,
-    page, parse_time, redact_envelopes, redaction, save_version_floors, settling, touched_ids,
+    page, redact_envelopes, redaction, save_version_floors, settling, touched_ids,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -56,6 +57,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0007_mentions.sql"),
     include_str!("migrations/sqlite/0008_fanout.sql"),
     include_str!("migrations/sqlite/0009_access.sql"),
+    include_str!("migrations/sqlite/0010_claims.sql"),
     include_str!("migrations/sqlite/0011_persons.sql"),
 ];
 
@@ -896,35 +898,21 @@ fn reprocess(
     publish: Publish,
     ctx: &mut Context,
 ) -> Result<Option<IngestOutcome>, StoreError> {
-    let row = tx
-        .prepare_cached("SELECT dedupe_key, received_at, redacted FROM events WHERE id = ?1")?
-        .query_row([event_id], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, bool>(2)?))
-        })
-        .optional()?;
-    let Some((dedupe_key, received_at, redacted)) = row else {
-        return Ok(None);
-    };
-    if redacted {
-        return Err(StoreError::Redacted(event_id.to_owned()));
-    }
     let (loaded, mut heads) = load_touched(tx, mapped, publish)?;
-    if is_suppressed_target(&loaded, mapped) {
-        // Kept before its customer was known, now known to be erased:
-        // nothing of it stays, as for a delivery.
-        forget_event(tx, event_id)?;
-        ctx.erased = true;
-        return Ok(Some(IngestOutcome::Suppressed));
-    }
-    let received_at = parse_time(&received_at)?;
-    let settled = settle(
-        tx,
-        settling(event_id, &dedupe_key, received_at, mapped),
-        &loaded,
-        &mut heads,
-        publish,
-        ctx,
-    )?;
+    let kept = tx
+        .prepare_cached("SELECT dedupe_key, received_at, redacted FROM events WHERE id = ?1")?
+        .query_row([event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let settling = match reprocessing(event_id, kept, &loaded, mapped)? {
+        Reprocessing::Missing => return Ok(None),
+        Reprocessing::Forget => {
+            forget_event(tx, event_id)?;
+            ctx.erased = true;
+            return Ok(Some(IngestOutcome::Suppressed));
+        }
+        Reprocessing::Settle(settling) => settling,
+    };
+    let settled = settle(tx, settling, &loaded, &mut heads, publish, ctx)?;
     tx.prepare_cached("UPDATE events SET status = ?2, reason = ?3, outcome = ?4, customer_id = ?5 WHERE id = ?1")?
         .execute(params![
             event_id,
@@ -977,19 +965,43 @@ fn is_suppressed(conn: &Connection, id: &str) -> Result<bool, StoreError> {
 
 /// Empties the directory of the customers of `sources` (see
 /// [`Store::reset_directory`]). The outbox stays: where each of their
-/// chains of it ends is kept.
+/// chains of it ends is kept, for the record that replays it to adopt
+/// ([`load`]). Their history is found through the records' chains, never
+/// by scanning the whole of it: the cost follows the customers reset.
 fn reset_directory(tx: &Connection, sources: &[String]) -> Result<(), StoreError> {
     const RESET: &str = "SELECT id FROM customers WHERE source IN (SELECT value FROM json_each(?1))";
     let sources = serde_json::to_string(sources)?;
-    let heads = format!(
-        "INSERT OR IGNORE INTO outbox_heads (customer_id, seq)
+    let saves = [
+        format!(
+            "INSERT OR IGNORE INTO outbox_heads (customer_id, seq)
              SELECT id, last_outbox FROM customers WHERE id IN ({RESET}) AND last_outbox IS NOT NULL"
-    );
-    let saves = [heads, save_version_floors(RESET, "MAX")];
+        ),
+        save_version_floors(RESET, "MAX"),
+        format!(
+            "{} DELETE FROM history WHERE seq IN (SELECT seq FROM chain)",
+            history_chains(RESET)
+        ),
+    ];
     for sql in saves.into_iter().chain(directory_deletes(RESET)) {
         tx.execute(&sql, [&sources])?;
     }
+    // Ends of chains whose envelopes are gone name nothing to reach.
+    tx.execute(
+        "DELETE FROM outbox_heads WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.seq = outbox_heads.seq)",
+        [],
+    )?;
     Ok(())
+}
+
+/// The seqs of the history entries of the customers whose ids `customers`
+/// selects, walked back from each record's latest, for a statement that
+/// follows.
+fn history_chains(customers: &str) -> String {
+    format!(
+        "WITH RECURSIVE chain(seq) AS (
+             SELECT last_history FROM customers WHERE id IN ({customers}) AND last_history IS NOT NULL
+             UNION SELECT h.prev FROM history h JOIN chain ON h.seq = chain.seq WHERE h.prev IS NOT NULL)"
+    )
 }
 
 /// Erases a customer in the current transaction (see [`Store::erase`]).
@@ -1129,6 +1141,9 @@ fn load(tx: &Connection, ids: &[String], publish: Publish) -> Result<(Loaded, He
     let mut heads = Heads::default();
     let sql = format!("SELECT {RECORD_COLUMNS}, last_history, last_outbox FROM customers WHERE id = ?1");
     let mut records = tx.prepare_cached(&sql)?;
+    // A record a rebuild emptied takes back where its chain of envelopes
+    // ended, so that `outbox_heads` does not grow with each rebuild.
+    let mut adopt = tx.prepare_cached("SELECT MAX(seq) FROM outbox_heads WHERE customer_id = ?1")?;
     let mut seen_links = HashSet::new();
     let mut links = tx.prepare_cached(
         "SELECT survivor, absorbed, order_key FROM merge_links WHERE survivor = ?1
@@ -1142,6 +1157,7 @@ fn load(tx: &Connection, ids: &[String], publish: Publish) -> Result<(Loaded, He
                     Head {
                         history: r.get(10)?,
                         outbox: r.get(11)?,
+                        adopted: None,
                     },
                 ))
             })
@@ -1149,6 +1165,15 @@ fn load(tx: &Connection, ids: &[String], publish: Publish) -> Result<(Loaded, He
         if let Some((raw, head)) = row {
             loaded.records.insert(id.clone(), raw.into_record()?.0);
             heads.0.insert(id.clone(), head);
+        } else if let Some(seq) = adopt.query_row([id], |r| r.get::<_, Option<i64>>(0))? {
+            heads.0.insert(
+                id.clone(),
+                Head {
+                    outbox: Some(seq),
+                    adopted: Some(seq),
+                    ..Head::default()
+                },
+            );
         }
         if is_suppressed(tx, id)? {
             loaded.suppressed.insert(id.clone());
@@ -1188,6 +1213,9 @@ struct Heads(HashMap<String, Head>);
 struct Head {
     history: Option<i64>,
     outbox: Option<i64>,
+    /// The chain's end taken from `outbox_heads` for a record not written
+    /// yet; its row there goes once the record names it.
+    adopted: Option<i64>,
 }
 
 impl Heads {
@@ -1247,6 +1275,10 @@ fn persist(
                 head.outbox,
             ])?;
             edit_lookups(tx, &r.id, old.map(|o| &o.profile), &r.profile)?;
+            if let (None, Some(seq)) = (old, head.adopted) {
+                tx.prepare_cached("DELETE FROM outbox_heads WHERE customer_id = ?1 AND seq = ?2")?
+                    .execute(params![r.id, seq])?;
+            }
             written
         } else {
             tx.prepare_cached("UPDATE customers SET order_key = ?2, last_history = ?3 WHERE id = ?1")?

@@ -1275,3 +1275,212 @@ async fn a_claim_reads_what_it_returns_whatever_the_statistics_say() {
     assert!(read < 2_000, "the claim read {read} rows for 80 of 100,000:\n{plan}");
     drop(temp);
 }
+
+/// A claim of every due message whose lease has already run out.
+fn expired_claim() -> clientele::outbound::Claim {
+    let now = clientele::model::UtcMillis::now();
+    clientele::outbound::Claim {
+        now,
+        lease_until: now,
+        limit: 64,
+        shares: Default::default(),
+        per_subscription: 8,
+        busy: Default::default(),
+        sending: Default::default(),
+    }
+}
+
+/// A send that outlived its lease, whose message another claim took since,
+/// records its attempt (it happened) but moves nothing: not a `410 Gone`
+/// that would kill the message and disable the subscription while the
+/// later claim's send is under way. That send decides.
+#[tokio::test]
+async fn a_send_that_outlived_its_lease_moves_nothing_over_a_later_claim() {
+    use clientele::outbound::{Attempt, MessageStatus, Next};
+    use clientele::store::MessageQuery;
+
+    let app = TestApp::spawn().await;
+    let (subscription, _) = app.subscribe_url(Down::new().url()).await;
+    app.set_enabled(&subscription, false).await;
+    app.deliver_json("treez", &treez("shop", "1", T1)).await;
+    let dir = app.dir.clone();
+    let temp = app.stop().await;
+
+    let config = TestApp::builder().config(&dir);
+    let store = clientele::app::open_store(&config.store)
+        .await
+        .expect("the store opens");
+    store
+        .set_subscription_enabled(subscription.clone(), true)
+        .await
+        .expect("the subscription is enabled");
+    while store.fan_out().await.expect("a fan-out") {}
+    let stale = store.claim_due(expired_claim()).await.expect("a claim").remove(0);
+    let later = store.claim_due(expired_claim()).await.expect("a claim").remove(0);
+    assert_eq!(later.seq, stale.seq, "the lease ran out: the message is claimed again");
+    assert_ne!(later.claim, stale.claim, "each claim has its own token");
+
+    let attempt = |status_code| Attempt {
+        at: clientele::model::UtcMillis::now(),
+        status_code: Some(status_code),
+        error: None,
+        duration_ms: 1,
+    };
+    let gone = Next::Dead {
+        disable_subscription: true,
+    };
+    store
+        .record_attempt(&stale, attempt(410), gone)
+        .await
+        .expect("the stale attempt is recorded");
+    let message = |store: std::sync::Arc<dyn clientele::store::Store>| {
+        let subscription = subscription.clone();
+        async move {
+            let page = store
+                .messages(MessageQuery {
+                    subscription_id: subscription,
+                    status: None,
+                    limit: 10,
+                    after: None,
+                })
+                .await
+                .expect("the messages");
+            page.items.into_iter().next().expect("the message")
+        }
+    };
+    let seen = message(store.clone()).await;
+    assert_eq!(seen.status, MessageStatus::Pending, "the later claim still holds it");
+    assert_eq!(seen.attempts.len(), 1, "the stale attempt is listed");
+    let enabled = store.subscription(subscription.clone()).await.expect("read");
+    assert!(
+        enabled.expect("the subscription").enabled,
+        "a stale 410 disables nothing"
+    );
+
+    store
+        .record_attempt(&later, attempt(200), Next::Delivered)
+        .await
+        .expect("the later attempt is recorded");
+    let seen = message(store.clone()).await;
+    assert_eq!(seen.status, MessageStatus::Delivered, "the claim's holder decides");
+    assert_eq!(seen.attempts.len(), 2);
+    store.close().await;
+    drop(temp);
+}
+
+/// Whether the suite runs on Postgres, where several sessions write at
+/// once; the embedded store has one writer, each operation one
+/// transaction, so these races cannot happen there.
+fn several_writers() -> bool {
+    let several = util::TestStore::chosen() == util::TestStore::Postgres;
+    if !several {
+        let test = std::thread::current().name().unwrap_or("this test").to_owned();
+        println!("{test}: skipped, one writer on the embedded store (CLIENTELE_TEST_STORE=postgres races)");
+    }
+    several
+}
+
+/// Messages or attempts left without their subscription or message.
+async fn orphans(dir: &std::path::Path) -> i64 {
+    let mut db = util::postgres::store_connection(dir).await;
+    sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM messages WHERE subscription_id NOT IN (SELECT id FROM subscriptions))
+              + (SELECT COUNT(*) FROM attempts WHERE message_seq NOT IN (SELECT seq FROM messages))",
+    )
+    .fetch_one(&mut db)
+    .await
+    .expect("the orphans")
+}
+
+/// An attempt whose recording waits for its customer's lock while the
+/// subscription is deleted records nothing once it gets the lock: no
+/// attempt is left without its message.
+#[tokio::test]
+async fn an_attempt_recorded_as_its_subscription_is_deleted_leaves_no_orphan() {
+    use clientele::outbound::{Attempt, Next};
+    if !several_writers() {
+        return;
+    }
+    const CUSTOMER: &str = "treez:shop:orphaned-attempt";
+    let app = TestApp::spawn().await;
+    let (subscription, _) = app.subscribe_url(Down::new().url()).await;
+    app.set_enabled(&subscription, false).await;
+    app.deliver_json("treez", &treez("shop", "orphaned-attempt", T1)).await;
+    let dir = app.dir.clone();
+    let temp = app.stop().await;
+    let config = TestApp::builder().config(&dir);
+    let store = clientele::app::open_store(&config.store)
+        .await
+        .expect("the store opens");
+    store
+        .set_subscription_enabled(subscription.clone(), true)
+        .await
+        .expect("enabled");
+    while store.fan_out().await.expect("a fan-out") {}
+    let due = store.claim_due(expired_claim()).await.expect("a claim").remove(0);
+
+    let mut db = util::postgres::store_connection(&dir).await;
+    util::postgres::lock_customer(&mut db, CUSTOMER).await;
+    let recording = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let attempt = Attempt {
+                at: clientele::model::UtcMillis::now(),
+                status_code: Some(500),
+                error: None,
+                duration_ms: 1,
+            };
+            let next = Next::Retry {
+                at: clientele::model::UtcMillis::now(),
+            };
+            store.record_attempt(&due, attempt, next).await
+        }
+    });
+    util::postgres::wait_for_a_waiter(&mut db, CUSTOMER).await;
+    assert!(store.delete_subscription(subscription).await.expect("a deletion"));
+    sqlx::query("COMMIT").execute(&mut db).await.expect("the lock released");
+    recording.await.expect("the task").expect("the attempt settles");
+    assert_eq!(orphans(&dir).await, 0);
+    store.close().await;
+    drop(temp);
+}
+
+/// A replay that waits for a customer's lock while its subscription is
+/// deleted: the deletion waits for it and takes its messages along.
+#[tokio::test]
+async fn a_replay_as_its_subscription_is_deleted_leaves_no_orphan() {
+    if !several_writers() {
+        return;
+    }
+    const CUSTOMER: &str = "treez:shop:orphaned-replay";
+    let receiver = TestReceiver::healthy().await;
+    let app = TestApp::spawn().await;
+    let (subscription, _) = app.subscribe_url(&receiver.url()).await;
+    app.deliver_json("treez", &treez("shop", "orphaned-replay", T1)).await;
+    app.wait_all(&subscription, 1, "delivered").await;
+    let dir = app.dir.clone();
+    let temp = app.stop().await;
+    let config = TestApp::builder().config(&dir);
+    let store = clientele::app::open_store(&config.store)
+        .await
+        .expect("the store opens");
+
+    let mut db = util::postgres::store_connection(&dir).await;
+    util::postgres::lock_customer(&mut db, CUSTOMER).await;
+    let since: clientele::model::UtcMillis = "2000-01-01T00:00:00Z".parse().expect("a time");
+    let replaying = tokio::spawn({
+        let (store, subscription) = (store.clone(), subscription.clone());
+        async move { store.replay(subscription, since).await }
+    });
+    util::postgres::wait_for_a_waiter(&mut db, CUSTOMER).await;
+    let deleting = tokio::spawn({
+        let store = store.clone();
+        async move { store.delete_subscription(subscription).await }
+    });
+    sqlx::query("COMMIT").execute(&mut db).await.expect("the lock released");
+    replaying.await.expect("the task").expect("the replay");
+    assert!(deleting.await.expect("the task").expect("the deletion"));
+    assert_eq!(orphans(&dir).await, 0);
+    store.close().await;
+    drop(temp);
+}

@@ -19,16 +19,17 @@ use super::{FAN_OUT_LOCK, LOCK_SPACE, lock};
 use crate::directory::Change;
 use crate::model::UtcMillis;
 use crate::outbound::{Attempt, Backlog, Claim, Due, Message, MessageStatus, Next, Subscription};
+use crate::store::replay::{ChangeRow, requeued};
 use crate::store::rows::{
     BACKLOG, DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published,
     RawAttempt, RawMessage, RawPublished, RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription,
-    following, page, parse_action,
+    following, page,
 };
 use crate::store::{MessageQuery, Page, Retry, StoreError};
 
-/// A leased message: seq, subscription, failures, generation, url,
+/// A leased message: seq, subscription, failures, generation, claim, url,
 /// secret, envelope id and body.
-type LeasedRow = (i64, String, i32, i64, String, String, String, String);
+type LeasedRow = (i64, String, i32, i64, i64, String, String, String, String);
 /// A [`RawSubscription`] and its `fanned_to`.
 type RawSubscription8 = (String, String, String, String, String, bool, String, Option<i64>);
 
@@ -63,22 +64,33 @@ pub(super) async fn create_subscription(conn: &mut PgConnection, s: &Subscriptio
     Ok(())
 }
 
+/// Deletes a subscription, its messages and their attempts, leaving none
+/// behind whatever runs meanwhile: a fan-out (its lock), a replay (which
+/// holds the subscription's row, `FOR SHARE`, while it queues), an
+/// attempt being recorded (which holds its message's row: the messages
+/// go first, then the attempts, read after those rows were ours).
 pub(super) async fn delete_subscription(conn: &mut PgConnection, id: &str) -> Result<bool, StoreError> {
-    // Not while a fan-out writes messages for it.
     lock_fan_out(conn).await?;
-    sqlx::query("DELETE FROM attempts WHERE message_seq IN (SELECT seq FROM messages WHERE subscription_id = $1)")
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM subscriptions WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if found.is_none() {
+        return Ok(false);
+    }
+    let seqs: Vec<i64> = sqlx::query_scalar("DELETE FROM messages WHERE subscription_id = $1 RETURNING seq")
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM attempts WHERE message_seq = ANY($1)")
+        .bind(&seqs)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM subscriptions WHERE id = $1")
         .bind(id)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("DELETE FROM messages WHERE subscription_id = $1")
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
-    let deleted = sqlx::query("DELETE FROM subscriptions WHERE id = $1")
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(deleted.rows_affected() > 0)
+    Ok(true)
 }
 
 pub(super) async fn set_enabled(
@@ -392,13 +404,19 @@ pub(super) async fn replay(
     since: UtcMillis,
     customers: &[String],
 ) -> Result<u64, StoreError> {
-    // Deleted since the replay began: nothing to queue.
-    let Some(subscription) = subscription(conn, subscription_id).await? else {
+    // Deleted since the replay began: nothing to queue. Held until the
+    // end, so that a deletion waits for the messages queued here.
+    let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = $1 FOR SHARE");
+    let row: Option<RawSubscription> = sqlx::query_as(&sql)
+        .bind(subscription_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(subscription) = row.map(decode_subscription).transpose()? else {
         return Ok(0);
     };
     lock(conn, customers).await?;
     let now = UtcMillis::now();
-    let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
+    let rows: Vec<ChangeRow> = sqlx::query_as(
         "SELECT seq, customer_id, source, action FROM outbox
          WHERE customer_id = ANY($1) AND created_at >= $2 AND NOT redacted ORDER BY seq",
     )
@@ -407,11 +425,10 @@ pub(super) async fn replay(
     .fetch_all(&mut *conn)
     .await?;
     let mut queued = 0;
-    for (seq, customer_id, source, action) in rows {
-        if subscription.wants(parse_action(&action)?, &source) {
-            enqueue(conn, subscription_id, seq, &customer_id, now).await?;
-            queued += 1;
-        }
+    for change in requeued(&subscription, rows.into_iter().map(Ok::<_, StoreError>)) {
+        let change = change?;
+        enqueue(conn, subscription_id, change.outbox_seq, &change.customer_id, now).await?;
+        queued += 1;
     }
     Ok(queued)
 }
@@ -447,9 +464,10 @@ pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -
     }
     let seqs = claim.pick(due, turn);
     let rows: Vec<LeasedRow> = sqlx::query_as(
-        "UPDATE messages m SET next_attempt_at = $2, sending_until = $2 FROM subscriptions s, outbox o
+        "UPDATE messages m SET next_attempt_at = $2, sending_until = $2, claim = m.claim + 1
+         FROM subscriptions s, outbox o
          WHERE m.seq = ANY($1) AND s.id = m.subscription_id AND o.seq = m.outbox_seq
-         RETURNING m.seq, m.subscription_id, m.failures, m.generation, s.url, s.secret, o.id, o.body",
+         RETURNING m.seq, m.subscription_id, m.failures, m.generation, m.claim, s.url, s.secret, o.id, o.body",
     )
     .bind(&seqs)
     .bind(lease_until)
@@ -458,7 +476,7 @@ pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -
     Ok(rows
         .into_iter()
         .map(
-            |(seq, subscription_id, failures, generation, url, secret, event_id, body)| Due {
+            |(seq, subscription_id, failures, generation, claim, url, secret, event_id, body)| Due {
                 seq,
                 subscription_id,
                 url,
@@ -467,7 +485,7 @@ pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -
                 body,
                 failures: failures as u32,
                 generation,
-                lease_until,
+                claim,
             },
         )
         .collect())
@@ -498,7 +516,9 @@ pub const CLAIM: &str = "WITH RECURSIVE due AS (
     ORDER BY due.id, h.next_attempt_at, h.seq";
 
 /// Records an attempt, and what follows from it unless the message was
-/// retried or replayed meanwhile (its generation moved on).
+/// retried or replayed meanwhile (its generation moved on). An attempt
+/// whose claim another instance took since (its lease ran out) is listed
+/// and moves nothing: the later claim's send decides.
 pub(super) async fn record_attempt(
     conn: &mut PgConnection,
     message: &Due,
@@ -506,21 +526,28 @@ pub(super) async fn record_attempt(
     next: Next,
 ) -> Result<(), StoreError> {
     let Due {
-        seq,
-        generation,
-        lease_until,
-        ..
+        seq, generation, claim, ..
     } = *message;
-    let queue: Option<(String, String)> =
-        sqlx::query_as("SELECT subscription_id, customer_id FROM messages WHERE seq = $1")
-            .bind(seq)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let customer: Option<String> = sqlx::query_scalar("SELECT customer_id FROM messages WHERE seq = $1")
+        .bind(seq)
+        .fetch_optional(&mut *conn)
+        .await?;
     // Deleted with its subscription meanwhile: nothing to record.
-    let Some((subscription_id, customer_id)) = queue else {
+    let Some(customer_id) = customer else {
         return Ok(());
     };
     lock(conn, std::slice::from_ref(&customer_id)).await?;
+    // Read again under the row's lock: a deletion of its subscription that
+    // committed meanwhile leaves nothing to record, and one that comes
+    // later waits for this attempt, then deletes it with its message.
+    let holder: Option<(String, i64)> =
+        sqlx::query_as("SELECT subscription_id, claim FROM messages WHERE seq = $1 FOR UPDATE")
+            .bind(seq)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((subscription_id, holder)) = holder else {
+        return Ok(());
+    };
     sqlx::query("INSERT INTO attempts (message_seq, at, status_code, error, duration_ms) VALUES ($1, $2, $3, $4, $5)")
         .bind(seq)
         .bind(attempt.at.to_string())
@@ -529,9 +556,15 @@ pub(super) async fn record_attempt(
         .bind(attempt.duration_ms as i64)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("UPDATE messages SET sending_until = NULL WHERE seq = $1 AND sending_until = $2")
+    if holder != claim {
+        tracing::warn!(
+            message = seq,
+            "an attempt outlived its lease: another claim holds the message"
+        );
+        return Ok(());
+    }
+    sqlx::query("UPDATE messages SET sending_until = NULL WHERE seq = $1")
         .bind(seq)
-        .bind(lease_until)
         .execute(&mut *conn)
         .await?;
     let withdrawn: bool = sqlx::query_scalar(&format!(

@@ -9,10 +9,10 @@ use crate::directory::Change;
 use crate::model::UtcMillis;
 use crate::outbound::{Attempt, Backlog, Claim, Due, Message, MessageStatus, Next, Subscription};
 use crate::store::StoreError;
+use crate::store::replay::requeued;
 use crate::store::rows::{
     BACKLOG, DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published,
     RawMessage, RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription, following, page,
-    parse_action,
 };
 use crate::store::{MessageQuery, Page, Retry};
 
@@ -285,20 +285,13 @@ pub(super) fn replay(tx: &Connection, subscription_id: &str, since: UtcMillis) -
              WHERE created_at >= ?1 AND json_extract(body, '$.redacted') IS NULL ORDER BY seq",
     )?;
     let rows = stmt.query_map([since.to_string()], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-        ))
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
     })?;
     let mut queued = 0;
-    for row in rows {
-        let (seq, customer_id, source, action) = row?;
-        if subscription.wants(parse_action(&action)?, &source) {
-            enqueue(tx, subscription_id, seq, &customer_id, now)?;
-            queued += 1;
-        }
+    for change in requeued(&subscription, rows) {
+        let change = change?;
+        enqueue(tx, subscription_id, change.outbox_seq, &change.customer_id, now)?;
+        queued += 1;
     }
     Ok(Some(queued))
 }
@@ -344,17 +337,17 @@ pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<D
     }
     let seqs = claim.pick(due, turn);
     let mut lease = tx.prepare_cached(
-        "UPDATE messages SET next_attempt_at = ?2, sending_until = ?2 WHERE seq = ?1
-         RETURNING subscription_id, failures, outbox_seq, generation",
+        "UPDATE messages SET next_attempt_at = ?2, sending_until = ?2, claim = claim + 1 WHERE seq = ?1
+         RETURNING subscription_id, failures, outbox_seq, generation, claim",
     )?;
     let mut details = tx.prepare_cached(
         "SELECT s.url, s.secret, o.id, o.body FROM subscriptions s, outbox o WHERE s.id = ?1 AND o.seq = ?2",
     )?;
     let mut claimed = Vec::with_capacity(seqs.len());
     for seq in seqs {
-        let (subscription_id, failures, outbox_seq, generation): (String, u32, i64, i64) = lease
+        let (subscription_id, failures, outbox_seq, generation, token): (String, u32, i64, i64, i64) = lease
             .query_row(params![seq, claim.lease_until.as_millisecond()], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })?;
         let (url, secret, event_id, body) = details.query_row(params![subscription_id, outbox_seq], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -368,7 +361,7 @@ pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<D
             body,
             failures,
             generation,
-            lease_until: claim.lease_until.as_millisecond(),
+            claim: token,
         });
     }
     Ok(claimed)
@@ -376,7 +369,9 @@ pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<D
 
 /// Records an attempt, and what follows from it unless the message was
 /// retried or replayed meanwhile (its generation moved on): that request
-/// stands. Returns whether it disabled a subscription.
+/// stands. An attempt whose claim another took since (its lease ran out)
+/// is listed and moves nothing: the later claim's send decides. Returns
+/// whether it disabled a subscription.
 pub(super) fn record_attempt(
     tx: &Connection,
     message: &Due,
@@ -384,17 +379,16 @@ pub(super) fn record_attempt(
     next: Next,
 ) -> Result<bool, StoreError> {
     let Due {
-        seq,
-        generation,
-        lease_until,
-        ..
+        seq, generation, claim, ..
     } = *message;
     let queue = tx
-        .prepare_cached("SELECT subscription_id, customer_id FROM messages WHERE seq = ?1")?
-        .query_row([seq], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .prepare_cached("SELECT subscription_id, customer_id, claim FROM messages WHERE seq = ?1")?
+        .query_row([seq], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+        })
         .optional()?;
     // Deleted with its subscription meanwhile: nothing to record.
-    let Some((subscription_id, customer_id)) = queue else {
+    let Some((subscription_id, customer_id, holder)) = queue else {
         return Ok(false);
     };
     tx.prepare_cached(
@@ -407,8 +401,15 @@ pub(super) fn record_attempt(
         attempt.error,
         attempt.duration_ms as i64
     ])?;
-    tx.prepare_cached("UPDATE messages SET sending_until = NULL WHERE seq = ?1 AND sending_until = ?2")?
-        .execute([seq, lease_until])?;
+    if holder != claim {
+        tracing::warn!(
+            message = seq,
+            "an attempt outlived its lease: another claim holds the message"
+        );
+        return Ok(false);
+    }
+    tx.prepare_cached("UPDATE messages SET sending_until = NULL WHERE seq = ?1")?
+        .execute([seq])?;
     let withdrawn = tx
         .prepare_cached(&format!(
             "SELECT {WITHDRAWN} FROM messages m JOIN outbox o ON o.seq = m.outbox_seq WHERE m.seq = ?1"

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::sources::{Kind, testing};
+use crate::store::EventStatus;
 
 type Reply = oneshot::Receiver<Result<Answer, StoreError>>;
 
@@ -424,4 +425,68 @@ async fn a_batch_keeps_each_delivery_as_a_webhook_is_kept() {
     // Without publishing: the same directory, nothing queued.
     let quiet = kept(true, Publish::No).await;
     assert_eq!((&quiet.0, &quiet.1, quiet.2), (&one_by_one.0, &one_by_one.1, 0));
+}
+
+/// A rebuild leaves where each record's chain of envelopes ended in
+/// `outbox_heads`; the record that replays takes it back, so that the
+/// table does not grow with each rebuild (it held a row per customer per
+/// rebuild that found the customer changed). The history a rebuild empties
+/// is walked through the records' chains: the statement reads no more of
+/// it than the reset customers'.
+#[tokio::test]
+async fn a_rebuild_leaves_no_chain_end_behind_and_reads_only_its_customers_history() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("clientele.db");
+    let store = SqliteStore::open(&path).expect("open");
+    store.send(customer()).await.expect("the delivery is kept");
+    let reader = Connection::open(&path).expect("a reader");
+    assert_eq!(count(&reader, "SELECT COUNT(*) FROM outbox"), 1);
+    for _ in 0..3 {
+        store.reset_directory(vec!["vagaro".into()]).await.expect("a reset");
+        assert_eq!(count(&reader, "SELECT COUNT(*) FROM outbox_heads"), 1);
+        assert_eq!(count(&reader, "SELECT COUNT(*) FROM history"), 0);
+        let page = store
+            .events(EventQuery {
+                status: Some(EventStatus::Accepted),
+                limit: 10,
+                after: None,
+                bodies: true,
+            })
+            .await
+            .expect("the events");
+        for event in page.items {
+            let value: serde_json::Value = serde_json::from_slice(&event.body.expect("a body")).expect("JSON");
+            let settings = testing::settings("vagaro", jiff::tz::TimeZone::UTC);
+            let mapped = Kind::Vagaro.adapter().map(&value, &settings);
+            store
+                .reprocess(event.event_id, mapped, Publish::No)
+                .await
+                .expect("a replay");
+        }
+        store.restore_versions().await.expect("the versions");
+        assert_eq!(
+            count(&reader, "SELECT COUNT(*) FROM outbox_heads"),
+            0,
+            "the record took it back"
+        );
+        let chained = "SELECT COUNT(*) FROM customers WHERE last_outbox = (SELECT seq FROM outbox)";
+        assert_eq!(count(&reader, chained), 1, "the record names its envelopes again");
+    }
+    let plan: Vec<String> = reader
+        .prepare(&format!(
+            "EXPLAIN QUERY PLAN {} DELETE FROM history WHERE seq IN (SELECT seq FROM chain)",
+            history_chains("SELECT id FROM customers WHERE source = 'vagaro'")
+        ))
+        .expect("a plan")
+        .query_map([], |r| r.get::<_, String>(3))
+        .expect("its rows")
+        .collect::<Result<_, _>>()
+        .expect("its rows");
+    assert!(
+        !plan
+            .iter()
+            .any(|step| step.starts_with("SCAN h") || step == "SCAN history"),
+        "the history is not scanned: {plan:?}"
+    );
+    store.close().await;
 }

@@ -182,3 +182,40 @@ pub async fn contents(dir: &Path) -> Vec<u8> {
     db.close().await.ok();
     everything
 }
+
+/// A connection to the schema holding the store of `dir`.
+pub async fn store_connection(dir: &Path) -> PgConnection {
+    PgConnection::connect(&url(dir)).await.expect("the test database")
+}
+
+/// Takes the store's lock on `customer` (`src/store/postgres.rs`) in a
+/// transaction of `db`, held until it ends.
+pub async fn lock_customer(db: &mut PgConnection, customer: &str) {
+    sqlx::query("BEGIN").execute(&mut *db).await.expect("a transaction");
+    sqlx::query("SELECT pg_advisory_xact_lock(x'434c4e54'::int, hashtext($1))")
+        .bind(customer)
+        .execute(&mut *db)
+        .await
+        .expect("the customer's lock");
+}
+
+/// Waits until another session waits for the lock on `customer`: the
+/// operation under test got that far.
+pub async fn wait_for_a_waiter(db: &mut PgConnection, customer: &str) {
+    let deadline = std::time::Instant::now() + super::SAFETY;
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+               AND classid = x'434c4e54'::int::bigint::oid AND objid = (hashtext($1)::bigint & 4294967295)::oid",
+        )
+        .bind(customer)
+        .fetch_one(&mut *db)
+        .await
+        .expect("pg_locks");
+        if waiting > 0 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing waits for the lock");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
