@@ -5,8 +5,9 @@
 //! The profile is read from the person's customers when asked for, so it
 //! is as current as the directory.
 //!
-//! Decisions are audited (`person.link`, `person.separate`), naming the
-//! pair by the SHA-256 of each customer id, as erasures are.
+//! Decisions are audited (`person.link`, `person.separate`,
+//! `person.withdraw`), naming the pair by the SHA-256 of each customer
+//! id, as erasures are.
 
 use std::sync::Arc;
 
@@ -222,7 +223,17 @@ struct ReviewDecision {
 struct PairDecision {
     /// Two customer ids.
     customers: Vec<String>,
-    decision: Decision,
+    decision: Ruling,
+}
+
+/// `link` or `separate` the two customers, or `withdraw` the decision
+/// taken about them (the model decides again).
+#[derive(Deserialize, JsonSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Ruling {
+    Link,
+    Separate,
+    Withdraw,
 }
 
 /// A decision as kept; the resolver applies it in its next step.
@@ -230,7 +241,8 @@ struct PairDecision {
 #[serde(rename_all = "camelCase")]
 struct DecisionView {
     customers: [String; 2],
-    decision: Decision,
+    /// `null` once withdrawn.
+    decision: Option<Decision>,
     decided_at: UtcMillis,
     /// The review it answered, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -270,13 +282,42 @@ async fn decide(
             return Err(ApiError::not_found(format!("no customer {id:?}")));
         }
     }
+    let customers = ordered(a, b);
+    let decision = match body.decision {
+        Ruling::Link => Decision::Link,
+        Ruling::Separate => Decision::Separate,
+        Ruling::Withdraw => return withdraw(&app, &principal, customers).await.map(Json),
+    };
     let decision = NewDecision {
-        customers: ordered(a, b),
-        decision: body.decision,
+        customers,
+        decision,
         at: UtcMillis::now(),
         review: None,
     };
     keep(&app, &principal, decision).await.map(Json)
+}
+
+async fn withdraw(app: &AppState, principal: &Principal, customers: [String; 2]) -> Result<DecisionView, ApiError> {
+    let at = UtcMillis::now();
+    if !app.store.withdraw(customers.clone(), at).await? {
+        return Err(ApiError::not_found("no decision about these customers to withdraw"));
+    }
+    keys::record(app, principal, "person.withdraw", &pair_target(&customers)).await;
+    Ok(DecisionView {
+        customers,
+        decision: None,
+        decided_at: at,
+        review: None,
+    })
+}
+
+/// How the audit log names two customers: never their ids.
+fn pair_target(customers: &[String; 2]) -> String {
+    format!(
+        "{}+{}",
+        keys::erased_target(&customers[0]),
+        keys::erased_target(&customers[1])
+    )
 }
 
 async fn keep(app: &AppState, principal: &Principal, decision: NewDecision) -> Result<DecisionView, ApiError> {
@@ -287,22 +328,17 @@ async fn keep(app: &AppState, principal: &Principal, decision: NewDecision) -> R
                 Decision::Link => "person.link",
                 Decision::Separate => "person.separate",
             };
-            let target = format!(
-                "{}+{}",
-                keys::erased_target(&kept.customers[0]),
-                keys::erased_target(&kept.customers[1])
-            );
-            keys::record(app, principal, action, &target).await;
+            keys::record(app, principal, action, &pair_target(&kept.customers)).await;
             Ok(DecisionView {
                 customers: kept.customers,
-                decision: kept.decision,
+                decision: Some(kept.decision),
                 decided_at: kept.decided_at,
                 review,
             })
         }
         Decided::Already(first) => Ok(DecisionView {
             customers: first.customers,
-            decision: first.decision.unwrap_or(Decision::Separate),
+            decision: first.decision,
             decided_at: first.decided_at.unwrap_or(first.created_at),
             review,
         }),

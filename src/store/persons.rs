@@ -273,6 +273,10 @@ pub trait Persons: Send + Sync {
     /// Keeps an operator's decision and queues its customers for the resolver.
     fn decide(&self, decision: NewDecision) -> BoxFuture<'_, Result<Decided, StoreError>>;
 
+    /// Withdraws the operator's decision about two customers (the lower id
+    /// first), queuing them for the resolver; `false`: there was none.
+    fn withdraw(&self, customers: [String; 2], at: UtcMillis) -> BoxFuture<'_, Result<bool, StoreError>>;
+
     /// Customer records by id (those that exist).
     fn records(&self, ids: Vec<String>) -> BoxFuture<'_, Result<Vec<Customer>, StoreError>>;
 
@@ -334,6 +338,7 @@ pub(super) mod sql {
          ON CONFLICT (a, b) DO UPDATE SET decision = excluded.decision, decided_at = excluded.decided_at";
     pub const DECIDE_REVIEW: &str = "UPDATE person_reviews SET status = 'decided', decision = $3, decided_at = $4
          WHERE a = $1 AND b = $2 AND status = 'open'";
+    pub const WITHDRAW: &str = "DELETE FROM person_decisions WHERE a = $1 AND b = $2";
     pub const QUEUE: &str = "INSERT INTO person_queue (customer_id, queued_at) VALUES ($1, $2)";
     pub const QUEUED: &str = "SELECT seq, customer_id FROM person_queue ORDER BY seq LIMIT $1";
     pub const LEASE: &str = "UPDATE person_resolver SET holder = $1, lease_until = $2

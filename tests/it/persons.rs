@@ -292,3 +292,124 @@ async fn a_restart_mid_stream_neither_loses_nor_repeats_a_change() {
     let (_, lag) = unresolved(&app).await;
     assert_eq!(lag, 0.0);
 }
+
+async fn post(app: &TestApp, path: &str, body: Value) -> (StatusCode, Value) {
+    util::send(app.client.post(app.url(path)).bearer_auth(util::ADMIN).json(&body)).await
+}
+
+#[tokio::test]
+async fn a_review_is_decided_once_and_the_resolver_applies_it() {
+    let app = TestApp::spawn().await;
+    // Everything agrees but the birth dates: the model asks an operator.
+    let mut older = ada("r1", "2024-01-01T00:00:00Z", "review@mail.org");
+    older["payload"]["birthDate"] = json!("1961-11-25");
+    deliver(&app, &older).await;
+    deliver(&app, &ada("r2", "2024-01-01T00:00:00Z", "review@mail.org")).await;
+    wait_resolved(&app).await;
+    let (status, reviews) = app.get_query("/api/v1/persons/reviews", &[("status", "open")]).await;
+    assert_eq!(status, StatusCode::OK);
+    let review = &reviews["data"][0];
+    assert_eq!(
+        review["customers"],
+        json!(["clientele:r1", "clientele:r2"]),
+        "{reviews}"
+    );
+    assert!(!review["evidence"].as_array().unwrap().is_empty());
+    assert_ne!(
+        person_of(&app, "clientele:r1").await["id"],
+        person_of(&app, "clientele:r2").await["id"]
+    );
+
+    let path = format!("/api/v1/persons/reviews/{}", review["id"].as_str().unwrap());
+    let (status, decided) = post(&app, &path, json!({"decision": "link"})).await;
+    assert_eq!(status, StatusCode::OK, "{decided}");
+    assert_eq!(decided["decision"], "link");
+    // Decided twice: the first decision stands.
+    let (status, again) = post(&app, &path, json!({"decision": "separate"})).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["decision"], "link");
+    wait_resolved(&app).await;
+    let person = person_of(&app, "clientele:r1").await;
+    assert_eq!(members(&person), ["clientele:r1", "clientele:r2"]);
+    assert_eq!(person["links"][0]["decidedBy"], "operator");
+    let (_, open) = app.get_query("/api/v1/persons/reviews", &[("status", "open")]).await;
+    assert_eq!(open["data"], json!([]));
+    let (_, audit) = app.get("/api/v1/audit").await;
+    assert_eq!(audit["data"][0]["action"], "person.link", "{audit}");
+    assert!(!audit.to_string().contains("clientele:r1"), "{audit}");
+
+    let (status, _) = post(&app, "/api/v1/persons/reviews/rev_unknown", json!({"decision": "link"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn separate_splits_a_person_and_link_waits_until_it_is_withdrawn() {
+    let app = TestApp::spawn().await;
+    deliver(&app, &ada("d1", "2024-01-01T00:00:00Z", "split@mail.org")).await;
+    deliver(&app, &ada("d2", "2024-01-01T00:00:00Z", "split@mail.org")).await;
+    wait_resolved(&app).await;
+    let joined = person_of(&app, "clientele:d1").await;
+    assert_eq!(members(&joined).len(), 2);
+
+    let pair = json!(["clientele:d2", "clientele:d1"]);
+    let (status, body) = post(
+        &app,
+        "/api/v1/persons/decisions",
+        json!({"customers": pair, "decision": "separate"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["customers"], json!(["clientele:d1", "clientele:d2"]));
+    wait_resolved(&app).await;
+    let (one, two) = (
+        person_of(&app, "clientele:d1").await,
+        person_of(&app, "clientele:d2").await,
+    );
+    assert_ne!(one["id"], two["id"]);
+    // The part with most customers keeps the id: here the first.
+    assert_eq!(one["id"], joined["id"]);
+
+    let (status, body) = post(
+        &app,
+        "/api/v1/persons/decisions",
+        json!({"customers": pair, "decision": "link"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(util::error_code(&body), "separated");
+    let (status, _) = post(
+        &app,
+        "/api/v1/persons/decisions",
+        json!({"customers": pair, "decision": "withdraw"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    wait_resolved(&app).await;
+    assert_eq!(person_of(&app, "clientele:d2").await["id"], joined["id"]);
+    let (status, _) = post(
+        &app,
+        "/api/v1/persons/decisions",
+        json!({"customers": pair, "decision": "link"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let unknown = json!({"customers": ["clientele:d1", "clientele:nobody"], "decision": "link"});
+    let (status, _) = post(&app, "/api/v1/persons/decisions", unknown).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let response = app
+        .client
+        .delete(app.url("/api/v1/customers/clientele:d2"))
+        .bearer_auth(util::ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (status, _) = post(
+        &app,
+        "/api/v1/persons/decisions",
+        json!({"customers": pair, "decision": "separate"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -252,6 +252,33 @@ impl Persons for PgStore {
         })
     }
 
+    fn withdraw(&self, customers: [String; 2], at: UtcMillis) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            self.in_transaction(move |conn| {
+                Box::pin(async move {
+                    let withdrawn = sqlx::query(sql::WITHDRAW)
+                        .bind(&customers[0])
+                        .bind(&customers[1])
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
+                    if withdrawn == 0 {
+                        return Ok(false);
+                    }
+                    for c in &customers {
+                        sqlx::query(sql::QUEUE)
+                            .bind(c)
+                            .bind(at.to_string())
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .await
+        })
+    }
+
     fn records(&self, ids: Vec<String>) -> BoxFuture<'_, Result<Vec<Customer>, StoreError>> {
         Box::pin(async move {
             let rows: Vec<RawRecord> =

@@ -254,6 +254,23 @@ impl Persons for SqliteStore {
         Box::pin(self.write(move |tx| decide(tx, &decision)))
     }
 
+    fn withdraw(&self, customers: [String; 2], at: UtcMillis) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.write(move |tx| {
+            if tx
+                .prepare_cached(&numbered(sql::WITHDRAW))?
+                .execute(params![customers[0], customers[1]])?
+                == 0
+            {
+                return Ok(false);
+            }
+            for c in &customers {
+                tx.prepare_cached(&numbered(sql::QUEUE))?
+                    .execute(params![c, at.to_string()])?;
+            }
+            Ok(true)
+        }))
+    }
+
     fn records(&self, ids: Vec<String>) -> BoxFuture<'_, Result<Vec<Customer>, StoreError>> {
         Box::pin(self.readers.run(move |conn| {
             let statement =
