@@ -131,10 +131,17 @@ pub struct Rebuilt {
 
 /// Empties the directory and replays every accepted event, in arrival
 /// order, through its source's adapter; each customer keeps at least the
-/// version it had, so that subscribers never see one go down or repeat.
+/// version it had, so that subscribers never see one go down or repeat;
+/// then persons are resolved again from the rebuilt records ([`resolver::rebuild`]).
 pub async fn rebuild(config: &Config) -> Result<Rebuilt, AppError> {
     let store = open_store(&config.store).await?;
-    let result = replay(store.as_ref(), config).await;
+    let mut result = replay(store.as_ref(), config).await;
+    if result.is_ok() {
+        // Persons from the rebuilt records, each keeping its id.
+        if let Err(e) = resolver::rebuild(store.as_ref(), &Settings::default()).await {
+            result = Err(e.into());
+        }
+    }
     store.close().await;
     result
 }

@@ -413,3 +413,36 @@ async fn separate_splits_a_person_and_link_waits_until_it_is_withdrawn() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_rebuild_finds_the_persons_the_resolver_built_with_their_ids() {
+    let setup = TestApp::builder();
+    let dir = tempfile::tempdir().unwrap();
+    let app = setup.clone().spawn_in(dir.path()).await;
+    for body in stream(30) {
+        deliver(&app, &body).await;
+    }
+    // A join and a split on the way, by an operator.
+    deliver(&app, &ada("x1", "2024-01-01T00:00:00Z", "x@mail.org")).await;
+    deliver(&app, &ada("x2", "2024-01-01T00:00:00Z", "x@mail.org")).await;
+    let pair = json!({"customers": ["clientele:x1", "clientele:x2"], "decision": "separate"});
+    assert_eq!(post(&app, "/api/v1/persons/decisions", pair).await.0, StatusCode::OK);
+    wait_resolved(&app).await;
+    let mut before = Vec::new();
+    for page in app.pages("/api/v1/persons", "100").await {
+        before.extend(page.into_iter().map(|p| (p["id"].clone(), p["customerIds"].clone())));
+    }
+    before.sort_by_key(|(id, _)| id.to_string());
+    assert_eq!(before.len(), 12);
+    app.stop().await;
+
+    setup.rebuild(dir.path()).await;
+    let app = setup.clone().spawn_in(dir.path()).await;
+    wait_resolved(&app).await;
+    let mut after = Vec::new();
+    for page in app.pages("/api/v1/persons", "100").await {
+        after.extend(page.into_iter().map(|p| (p["id"].clone(), p["customerIds"].clone())));
+    }
+    after.sort_by_key(|(id, _)| id.to_string());
+    assert_eq!(after, before);
+}
