@@ -87,7 +87,13 @@ async fn follow(
         if *stop.borrow() {
             return Ok(());
         }
-        let Feed { changes, queued } = store.feed(position, BATCH).await?;
+        // What the resolver found stale when it started goes a batch at a
+        // time, before the feed moves on.
+        let Feed { changes, queued } = if pending.len() >= BATCH {
+            Feed::default()
+        } else {
+            store.feed(position, BATCH).await?
+        };
         if !queued.is_empty() {
             index.set_decisions(store.resolved().await?.decisions);
         }
@@ -106,7 +112,18 @@ async fn follow(
             continue;
         }
         let to = changes.last().map_or(position, |c| c.position);
-        let ids: Vec<String> = std::mem::take(&mut pending).into_iter().collect();
+        let cut = pending
+            .iter()
+            .nth(BATCH)
+            .cloned()
+            .filter(|_| changes.is_empty() && queued.is_empty());
+        let ids: Vec<String> = match cut {
+            Some(cut) => {
+                let rest = pending.split_off(&cut);
+                std::mem::replace(&mut pending, rest).into_iter().collect()
+            }
+            None => std::mem::take(&mut pending).into_iter().collect(),
+        };
         let mut step = resolve(store, &mut index, ids).await?;
         step.from = position;
         step.to = to;
