@@ -122,6 +122,10 @@ struct NewSubscription {
     /// Changes of which sources' records to send; empty or absent: every source's.
     #[serde(default)]
     sources: Vec<String>,
+    /// What to send: `customer` changes (also when empty or absent),
+    /// `person` changes (SPEC §11), or both.
+    #[serde(default)]
+    types: Vec<String>,
 }
 
 /// A created subscription, with its secret, shown this once.
@@ -156,12 +160,16 @@ async fn create(
     if let Some(unknown) = new.sources.iter().find(|s| app.registry.get(s).is_none()) {
         return Err(invalid(format!("sources: no source named {unknown:?} is configured")));
     }
+    if new.types.iter().any(|t| t != "customer" && t != "person") {
+        return Err(invalid("types may hold customer and person"));
+    }
     let subscription = Subscription {
         id: format!("sub_{}", uuid::Uuid::now_v7().simple()),
         url: url.to_string(),
         secret: secret.clone(),
         actions,
         sources: new.sources,
+        types: new.types,
         enabled: true,
         created_at: UtcMillis::now(),
     };

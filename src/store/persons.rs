@@ -19,7 +19,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{BoxFuture, Page, StoreError};
-use crate::model::{Customer, UtcMillis};
+use crate::model::{Action, Customer, UtcMillis};
 use crate::persons::{Decider, Decision, Edge};
 
 /// One link of a person: two customers, the score and its evidence, and
@@ -234,11 +234,88 @@ pub struct Resolution {
     pub at: UtcMillis,
 }
 
+impl Resolution {
+    /// The person that absorbed `person`, if a join did.
+    pub fn absorbed_by(&self, person: &str) -> Option<&str> {
+        self.aliases.iter().find(|(a, _)| a == person).map(|(_, s)| s.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct PersonWrite {
     pub id: String,
     pub doc: PersonDoc,
     pub created: bool,
+}
+
+/// A person's message (SPEC §11): the customer envelope's shape with
+/// `"type": "person"`; its payload the person's id, version, customers
+/// and links (ids, scores, evidence: no customer's data, so an erasure
+/// leaves nothing of its customer in it), or for a deleted person its id
+/// and the person that absorbed it, if one did.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PersonEnvelope<'a> {
+    id: &'a str,
+    created_date: UtcMillis,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    action: Action,
+    payload: PersonPayload<'a>,
+    changes: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PersonPayload<'a> {
+    id: &'a str,
+    version: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    customer_ids: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    links: Option<&'a [Link]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    absorbed_by: Option<&'a str>,
+}
+
+/// A person's outbox row: its envelope id, its action and its body.
+pub(super) struct PersonMessage {
+    pub id: String,
+    pub action: Action,
+    pub body: String,
+}
+
+/// The message of a person written (`doc`) or deleted (`None`, with the
+/// person that absorbed it), at its `version`.
+pub(super) fn person_message(
+    person: &str,
+    doc: Option<&PersonWrite>,
+    absorbed_by: Option<&str>,
+    version: i64,
+    at: UtcMillis,
+) -> PersonMessage {
+    let id = format!("evt_{}", uuid::Uuid::now_v7().simple());
+    let action = match doc {
+        Some(w) if w.created => Action::Created,
+        Some(_) => Action::Updated,
+        None => Action::Deleted,
+    };
+    let body = serde_json::to_string(&PersonEnvelope {
+        id: &id,
+        created_date: at,
+        kind: "person",
+        action,
+        payload: PersonPayload {
+            id: person,
+            version,
+            customer_ids: doc.map(|w| w.doc.customer_ids.as_slice()),
+            links: doc.map(|w| w.doc.links.as_slice()),
+            absorbed_by,
+        },
+        changes: serde_json::Map::new(),
+    })
+    .expect("an envelope serializes");
+    PersonMessage { id, action, body }
 }
 
 /// A review's id: the same pair, the same id.
@@ -368,6 +445,8 @@ pub(super) mod sql {
          VALUES ($1, $2, $3, $4, $5, 'open', $6)
          ON CONFLICT (id) DO UPDATE SET score = excluded.score, evidence = excluded.evidence
          WHERE person_reviews.status = 'open'";
+    pub const PUBLISH: &str = "INSERT INTO outbox (id, customer_id, source, action, version, created_at, body)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)";
     pub const DEQUEUE: &str = "DELETE FROM person_queue WHERE seq = $1";
     pub const ADVANCE: &str = "UPDATE person_resolver SET position = $1, person_seq = $2, lease_until = $3";
 }

@@ -446,3 +446,39 @@ async fn a_rebuild_finds_the_persons_the_resolver_built_with_their_ids() {
     after.sort_by_key(|(id, _)| id.to_string());
     assert_eq!(after, before);
 }
+
+#[tokio::test]
+async fn subscriptions_that_ask_for_persons_get_person_messages() {
+    let app = TestApp::spawn().await;
+    let both = util::TestReceiver::healthy().await;
+    let customers_only = util::TestReceiver::healthy().await;
+    app.subscribe(json!({"url": both.url(), "types": ["customer", "person"]})).await;
+    app.subscribe(json!({"url": customers_only.url()})).await;
+    deliver(&app, &ada("m1", "2024-01-01T00:00:00Z", "messages@mail.org")).await;
+    wait_resolved(&app).await;
+    deliver(&app, &ada("m2", "2024-01-01T00:00:00Z", "messages@mail.org")).await;
+    wait_resolved(&app).await;
+    let person = person_of(&app, "clientele:m1").await;
+    app.wait_drained().await;
+
+    let kinds = |r: &[util::Received]| -> Vec<(String, String)> {
+        r.iter()
+            .map(|m| (m.body["type"].as_str().unwrap().to_owned(), m.body["action"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    let got = both.wait_for(4).await;
+    let persons: Vec<&util::Received> = got.iter().filter(|m| m.body["type"] == "person").collect();
+    assert_eq!(persons.len(), 2, "{:?}", kinds(&got));
+    assert_eq!(persons[0].body["action"], "created");
+    assert_eq!(persons[1].body["action"], "updated");
+    assert_eq!(persons[1].body["payload"]["id"], person["id"]);
+    assert_eq!(persons[1].body["payload"]["customerIds"], json!(["clientele:m1", "clientele:m2"]));
+    // No customer's data in a person's message: ids, scores and evidence.
+    assert!(!persons[1].raw.windows(5).any(|w| w == b"Quill"), "{}", persons[1].body);
+    assert!(
+        kinds(&customers_only.received()).iter().all(|(t, _)| t == "customer"),
+        "{:?}",
+        kinds(&customers_only.received())
+    );
+    assert_eq!(customers_only.received().len(), 2);
+}

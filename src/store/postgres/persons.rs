@@ -10,11 +10,12 @@ use sqlx::PgConnection;
 
 use super::PgStore;
 use crate::model::{Customer, UtcMillis};
+use crate::outbound::PERSON_SOURCE;
 use crate::persons::Decision;
 use crate::store::persons::{
     Arg, Decided, Feed, FeedChange, Found, NewDecision, PersonQuery, Persons, RawPerson, RawReview, Resolution,
     Resolved, Review, ReviewStatus, StoredDecision, StoredPerson, decision_str, decode_decision, decode_person,
-    decode_review, persons_sql, review_id, sql, withdrawn,
+    decode_review, person_message, persons_sql, review_id, sql, withdrawn,
 };
 use crate::store::rows::{RECORD_COLUMNS, RawRecord, page, parse_time};
 use crate::store::{BoxFuture, Page, StoreError};
@@ -99,10 +100,13 @@ async fn commit(conn: &mut PgConnection, holder: &str, step: &Resolution) -> Res
         return Ok(false);
     }
     let at = step.at.to_string();
+    let mut messages = Vec::new();
     for p in &step.deleted {
         for statement in [sql::DELETE_PERSON, sql::DELETE_ALIASES_OF] {
             sqlx::query(statement).bind(p).execute(&mut *conn).await?;
         }
+        seq += 1;
+        messages.push((p, seq, person_message(p, None, step.absorbed_by(p), seq, step.at)));
     }
     for u in &step.upserts {
         seq += 1;
@@ -111,6 +115,19 @@ async fn commit(conn: &mut PgConnection, holder: &str, step: &Resolution) -> Res
             .bind(serde_json::to_string(&u.doc)?)
             .bind(&at)
             .bind(seq)
+            .execute(&mut *conn)
+            .await?;
+        messages.push((&u.id, seq, person_message(&u.id, Some(u), None, seq, step.at)));
+    }
+    for (person, version, m) in messages {
+        sqlx::query(sql::PUBLISH)
+            .bind(&m.id)
+            .bind(person)
+            .bind(PERSON_SOURCE)
+            .bind(m.action.as_str())
+            .bind(version)
+            .bind(&at)
+            .bind(&m.body)
             .execute(&mut *conn)
             .await?;
     }
@@ -326,7 +343,7 @@ impl Persons for PgStore {
             Box::pin(async move {
                 let rows: Vec<(i64, String, String)> = sqlx::query_as(
                     "SELECT published, customer_id, created_at FROM outbox
-                     WHERE published > $1 ORDER BY published LIMIT $2",
+                     WHERE published > $1 AND source <> '@person' ORDER BY published LIMIT $2",
                 )
                 .bind(position)
                 .bind(limit as i64)
@@ -364,7 +381,8 @@ impl Persons for PgStore {
             Box::pin(async move {
                 let (changes, oldest): (i64, Option<String>) = sqlx::query_as(
                     "SELECT COUNT(*), MIN(created_at) FROM outbox
-                     WHERE published IS NULL OR published > (SELECT position FROM person_resolver)",
+                     WHERE (published IS NULL OR published > (SELECT position FROM person_resolver))
+                       AND source <> '@person'",
                 )
                 .fetch_one(&mut *conn)
                 .await?;

@@ -8,10 +8,11 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::SqliteStore;
 use crate::model::{Customer, UtcMillis};
+use crate::outbound::PERSON_SOURCE;
 use crate::store::persons::{
     Arg, Decided, Feed, FeedChange, Found, NewDecision, PersonQuery, Persons, RawPerson, RawReview, Resolution,
     Resolved, Review, ReviewStatus, StoredDecision, StoredPerson, decision_str, decode_decision, decode_person,
-    decode_review, persons_sql, review_id, sql, withdrawn,
+    decode_review, person_message, persons_sql, review_id, sql, withdrawn,
 };
 use crate::store::rows::{RECORD_COLUMNS, RawRecord, page, parse_time};
 use crate::store::{BoxFuture, Page, StoreError};
@@ -135,9 +136,12 @@ fn commit(tx: &Connection, holder: &str, step: &Resolution) -> Result<bool, Stor
         return Ok(false);
     }
     let at = step.at.to_string();
+    let mut messages = Vec::new();
     for p in &step.deleted {
         tx.prepare_cached(&numbered(sql::DELETE_PERSON))?.execute([p])?;
         tx.prepare_cached(&numbered(sql::DELETE_ALIASES_OF))?.execute([p])?;
+        seq += 1;
+        messages.push((p, seq, person_message(p, None, step.absorbed_by(p), seq, step.at)));
     }
     for u in &step.upserts {
         seq += 1;
@@ -146,6 +150,18 @@ fn commit(tx: &Connection, holder: &str, step: &Resolution) -> Result<bool, Stor
             serde_json::to_string(&u.doc)?,
             at,
             seq
+        ])?;
+        messages.push((&u.id, seq, person_message(&u.id, Some(u), None, seq, step.at)));
+    }
+    for (person, version, m) in messages {
+        tx.prepare_cached(&numbered(sql::PUBLISH))?.execute(params![
+            m.id,
+            person,
+            PERSON_SOURCE,
+            m.action.as_str(),
+            version,
+            at,
+            m.body
         ])?;
     }
     for (alias, survivor) in &step.aliases {
@@ -328,7 +344,7 @@ impl Persons for SqliteStore {
     fn feed(&self, position: i64, limit: usize) -> BoxFuture<'_, Result<Feed, StoreError>> {
         Box::pin(self.readers.run(move |tx| {
             let rows: Vec<(i64, String, String)> = tx
-                .prepare_cached("SELECT seq, customer_id, created_at FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2")?
+                .prepare_cached("SELECT seq, customer_id, created_at FROM outbox WHERE seq > ?1 AND source <> '@person' ORDER BY seq LIMIT ?2")?
                 .query_map(params![position, limit as i64], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })?
@@ -360,7 +376,8 @@ impl Persons for SqliteStore {
         Box::pin(self.readers.run(|conn| {
             let (changes, oldest): (i64, Option<String>) = conn
                 .prepare_cached(
-                    "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE seq > (SELECT position FROM person_resolver)",
+                    "SELECT COUNT(*), MIN(created_at) FROM outbox
+                     WHERE seq > (SELECT position FROM person_resolver) AND source <> '@person'",
                 )?
                 .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             let (queued, first): (i64, Option<String>) = conn

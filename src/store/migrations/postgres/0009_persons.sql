@@ -74,3 +74,8 @@ CREATE TABLE person_resolver (
 -- A store with customers already resolves them all when the resolver starts.
 INSERT INTO person_resolver (id, position, holder, lease_until, person_seq)
     SELECT 1, COALESCE(MAX(published), 0), NULL, 0, 0 FROM outbox;
+
+-- Subscriptions name the types of change they want (JSON): `customer`
+-- (also when empty), `person`. A person's change is an outbox row whose
+-- `source` is `@person`, a name no source can have.
+ALTER TABLE subscriptions ADD COLUMN types TEXT NOT NULL DEFAULT '[]';
