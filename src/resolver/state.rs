@@ -283,7 +283,8 @@ impl Index {
             }
             for m in &doc.customer_ids {
                 if self.person_of.get(m) != Some(&id) || changed.contains(m) {
-                    step.members.push((m.clone(), Some(id.clone()), self.versions[m]));
+                    step.members
+                        .push((m.clone(), Some(id.clone()), self.versions.get(m).copied().unwrap_or(0)));
                     self.person_of.insert(m.clone(), id.clone());
                 }
             }
@@ -292,7 +293,8 @@ impl Index {
         }
         for id in merged {
             self.person_of.remove(&id);
-            step.members.push((id.clone(), None, self.versions[&id]));
+            step.members
+                .push((id.clone(), None, self.versions.get(&id).copied().unwrap_or(0)));
         }
         for id in &gone {
             self.person_of.remove(id);

@@ -452,7 +452,8 @@ async fn subscriptions_that_ask_for_persons_get_person_messages() {
     let app = TestApp::spawn().await;
     let both = util::TestReceiver::healthy().await;
     let customers_only = util::TestReceiver::healthy().await;
-    app.subscribe(json!({"url": both.url(), "types": ["customer", "person"]})).await;
+    app.subscribe(json!({"url": both.url(), "types": ["customer", "person"]}))
+        .await;
     app.subscribe(json!({"url": customers_only.url()})).await;
     deliver(&app, &ada("m1", "2024-01-01T00:00:00Z", "messages@mail.org")).await;
     wait_resolved(&app).await;
@@ -463,7 +464,12 @@ async fn subscriptions_that_ask_for_persons_get_person_messages() {
 
     let kinds = |r: &[util::Received]| -> Vec<(String, String)> {
         r.iter()
-            .map(|m| (m.body["type"].as_str().unwrap().to_owned(), m.body["action"].as_str().unwrap().to_owned()))
+            .map(|m| {
+                (
+                    m.body["type"].as_str().unwrap().to_owned(),
+                    m.body["action"].as_str().unwrap().to_owned(),
+                )
+            })
             .collect()
     };
     let got = both.wait_for(4).await;
@@ -472,7 +478,10 @@ async fn subscriptions_that_ask_for_persons_get_person_messages() {
     assert_eq!(persons[0].body["action"], "created");
     assert_eq!(persons[1].body["action"], "updated");
     assert_eq!(persons[1].body["payload"]["id"], person["id"]);
-    assert_eq!(persons[1].body["payload"]["customerIds"], json!(["clientele:m1", "clientele:m2"]));
+    assert_eq!(
+        persons[1].body["payload"]["customerIds"],
+        json!(["clientele:m1", "clientele:m2"])
+    );
     // No customer's data in a person's message: ids, scores and evidence.
     assert!(!persons[1].raw.windows(5).any(|w| w == b"Quill"), "{}", persons[1].body);
     assert!(
