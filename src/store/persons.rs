@@ -19,7 +19,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{BoxFuture, Page, StoreError};
-use crate::model::{Action, Customer, UtcMillis};
+use crate::model::{Action, Customer, Profile, UtcMillis, json};
 use crate::persons::{Decider, Decision, Edge};
 
 /// One link of a person: two customers, the score and its evidence, and
@@ -445,15 +445,18 @@ pub(super) mod sql {
          VALUES ($1, $2, $3, $4, $5, 'open', $6)
          ON CONFLICT (id) DO UPDATE SET score = excluded.score, evidence = excluded.evidence
          WHERE person_reviews.status = 'open'";
-    pub const PUBLISH: &str = "INSERT INTO outbox (id, customer_id, source, action, version, created_at, body)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)";
     pub const DEQUEUE: &str = "DELETE FROM person_queue WHERE seq = $1";
     pub const ADVANCE: &str = "UPDATE person_resolver SET position = $1, person_seq = $2, lease_until = $3";
 }
 
-/// The statement listing persons for `q`, with its arguments; `name_of`
-/// is the dialect's expression of a lower-cased JSON field of `profile`.
-pub(super) fn persons_sql(q: &PersonQuery, name_of: impl Fn(&str) -> String) -> (String, Vec<Arg>) {
+/// The statement listing persons for `q`, with its arguments. `named`:
+/// the customers with `q.name` (see [`has_name`]), as a JSON array, which
+/// `ids_in` is the dialect's subquery listing from a parameter.
+pub(super) fn persons_sql(
+    q: &PersonQuery,
+    named: Option<String>,
+    ids_in: impl Fn(&str) -> String,
+) -> (String, Vec<Arg>) {
     let mut sql = format!("SELECT {} FROM persons WHERE seq > $1", sql::PERSON_COLUMNS);
     let mut args = vec![Arg::Int(q.after.unwrap_or(0))];
     let member = |sql: &mut String, args: &mut Vec<Arg>, inner: String, value: String| {
@@ -479,17 +482,8 @@ pub(super) fn persons_sql(q: &PersonQuery, name_of: impl Fn(&str) -> String) -> 
             phone.clone(),
         );
     }
-    if let Some(name) = &q.name {
-        member(
-            &mut sql,
-            &mut args,
-            format!(
-                "SELECT id FROM customers WHERE {} = $$ OR {} = $$",
-                name_of("firstName"),
-                name_of("lastName")
-            ),
-            name.trim().to_lowercase(),
-        );
+    if let Some(named) = named {
+        member(&mut sql, &mut args, ids_in("$$"), named);
     }
     if let Some(since) = q.changed_since {
         args.push(Arg::Text(since.to_string()));
@@ -499,6 +493,25 @@ pub(super) fn persons_sql(q: &PersonQuery, name_of: impl Fn(&str) -> String) -> 
     sql.push_str(&format!(" ORDER BY seq LIMIT ${}", args.len()));
     (sql, args)
 }
+
+/// The name filter's value as [`has_name`] compares it.
+pub(super) fn name_key(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
+/// Whether a record's profile, as kept (its bytes and codec), has `key`
+/// ([`name_key`]) for a first or last name. Profiles are kept compressed,
+/// out of SQL's reach, so the name filter reads them here.
+pub(super) fn has_name(key: &str, kept: Vec<u8>, codec: i64) -> Result<bool, StoreError> {
+    let profile: Profile = json::decode(&super::compress::unpack(codec, kept)?)?;
+    Ok([profile.first_name, profile.last_name]
+        .into_iter()
+        .flatten()
+        .any(|n| n.to_lowercase() == key))
+}
+
+/// Customers read at a time by the name filter.
+pub(super) const NAME_PAGE: i64 = 1000;
 
 pub(super) type RawPerson = (String, String, String, String, i64);
 

@@ -13,11 +13,11 @@ use crate::model::{Customer, UtcMillis};
 use crate::outbound::PERSON_SOURCE;
 use crate::persons::Decision;
 use crate::store::persons::{
-    Arg, Decided, Feed, FeedChange, Found, NewDecision, PersonQuery, Persons, RawPerson, RawReview, Resolution,
-    Resolved, Review, ReviewStatus, StoredDecision, StoredPerson, decision_str, decode_decision, decode_person,
-    decode_review, person_message, persons_sql, review_id, sql, withdrawn,
+    Arg, Decided, Feed, FeedChange, Found, NAME_PAGE, NewDecision, PersonQuery, Persons, RawPerson, RawReview,
+    Resolution, Resolved, Review, ReviewStatus, StoredDecision, StoredPerson, decision_str, decode_decision,
+    decode_person, decode_review, has_name, name_key, person_message, persons_sql, review_id, sql, withdrawn,
 };
-use crate::store::rows::{RawRecord, page, parse_time, record_columns};
+use crate::store::rows::{RawRecord, pack_envelope, page, parse_time, record_columns};
 use crate::store::{BoxFuture, Page, StoreError};
 
 async fn person_by_id(conn: &mut PgConnection, id: &str) -> Result<Option<StoredPerson>, StoreError> {
@@ -91,6 +91,33 @@ async fn decide(conn: &mut PgConnection, d: &NewDecision) -> Result<Decided, Sto
     }))
 }
 
+/// The customers named `name` (see [`has_name`]), as a JSON array.
+async fn named(conn: &mut PgConnection, name: &str) -> Result<String, StoreError> {
+    let key = name_key(name);
+    let statement = format!(
+        "SELECT id, {}, profile_codec FROM customers WHERE id > $1 ORDER BY id LIMIT $2",
+        super::PROFILE
+    );
+    let mut ids = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page: Vec<(String, Vec<u8>, i16)> = sqlx::query_as(&statement)
+            .bind(&after)
+            .bind(NAME_PAGE)
+            .fetch_all(&mut *conn)
+            .await?;
+        let Some((last, _, _)) = page.last() else {
+            return Ok(serde_json::to_string(&ids)?);
+        };
+        after = last.clone();
+        for (id, kept, codec) in page {
+            if has_name(&key, kept, codec.into())? {
+                ids.push(id);
+            }
+        }
+    }
+}
+
 async fn commit(conn: &mut PgConnection, holder: &str, step: &Resolution) -> Result<bool, StoreError> {
     let (position, held, mut seq): (i64, Option<String>, i64) =
         sqlx::query_as(&format!("{} FOR UPDATE", sql::RESOLVER))
@@ -120,16 +147,21 @@ async fn commit(conn: &mut PgConnection, holder: &str, step: &Resolution) -> Res
         messages.push((&u.id, seq, person_message(&u.id, Some(u), None, seq, step.at)));
     }
     for (person, version, m) in messages {
-        sqlx::query(sql::PUBLISH)
-            .bind(&m.id)
-            .bind(person)
-            .bind(PERSON_SOURCE)
-            .bind(m.action.as_str())
-            .bind(version)
-            .bind(&at)
-            .bind(&m.body)
-            .execute(&mut *conn)
-            .await?;
+        let body = pack_envelope(&m.body);
+        sqlx::query(
+            "INSERT INTO outbox (id, customer_id, source, action, version, created_at, packed, codec)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&m.id)
+        .bind(person)
+        .bind(PERSON_SOURCE)
+        .bind(m.action.as_str())
+        .bind(version)
+        .bind(&at)
+        .bind(&body.bytes)
+        .bind(body.codec as i16)
+        .execute(&mut *conn)
+        .await?;
     }
     for (alias, survivor) in &step.aliases {
         for statement in [sql::ALIAS_TO, sql::MOVE_ALIASES] {
@@ -229,7 +261,13 @@ impl Persons for PgStore {
     fn persons(&self, query: PersonQuery) -> BoxFuture<'_, Result<Page<StoredPerson>, StoreError>> {
         Box::pin(self.read(move |conn| {
             Box::pin(async move {
-                let (statement, args) = persons_sql(&query, |field| format!("lower(profile::jsonb->>'{field}')"));
+                let named = match query.name.as_deref() {
+                    Some(name) => Some(named(conn, name).await?),
+                    None => None,
+                };
+                let (statement, args) = persons_sql(&query, named, |p| {
+                    format!("SELECT jsonb_array_elements_text({p}::jsonb)")
+                });
                 let mut q = sqlx::query_as::<_, RawPerson>(&statement);
                 for a in args {
                     q = match a {

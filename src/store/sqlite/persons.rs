@@ -10,11 +10,11 @@ use super::SqliteStore;
 use crate::model::{Customer, UtcMillis};
 use crate::outbound::PERSON_SOURCE;
 use crate::store::persons::{
-    Arg, Decided, Feed, FeedChange, Found, NewDecision, PersonQuery, Persons, RawPerson, RawReview, Resolution,
-    Resolved, Review, ReviewStatus, StoredDecision, StoredPerson, decision_str, decode_decision, decode_person,
-    decode_review, person_message, persons_sql, review_id, sql, withdrawn,
+    Arg, Decided, Feed, FeedChange, Found, NAME_PAGE, NewDecision, PersonQuery, Persons, RawPerson, RawReview,
+    Resolution, Resolved, Review, ReviewStatus, StoredDecision, StoredPerson, decision_str, decode_decision,
+    decode_person, decode_review, has_name, name_key, person_message, persons_sql, review_id, sql, withdrawn,
 };
-use crate::store::rows::{RawRecord, page, parse_time, record_columns};
+use crate::store::rows::{RawRecord, pack_envelope, page, parse_time, record_columns};
 use crate::store::{BoxFuture, Page, StoreError};
 
 /// `statement` with SQLite's `?n` for Postgres's `$n`.
@@ -154,14 +154,20 @@ fn commit(tx: &Connection, holder: &str, step: &Resolution) -> Result<bool, Stor
         messages.push((&u.id, seq, person_message(&u.id, Some(u), None, seq, step.at)));
     }
     for (person, version, m) in messages {
-        tx.prepare_cached(&numbered(sql::PUBLISH))?.execute(params![
+        let body = pack_envelope(&m.body);
+        tx.prepare_cached(
+            "INSERT INTO outbox (id, customer_id, source, action, version, created_at, body, codec)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
             m.id,
             person,
             PERSON_SOURCE,
             m.action.as_str(),
             version,
             at,
-            m.body
+            body.bytes,
+            body.codec
         ])?;
     }
     for (alias, survivor) in &step.aliases {
@@ -211,6 +217,30 @@ fn commit(tx: &Connection, holder: &str, step: &Resolution) -> Result<bool, Stor
     Ok(true)
 }
 
+/// The customers named `name` (see [`has_name`]), as a JSON array.
+fn named(conn: &Connection, name: &str) -> Result<String, StoreError> {
+    let key = name_key(name);
+    let mut ids = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page: Vec<(String, Vec<u8>, i64)> = conn
+            .prepare_cached("SELECT id, profile, profile_codec FROM customers WHERE id > ?1 ORDER BY id LIMIT ?2")?
+            .query_map(params![after, NAME_PAGE], |r| {
+                Ok((r.get(0)?, super::kept_bytes(r.get_ref(1)?), r.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let Some((last, _, _)) = page.last() else {
+            return Ok(serde_json::to_string(&ids)?);
+        };
+        after = last.clone();
+        for (id, kept, codec) in page {
+            if has_name(&key, kept, codec)? {
+                ids.push(id);
+            }
+        }
+    }
+}
+
 fn bind(args: &[Arg]) -> Vec<rusqlite::types::Value> {
     args.iter()
         .map(|a| match a {
@@ -239,7 +269,8 @@ impl Persons for SqliteStore {
 
     fn persons(&self, query: PersonQuery) -> BoxFuture<'_, Result<Page<StoredPerson>, StoreError>> {
         Box::pin(self.readers.run(move |conn| {
-            let (statement, args) = persons_sql(&query, |field| format!("lower(json_extract(profile, '$.{field}'))"));
+            let named = query.name.as_deref().map(|name| named(conn, name)).transpose()?;
+            let (statement, args) = persons_sql(&query, named, |p| format!("SELECT value FROM json_each({p})"));
             let rows: Vec<RawPerson> = conn
                 .prepare(&numbered(&statement))?
                 .query_map(params_from_iter(bind(&args)), raw_person)?
