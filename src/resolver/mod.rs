@@ -43,7 +43,12 @@ pub async fn run(store: Arc<dyn Store>, settings: Settings, mut stop: watch::Rec
     let holder = format!("res_{}", uuid::Uuid::now_v7().simple());
     loop {
         match follow(store.as_ref(), &settings, &holder, &mut stop).await {
-            Ok(()) => break,
+            Ok(Followed::Stopped) => break,
+            Ok(Followed::Displaced) => {
+                tracing::info!(
+                    "the persons resolver gave way (a rebuild resolves persons); it starts again from the store"
+                )
+            }
             Err(e) => tracing::error!(error = %e, "the persons resolver failed; it starts again from the store"),
         }
         if sleep_or_stop(PAUSE, &mut stop).await {
@@ -65,6 +70,15 @@ async fn sleep_or_stop(pause: Duration, stop: &mut watch::Receiver<bool>) -> boo
     *stop.borrow()
 }
 
+/// How [`follow`] ended without failing.
+enum Followed {
+    /// As asked.
+    Stopped,
+    /// Another holder took the lease ([`rebuild`]), or moved the position
+    /// under this one: what this one holds in memory is stale.
+    Displaced,
+}
+
 fn lease_end() -> i64 {
     UtcMillis::now().saturating_add(LEASE).as_millisecond()
 }
@@ -74,10 +88,10 @@ async fn follow(
     settings: &Settings,
     holder: &str,
     stop: &mut watch::Receiver<bool>,
-) -> Result<(), StoreError> {
+) -> Result<Followed, StoreError> {
     while store.lease_resolver(holder.to_owned(), lease_end()).await?.is_none() {
         if sleep_or_stop(POLL * 20, stop).await {
-            return Ok(());
+            return Ok(Followed::Stopped);
         }
     }
     let (mut index, mut position, stale) = load(store, settings).await?;
@@ -85,7 +99,7 @@ async fn follow(
     let mut renewed = std::time::Instant::now();
     loop {
         if *stop.borrow() {
-            return Ok(());
+            return Ok(Followed::Stopped);
         }
         // What the resolver found stale when it started goes a batch at a
         // time, before the feed moves on.
@@ -102,12 +116,12 @@ async fn follow(
         if pending.is_empty() {
             if renewed.elapsed() > LEASE / 3 {
                 if store.lease_resolver(holder.to_owned(), lease_end()).await?.is_none() {
-                    return Err(StoreError::Bug("the persons resolver lost its lease".into()));
+                    return Ok(Followed::Displaced);
                 }
                 renewed = std::time::Instant::now();
             }
             if sleep_or_stop(POLL, stop).await {
-                return Ok(());
+                return Ok(Followed::Stopped);
             }
             continue;
         }
@@ -129,9 +143,7 @@ async fn follow(
         step.to = to;
         step.applied = queued.iter().map(|(seq, _)| *seq).collect();
         if !store.commit_resolution(holder.to_owned(), step).await? {
-            return Err(StoreError::Bug(
-                "the persons resolver's position moved under it (another instance resolves)".into(),
-            ));
+            return Ok(Followed::Displaced);
         }
         renewed = std::time::Instant::now();
         position = to;
@@ -190,16 +202,43 @@ async fn resolve(store: &dyn Store, index: &mut Index, ids: Vec<String>) -> Resu
     Ok(index.step(found, &mut identity::new_id, UtcMillis::now()))
 }
 
-/// Resolves every record again in one step (`clientele rebuild`): the
-/// persons equal what the incremental resolver built from the same
-/// records, with the ids they had.
+/// Resolves every record again in one step (after a rebuild of the
+/// directory, [`crate::rebuild::run`]): the persons equal what the
+/// incremental resolver built from the same records, with the ids they
+/// had. A running resolver gives way: this takes its lease (keeping it
+/// while it works) and frees it at the end, and the resolver then starts
+/// again from what this wrote.
 pub async fn rebuild(store: &dyn Store, settings: &Settings) -> Result<(), StoreError> {
     let holder = format!("rebuild_{}", uuid::Uuid::now_v7().simple());
-    if store.lease_resolver(holder.clone(), lease_end()).await?.is_none() {
-        return Err(StoreError::Unavailable(
-            "a running Clientele resolves persons on this store: stop it before a rebuild".into(),
-        ));
+    store.take_resolver(holder.clone(), lease_end()).await?;
+    let result = holding(store, &holder, resolve_all(store, settings, &holder)).await;
+    store.lease_resolver(holder, 0).await?;
+    result
+}
+
+/// Runs `work`, renewing `holder`'s lease until it ends.
+async fn holding(
+    store: &dyn Store,
+    holder: &str,
+    work: impl Future<Output = Result<(), StoreError>>,
+) -> Result<(), StoreError> {
+    let renewing = async {
+        loop {
+            tokio::time::sleep(LEASE / 3).await;
+            if store.lease_resolver(holder.to_owned(), lease_end()).await?.is_none() {
+                return Err(StoreError::Unavailable(
+                    "another rebuild took the persons resolver's lease: run it again".into(),
+                ));
+            }
+        }
+    };
+    tokio::select! {
+        done = work => done,
+        lost = renewing => lost,
     }
+}
+
+async fn resolve_all(store: &dyn Store, settings: &Settings, holder: &str) -> Result<(), StoreError> {
     let resolved = store.resolved().await?;
     let position = resolved.position;
     let customers = every_customer(store).await?;
@@ -216,16 +255,17 @@ pub async fn rebuild(store: &dyn Store, settings: &Settings) -> Result<(), Store
             (id, record)
         })
         .collect();
-    let mut step = index.step(records, &mut identity::new_id, UtcMillis::now());
+    // Off the runtime's threads, so that the lease is renewed meanwhile.
+    let mut step = tokio::task::spawn_blocking(move || index.step(records, &mut identity::new_id, UtcMillis::now()))
+        .await
+        .map_err(|e| StoreError::Bug(format!("resolving every record failed: {e}")))?;
     step.from = position;
     step.to = position;
-    let committed = store.commit_resolution(holder.clone(), step).await?;
-    store.lease_resolver(holder, 0).await?;
-    if committed {
+    if store.commit_resolution(holder.to_owned(), step).await? {
         Ok(())
     } else {
         Err(StoreError::Unavailable(
-            "the persons resolver moved during the rebuild: run it again".into(),
+            "another rebuild took the persons resolver's lease: run it again".into(),
         ))
     }
 }

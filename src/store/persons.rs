@@ -361,6 +361,12 @@ pub trait Persons: Send + Sync {
     /// (Unix ms); `None` while another holder's lease runs.
     fn lease_resolver(&self, holder: String, until: i64) -> BoxFuture<'_, Result<Option<i64>, StoreError>>;
 
+    /// Takes the resolver's lease for `holder` until `until` from whoever
+    /// holds it (a rebuild of persons): the resolver that held it finds
+    /// its next step refused, and starts again from the store once the
+    /// lease is free.
+    fn take_resolver(&self, holder: String, until: i64) -> BoxFuture<'_, Result<(), StoreError>>;
+
     /// What the resolver resolved so far.
     fn resolved(&self) -> BoxFuture<'_, Result<Resolved, StoreError>>;
 
@@ -420,6 +426,7 @@ pub(super) mod sql {
     pub const QUEUED: &str = "SELECT seq, customer_id FROM person_queue ORDER BY seq LIMIT $1";
     pub const LEASE: &str = "UPDATE person_resolver SET holder = $1, lease_until = $2
          WHERE holder = $1 OR holder IS NULL OR lease_until < $3";
+    pub const TAKE: &str = "UPDATE person_resolver SET holder = $1, lease_until = $2";
     pub const POSITION: &str = "SELECT position FROM person_resolver";
     pub const RESOLVER: &str = "SELECT position, holder, person_seq FROM person_resolver";
     pub const MEMBERS: &str = "SELECT customer_id, person_id, version FROM person_members";

@@ -428,23 +428,48 @@ async fn a_rebuild_finds_the_persons_the_resolver_built_with_their_ids() {
     let pair = json!({"customers": ["clientele:x1", "clientele:x2"], "decision": "separate"});
     assert_eq!(post(&app, "/api/v1/persons/decisions", pair).await.0, StatusCode::OK);
     wait_resolved(&app).await;
-    let mut before = Vec::new();
-    for page in app.pages("/api/v1/persons", "100").await {
-        before.extend(page.into_iter().map(|p| (p["id"].clone(), p["customerIds"].clone())));
-    }
-    before.sort_by_key(|(id, _)| id.to_string());
+    let before = persons(&app).await;
     assert_eq!(before.len(), 12);
     app.stop().await;
 
     setup.rebuild(dir.path()).await;
     let app = setup.clone().spawn_in(dir.path()).await;
     wait_resolved(&app).await;
-    let mut after = Vec::new();
-    for page in app.pages("/api/v1/persons", "100").await {
-        after.extend(page.into_iter().map(|p| (p["id"].clone(), p["customerIds"].clone())));
+    assert_eq!(persons(&app).await, before);
+}
+
+/// A rebuild by the running server resolves persons again while the
+/// server's resolver gives way; the resolver then follows on.
+#[tokio::test]
+async fn a_rebuild_while_serving_keeps_the_persons_and_the_resolver_follows_on() {
+    let app = TestApp::spawn().await;
+    for body in stream(30) {
+        deliver(&app, &body).await;
     }
-    after.sort_by_key(|(id, _)| id.to_string());
-    assert_eq!(after, before);
+    wait_resolved(&app).await;
+    let before = persons(&app).await;
+
+    let (status, rebuilt) = app.post_admin("/api/v1/rebuild").await;
+    assert_eq!(status, StatusCode::OK, "{rebuilt}");
+    assert_eq!(persons(&app).await, before);
+
+    deliver(&app, &ada("y1", "2024-01-01T00:00:00Z", "y@mail.org")).await;
+    deliver(&app, &ada("y2", "2024-01-01T00:00:00Z", "y@mail.org")).await;
+    wait_resolved(&app).await;
+    assert_eq!(
+        members(&person_of(&app, "clientele:y1").await),
+        ["clientele:y1", "clientele:y2"]
+    );
+}
+
+/// Every person's id and customers, by id.
+async fn persons(app: &TestApp) -> Vec<(Value, Value)> {
+    let mut all = Vec::new();
+    for page in app.pages("/api/v1/persons", "100").await {
+        all.extend(page.into_iter().map(|p| (p["id"].clone(), p["customerIds"].clone())));
+    }
+    all.sort_by_key(|(id, _)| id.to_string());
+    all
 }
 
 #[tokio::test]

@@ -359,6 +359,17 @@ impl Persons for PgStore {
         })
     }
 
+    fn take_resolver(&self, holder: String, until: i64) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query(sql::TAKE)
+                .bind(&holder)
+                .bind(until)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+    }
+
     fn resolved(&self) -> BoxFuture<'_, Result<Resolved, StoreError>> {
         Box::pin(self.read(|conn| {
             Box::pin(async move {

@@ -349,6 +349,14 @@ impl Persons for SqliteStore {
         }))
     }
 
+    fn take_resolver(&self, holder: String, until: i64) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(move |tx| {
+            tx.prepare_cached(&numbered(sql::TAKE))?
+                .execute(params![holder, until])?;
+            Ok(())
+        }))
+    }
+
     fn resolved(&self) -> BoxFuture<'_, Result<Resolved, StoreError>> {
         Box::pin(self.readers.run(|tx| {
             let position = tx
