@@ -15,6 +15,8 @@ use crate::http::{self, AppState, INGEST_SLOTS};
 use crate::model::normalize;
 use crate::outbound::destination::Guard;
 use crate::outbound::{Outbox, dispatcher};
+use crate::persons::Settings;
+use crate::resolver;
 use crate::sources::registry::Registry;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
@@ -81,6 +83,7 @@ pub async fn serve(
     let (stop, stopped) = watch::channel(false);
     let following = tokio::spawn(registry.run(stopped.clone()));
     let compactor = tokio::spawn(crate::retention::run(store.clone(), retention, stopped.clone()));
+    let resolving = tokio::spawn(resolver::run(store.clone(), Settings::default(), stopped.clone()));
     let dispatcher = {
         let (outbox, told): (Arc<dyn Outbox>, _) = (store.clone(), stopped.clone());
         tokio::spawn(dispatcher::supervise(
@@ -103,6 +106,9 @@ pub async fn serve(
     // Stops claiming, lets the sends in flight finish and record their
     // attempts, then closes the store (also after http.stop_timeout
     // dropped requests still in flight).
+    if resolving.await.is_err() {
+        tracing::error!("the persons resolver panicked");
+    }
     if dispatcher.await.is_err() {
         tracing::error!("the outbound dispatcher's supervisor panicked");
     }

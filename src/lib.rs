@@ -20,6 +20,7 @@ pub mod model;
 pub mod outbound;
 pub mod persons;
 pub mod rebuild;
+pub mod resolver;
 pub mod retention;
 pub mod sources;
 pub mod store;

@@ -1,9 +1,11 @@
 //! Rebuilding the directory from the kept raw events (SPEC §12), with no
 //! maintenance window: every accepted event is replayed, in arrival order,
 //! through its source's adapter into a directory apart from the live one
-//! (see [`Directory::begin_rebuild`]), which is swapped in at the end in
-//! one transaction. An interrupted rebuild leaves the previous directory;
-//! a second one at once is refused; no customer's version goes down.
+//! (see [`Directory::begin_rebuild`](crate::store::Directory::begin_rebuild)),
+//! which is swapped in at the end in one transaction. An interrupted
+//! rebuild leaves the previous directory; a second one at once is refused;
+//! no customer's version goes down. Persons are then resolved again from
+//! the rebuilt records.
 //!
 //! `clientele rebuild` runs it in its own process, or, when `serve` holds
 //! the embedded store (one process writes to it), asks that server to run
@@ -16,7 +18,9 @@ use std::time::Duration;
 use crate::config::{Config, Source, StoreUrl};
 use crate::import::remote::{reachable, successful};
 use crate::model::json;
-use crate::store::{Directory, Rebuilt, Remap, Store, StoreError};
+use crate::persons::Settings;
+use crate::resolver;
+use crate::store::{Rebuilt, Remap, Store, StoreError};
 
 /// Events replayed per transaction of the rebuild.
 const PAGE: usize = 500;
@@ -33,8 +37,11 @@ pub enum RebuildError {
     Remote(String),
 }
 
-/// Rebuilds the directory of `sources` (by name) in `store`.
-pub async fn run(store: &dyn Directory, sources: HashMap<String, Source>) -> Result<Rebuilt, StoreError> {
+/// Rebuilds the directory of `sources` (by name) in `store`, then the
+/// persons from the rebuilt records, each keeping its id
+/// ([`resolver::rebuild`], after the swap: persons are derived from the
+/// records, and the writes the swap holds wait no longer for them).
+pub async fn run(store: &dyn Store, sources: HashMap<String, Source>) -> Result<Rebuilt, StoreError> {
     let names = sources.keys().cloned().collect();
     let mut rebuild = store.begin_rebuild(names, remap(sources)).await?;
     while rebuild.replay(PAGE).await? {}
@@ -45,6 +52,8 @@ pub async fn run(store: &dyn Directory, sources: HashMap<String, Source>) -> Res
         held_ms = swapping.elapsed().as_millis() as u64,
         "the rebuilt directory is swapped in"
     );
+    resolver::rebuild(store, &Settings::default()).await?;
+    tracing::info!("persons resolved again from the rebuilt directory");
     Ok(rebuilt)
 }
 

@@ -107,6 +107,12 @@ fn create_form(session: &Session, sources: &[String]) -> Markup {
                         label.check { input type="checkbox" name="sources" value=(source); " " (source) }
                     }
                 }
+                fieldset {
+                    legend { "Messages (none ticked: customers)" }
+                    @for kind in ["customer", "person"] {
+                        label.check { input type="checkbox" name="types" value=(kind); " " (kind) }
+                    }
+                }
                 button type="submit" { "Create" }
             }
         }
@@ -132,6 +138,7 @@ pub async fn create(
         secret: None,
         actions: values("actions"),
         sources: values("sources"),
+        types: values("types"),
     };
     match operations::create_subscription(&app, new).await {
         Ok((subscription, secret)) => layout::page(

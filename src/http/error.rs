@@ -62,6 +62,9 @@ pub enum ErrorCode {
     ManagedByConfig,
     /// The source holds deliveries not applied yet: enable it first.
     Holding,
+    /// An operator separated the two customers: `link` waits until that
+    /// decision is withdrawn.
+    Separated,
     /// The body is larger than `max_body_bytes`, as sent or after gunzip.
     TooLarge,
     /// The body's media type is not one the operation reads.
@@ -106,6 +109,7 @@ impl ErrorCode {
             ErrorCode::NameTaken => "name_taken",
             ErrorCode::ManagedByConfig => "managed_by_config",
             ErrorCode::Holding => "holding",
+            ErrorCode::Separated => "separated",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::HeadersTooLarge => "headers_too_large",

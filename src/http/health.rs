@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::AppState;
 use super::error::{ApiError, ErrorCode, document_errors};
+use crate::model::UtcMillis;
 
 pub fn router() -> ApiRouter<Arc<AppState>> {
     ApiRouter::new()
@@ -88,6 +89,18 @@ async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse + aide::
             text.push_str(&format!("clientele_store_bytes {bytes}\n"));
         }
         Err(e) => tracing::warn!(error = %e, "cannot read the store's size"),
+    }
+    match app.store.unresolved().await {
+        Ok((count, oldest)) => {
+            let lag = oldest.map_or(0.0, |at| {
+                (UtcMillis::now().as_millisecond() - at.as_millisecond()).max(0) as f64 / 1000.0
+            });
+            text.push_str("# TYPE clientele_persons_unresolved gauge\n");
+            text.push_str(&format!("clientele_persons_unresolved {count}\n"));
+            text.push_str("# TYPE clientele_persons_lag_seconds gauge\n");
+            text.push_str(&format!("clientele_persons_lag_seconds {lag}\n"));
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the persons resolver's lag"),
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

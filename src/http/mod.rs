@@ -19,6 +19,7 @@ mod ingest;
 pub(crate) mod keys;
 mod openapi;
 pub(crate) mod operations;
+mod persons;
 mod rebuild;
 pub mod server;
 pub(crate) mod sources;
@@ -109,7 +110,8 @@ fn documented(
         .merge(subscriptions::router())
         .merge(sources::router())
         .merge(keys::router())
-        .merge(rebuild::router());
+        .merge(rebuild::router())
+        .merge(persons::router());
     let mut document = OpenApi::default();
     let router = ApiRouter::new()
         .merge(ingest::router())

@@ -118,6 +118,8 @@ pub struct NewSubscription {
     pub actions: Vec<String>,
     /// Empty: every source's.
     pub sources: Vec<String>,
+    /// `customer`, `person` (SPEC §11); empty: `customer`.
+    pub types: Vec<String>,
 }
 
 /// Creates a subscription; it and its secret, shown this once. A URL is
@@ -143,12 +145,16 @@ pub async fn create_subscription(app: &AppState, new: NewSubscription) -> Result
     if let Some(unknown) = new.sources.iter().find(|s| app.registry.get(s).is_none()) {
         return Err(invalid(format!("sources: no source named {unknown:?} is configured")));
     }
+    if new.types.iter().any(|t| t != "customer" && t != "person") {
+        return Err(invalid("types may hold customer and person"));
+    }
     let subscription = Subscription {
         id: format!("sub_{}", uuid::Uuid::now_v7().simple()),
         url: url.to_string(),
         secret: secret.clone(),
         actions,
         sources: new.sources,
+        types: new.types,
         enabled: true,
         created_at: UtcMillis::now(),
     };

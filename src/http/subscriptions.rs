@@ -121,6 +121,10 @@ struct NewSubscription {
     /// Changes of which sources' records to send; empty or absent: every source's.
     #[serde(default)]
     sources: Vec<String>,
+    /// What to send: `customer` changes (also when empty or absent),
+    /// `person` changes (SPEC §11), or both.
+    #[serde(default)]
+    types: Vec<String>,
 }
 
 /// A created subscription, with its secret, shown this once.
@@ -142,6 +146,7 @@ async fn create(
             secret: new.secret,
             actions: new.actions,
             sources: new.sources,
+            types: new.types,
         },
     )
     .await?;

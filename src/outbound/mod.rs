@@ -47,6 +47,9 @@ pub struct Subscription {
     pub actions: Vec<Action>,
     /// Empty: every source.
     pub sources: Vec<String>,
+    /// What changes to send: `customer` (also when empty), `person`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<String>,
     pub enabled: bool,
     pub created_at: UtcMillis,
 }
@@ -55,12 +58,24 @@ fn serialize_masked<S: serde::Serializer>(url: &str, serializer: S) -> Result<S:
     serializer.serialize_str(&destination::masked(url))
 }
 
+/// The outbox's `source` of a person's change (SPEC §11): no source can
+/// be named so (names are letters, digits, `-` and `_`), and a
+/// subscription's `sources` filter does not apply to persons.
+pub const PERSON_SOURCE: &str = "@person";
+
 impl Subscription {
-    /// Whether a change of this action, of a record of this source, is for
-    /// this subscription.
+    /// Whether a change of this action, of a record of this source (or a
+    /// person's, [`PERSON_SOURCE`]), is for this subscription.
     pub fn wants(&self, action: Action, source: &str) -> bool {
-        (self.actions.is_empty() || self.actions.contains(&action))
-            && (self.sources.is_empty() || self.sources.iter().any(|s| s == source))
+        let person = source == PERSON_SOURCE;
+        let typed = if person {
+            self.types.iter().any(|t| t == "person")
+        } else {
+            self.types.is_empty() || self.types.iter().any(|t| t == "customer")
+        };
+        typed
+            && (self.actions.is_empty() || self.actions.contains(&action))
+            && (person || self.sources.is_empty() || self.sources.iter().any(|s| s == source))
     }
 }
 

@@ -15,13 +15,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::compare::{Birth, Comparison, Conflict, Evidence, Level, Rules, Settings, birth_level, name_level, slip};
 use super::subject::Subject;
 
 /// Who decided that two customers are one person.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Decider {
     /// A shared government or platform id.
@@ -62,7 +62,7 @@ impl Edge {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
     Link,

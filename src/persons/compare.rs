@@ -95,11 +95,7 @@ impl Tally {
 
     pub fn add(&mut self, s: &Subject) {
         self.total += 1;
-        let who = format!(
-            "{}|{}",
-            s.given.as_deref().unwrap_or(""),
-            s.family.as_deref().unwrap_or("")
-        );
+        let who = holder(s);
         for (field, value) in values(s) {
             let holders = self.counts.entry((field, value)).or_default();
             holders.count += 1;
@@ -122,6 +118,15 @@ impl Frequencies for Tally {
             .get(&(field, value.to_owned()))
             .map_or(0, |h| h.names.len() as u64)
     }
+}
+
+/// Who holds a value, for counting the different names that share it.
+pub fn holder(s: &Subject) -> String {
+    format!(
+        "{}|{}",
+        s.given.as_deref().unwrap_or(""),
+        s.family.as_deref().unwrap_or("")
+    )
 }
 
 /// Every counted value of a subject, each once.

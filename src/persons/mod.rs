@@ -30,7 +30,23 @@ pub use subject::Subject;
 /// Scores every candidate pair of `subjects`, with `freq` for how common
 /// values are: the edges at or above the review threshold.
 pub fn score(subjects: &[Subject], freq: &dyn Frequencies, settings: &Settings) -> Vec<Edge> {
-    blocking::candidate_pairs(subjects, settings.max_block)
+    score_pairs(
+        subjects,
+        blocking::candidate_pairs(subjects, settings.max_block),
+        freq,
+        settings,
+    )
+}
+
+/// Scores the given pairs of `subjects` (by index): the edges at or above
+/// the review threshold.
+pub fn score_pairs(
+    subjects: &[Subject],
+    pairs: Vec<(usize, usize)>,
+    freq: &dyn Frequencies,
+    settings: &Settings,
+) -> Vec<Edge> {
+    pairs
         .into_iter()
         .filter_map(|(i, j)| {
             let (a, b) = (&subjects[i], &subjects[j]);

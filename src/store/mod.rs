@@ -17,6 +17,7 @@ mod compress;
 mod import;
 pub mod keys;
 mod migrations;
+pub mod persons;
 pub mod postgres;
 mod replay;
 mod reprocess;
@@ -317,6 +318,7 @@ pub trait Store:
     + sources::Sources
     + sessions::Sessions
     + crate::retention::Retention
+    + persons::Persons
 {
     /// Whether the store can serve reads and take writes.
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;

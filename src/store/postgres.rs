@@ -46,6 +46,7 @@ use crate::sources::{Mapped, Unmappable};
 
 mod keys;
 mod outbound;
+mod persons;
 mod rebuild;
 mod retention;
 mod sessions;
@@ -67,6 +68,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0011_history_codec.sql"),
     include_str!("migrations/postgres/0012_outbox_codec.sql"),
     include_str!("migrations/postgres/0013_profile_codec.sql"),
+    include_str!("migrations/postgres/0014_persons.sql"),
 ];
 
 /// Connections per instance.

@@ -56,6 +56,7 @@ mod tests {
             secret: "whsec_x".into(),
             actions,
             sources: sources.iter().map(|s| s.to_string()).collect(),
+            types: Vec::new(),
             enabled: true,
             created_at: UtcMillis::now(),
         }

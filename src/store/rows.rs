@@ -356,7 +356,7 @@ pub(super) type Cursors = Vec<(String, Option<i64>)>;
 
 /// The subscriptions a fan-out serves, read with their `fanned_to`.
 pub(super) const FAN_OUT_SUBSCRIPTIONS: &str =
-    "SELECT id, url, secret, actions, sources, enabled, created_at, fanned_to FROM subscriptions WHERE enabled";
+    "SELECT id, url, secret, actions, sources, enabled, created_at, types, fanned_to FROM subscriptions WHERE enabled";
 
 /// Disables a subscription, followed by its id's parameter: its cursor
 /// stops where the fan-out is.
@@ -574,11 +574,11 @@ impl RawEvent {
 }
 
 /// A `subscriptions` row: id, url, secret, actions and sources (JSON),
-/// enabled, created_at.
-pub(super) type RawSubscription = (String, String, String, String, String, bool, String);
+/// enabled, created_at, types (JSON).
+pub(super) type RawSubscription = (String, String, String, String, String, bool, String, String);
 
 pub(super) fn decode_subscription(
-    (id, url, secret, actions, sources, enabled, created_at): RawSubscription,
+    (id, url, secret, actions, sources, enabled, created_at, types): RawSubscription,
 ) -> Result<Subscription, StoreError> {
     Ok(Subscription {
         id,
@@ -586,6 +586,7 @@ pub(super) fn decode_subscription(
         secret,
         actions: json::decode(actions.as_bytes())?,
         sources: json::decode(sources.as_bytes())?,
+        types: json::decode(types.as_bytes())?,
         enabled,
         created_at: parse_time(&created_at)?,
     })

@@ -44,6 +44,7 @@ mod checkpoint;
 mod keys;
 mod lock;
 mod outbound;
+mod persons;
 mod rebuild;
 mod retention;
 mod sessions;
@@ -76,6 +77,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0013_history_codec.sql"),
     include_str!("migrations/sqlite/0014_outbox_codec.sql"),
     include_str!("migrations/sqlite/0015_profile_codec.sql"),
+    include_str!("migrations/sqlite/0016_persons.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back
@@ -1567,7 +1569,7 @@ fn kept_bytes(value: rusqlite::types::ValueRef<'_>) -> Vec<u8> {
     }
 }
 
-fn read_record(r: &Row<'_>) -> rusqlite::Result<RawRecord> {
+pub(super) fn read_record(r: &Row<'_>) -> rusqlite::Result<RawRecord> {
     Ok(RawRecord {
         id: r.get(0)?,
         source: r.get(1)?,

@@ -27,6 +27,7 @@ mod instances;
 mod keys;
 mod operations;
 mod outbound;
+mod persons;
 mod phones;
 mod rebuild;
 mod retention;

@@ -31,9 +31,19 @@ use crate::store::{MessageQuery, Page, Retry, StoreError};
 /// secret, envelope id and body.
 type LeasedRow = (i64, String, i32, i64, i64, String, String, String, Vec<u8>, i16);
 /// A [`RawSubscription`] and its `fanned_to`.
-type RawSubscription8 = (String, String, String, String, String, bool, String, Option<i64>);
+type RawSubscription8 = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    bool,
+    String,
+    String,
+    Option<i64>,
+);
 
-const SUBSCRIPTION_COLUMNS: &str = "id, url, secret, actions, sources, enabled, created_at";
+const SUBSCRIPTION_COLUMNS: &str = "id, url, secret, actions, sources, enabled, created_at, types";
 
 pub(super) async fn subscriptions(conn: &mut PgConnection) -> Result<Vec<Subscription>, StoreError> {
     let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions ORDER BY created_at, id");
@@ -49,8 +59,8 @@ pub(super) async fn subscription(conn: &mut PgConnection, id: &str) -> Result<Op
 
 pub(super) async fn create_subscription(conn: &mut PgConnection, s: &Subscription) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO subscriptions (id, url, secret, actions, sources, enabled, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO subscriptions (id, url, secret, actions, sources, enabled, created_at, types)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&s.id)
     .bind(&s.url)
@@ -59,6 +69,7 @@ pub(super) async fn create_subscription(conn: &mut PgConnection, s: &Subscriptio
     .bind(serde_json::to_string(&s.sources)?)
     .bind(s.enabled)
     .bind(s.created_at.to_string())
+    .bind(serde_json::to_string(&s.types)?)
     .execute(conn)
     .await?;
     Ok(())
@@ -181,12 +192,14 @@ pub(super) async fn fan_out(conn: &mut PgConnection) -> Result<bool, StoreError>
     let raw: Vec<RawSubscription8> = sqlx::query_as(FAN_OUT_SUBSCRIPTIONS).fetch_all(&mut *conn).await?;
     let subscriptions = raw
         .into_iter()
-        .map(|(id, url, secret, actions, sources, enabled, created_at, fanned_to)| {
-            Ok((
-                decode_subscription((id, url, secret, actions, sources, enabled, created_at))?,
-                fanned_to,
-            ))
-        })
+        .map(
+            |(id, url, secret, actions, sources, enabled, created_at, types, fanned_to)| {
+                Ok((
+                    decode_subscription((id, url, secret, actions, sources, enabled, created_at, types))?,
+                    fanned_to,
+                ))
+            },
+        )
         .collect::<Result<Following, StoreError>>()?;
     let mut missed = Vec::new();
     for (_, fanned_to) in &subscriptions {

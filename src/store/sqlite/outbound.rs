@@ -19,7 +19,7 @@ use crate::store::{MessageQuery, Page, Retry};
 
 use super::{Heads, kept_bytes};
 
-const SUBSCRIPTION_COLUMNS: &str = "id, url, secret, actions, sources, enabled, created_at";
+const SUBSCRIPTION_COLUMNS: &str = "id, url, secret, actions, sources, enabled, created_at, types";
 
 fn read_subscription(r: &Row<'_>) -> rusqlite::Result<RawSubscription> {
     Ok((
@@ -30,6 +30,7 @@ fn read_subscription(r: &Row<'_>) -> rusqlite::Result<RawSubscription> {
         r.get(4)?,
         r.get(5)?,
         r.get(6)?,
+        r.get(7)?,
     ))
 }
 
@@ -51,8 +52,8 @@ pub(super) fn subscription(conn: &Connection, id: &str) -> Result<Option<Subscri
 
 pub(super) fn create_subscription(tx: &Connection, s: &Subscription) -> Result<(), StoreError> {
     tx.prepare_cached(
-        "INSERT INTO subscriptions (id, url, secret, actions, sources, enabled, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO subscriptions (id, url, secret, actions, sources, enabled, created_at, types)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         s.id,
@@ -62,6 +63,7 @@ pub(super) fn create_subscription(tx: &Connection, s: &Subscription) -> Result<(
         serde_json::to_string(&s.sources)?,
         s.enabled,
         s.created_at.to_string(),
+        serde_json::to_string(&s.types)?,
     ])?;
     Ok(())
 }
@@ -139,7 +141,7 @@ pub(super) fn fan_out(tx: &Connection) -> Result<bool, StoreError> {
         .query_row([], |r| r.get(0))?;
     let subscriptions = tx
         .prepare_cached(FAN_OUT_SUBSCRIPTIONS)?
-        .query_map([], |r| Ok((read_subscription(r)?, r.get::<_, Option<i64>>(7)?)))?
+        .query_map([], |r| Ok((read_subscription(r)?, r.get::<_, Option<i64>>(8)?)))?
         .map(|row| {
             let (raw, fanned_to) = row?;
             Ok((decode_subscription(raw)?, fanned_to))

@@ -62,6 +62,7 @@ fn subscription() -> Op {
         secret: "whsec_dGVzdA==".into(),
         actions: Vec::new(),
         sources: Vec::new(),
+        types: Vec::new(),
         enabled: true,
         created_at: UtcMillis::now(),
     })

@@ -1,0 +1,455 @@
+//! The Postgres store's [`Persons`]: the statements of
+//! [`crate::store::persons::sql`], the feed read from the outbox by the
+//! fan-out's `published` number (rows commit out of `seq` order here; the
+//! fan-out numbers them in commit order under its lock). The resolver's
+//! row is locked by its commit, so two instances never both write a step.
+
+use std::sync::Arc;
+
+use sqlx::PgConnection;
+
+use super::PgStore;
+use crate::model::{Customer, UtcMillis};
+use crate::outbound::PERSON_SOURCE;
+use crate::persons::Decision;
+use crate::store::persons::{
+    Arg, Decided, Feed, FeedChange, Found, NAME_PAGE, NewDecision, PersonQuery, Persons, RawPerson, RawReview,
+    Resolution, Resolved, Review, ReviewStatus, StoredDecision, StoredPerson, decision_str, decode_decision,
+    decode_person, decode_review, has_name, name_key, person_message, persons_sql, review_id, sql, withdrawn,
+};
+use crate::store::rows::{RawRecord, pack_envelope, page, parse_time, record_columns};
+use crate::store::{BoxFuture, Page, StoreError};
+
+async fn person_by_id(conn: &mut PgConnection, id: &str) -> Result<Option<StoredPerson>, StoreError> {
+    let row: Option<RawPerson> = sqlx::query_as(sql::PERSON).bind(id).fetch_optional(conn).await?;
+    row.map(decode_person).transpose()
+}
+
+async fn person_of(conn: &mut PgConnection, customer_id: &str) -> Result<Option<StoredPerson>, StoreError> {
+    let mut id = customer_id.to_owned();
+    for _ in 0..16 {
+        let member: Option<Option<String>> = sqlx::query_scalar(sql::MEMBER)
+            .bind(&id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(Some(person)) = member {
+            return person_by_id(conn, &person).await;
+        }
+        let survivor: Option<Option<String>> = sqlx::query_scalar(sql::MERGED_INTO)
+            .bind(&id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        match survivor {
+            Some(Some(survivor)) => id = survivor,
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+async fn decide(conn: &mut PgConnection, d: &NewDecision) -> Result<Decided, StoreError> {
+    let mut customers = d.customers.clone();
+    if let Some(review) = &d.review {
+        let found: Option<RawReview> = sqlx::query_as(&format!("{} FOR UPDATE", sql::REVIEW))
+            .bind(review)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(found) = found.map(decode_review).transpose()? else {
+            return Ok(Decided::NoReview);
+        };
+        if found.status == ReviewStatus::Decided {
+            return Ok(Decided::Already(found));
+        }
+        customers = found.customers;
+    }
+    let before: Option<String> = sqlx::query_scalar(sql::DECISION)
+        .bind(&customers[0])
+        .bind(&customers[1])
+        .fetch_optional(&mut *conn)
+        .await?;
+    if before.as_deref() == Some("separate") && d.decision == Decision::Link {
+        return Ok(Decided::Separated);
+    }
+    let at = d.at.to_string();
+    let decision = decision_str(d.decision);
+    for statement in [sql::KEEP_DECISION, sql::DECIDE_REVIEW] {
+        sqlx::query(statement)
+            .bind(&customers[0])
+            .bind(&customers[1])
+            .bind(decision)
+            .bind(&at)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for c in &customers {
+        sqlx::query(sql::QUEUE).bind(c).bind(&at).execute(&mut *conn).await?;
+    }
+    Ok(Decided::Kept(StoredDecision {
+        customers,
+        decision: d.decision,
+        decided_at: d.at,
+    }))
+}
+
+/// The customers named `name` (see [`has_name`]), as a JSON array.
+async fn named(conn: &mut PgConnection, name: &str) -> Result<String, StoreError> {
+    let key = name_key(name);
+    let statement = format!(
+        "SELECT id, {}, profile_codec FROM customers WHERE id > $1 ORDER BY id LIMIT $2",
+        super::PROFILE
+    );
+    let mut ids = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page: Vec<(String, Vec<u8>, i16)> = sqlx::query_as(&statement)
+            .bind(&after)
+            .bind(NAME_PAGE)
+            .fetch_all(&mut *conn)
+            .await?;
+        let Some((last, _, _)) = page.last() else {
+            return Ok(serde_json::to_string(&ids)?);
+        };
+        after = last.clone();
+        for (id, kept, codec) in page {
+            if has_name(&key, kept, codec.into())? {
+                ids.push(id);
+            }
+        }
+    }
+}
+
+async fn commit(conn: &mut PgConnection, holder: &str, step: &Resolution) -> Result<bool, StoreError> {
+    let (position, held, mut seq): (i64, Option<String>, i64) =
+        sqlx::query_as(&format!("{} FOR UPDATE", sql::RESOLVER))
+            .fetch_one(&mut *conn)
+            .await?;
+    if position != step.from || held.as_deref() != Some(holder) {
+        return Ok(false);
+    }
+    let at = step.at.to_string();
+    let mut messages = Vec::new();
+    for p in &step.deleted {
+        for statement in [sql::DELETE_PERSON, sql::DELETE_ALIASES_OF] {
+            sqlx::query(statement).bind(p).execute(&mut *conn).await?;
+        }
+        seq += 1;
+        messages.push((p, seq, person_message(p, None, step.absorbed_by(p), seq, step.at)));
+    }
+    for u in &step.upserts {
+        seq += 1;
+        sqlx::query(sql::UPSERT_PERSON)
+            .bind(&u.id)
+            .bind(serde_json::to_string(&u.doc)?)
+            .bind(&at)
+            .bind(seq)
+            .execute(&mut *conn)
+            .await?;
+        messages.push((&u.id, seq, person_message(&u.id, Some(u), None, seq, step.at)));
+    }
+    for (person, version, m) in messages {
+        let body = pack_envelope(&m.body);
+        sqlx::query(
+            "INSERT INTO outbox (id, customer_id, source, action, version, created_at, packed, codec)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&m.id)
+        .bind(person)
+        .bind(PERSON_SOURCE)
+        .bind(m.action.as_str())
+        .bind(version)
+        .bind(&at)
+        .bind(&body.bytes)
+        .bind(body.codec as i16)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for (alias, survivor) in &step.aliases {
+        for statement in [sql::ALIAS_TO, sql::MOVE_ALIASES] {
+            sqlx::query(statement)
+                .bind(alias)
+                .bind(survivor)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    for (customer, person, version) in &step.members {
+        sqlx::query(sql::UPSERT_MEMBER)
+            .bind(customer)
+            .bind(person)
+            .bind(*version as i64)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for c in &step.gone {
+        for statement in [sql::FORGET_MEMBER, sql::FORGET_REVIEWS, sql::FORGET_DECISIONS] {
+            sqlx::query(statement).bind(c).execute(&mut *conn).await?;
+        }
+    }
+    let mut open = Vec::new();
+    for c in step.reviews_of.iter().chain(&step.reviews_among) {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(sql::OPEN_REVIEWS_OF)
+            .bind(c)
+            .fetch_all(&mut *conn)
+            .await?;
+        open.extend(rows);
+    }
+    for id in withdrawn(step, open) {
+        sqlx::query(sql::DELETE_REVIEW).bind(id).execute(&mut *conn).await?;
+    }
+    for r in &step.reviews {
+        sqlx::query(sql::UPSERT_REVIEW)
+            .bind(review_id(&r.customers))
+            .bind(&r.customers[0])
+            .bind(&r.customers[1])
+            .bind(r.score)
+            .bind(serde_json::to_string(&r.evidence)?)
+            .bind(&at)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for queued in &step.applied {
+        sqlx::query(sql::DEQUEUE).bind(queued).execute(&mut *conn).await?;
+    }
+    let lease = UtcMillis::now()
+        .saturating_add(std::time::Duration::from_secs(5))
+        .as_millisecond();
+    sqlx::query(sql::ADVANCE)
+        .bind(step.to)
+        .bind(seq)
+        .bind(lease)
+        .execute(&mut *conn)
+        .await?;
+    Ok(true)
+}
+
+impl PgStore {
+    /// Runs `write` in a transaction of its own, committed if it succeeds.
+    async fn in_transaction<T>(
+        &self,
+        write: impl for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let value = write(&mut tx).await?;
+        tx.commit().await?;
+        Ok(value)
+    }
+}
+
+impl Persons for PgStore {
+    fn person(&self, id: String) -> BoxFuture<'_, Result<Option<Found>, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            Box::pin(async move {
+                if let Some(p) = person_by_id(conn, &id).await? {
+                    return Ok(Some((p, None)));
+                }
+                let survivor: Option<String> = sqlx::query_scalar(sql::ALIAS)
+                    .bind(&id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                let Some(survivor) = survivor else {
+                    return Ok(None);
+                };
+                Ok(person_by_id(conn, &survivor).await?.map(|p| (p, Some(id.clone()))))
+            })
+        }))
+    }
+
+    fn person_of(&self, customer_id: String) -> BoxFuture<'_, Result<Option<StoredPerson>, StoreError>> {
+        Box::pin(self.read(move |conn| Box::pin(async move { person_of(conn, &customer_id).await })))
+    }
+
+    fn persons(&self, query: PersonQuery) -> BoxFuture<'_, Result<Page<StoredPerson>, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            Box::pin(async move {
+                let named = match query.name.as_deref() {
+                    Some(name) => Some(named(conn, name).await?),
+                    None => None,
+                };
+                let (statement, args) = persons_sql(&query, named, |p| {
+                    format!("SELECT jsonb_array_elements_text({p}::jsonb)")
+                });
+                let mut q = sqlx::query_as::<_, RawPerson>(&statement);
+                for a in args {
+                    q = match a {
+                        Arg::Int(n) => q.bind(n),
+                        Arg::Text(s) => q.bind(s),
+                    };
+                }
+                let rows = q.fetch_all(&mut *conn).await?;
+                let persons = rows.into_iter().map(decode_person).collect::<Result<Vec<_>, _>>()?;
+                Ok(page(persons, query.limit, |p| p.seq))
+            })
+        }))
+    }
+
+    fn reviews(
+        &self,
+        status: Option<ReviewStatus>,
+        limit: usize,
+        after: Option<i64>,
+    ) -> BoxFuture<'_, Result<Page<Review>, StoreError>> {
+        Box::pin(async move {
+            let rows: Vec<RawReview> = sqlx::query_as(sql::REVIEWS)
+                .bind(after.unwrap_or(0))
+                .bind(status.map_or("", ReviewStatus::as_str))
+                .bind(limit as i64 + 1)
+                .fetch_all(&self.pool)
+                .await?;
+            let reviews = rows.into_iter().map(decode_review).collect::<Result<Vec<_>, _>>()?;
+            Ok(page(reviews, limit, |r| r.seq))
+        })
+    }
+
+    fn decide(&self, decision: NewDecision) -> BoxFuture<'_, Result<Decided, StoreError>> {
+        Box::pin(async move {
+            self.in_transaction(move |conn| Box::pin(async move { decide(conn, &decision).await }))
+                .await
+        })
+    }
+
+    fn withdraw(&self, customers: [String; 2], at: UtcMillis) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            self.in_transaction(move |conn| {
+                Box::pin(async move {
+                    let withdrawn = sqlx::query(sql::WITHDRAW)
+                        .bind(&customers[0])
+                        .bind(&customers[1])
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
+                    if withdrawn == 0 {
+                        return Ok(false);
+                    }
+                    for c in &customers {
+                        sqlx::query(sql::QUEUE)
+                            .bind(c)
+                            .bind(at.to_string())
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .await
+        })
+    }
+
+    fn records(&self, ids: Vec<String>) -> BoxFuture<'_, Result<Vec<Customer>, StoreError>> {
+        Box::pin(async move {
+            let rows: Vec<RawRecord> = sqlx::query_as(&format!(
+                "SELECT {} FROM customers WHERE id = ANY($1)",
+                record_columns(super::PROFILE)
+            ))
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.into_iter().map(|r| Ok(r.into_record()?.0.to_customer())).collect()
+        })
+    }
+
+    fn lease_resolver(&self, holder: String, until: i64) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        Box::pin(async move {
+            let taken: Option<i64> = sqlx::query_scalar(&format!("{} RETURNING position", sql::LEASE))
+                .bind(&holder)
+                .bind(until)
+                .bind(UtcMillis::now().as_millisecond())
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(taken)
+        })
+    }
+
+    fn take_resolver(&self, holder: String, until: i64) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query(sql::TAKE)
+                .bind(&holder)
+                .bind(until)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn resolved(&self) -> BoxFuture<'_, Result<Resolved, StoreError>> {
+        Box::pin(self.read(|conn| {
+            Box::pin(async move {
+                let position: i64 = sqlx::query_scalar(sql::POSITION).fetch_one(&mut *conn).await?;
+                let members: Vec<(String, Option<String>, i64)> =
+                    sqlx::query_as(sql::MEMBERS).fetch_all(&mut *conn).await?;
+                let persons: Vec<RawPerson> = sqlx::query_as(sql::PERSONS).fetch_all(&mut *conn).await?;
+                let decisions: Vec<(String, String, String, String)> =
+                    sqlx::query_as(sql::DECISIONS).fetch_all(&mut *conn).await?;
+                Ok(Resolved {
+                    position,
+                    members: members.into_iter().map(|(c, p, v)| (c, p, v as u64)).collect(),
+                    persons: persons.into_iter().map(decode_person).collect::<Result<_, _>>()?,
+                    decisions: decisions.into_iter().map(decode_decision).collect::<Result<_, _>>()?,
+                })
+            })
+        }))
+    }
+
+    fn feed(&self, position: i64, limit: usize) -> BoxFuture<'_, Result<Feed, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            Box::pin(async move {
+                let rows: Vec<(i64, String, String)> = sqlx::query_as(
+                    "SELECT published, customer_id, created_at FROM outbox
+                     WHERE published > $1 AND source <> '@person' ORDER BY published LIMIT $2",
+                )
+                .bind(position)
+                .bind(limit as i64)
+                .fetch_all(&mut *conn)
+                .await?;
+                let changes = rows
+                    .into_iter()
+                    .map(|(position, customer_id, at)| {
+                        Ok(FeedChange {
+                            position,
+                            customer_id,
+                            at: parse_time(&at)?,
+                        })
+                    })
+                    .collect::<Result<_, StoreError>>()?;
+                let queued: Vec<(i64, String)> = sqlx::query_as(sql::QUEUED)
+                    .bind(limit as i64)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                Ok(Feed { changes, queued })
+            })
+        }))
+    }
+
+    fn commit_resolution(&self, holder: String, step: Resolution) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let step = Arc::new(step);
+        Box::pin(async move {
+            self.in_transaction(move |conn| Box::pin(async move { commit(conn, &holder, &step).await }))
+                .await
+        })
+    }
+
+    fn unresolved(&self) -> BoxFuture<'_, Result<(u64, Option<UtcMillis>), StoreError>> {
+        Box::pin(self.read(|conn| {
+            Box::pin(async move {
+                let (changes, oldest): (i64, Option<String>) = sqlx::query_as(
+                    "SELECT COUNT(*), MIN(created_at) FROM outbox
+                     WHERE (published IS NULL OR published > (SELECT position FROM person_resolver))
+                       AND source <> '@person'",
+                )
+                .fetch_one(&mut *conn)
+                .await?;
+                let (queued, first): (i64, Option<String>) =
+                    sqlx::query_as("SELECT COUNT(*), MIN(queued_at) FROM person_queue")
+                        .fetch_one(&mut *conn)
+                        .await?;
+                let oldest = [oldest, first]
+                    .into_iter()
+                    .flatten()
+                    .map(|t| parse_time(&t))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into_iter()
+                    .min();
+                Ok(((changes + queued) as u64, oldest))
+            })
+        }))
+    }
+}
