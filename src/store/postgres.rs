@@ -1,9 +1,11 @@
 //! The Postgres store: several `clientele serve` instances on one database.
 //!
-//! Every write is one transaction on a pooled connection, and Postgres
-//! commits concurrent transactions together (its own group commit), so
-//! there is no writer thread. What the embedded store gets from having one
-//! writer, this one gets from the database:
+//! Every write is one transaction on a pooled connection. Deliveries
+//! that arrive together share one (see [`group`]): a few committer tasks
+//! each take the deliveries waiting and keep them in a handful of
+//! set-based statements, since what limits an instance is round trips,
+//! not rows. What the embedded store gets from having one writer, this one
+//! gets from the database:
 //! - a delivery raced to two instances is settled by the unique
 //!   `events (source, dedupe_key)`: the loser's insert fails, its
 //!   transaction runs again and finds a duplicate;
