@@ -39,7 +39,7 @@ start_clientele() {
   local port=${2:-$PORT}
   CLIENTELE_STORE="$1" CLIENTELE_LISTEN="127.0.0.1:$port" CLIENTELE_ADMIN_TOKEN=bench \
     CLIENTELE_DELIVERY__ALLOW_PRIVATE='["127.0.0.1/32"]' \
-    RUST_LOG=error "$BENCH_BIN" serve &
+    RUST_LOG=${RUST_LOG:-error} "$BENCH_BIN" serve &
   clientele=$!
   wait_for "$port"
 }
@@ -57,4 +57,33 @@ metric() {
 # fresh_database: an empty $BENCH_DB at $PG_URL.
 fresh_database() {
   psql "$PG_URL/postgres" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" -c "CREATE DATABASE $BENCH_DB"
+}
+
+# measure_postgres: the Postgres store on a fresh $BENCH_DB, one instance,
+# then two instances on one database, each driven by its own wrk with half
+# the connections, at once; their rates against the ceiling measured
+# before ($work/noop.rate).
+measure_postgres() {
+  fresh_database
+  start_clientele "$PG_URL/$BENCH_DB"
+  measure postgres "$clientele" "$PORT"
+  stop_clientele
+
+  fresh_database
+  start_clientele "$PG_URL/$BENCH_DB" "$PORT"
+  local first=$clientele
+  start_clientele "$PG_URL/$BENCH_DB" "$((PORT + 1))"
+  local second=$clientele
+  CONNECTIONS=$((CONNECTIONS / 2)) THREADS=1 measure postgres-a "$first" "$PORT" &
+  local a=$!
+  CONNECTIONS=$((CONNECTIONS / 2)) THREADS=1 measure postgres-b "$second" "$((PORT + 1))" &
+  local b=$!
+  wait "$a" "$b"
+  kill -TERM "$first" "$second"
+  wait "$first" "$second" 2>/dev/null || true
+
+  awk -v p="$(cat "$work/postgres.rate")" -v a="$(cat "$work/postgres-a.rate")" -v b="$(cat "$work/postgres-b.rate")" \
+    -v n="$(cat "$work/noop.rate")" 'BEGIN {
+      printf "Postgres store / HTTP ceiling: %.2f with one instance, %.2f with two (%.0f deliveries/s together)\n", p / n, (a + b) / n, a + b
+    }'
 }

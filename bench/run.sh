@@ -95,26 +95,4 @@ if ! psql "$PG_URL/postgres" -qAtc 'SELECT 1' >/dev/null 2>&1; then
   exit 0
 fi
 
-fresh_database
-start_clientele "$PG_URL/$BENCH_DB"
-measure postgres "$clientele" "$PORT"
-stop_clientele
-
-# Two instances: one wrk each, half the connections each, at once.
-fresh_database
-start_clientele "$PG_URL/$BENCH_DB" "$PORT"
-first=$clientele
-start_clientele "$PG_URL/$BENCH_DB" "$((PORT + 1))"
-second=$clientele
-CONNECTIONS=$((CONNECTIONS / 2)) THREADS=1 measure postgres-a "$first" "$PORT" &
-a=$!
-CONNECTIONS=$((CONNECTIONS / 2)) THREADS=1 measure postgres-b "$second" "$((PORT + 1))" &
-b=$!
-wait "$a" "$b"
-kill -TERM "$first" "$second"
-wait "$first" "$second" 2>/dev/null || true
-
-awk -v p="$(cat "$work/postgres.rate")" -v a="$(cat "$work/postgres-a.rate")" -v b="$(cat "$work/postgres-b.rate")" \
-  -v n="$(cat "$work/noop.rate")" 'BEGIN {
-    printf "Postgres store / HTTP ceiling: %.2f with one instance, %.2f with two (%.0f deliveries/s together)\n", p / n, (a + b) / n, a + b
-  }'
+measure_postgres

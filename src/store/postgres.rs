@@ -1,9 +1,11 @@
 //! The Postgres store: several `clientele serve` instances on one database.
 //!
-//! Every write is one transaction on a pooled connection, and Postgres
-//! commits concurrent transactions together (its own group commit), so
-//! there is no writer thread. What the embedded store gets from having one
-//! writer, this one gets from the database:
+//! Every write is one transaction on a pooled connection. Deliveries
+//! that arrive together share one (see [`group`]): a few committer tasks
+//! each take the deliveries waiting and keep them in a handful of
+//! set-based statements, since what limits an instance is round trips,
+//! not rows. What the embedded store gets from having one writer, this one
+//! gets from the database:
 //! - a delivery raced to two instances is settled by the unique
 //!   `events (source, dedupe_key)`: the loser's insert fails, its
 //!   transaction runs again and finds a duplicate;
@@ -27,11 +29,11 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{Acquire, Executor, FromRow, PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use tokio::sync::Notify;
 
+use self::writes::Writes;
 use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
-    EVENT_COLUMNS, Lookup, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, customer_page, history_page,
-    is_suppressed_target, lookup_edits, mention_erasures, mention_keys, pack_body, pack_history, pack_profile, page,
-    record_columns, redact_envelopes, redaction, settling, touched_ids,
+    EVENT_COLUMNS, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, customer_page, history_page,
+    mention_erasures, mention_keys, page, record_columns, redact_envelopes, redaction, touched_ids,
 };
 use super::{
     CustomerQuery, Delivery, Directory, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery, Import, Inbox,
@@ -44,6 +46,7 @@ use crate::model::{Customer, UtcMillis, json};
 use crate::outbound::{Attempt, Backlog, Claim, Due, Message, Next, Outbox, OutboxError, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
+mod group;
 mod keys;
 mod outbound;
 mod persons;
@@ -51,6 +54,7 @@ mod rebuild;
 mod retention;
 mod sessions;
 mod sources;
+mod writes;
 
 pub use outbound::CLAIM;
 
@@ -102,6 +106,8 @@ pub struct PgStore {
     /// Claims made so far by this instance: each starts at the next
     /// subscription, so that none waits behind the others.
     claims: AtomicUsize,
+    /// Where deliveries wait to be kept in a group (see [`group`]).
+    committer: group::Committer,
 }
 
 /// A write transaction, and what it did that matters after its commit.
@@ -147,42 +153,25 @@ impl PgStore {
         migrate(&pool)
             .await
             .map_err(|e| open_error(format!("cannot migrate: {e}")))?;
+        let queued = Arc::new(Notify::new());
         Ok(Self {
+            committer: group::Committer::start(pool.clone(), queued.clone()),
             pool,
-            queued: Arc::new(Notify::new()),
+            queued,
             claims: AtomicUsize::new(0),
         })
     }
 
-    /// Runs `op` in a transaction and commits it; runs it again, from the
-    /// start, while it loses races (see [`lost_race`]).
+    /// Runs `op` in a transaction and commits it (see [`transact`]).
     async fn write<A: Sync, T>(&self, args: &A, op: WriteFn<A, T>) -> Result<T, StoreError> {
-        let mut runs = 1;
-        loop {
-            let result = async {
-                let mut work = Work {
-                    tx: self.pool.begin().await?,
-                    queued: false,
-                };
-                let value = op(&mut work, args).await?;
-                work.tx.commit().await?;
-                Ok((value, work.queued))
-            }
-            .await;
-            match result {
-                Ok((value, queued)) => {
-                    if queued {
-                        self.queued.notify_one();
-                    }
-                    return Ok(value);
-                }
-                Err(e) if runs < MAX_RUNS && lost_race(&e) => {
-                    metrics::counter!("clientele_store_retries_total").increment(1);
-                    tracing::debug!(error = %e, "a transaction lost a race; running it again");
-                    runs += 1;
-                }
-                Err(e) => return Err(e),
-            }
+        transact(&self.pool, &self.queued, args, op).await
+    }
+
+    /// What keeps groups of deliveries on this store's pool.
+    fn group(&self) -> group::Group {
+        group::Group {
+            pool: self.pool.clone(),
+            queued: self.queued.clone(),
         }
     }
 
@@ -200,6 +189,40 @@ impl PgStore {
         let value = read(&mut tx).await?;
         tx.commit().await?;
         Ok(value)
+    }
+}
+
+/// Runs `op` in a transaction on a connection of `pool` and commits it;
+/// runs it again, from the start, while it loses races (see
+/// [`lost_race`]). Tells `queued` once a transaction that queued outbound
+/// messages has committed.
+async fn transact<A: Sync, T>(pool: &PgPool, queued: &Notify, args: &A, op: WriteFn<A, T>) -> Result<T, StoreError> {
+    let mut runs = 1;
+    loop {
+        let result = async {
+            let mut work = Work {
+                tx: pool.begin().await?,
+                queued: false,
+            };
+            let value = op(&mut work, args).await?;
+            work.tx.commit().await?;
+            Ok((value, work.queued))
+        }
+        .await;
+        match result {
+            Ok((value, wrote)) => {
+                if wrote {
+                    queued.notify_one();
+                }
+                return Ok(value);
+            }
+            Err(e) if runs < MAX_RUNS && lost_race(&e) => {
+                metrics::counter!("clientele_store_retries_total").increment(1);
+                tracing::debug!(error = %e, "a transaction lost a race; running it again");
+                runs += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -303,22 +326,27 @@ async fn apply_migrations(conn: &mut PgConnection) -> Result<(), StoreError> {
 }
 
 impl Import for PgStore {
-    /// A transaction per delivery, as a webhook's: several instances keep
-    /// writing alongside, and a batch in one transaction would hold its
-    /// customers' locks for the whole batch.
+    /// Groups of deliveries, as webhooks' (see [`group`]), in order: each
+    /// group's transaction holds its customers' locks for a few statements,
+    /// while several instances keep writing alongside.
     fn ingest_batch(
         &self,
         deliveries: Vec<Delivery>,
         publish: Publish,
     ) -> BoxFuture<'_, Result<Vec<IngestOutcome>, StoreError>> {
         Box::pin(async move {
+            let group = self.group();
             let mut outcomes = Vec::with_capacity(deliveries.len());
-            for delivery in deliveries {
-                let args = (delivery, publish);
-                let outcome = self
-                    .write(&args, |work, (d, publish)| Box::pin(ingest(work, d, *publish)))
-                    .await?;
-                outcomes.push(outcome);
+            let mut deliveries = deliveries.into_iter().peekable();
+            while deliveries.peek().is_some() {
+                let items: Vec<group::Item> = deliveries
+                    .by_ref()
+                    .take(group::MAX_GROUP)
+                    .map(|d| (d, publish))
+                    .collect();
+                for outcome in group.commit(items.into()).await {
+                    outcomes.push(outcome?);
+                }
             }
             Ok(outcomes)
         })
@@ -327,12 +355,7 @@ impl Import for PgStore {
 
 impl Inbox for PgStore {
     fn ingest(&self, delivery: Delivery) -> BoxFuture<'_, Result<IngestOutcome, StoreError>> {
-        Box::pin(async move {
-            self.write(&(delivery, Publish::Yes), |work, (d, publish)| {
-                Box::pin(ingest(work, d, *publish))
-            })
-            .await
-        })
+        Box::pin(self.committer.ingest(delivery))
     }
 
     fn reprocess(
@@ -624,73 +647,13 @@ async fn lock(conn: &mut PgConnection, ids: &[String]) -> Result<(), StoreError>
     Ok(())
 }
 
-/// Keeps a delivery; its changes go to the outbox if `publish`. The
-/// floors a rebuild left are read either way: a version never goes down.
-async fn ingest(work: &mut Work<'_>, d: &Delivery, publish: Publish) -> Result<IngestOutcome, StoreError> {
-    let loaded = lock_and_load(work.conn(), &d.mapped, Publish::Yes).await?;
-    if is_suppressed_target(&loaded, &d.mapped) {
-        return Ok(IngestOutcome::Suppressed);
-    }
-    let duplicate: Option<String> = sqlx::query_scalar(
-        "UPDATE events SET duplicates = duplicates + 1 WHERE source = $1 AND dedupe_key = $2 RETURNING id",
-    )
-    .bind(&d.source)
-    .bind(&d.dedupe_key)
-    .fetch_optional(work.conn())
-    .await?;
-    if let Some(event_id) = duplicate {
-        return Ok(IngestOutcome::Duplicate { event_id });
-    }
-    let event_id = format!("evt_{}", uuid::Uuid::now_v7().simple());
-    let settled = settle(
-        work,
-        settling(&event_id, &d.dedupe_key, d.received_at, &d.mapped),
-        &loaded,
-        publish,
-    )
-    .await?;
-    // Another instance may have kept the same delivery since the check
-    // above: then this insert fails on the unique key, and the whole
-    // transaction runs again and answers `duplicate`.
-    let body = pack_body(&d.body);
-    sqlx::query(
-        "INSERT INTO events (id, source, dedupe_key, received_at, headers, body, codec, status, reason, outcome, customer_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(&event_id)
-    .bind(&d.source)
-    .bind(&d.dedupe_key)
-    .bind(d.received_at.to_string())
-    .bind(serde_json::to_string(&d.headers)?)
-    .bind(&body.bytes)
-    .bind(body.codec as i16)
-    .bind(settled.status.as_str())
-    .bind(&settled.reason)
-    .bind(settled.outcome.map(Outcome::as_str))
-    .bind(&settled.customer_id)
-    .execute(work.conn())
-    .await?;
-    if !d.mentions.is_empty() {
-        let keys: Vec<String> = d.mentions.iter().map(|m| m.key(&d.source)).collect();
-        sqlx::query(
-            "INSERT INTO event_mentions (key, event_seq) SELECT unnest($1::text[]), seq FROM events WHERE id = $2
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(keys)
-        .bind(&event_id)
-        .execute(work.conn())
-        .await?;
-    }
-    Ok(settled.answer)
-}
-
 async fn reprocess(
     work: &mut Work<'_>,
     event_id: &str,
     mapped: &Result<Mapped, Unmappable>,
     publish: Publish,
 ) -> Result<Option<IngestOutcome>, StoreError> {
-    let loaded = lock_and_load(work.conn(), mapped, publish).await?;
+    let mut loaded = lock_and_load(work.conn(), mapped, publish).await?;
     let kept = sqlx::query_as("SELECT dedupe_key, received_at, redacted FROM events WHERE id = $1 FOR UPDATE")
         .bind(event_id)
         .fetch_optional(work.conn())
@@ -703,7 +666,9 @@ async fn reprocess(
         }
         Reprocessing::Settle(settling) => settling,
     };
-    let settled = settle(work, settling, &loaded, publish).await?;
+    let mut writes = Writes::default();
+    let settled = settle(settling, &mut loaded, &mut writes, publish);
+    writes.write(work).await?;
     sqlx::query("UPDATE events SET status = $2, reason = $3, outcome = $4, customer_id = $5 WHERE id = $1")
         .bind(event_id)
         .bind(settled.status.as_str())
@@ -739,24 +704,20 @@ async fn is_suppressed(conn: &mut PgConnection, id: &str) -> Result<bool, StoreE
 }
 
 /// Settles a kept event: applies it to the directory if it is a customer
-/// event.
-async fn settle(
-    work: &mut Work<'_>,
-    settling: Settling<'_>,
-    loaded: &Loaded,
-    publish: Publish,
-) -> Result<Settled, StoreError> {
-    Ok(match settling {
+/// event, adding what it writes to `writes` and bringing `loaded` up to
+/// date (see [`Writes::add`]).
+fn settle(settling: Settling<'_>, loaded: &mut Loaded, writes: &mut Writes, publish: Publish) -> Settled {
+    match settling {
         Settling::Done(settled) => settled,
         Settling::Apply(event, meta) => {
             let effects = directory::apply(loaded, event, &meta, UtcMillis::now());
-            persist(work, loaded, &effects, publish).await?;
             let outcome = effects
                 .outcome
                 .expect("applying an event always settles its own customer");
+            writes.add(loaded, effects, publish);
             Settled::accepted(meta, event.customer.id.clone(), outcome)
         }
-    })
+    }
 }
 
 /// Erases a customer in the current transaction (see [`Store::erase`]).
@@ -785,7 +746,7 @@ async fn erase(work: &mut Work<'_>, id: &String) -> Result<Erasure, StoreError> 
     let Some(record) = load_record(work.conn(), id).await? else {
         return erase_without_record(work, id, now).await;
     };
-    let loaded = load(work.conn(), &ids, Publish::Yes).await?;
+    let mut loaded = load(work.conn(), &ids, Publish::Yes).await?;
     let erasing = directory::erase(
         &loaded,
         &record,
@@ -813,8 +774,10 @@ async fn erase(work: &mut Work<'_>, id: &String) -> Result<Erasure, StoreError> 
         sqlx::query(&sql).bind(&keys).execute(work.conn()).await?;
     }
     suppress(work, id, now).await?;
-    persist(work, &loaded, &erasing.effects, Publish::Yes).await?;
-    publish(work, &[erasing.deleted]).await?;
+    let mut writes = Writes::default();
+    writes.add(&mut loaded, erasing.effects, Publish::Yes);
+    writes.publish(erasing.deleted);
+    writes.write(work).await?;
     Ok(Erasure::Erased)
 }
 
@@ -954,109 +917,6 @@ async fn load(conn: &mut PgConnection, ids: &[String], publish: Publish) -> Resu
         .links
         .sort_by(|a, b| (&a.survivor, &a.absorbed).cmp(&(&b.survivor, &b.absorbed)));
     Ok(loaded)
-}
-
-/// Writes what the directory decided, and queues its changes for
-/// subscribers if `publish`.
-async fn persist(
-    work: &mut Work<'_>,
-    loaded: &Loaded,
-    effects: &directory::Effects,
-    publish: Publish,
-) -> Result<(), StoreError> {
-    for write in &effects.writes {
-        let r = &write.record;
-        let order_key = r.order_key.as_ref().map(serde_json::to_string).transpose()?;
-        if !write.changed {
-            sqlx::query("UPDATE customers SET order_key = $2 WHERE id = $1")
-                .bind(&r.id)
-                .bind(order_key)
-                .execute(work.conn())
-                .await?;
-            continue;
-        }
-        let profile = pack_profile(&r.profile)?;
-        // The next place in the change feed.
-        sqlx::query(
-            "INSERT INTO customers (id, source, external_id, account, email, status, packed_profile, order_key,
-                                    merged_into, merged_from, version, changed_at, profile_codec, change_seq)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, nextval('customers_change_seq'))
-             ON CONFLICT (id) DO UPDATE SET account = excluded.account, email = excluded.email,
-                 status = excluded.status, profile = NULL, packed_profile = excluded.packed_profile,
-                 profile_codec = excluded.profile_codec, order_key = excluded.order_key,
-                 merged_into = excluded.merged_into, merged_from = excluded.merged_from,
-                 version = excluded.version, changed_at = excluded.changed_at, change_seq = excluded.change_seq",
-        )
-        .bind(&r.id)
-        .bind(&r.source)
-        .bind(&r.external_id)
-        .bind(&r.profile.account)
-        .bind(&r.profile.email)
-        .bind(r.status().as_str())
-        .bind(&profile.bytes)
-        .bind(order_key)
-        .bind(&r.merged_into)
-        .bind(serde_json::to_string(&r.merged_from)?)
-        .bind(r.version as i64)
-        .bind(r.changed_at.to_string())
-        .bind(profile.codec as i16)
-        .execute(work.conn())
-        .await?;
-        let old = loaded.records.get(&r.id).map(|o| &o.profile);
-        for (lookup, add, key) in lookup_edits(old, &r.profile) {
-            sqlx::query(lookup_sql(lookup, add))
-                .bind(key)
-                .bind(&r.id)
-                .execute(work.conn())
-                .await?;
-        }
-    }
-    for l in &effects.links {
-        sqlx::query(
-            "INSERT INTO merge_links (survivor, absorbed, order_key) VALUES ($1, $2, $3)
-             ON CONFLICT (survivor, absorbed) DO UPDATE SET order_key = excluded.order_key",
-        )
-        .bind(&l.survivor)
-        .bind(&l.absorbed)
-        .bind(serde_json::to_string(&l.order_key)?)
-        .execute(work.conn())
-        .await?;
-    }
-    for (customer_id, entry) in &effects.history {
-        let packed = pack_history(entry)?;
-        sqlx::query("INSERT INTO history (customer_id, event_id, packed, codec) VALUES ($1, $2, $3, $4)")
-            .bind(customer_id)
-            .bind(&entry.event_id)
-            .bind(&packed.bytes)
-            .bind(packed.codec as i16)
-            .execute(work.conn())
-            .await?;
-    }
-    if publish == Publish::Yes {
-        self::publish(work, &effects.changes).await?;
-    }
-    Ok(())
-}
-
-/// Writes changes to the outbox, for the subscriptions that want them.
-async fn publish(work: &mut Work<'_>, changes: &[directory::Change]) -> Result<(), StoreError> {
-    work.queued |= outbound::queue(work.conn(), changes).await?;
-    Ok(())
-}
-
-/// The statement that removes (`add` false) or adds a lookup row, bound
-/// to the key and the customer id.
-fn lookup_sql(lookup: Lookup, add: bool) -> &'static str {
-    match (lookup, add) {
-        (Lookup::Phones, true) => {
-            "INSERT INTO customer_phones (e164, customer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
-        }
-        (Lookup::Phones, false) => "DELETE FROM customer_phones WHERE e164 = $1 AND customer_id = $2",
-        (Lookup::Businesses, true) => {
-            "INSERT INTO customer_businesses (business_id, customer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
-        }
-        (Lookup::Businesses, false) => "DELETE FROM customer_businesses WHERE business_id = $1 AND customer_id = $2",
-    }
 }
 
 async fn load_record(conn: &mut PgConnection, id: &str) -> Result<Option<Record>, StoreError> {

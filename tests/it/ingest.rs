@@ -905,3 +905,176 @@ async fn a_source_over_its_rate_limit_is_429_with_retry_after_and_keeps_nothing(
         assert_eq!(app.deliver_json("vagaro", &body).await.0, StatusCode::OK);
     }
 }
+
+// Concurrent deliveries (on Postgres, kept in groups: one transaction for
+// the deliveries that wait together).
+
+/// What a set of deliveries left: each answer's status, counted, and the
+/// directory without its bookkeeping, by id.
+async fn left_by(app: &TestApp, answers: &[(StatusCode, Value)]) -> (Vec<(String, usize)>, Vec<Value>, usize) {
+    let mut statuses = std::collections::BTreeMap::new();
+    for (code, answer) in answers {
+        assert_eq!(*code, StatusCode::OK, "{answer}");
+        *statuses
+            .entry(answer["status"].as_str().expect("a status").to_owned())
+            .or_insert(0) += 1;
+    }
+    let mut records: Vec<Value> = app.directory().await.iter().map(util::without_bookkeeping).collect();
+    records.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    (statuses.into_iter().collect(), records, app.events(None).await.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_sent_at_once_leave_what_the_same_sent_one_at_a_time_leave() {
+    // Snapshots of a few customers of each platform in scrambled time
+    // order, each with a name and a phone of its own; a quarter of them
+    // retried; both sides of a Treez merge.
+    let mut bodies: Vec<(&str, Value)> = Vec::new();
+    for i in 0..40 {
+        let minute = (i * 7) % 60;
+        let at = format!("2026-04-24T10:{minute:02}:00.000-07:00");
+        let body = with(
+            treez("group", &(i % 5).to_string(), &at),
+            "/data/first_name",
+            json!(format!("Name{i}")),
+        );
+        bodies.push(("treez", with(body, "/data/phone", json!(format!("914555{i:04}")))));
+        let at = format!("2026-04-24T10:{minute:02}:00Z");
+        let body = vagaro(&format!("group-{i}"), &format!("V{}", i % 3), &at);
+        bodies.push((
+            "vagaro",
+            set(body, "/payload/customerFirstName", json!(format!("Name{i}"))),
+        ));
+    }
+    let retries: Vec<_> = bodies.iter().step_by(4).cloned().collect();
+    bodies.extend(retries);
+    let survivor = with(treez("group", "100", T1), "/data/status", json!("MERGED"));
+    bodies.push((
+        "treez",
+        with(survivor, "/data/merged_customer_ids", json!(["0", "200"])),
+    ));
+    let absorbed = with(treez("group", "200", T1), "/data/status", json!("DEACTIVATED"));
+    bodies.push(("treez", with(absorbed, "/data/merged_into_customer_id", json!("100"))));
+
+    let at_once = std::sync::Arc::new(TestApp::spawn().await);
+    let sending: Vec<_> = bodies
+        .iter()
+        .cloned()
+        .map(|(source, body)| {
+            let app = at_once.clone();
+            tokio::spawn(async move { app.deliver_json(source, &body).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for answer in sending {
+        answers.push(answer.await.expect("a delivery"));
+    }
+    let one_at_a_time = TestApp::spawn().await;
+    let mut in_order = Vec::new();
+    for (source, body) in &bodies {
+        in_order.push(one_at_a_time.deliver_json(source, body).await);
+    }
+
+    let expected = left_by(&one_at_a_time, &in_order).await;
+    assert_eq!(
+        expected.0,
+        [("accepted".to_owned(), 82), ("duplicate".to_owned(), 20)],
+        "each delivery kept once, each retry a duplicate"
+    );
+    assert_eq!(expected.1.len(), 10);
+    assert_eq!(left_by(&at_once, &answers).await, expected);
+    assert_eq!(at_once.customer("treez:group:0").await["mergedInto"], "treez:group:100");
+}
+
+/// A delivery the store refuses (on Postgres, an 8,000-character email
+/// that no index takes) fails alone: the deliveries kept in the same
+/// transaction with it are kept and answered, whether they came at once
+/// as webhooks or in one batch of an import; a batch's retries within it
+/// are its duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_the_store_refuses_does_not_fail_those_kept_with_it() {
+    let postgres = util::TestStore::chosen() == util::TestStore::Postgres;
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    let unindexable: String = (0..125u32)
+        .map(|i| format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(i.to_be_bytes())))
+        .collect();
+    let bad = with(
+        treez("refused", "bad", T1),
+        "/data/email",
+        json!(format!("a@{unindexable}")),
+    );
+    let mut bodies: Vec<Value> = (0..30).map(|i| treez("refused", &i.to_string(), T1)).collect();
+    bodies.insert(15, bad.clone());
+    let sending: Vec<_> = bodies
+        .into_iter()
+        .map(|body| {
+            let app = app.clone();
+            tokio::spawn(async move { app.deliver_json("treez", &body).await })
+        })
+        .collect();
+    for (i, answer) in sending.into_iter().enumerate() {
+        let (code, answer) = answer.await.expect("a delivery");
+        if i == 15 && postgres {
+            assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR, "{answer}");
+        } else {
+            assert_eq!(code, StatusCode::OK, "{answer}");
+            assert_eq!(answer["status"], "accepted", "{answer}");
+        }
+    }
+    assert_eq!(app.directory().await.len(), if postgres { 30 } else { 31 });
+
+    let record = |body: Value| json!({"bodyRaw": body.to_string()});
+    let import = |records: Vec<Value>| {
+        let app = app.clone();
+        async move {
+            send(
+                app.client
+                    .post(app.url("/api/v1/sources/treez/import"))
+                    .bearer_auth(ADMIN)
+                    .json(&json!({ "records": records })),
+            )
+            .await
+        }
+    };
+    let first = treez("batch", "1", T1);
+    let (code, answer) = import(vec![
+        record(first.clone()),
+        record(treez("batch", "2", T1)),
+        record(first),
+    ])
+    .await;
+    assert_eq!(code, StatusCode::OK, "{answer}");
+    let outcomes: Vec<&str> = answer["outcomes"]
+        .as_array()
+        .expect("outcomes")
+        .iter()
+        .map(|o| o["outcome"].as_str().expect("an outcome"))
+        .collect();
+    assert_eq!(outcomes, ["applied", "applied", "duplicate"]);
+    let kept = app.events(None).await;
+    let first_kept = kept
+        .iter()
+        .find(|e| e["customerId"] == "treez:batch:1")
+        .expect("the first record's event");
+    assert_eq!(first_kept["duplicates"], 1, "{first_kept}");
+
+    let bad = set(bad, "/data/customer_id", json!("bad-too"));
+    let records = vec![
+        record(treez("batch", "3", T1)),
+        record(bad),
+        record(treez("batch", "4", T1)),
+    ];
+    let (code, answer) = import(records).await;
+    assert_eq!(
+        code,
+        if postgres {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::OK
+        },
+        "{answer}"
+    );
+    for id in ["treez:batch:3", "treez:batch:4"] {
+        assert_eq!(app.customer(id).await["id"], id);
+    }
+}

@@ -119,30 +119,60 @@ pub(super) async fn set_enabled(
     subscription(conn, id).await
 }
 
-/// Writes each change's envelope to the outbox: all the delivery's
-/// transaction writes for subscribers; the dispatcher fans the rows out
-/// into messages afterwards ([`fan_out`]). Returns whether it wrote any.
+/// Writes each change's envelope to the outbox, in one statement, in
+/// the order given (each customer's changes in version order): all the
+/// delivery's transaction writes for subscribers; the dispatcher fans the
+/// rows out into messages afterwards ([`fan_out`]). Returns whether it
+/// wrote any.
 pub(super) async fn queue(conn: &mut PgConnection, changes: &[Change]) -> Result<bool, StoreError> {
+    if changes.is_empty() {
+        return Ok(false);
+    }
+    let mut rows = OutboxRows::default();
     for change in changes {
         let envelope = Envelope::new(change);
         let body = pack_envelope(&envelope.body);
-        let customer = &change.customer;
-        sqlx::query(
-            "INSERT INTO outbox (id, customer_id, source, action, version, created_at, packed, codec)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&envelope.id)
-        .bind(&customer.id)
-        .bind(&customer.source)
-        .bind(change.action.as_str())
-        .bind(customer.version as i64)
-        .bind(envelope.created_at.to_string())
-        .bind(&body.bytes)
-        .bind(body.codec as i16)
-        .execute(&mut *conn)
-        .await?;
+        rows.ids.push(envelope.id);
+        rows.customers.push(change.customer.id.clone());
+        rows.sources.push(change.customer.source.clone());
+        rows.actions.push(change.action.as_str());
+        rows.versions.push(change.customer.version as i64);
+        rows.created.push(envelope.created_at.to_string());
+        rows.bodies.push(body.bytes);
+        rows.codecs.push(body.codec as i16);
     }
-    Ok(!changes.is_empty())
+    sqlx::query(
+        "INSERT INTO outbox (id, customer_id, source, action, version, created_at, packed, codec)
+         SELECT id, customer_id, source, action, version, created_at, packed, codec
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bytea[],
+                     $8::smallint[]) WITH ORDINALITY
+              AS r(id, customer_id, source, action, version, created_at, packed, codec, n)
+         ORDER BY n",
+    )
+    .bind(rows.ids)
+    .bind(rows.customers)
+    .bind(rows.sources)
+    .bind(rows.actions)
+    .bind(rows.versions)
+    .bind(rows.created)
+    .bind(rows.bodies)
+    .bind(rows.codecs)
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
+/// Outbox rows to insert, a column each.
+#[derive(Default)]
+struct OutboxRows {
+    ids: Vec<String>,
+    customers: Vec<String>,
+    sources: Vec<String>,
+    actions: Vec<&'static str>,
+    versions: Vec<i64>,
+    created: Vec<String>,
+    bodies: Vec<Vec<u8>>,
+    codecs: Vec<i16>,
 }
 
 /// Takes the fan-out's lock until the transaction ends, waiting for it.
