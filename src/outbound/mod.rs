@@ -48,7 +48,6 @@ pub struct Subscription {
     /// Empty: every source.
     pub sources: Vec<String>,
     /// What changes to send: `customer` (also when empty), `person`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub types: Vec<String>,
     pub enabled: bool,
     pub created_at: UtcMillis,
