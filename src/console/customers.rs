@@ -1,7 +1,7 @@
 //! Customers: the directory searched by id, email or phone
 //! (`/console/customers`), and one customer (`/console/customers/{id}`):
-//! its profile, merges, history as a timeline of changes, and the
-//! messages sent about it.
+//! its profile, merges, person, history as a timeline of changes, and
+//! the messages sent about it.
 //!
 //! Reads go through the same operations and store queries as
 //! `/api/v1/customers`; lists page with the store's cursors.
@@ -22,6 +22,7 @@ use crate::http::auth::Scope;
 use crate::http::error::ApiError;
 use crate::http::operations;
 use crate::model::Customer;
+use crate::store::persons::StoredPerson;
 use crate::store::{CustomerQuery, HistoryEntry, HistoryQuery, MessageQuery};
 
 /// Customers a page lists.
@@ -227,6 +228,7 @@ async fn read(app: &AppState, session: &Session, id: &str, cursor: Option<&str>)
             .await?;
         messages.extend(page.items);
     }
+    let person = operations::person_of(app, &customer.id).await?;
     let title = name(&customer);
     let base = format!("/console/customers/{}", encode(&customer.id));
     let content = html! {
@@ -255,6 +257,10 @@ async fn read(app: &AppState, session: &Session, id: &str, cursor: Option<&str>)
                     }
                 }
             }
+        }
+        section {
+            h2 { "Person" }
+            (person_section(&customer.id, person.as_ref()))
         }
         section {
             h2 { "History" }
@@ -299,6 +305,27 @@ async fn read(app: &AppState, session: &Session, id: &str, cursor: Option<&str>)
         }
     };
     Ok((title, content))
+}
+
+/// The person a customer belongs to, and the person's other customers.
+fn person_section(customer: &str, person: Option<&StoredPerson>) -> Markup {
+    html! {
+        @if let Some(person) = person {
+            p { "One person with its other customers: " a.mono href={ "/console/persons/" (encode(&person.id)) } { (person.id) } }
+            @let others: Vec<&String> = person.customer_ids.iter().filter(|id| *id != customer).collect();
+            @if others.is_empty() {
+                p.muted { "No other customer is this person." }
+            } @else {
+                ul {
+                    @for id in others {
+                        li { a.mono href={ "/console/customers/" (encode(id)) } { (id) } }
+                    }
+                }
+            }
+        } @else {
+            p.muted { "Not resolved into a person yet." }
+        }
+    }
 }
 
 #[derive(Deserialize)]

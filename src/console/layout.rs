@@ -17,12 +17,13 @@ use crate::http::error::ApiError;
 use crate::model::UtcMillis;
 
 /// The navigation: each page's path, its name, and the scope it needs.
-const PAGES: [(&str, &str, Scope); 7] = [
+const PAGES: [(&str, &str, Scope); 8] = [
     ("/console", "Overview", Scope::Read),
     ("/console/sources", "Sources", Scope::Read),
     ("/console/deliveries", "Deliveries", Scope::Read),
     ("/console/quarantine", "Quarantine", Scope::Read),
     ("/console/customers", "Customers", Scope::Read),
+    ("/console/persons", "Persons", Scope::Read),
     ("/console/subscriptions", "Subscriptions", Scope::Read),
     ("/console/keys", "Keys", Scope::Admin),
 ];
@@ -192,6 +193,7 @@ impl Done {
             Some("replayed") => format!("{n} {} queued to be sent again.", plural(n, "message", "messages")),
             Some("subscription-enabled") => "The subscription is enabled.".to_owned(),
             Some("subscription-disabled") => "The subscription is disabled: its messages wait.".to_owned(),
+            Some("decided") => "The decision is kept: persons follow it in a moment.".to_owned(),
             Some("key-revoked") => "The key is revoked, and its console sessions ended.".to_owned(),
             _ => return html! {},
         };

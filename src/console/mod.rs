@@ -4,7 +4,8 @@
 //! button does what its API call does and nothing else.
 //!
 //! A module per page (`overview`, `sources`, `deliveries` with the
-//! quarantine, `customers`, `subscriptions`, `keys`), each a handler that reads
+//! quarantine, `customers`, `persons` with the review queue, `subscriptions`,
+//! `keys`), each a handler that reads
 //! through the store's roles and renders a maud template compiled into the
 //! binary; `layout` holds what the pages share, `session` signs people in
 //! and guards every page (session, scope, CSRF), and `assets` serves the
@@ -18,6 +19,7 @@ mod deliveries;
 mod keys;
 mod layout;
 mod overview;
+mod persons;
 mod session;
 mod sources;
 mod subscriptions;
@@ -55,6 +57,10 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/console/customers", get(customers::list))
         .route("/console/customers/{id}", get(customers::detail))
         .route("/console/customers/{id}/erase", post(customers::erase))
+        .route("/console/persons", get(persons::reviews))
+        .route("/console/persons/reviews/{id}", post(persons::decide_review))
+        .route("/console/persons/decisions", post(persons::decide_pair))
+        .route("/console/persons/{id}", get(persons::detail))
         .route(
             "/console/subscriptions",
             get(subscriptions::list).post(subscriptions::create),

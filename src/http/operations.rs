@@ -7,6 +7,8 @@
 
 use std::collections::HashSet;
 
+use schemars::JsonSchema;
+use serde::Serialize;
 use serde_json::Value;
 
 use super::AppState;
@@ -18,8 +20,11 @@ use super::keys::{erased_target, random_secret, record};
 use crate::model::{Action, Customer, UtcMillis, json, normalize};
 use crate::outbound::destination::Refused;
 use crate::outbound::{Message, MessageStatus, Subscription, signing};
+use crate::persons::Decision;
+use crate::persons::profile::{GoldenProfile, golden};
 use crate::sources::registry::digest;
 use crate::store::keys::StoredKey;
+use crate::store::persons::{Decided, NewDecision, StoredPerson, ordered};
 use crate::store::{
     Erasure, HistoryEntry, HistoryQuery, IngestOutcome, MessageQuery, Page, Publish, Retry, StoredEvent,
 };
@@ -272,4 +277,142 @@ fn no_customer(id: &str) -> ApiError {
 
 fn no_event(id: &str) -> ApiError {
     ApiError::not_found(format!("no event {id:?}"))
+}
+
+/// A person (SPEC §11) by its id or an id a join absorbed, with the id
+/// asked for when it was absorbed.
+pub async fn person(app: &AppState, id: &str) -> Result<(StoredPerson, Option<String>), ApiError> {
+    app.store
+        .person(id.to_owned())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no person {id:?}")))
+}
+
+/// The person a customer belongs to; `None` until the resolver has seen it.
+pub async fn person_of(app: &AppState, customer_id: &str) -> Result<Option<StoredPerson>, ApiError> {
+    Ok(app.store.person_of(customer_id.to_owned()).await?)
+}
+
+/// A person's golden profile, read from its customers' records now.
+pub async fn golden_profile(app: &AppState, person: &StoredPerson) -> Result<GoldenProfile, ApiError> {
+    let records = app.store.records(person.customer_ids.clone()).await?;
+    let members: Vec<&Customer> = records.iter().collect();
+    Ok(golden(&members))
+}
+
+/// A decision as kept; the resolver applies it in its next step.
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionView {
+    pub customers: [String; 2],
+    /// `null` once withdrawn.
+    pub decision: Option<Decision>,
+    pub decided_at: UtcMillis,
+    /// The review it answered, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review: Option<String>,
+}
+
+/// An operator's decision on a review; a review decided before answers
+/// its first decision.
+pub async fn decide_review(
+    app: &AppState,
+    principal: &Principal,
+    id: &str,
+    decision: Decision,
+) -> Result<DecisionView, ApiError> {
+    let decision = NewDecision {
+        customers: [String::new(), String::new()],
+        decision,
+        at: UtcMillis::now(),
+        review: Some(id.to_owned()),
+    };
+    keep_decision(app, principal, decision).await
+}
+
+/// An operator's decision about two customers without a review: `link`
+/// or `separate` them, or (`None`) withdraw the decision taken about them.
+pub async fn decide_pair(
+    app: &AppState,
+    principal: &Principal,
+    a: String,
+    b: String,
+    decision: Option<Decision>,
+) -> Result<DecisionView, ApiError> {
+    if a == b {
+        return Err(invalid("customers: give two different customer ids"));
+    }
+    let found = app.store.records(vec![a.clone(), b.clone()]).await?;
+    for id in [&a, &b] {
+        if !found.iter().any(|c| &c.id == id) {
+            return Err(no_customer(id));
+        }
+    }
+    let customers = ordered(a, b);
+    let Some(decision) = decision else {
+        return withdraw_decision(app, principal, customers).await;
+    };
+    let decision = NewDecision {
+        customers,
+        decision,
+        at: UtcMillis::now(),
+        review: None,
+    };
+    keep_decision(app, principal, decision).await
+}
+
+async fn withdraw_decision(
+    app: &AppState,
+    principal: &Principal,
+    customers: [String; 2],
+) -> Result<DecisionView, ApiError> {
+    let at = UtcMillis::now();
+    if !app.store.withdraw(customers.clone(), at).await? {
+        return Err(ApiError::not_found("no decision about these customers to withdraw"));
+    }
+    record(app, principal, "person.withdraw", &pair_target(&customers)).await;
+    Ok(DecisionView {
+        customers,
+        decision: None,
+        decided_at: at,
+        review: None,
+    })
+}
+
+/// How the audit log names two customers: never their ids.
+fn pair_target(customers: &[String; 2]) -> String {
+    format!("{}+{}", erased_target(&customers[0]), erased_target(&customers[1]))
+}
+
+async fn keep_decision(app: &AppState, principal: &Principal, decision: NewDecision) -> Result<DecisionView, ApiError> {
+    let review = decision.review.clone();
+    match app.store.decide(decision).await? {
+        Decided::Kept(kept) => {
+            let action = match kept.decision {
+                Decision::Link => "person.link",
+                Decision::Separate => "person.separate",
+            };
+            record(app, principal, action, &pair_target(&kept.customers)).await;
+            Ok(DecisionView {
+                customers: kept.customers,
+                decision: Some(kept.decision),
+                decided_at: kept.decided_at,
+                review,
+            })
+        }
+        Decided::Already(first) => Ok(DecisionView {
+            customers: first.customers,
+            decision: first.decision,
+            decided_at: first.decided_at.unwrap_or(first.created_at),
+            review,
+        }),
+        Decided::Separated => Err(ApiError::conflict(
+            ErrorCode::Separated,
+            "an operator separated these customers: that decision stands",
+        )),
+        Decided::NoReview => Err(ApiError::not_found(format!(
+            "no review {:?}",
+            review.unwrap_or_default()
+        ))),
+    }
 }

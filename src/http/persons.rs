@@ -19,16 +19,16 @@ use axum::{Extension, Json};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::AppState;
 use super::api::{IdPath, PageParams, PageView, admin, parse_time};
 use super::auth::Principal;
-use super::error::{ApiError, ErrorCode};
+use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, invalid};
-use super::operations::phone_filter;
-use super::{AppState, keys};
+use super::operations::{self, DecisionView, phone_filter};
 use crate::model::UtcMillis;
 use crate::persons::Decision;
-use crate::persons::profile::{GoldenProfile, golden};
-use crate::store::persons::{Decided, Link, NewDecision, PersonQuery, Review, ReviewStatus, StoredPerson, ordered};
+use crate::persons::profile::GoldenProfile;
+use crate::store::persons::{Link, PersonQuery, Review, ReviewStatus, StoredPerson};
 
 pub fn router() -> ApiRouter<Arc<AppState>> {
     const NOT_FOUND: [StatusCode; 1] = [StatusCode::NOT_FOUND];
@@ -104,13 +104,12 @@ struct PersonView {
 }
 
 async fn view(app: &AppState, person: StoredPerson, alias_of: Option<String>) -> Result<PersonView, ApiError> {
-    let records = app.store.records(person.customer_ids.clone()).await?;
-    let members: Vec<&crate::model::Customer> = records.iter().collect();
+    let profile = operations::golden_profile(app, &person).await?;
     Ok(PersonView {
         id: person.id,
         alias_of,
         customer_ids: person.customer_ids,
-        profile: golden(&members),
+        profile,
         links: person.links,
         created_at: person.created_at,
         changed_at: person.changed_at,
@@ -121,11 +120,7 @@ async fn get_person(
     State(app): State<Arc<AppState>>,
     Path(IdPath { id }): Path<IdPath>,
 ) -> Result<Json<PersonView>, ApiError> {
-    let (person, alias_of) = app
-        .store
-        .person(id.clone())
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no person {id:?}")))?;
+    let (person, alias_of) = operations::person(&app, &id).await?;
     Ok(Json(view(&app, person, alias_of).await?))
 }
 
@@ -133,9 +128,7 @@ async fn customer_person(
     State(app): State<Arc<AppState>>,
     Path(IdPath { id }): Path<IdPath>,
 ) -> Result<Json<PersonView>, ApiError> {
-    let person = app
-        .store
-        .person_of(id.clone())
+    let person = operations::person_of(&app, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no person for customer {id:?} (yet)")))?;
     Ok(Json(view(&app, person, None).await?))
@@ -236,32 +229,15 @@ enum Ruling {
     Withdraw,
 }
 
-/// A decision as kept; the resolver applies it in its next step.
-#[derive(Serialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-struct DecisionView {
-    customers: [String; 2],
-    /// `null` once withdrawn.
-    decision: Option<Decision>,
-    decided_at: UtcMillis,
-    /// The review it answered, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    review: Option<String>,
-}
-
 async fn decide_review(
     State(app): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
     Path(IdPath { id }): Path<IdPath>,
     ApiJson(body): ApiJson<ReviewDecision>,
 ) -> Result<Json<DecisionView>, ApiError> {
-    let decision = NewDecision {
-        customers: [String::new(), String::new()],
-        decision: body.decision,
-        at: UtcMillis::now(),
-        review: Some(id.clone()),
-    };
-    keep(&app, &principal, decision).await.map(Json)
+    operations::decide_review(&app, &principal, &id, body.decision)
+        .await
+        .map(Json)
 }
 
 async fn decide(
@@ -273,82 +249,12 @@ async fn decide(
         .customers
         .try_into()
         .map_err(|_| invalid("customers: give two customer ids"))?;
-    if a == b {
-        return Err(invalid("customers: give two different customer ids"));
-    }
-    let found = app.store.records(vec![a.clone(), b.clone()]).await?;
-    for id in [&a, &b] {
-        if !found.iter().any(|c| &c.id == id) {
-            return Err(ApiError::not_found(format!("no customer {id:?}")));
-        }
-    }
-    let customers = ordered(a, b);
     let decision = match body.decision {
-        Ruling::Link => Decision::Link,
-        Ruling::Separate => Decision::Separate,
-        Ruling::Withdraw => return withdraw(&app, &principal, customers).await.map(Json),
+        Ruling::Link => Some(Decision::Link),
+        Ruling::Separate => Some(Decision::Separate),
+        Ruling::Withdraw => None,
     };
-    let decision = NewDecision {
-        customers,
-        decision,
-        at: UtcMillis::now(),
-        review: None,
-    };
-    keep(&app, &principal, decision).await.map(Json)
-}
-
-async fn withdraw(app: &AppState, principal: &Principal, customers: [String; 2]) -> Result<DecisionView, ApiError> {
-    let at = UtcMillis::now();
-    if !app.store.withdraw(customers.clone(), at).await? {
-        return Err(ApiError::not_found("no decision about these customers to withdraw"));
-    }
-    keys::record(app, principal, "person.withdraw", &pair_target(&customers)).await;
-    Ok(DecisionView {
-        customers,
-        decision: None,
-        decided_at: at,
-        review: None,
-    })
-}
-
-/// How the audit log names two customers: never their ids.
-fn pair_target(customers: &[String; 2]) -> String {
-    format!(
-        "{}+{}",
-        keys::erased_target(&customers[0]),
-        keys::erased_target(&customers[1])
-    )
-}
-
-async fn keep(app: &AppState, principal: &Principal, decision: NewDecision) -> Result<DecisionView, ApiError> {
-    let review = decision.review.clone();
-    match app.store.decide(decision).await? {
-        Decided::Kept(kept) => {
-            let action = match kept.decision {
-                Decision::Link => "person.link",
-                Decision::Separate => "person.separate",
-            };
-            keys::record(app, principal, action, &pair_target(&kept.customers)).await;
-            Ok(DecisionView {
-                customers: kept.customers,
-                decision: Some(kept.decision),
-                decided_at: kept.decided_at,
-                review,
-            })
-        }
-        Decided::Already(first) => Ok(DecisionView {
-            customers: first.customers,
-            decision: first.decision,
-            decided_at: first.decided_at.unwrap_or(first.created_at),
-            review,
-        }),
-        Decided::Separated => Err(ApiError::conflict(
-            ErrorCode::Separated,
-            "an operator separated these customers: that decision stands",
-        )),
-        Decided::NoReview => Err(ApiError::not_found(format!(
-            "no review {:?}",
-            review.unwrap_or_default()
-        ))),
-    }
+    operations::decide_pair(&app, &principal, a, b, decision)
+        .await
+        .map(Json)
 }

@@ -10,7 +10,7 @@ use fantoccini::Locator;
 
 use crate::util::console::{Browser, Console, set_cookies};
 use crate::util::{
-    ADMIN, Behaviour, TREEZ_EXAMPLE, TestApp, TestReceiver, VAGARO_EXAMPLE, send, set, treez, vagaro, without,
+    ADMIN, Behaviour, SAFETY, TREEZ_EXAMPLE, TestApp, TestReceiver, VAGARO_EXAMPLE, send, set, treez, vagaro, without,
 };
 
 const XSS: &str = "<script>alert(1)</script>";
@@ -744,4 +744,132 @@ async fn sources_and_keys_change_through_the_console_and_secrets_show_once() {
     assert_eq!(revoked.location(), "/console/keys?done=key-revoked");
     let (status, _) = send(app.client.get(app.url("/api/v1/customers")).bearer_auth(&key)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// A Clientele envelope for Ada Quillfeather, customer `id`, born `born`.
+fn ada(id: &str, email: &str, born: &str) -> Value {
+    json!({"type": "customer", "action": "updated", "payload": {
+        "customerId": id, "updatedAt": "2024-01-01T00:00:00Z",
+        "firstName": "Ada", "lastName": "Quillfeather", "email": email, "birthDate": born,
+        "addresses": [{"kind": "home", "street1": "8 Stanley Street", "postalCode": "2000"}]}})
+}
+
+/// Waits until `done` holds of the API's answer at `path`.
+async fn wait_for(app: &TestApp, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + SAFETY;
+    loop {
+        let (status, answer) = app.get(path).await;
+        if status == StatusCode::OK && done(&answer) {
+            return answer;
+        }
+        assert!(std::time::Instant::now() < deadline, "{path}: {answer}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn members(person: &Value) -> usize {
+    person["customerIds"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persons_show_on_customers_and_an_operator_decides_a_review() {
+    let app = TestApp::spawn().await;
+    for body in [
+        ada("a1", "ada.q@mail.org", "1985-03-14"),
+        ada("a2", "ada.q@mail.org", "1985-03-14"),
+        // Everything agrees but the birth dates: the model asks an operator.
+        ada("r1", "review@mail.org", "1961-11-25"),
+        ada("r2", "review@mail.org", "1985-03-14"),
+    ] {
+        let (status, answer) = app.deliver_json("clientele", &body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    let person = wait_for(&app, "/api/v1/customers/clientele:a1/person", |p| members(p) == 2).await;
+    let person_id = person["id"].as_str().unwrap().to_owned();
+    let reviews = wait_for(&app, "/api/v1/persons/reviews?status=open", |r| {
+        r["data"].as_array().is_some_and(|d| !d.is_empty())
+    })
+    .await;
+    let review = reviews["data"][0]["id"].as_str().unwrap().to_owned();
+
+    let admin = Console::sign_in(&app, ADMIN).await;
+    let customer = admin.get("/console/customers/clientele:a1").await;
+    assert_eq!(customer.status, StatusCode::OK);
+    assert!(
+        customer
+            .body
+            .contains(&format!(r#"href="/console/persons/{person_id}""#)),
+        "{}",
+        customer.body
+    );
+    assert!(customer.body.contains(r#"href="/console/customers/clientele%3Aa2""#));
+
+    let page = admin.get(&format!("/console/persons/{person_id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Quillfeather"), "{}", page.body);
+    assert!(page.body.contains("clientele:a2"));
+    assert!(page.body.contains("decided by"));
+    assert!(
+        page.body.contains("<td>email</td>"),
+        "the link's evidence: {}",
+        page.body
+    );
+    let unknown = admin.get("/console/persons/per_unknown").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(unknown.body.contains("no person"), "{}", unknown.body);
+
+    let queue = admin.get("/console/persons").await;
+    assert!(queue.body.contains(r#"href="/console/persons""#), "in the navigation");
+    assert!(queue.body.contains(&review) && queue.body.contains("clientele:r1"));
+    assert!(queue.body.contains("Link: one person"));
+    assert!(queue.body.contains(r#"action="/console/persons/decisions""#));
+
+    // A read key sees the queue, no decision, and its forced POSTs are refused.
+    let (_, read) = create_key(&app, &["read"]).await;
+    let reader = Console::sign_in(&app, &read).await;
+    let queue = reader.get("/console/persons").await;
+    assert_eq!(queue.status, StatusCode::OK);
+    assert!(queue.body.contains(&review));
+    assert!(!queue.body.contains("Link: one person") && !queue.body.contains("/console/persons/decisions"));
+    let forced = [
+        (format!("/console/persons/reviews/{review}"), vec![("decision", "link")]),
+        (
+            "/console/persons/decisions".to_owned(),
+            vec![("a", "clientele:a1"), ("b", "clientele:r1"), ("decision", "link")],
+        ),
+    ];
+    for (path, fields) in forced {
+        let page = reader.post(&path, &fields).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}: {}", page.body);
+        assert!(page.body.contains("lacks the write scope"), "{}", page.body);
+    }
+    let (_, open) = app.get("/api/v1/persons/reviews?status=open").await;
+    assert_eq!(open["data"][0]["id"], review.as_str(), "nothing decided");
+    // Without the CSRF token, nothing either.
+    let forged = admin
+        .post_raw(&format!("/console/persons/reviews/{review}"), &[("decision", "link")])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+
+    let unknown = admin
+        .post(
+            "/console/persons/decisions",
+            &[("a", "clientele:a1"), ("b", "clientele:nobody"), ("decision", "link")],
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(unknown.body.contains("no customer"), "{}", unknown.body);
+
+    let decided = admin
+        .post(&format!("/console/persons/reviews/{review}"), &[("decision", "link")])
+        .await;
+    assert_eq!(decided.status, StatusCode::SEE_OTHER, "{}", decided.body);
+    assert_eq!(decided.location(), "/console/persons?done=decided");
+    let joined = wait_for(&app, "/api/v1/customers/clientele:r1/person", |p| members(p) == 2).await;
+    assert_eq!(joined["links"][0]["decidedBy"], "operator");
+    let queue = admin.get("/console/persons?done=decided").await;
+    assert!(queue.body.contains("The decision is kept"));
+    assert!(!queue.body.contains(&review), "decided: out of the queue");
+    let (_, audit) = app.get("/api/v1/audit").await;
+    assert_eq!(audit["data"][0]["action"], "person.link", "{audit}");
 }
