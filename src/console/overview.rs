@@ -4,7 +4,8 @@
 //!
 //! Everything on it is read from counters kept as deliveries happen (the
 //! sources' hourly stats) and from the outbox's backlog, never by
-//! counting a large table.
+//! counting a large table: dead messages are counted up to
+//! [`Backlog::DEAD_COUNTED`], and shown as "1,000+" past that.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::sources::{self, SourceView};
 use crate::model::UtcMillis;
+use crate::outbound::Backlog;
 use crate::store::sources::{HourlyCount, hour_of};
 
 /// A source without a delivery for this long has gone quiet.
@@ -70,6 +72,7 @@ async fn read(app: &AppState) -> Result<Markup, ApiError> {
             (card("Quarantined, 24 h", quarantined, "/console/quarantine", if quarantined > 0 { "warn" } else { "" }))
             (card("Rejected, 24 h", rejected, "/console/sources", if rejected > 0 { "warn" } else { "" }))
             (card("Waiting to be sent", pending + backlog.unfanned, "/console/subscriptions", if pending > 0 { "warn" } else { "" }))
+            (card("Dead messages", dead(backlog.dead), "/console/subscriptions", if backlog.dead > 0 { "warn" } else { "" }))
         }
         p.muted { "Store: " (megabytes(size)) }
         section {
@@ -145,7 +148,16 @@ fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1_000_000.0)
 }
 
-fn card(label: &str, value: u64, href: &str, tone: &str) -> Markup {
+/// A count of dead messages as shown: "1,000+" past the most counted.
+fn dead(count: u64) -> String {
+    if count >= Backlog::DEAD_COUNTED {
+        "1,000+".to_owned()
+    } else {
+        count.to_string()
+    }
+}
+
+fn card(label: &str, value: impl maud::Render, href: &str, tone: &str) -> Markup {
     html! {
         a.card.(tone) href=(href) {
             span.value { (value) }
@@ -245,4 +257,16 @@ struct Bar {
     class: &'static str,
     n: u64,
     hour: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_messages_past_a_thousand_show_as_1000_plus() {
+        assert_eq!(dead(0), "0");
+        assert_eq!(dead(1000), "1000");
+        assert_eq!(dead(Backlog::DEAD_COUNTED), "1,000+");
+    }
 }

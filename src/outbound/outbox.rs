@@ -154,4 +154,12 @@ pub struct Backlog {
     pub pending: Vec<(String, u64)>,
     /// Outbox rows (changes) not fanned out into messages yet.
     pub unfanned: u64,
+    /// Dead messages, counted up to [`Self::DEAD_COUNTED`]: a count of
+    /// that many means more than one fewer.
+    pub dead: u64,
+}
+
+impl Backlog {
+    /// The most dead messages counted: one more than a count shows.
+    pub const DEAD_COUNTED: u64 = 1001;
 }

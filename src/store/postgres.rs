@@ -73,6 +73,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0012_outbox_codec.sql"),
     include_str!("migrations/postgres/0013_profile_codec.sql"),
     include_str!("migrations/postgres/0014_persons.sql"),
+    include_str!("migrations/postgres/0015_dead_messages.sql"),
 ];
 
 /// Connections per instance.

@@ -249,6 +249,12 @@ pub(super) const BACKLOG: &str = "SELECT s.id, COUNT(m.seq) FROM subscriptions s
      LEFT JOIN messages m ON m.subscription_id = s.id AND m.status = 'pending'
      GROUP BY s.id ORDER BY s.id";
 
+/// Dead messages, counted up to [`Backlog::DEAD_COUNTED`] from their
+/// partial index (`messages_dead`), however many there are.
+///
+/// [`Backlog::DEAD_COUNTED`]: crate::outbound::Backlog::DEAD_COUNTED
+pub(super) const DEAD: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE status = 'dead' LIMIT 1001) AS dead";
+
 /// Outbox rows one fan-out takes at most, as new rows and as rows a
 /// subscription enabled again catches up on.
 pub(super) const FAN_OUT_BATCH: usize = 200;

@@ -78,6 +78,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0014_outbox_codec.sql"),
     include_str!("migrations/sqlite/0015_profile_codec.sql"),
     include_str!("migrations/sqlite/0016_persons.sql"),
+    include_str!("migrations/sqlite/0017_dead_messages.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back

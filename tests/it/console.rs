@@ -289,6 +289,27 @@ async fn quarantined(app: &TestApp, id: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_shows_dead_messages_beside_the_backlog() {
+    let app = TestApp::builder().delivery_schedule(&["10ms"]).spawn().await;
+    let receiver = TestReceiver::start(Behaviour::FailFirst {
+        times: usize::MAX,
+        status: 500,
+    })
+    .await;
+    let (sub, _) = app.subscribe_url(&receiver.url()).await;
+    let console = Console::sign_in(&app, ADMIN).await;
+    let card = |n: &str| format!(r#"<span class="value">{n}</span><span class="label">Dead messages</span>"#);
+    let overview = console.get("/console").await;
+    assert!(overview.body.contains(&card("0")), "{}", overview.body);
+
+    customer_named(&app, "D1", "Dee").await;
+    app.wait_all(&sub, 1, "dead").await;
+    let overview = console.get("/console").await;
+    assert_eq!(overview.status, StatusCode::OK);
+    assert!(overview.body.contains(&card("1")), "{}", overview.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_key_sees_no_action_and_its_forced_posts_are_refused() {
     let app = TestApp::spawn().await;
     let id = customer_named(&app, "C1", "Ann").await;

@@ -21,7 +21,7 @@ use crate::model::UtcMillis;
 use crate::outbound::{Attempt, Backlog, Claim, Due, Message, MessageStatus, Next, Subscription};
 use crate::store::replay::{ChangeRow, requeued};
 use crate::store::rows::{
-    BACKLOG, DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published,
+    BACKLOG, DEAD, DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published,
     RawAttempt, RawMessage, RawPublished, RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription,
     following, pack_envelope, page, unpack_envelope,
 };
@@ -724,10 +724,12 @@ pub(super) async fn backlog(conn: &mut PgConnection) -> Result<Backlog, StoreErr
     let rows: Vec<(String, i64)> = sqlx::query_as(BACKLOG).fetch_all(&mut *conn).await?;
     // The partial index on unpublished rows keeps this to them.
     let unfanned: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published IS NULL")
-        .fetch_one(conn)
+        .fetch_one(&mut *conn)
         .await?;
+    let dead: i64 = sqlx::query_scalar(DEAD).fetch_one(conn).await?;
     Ok(Backlog {
         pending: rows.into_iter().map(|(id, n)| (id, n as u64)).collect(),
         unfanned: unfanned as u64,
+        dead: dead as u64,
     })
 }

@@ -11,7 +11,7 @@ use crate::outbound::{Attempt, Backlog, Claim, Due, Message, MessageStatus, Next
 use crate::store::StoreError;
 use crate::store::replay::requeued;
 use crate::store::rows::{
-    BACKLOG, DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published,
+    BACKLOG, DEAD, DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published,
     RawMessage, RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription, following, pack_envelope,
     page, unpack_envelope,
 };
@@ -504,8 +504,10 @@ pub(super) fn backlog(conn: &Connection) -> Result<Backlog, StoreError> {
     let unfanned: i64 = conn
         .prepare_cached("SELECT COUNT(*) FROM outbox WHERE seq > (SELECT position FROM fanout)")?
         .query_row([], |r| r.get(0))?;
+    let dead: i64 = conn.prepare_cached(DEAD)?.query_row([], |r| r.get(0))?;
     Ok(Backlog {
         pending,
         unfanned: unfanned as u64,
+        dead: dead as u64,
     })
 }
