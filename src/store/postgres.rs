@@ -854,11 +854,9 @@ async fn suppress(work: &mut Work<'_>, id: &str, now: UtcMillis) -> Result<(), S
 }
 
 /// The records with these ids that exist, every merge link naming one, and
-/// which of them were erased: one statement, rows of three kinds.
-/// The records with these ids that exist, every merge link naming one, and
-/// which of them were erased. With changes to publish, the floors a
-/// rebuild left too: a rebuild itself replays without them
-/// ([`Store::reset_directory`]).
+/// which of them were erased: one statement, rows of three kinds. With
+/// changes to publish, the floors a rebuild left too: a rebuild itself
+/// replays without them ([`Store::begin_rebuild`]).
 async fn load(conn: &mut PgConnection, ids: &[String], publish: Publish) -> Result<Loaded, StoreError> {
     let floors = match publish {
         Publish::Yes => {

@@ -1229,7 +1229,7 @@ fn suppress(tx: &Connection, id: &str, now: UtcMillis) -> Result<(), StoreError>
 /// The records with these ids that exist, every merge link naming one, and
 /// which of them were erased; and where the records' chains end. With
 /// changes to publish, the floors a rebuild left too: a rebuild itself
-/// replays without them ([`Store::reset_directory`]).
+/// replays without them ([`Store::begin_rebuild`]).
 fn load(tx: &Connection, ids: &[String], publish: Publish) -> Result<(Loaded, Heads), StoreError> {
     let mut loaded = Loaded::default();
     let mut heads = Heads::default();
