@@ -33,7 +33,7 @@ const MESSAGES: usize = 20;
 
 #[derive(Deserialize)]
 pub struct Search {
-    /// An id, an email address or a phone number.
+    /// An id, an email address, a phone number or a name.
     #[serde(default)]
     q: String,
     cursor: Option<String>,
@@ -46,7 +46,9 @@ enum Wanted<'a> {
     Everyone,
     Email(String),
     Phone(&'a str),
+    /// `source:external id`: one word with a colon.
     Id(&'a str),
+    Name(&'a str),
 }
 
 fn wanted(q: &str) -> Wanted<'_> {
@@ -58,8 +60,10 @@ fn wanted(q: &str) -> Wanted<'_> {
         Wanted::Email(q.to_lowercase())
     } else if digits >= 5 && q.chars().all(|c| c.is_ascii_digit() || " +-().".contains(c)) {
         Wanted::Phone(q)
-    } else {
+    } else if q.contains(':') && !q.contains(char::is_whitespace) {
         Wanted::Id(q)
+    } else {
+        Wanted::Name(q)
     }
 }
 
@@ -100,11 +104,12 @@ async fn search_page(app: &AppState, search: &Search) -> Result<Found, ApiError>
         Wanted::Everyone => {}
         Wanted::Email(email) => query.email = Some(email),
         Wanted::Phone(raw) => query.phone = Some(operations::phone_filter(app, None, raw)?),
+        Wanted::Name(name) => query.name = Some(name.to_owned()),
         Wanted::Id(id) => {
             return match app.store.customer(id.to_owned()).await? {
                 Some(customer) => Ok(Found::One(customer.id)),
                 None => Err(ApiError::not_found(format!(
-                    "No customer has the id {id:?}. Search by an id (source:external id), an email address or a phone number."
+                    "No customer has the id {id:?}. Search by an id (source:external id), an email address, a phone number or a name."
                 ))),
             };
         }
@@ -119,7 +124,7 @@ fn search_form(q: &str) -> Markup {
         form.search method="get" action="/console/customers" role="search" {
             label for="q" { "Find a customer" }
             div.row {
-                input #q type="search" name="q" value=(q) placeholder="id, email or phone";
+                input #q type="search" name="q" value=(q) placeholder="id, email, phone or name";
                 button type="submit" { "Search" }
             }
         }
@@ -496,13 +501,15 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn a_search_reads_as_an_email_a_phone_or_an_id() {
+    fn a_search_reads_as_an_email_a_phone_an_id_or_a_name() {
         assert_eq!(wanted("  "), Wanted::Everyone);
         assert_eq!(wanted("Ann@Example.COM"), Wanted::Email("ann@example.com".into()));
         assert_eq!(wanted("(914) 555-1212"), Wanted::Phone("(914) 555-1212"));
         assert_eq!(wanted("+1 914 555 1212"), Wanted::Phone("+1 914 555 1212"));
         assert_eq!(wanted("vagaro:4CB231"), Wanted::Id("vagaro:4CB231"));
-        assert_eq!(wanted("12"), Wanted::Id("12"));
+        assert_eq!(wanted("12"), Wanted::Name("12"));
+        assert_eq!(wanted("Ada Lovelace"), Wanted::Name("Ada Lovelace"));
+        assert_eq!(wanted("Lovelace, Ada: VIP"), Wanted::Name("Lovelace, Ada: VIP"));
     }
 
     #[test]

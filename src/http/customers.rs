@@ -92,6 +92,10 @@ pub struct ListParams {
     /// of `source` when given, else of the first configured source.
     phone: Option<String>,
     business_id: Option<String>,
+    /// Records whose first, middle and last names hold every word of this
+    /// (`ada lovelace`, `Lovelace`): any case and order, accents and
+    /// punctuation ignored.
+    name: Option<String>,
     /// Records whose `changedAt` is at or after this time.
     #[schemars(with = "Option<UtcMillis>")]
     changed_since: Option<String>,
@@ -121,6 +125,7 @@ async fn list_customers(
         email: params.email,
         phone,
         business_id: params.business_id,
+        name: params.name,
         changed_since,
     };
     Ok(Json(app.store.customers(query).await?.into()))

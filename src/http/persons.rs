@@ -142,7 +142,8 @@ struct ListParams {
     /// In any format, matched on E.164 (read with the first configured
     /// source's `default_country`).
     phone: Option<String>,
-    /// A customer's first or last name, any case.
+    /// Persons whose customers' names hold every word of this, any case
+    /// and order, accents and punctuation ignored.
     name: Option<String>,
     /// Persons whose `changedAt` is at or after this time.
     #[schemars(with = "Option<UtcMillis>")]

@@ -251,6 +251,9 @@ pub struct CustomerQuery {
     /// E.164.
     pub phone: Option<String>,
     pub business_id: Option<String>,
+    /// Customers whose names hold every word of this (see
+    /// [`rows::name_words`]); none when it has no word.
+    pub name: Option<String>,
     pub changed_since: Option<UtcMillis>,
     pub include_merged: bool,
     pub limit: usize,

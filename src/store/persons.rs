@@ -18,8 +18,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::rows::name_filter;
 use super::{BoxFuture, Page, StoreError};
-use crate::model::{Action, Customer, Profile, UtcMillis, json};
+use crate::model::{Action, Customer, UtcMillis};
 use crate::persons::{Decider, Decision, Edge};
 
 /// One link of a person: two customers, the score and its evidence, and
@@ -404,6 +405,12 @@ pub(super) enum Arg {
     Text(String),
 }
 
+impl From<String> for Arg {
+    fn from(text: String) -> Self {
+        Arg::Text(text)
+    }
+}
+
 /// The statements both backends run alike, with Postgres's `$n`
 /// parameters (the embedded store reads them as SQLite's `?n`).
 pub(super) mod sql {
@@ -456,14 +463,8 @@ pub(super) mod sql {
     pub const ADVANCE: &str = "UPDATE person_resolver SET position = $1, person_seq = $2, lease_until = $3";
 }
 
-/// The statement listing persons for `q`, with its arguments. `named`:
-/// the customers with `q.name` (see [`has_name`]), as a JSON array, which
-/// `ids_in` is the dialect's subquery listing from a parameter.
-pub(super) fn persons_sql(
-    q: &PersonQuery,
-    named: Option<String>,
-    ids_in: impl Fn(&str) -> String,
-) -> (String, Vec<Arg>) {
+/// The statement listing persons for `q`, with its arguments.
+pub(super) fn persons_sql(q: &PersonQuery) -> (String, Vec<Arg>) {
     let mut sql = format!("SELECT {} FROM persons WHERE seq > $1", sql::PERSON_COLUMNS);
     let mut args = vec![Arg::Int(q.after.unwrap_or(0))];
     let member = |sql: &mut String, args: &mut Vec<Arg>, inner: String, value: String| {
@@ -489,8 +490,13 @@ pub(super) fn persons_sql(
             phone.clone(),
         );
     }
-    if let Some(named) = named {
-        member(&mut sql, &mut args, ids_in("$$"), named);
+    if let Some(name) = &q.name {
+        sql.push_str(&name_filter(
+            name,
+            &mut args,
+            |n| format!("${n}"),
+            |customers| format!("id IN (SELECT person_id FROM person_members WHERE customer_id IN ({customers}))"),
+        ));
     }
     if let Some(since) = q.changed_since {
         args.push(Arg::Text(since.to_string()));
@@ -500,25 +506,6 @@ pub(super) fn persons_sql(
     sql.push_str(&format!(" ORDER BY seq LIMIT ${}", args.len()));
     (sql, args)
 }
-
-/// The name filter's value as [`has_name`] compares it.
-pub(super) fn name_key(name: &str) -> String {
-    name.trim().to_lowercase()
-}
-
-/// Whether a record's profile, as kept (its bytes and codec), has `key`
-/// ([`name_key`]) for a first or last name. Profiles are kept compressed,
-/// out of SQL's reach, so the name filter reads them here.
-pub(super) fn has_name(key: &str, kept: Vec<u8>, codec: i64) -> Result<bool, StoreError> {
-    let profile: Profile = json::decode(&super::compress::unpack(codec, kept)?)?;
-    Ok([profile.first_name, profile.last_name]
-        .into_iter()
-        .flatten()
-        .any(|n| n.to_lowercase() == key))
-}
-
-/// Customers read at a time by the name filter.
-pub(super) const NAME_PAGE: i64 = 1000;
 
 pub(super) type RawPerson = (String, String, String, String, i64);
 

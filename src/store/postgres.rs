@@ -32,8 +32,9 @@ use tokio::sync::Notify;
 use self::writes::Writes;
 use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
-    EVENT_COLUMNS, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, customer_page, history_page,
-    mention_erasures, mention_keys, page, record_columns, redact_envelopes, redaction, touched_ids,
+    EVENT_COLUMNS, NAMES_BACKFILL_STEP, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, backfilled_names,
+    customer_page, history_page, mention_erasures, mention_keys, name_words, page, record_columns, redact_envelopes,
+    redaction, touched_ids,
 };
 use super::{
     CustomerQuery, Delivery, Directory, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery, Import, Inbox,
@@ -74,6 +75,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0013_profile_codec.sql"),
     include_str!("migrations/postgres/0014_persons.sql"),
     include_str!("migrations/postgres/0015_dead_messages.sql"),
+    include_str!("migrations/postgres/0016_customer_names.sql"),
 ];
 
 /// Connections per instance.
@@ -280,7 +282,10 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
         .bind(MIGRATION_LOCK)
         .execute(&mut *conn)
         .await?;
-    let result = apply_migrations(&mut conn).await;
+    let mut result = apply_migrations(&mut conn).await;
+    if result.is_ok() {
+        result = backfill_names(&mut conn).await;
+    }
     sqlx::query("SELECT pg_advisory_unlock($1, $2)")
         .bind(LOCK_SPACE)
         .bind(MIGRATION_LOCK)
@@ -324,6 +329,66 @@ async fn apply_migrations(conn: &mut PgConnection) -> Result<(), StoreError> {
         tracing::info!(version, "migrated the Postgres store");
     }
     Ok(())
+}
+
+/// Writes the `customer_names` rows of the customers kept before the
+/// migration that made the table, a step a transaction, from the position
+/// it keeps in `backfills` (gone when done), while the migration lock
+/// holds the other instances back: a start after an interrupted one goes
+/// on from there.
+async fn backfill_names(conn: &mut PgConnection) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let mut customers = 0;
+    let read = format!("SELECT id, {PROFILE}, profile_codec FROM customers WHERE id > $1 ORDER BY id LIMIT $2");
+    loop {
+        let mut tx = conn.begin().await?;
+        let Some(after): Option<String> =
+            sqlx::query_scalar("SELECT after FROM backfills WHERE name = 'customer_names' FOR UPDATE")
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(());
+        };
+        if customers == 0 {
+            tracing::info!("finding the names of the customers kept before this version (once)");
+        }
+        let step: Vec<(String, Vec<u8>, i16)> = sqlx::query_as(&read)
+            .bind(&after)
+            .bind(NAMES_BACKFILL_STEP)
+            .fetch_all(&mut *tx)
+            .await?;
+        let Some(last) = step.last().map(|(id, ..)| id.clone()) else {
+            sqlx::query("DELETE FROM backfills WHERE name = 'customer_names'")
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(
+                customers,
+                seconds = started.elapsed().as_secs(),
+                "found the names of the customers kept"
+            );
+            return Ok(());
+        };
+        customers += step.len();
+        let (words, ids) = backfilled_names(
+            step.into_iter()
+                .map(|(id, kept, codec)| (id, kept, codec.into()))
+                .collect(),
+        )?;
+        sqlx::query(
+            "INSERT INTO customer_names (word, customer_id) SELECT * FROM unnest($1::text[], $2::text[])
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(words)
+        .bind(ids)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE backfills SET after = $1 WHERE name = 'customer_names'")
+            .bind(last)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
 }
 
 impl Import for PgStore {
@@ -765,6 +830,7 @@ async fn erase(work: &mut Work<'_>, id: &String) -> Result<Erasure, StoreError> 
         "DELETE FROM merge_links WHERE survivor = $1 OR absorbed = $1",
         "DELETE FROM customer_phones WHERE customer_id = $1",
         "DELETE FROM customer_businesses WHERE customer_id = $1",
+        "DELETE FROM customer_names WHERE customer_id = $1",
         "DELETE FROM customers WHERE id = $1",
     ] {
         sqlx::query(sql).bind(id).execute(work.conn()).await?;
@@ -949,6 +1015,17 @@ async fn list_customers(conn: &mut PgConnection, q: CustomerQuery) -> Result<Pag
     for (clause, value, close) in filters {
         if let Some(value) = value {
             sql.push(" AND ").push(clause).push_bind(value).push(close);
+        }
+    }
+    if let Some(name) = &q.name {
+        let words = name_words([name]);
+        if words.is_empty() {
+            sql.push(" AND FALSE");
+        }
+        for word in words {
+            sql.push(" AND id IN (SELECT customer_id FROM customer_names WHERE word = ")
+                .push_bind(word)
+                .push(")");
         }
     }
     if !q.include_merged {

@@ -16,6 +16,7 @@ use super::{Action, EventRedaction, EventStatus, HistoryEntry, IngestOutcome, Ou
 use crate::directory::{Change, EventMeta, Loaded, Record};
 use crate::model::{Customer, CustomerEvent, OrderKey, Profile, UtcMillis, json};
 use crate::outbound::{Attempt, Message, MessageStatus, Next, Subscription};
+use crate::persons::subject::fold;
 use crate::sources::{Mapped, Mention, Unmappable};
 
 /// The first `limit` items and, if there were more, the position to
@@ -176,13 +177,12 @@ pub(super) fn touched_ids(mapped: &Result<Mapped, Unmappable>) -> Vec<String> {
 /// ids `customers` selects: merge links, lookups, and the records last, as
 /// `customers` may select through them. Their history goes first, each
 /// backend its way (an index on Postgres, the records' chains on SQLite).
-pub(super) fn directory_deletes(schema: &str, customers: &str) -> [String; 4] {
-    [
-        format!("DELETE FROM {schema}merge_links WHERE survivor IN ({customers}) OR absorbed IN ({customers})"),
-        format!("DELETE FROM {schema}customer_phones WHERE customer_id IN ({customers})"),
-        format!("DELETE FROM {schema}customer_businesses WHERE customer_id IN ({customers})"),
-        format!("DELETE FROM {schema}customers WHERE id IN ({customers})"),
-    ]
+pub(super) fn directory_deletes(schema: &str, customers: &str) -> Vec<String> {
+    let links = format!("DELETE FROM {schema}merge_links WHERE survivor IN ({customers}) OR absorbed IN ({customers})");
+    let lookups =
+        Lookup::ALL.map(|l| format!("DELETE FROM {schema}{} WHERE customer_id IN ({customers})", l.table().0));
+    let records = format!("DELETE FROM {schema}customers WHERE id IN ({customers})");
+    std::iter::once(links).chain(lookups).chain([records]).collect()
 }
 
 /// Redacts raw events, followed by a `WHERE`: they stay listed, without
@@ -493,7 +493,7 @@ impl RawRecord {
             id: self.id,
             source: self.source,
             external_id: self.external_id,
-            profile: json::decode(&compress::unpack(self.profile_codec, self.profile)?)?,
+            profile: unpack_profile(self.profile_codec, self.profile)?,
             order_key: self
                 .order_key
                 .as_deref()
@@ -506,6 +506,32 @@ impl RawRecord {
         };
         Ok((record, self.change_seq))
     }
+}
+
+/// A profile as kept (its bytes and codec).
+pub(super) fn unpack_profile(codec: i64, kept: Vec<u8>) -> Result<Profile, StoreError> {
+    Ok(json::decode(&compress::unpack(codec, kept)?)?)
+}
+
+/// Customers a step of the `customer_names` backfill reads (see the
+/// migration that made the table), in id order after the position it
+/// keeps in `backfills`.
+pub(super) const NAMES_BACKFILL_STEP: i64 = 1000;
+
+/// The `customer_names` rows (word, customer id) of a backfill step's
+/// customers, as kept: (id, profile bytes, codec).
+pub(super) fn backfilled_names(
+    customers: Vec<(String, Vec<u8>, i64)>,
+) -> Result<(Vec<String>, Vec<String>), StoreError> {
+    let (mut words, mut ids) = (Vec::new(), Vec::new());
+    for (id, kept, codec) in customers {
+        let profile = unpack_profile(codec, kept)?;
+        for word in Lookup::Names.keys(&profile) {
+            words.push(word);
+            ids.push(id.clone());
+        }
+    }
+    Ok((words, ids))
 }
 
 /// A `customers` row's columns as [`RawRecord`] reads them, `profile`
@@ -653,11 +679,72 @@ impl RawMessage {
     }
 }
 
-/// A table that finds customers by a key: an E.164 phone, a business id.
+/// A table that finds customers by a key: an E.164 phone, a business id,
+/// a word of their name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Lookup {
     Phones,
     Businesses,
+    Names,
+}
+
+impl Lookup {
+    pub(super) const ALL: [Lookup; 3] = [Lookup::Phones, Lookup::Businesses, Lookup::Names];
+
+    /// Its table and the column of its key; the other is `customer_id`.
+    pub(super) fn table(self) -> (&'static str, &'static str) {
+        match self {
+            Lookup::Phones => ("customer_phones", "e164"),
+            Lookup::Businesses => ("customer_businesses", "business_id"),
+            Lookup::Names => ("customer_names", "word"),
+        }
+    }
+
+    fn keys(self, p: &Profile) -> BTreeSet<String> {
+        match self {
+            Lookup::Phones => p.phones.iter().filter_map(|p| p.e164.clone()).collect(),
+            Lookup::Businesses => p.business_ids.iter().cloned().collect(),
+            Lookup::Names => name_words([&p.first_name, &p.middle_name, &p.last_name].into_iter().flatten()),
+        }
+    }
+}
+
+/// The filter (` AND …`) of the rows whose customers' names hold every
+/// word of `name` (see [`name_words`]): `of(customers)` is the condition
+/// that a row has one of the customers a subquery lists. Each word is
+/// pushed to `args` and bound where `param` puts it, given its place in
+/// `args` (from 1). A name without a word matches nothing.
+pub(super) fn name_filter<A: From<String>>(
+    name: &str,
+    args: &mut Vec<A>,
+    param: impl Fn(usize) -> String,
+    of: impl Fn(&str) -> String,
+) -> String {
+    let words = name_words([&name.to_owned()]);
+    if words.is_empty() {
+        return " AND FALSE".into();
+    }
+    let mut sql = String::new();
+    for word in words {
+        args.push(A::from(word));
+        let customers = format!(
+            "SELECT customer_id FROM customer_names WHERE word = {}",
+            param(args.len())
+        );
+        sql.push_str(&format!(" AND {}", of(&customers)));
+    }
+    sql
+}
+
+/// The words a name search compares: each name's words folded (lower
+/// case, accents and punctuation dropped, see [`fold`]). A customer is
+/// found by a query whose every word is one of its own.
+pub(crate) fn name_words<'a>(names: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
+    names
+        .into_iter()
+        .filter_map(|name| fold(name))
+        .flat_map(|folded| folded.split(' ').map(str::to_owned).collect::<Vec<_>>())
+        .collect()
 }
 
 /// The lookup rows a record's write removes (`false`) and adds (`true`),
@@ -665,16 +752,10 @@ pub(super) enum Lookup {
 /// the keys that changed, as most updates change none, and each row
 /// touched is a random page written.
 pub(super) fn lookup_edits(old: Option<&Profile>, new: &Profile) -> Vec<(Lookup, bool, String)> {
-    let keys = |lookup: Lookup, p: &Profile| -> BTreeSet<String> {
-        match lookup {
-            Lookup::Phones => p.phones.iter().filter_map(|p| p.e164.clone()).collect(),
-            Lookup::Businesses => p.business_ids.iter().cloned().collect(),
-        }
-    };
     let mut edits = Vec::new();
-    for lookup in [Lookup::Phones, Lookup::Businesses] {
-        let before = old.map(|p| keys(lookup, p)).unwrap_or_default();
-        let after = keys(lookup, new);
+    for lookup in Lookup::ALL {
+        let before = old.map(|p| lookup.keys(p)).unwrap_or_default();
+        let after = lookup.keys(new);
         edits.extend(before.difference(&after).map(|k| (lookup, false, k.clone())));
         edits.extend(after.difference(&before).map(|k| (lookup, true, k.clone())));
     }
@@ -869,6 +950,42 @@ pub(super) fn audit_page(rows: Vec<RawAudit>, limit: usize) -> Result<Page<Audit
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_is_searched_by_its_folded_words_and_only_changed_words_are_written() {
+        let names = [
+            "Élodie Anne".to_owned(),
+            "Lovelace-Byron".to_owned(),
+            "O'Brien".to_owned(),
+        ];
+        assert_eq!(
+            name_words(&names).into_iter().collect::<Vec<_>>(),
+            ["anne", "brien", "byron", "elodie", "lovelace", "o"]
+        );
+        assert!(name_words(&["--".to_owned()]).is_empty());
+        let person = |first: &str, last: &str| Profile {
+            first_name: Some(first.into()),
+            last_name: Some(last.into()),
+            ..Profile::default()
+        };
+        let names = |old: Option<&Profile>, new: &Profile| -> Vec<(bool, String)> {
+            lookup_edits(old, new)
+                .into_iter()
+                .filter(|(lookup, ..)| *lookup == Lookup::Names)
+                .map(|(_, add, word)| (add, word))
+                .collect()
+        };
+        let ada = person("Ada", "Lovelace");
+        assert_eq!(names(None, &ada), [(true, "ada".into()), (true, "lovelace".into())]);
+        assert_eq!(
+            names(Some(&ada), &person("ADA", "King")),
+            [(false, "lovelace".into()), (true, "king".into())]
+        );
+        assert_eq!(
+            names(Some(&ada), &Profile::default()),
+            [(false, "ada".into()), (false, "lovelace".into())]
+        );
+    }
 
     #[test]
     fn a_message_withdrawn_by_an_erasure_is_never_sent_again() {

@@ -56,9 +56,10 @@ use self::checkpoint::Checkpoints;
 use self::lock::StoreLock;
 use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
-    EVENT_COLUMNS, Lookup, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, customer_page, history_page,
-    is_suppressed_target, lookup_edits, mention_erasures, mention_keys, pack_body, pack_history, pack_profile, page,
-    record_columns, redact_envelopes, redaction, settling, touched_ids,
+    EVENT_COLUMNS, Lookup, NAMES_BACKFILL_STEP, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling,
+    backfilled_names, customer_page, history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys,
+    name_filter, pack_body, pack_history, pack_profile, page, record_columns, redact_envelopes, redaction, settling,
+    touched_ids,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -79,6 +80,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0015_profile_codec.sql"),
     include_str!("migrations/sqlite/0016_persons.sql"),
     include_str!("migrations/sqlite/0017_dead_messages.sql"),
+    include_str!("migrations/sqlite/0018_customer_names.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back
@@ -263,6 +265,54 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.commit()?;
     }
     Ok(())
+}
+
+/// Writes the `customer_names` rows of the customers kept before the
+/// migration that made the table, a step a transaction, from the position
+/// it keeps in `backfills` (gone when done): a start after an interrupted
+/// one goes on from there.
+fn backfill_names(conn: &mut Connection) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let mut customers = 0;
+    loop {
+        let tx = conn.transaction()?;
+        let Some(after) = tx
+            .query_row("SELECT after FROM backfills WHERE name = 'customer_names'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+        else {
+            return Ok(());
+        };
+        if customers == 0 {
+            tracing::info!("finding the names of the customers kept before this version (once)");
+        }
+        let step: Vec<(String, Vec<u8>, i64)> = tx
+            .prepare_cached("SELECT id, profile, profile_codec FROM customers WHERE id > ?1 ORDER BY id LIMIT ?2")?
+            .query_map(params![after, NAMES_BACKFILL_STEP], |r| {
+                Ok((r.get(0)?, kept_bytes(r.get_ref(1)?), r.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let Some(last) = step.last().map(|(id, ..)| id.clone()) else {
+            tx.execute("DELETE FROM backfills WHERE name = 'customer_names'", [])?;
+            tx.commit()?;
+            tracing::info!(
+                customers,
+                seconds = started.elapsed().as_secs(),
+                "found the names of the customers kept"
+            );
+            return Ok(());
+        };
+        customers += step.len();
+        let (words, ids) = backfilled_names(step)?;
+        let mut insert = tx.prepare_cached(&format!("{} (?1, ?2)", lookup_insert(Lookup::Names)))?;
+        for (word, id) in words.iter().zip(&ids) {
+            insert.execute([word, id])?;
+        }
+        drop(insert);
+        tx.execute("UPDATE backfills SET after = ?1 WHERE name = 'customer_names'", [last])?;
+        tx.commit()?;
+    }
 }
 
 impl Import for SqliteStore {
@@ -707,6 +757,7 @@ impl Writer {
              PRAGMA cache_size = -16384;",
         )?;
         migrate(&mut conn)?;
+        backfill_names(&mut conn)?;
         if conn.query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0))? == 0 {
             tracing::warn!(
                 "this store was made without incremental vacuum: compaction's freed pages are reused \
@@ -1493,7 +1544,7 @@ fn edit_lookups(tx: &Connection, id: &str, old: Option<&Profile>, new: &Profile)
         let mut statement = if add {
             tx.prepare_cached(&format!("{} (?1, ?2)", lookup_insert(lookup)))?
         } else {
-            tx.prepare_cached(lookup_delete(lookup))?
+            tx.prepare_cached(&lookup_delete(lookup))?
         };
         statement.execute([key.as_str(), id])?;
     }
@@ -1502,20 +1553,16 @@ fn edit_lookups(tx: &Connection, id: &str, old: Option<&Profile>, new: &Profile)
 
 /// The start of the statement that adds lookup rows, to be followed by
 /// rows of the key and the customer id.
-fn lookup_insert(lookup: Lookup) -> &'static str {
-    match lookup {
-        Lookup::Phones => "INSERT OR IGNORE INTO customer_phones (e164, customer_id) VALUES",
-        Lookup::Businesses => "INSERT OR IGNORE INTO customer_businesses (business_id, customer_id) VALUES",
-    }
+fn lookup_insert(lookup: Lookup) -> String {
+    let (table, key) = lookup.table();
+    format!("INSERT OR IGNORE INTO {table} ({key}, customer_id) VALUES")
 }
 
 /// The statement that removes a lookup row, bound to the key and the
 /// customer id.
-fn lookup_delete(lookup: Lookup) -> &'static str {
-    match lookup {
-        Lookup::Phones => "DELETE FROM customer_phones WHERE e164 = ?1 AND customer_id = ?2",
-        Lookup::Businesses => "DELETE FROM customer_businesses WHERE business_id = ?1 AND customer_id = ?2",
-    }
+fn lookup_delete(lookup: Lookup) -> String {
+    let (table, key) = lookup.table();
+    format!("DELETE FROM {table} WHERE {key} = ?1 AND customer_id = ?2")
 }
 
 fn load_record(conn: &Connection, id: &str) -> Result<Option<Record>, StoreError> {
@@ -1550,6 +1597,14 @@ fn list_customers(conn: &Connection, q: &CustomerQuery) -> Result<Page<Customer>
             sql.push_str(clause);
             args.push(value);
         }
+    }
+    if let Some(name) = &q.name {
+        sql.push_str(&name_filter(
+            name,
+            &mut args,
+            |_| "?".into(),
+            |customers| format!("id IN ({customers})"),
+        ));
     }
     if !q.include_merged {
         sql.push_str(" AND status <> 'merged'");

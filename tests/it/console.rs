@@ -178,7 +178,7 @@ async fn every_page_forbids_other_origins_and_inline_script() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn customers_are_found_by_phone_email_and_id_and_shown_escaped() {
+async fn customers_are_found_by_phone_email_name_and_id_and_shown_escaped() {
     let app = TestApp::spawn().await;
     let id = customer_named(&app, "C1", XSS).await;
     let console = Console::sign_in(&app, ADMIN).await;
@@ -191,6 +191,20 @@ async fn customers_are_found_by_phone_email_and_id_and_shown_escaped() {
         by_phone.body
     );
     assert!(!by_phone.body.contains(XSS));
+
+    // Its name's words: `<script>alert(1)</script>` is named "script", "alert" and "1".
+    let by_name = console.get("/console/customers?q=Alert").await;
+    assert!(
+        by_name.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{}",
+        by_name.body
+    );
+    let by_other_name = console.get("/console/customers?q=alert+lovelace").await;
+    assert!(
+        by_other_name.body.contains("No customer matches"),
+        "{}",
+        by_other_name.body
+    );
 
     let by_email = console.get("/console/customers?q=nobody%40example.com").await;
     assert!(by_email.body.contains("No customer matches"), "{}", by_email.body);

@@ -190,6 +190,91 @@ async fn a_retried_stale_event_is_a_duplicate_not_another_entry() {
     assert_eq!(app.history("treez:rs:1").await.len(), 2);
 }
 
+// Names.
+
+/// Vagaro's customer `id` named `first last` at its `n`th change.
+fn named(n: u32, id: &str, first: &str, last: &str) -> Value {
+    let body = vagaro(&format!("n-{id}-{n}"), id, &format!("2023-08-1{n}T08:50:00Z"));
+    let body = with(body, "/payload/customerFirstName", json!(first));
+    with(body, "/payload/customerLastName", json!(last))
+}
+
+/// The customers whose names hold every word of `name`, by id.
+async fn by_name(app: &TestApp, name: &str) -> Vec<String> {
+    let mut found = app.customer_ids(&[("name", name)]).await;
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn customers_are_found_by_every_word_of_their_current_names() {
+    let app = TestApp::spawn().await;
+    accept(&app, "vagaro", &named(1, "N1", "Ada", "Lovelace")).await;
+    accept(&app, "vagaro", &named(1, "N2", "Élodie", "Lovelace-Byron")).await;
+    accept(&app, "vagaro", &named(1, "N3", "ada", "King")).await;
+    assert_eq!(by_name(&app, "lovelace").await, ["vagaro:N1", "vagaro:N2"]);
+    assert_eq!(by_name(&app, "ADA  Lovelace").await, ["vagaro:N1"]);
+    assert_eq!(by_name(&app, "Lovelace, Ada").await, ["vagaro:N1"]);
+    assert_eq!(by_name(&app, "elodie byron").await, ["vagaro:N2"]);
+    assert_eq!(by_name(&app, "Ada").await, ["vagaro:N1", "vagaro:N3"]);
+    assert_eq!(by_name(&app, "ada lovelace king").await, Vec::<String>::new());
+    assert_eq!(by_name(&app, "love").await, Vec::<String>::new(), "words, not prefixes");
+    assert_eq!(
+        by_name(&app, "--").await,
+        Vec::<String>::new(),
+        "no word matches no one"
+    );
+
+    accept(&app, "vagaro", &named(2, "N1", "Ada", "King")).await;
+    assert_eq!(by_name(&app, "lovelace").await, ["vagaro:N2"]);
+    assert_eq!(by_name(&app, "king ada").await, ["vagaro:N1", "vagaro:N3"]);
+}
+
+/// A store kept before names were looked up (no `customer_names` rows,
+/// the backfill's position at its start) finds them at its next start.
+#[tokio::test]
+async fn the_names_of_customers_kept_before_are_found_after_a_restart() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let app = TestApp::builder().spawn_in(dir.path()).await;
+    for n in 0..3 {
+        accept(
+            &app,
+            "vagaro",
+            &named(1, &format!("B{n}"), "Grace", &format!("Hopper{n}")),
+        )
+        .await;
+    }
+    app.stop().await;
+    util::execute(
+        dir.path(),
+        &[
+            "DELETE FROM customer_names",
+            "INSERT INTO backfills (name, after) VALUES ('customer_names', 'vagaro:B0')",
+        ],
+    )
+    .await;
+    let app = TestApp::builder().spawn_in(dir.path()).await;
+    assert_eq!(
+        by_name(&app, "grace").await,
+        ["vagaro:B1", "vagaro:B2"],
+        "from the position kept"
+    );
+    assert_eq!(by_name(&app, "hopper2").await, ["vagaro:B2"]);
+    app.stop().await;
+    util::execute(
+        dir.path(),
+        &["DELETE FROM customer_names WHERE customer_id = 'vagaro:B2'"],
+    )
+    .await;
+    let app = TestApp::builder().spawn_in(dir.path()).await;
+    assert_eq!(
+        by_name(&app, "grace").await,
+        ["vagaro:B1"],
+        "done once: the position is gone"
+    );
+    app.stop().await;
+}
+
 // Business associations.
 
 #[tokio::test]

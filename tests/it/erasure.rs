@@ -26,9 +26,11 @@ fn jules(id: &str, last_update: &str) -> Value {
     with(body, "/data/addresses/0/street1", json!("77 ZANZIBAR TERRACE"))
 }
 
-const JULES_PII: [&str; 7] = [
+const JULES_PII: [&str; 8] = [
     "Jeroboam",
     "Quillfeather",
+    // A word of the name as the name search keeps it, folded.
+    "quillfeather",
     "jeroboam.quillfeather@example.com",
     "9145550199",
     "DLQX7781234",
@@ -220,9 +222,12 @@ async fn erased_personal_data_is_gone_from_everything_the_store_keeps() {
     let dir = app.dir.clone();
     let temp = app.stop().await;
     assert_erased_from_the_store(&dir, "stopped").await;
+    let everything = util::stored_bytes(&dir).await;
+    // The kept customer's name as its search word (folded): the scan reads
+    // the name search's rows.
+    assert!(everything.windows(14).any(|w| w == b"brightwaterson"));
     // Only in the kept customer's raw body, which the store compresses:
     // the scan reads inside compressed rows.
-    let everything = util::stored_bytes(&dir).await;
     assert!(everything.windows(12).any(|w| w == b"Zebulonquist"));
     drop(temp);
 }

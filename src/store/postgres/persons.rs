@@ -13,9 +13,9 @@ use crate::model::{Customer, UtcMillis};
 use crate::outbound::PERSON_SOURCE;
 use crate::persons::Decision;
 use crate::store::persons::{
-    Arg, Decided, Feed, FeedChange, Found, NAME_PAGE, NewDecision, PersonQuery, Persons, RawPerson, RawReview,
-    Resolution, Resolved, Review, ReviewStatus, StoredDecision, StoredPerson, decision_str, decode_decision,
-    decode_person, decode_review, has_name, name_key, person_message, persons_sql, review_id, sql, withdrawn,
+    Arg, Decided, Feed, FeedChange, Found, NewDecision, PersonQuery, Persons, RawPerson, RawReview, Resolution,
+    Resolved, Review, ReviewStatus, StoredDecision, StoredPerson, decision_str, decode_decision, decode_person,
+    decode_review, person_message, persons_sql, review_id, sql, withdrawn,
 };
 use crate::store::rows::{RawRecord, pack_envelope, page, parse_time, record_columns};
 use crate::store::{BoxFuture, Page, StoreError};
@@ -89,33 +89,6 @@ async fn decide(conn: &mut PgConnection, d: &NewDecision) -> Result<Decided, Sto
         decision: d.decision,
         decided_at: d.at,
     }))
-}
-
-/// The customers named `name` (see [`has_name`]), as a JSON array.
-async fn named(conn: &mut PgConnection, name: &str) -> Result<String, StoreError> {
-    let key = name_key(name);
-    let statement = format!(
-        "SELECT id, {}, profile_codec FROM customers WHERE id > $1 ORDER BY id LIMIT $2",
-        super::PROFILE
-    );
-    let mut ids = Vec::new();
-    let mut after = String::new();
-    loop {
-        let page: Vec<(String, Vec<u8>, i16)> = sqlx::query_as(&statement)
-            .bind(&after)
-            .bind(NAME_PAGE)
-            .fetch_all(&mut *conn)
-            .await?;
-        let Some((last, _, _)) = page.last() else {
-            return Ok(serde_json::to_string(&ids)?);
-        };
-        after = last.clone();
-        for (id, kept, codec) in page {
-            if has_name(&key, kept, codec.into())? {
-                ids.push(id);
-            }
-        }
-    }
 }
 
 async fn commit(conn: &mut PgConnection, holder: &str, step: &Resolution) -> Result<bool, StoreError> {
@@ -261,13 +234,7 @@ impl Persons for PgStore {
     fn persons(&self, query: PersonQuery) -> BoxFuture<'_, Result<Page<StoredPerson>, StoreError>> {
         Box::pin(self.read(move |conn| {
             Box::pin(async move {
-                let named = match query.name.as_deref() {
-                    Some(name) => Some(named(conn, name).await?),
-                    None => None,
-                };
-                let (statement, args) = persons_sql(&query, named, |p| {
-                    format!("SELECT jsonb_array_elements_text({p}::jsonb)")
-                });
+                let (statement, args) = persons_sql(&query);
                 let mut q = sqlx::query_as::<_, RawPerson>(&statement);
                 for a in args {
                     q = match a {

@@ -18,10 +18,11 @@ use crate::store::{Publish, Rebuilt, Remap, StoreError};
 /// The tables a rebuild writes, which temporary ones shadow on its
 /// connection: the directory, and the events whose outcome it settles
 /// again (copied one by one as they are replayed).
-const SHADOWED: [&str; 7] = [
+const SHADOWED: [&str; 8] = [
     "customers",
     "customer_phones",
     "customer_businesses",
+    "customer_names",
     "merge_links",
     "history",
     "events",
@@ -174,6 +175,7 @@ impl Shadow {
             format!(
                 "INSERT INTO {live}customer_businesses SELECT * FROM pg_temp.customer_businesses ON CONFLICT DO NOTHING"
             ),
+            format!("INSERT INTO {live}customer_names SELECT * FROM pg_temp.customer_names ON CONFLICT DO NOTHING"),
             format!("INSERT INTO {live}merge_links SELECT * FROM pg_temp.merge_links ON CONFLICT DO NOTHING"),
             format!(
                 "UPDATE {live}events e SET status = t.status, reason = t.reason, outcome = t.outcome,

@@ -4,6 +4,7 @@
 //! trip each, however many rows.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::LazyLock;
 
 use super::{Work, outbound};
 use crate::directory::{Change, Effects, HistoryEntry, Loaded, MergeLink, Record};
@@ -208,53 +209,58 @@ async fn write_records(work: &mut Work<'_>, records: &[Written]) -> Result<(), S
     Ok(())
 }
 
-/// The phone and business lookups of the changed records, from the keys
-/// of the profiles found to those of the profiles written: one statement.
+/// The lookups of the changed records (phones, business ids, name words),
+/// from the keys of the profiles found to those of the profiles written:
+/// one statement, the same text whatever changed.
 async fn write_lookups(work: &mut Work<'_>, records: &[Written]) -> Result<(), StoreError> {
-    // (key, customer id) pairs: phones removed, businesses removed,
-    // phones added, businesses added.
-    let mut edits: [(Vec<String>, Vec<String>); 4] = Default::default();
+    // For each lookup and way (removed, added): keys and their customer ids.
+    let mut edits: BTreeMap<(Lookup, bool), (Vec<String>, Vec<String>)> = BTreeMap::new();
     for written in records.iter().filter(|w| w.changed) {
         for (lookup, add, key) in lookup_edits(written.found.as_ref(), &written.record.profile) {
-            let at = match (lookup, add) {
-                (Lookup::Phones, false) => 0,
-                (Lookup::Businesses, false) => 1,
-                (Lookup::Phones, true) => 2,
-                (Lookup::Businesses, true) => 3,
-            };
-            edits[at].0.push(key);
-            edits[at].1.push(written.record.id.clone());
+            let (keys, ids) = edits.entry((lookup, add)).or_default();
+            keys.push(key);
+            ids.push(written.record.id.clone());
         }
     }
-    if edits.iter().all(|(keys, _)| keys.is_empty()) {
+    if edits.is_empty() {
         return Ok(());
     }
-    let [phones_gone, businesses_gone, phones_new, businesses_new] = edits;
-    sqlx::query(
-        "WITH phones_gone AS (
-             DELETE FROM customer_phones p USING unnest($1::text[], $2::text[]) AS g(e164, customer_id)
-             WHERE p.e164 = g.e164 AND p.customer_id = g.customer_id),
-         businesses_gone AS (
-             DELETE FROM customer_businesses b USING unnest($3::text[], $4::text[]) AS g(business_id, customer_id)
-             WHERE b.business_id = g.business_id AND b.customer_id = g.customer_id),
-         phones_new AS (
-             INSERT INTO customer_phones (e164, customer_id) SELECT * FROM unnest($5::text[], $6::text[])
-             ON CONFLICT DO NOTHING)
-         INSERT INTO customer_businesses (business_id, customer_id) SELECT * FROM unnest($7::text[], $8::text[])
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(phones_gone.0)
-    .bind(phones_gone.1)
-    .bind(businesses_gone.0)
-    .bind(businesses_gone.1)
-    .bind(phones_new.0)
-    .bind(phones_new.1)
-    .bind(businesses_new.0)
-    .bind(businesses_new.1)
-    .execute(work.conn())
-    .await?;
+    let mut query = sqlx::query(&LOOKUPS);
+    for lookup in Lookup::ALL {
+        for add in [false, true] {
+            let (keys, ids) = edits.remove(&(lookup, add)).unwrap_or_default();
+            query = query.bind(keys).bind(ids);
+        }
+    }
+    query.execute(work.conn()).await?;
     Ok(())
 }
+
+/// [`write_lookups`]' statement: for each lookup of [`Lookup::ALL`], the
+/// rows to delete, then to add, each as two arrays (keys, customer ids).
+static LOOKUPS: LazyLock<String> = LazyLock::new(|| {
+    let mut parts = Vec::new();
+    for lookup in Lookup::ALL {
+        let (table, key) = lookup.table();
+        let (k, c) = (parts.len() * 2 + 1, parts.len() * 2 + 2);
+        parts.push(format!(
+            "DELETE FROM {table} t USING unnest(${k}::text[], ${c}::text[]) AS g(key, customer_id)
+             WHERE t.{key} = g.key AND t.customer_id = g.customer_id"
+        ));
+        let (k, c) = (k + 2, c + 2);
+        parts.push(format!(
+            "INSERT INTO {table} ({key}, customer_id) SELECT * FROM unnest(${k}::text[], ${c}::text[])
+             ON CONFLICT DO NOTHING"
+        ));
+    }
+    let last = parts.pop().unwrap_or_default();
+    let ctes: Vec<String> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("e{i} AS ({p})"))
+        .collect();
+    format!("WITH {} {last}", ctes.join(", "))
+});
 
 async fn write_links(work: &mut Work<'_>, links: BTreeMap<(String, String), OrderKey>) -> Result<(), StoreError> {
     if links.is_empty() {

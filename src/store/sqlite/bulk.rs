@@ -513,11 +513,11 @@ impl Batch {
         insert_rows(tx, insert_records!(), &inserted, RecordColumns::values)?;
         for ((lookup, add), rows) in &lookups {
             if *add {
-                insert_rows(tx, lookup_insert(*lookup), rows, |(key, id)| {
+                insert_rows(tx, &lookup_insert(*lookup), rows, |(key, id)| {
                     vec![key as &dyn ToSql, id]
                 })?;
             } else {
-                let mut delete = tx.prepare_cached(lookup_delete(*lookup))?;
+                let mut delete = tx.prepare_cached(&lookup_delete(*lookup))?;
                 for (key, id) in rows {
                     delete.execute(params![key, id])?;
                 }

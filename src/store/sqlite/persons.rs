@@ -10,9 +10,9 @@ use super::SqliteStore;
 use crate::model::{Customer, UtcMillis};
 use crate::outbound::PERSON_SOURCE;
 use crate::store::persons::{
-    Arg, Decided, Feed, FeedChange, Found, NAME_PAGE, NewDecision, PersonQuery, Persons, RawPerson, RawReview,
-    Resolution, Resolved, Review, ReviewStatus, StoredDecision, StoredPerson, decision_str, decode_decision,
-    decode_person, decode_review, has_name, name_key, person_message, persons_sql, review_id, sql, withdrawn,
+    Arg, Decided, Feed, FeedChange, Found, NewDecision, PersonQuery, Persons, RawPerson, RawReview, Resolution,
+    Resolved, Review, ReviewStatus, StoredDecision, StoredPerson, decision_str, decode_decision, decode_person,
+    decode_review, person_message, persons_sql, review_id, sql, withdrawn,
 };
 use crate::store::rows::{RawRecord, pack_envelope, page, parse_time, record_columns};
 use crate::store::{BoxFuture, Page, StoreError};
@@ -217,30 +217,6 @@ fn commit(tx: &Connection, holder: &str, step: &Resolution) -> Result<bool, Stor
     Ok(true)
 }
 
-/// The customers named `name` (see [`has_name`]), as a JSON array.
-fn named(conn: &Connection, name: &str) -> Result<String, StoreError> {
-    let key = name_key(name);
-    let mut ids = Vec::new();
-    let mut after = String::new();
-    loop {
-        let page: Vec<(String, Vec<u8>, i64)> = conn
-            .prepare_cached("SELECT id, profile, profile_codec FROM customers WHERE id > ?1 ORDER BY id LIMIT ?2")?
-            .query_map(params![after, NAME_PAGE], |r| {
-                Ok((r.get(0)?, super::kept_bytes(r.get_ref(1)?), r.get(2)?))
-            })?
-            .collect::<Result<_, _>>()?;
-        let Some((last, _, _)) = page.last() else {
-            return Ok(serde_json::to_string(&ids)?);
-        };
-        after = last.clone();
-        for (id, kept, codec) in page {
-            if has_name(&key, kept, codec)? {
-                ids.push(id);
-            }
-        }
-    }
-}
-
 fn bind(args: &[Arg]) -> Vec<rusqlite::types::Value> {
     args.iter()
         .map(|a| match a {
@@ -269,8 +245,7 @@ impl Persons for SqliteStore {
 
     fn persons(&self, query: PersonQuery) -> BoxFuture<'_, Result<Page<StoredPerson>, StoreError>> {
         Box::pin(self.readers.run(move |conn| {
-            let named = query.name.as_deref().map(|name| named(conn, name)).transpose()?;
-            let (statement, args) = persons_sql(&query, named, |p| format!("SELECT value FROM json_each({p})"));
+            let (statement, args) = persons_sql(&query);
             let rows: Vec<RawPerson> = conn
                 .prepare(&numbered(&statement))?
                 .query_map(params_from_iter(bind(&args)), raw_person)?

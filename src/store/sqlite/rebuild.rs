@@ -19,8 +19,8 @@ use crate::store::{Publish, Rebuilt, Remap, StoreError};
 /// The tables a rebuild writes, which temporary ones shadow on its
 /// connection: the directory, and the events whose outcome it settles
 /// again (copied one by one as they are replayed).
-const SHADOWED: &str = r#"["customers", "customer_phones", "customer_businesses", "merge_links", "history",
-                           "events", "event_mentions", "outbox_heads"]"#;
+const SHADOWED: &str = r#"["customers", "customer_phones", "customer_businesses", "customer_names", "merge_links",
+                           "history", "events", "event_mentions", "outbox_heads"]"#;
 
 /// The customers of the rebuilt sources (`?1`, a JSON array) in the live
 /// directory.
@@ -176,6 +176,7 @@ impl Shadow {
             "INSERT INTO main.customers SELECT * FROM temp.customers",
             "INSERT OR IGNORE INTO main.customer_phones SELECT * FROM temp.customer_phones",
             "INSERT OR IGNORE INTO main.customer_businesses SELECT * FROM temp.customer_businesses",
+            "INSERT OR IGNORE INTO main.customer_names SELECT * FROM temp.customer_names",
             "INSERT OR IGNORE INTO main.merge_links SELECT * FROM temp.merge_links",
             "UPDATE main.events AS e SET status = t.status, reason = t.reason, outcome = t.outcome,
                                          customer_id = t.customer_id

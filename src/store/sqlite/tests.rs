@@ -521,6 +521,7 @@ fn dump(path: &Path, answers: &[IngestOutcome]) -> String {
         ("merge_links", "survivor, absorbed"),
         ("customer_phones", "e164, customer_id"),
         ("customer_businesses", "business_id, customer_id"),
+        ("customer_names", "word, customer_id"),
         ("event_mentions", "key, event_seq"),
         ("outbox_heads", "customer_id, seq"),
         ("version_floors", "customer_id"),

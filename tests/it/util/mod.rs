@@ -172,6 +172,25 @@ async fn kept_bytes(dir: &Path) -> Vec<u8> {
     }
 }
 
+/// Runs `statements` on the store of `dir` (its app stopped), in order:
+/// SQL both dialects read alike.
+pub async fn execute(dir: &Path, statements: &[&str]) {
+    match TestStore::chosen() {
+        TestStore::Sqlite => {
+            let conn = rusqlite::Connection::open(dir.join("clientele.db")).expect("the store file");
+            for sql in statements {
+                conn.execute(sql, []).expect(sql);
+            }
+        }
+        TestStore::Postgres => {
+            let mut db = postgres::store_connection(dir).await;
+            for sql in statements {
+                sqlx::query(sql).execute(&mut db).await.expect(sql);
+            }
+        }
+    }
+}
+
 /// The store of `dir` (its app stopped), opened in this process, with
 /// what a rebuild of it replays: every source's name, and their adapters.
 pub async fn store_to_rebuild(
