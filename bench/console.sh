@@ -44,6 +44,7 @@ echo "multiplying them to $N: $(bench/console_fill.py "$DIR/store/clientele.db" 
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 until curl -sf "$base/readyz" > /dev/null; do sleep 0.2; done
+grep 'found the names' "$DIR/serve.log" || true
 
 # Sign in as a browser does: the form's token and its cookie, then the key.
 jar="$DIR/cookies"
@@ -63,6 +64,9 @@ pages=(
   "/console/customers?$last"
   "/console/customers?q=914-555-0042"
   "/console/customers?q=7.person4242%40example.com"
+  "/console/customers?q=Last4242"
+  "/console/customers?q=Mary"
+  "/console/customers?q=mary+last4200"
   "$some"
   "/console/subscriptions"
   "/console/keys"

@@ -182,11 +182,12 @@ fn last_24_hours() -> Vec<String> {
 
 /// Each source's deliveries per hour over the last 24, a row of stacked
 /// columns per source, all on one scale; drawn on the server as SVG (no
-/// script, no library).
+/// script, no library). Each row's drawing stretches to the panel's width
+/// (its columns widen; the names and times beside it are text, which does
+/// not).
 fn chart(sources: &[SourceView], hourly: &[HourlyCount]) -> Markup {
-    const ROW: f64 = 44.0;
-    const LABEL: f64 = 90.0;
-    const COLUMN: f64 = 13.0;
+    const COLUMN: f64 = 10.0;
+    const GAP: f64 = 2.5;
     const BAR: f64 = 34.0;
     let hours = last_24_hours();
     let mut counts: HashMap<(&str, &str), [u64; 5]> = HashMap::new();
@@ -196,21 +197,20 @@ fn chart(sources: &[SourceView], hourly: &[HourlyCount]) -> Markup {
         }
     }
     let busiest = counts.values().map(|c| c.iter().sum::<u64>()).max().unwrap_or(0).max(1);
-    let width = LABEL + COLUMN * hours.len() as f64 + 40.0;
-    let height = ROW * sources.len().max(1) as f64 + 18.0;
-    let bars = |source: &str, top: f64| -> Vec<Bar> {
+    let width = COLUMN * hours.len() as f64;
+    let bars = |source: &str| -> Vec<Bar> {
         let mut bars = Vec::new();
         for (column, hour) in hours.iter().enumerate() {
             let Some(count) = counts.get(&(source, hour.as_str())) else {
                 continue;
             };
-            let mut y = top + BAR;
+            let mut y = BAR;
             for (n, (outcome, class)) in count.iter().zip(OUTCOMES) {
                 if *n > 0 {
                     let h = (*n as f64 / busiest as f64 * BAR).max(1.5);
                     y -= h;
                     bars.push(Bar {
-                        x: LABEL + column as f64 * COLUMN,
+                        x: column as f64 * COLUMN,
                         y,
                         height: h,
                         outcome,
@@ -224,20 +224,21 @@ fn chart(sources: &[SourceView], hourly: &[HourlyCount]) -> Markup {
         bars
     };
     html! {
-        figure.chart {
-            svg viewBox={ "0 0 " (width) " " (height) } role="img" aria-label="Deliveries per source and hour, last 24 hours" {
-                @for (row, source) in sources.iter().enumerate() {
-                    @let top = row as f64 * ROW + 4.0;
-                    text.label x="0" y=(format!("{:.1}", top + BAR - 10.0)) { (source.name) }
-                    line.axis x1=(LABEL) x2=(width - 40.0) y1=(format!("{:.1}", top + BAR)) y2=(format!("{:.1}", top + BAR)) {}
-                    @for bar in bars(&source.name, top) {
-                        rect class=(bar.class) x=(format!("{:.1}", bar.x)) y=(format!("{:.1}", bar.y)) width=(COLUMN - 3.0) height=(format!("{:.1}", bar.height)) {
-                            title { (bar.hour) ":00 UTC, " (bar.outcome) ": " (bar.n) }
+        figure.chart aria-label="Deliveries per source and hour, last 24 hours" {
+            div.rows {
+                @for source in sources {
+                    span.source { (source.name) }
+                    svg viewBox={ "0 0 " (width) " " (BAR) } preserveAspectRatio="none" role="img"
+                        aria-label={ (source.name) ": deliveries per hour" } {
+                        line.axis x1="0" x2=(width) y1=(BAR) y2=(BAR) vector-effect="non-scaling-stroke" {}
+                        @for bar in bars(&source.name) {
+                            rect class=(bar.class) x=(format!("{:.1}", bar.x)) y=(format!("{:.1}", bar.y)) width=(COLUMN - GAP) height=(format!("{:.1}", bar.height)) {
+                                title { (bar.hour) ":00 UTC, " (bar.outcome) ": " (bar.n) }
+                            }
                         }
                     }
                 }
-                text.count x=(LABEL) y=(height - 2.0) { "24 h ago" }
-                text.count x=(width - 40.0) y=(height - 2.0) text-anchor="end" { "now" }
+                span.hours { span { "24 h ago" } span { "now" } }
             }
             figcaption.legend {
                 @for (outcome, class) in OUTCOMES {

@@ -108,7 +108,7 @@ fn pair_form(session: &Session) -> Markup {
                 input #a type="text" name="a" autocomplete="off" required;
                 label for="b" { "Another customer id" }
                 input #b type="text" name="b" autocomplete="off" required;
-                div.row {
+                div.actions {
                     button type="submit" name="decision" value="link" { "Link" }
                     button.secondary type="submit" name="decision" value="separate" { "Separate" }
                     button.secondary type="submit" name="decision" value="withdraw" { "Withdraw" }

@@ -808,6 +808,72 @@ fn members(person: &Value) -> usize {
     person["customerIds"].as_array().map_or(0, Vec::len)
 }
 
+/// In a browser: the review queue, a person's page, and a review linked
+/// with its button; screenshots of the persons pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_browser_an_operator_reads_a_person_and_links_a_review() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    const STANLEY: (&str, &str) = ("8 Stanley Street", "2000");
+    const HARBOUR: (&str, &str) = ("41 Harbour Road", "3141");
+    let app = TestApp::spawn().await;
+    for body in [
+        ada("a1", "Quillfeather", STANLEY, "ada.q@mail.org", "1985-03-14"),
+        ada("a2", "Quillfeather", STANLEY, "ada.q@mail.org", "1985-03-14"),
+        ada("r1", "Marchbanks", HARBOUR, "review@mail.org", "1961-11-25"),
+        ada("r2", "Marchbanks", HARBOUR, "review@mail.org", "1985-03-14"),
+    ] {
+        app.deliver_json("clientele", &body).await;
+    }
+    let person = wait_for(&app, "/api/v1/customers/clientele:a1/person", |p| members(p) == 2).await;
+    wait_for(&app, "/api/v1/persons/reviews?status=open", |r| {
+        r["data"].as_array().is_some_and(|d| !d.is_empty())
+    })
+    .await;
+    let c = &browser.client;
+    let url = |path: &str| reqwest::Url::parse(&app.url(path)).unwrap();
+    c.goto(&app.url("/console/sign-in")).await.unwrap();
+    c.find(Locator::Id("key"))
+        .await
+        .unwrap()
+        .send_keys(ADMIN)
+        .await
+        .unwrap();
+    c.find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_url(&url("/console")).await.unwrap();
+
+    c.goto(&app.url(&format!("/console/persons/{}", person["id"].as_str().unwrap())))
+        .await
+        .unwrap();
+    let heading = c.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
+    assert!(
+        heading.contains("Quillfeather") && heading.contains("clientele:a2"),
+        "{heading}"
+    );
+    browser.screenshots("person").await;
+
+    c.goto(&app.url("/console/persons")).await.unwrap();
+    browser.screenshots("persons").await;
+    c.find(Locator::Css("form.actions button[value=link]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css("p.notice")).await.unwrap();
+    browser.screenshots("review-linked").await;
+    let linked = wait_for(&app, "/api/v1/customers/clientele:r1/person", |p| members(p) == 2).await;
+    assert!(linked["customerIds"].to_string().contains("clientele:r2"), "{linked}");
+    assert!(c.get_alert_text().await.is_err(), "no dialog opened");
+    browser.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persons_show_on_customers_and_an_operator_decides_a_review() {
     const STANLEY: (&str, &str) = ("8 Stanley Street", "2000");
