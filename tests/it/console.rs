@@ -517,15 +517,7 @@ async fn in_a_browser_an_operator_works_through_every_page() {
             .unwrap();
     };
 
-    c.goto(&app.url("/console/sign-in")).await.unwrap();
-    c.find(Locator::Id("key"))
-        .await
-        .unwrap()
-        .send_keys(ADMIN)
-        .await
-        .unwrap();
-    click("form button[type=submit]").await;
-    c.wait().for_url(&url("/console")).await.unwrap();
+    browser.sign_in(&app, ADMIN).await;
 
     // A subscription, its secret shown once.
     c.goto(&app.url("/console/subscriptions")).await.unwrap();
@@ -808,6 +800,32 @@ fn members(person: &Value) -> usize {
     person["customerIds"].as_array().map_or(0, Vec::len)
 }
 
+/// Two customers the model joins into one person (that person, from the
+/// API), and two it asks an operator about (the one open review's id).
+async fn a_person_and_a_review(app: &TestApp) -> (Value, String) {
+    const STANLEY: (&str, &str) = ("8 Stanley Street", "2000");
+    const HARBOUR: (&str, &str) = ("41 Harbour Road", "3141");
+    for body in [
+        ada("a1", "Quillfeather", STANLEY, "ada.q@mail.org", "1985-03-14"),
+        ada("a2", "Quillfeather", STANLEY, "ada.q@mail.org", "1985-03-14"),
+        // Everything agrees but the birth dates: the model asks an
+        // operator. Another name and street than the first pair's, so that
+        // neither joins it whatever order the resolver sees them in.
+        ada("r1", "Marchbanks", HARBOUR, "review@mail.org", "1961-11-25"),
+        ada("r2", "Marchbanks", HARBOUR, "review@mail.org", "1985-03-14"),
+    ] {
+        let (status, answer) = app.deliver_json("clientele", &body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    let person = wait_for(app, "/api/v1/customers/clientele:a1/person", |p| members(p) == 2).await;
+    let reviews = wait_for(app, "/api/v1/persons/reviews?status=open", |r| {
+        r["data"].as_array().is_some_and(|d| !d.is_empty())
+    })
+    .await;
+    assert_eq!(reviews["data"].as_array().map(Vec::len), Some(1), "{reviews}");
+    (person, reviews["data"][0]["id"].as_str().unwrap().to_owned())
+}
+
 /// In a browser: the review queue, a person's page, and a review linked
 /// with its button; screenshots of the persons pages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -815,38 +833,10 @@ async fn in_a_browser_an_operator_reads_a_person_and_links_a_review() {
     let Some(browser) = Browser::start().await else {
         return;
     };
-    const STANLEY: (&str, &str) = ("8 Stanley Street", "2000");
-    const HARBOUR: (&str, &str) = ("41 Harbour Road", "3141");
     let app = TestApp::spawn().await;
-    for body in [
-        ada("a1", "Quillfeather", STANLEY, "ada.q@mail.org", "1985-03-14"),
-        ada("a2", "Quillfeather", STANLEY, "ada.q@mail.org", "1985-03-14"),
-        ada("r1", "Marchbanks", HARBOUR, "review@mail.org", "1961-11-25"),
-        ada("r2", "Marchbanks", HARBOUR, "review@mail.org", "1985-03-14"),
-    ] {
-        app.deliver_json("clientele", &body).await;
-    }
-    let person = wait_for(&app, "/api/v1/customers/clientele:a1/person", |p| members(p) == 2).await;
-    wait_for(&app, "/api/v1/persons/reviews?status=open", |r| {
-        r["data"].as_array().is_some_and(|d| !d.is_empty())
-    })
-    .await;
+    let (person, _) = a_person_and_a_review(&app).await;
     let c = &browser.client;
-    let url = |path: &str| reqwest::Url::parse(&app.url(path)).unwrap();
-    c.goto(&app.url("/console/sign-in")).await.unwrap();
-    c.find(Locator::Id("key"))
-        .await
-        .unwrap()
-        .send_keys(ADMIN)
-        .await
-        .unwrap();
-    c.find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait().for_url(&url("/console")).await.unwrap();
+    browser.sign_in(&app, ADMIN).await;
 
     c.goto(&app.url(&format!("/console/persons/{}", person["id"].as_str().unwrap())))
         .await
@@ -876,29 +866,9 @@ async fn in_a_browser_an_operator_reads_a_person_and_links_a_review() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persons_show_on_customers_and_an_operator_decides_a_review() {
-    const STANLEY: (&str, &str) = ("8 Stanley Street", "2000");
-    const HARBOUR: (&str, &str) = ("41 Harbour Road", "3141");
     let app = TestApp::spawn().await;
-    for body in [
-        ada("a1", "Quillfeather", STANLEY, "ada.q@mail.org", "1985-03-14"),
-        ada("a2", "Quillfeather", STANLEY, "ada.q@mail.org", "1985-03-14"),
-        // Everything agrees but the birth dates: the model asks an
-        // operator. Another name and street than the first pair's, so that
-        // neither joins it whatever order the resolver sees them in.
-        ada("r1", "Marchbanks", HARBOUR, "review@mail.org", "1961-11-25"),
-        ada("r2", "Marchbanks", HARBOUR, "review@mail.org", "1985-03-14"),
-    ] {
-        let (status, answer) = app.deliver_json("clientele", &body).await;
-        assert_eq!(status, StatusCode::OK, "{answer}");
-    }
-    let person = wait_for(&app, "/api/v1/customers/clientele:a1/person", |p| members(p) == 2).await;
+    let (person, review) = a_person_and_a_review(&app).await;
     let person_id = person["id"].as_str().unwrap().to_owned();
-    let reviews = wait_for(&app, "/api/v1/persons/reviews?status=open", |r| {
-        r["data"].as_array().is_some_and(|d| !d.is_empty())
-    })
-    .await;
-    assert_eq!(reviews["data"].as_array().map(Vec::len), Some(1), "{reviews}");
-    let review = reviews["data"][0]["id"].as_str().unwrap().to_owned();
 
     let admin = Console::sign_in(&app, ADMIN).await;
     let customer = admin.get("/console/customers/clientele:a1").await;

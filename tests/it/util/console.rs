@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::Locator;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 
@@ -229,6 +230,22 @@ impl Browser {
             std::fs::write(dir.join(format!("{name}-{width}.png")), png).expect("a screenshot written");
         }
         self.client.set_window_size(1440, 900).await.expect("a window size");
+    }
+
+    /// Signs in at `app`'s sign-in page with `key`, as a person types it,
+    /// and waits for the overview.
+    pub async fn sign_in(&self, app: &TestApp, key: &str) {
+        let c = &self.client;
+        c.goto(&app.url("/console/sign-in")).await.unwrap();
+        c.find(Locator::Id("key")).await.unwrap().send_keys(key).await.unwrap();
+        c.find(Locator::Css("form button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let overview = reqwest::Url::parse(&app.url("/console")).unwrap();
+        c.wait().for_url(&overview).await.unwrap();
     }
 
     pub async fn close(self) {
