@@ -764,3 +764,54 @@ async fn a_rebuild_leaves_no_chain_end_behind_and_reads_only_its_customers_histo
     );
     store.close().await;
 }
+
+/// A name search finds the same customers, a page at a time, whether it
+/// starts from a rare word's rows or checks a common word along the change
+/// feed (`name_clause`'s two plans).
+#[tokio::test]
+async fn a_name_search_pages_alike_from_a_rare_word_or_along_the_feed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("clientele.db");
+    let store = SqliteStore::open(&path).expect("open");
+    for n in 1..=3 {
+        store.send(customer_numbered(Some(n))).await.expect("a delivery");
+    }
+    // "smith" made common: rows of customers the directory does not hold.
+    let conn = Connection::open(&path).expect("a second connection");
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+         INSERT INTO customer_names (word, customer_id) SELECT 'smith', 'ghost-' || i FROM n",
+        [RARE_WORD],
+    )
+    .expect("the rows");
+    let pages = |name: &str| {
+        let store = &store;
+        let name = name.to_owned();
+        async move {
+            let mut pages = Vec::new();
+            let mut after = None;
+            loop {
+                let query = CustomerQuery {
+                    name: Some(name.clone()),
+                    limit: 2,
+                    after,
+                    ..CustomerQuery::default()
+                };
+                let page = store.customers(query).await.expect("a page");
+                pages.push(page.items.iter().map(|c| c.id.clone()).collect::<Vec<_>>());
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => return pages,
+                }
+            }
+        }
+    };
+    let expected = [
+        vec!["vagaro:customer-1".to_owned(), "vagaro:customer-2".to_owned()],
+        vec!["vagaro:customer-3".to_owned()],
+    ];
+    assert_eq!(pages("Smith").await, expected, "along the feed");
+    assert_eq!(pages("smith JOHNNY").await, expected, "from the rare word");
+    assert_eq!(pages("smith nobody").await, [Vec::<String>::new()]);
+    store.close().await;
+}
