@@ -65,6 +65,7 @@ pub async fn serve(
     }
     let delivery = config.delivery.clone();
     let retention = config.retention;
+    let clock = config.clock;
     let settings = config.http;
     let registry = Registry::load(store.clone(), config.sources).await?;
     let (dispatching, dispatcher_running) = watch::channel(true);
@@ -78,11 +79,12 @@ pub async fn serve(
         destinations: Guard::new(&delivery.allow_private),
         dispatcher_running,
         trust_forwarded_proto: settings.trust_forwarded_proto,
+        clock: clock.clone(),
     });
     tracing::info!(address = %listener.local_addr()?, "listening: /webhooks/{{source}}, /api/v1, /healthz, /readyz, /metrics");
     let (stop, stopped) = watch::channel(false);
     let following = tokio::spawn(registry.run(stopped.clone()));
-    let compactor = tokio::spawn(crate::retention::run(store.clone(), retention, stopped.clone()));
+    let compactor = tokio::spawn(crate::retention::run(store.clone(), retention, clock, stopped.clone()));
     let resolving = tokio::spawn(resolver::run(store.clone(), Settings::default(), stopped.clone()));
     let dispatcher = {
         let (outbox, told): (Arc<dyn Outbox>, _) = (store.clone(), stopped.clone());

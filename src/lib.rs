@@ -10,6 +10,7 @@
 //! `docs/ARCHITECTURE.md` draws the path through the tree.
 
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod console;
 pub mod directory;

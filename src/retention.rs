@@ -26,6 +26,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::BoxFuture;
+use crate::clock::Clock;
 use crate::config::RetentionSettings;
 use crate::model::UtcMillis;
 use crate::store::StoreError;
@@ -162,12 +163,18 @@ pub async fn compact(
     Ok(compacted)
 }
 
-/// Compacts the store a pass a minute, until `stop` is told; records the
-/// per-table sizes in `/metrics` (`clientele_store_table_bytes`).
-pub async fn run(store: Arc<dyn Retention>, settings: RetentionSettings, mut stop: watch::Receiver<bool>) {
+/// Compacts the store a pass a minute at `clock`'s now, until `stop` is
+/// told; records the per-table sizes in `/metrics`
+/// (`clientele_store_table_bytes`).
+pub async fn run(
+    store: Arc<dyn Retention>,
+    settings: RetentionSettings,
+    clock: Clock,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut sized: Option<tokio::time::Instant> = None;
     loop {
-        match compact(store.as_ref(), &settings, UtcMillis::now(), STEP_PAUSE).await {
+        match compact(store.as_ref(), &settings, clock.now(), STEP_PAUSE).await {
             Ok(c) if c == Compacted::default() => tracing::debug!("compaction: nothing past its age"),
             Ok(c) => tracing::info!(
                 bodies = c.bodies,

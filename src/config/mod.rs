@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use self::retention::RawRetention;
+use crate::clock::Clock;
 
 pub use delivery::DeliverySettings;
 pub use http::HttpSettings;
@@ -108,6 +109,10 @@ pub struct Config {
     pub delivery: DeliverySettings,
     pub http: HttpSettings,
     pub retention: RetentionSettings,
+    /// The clock retention reads: always the system's when read from a
+    /// file and the environment (no key sets another); code that builds
+    /// Clientele itself may set a simulated one ([`crate::clock`]).
+    pub clock: Clock,
 }
 
 #[derive(Deserialize)]
@@ -350,6 +355,7 @@ impl RawConfig {
             max_body_bytes: self.max_body_bytes,
             log_format: self.log_format,
             sources,
+            clock: Clock::system(),
         })
     }
 }

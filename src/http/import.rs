@@ -22,7 +22,6 @@ use super::error::{ApiError, ErrorCode};
 use super::extract::ApiJson;
 use crate::import::RecordOutcome;
 use crate::import::remote::{ImportAnswer, ImportRequest, ImportedRecord};
-use crate::model::UtcMillis;
 use crate::sources::{Kind, delivery};
 use crate::store::Publish;
 
@@ -94,6 +93,7 @@ async fn import_batch(
     let limit = app.max_body_bytes;
     let records = request.records.len();
     // Mapping a batch is CPU work: off the async threads.
+    let clock = app.clock.clone();
     let mapped = tokio::task::spawn_blocking(move || {
         request
             .records
@@ -104,8 +104,7 @@ async fn import_batch(
                 }
                 let header = |name: &str| headers.get(name).map(String::as_str);
                 let body = body_raw.into_bytes();
-                delivery::delivery(source.kind, &source.settings, header, body, UtcMillis::now())
-                    .map_err(|e| e.to_string())
+                delivery::delivery(source.kind, &source.settings, header, body, clock.now()).map_err(|e| e.to_string())
             })
             .collect::<Vec<_>>()
     })

@@ -174,7 +174,7 @@ async fn receive_checked(
         ));
     }
     let _slot = app.ingest_slots.try_acquire().map_err(|_| ApiError::overloaded())?;
-    let received_at = UtcMillis::now();
+    let received_at = app.clock.now();
     let bytes = read_body(body, headers, app.max_body_bytes).await?;
     if let Some(signed) = signed {
         let keys: Vec<(&str, &[u8])> = live.keys(now).collect();

@@ -36,6 +36,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::clock::Clock;
 use crate::config::Secret;
 use crate::outbound::destination::Guard;
 use crate::sources::registry::Registry;
@@ -65,6 +66,8 @@ pub struct AppState {
     /// `[http] trust_forwarded_proto`: whether `X-Forwarded-Proto` says a
     /// request came over TLS (the console's cookie is then `Secure`).
     pub trust_forwarded_proto: bool,
+    /// Stamps each delivery's received time, which retention compares.
+    pub clock: Clock,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

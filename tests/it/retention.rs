@@ -2,13 +2,15 @@
 //! age, what it keeps (a rebuild after it equals the live directory), and
 //! retries of a dropped delivery inside the dedupe window. The clock is
 //! moved by compacting the stopped app's store "later" (a pass takes its
-//! time), never by sleeping.
+//! time), or by serving on a simulated clock moved by hand between
+//! deliveries, never by sleeping.
 
 use crate::util;
 
 use std::time::Duration;
 
 use clientele::app;
+use clientele::clock::Clock;
 use clientele::config::RetentionSettings;
 use clientele::model::UtcMillis;
 use clientele::retention::{self, Compacted};
@@ -20,10 +22,14 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// One pass over the store of `dir`, as if it ran `days` from now.
 async fn compact_later(dir: &std::path::Path, settings: RetentionSettings, days: u32) -> Compacted {
+    compact_at(dir, settings, UtcMillis::now().saturating_add(DAY * days)).await
+}
+
+/// One pass over the store of `dir` at `now`.
+async fn compact_at(dir: &std::path::Path, settings: RetentionSettings, now: UtcMillis) -> Compacted {
     let config = TestApp::builder().config(dir);
     let store = app::open_store(&config.store).await.expect("the store opens");
-    let later = UtcMillis::now().saturating_add(DAY * days);
-    let compacted = retention::compact(store.as_ref(), &settings, later, Duration::ZERO)
+    let compacted = retention::compact(store.as_ref(), &settings, now, Duration::ZERO)
         .await
         .expect("a compaction pass");
     store.close().await;
@@ -179,6 +185,49 @@ async fn a_retry_of_a_compacted_delivery_is_a_duplicate_inside_the_dedupe_window
     let app = TestApp::builder().spawn_in(&dir).await;
     let again = delivered(&app, "vagaro", &old).await;
     assert_eq!(again["outcome"], "stale", "{again}");
+    app.stop().await;
+    drop(temp);
+}
+
+/// The shortest ages allowed to `dedupe` (a platform's retry window) and
+/// a day for the rest, as `bench/retention.sh` runs.
+const SHORT: RetentionSettings = RetentionSettings {
+    raw_events: DAY,
+    quarantine: DAY,
+    dedupe: Duration::from_secs(3 * 24 * 3600),
+    messages: DAY,
+};
+
+#[tokio::test]
+async fn on_a_moved_clock_the_dedupe_records_of_deliveries_past_dedupe_go() {
+    let (clock, hand) = Clock::simulated();
+    let app = TestApp::builder().clock(&clock).spawn().await;
+    // Day 0: V1's first snapshot. Day 2: two newer ones, the first of them
+    // superseded at once by the second.
+    let day_0 = vagaro("evt-1", "V1", "2026-01-01T00:00:00Z");
+    let first = delivered(&app, "vagaro", &day_0).await;
+    hand.advance(2 * DAY);
+    let day_2 = vagaro("evt-2", "V1", "2026-02-01T00:00:00Z");
+    let second = delivered(&app, "vagaro", &day_2).await;
+    delivered(&app, "vagaro", &vagaro("evt-3", "V1", "2026-03-01T00:00:00Z")).await;
+    // Inside dedupe, both are retries.
+    assert_eq!(delivered(&app, "vagaro", &day_0).await["eventId"], first["eventId"]);
+    let dir = app.dir.clone();
+    let temp = app.stop().await;
+
+    // Day 4: day 0's row is past dedupe (3d) and goes; day 2's is past
+    // raw_events (1d) only: its body goes, its row stays. Had the
+    // deliveries been stamped by the system's clock, both rows would go.
+    hand.advance(2 * DAY);
+    let compacted = compact_at(&dir, SHORT, clock.now()).await;
+    assert_eq!((compacted.events, compacted.bodies), (1, 1), "{compacted:?}");
+    let app = TestApp::builder().clock(&clock).spawn_in(&dir).await;
+    let again = delivered(&app, "vagaro", &day_2).await;
+    assert_eq!(again["status"], "duplicate", "{again}");
+    assert_eq!(again["eventId"], second["eventId"]);
+    let again = delivered(&app, "vagaro", &day_0).await;
+    assert_eq!(again["outcome"], "stale", "a new delivery: {again}");
+    assert_ne!(again["eventId"], first["eventId"]);
     app.stop().await;
     drop(temp);
 }

@@ -8,10 +8,12 @@
 //! only what it changes, and where: a key of a named source, of `[delivery]`,
 //! of `[http]`, or at the top. The store is added last, by the method that
 //! starts the app or writes the file, from the directory it keeps its data
-//! in.
+//! in. A test that moves time gives it a simulated clock
+//! ([`Setup::clock`]), which no configuration key sets.
 
 use std::path::Path;
 
+use clientele::clock::Clock;
 use clientele::config::Config;
 use toml::{Table, Value};
 
@@ -21,6 +23,7 @@ use super::{ADMIN, CLIENTELE_TOKEN, TREEZ_TOKEN, TestApp, VAGARO_TOKEN, postgres
 #[derive(Clone, Debug)]
 pub struct Setup {
     config: Table,
+    clock: Clock,
 }
 
 impl Default for Setup {
@@ -57,9 +60,18 @@ impl Setup {
                 treez,
             ]),
         );
-        let mut setup = Self { config };
+        let mut setup = Self {
+            config,
+            clock: Clock::system(),
+        };
         setup = setup.delivery("allow_private", vec!["127.0.0.1/32"]);
         setup
+    }
+
+    /// The clock retention reads (the system's unless set).
+    pub fn clock(mut self, clock: &Clock) -> Self {
+        self.clock = clock.clone();
+        self
     }
 
     /// Sets a top-level key (`log_format`, `max_body_bytes`, …).
@@ -138,7 +150,7 @@ impl Setup {
     /// The configuration, parsed as Clientele parses it, on the store of
     /// `dir`.
     pub fn config(&self, dir: &Path) -> Config {
-        parse(&self.config_text(dir))
+        self.parse(&self.config_text(dir))
     }
 
     fn text_on(&self, store: &str) -> String {
@@ -166,7 +178,7 @@ impl Setup {
     /// database through `proxy`.
     pub async fn spawn_behind(self, proxy: &proxy::Proxy, dir: &Path) -> TestApp {
         let text = self.text_on(&postgres::url_via(dir, proxy.address()));
-        TestApp::serve(dir, parse(&text)).await
+        TestApp::serve(dir, self.parse(&text)).await
     }
 
     /// Rebuilds the directory of the store of `dir` (`clientele rebuild`)
@@ -174,10 +186,16 @@ impl Setup {
     pub async fn rebuild(&self, dir: &Path) -> clientele::store::Rebuilt {
         clientele::rebuild::command(&self.config(dir)).await.expect("a rebuild")
     }
-}
 
-fn parse(text: &str) -> Config {
-    Config::from_toml("test", text, std::iter::empty()).unwrap_or_else(|e| panic!("test config: {e}\n{text}"))
+    /// `text` as Clientele parses it, with this setup's clock.
+    fn parse(&self, text: &str) -> Config {
+        let config =
+            Config::from_toml("test", text, std::iter::empty()).unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
+        Config {
+            clock: self.clock.clone(),
+            ..config
+        }
+    }
 }
 
 #[cfg(test)]
