@@ -34,7 +34,7 @@ use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
     EVENT_COLUMNS, NAMES_BACKFILL_STEP, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, backfilled_names,
     customer_page, history_page, mention_erasures, mention_keys, name_words, page, record_columns, redact_envelopes,
-    redaction, touched_ids,
+    redaction, touched_ids, unpack_order_key,
 };
 use super::{
     CustomerQuery, Delivery, Directory, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery, Import, Inbox,
@@ -43,7 +43,7 @@ use super::{
 };
 use crate::BoxFuture;
 use crate::directory::{self, Loaded, MergeLink, Record};
-use crate::model::{Customer, UtcMillis, json};
+use crate::model::{Customer, UtcMillis};
 use crate::outbound::{Attempt, Backlog, Claim, Due, Message, Next, Outbox, OutboxError, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
@@ -76,6 +76,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0014_persons.sql"),
     include_str!("migrations/postgres/0015_dead_messages.sql"),
     include_str!("migrations/postgres/0016_customer_names.sql"),
+    include_str!("migrations/postgres/0017_footprint.sql"),
 ];
 
 /// Connections per instance.
@@ -968,7 +969,7 @@ async fn load(conn: &mut PgConnection, ids: &[String], publish: Publish) -> Resu
             "link" => loaded.links.push(MergeLink {
                 survivor: row.try_get(1)?,
                 absorbed: row.try_get(2)?,
-                order_key: json::decode(row.try_get::<&str, _>(5)?.as_bytes())?,
+                order_key: unpack_order_key(row.try_get::<&[u8], _>(5)?)?,
             }),
             kind => {
                 return Err(StoreError::Bug(format!(

@@ -477,7 +477,8 @@ pub(super) struct RawRecord {
     pub external_id: String,
     /// As kept: see `profile_codec`.
     pub profile: Vec<u8>,
-    pub order_key: Option<String>,
+    /// As kept: see [`pack_order_key`].
+    pub order_key: Option<Vec<u8>>,
     pub merged_into: Option<String>,
     pub merged_from: String,
     pub version: i64,
@@ -494,11 +495,7 @@ impl RawRecord {
             source: self.source,
             external_id: self.external_id,
             profile: unpack_profile(self.profile_codec, self.profile)?,
-            order_key: self
-                .order_key
-                .as_deref()
-                .map(|k| json::decode(k.as_bytes()))
-                .transpose()?,
+            order_key: self.order_key.as_deref().map(unpack_order_key).transpose()?,
             merged_into: self.merged_into,
             merged_from: json::decode(self.merged_from.as_bytes())?,
             version: self.version as u64,
@@ -541,6 +538,43 @@ pub(super) fn record_columns(profile: &str) -> String {
         "id, source, external_id, {profile}, order_key, merged_into, merged_from, version, changed_at, change_seq, \
          profile_codec"
     )
+}
+
+/// What stands for a missing time in a packed order key: no instant
+/// Clientele keeps (the years 1 to 9999) is this far back.
+const NO_TIME: i64 = i64::MIN;
+
+/// The bytes of a packed order key's two times.
+const ORDER_KEY_TIMES: usize = 16;
+
+/// An order key as both stores keep it (`customers.order_key`,
+/// `merge_links.order_key`): its time and its envelope time as 8 bytes
+/// each (big-endian milliseconds since 1970, [`NO_TIME`] for none), then
+/// the dedupe key's UTF-8 bytes, which a statement reads from byte 17 on
+/// ([`event_compaction`]). The JSON it replaces took about twice the
+/// bytes.
+pub(super) fn pack_order_key(key: &OrderKey) -> Vec<u8> {
+    let mut packed = Vec::with_capacity(ORDER_KEY_TIMES + key.dedupe_key.len());
+    for time in [key.at, key.sent_at] {
+        packed.extend_from_slice(&time.map_or(NO_TIME, UtcMillis::as_millisecond).to_be_bytes());
+    }
+    packed.extend_from_slice(key.dedupe_key.as_bytes());
+    packed
+}
+
+/// The order key that [`pack_order_key`] packed.
+pub(super) fn unpack_order_key(packed: &[u8]) -> Result<OrderKey, StoreError> {
+    let corrupt = || StoreError::Bug(format!("a kept order key cannot be read ({} bytes)", packed.len()));
+    let (times, key) = packed.split_at_checked(ORDER_KEY_TIMES).ok_or_else(corrupt)?;
+    let time = |bytes: &[u8]| {
+        let ms = i64::from_be_bytes(bytes.try_into().expect("8 bytes"));
+        (ms != NO_TIME).then(|| UtcMillis::from_millisecond(ms))
+    };
+    Ok(OrderKey {
+        at: time(&times[..8]),
+        sent_at: time(&times[8..]),
+        dedupe_key: String::from_utf8(key.to_vec()).map_err(|_| corrupt())?,
+    })
 }
 
 /// A raw body as kept (see [`compress`]).
@@ -769,10 +803,10 @@ pub(super) fn lookup_edits(old: Option<&Profile>, new: &Profile) -> Vec<(Lookup,
 /// the window's bounds (`?1` < seq <= `?2`), then a raw events and a
 /// quarantine cutoff (`?3`, `?4`): the rows' (each the body's, or the
 /// dedupe cutoff if earlier) for the first two, the bodies' for the last;
-/// the first takes the bodies' too (`?5`, `?6`). `field(json, name)` reads
-/// a field of a JSON text column in the dialect.
-pub(super) fn event_compaction(field: impl Fn(&str, &str) -> String) -> [String; 3] {
-    let key = |json: &str| field(json, "dedupeKey");
+/// the first takes the bodies' too (`?5`, `?6`). `key(column)` reads, in
+/// the dialect, the dedupe key of a packed order key ([`pack_order_key`]:
+/// its bytes from the 17th on, as text).
+pub(super) fn event_compaction(key: impl Fn(&str) -> String) -> [String; 3] {
     // What the directory is a function of: the records' snapshots and the
     // links' claims. A rebuild builds beside the live records and swaps
     // them in at once, so they stay a true guide throughout; floors left
@@ -816,10 +850,6 @@ pub(super) const MESSAGE_COMPACTION: [&str; 2] = [
          (SELECT seq FROM messages WHERE subscription_id = ?1 AND outbox_seq <= ?2 AND status <> 'pending'
           ORDER BY outbox_seq LIMIT ?3)",
 ];
-
-/// The last outbox row made before `?1`: its messages and those before
-/// it are of changes past their age.
-pub(super) const OUTBOX_BEFORE: &str = "SELECT seq FROM outbox WHERE created_at < ?1 ORDER BY created_at DESC LIMIT 1";
 
 /// A `sources` row: name, spec (JSON), enabled, created at.
 pub(super) type RawSource = (String, String, bool, String);

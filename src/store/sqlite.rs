@@ -25,7 +25,7 @@ use super::{
 };
 use crate::BoxFuture;
 use crate::directory::{self, Loaded, MergeLink, Record};
-use crate::model::{Customer, Profile, UtcMillis, json};
+use crate::model::{Customer, Profile, UtcMillis};
 use crate::outbound::{Attempt, Backlog, Claim, Due, Message, Next, Outbox, OutboxError, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
@@ -58,8 +58,8 @@ use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
     EVENT_COLUMNS, Lookup, NAMES_BACKFILL_STEP, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling,
     backfilled_names, customer_page, history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys,
-    name_words, pack_body, pack_history, pack_profile, page, record_columns, redact_envelopes, redaction, settling,
-    touched_ids,
+    name_words, pack_body, pack_history, pack_order_key, pack_profile, page, record_columns, redact_envelopes,
+    redaction, settling, touched_ids, unpack_order_key,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -81,6 +81,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0016_persons.sql"),
     include_str!("migrations/sqlite/0017_dead_messages.sql"),
     include_str!("migrations/sqlite/0018_customer_names.sql"),
+    include_str!("migrations/sqlite/0019_footprint.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back
@@ -1336,7 +1337,7 @@ fn load(tx: &Connection, ids: &[String], publish: Publish) -> Result<(Loaded, He
             }
         }
         let rows = links.query_map([id], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?))
         })?;
         for row in rows {
             let (survivor, absorbed, key) = row?;
@@ -1344,7 +1345,7 @@ fn load(tx: &Connection, ids: &[String], publish: Publish) -> Result<(Loaded, He
                 loaded.links.push(MergeLink {
                     survivor,
                     absorbed,
-                    order_key: json::decode(key.as_bytes())?,
+                    order_key: unpack_order_key(&key)?,
                 });
             }
         }
@@ -1416,7 +1417,7 @@ fn persist(
             }
             written
         } else {
-            let order_key = r.order_key.as_ref().map(serde_json::to_string).transpose()?;
+            let order_key = r.order_key.as_ref().map(pack_order_key);
             tx.prepare_cached("UPDATE customers SET order_key = ?2, last_history = ?3 WHERE id = ?1")?
                 .execute(params![r.id, order_key, head.history])?
         };
@@ -1440,7 +1441,7 @@ fn persist(
     }
     let mut link = tx.prepare_cached(UPSERT_LINK)?;
     for l in &effects.links {
-        link.execute(params![l.survivor, l.absorbed, serde_json::to_string(&l.order_key)?])?;
+        link.execute(params![l.survivor, l.absorbed, pack_order_key(&l.order_key)])?;
     }
     Ok(())
 }
@@ -1491,7 +1492,7 @@ struct RecordColumns<'a> {
     record: &'a Record,
     status: &'static str,
     profile: compress::Packed,
-    order_key: Option<String>,
+    order_key: Option<Vec<u8>>,
     merged_from: String,
     version: i64,
     changed_at: String,
@@ -1505,7 +1506,7 @@ impl<'a> RecordColumns<'a> {
             record,
             status: record.status().as_str(),
             profile: pack_profile(&record.profile)?,
-            order_key: record.order_key.as_ref().map(serde_json::to_string).transpose()?,
+            order_key: record.order_key.as_ref().map(pack_order_key),
             merged_from: serde_json::to_string(&record.merged_from)?,
             version: record.version as i64,
             changed_at: record.changed_at.to_string(),

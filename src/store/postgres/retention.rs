@@ -7,7 +7,7 @@ use sqlx::{PgConnection, Postgres, Transaction};
 
 use super::{COMPACTION_LOCK, LOCK_SPACE, PgStore};
 use crate::retention::{Cutoffs, Retention, Step};
-use crate::store::rows::{MESSAGE_COMPACTION, OUTBOX_BEFORE, event_compaction};
+use crate::store::rows::{MESSAGE_COMPACTION, event_compaction};
 use crate::store::{BoxFuture, StoreError};
 
 /// The statement in Postgres's parameter style.
@@ -15,9 +15,15 @@ fn dialect(sql: &str) -> String {
     sql.replace('?', "$")
 }
 
-fn json_field(json: &str, name: &str) -> String {
-    format!("({json}::jsonb ->> '{name}')")
+/// The dedupe key of the packed order key in `column` (see
+/// [`crate::store::rows::pack_order_key`]).
+fn dedupe_key(column: &str) -> String {
+    format!("convert_from(substring({column} from 17), 'UTF8')")
 }
+
+/// The last outbox row made before `$1`: its messages and those before
+/// it are of changes past their age.
+const OUTBOX_BEFORE: &str = "SELECT seq FROM outbox WHERE created_at < $1 ORDER BY created_at DESC LIMIT 1";
 
 /// Our tables, from the catalog: those of the connection's schema.
 const TABLES: &str = "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -62,7 +68,7 @@ async fn compact_events(
     let rows = [cutoffs.raw_events, cutoffs.quarantine].map(|c| c.min(cutoffs.dedupe).to_string());
     let cutoffs: [&[String]; 3] = [&[rows.clone(), bodies.clone()].concat(), &rows, &bodies];
     let mut counts = [0; 3];
-    for ((sql, cutoffs), count) in event_compaction(json_field).iter().zip(cutoffs).zip(&mut counts) {
+    for ((sql, cutoffs), count) in event_compaction(dedupe_key).iter().zip(cutoffs).zip(&mut counts) {
         let sql = dialect(sql);
         let mut query = sqlx::query(&sql).bind(after).bind(end);
         for cutoff in cutoffs {
@@ -78,7 +84,7 @@ async fn compact_events(
 }
 
 async fn compact_messages(conn: &mut PgConnection, cutoffs: Cutoffs, limit: usize) -> Result<u64, StoreError> {
-    let cut: Option<i64> = sqlx::query_scalar(&dialect(OUTBOX_BEFORE))
+    let cut: Option<i64> = sqlx::query_scalar(OUTBOX_BEFORE)
         .bind(cutoffs.messages.to_string())
         .fetch_optional(&mut *conn)
         .await?;

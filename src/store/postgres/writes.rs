@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use super::{Work, outbound};
 use crate::directory::{Change, Effects, HistoryEntry, Loaded, MergeLink, Record};
 use crate::model::{OrderKey, Profile};
-use crate::store::rows::{Lookup, lookup_edits, pack_history, pack_profile};
+use crate::store::rows::{Lookup, lookup_edits, pack_history, pack_order_key, pack_profile};
 use crate::store::{Publish, StoreError};
 
 /// The directory's rows a transaction writes.
@@ -128,7 +128,7 @@ struct RecordRows {
     emails: Vec<Option<String>>,
     statuses: Vec<&'static str>,
     profiles: Vec<Vec<u8>>,
-    order_keys: Vec<Option<String>>,
+    order_keys: Vec<Option<Vec<u8>>>,
     merged_into: Vec<Option<String>>,
     merged_from: Vec<String>,
     versions: Vec<i64>,
@@ -140,7 +140,7 @@ async fn write_records(work: &mut Work<'_>, records: &[Written]) -> Result<(), S
     let mut rows = RecordRows::default();
     let (mut moved, mut moved_keys) = (Vec::new(), Vec::new());
     for Written { record: r, changed, .. } in records {
-        let order_key = r.order_key.as_ref().map(serde_json::to_string).transpose()?;
+        let order_key = r.order_key.as_ref().map(pack_order_key);
         if !changed {
             moved.push(r.id.clone());
             moved_keys.push(order_key);
@@ -164,7 +164,7 @@ async fn write_records(work: &mut Work<'_>, records: &[Written]) -> Result<(), S
     if !moved.is_empty() {
         sqlx::query(
             "UPDATE customers c SET order_key = m.order_key
-             FROM unnest($1::text[], $2::text[]) AS m(id, order_key) WHERE c.id = m.id",
+             FROM unnest($1::text[], $2::bytea[]) AS m(id, order_key) WHERE c.id = m.id",
         )
         .bind(moved)
         .bind(moved_keys)
@@ -181,7 +181,7 @@ async fn write_records(work: &mut Work<'_>, records: &[Written]) -> Result<(), S
          SELECT id, source, external_id, account, email, status, packed_profile, order_key,
                 merged_into, merged_from, version, changed_at, profile_codec, nextval('customers_change_seq')
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[],
-                     $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::smallint[])
+                     $8::bytea[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::smallint[])
               WITH ORDINALITY AS r(id, source, external_id, account, email, status, packed_profile, order_key,
                                    merged_into, merged_from, version, changed_at, profile_codec, n)
          ORDER BY n
@@ -270,11 +270,11 @@ async fn write_links(work: &mut Work<'_>, links: BTreeMap<(String, String), Orde
     for ((survivor, absorbed_id), order_key) in links {
         survivors.push(survivor);
         absorbed.push(absorbed_id);
-        keys.push(serde_json::to_string(&order_key)?);
+        keys.push(pack_order_key(&order_key));
     }
     sqlx::query(
         "INSERT INTO merge_links (survivor, absorbed, order_key)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])
          ON CONFLICT (survivor, absorbed) DO UPDATE SET order_key = excluded.order_key",
     )
     .bind(survivors)

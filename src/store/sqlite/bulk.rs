@@ -26,11 +26,11 @@ use rusqlite::{Connection, ToSql, params};
 
 use super::{Context, Head, Heads, RecordColumns, UPSERT_LINK, lookup_delete, lookup_insert, read_record, record_sql};
 use crate::directory::{self, Effects, Loaded, MergeLink, Record};
-use crate::model::{OrderKey, UtcMillis, json};
+use crate::model::{OrderKey, UtcMillis};
 use crate::store::compress::Packed;
 use crate::store::rows::{
     Envelope, Settled, Settling, is_suppressed_target, lookup_edits, pack_body, pack_envelope, pack_history,
-    record_columns, settling, touched_ids,
+    pack_order_key, record_columns, settling, touched_ids, unpack_order_key,
 };
 use crate::store::{Delivery, IngestOutcome, Publish, StoreError};
 
@@ -233,14 +233,14 @@ impl Batch {
              UNION SELECT survivor, absorbed, order_key FROM merge_links WHERE absorbed IN (SELECT value FROM json_each(?1))",
         )?;
         let rows = rows.query_map([&ids], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?))
         })?;
         for row in rows {
             let (survivor, absorbed, key) = row?;
             links.raise(MergeLink {
                 survivor,
                 absorbed,
-                order_key: json::decode(key.as_bytes())?,
+                order_key: unpack_order_key(&key)?,
             });
         }
         Ok(Batch {
@@ -428,7 +428,7 @@ impl Batch {
         self.write_records(tx)?;
         for ((survivor, absorbed), key) in &self.raised {
             tx.prepare_cached(UPSERT_LINK)?
-                .execute(params![survivor, absorbed, serde_json::to_string(key)?])?;
+                .execute(params![survivor, absorbed, pack_order_key(key)])?;
         }
         insert_rows(
             tx,
@@ -499,11 +499,7 @@ impl Batch {
                 }
                 (Some(_), None) => tx
                     .prepare_cached("UPDATE customers SET order_key = ?2, last_history = ?3 WHERE id = ?1")?
-                    .execute(params![
-                        id,
-                        record.order_key.as_ref().map(serde_json::to_string).transpose()?,
-                        head.history
-                    ])?,
+                    .execute(params![id, record.order_key.as_ref().map(pack_order_key), head.history])?,
                 (None, None) => 0,
             };
             if written != 1 {

@@ -3,18 +3,20 @@
 //! incremental vacuum (a store made before `auto_vacuum` was set keeps
 //! them for reuse until a `VACUUM`: `docs/operating.md`).
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use super::SqliteStore;
 use crate::retention::{Cutoffs, Retention, Step};
-use crate::store::rows::{MESSAGE_COMPACTION, OUTBOX_BEFORE, event_compaction};
+use crate::store::rows::{MESSAGE_COMPACTION, event_compaction};
 use crate::store::{BoxFuture, StoreError};
 
 /// `PRAGMA auto_vacuum`'s value for incremental vacuum.
 const INCREMENTAL: i64 = 2;
 
-fn json_field(json: &str, name: &str) -> String {
-    format!("json_extract({json}, '$.{name}')")
+/// The dedupe key of the packed order key in `column` (see
+/// [`crate::store::rows::pack_order_key`]).
+fn dedupe_key(column: &str) -> String {
+    format!("CAST(substr({column}, 17) AS TEXT)")
 }
 
 fn compact_events(tx: &Connection, cutoffs: Cutoffs, after: i64, limit: usize) -> Result<Step, StoreError> {
@@ -31,7 +33,7 @@ fn compact_events(tx: &Connection, cutoffs: Cutoffs, after: i64, limit: usize) -
     }
     let bodies = [cutoffs.raw_events, cutoffs.quarantine].map(|c| c.to_string());
     let rows = [cutoffs.raw_events, cutoffs.quarantine].map(|c| c.min(cutoffs.dedupe).to_string());
-    let [forget, drop_rows, drop_bodies] = event_compaction(json_field);
+    let [forget, drop_rows, drop_bodies] = event_compaction(dedupe_key);
     tx.prepare_cached(&forget)?
         .execute(params![after, end, rows[0], rows[1], bodies[0], bodies[1]])?;
     let rows = tx
@@ -48,11 +50,9 @@ fn compact_events(tx: &Connection, cutoffs: Cutoffs, after: i64, limit: usize) -
 }
 
 fn compact_messages(tx: &Connection, cutoffs: Cutoffs, limit: usize) -> Result<u64, StoreError> {
-    let cut: Option<i64> = tx
-        .prepare_cached(OUTBOX_BEFORE)?
-        .query_row([cutoffs.messages.to_string()], |r| r.get(0))
-        .optional()?;
-    let Some(cut) = cut else { return Ok(0) };
+    let Some(cut) = outbox_before(tx, &cutoffs.messages.to_string())? else {
+        return Ok(0);
+    };
     let subscriptions: Vec<String> = tx
         .prepare_cached("SELECT id FROM subscriptions")?
         .query_map([], |r| r.get(0))?
@@ -64,6 +64,34 @@ fn compact_messages(tx: &Connection, cutoffs: Cutoffs, limit: usize) -> Result<u
         dropped += tx.prepare_cached(MESSAGE_COMPACTION[1])?.execute(args)? as u64;
     }
     Ok(dropped)
+}
+
+/// The last outbox row made before `cutoff`: its messages and those before
+/// it are of changes past their age. Found by halving the range of `seq`
+/// (the outbox has no index on its time since migration 19): the one
+/// writer numbers the changes in the order of their times, so the rows
+/// made before a time are a prefix. Should the clock step back, the cut
+/// moves by as many rows as it stepped over.
+fn outbox_before(tx: &Connection, cutoff: &str) -> Result<Option<i64>, StoreError> {
+    let (first, last): (Option<i64>, Option<i64>) = tx.query_row("SELECT MIN(seq), MAX(seq) FROM outbox", [], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    let (Some(mut low), Some(mut high)) = (first, last) else {
+        return Ok(None);
+    };
+    let mut at = tx.prepare_cached("SELECT seq, created_at FROM outbox WHERE seq >= ?1 ORDER BY seq LIMIT 1")?;
+    let mut found = None;
+    while low <= high {
+        let middle = low + (high - low) / 2;
+        let (seq, created): (i64, String) = at.query_row([middle], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        if created.as_str() < cutoff {
+            found = Some(seq);
+            low = seq + 1;
+        } else {
+            high = middle - 1;
+        }
+    }
+    Ok(found)
 }
 
 fn reclaim(tx: &Connection, pages: u32) -> Result<u64, StoreError> {
@@ -114,5 +142,28 @@ impl Retention for SqliteStore {
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
             Ok(rows.collect::<Result<_, _>>()?)
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_change_before_a_time_is_found_over_gaps_in_seq() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch("CREATE TABLE outbox (seq INTEGER PRIMARY KEY, created_at TEXT NOT NULL)")
+            .expect("a table");
+        assert_eq!(outbox_before(&conn, "t010").expect("a search"), None);
+        let seqs: Vec<i64> = (1..=40).step_by(3).collect();
+        for seq in &seqs {
+            conn.execute("INSERT INTO outbox VALUES (?1, ?2)", params![seq, format!("t{seq:03}")])
+                .expect("a row");
+        }
+        for cutoff in 0..=45 {
+            let expected = seqs.iter().copied().filter(|seq| *seq < cutoff).max();
+            let found = outbox_before(&conn, &format!("t{cutoff:03}")).expect("a search");
+            assert_eq!(found, expected, "before t{cutoff:03}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::model::OrderKey;
 use crate::sources::{Kind, testing};
 
 type Reply = oneshot::Receiver<Result<Answer, StoreError>>;
@@ -191,6 +192,98 @@ fn migration_4_chains_the_rows_a_store_already_holds() {
         ),
         0
     );
+}
+
+/// Migration 19 on a store that holds JSON order keys and an outbox: each
+/// key is packed as the code packs it (and reads back as it was), and the
+/// outbox keeps its rows and its counter, without the two indexes.
+#[test]
+fn migration_19_packs_the_order_keys_and_makes_the_outbox_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut conn = Connection::open(dir.path().join("clientele.db")).expect("open");
+    let before = MIGRATIONS.len() - 1;
+    for sql in &MIGRATIONS[..before] {
+        conn.execute_batch(sql).expect("the schema before version 19");
+    }
+    conn.pragma_update(None, "user_version", before as i64)
+        .expect("the version before");
+    let time = UtcMillis::from_millisecond;
+    let keys = [
+        OrderKey {
+            at: Some(time(1_900_557_602_001)),
+            sent_at: None,
+            dedupe_key: format!("sha256:{}", "ab".repeat(32)),
+        },
+        // The first and last instants kept, and a key that is not ASCII.
+        OrderKey {
+            at: Some(time(-62_135_596_800_000)),
+            sent_at: Some(time(253_402_300_799_999)),
+            dedupe_key: "évènement-1".into(),
+        },
+        OrderKey {
+            at: None,
+            sent_at: Some(time(-1)),
+            dedupe_key: "k".into(),
+        },
+    ];
+    let json: Vec<String> = keys.iter().map(|k| serde_json::to_string(k).expect("json")).collect();
+    conn.execute(
+        "INSERT INTO customers (id, source, external_id, status, profile, order_key, merged_from, version,
+                                changed_at, change_seq)
+             VALUES ('a', 's', 'a', 'active', '{}', ?1, '[]', 1, 't', 1),
+                    ('b', 's', 'b', 'active', '{}', ?2, '[]', 1, 't', 2),
+                    ('c', 's', 'c', 'merged', '{}', NULL, '[]', 1, 't', 3)",
+        params![json[0], json[1]],
+    )
+    .expect("records");
+    conn.execute(
+        "INSERT INTO merge_links (survivor, absorbed, order_key) VALUES ('a', 'c', ?1)",
+        [&json[2]],
+    )
+    .expect("a link");
+    conn.execute_batch(
+        "INSERT INTO outbox (seq, id, customer_id, source, action, version, created_at, body, prev, codec)
+             VALUES (1, 'o1', 'a', 's', 'created', 1, 't1', '{}', NULL, 0),
+                    (2, 'o2', 'a', 's', 'updated', 2, 't2', '{}', 1, 0),
+                    (3, 'o3', 'b', 's', 'created', 1, 't3', '{}', NULL, 0);
+         DELETE FROM outbox WHERE seq = 3;",
+    )
+    .expect("envelopes");
+    migrate(&mut conn).expect("migrate");
+
+    let kept = |sql: &str| -> Vec<u8> { conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
+    let packed = [
+        kept("SELECT order_key FROM customers WHERE id = 'a'"),
+        kept("SELECT order_key FROM customers WHERE id = 'b'"),
+        kept("SELECT order_key FROM merge_links"),
+    ];
+    for (packed, key) in packed.iter().zip(&keys) {
+        assert_eq!(*packed, pack_order_key(key));
+        assert_eq!(unpack_order_key(packed).expect("a key"), *key);
+    }
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM customers WHERE order_key IS NULL"),
+        1
+    );
+    let outbox = "SELECT group_concat(seq || id || COALESCE(prev, ''), ',') FROM (SELECT * FROM outbox ORDER BY seq)";
+    assert_eq!(
+        conn.query_row(outbox, [], |r| r.get::<_, String>(0)).expect("rows"),
+        "1o1,2o21"
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM sqlite_schema WHERE tbl_name = 'outbox' AND type = 'index'"
+        ),
+        0
+    );
+    // The counter goes on past the row that was deleted.
+    conn.execute(
+        "INSERT INTO outbox (id, customer_id, source, action, version, created_at, body) VALUES ('o4', 'b', 's', 'created', 1, 't4', '{}')",
+        [],
+    )
+    .expect("a new envelope");
+    assert_eq!(count(&conn, "SELECT MAX(seq) FROM outbox"), 4);
 }
 
 /// How many times the WAL restarted from its beginning (each time with a
