@@ -7,7 +7,9 @@
 //!
 //! It keeps every customer's subject, blocking keys and value counts in
 //! memory ([`state::Index`]), loaded when it starts: then a change costs
-//! its candidates, not the directory. One instance resolves at a time,
+//! the pairs among its candidates and their persons (scored afresh each
+//! step), not a read of the directory; `bench/README.md` ("Persons")
+//! measures what that costs as blocks fill up. One instance resolves at a time,
 //! under a lease kept in the store (instances sharing a Postgres store
 //! wait their turn); a step whose commit finds the lease or the position
 //! moved is dropped, and the resolver loads again. A rebuild

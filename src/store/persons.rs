@@ -452,8 +452,6 @@ pub(super) mod sql {
     pub const FORGET_MEMBER: &str = "DELETE FROM person_members WHERE customer_id = $1";
     pub const FORGET_REVIEWS: &str = "DELETE FROM person_reviews WHERE a = $1 OR b = $1";
     pub const FORGET_DECISIONS: &str = "DELETE FROM person_decisions WHERE a = $1 OR b = $1";
-    pub const OPEN_REVIEWS_OF: &str =
-        "SELECT id, a, b FROM person_reviews WHERE status = 'open' AND (a = $1 OR b = $1)";
     pub const DELETE_REVIEW: &str = "DELETE FROM person_reviews WHERE id = $1 AND status = 'open'";
     pub const UPSERT_REVIEW: &str = "INSERT INTO person_reviews (id, a, b, score, evidence, status, created_at)
          VALUES ($1, $2, $3, $4, $5, 'open', $6)
@@ -561,24 +559,39 @@ pub(super) fn decode_decision(
     })
 }
 
-/// The open reviews of `step` to withdraw, given the open reviews that
-/// touch its customers (`(id, a, b)`): those of a changed customer, and
-/// those between two customers resolved again, except the ones it keeps
-/// open.
-pub(super) fn withdrawn(step: &Resolution, open: Vec<(String, String, String)>) -> Vec<String> {
+/// The statement reading the reviews that touch the customers of a list
+/// bound as `$1`, `(id, a, b, status)`; `member` is the dialect's test
+/// that a column's value is in that list. It asks no status: with one,
+/// SQLite's planner reads every open review by `person_reviews_status`
+/// instead of the few of these customers by `person_reviews_a` and `_b`,
+/// and a step's work grew with the directory's reviews.
+pub(super) fn reviews_touching(member: impl Fn(&str) -> String) -> String {
+    format!(
+        "SELECT id, a, b, status FROM person_reviews WHERE {} OR {}",
+        member("a"),
+        member("b")
+    )
+}
+
+/// The open reviews of `step` to withdraw, given the reviews that touch
+/// its customers (`(id, a, b, status)`, [`reviews_touching`]): those of a
+/// changed customer, and those between two customers resolved again,
+/// except the ones it keeps open.
+pub(super) fn withdrawn(step: &Resolution, touching: Vec<(String, String, String, String)>) -> Vec<String> {
     use std::collections::BTreeSet;
     let changed: BTreeSet<&str> = step.reviews_of.iter().map(String::as_str).collect();
     let among: BTreeSet<&str> = step.reviews_among.iter().map(String::as_str).collect();
     let kept: BTreeSet<String> = step.reviews.iter().map(|r| review_id(&r.customers)).collect();
-    let mut ids: Vec<String> = open
+    let mut ids: Vec<String> = touching
         .into_iter()
-        .filter(|(id, a, b)| {
-            !kept.contains(id)
+        .filter(|(id, a, b, status)| {
+            status == ReviewStatus::Open.as_str()
+                && !kept.contains(id)
                 && (changed.contains(a.as_str())
                     || changed.contains(b.as_str())
                     || (among.contains(a.as_str()) && among.contains(b.as_str())))
         })
-        .map(|(id, _, _)| id)
+        .map(|(id, _, _, _)| id)
         .collect();
     ids.sort_unstable();
     ids.dedup();

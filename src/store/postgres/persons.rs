@@ -15,7 +15,7 @@ use crate::persons::Decision;
 use crate::store::persons::{
     Arg, Decided, Feed, FeedChange, Found, NewDecision, PersonQuery, Persons, RawPerson, RawReview, Resolution,
     Resolved, Review, ReviewStatus, StoredDecision, StoredPerson, decision_str, decode_decision, decode_person,
-    decode_review, person_message, persons_sql, review_id, sql, withdrawn,
+    decode_review, person_message, persons_sql, review_id, reviews_touching, sql, withdrawn,
 };
 use crate::store::rows::{RawRecord, pack_envelope, page, parse_time, record_columns};
 use crate::store::{BoxFuture, Page, StoreError};
@@ -158,15 +158,17 @@ async fn commit(conn: &mut PgConnection, holder: &str, step: &Resolution) -> Res
             sqlx::query(statement).bind(c).execute(&mut *conn).await?;
         }
     }
-    let mut open = Vec::new();
-    for c in step.reviews_of.iter().chain(&step.reviews_among) {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(sql::OPEN_REVIEWS_OF)
-            .bind(c)
-            .fetch_all(&mut *conn)
-            .await?;
-        open.extend(rows);
-    }
-    for id in withdrawn(step, open) {
+    let customers: Vec<&str> = step
+        .reviews_of
+        .iter()
+        .chain(&step.reviews_among)
+        .map(String::as_str)
+        .collect();
+    let touching = sqlx::query_as(&reviews_touching(|column| format!("{column} = ANY($1)")))
+        .bind(customers)
+        .fetch_all(&mut *conn)
+        .await?;
+    for id in withdrawn(step, touching) {
         sqlx::query(sql::DELETE_REVIEW).bind(id).execute(&mut *conn).await?;
     }
     for r in &step.reviews {

@@ -12,7 +12,7 @@ use crate::outbound::PERSON_SOURCE;
 use crate::store::persons::{
     Arg, Decided, Feed, FeedChange, Found, NewDecision, PersonQuery, Persons, RawPerson, RawReview, Resolution,
     Resolved, Review, ReviewStatus, StoredDecision, StoredPerson, decision_str, decode_decision, decode_person,
-    decode_review, person_message, persons_sql, review_id, sql, withdrawn,
+    decode_review, person_message, persons_sql, review_id, reviews_touching, sql, withdrawn,
 };
 use crate::store::rows::{RawRecord, pack_envelope, page, parse_time, record_columns};
 use crate::store::{BoxFuture, Page, StoreError};
@@ -185,15 +185,16 @@ fn commit(tx: &Connection, holder: &str, step: &Resolution) -> Result<bool, Stor
             tx.prepare_cached(&numbered(statement))?.execute([c])?;
         }
     }
-    let mut open = Vec::new();
-    for c in step.reviews_of.iter().chain(&step.reviews_among) {
-        let mut statement = tx.prepare_cached(&numbered(sql::OPEN_REVIEWS_OF))?;
-        let rows = statement.query_map([c], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        for row in rows {
-            open.push(row?);
-        }
-    }
-    for id in withdrawn(step, open) {
+    let customers: Vec<&String> = step.reviews_of.iter().chain(&step.reviews_among).collect();
+    let touching = tx
+        .prepare_cached(&reviews_touching(|column| {
+            format!("{column} IN (SELECT value FROM json_each(?1))")
+        }))?
+        .query_map([serde_json::to_string(&customers)?], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    for id in withdrawn(step, touching) {
         tx.prepare_cached(&numbered(sql::DELETE_REVIEW))?.execute([id])?;
     }
     for r in &step.reviews {
