@@ -78,9 +78,24 @@ impl Shadow {
     }
 
     /// Replays up to `limit` more accepted events into the temporary
-    /// tables, in arrival order, in a transaction of its own. Returns
-    /// whether more may wait.
+    /// tables, in arrival order, in a transaction of its own, run again
+    /// from where it was if it loses a race (a deadlock with a write of
+    /// the live store, as [`Self::finish`]). Returns whether more may wait.
     pub(super) async fn replay(&mut self, limit: usize) -> Result<bool, StoreError> {
+        let mut runs = 1;
+        loop {
+            let (after, rebuilt) = (self.after, self.rebuilt);
+            match self.replay_once(limit).await {
+                Err(e) if runs < MAX_RUNS && lost_race(&e) => {
+                    (self.after, self.rebuilt) = (after, rebuilt);
+                    runs += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn replay_once(&mut self, limit: usize) -> Result<bool, StoreError> {
         let mut work = Work {
             tx: self.conn.begin().await?,
             queued: false,
