@@ -167,7 +167,14 @@ pub struct Browser {
     pub client: fantoccini::Client,
     driver: Child,
     port: u16,
+    /// One browser at a time in the suite: several Chromiums at once on a
+    /// 2-core machine, beside the rest of the suite, lost their WebDriver
+    /// connection mid-test.
+    _turn: tokio::sync::OwnedMutexGuard<()>,
 }
+
+/// Whose turn it is to drive a browser.
+static TURN: std::sync::LazyLock<std::sync::Arc<tokio::sync::Mutex<()>>> = std::sync::LazyLock::new(Default::default);
 
 impl Browser {
     /// A browser, or `None` (with a note) where Chromium is not installed
@@ -184,6 +191,7 @@ impl Browser {
             );
             return None;
         }
+        let turn = TURN.clone().lock_owned().await;
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -216,7 +224,12 @@ impl Browser {
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
             .expect("a WebDriver session");
-        Some(Browser { client, driver, port })
+        Some(Browser {
+            client,
+            driver,
+            port,
+            _turn: turn,
+        })
     }
 
     /// Saves what the browser shows now as `target/console-screenshots/{name}-{width}.png`,
