@@ -32,7 +32,7 @@ use tokio::sync::Notify;
 use self::writes::Writes;
 use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
-    EVENT_COLUMNS, NAMES_BACKFILL_STEP, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling, backfilled_names,
+    EVENT_COLUMNS, NAMES_BACKFILL_STEP, NamesBackfill, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling,
     customer_page, history_page, mention_erasures, mention_keys, name_words, page, record_columns, redact_envelopes,
     redaction, touched_ids, unpack_order_key,
 };
@@ -338,8 +338,7 @@ async fn apply_migrations(conn: &mut PgConnection) -> Result<(), StoreError> {
 /// holds the other instances back: a start after an interrupted one goes
 /// on from there.
 async fn backfill_names(conn: &mut PgConnection) -> Result<(), StoreError> {
-    let started = std::time::Instant::now();
-    let mut customers = 0;
+    let mut backfill = NamesBackfill::new();
     let read = format!("SELECT id, {PROFILE}, profile_codec FROM customers WHERE id > $1 ORDER BY id LIMIT $2");
     loop {
         let mut tx = conn.begin().await?;
@@ -350,44 +349,36 @@ async fn backfill_names(conn: &mut PgConnection) -> Result<(), StoreError> {
         else {
             return Ok(());
         };
-        if customers == 0 {
-            tracing::info!("finding the names of the customers kept before this version (once)");
-        }
         let step: Vec<(String, Vec<u8>, i16)> = sqlx::query_as(&read)
             .bind(&after)
             .bind(NAMES_BACKFILL_STEP)
             .fetch_all(&mut *tx)
             .await?;
-        let Some(last) = step.last().map(|(id, ..)| id.clone()) else {
-            sqlx::query("DELETE FROM backfills WHERE name = 'customer_names'")
+        let step = step
+            .into_iter()
+            .map(|(id, kept, codec)| (id, kept, codec.into()))
+            .collect();
+        match backfill.step(step)? {
+            None => {
+                sqlx::query("DELETE FROM backfills WHERE name = 'customer_names'")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Some((last, words, ids)) => {
+                sqlx::query(
+                    "INSERT INTO customer_names (word, customer_id) SELECT * FROM unnest($1::text[], $2::text[])
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(words)
+                .bind(ids)
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await?;
-            tracing::info!(
-                customers,
-                seconds = started.elapsed().as_secs(),
-                "found the names of the customers kept"
-            );
-            return Ok(());
-        };
-        customers += step.len();
-        let (words, ids) = backfilled_names(
-            step.into_iter()
-                .map(|(id, kept, codec)| (id, kept, codec.into()))
-                .collect(),
-        )?;
-        sqlx::query(
-            "INSERT INTO customer_names (word, customer_id) SELECT * FROM unnest($1::text[], $2::text[])
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(words)
-        .bind(ids)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE backfills SET after = $1 WHERE name = 'customer_names'")
-            .bind(last)
-            .execute(&mut *tx)
-            .await?;
+                sqlx::query("UPDATE backfills SET after = $1 WHERE name = 'customer_names'")
+                    .bind(last)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         tx.commit().await?;
     }
 }

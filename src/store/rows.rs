@@ -515,20 +515,50 @@ pub(super) fn unpack_profile(codec: i64, kept: Vec<u8>) -> Result<Profile, Store
 /// keeps in `backfills`.
 pub(super) const NAMES_BACKFILL_STEP: i64 = 1000;
 
-/// The `customer_names` rows (word, customer id) of a backfill step's
-/// customers, as kept: (id, profile bytes, codec).
-pub(super) fn backfilled_names(
-    customers: Vec<(String, Vec<u8>, i64)>,
-) -> Result<(Vec<String>, Vec<String>), StoreError> {
-    let (mut words, mut ids) = (Vec::new(), Vec::new());
-    for (id, kept, codec) in customers {
-        let profile = unpack_profile(codec, kept)?;
-        for word in Lookup::Names.keys(&profile) {
-            words.push(word);
-            ids.push(id.clone());
+/// What a step of the `customer_names` backfill writes: the position to
+/// keep (its last customer id), then the rows, as words and customer ids.
+pub(super) type NameRows = (String, Vec<String>, Vec<String>);
+
+/// The `customer_names` backfill at a start (see the migration that made
+/// the table), which each store drives a step a transaction.
+pub(super) struct NamesBackfill {
+    started: std::time::Instant,
+    customers: usize,
+}
+
+impl NamesBackfill {
+    pub(super) fn new() -> Self {
+        NamesBackfill {
+            started: std::time::Instant::now(),
+            customers: 0,
         }
     }
-    Ok((words, ids))
+
+    /// What a step of `customers` (id, profile as kept, codec) writes;
+    /// none when no customer is left, and the backfill is done.
+    pub(super) fn step(&mut self, customers: Vec<(String, Vec<u8>, i64)>) -> Result<Option<NameRows>, StoreError> {
+        let Some(last) = customers.last().map(|(id, ..)| id.clone()) else {
+            tracing::info!(
+                customers = self.customers,
+                seconds = self.started.elapsed().as_secs(),
+                "found the names of the customers kept before this version"
+            );
+            return Ok(None);
+        };
+        if self.customers == 0 {
+            tracing::info!("finding the names of the customers kept before this version (once)");
+        }
+        self.customers += customers.len();
+        let (mut words, mut ids) = (Vec::new(), Vec::new());
+        for (id, kept, codec) in customers {
+            let profile = unpack_profile(codec, kept)?;
+            for word in Lookup::Names.keys(&profile) {
+                words.push(word);
+                ids.push(id.clone());
+            }
+        }
+        Ok(Some((last, words, ids)))
+    }
 }
 
 /// A `customers` row's columns as [`RawRecord`] reads them, `profile`

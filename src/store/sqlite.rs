@@ -56,10 +56,10 @@ use self::checkpoint::Checkpoints;
 use self::lock::StoreLock;
 use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
-    EVENT_COLUMNS, Lookup, NAMES_BACKFILL_STEP, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling,
-    backfilled_names, customer_page, history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys,
-    name_words, pack_body, pack_history, pack_order_key, pack_profile, page, record_columns, redact_envelopes,
-    redaction, settling, touched_ids, unpack_order_key,
+    EVENT_COLUMNS, Lookup, NAMES_BACKFILL_STEP, NamesBackfill, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling,
+    customer_page, history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys, name_words,
+    pack_body, pack_history, pack_order_key, pack_profile, page, record_columns, redact_envelopes, redaction, settling,
+    touched_ids, unpack_order_key,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -273,8 +273,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 /// it keeps in `backfills` (gone when done): a start after an interrupted
 /// one goes on from there.
 fn backfill_names(conn: &mut Connection) -> Result<(), StoreError> {
-    let started = std::time::Instant::now();
-    let mut customers = 0;
+    let mut backfill = NamesBackfill::new();
     loop {
         let tx = conn.transaction()?;
         let Some(after) = tx
@@ -285,33 +284,25 @@ fn backfill_names(conn: &mut Connection) -> Result<(), StoreError> {
         else {
             return Ok(());
         };
-        if customers == 0 {
-            tracing::info!("finding the names of the customers kept before this version (once)");
-        }
         let step: Vec<(String, Vec<u8>, i64)> = tx
             .prepare_cached("SELECT id, profile, profile_codec FROM customers WHERE id > ?1 ORDER BY id LIMIT ?2")?
             .query_map(params![after, NAMES_BACKFILL_STEP], |r| {
                 Ok((r.get(0)?, kept_bytes(r.get_ref(1)?), r.get(2)?))
             })?
             .collect::<Result<_, _>>()?;
-        let Some(last) = step.last().map(|(id, ..)| id.clone()) else {
-            tx.execute("DELETE FROM backfills WHERE name = 'customer_names'", [])?;
-            tx.commit()?;
-            tracing::info!(
-                customers,
-                seconds = started.elapsed().as_secs(),
-                "found the names of the customers kept"
-            );
-            return Ok(());
-        };
-        customers += step.len();
-        let (words, ids) = backfilled_names(step)?;
-        let mut insert = tx.prepare_cached(&format!("{} (?1, ?2)", lookup_insert(Lookup::Names)))?;
-        for (word, id) in words.iter().zip(&ids) {
-            insert.execute([word, id])?;
+        match backfill.step(step)? {
+            None => {
+                tx.execute("DELETE FROM backfills WHERE name = 'customer_names'", [])?;
+            }
+            Some((last, words, ids)) => {
+                let mut insert = tx.prepare_cached(&format!("{} (?1, ?2)", lookup_insert(Lookup::Names)))?;
+                for (word, id) in words.iter().zip(&ids) {
+                    insert.execute([word, id])?;
+                }
+                drop(insert);
+                tx.execute("UPDATE backfills SET after = ?1 WHERE name = 'customer_names'", [last])?;
+            }
         }
-        drop(insert);
-        tx.execute("UPDATE backfills SET after = ?1 WHERE name = 'customer_names'", [last])?;
         tx.commit()?;
     }
 }
