@@ -3,7 +3,7 @@
 //! messages, and recording attempts. Writes run on the writer thread
 //! (`super::Writer`), reads on the read pool.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::directory::Change;
 use crate::model::UtcMillis;
@@ -21,23 +21,10 @@ use super::{Heads, kept_bytes};
 
 const SUBSCRIPTION_COLUMNS: &str = "id, url, secret, actions, sources, enabled, created_at, types";
 
-fn read_subscription(r: &Row<'_>) -> rusqlite::Result<RawSubscription> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-    ))
-}
-
 pub(super) fn subscriptions(conn: &Connection) -> Result<Vec<Subscription>, StoreError> {
     let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions ORDER BY created_at, id");
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map([], read_subscription)?;
+    let rows = stmt.query_map([], |r| RawSubscription::try_from(r))?;
     rows.map(|r| decode_subscription(r?)).collect()
 }
 
@@ -45,7 +32,7 @@ pub(super) fn subscription(conn: &Connection, id: &str) -> Result<Option<Subscri
     let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ?1");
     let row = conn
         .prepare_cached(&sql)?
-        .query_row([id], read_subscription)
+        .query_row([id], |r| RawSubscription::try_from(r))
         .optional()?;
     row.map(decode_subscription).transpose()
 }
@@ -141,7 +128,7 @@ pub(super) fn fan_out(tx: &Connection) -> Result<bool, StoreError> {
         .query_row([], |r| r.get(0))?;
     let subscriptions = tx
         .prepare_cached(FAN_OUT_SUBSCRIPTIONS)?
-        .query_map([], |r| Ok((read_subscription(r)?, r.get::<_, Option<i64>>(8)?)))?
+        .query_map([], |r| Ok((RawSubscription::try_from(r)?, r.get::<_, Option<i64>>(8)?)))?
         .map(|row| {
             let (raw, fanned_to) = row?;
             Ok((decode_subscription(raw)?, fanned_to))

@@ -28,28 +28,9 @@ fn numbered(statement: &str) -> String {
     out
 }
 
-fn raw_person(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawPerson> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-}
-
-fn raw_review(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawReview> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-    ))
-}
-
 fn person_by_id(conn: &Connection, id: &str) -> Result<Option<StoredPerson>, StoreError> {
     conn.prepare_cached(&numbered(sql::PERSON))?
-        .query_row([id], raw_person)
+        .query_row([id], |r| RawPerson::try_from(r))
         .optional()?
         .map(decode_person)
         .transpose()
@@ -93,7 +74,7 @@ fn decide(tx: &Connection, d: &NewDecision) -> Result<Decided, StoreError> {
     if let Some(review) = &d.review {
         let Some(found) = tx
             .prepare_cached(&numbered(sql::REVIEW))?
-            .query_row([review], raw_review)
+            .query_row([review], |r| RawReview::try_from(r))
             .optional()?
             .map(decode_review)
             .transpose()?
@@ -249,7 +230,7 @@ impl Persons for SqliteStore {
             let (statement, args) = persons_sql(&query);
             let rows: Vec<RawPerson> = conn
                 .prepare(&numbered(&statement))?
-                .query_map(params_from_iter(bind(&args)), raw_person)?
+                .query_map(params_from_iter(bind(&args)), |r| RawPerson::try_from(r))?
                 .collect::<Result<_, _>>()?;
             let persons = rows.into_iter().map(decode_person).collect::<Result<Vec<_>, _>>()?;
             Ok(page(persons, query.limit, |p| p.seq))
@@ -266,7 +247,9 @@ impl Persons for SqliteStore {
             let status = status.map_or("", ReviewStatus::as_str);
             let rows: Vec<RawReview> = conn
                 .prepare_cached(&numbered(sql::REVIEWS))?
-                .query_map(params![after.unwrap_or(0), status, limit as i64 + 1], raw_review)?
+                .query_map(params![after.unwrap_or(0), status, limit as i64 + 1], |r| {
+                    RawReview::try_from(r)
+                })?
                 .collect::<Result<_, _>>()?;
             let reviews = rows.into_iter().map(decode_review).collect::<Result<Vec<_>, _>>()?;
             Ok(page(reviews, limit, |r| r.seq))
@@ -341,7 +324,7 @@ impl Persons for SqliteStore {
             let members = all(tx, sql::MEMBERS, |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
             })?;
-            let persons = all(tx, sql::PERSONS, raw_person)?
+            let persons = all(tx, sql::PERSONS, |r| RawPerson::try_from(r))?
                 .into_iter()
                 .map(decode_person)
                 .collect::<Result<_, _>>()?;
