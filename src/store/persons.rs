@@ -171,7 +171,8 @@ pub struct PersonQuery {
     pub email: Option<String>,
     /// E.164.
     pub phone: Option<String>,
-    /// A first or last name of one of its customers, any case.
+    /// Persons whose customers' names hold every word of this (see
+    /// `rows::name_words`).
     pub name: Option<String>,
     pub changed_since: Option<UtcMillis>,
     pub limit: usize,
