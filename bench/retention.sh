@@ -3,8 +3,8 @@
 # simulated days (default 10) of deliveries that keep updating a live set
 # of customers (bench/ingest.lua, wrk -t2 -c64, over CUSTOMERS per
 # platform, default 10,000: 20,000 customers), with short retention:
-# raw_events, quarantine and messages "1d", dedupe "3d" (the shortest it
-# may be). Clientele runs as `bench/retention.rs` runs it: `serve` whose
+# raw_events, quarantine, messages and history "1d", dedupe "3d" (the
+# shortest it may be). Clientele runs as `bench/retention.rs` runs it: `serve` whose
 # retention clock moves a day forward at each SIGUSR1 (src/clock.rs), so
 # the rows are dropped by the compactor's own passes.
 #
@@ -28,7 +28,7 @@ PORT=${PORT:-8099}
 PROFILE=${PROFILE:-debug}
 export CUSTOMERS=${CUSTOMERS:-10000}
 export CLIENTELE_RETENTION__RAW_EVENTS=1d CLIENTELE_RETENTION__QUARANTINE=1d CLIENTELE_RETENTION__MESSAGES=1d \
-  CLIENTELE_RETENTION__DEDUPE=3d RUST_LOG=error,clientele::retention=debug
+  CLIENTELE_RETENTION__HISTORY=1d CLIENTELE_RETENTION__DEDUPE=3d RUST_LOG=error,clientele::retention=debug
 BENCH_BIN=target/$PROFILE/examples/retention
 work=$(mktemp -d -p "${TMPDIR:-/tmp}" clientele-retention.XXXXXX)
 source bench/common.sh

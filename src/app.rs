@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+use crate::clock::Clock;
 use crate::config::{Config, StoreUrl};
 use crate::http::{self, AppState, INGEST_SLOTS};
 use crate::model::normalize;
@@ -40,10 +41,10 @@ impl From<std::io::Error> for AppError {
 }
 
 /// Opens the store the URL names, bringing its schema up to date.
-pub async fn open_store(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open_store(url: &StoreUrl, clock: Clock) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match url {
-        StoreUrl::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
-        StoreUrl::Postgres(raw) => Arc::new(PgStore::open(raw, &url.to_string()).await?),
+        StoreUrl::Sqlite(path) => Arc::new(SqliteStore::open(path, clock)?),
+        StoreUrl::Postgres(raw) => Arc::new(PgStore::open(raw, &url.to_string(), clock).await?),
     })
 }
 
@@ -55,7 +56,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
     normalize::warm_up();
-    let store = open_store(&config.store).await?;
+    let store = open_store(&config.store, config.clock.clone()).await?;
     tracing::info!(store = %config.store, "store opened");
     if config.admin_token.expose() == "change-me" {
         tracing::warn!("admin_token is the example's: set your own (CLIENTELE_ADMIN_TOKEN)");
@@ -84,8 +85,18 @@ pub async fn serve(
     tracing::info!(address = %listener.local_addr()?, "listening: /webhooks/{{source}}, /api/v1, /healthz, /readyz, /metrics");
     let (stop, stopped) = watch::channel(false);
     let following = tokio::spawn(registry.run(stopped.clone()));
-    let compactor = tokio::spawn(crate::retention::run(store.clone(), retention, clock, stopped.clone()));
-    let resolving = tokio::spawn(resolver::run(store.clone(), Settings::default(), stopped.clone()));
+    let compactor = tokio::spawn(crate::retention::run(
+        store.clone(),
+        retention,
+        clock.clone(),
+        stopped.clone(),
+    ));
+    let resolving = tokio::spawn(resolver::run(
+        store.clone(),
+        Settings::default(),
+        clock,
+        stopped.clone(),
+    ));
     let dispatcher = {
         let (outbox, told): (Arc<dyn Outbox>, _) = (store.clone(), stopped.clone());
         tokio::spawn(dispatcher::supervise(
@@ -122,6 +133,6 @@ pub async fn serve(
 /// Opens the store, which creates it or brings its schema up to date, and
 /// closes it.
 pub async fn migrate(config: &Config) -> Result<(), AppError> {
-    open_store(&config.store).await?.close().await;
+    open_store(&config.store, config.clock.clone()).await?.close().await;
     Ok(())
 }

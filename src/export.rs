@@ -68,7 +68,7 @@ pub struct ExportOptions {
 
 /// Writes the directory to `out`; returns how many customers.
 pub async fn run(config: &Config, options: ExportOptions, out: impl Write) -> Result<u64, ExportError> {
-    let pages = match crate::app::open_store(&config.store).await {
+    let pages = match crate::app::open_store(&config.store, config.clock.clone()).await {
         Ok(store) => Pages::Store(store),
         Err(StoreError::InUse { .. }) if matches!(config.store, StoreUrl::Sqlite(_)) => {
             Pages::Remote(Remote::new(config)?)

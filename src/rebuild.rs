@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::Clock;
 use crate::config::{Config, Source, StoreUrl};
 use crate::import::remote::{reachable, successful};
 use crate::model::json;
@@ -41,7 +42,7 @@ pub enum RebuildError {
 /// persons from the rebuilt records, each keeping its id
 /// ([`resolver::rebuild`], after the swap: persons are derived from the
 /// records, and the writes the swap holds wait no longer for them).
-pub async fn run(store: &dyn Store, sources: HashMap<String, Source>) -> Result<Rebuilt, StoreError> {
+pub async fn run(store: &dyn Store, sources: HashMap<String, Source>, clock: &Clock) -> Result<Rebuilt, StoreError> {
     let names = sources.keys().cloned().collect();
     let mut rebuild = store.begin_rebuild(names, remap(sources)).await?;
     while rebuild.replay(PAGE).await? {}
@@ -52,7 +53,7 @@ pub async fn run(store: &dyn Store, sources: HashMap<String, Source>) -> Result<
         held_ms = swapping.elapsed().as_millis() as u64,
         "the rebuilt directory is swapped in"
     );
-    resolver::rebuild(store, &Settings::default()).await?;
+    resolver::rebuild(store, &Settings::default(), clock).await?;
     tracing::info!("persons resolved again from the rebuilt directory");
     Ok(rebuilt)
 }
@@ -82,12 +83,20 @@ pub async fn sources(store: &dyn Store, configured: &[Source]) -> Result<HashMap
 /// `clientele rebuild`: in this process, or by the server that holds the
 /// embedded store.
 pub async fn command(config: &Config) -> Result<Rebuilt, RebuildError> {
-    let store = match crate::app::open_store(&config.store).await {
+    let store = match crate::app::open_store(&config.store, config.clock.clone()).await {
         Ok(store) => store,
         Err(StoreError::InUse { .. }) if matches!(config.store, StoreUrl::Sqlite(_)) => return remote(config).await,
         Err(e) => return Err(e.into()),
     };
-    let result = async { run(store.as_ref(), sources(store.as_ref(), &config.sources).await?).await }.await;
+    let result = async {
+        run(
+            store.as_ref(),
+            sources(store.as_ref(), &config.sources).await?,
+            &config.clock,
+        )
+        .await
+    }
+    .await;
     store.close().await;
     Ok(result?)
 }

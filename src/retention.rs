@@ -55,8 +55,11 @@ pub struct Cutoffs {
     /// of them is a new delivery then.
     pub dedupe: UtcMillis,
     /// Delivered, dead and cancelled messages of changes made before this
-    /// go, with their attempts.
+    /// go, with their attempts; then the changes' envelopes.
     pub messages: UtcMillis,
+    /// History entries of events received before this go, once their
+    /// events' bodies have; `None`: history is kept.
+    pub history: Option<UtcMillis>,
 }
 
 impl Cutoffs {
@@ -70,6 +73,7 @@ impl Cutoffs {
             quarantine: before(settings.quarantine),
             dedupe: before(settings.dedupe),
             messages: before(settings.messages),
+            history: settings.history.map(before),
         }
     }
 
@@ -79,10 +83,10 @@ impl Cutoffs {
     }
 }
 
-/// What one step over the events did.
+/// What one step over the events, envelopes or history entries did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Step {
-    /// Bodies dropped from rows kept as dedupe records.
+    /// Bodies dropped from rows kept as dedupe records (events only).
     pub bodies: u64,
     /// Rows dropped.
     pub rows: u64,
@@ -96,6 +100,8 @@ pub struct Compacted {
     pub bodies: u64,
     pub events: u64,
     pub messages: u64,
+    pub envelopes: u64,
+    pub history: u64,
     /// Bytes given back to the file system.
     pub reclaimed: u64,
 }
@@ -111,6 +117,22 @@ pub trait Retention: Send + Sync + 'static {
     /// pending, of changes made before `cutoffs.messages`, with their
     /// attempts. Returns how many.
     fn compact_messages(&self, cutoffs: Cutoffs, limit: usize) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Among the outbox rows after position `after`, at most `limit` in
+    /// order: drops the envelopes of changes made before
+    /// `cutoffs.messages` that the dispatcher has fanned out and the
+    /// persons resolver has read, and that no message refers to. Where a
+    /// backend finds a customer's envelopes through a chain from its
+    /// latest, only the oldest of a chain go, so that an erasure still
+    /// reaches every envelope kept.
+    fn compact_outbox(&self, cutoffs: Cutoffs, after: i64, limit: usize) -> BoxFuture<'_, Result<Step, StoreError>>;
+
+    /// Among the history entries after position `after`, at most `limit`
+    /// in order: drops those of events received before `cutoffs.history`
+    /// whose bodies are gone (so that an erasure still finds every body
+    /// kept through the entries that stay), chains kept whole as for the
+    /// outbox. Nothing when history is kept.
+    fn compact_history(&self, cutoffs: Cutoffs, after: i64, limit: usize) -> BoxFuture<'_, Result<Step, StoreError>>;
 
     /// Gives up to `pages` free pages back to the file system. Returns the
     /// bytes given back (`0` when there is nothing to give, or the backend
@@ -135,15 +157,8 @@ pub async fn compact(
 ) -> Result<Compacted, StoreError> {
     let cutoffs = Cutoffs::at(now, settings);
     let mut compacted = Compacted::default();
-    let mut after = 0;
-    loop {
-        let step = store.compact_events(cutoffs, after, STEP_ROWS).await?;
-        compacted.bodies += step.bodies;
-        compacted.events += step.rows;
-        let Some(next) = step.next else { break };
-        after = next;
-        tokio::time::sleep(pause).await;
-    }
+    let events = walk(|after| store.compact_events(cutoffs, after, STEP_ROWS), pause).await?;
+    (compacted.events, compacted.bodies) = (events.rows, events.bodies);
     loop {
         let dropped = store.compact_messages(cutoffs, STEP_ROWS).await?;
         compacted.messages += dropped;
@@ -151,6 +166,16 @@ pub async fn compact(
             break;
         }
         tokio::time::sleep(pause).await;
+    }
+    // After the messages and the bodies: their going lets envelopes and
+    // entries go.
+    compacted.envelopes = walk(|after| store.compact_outbox(cutoffs, after, STEP_ROWS), pause)
+        .await?
+        .rows;
+    if cutoffs.history.is_some() {
+        compacted.history = walk(|after| store.compact_history(cutoffs, after, STEP_ROWS), pause)
+            .await?
+            .rows;
     }
     loop {
         let reclaimed = store.reclaim(RECLAIM_PAGES).await?;
@@ -161,6 +186,24 @@ pub async fn compact(
         tokio::time::sleep(pause).await;
     }
     Ok(compacted)
+}
+
+/// Steps through a table from its start until a step says the rest is too
+/// young, pausing `pause` between steps; what the steps dropped, summed.
+async fn walk<'a>(
+    mut step: impl FnMut(i64) -> BoxFuture<'a, Result<Step, StoreError>>,
+    pause: Duration,
+) -> Result<Step, StoreError> {
+    let mut total = Step::default();
+    let mut after = 0;
+    loop {
+        let done = step(after).await?;
+        total.bodies += done.bodies;
+        total.rows += done.rows;
+        let Some(next) = done.next else { return Ok(total) };
+        after = next;
+        tokio::time::sleep(pause).await;
+    }
 }
 
 /// Compacts the store a pass a minute at `clock`'s now, until `stop` is
@@ -180,6 +223,8 @@ pub async fn run(
                 bodies = c.bodies,
                 events = c.events,
                 messages = c.messages,
+                envelopes = c.envelopes,
+                history = c.history,
                 reclaimed_bytes = c.reclaimed,
                 "compaction dropped what was past its age"
             ),

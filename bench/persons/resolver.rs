@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use clientele::clock::Clock;
 use clientele::model::{Country, UtcMillis};
 use clientele::persons::Settings;
 use clientele::sources::{Kind, SourceSettings, delivery};
@@ -116,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
         arg("--seconds", 20)?,
     );
     let dir = tempfile::tempdir()?;
-    let store = Arc::new(SqliteStore::open(&dir.path().join("clientele.db"))?);
+    let store = Arc::new(SqliteStore::open(&dir.path().join("clientele.db"), Clock::system())?);
     for chunk in (0..base).collect::<Vec<_>>().chunks(500) {
         keep(&store, chunk.iter().map(|&n| envelope(n, 0)).collect()).await?;
     }
@@ -125,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
     let resolver = tokio::spawn(clientele::resolver::run(
         store.clone() as Arc<dyn Store>,
         Settings::default(),
+        Clock::system(),
         stopped,
     ));
     wait_resolved(&store).await?;

@@ -32,6 +32,9 @@ pub struct RetentionSettings {
     /// Delivered and dead messages, with their attempts, and the outbox
     /// envelopes no message waits for.
     pub messages: Duration,
+    /// Customers' history entries of events whose bodies are gone;
+    /// `None`: kept.
+    pub history: Option<Duration>,
 }
 
 impl Default for RetentionSettings {
@@ -41,6 +44,7 @@ impl Default for RetentionSettings {
             quarantine: 30 * DAY,
             dedupe: 30 * DAY,
             messages: 30 * DAY,
+            history: None,
         }
     }
 }
@@ -65,14 +69,6 @@ impl RawRetention {
             None => Ok(default),
             Some(text) => age(&format!("retention.{key}"), &text, invalid),
         };
-        // An erasure finds a customer's events through its history
-        // entries: none may go before there is another way.
-        if self.history.as_deref().is_some_and(|h| h != "kept") {
-            return Err(invalid(
-                "retention.history",
-                "must be \"kept\" (history entries are how an erasure finds a customer's events)".to_owned(),
-            ));
-        }
         let dedupe = age("dedupe", self.dedupe, defaults.dedupe)?;
         if dedupe < PLATFORM_RETRY_WINDOW {
             return Err(invalid(
@@ -87,6 +83,10 @@ impl RawRetention {
             quarantine: age("quarantine", self.quarantine, defaults.quarantine)?,
             dedupe,
             messages: age("messages", self.messages, defaults.messages)?,
+            history: match self.history.as_deref() {
+                None | Some("kept") => None,
+                Some(text) => Some(self::age("retention.history", text, invalid)?),
+            },
         })
     }
 }
@@ -150,6 +150,7 @@ mod tests {
         assert_eq!(r.quarantine, Duration::from_secs(36 * 3600));
         assert_eq!(r.messages, Duration::from_secs(36 * 3600));
         assert_eq!(read(&[("history", "kept")]).unwrap(), RetentionSettings::default());
+        assert_eq!(read(&[("history", "400d")]).unwrap().history, Some(400 * DAY));
     }
 
     #[test]
@@ -158,7 +159,7 @@ mod tests {
             ("raw_events", "ninety days", "not an age"),
             ("quarantine", "0d", "more than zero"),
             ("messages", "-3d", "not an age"),
-            ("history", "400d", "must be \"kept\""),
+            ("history", "forever", "not an age"),
             ("dedupe", "2d", "at least \"3d\""),
             ("dedupe", "1month", "not an age"),
         ] {

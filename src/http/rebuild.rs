@@ -43,7 +43,7 @@ async fn rebuild(
         .into_iter()
         .map(|live| (live.source.name().to_owned(), live.source.clone()))
         .collect();
-    let rebuilt = crate::rebuild::run(app.store.as_ref(), sources).await?;
+    let rebuilt = crate::rebuild::run(app.store.as_ref(), sources, &app.clock).await?;
     record(&app, &principal, "directory.rebuild", "directory").await;
     tracing::info!(
         replayed = rebuilt.replayed,

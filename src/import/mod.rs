@@ -306,7 +306,7 @@ async fn target(config: &Config, options: &Options) -> Result<(Sink, Source), Im
 /// The store itself when this process may write it; the running server
 /// that holds the embedded store's lock otherwise.
 async fn open_sink(config: &Config, source: &str, format: Format) -> Result<Sink, ImportError> {
-    match crate::app::open_store(&config.store).await {
+    match crate::app::open_store(&config.store, config.clock.clone()).await {
         Ok(store) => Ok(Sink::Store(store)),
         Err(StoreError::InUse { holder, .. }) if matches!(config.store, StoreUrl::Sqlite(_)) => {
             let remote = remote::Remote::new(config, source, format)?;

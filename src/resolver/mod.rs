@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::clock::Clock;
 use crate::model::{Customer, UtcMillis};
 use crate::persons::{Settings, identity};
 use crate::store::persons::{Feed, Resolution};
@@ -41,10 +42,10 @@ const PAUSE: Duration = Duration::from_secs(1);
 
 /// Follows the feed until `stop` turns true; a failed step is logged and
 /// the resolver starts again from what the store holds.
-pub async fn run(store: Arc<dyn Store>, settings: Settings, mut stop: watch::Receiver<bool>) {
+pub async fn run(store: Arc<dyn Store>, settings: Settings, clock: Clock, mut stop: watch::Receiver<bool>) {
     let holder = format!("res_{}", uuid::Uuid::now_v7().simple());
     loop {
-        match follow(store.as_ref(), &settings, &holder, &mut stop).await {
+        match follow(store.as_ref(), &settings, &clock, &holder, &mut stop).await {
             Ok(Followed::Stopped) => break,
             Ok(Followed::Displaced) => {
                 tracing::info!(
@@ -88,6 +89,7 @@ fn lease_end() -> i64 {
 async fn follow(
     store: &dyn Store,
     settings: &Settings,
+    clock: &Clock,
     holder: &str,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Followed, StoreError> {
@@ -140,7 +142,7 @@ async fn follow(
             }
             None => std::mem::take(&mut pending).into_iter().collect(),
         };
-        let mut step = resolve(store, &mut index, ids).await?;
+        let mut step = resolve(store, &mut index, ids, clock.now()).await?;
         step.from = position;
         step.to = to;
         step.applied = queued.iter().map(|(seq, _)| *seq).collect();
@@ -188,7 +190,12 @@ async fn every_customer(store: &dyn Store) -> Result<Vec<Customer>, StoreError> 
 }
 
 /// Reads the records of `ids` and runs a step over them.
-async fn resolve(store: &dyn Store, index: &mut Index, ids: Vec<String>) -> Result<Resolution, StoreError> {
+async fn resolve(
+    store: &dyn Store,
+    index: &mut Index,
+    ids: Vec<String>,
+    now: UtcMillis,
+) -> Result<Resolution, StoreError> {
     let mut records = store.records(ids.clone()).await?;
     records.sort_by(|a, b| a.id.cmp(&b.id));
     let found: Vec<(String, Option<Customer>)> = ids
@@ -201,7 +208,7 @@ async fn resolve(store: &dyn Store, index: &mut Index, ids: Vec<String>) -> Resu
             (id, record)
         })
         .collect();
-    Ok(index.step(found, &mut identity::new_id, UtcMillis::now()))
+    Ok(index.step(found, &mut identity::new_id, now))
 }
 
 /// Resolves every record again in one step (after a rebuild of the
@@ -210,10 +217,10 @@ async fn resolve(store: &dyn Store, index: &mut Index, ids: Vec<String>) -> Resu
 /// had. A running resolver gives way: this takes its lease (keeping it
 /// while it works) and frees it at the end, and the resolver then starts
 /// again from what this wrote.
-pub async fn rebuild(store: &dyn Store, settings: &Settings) -> Result<(), StoreError> {
+pub async fn rebuild(store: &dyn Store, settings: &Settings, clock: &Clock) -> Result<(), StoreError> {
     let holder = format!("rebuild_{}", uuid::Uuid::now_v7().simple());
     store.take_resolver(holder.clone(), lease_end()).await?;
-    let result = holding(store, &holder, resolve_all(store, settings, &holder)).await;
+    let result = holding(store, &holder, resolve_all(store, settings, &holder, clock.now())).await;
     store.lease_resolver(holder, 0).await?;
     result
 }
@@ -240,7 +247,7 @@ async fn holding(
     }
 }
 
-async fn resolve_all(store: &dyn Store, settings: &Settings, holder: &str) -> Result<(), StoreError> {
+async fn resolve_all(store: &dyn Store, settings: &Settings, holder: &str, now: UtcMillis) -> Result<(), StoreError> {
     let resolved = store.resolved().await?;
     let position = resolved.position;
     let customers = every_customer(store).await?;
@@ -258,7 +265,7 @@ async fn resolve_all(store: &dyn Store, settings: &Settings, holder: &str) -> Re
         })
         .collect();
     // Off the runtime's threads, so that the lease is renewed meanwhile.
-    let mut step = tokio::task::spawn_blocking(move || index.step(records, &mut identity::new_id, UtcMillis::now()))
+    let mut step = tokio::task::spawn_blocking(move || index.step(records, &mut identity::new_id, now))
         .await
         .map_err(|e| StoreError::Bug(format!("resolving every record failed: {e}")))?;
     step.from = position;

@@ -42,6 +42,7 @@ use super::{
     StoredEvent, Subscriptions, migrations, outboxed,
 };
 use crate::BoxFuture;
+use crate::clock::Clock;
 use crate::directory::{self, Loaded, MergeLink, Record};
 use crate::model::{Customer, UtcMillis};
 use crate::outbound::{Attempt, Backlog, Claim, Due, Message, Next, Outbox, OutboxError, Subscription};
@@ -112,6 +113,8 @@ pub struct PgStore {
     claims: AtomicUsize,
     /// Where deliveries wait to be kept in a group (see [`group`]).
     committer: group::Committer,
+    /// What stamps the directory's changes.
+    clock: Clock,
 }
 
 /// A write transaction, and what it did that matters after its commit.
@@ -119,6 +122,8 @@ struct Work<'c> {
     tx: sqlx::Transaction<'c, Postgres>,
     /// It queued outbound messages: the dispatcher is told after the commit.
     queued: bool,
+    /// The directory's changes in this transaction happen at this time.
+    now: UtcMillis,
 }
 
 impl Work<'_> {
@@ -134,7 +139,7 @@ type WriteFn<A, T> = for<'c> fn(&'c mut Work, &'c A) -> BoxFuture<'c, Result<T, 
 impl PgStore {
     /// Connects to the database at `url` and brings its schema up to date.
     /// `shown` names the store in errors (the URL without its password).
-    pub async fn open(url: &str, shown: &str) -> Result<Self, StoreError> {
+    pub async fn open(url: &str, shown: &str, clock: Clock) -> Result<Self, StoreError> {
         let open_error = |reason: String| StoreError::Open {
             path: shown.to_owned(),
             reason,
@@ -159,16 +164,17 @@ impl PgStore {
             .map_err(|e| open_error(format!("cannot migrate: {e}")))?;
         let queued = Arc::new(Notify::new());
         Ok(Self {
-            committer: group::Committer::start(pool.clone(), queued.clone()),
+            committer: group::Committer::start(pool.clone(), queued.clone(), clock.clone()),
             pool,
             queued,
             claims: AtomicUsize::new(0),
+            clock,
         })
     }
 
     /// Runs `op` in a transaction and commits it (see [`transact`]).
     async fn write<A: Sync, T>(&self, args: &A, op: WriteFn<A, T>) -> Result<T, StoreError> {
-        transact(&self.pool, &self.queued, args, op).await
+        transact(&self.pool, &self.queued, &self.clock, args, op).await
     }
 
     /// What keeps groups of deliveries on this store's pool.
@@ -176,6 +182,7 @@ impl PgStore {
         group::Group {
             pool: self.pool.clone(),
             queued: self.queued.clone(),
+            clock: self.clock.clone(),
         }
     }
 
@@ -200,13 +207,20 @@ impl PgStore {
 /// runs it again, from the start, while it loses races (see
 /// [`lost_race`]). Tells `queued` once a transaction that queued outbound
 /// messages has committed.
-async fn transact<A: Sync, T>(pool: &PgPool, queued: &Notify, args: &A, op: WriteFn<A, T>) -> Result<T, StoreError> {
+async fn transact<A: Sync, T>(
+    pool: &PgPool,
+    queued: &Notify,
+    clock: &Clock,
+    args: &A,
+    op: WriteFn<A, T>,
+) -> Result<T, StoreError> {
     let mut runs = 1;
     loop {
         let result = async {
             let mut work = Work {
                 tx: pool.begin().await?,
                 queued: false,
+                now: clock.now(),
             };
             let value = op(&mut work, args).await?;
             work.tx.commit().await?;
@@ -517,7 +531,7 @@ impl Directory for PgStore {
             // Its own connection, closed when the rebuild ends, never back
             // in the pool: its temporary tables would shadow the store's.
             let conn = self.pool.acquire().await?.detach();
-            let shadow = rebuild::Shadow::open(conn, sources, remap).await?;
+            let shadow = rebuild::Shadow::open(conn, sources, remap, self.clock.clone()).await?;
             Ok(Box::new(Rebuilding(shadow)) as Box<dyn Rebuild>)
         })
     }
@@ -725,7 +739,7 @@ async fn reprocess(
         Reprocessing::Settle(settling) => settling,
     };
     let mut writes = Writes::default();
-    let settled = settle(settling, &mut loaded, &mut writes, publish);
+    let settled = settle(settling, &mut loaded, &mut writes, publish, work.now);
     writes.write(work).await?;
     sqlx::query("UPDATE events SET status = $2, reason = $3, outcome = $4, customer_id = $5 WHERE id = $1")
         .bind(event_id)
@@ -764,11 +778,17 @@ async fn is_suppressed(conn: &mut PgConnection, id: &str) -> Result<bool, StoreE
 /// Settles a kept event: applies it to the directory if it is a customer
 /// event, adding what it writes to `writes` and bringing `loaded` up to
 /// date (see [`Writes::add`]).
-fn settle(settling: Settling<'_>, loaded: &mut Loaded, writes: &mut Writes, publish: Publish) -> Settled {
+fn settle(
+    settling: Settling<'_>,
+    loaded: &mut Loaded,
+    writes: &mut Writes,
+    publish: Publish,
+    now: UtcMillis,
+) -> Settled {
     match settling {
         Settling::Done(settled) => settled,
         Settling::Apply(event, meta) => {
-            let effects = directory::apply(loaded, event, &meta, UtcMillis::now());
+            let effects = directory::apply(loaded, event, &meta, now);
             let outcome = effects
                 .outcome
                 .expect("applying an event always settles its own customer");
@@ -800,7 +820,7 @@ async fn erase(work: &mut Work<'_>, id: &String) -> Result<Erasure, StoreError> 
     if is_suppressed(work.conn(), id).await? {
         return Ok(Erasure::AlreadyErased);
     }
-    let now = UtcMillis::now();
+    let now = work.now;
     let Some(record) = load_record(work.conn(), id).await? else {
         return erase_without_record(work, id, now).await;
     };

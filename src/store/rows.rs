@@ -80,6 +80,18 @@ pub(super) fn history_page(rows: Vec<(i64, Vec<u8>, i64)>, limit: usize) -> Resu
     Ok(positioned_page(rows, limit))
 }
 
+/// When a kept history entry's event was received (compaction's age of
+/// the entry), read without the rest of the entry.
+pub(super) fn history_received_at(entry: Vec<u8>, codec: i64) -> Result<UtcMillis, StoreError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Received {
+        received_at: UtcMillis,
+    }
+    let received: Received = json::decode(&compress::unpack(codec, entry)?)?;
+    Ok(received.received_at)
+}
+
 /// What a kept event became, for its row in `events`.
 pub(super) struct Settled {
     pub status: EventStatus,
@@ -400,9 +412,9 @@ pub(super) fn unpack_envelope(bytes: Vec<u8>, codec: i64) -> Result<String, Stor
 }
 
 impl Envelope {
-    pub fn new(change: &Change) -> Self {
+    /// The envelope of `change`, made at `created_at`.
+    pub fn new(change: &Change, created_at: UtcMillis) -> Self {
         let id = format!("evt_{}", uuid::Uuid::now_v7().simple());
-        let created_at = UtcMillis::now();
         let customer = &change.customer;
         let payload = match change.action {
             Action::Deleted => Payload::Erased {

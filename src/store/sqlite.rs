@@ -24,6 +24,7 @@ use super::{
     StoredEvent, Subscriptions, compress, migrations, outboxed,
 };
 use crate::BoxFuture;
+use crate::clock::Clock;
 use crate::directory::{self, Loaded, MergeLink, Record};
 use crate::model::{Customer, Profile, UtcMillis};
 use crate::outbound::{Attempt, Backlog, Claim, Due, Message, Next, Outbox, OutboxError, Subscription};
@@ -113,6 +114,8 @@ pub struct SqliteStore {
     queued: Arc<Notify>,
     /// Held by the rebuild under way: one at a time.
     rebuilding: Arc<tokio::sync::Mutex<()>>,
+    /// What stamps the directory's changes (the writer has its copy).
+    clock: Clock,
 }
 
 struct Command {
@@ -171,8 +174,8 @@ enum Answer {
 
 impl SqliteStore {
     /// Opens (creating if need be) the database at `path` and brings its
-    /// schema up to date.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// schema up to date; the directory's changes are stamped by `clock`.
+    pub fn open(path: &Path, clock: Clock) -> Result<Self, StoreError> {
         let open_error = |reason: String| StoreError::Open {
             path: path.display().to_string(),
             reason,
@@ -181,10 +184,11 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| open_error(format!("cannot create {}: {e}", dir.display())))?;
         }
         let queued = Arc::new(Notify::new());
-        let writer = Writer::open(path, queued.clone(), checkpoint::Limits::DEFAULT).map_err(|e| match e {
-            StoreError::Sqlite(e) => open_error(e.to_string()),
-            e => e,
-        })?;
+        let writer =
+            Writer::open(path, queued.clone(), checkpoint::Limits::DEFAULT, clock.clone()).map_err(|e| match e {
+                StoreError::Sqlite(e) => open_error(e.to_string()),
+                e => e,
+            })?;
         let (commands, receiver) = mpsc::channel(QUEUE);
         let handle = std::thread::Builder::new()
             .name("clientele-writer".into())
@@ -199,6 +203,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(handle)),
             queued,
             rebuilding: Arc::default(),
+            clock,
         })
     }
 
@@ -443,8 +448,8 @@ impl Directory for SqliteStore {
                 .clone()
                 .try_lock_owned()
                 .map_err(|_| StoreError::Rebuilding)?;
-            let path = self.readers.path.clone();
-            let shadow = tokio::task::spawn_blocking(move || rebuild::Shadow::open(&path, &sources, remap))
+            let (path, clock) = (self.readers.path.clone(), self.clock.clone());
+            let shadow = tokio::task::spawn_blocking(move || rebuild::Shadow::open(&path, &sources, remap, clock))
                 .await
                 .map_err(|e| StoreError::Bug(format!("a rebuild panicked: {e}")))??;
             Ok(Box::new(Rebuilding {
@@ -728,12 +733,14 @@ struct Context {
     /// Claims made so far: each starts at the next subscription, so that
     /// none waits behind the others.
     claims: usize,
+    /// What stamps the directory's changes.
+    clock: Clock,
 }
 
 impl Writer {
     /// Opens the database's one writing connection and brings its schema up
     /// to date; its checkpoints follow `limits`.
-    fn open(path: &Path, queued: Arc<Notify>, limits: checkpoint::Limits) -> Result<Self, StoreError> {
+    fn open(path: &Path, queued: Arc<Notify>, limits: checkpoint::Limits, clock: Clock) -> Result<Self, StoreError> {
         let lock = StoreLock::acquire(path)?;
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -765,6 +772,7 @@ impl Writer {
                 queued: false,
                 erased: false,
                 claims: 0,
+                clock,
             },
             conn,
             queued,
@@ -1113,7 +1121,7 @@ fn settle(
     Ok(match settling {
         Settling::Done(settled) => settled,
         Settling::Apply(event, meta) => {
-            let effects = directory::apply(loaded, event, &meta, UtcMillis::now());
+            let effects = directory::apply(loaded, event, &meta, ctx.clock.now());
             persist(tx, loaded, heads, &effects, publish, ctx)?;
             let outcome = effects
                 .outcome
@@ -1146,7 +1154,7 @@ fn erase(tx: &Connection, id: &str, ctx: &mut Context) -> Result<Erasure, StoreE
     if is_suppressed(tx, id)? {
         return Ok(Erasure::AlreadyErased);
     }
-    let now = UtcMillis::now();
+    let now = ctx.clock.now();
     let Some(record) = load_record(tx, id)? else {
         return erase_without_record(tx, id, now, ctx);
     };
@@ -1448,7 +1456,7 @@ fn publish(
     heads: &mut Heads,
     ctx: &mut Context,
 ) -> Result<(), StoreError> {
-    ctx.queued |= outbound::queue(tx, changes, heads)?;
+    ctx.queued |= outbound::queue(tx, changes, heads, ctx.clock.now())?;
     Ok(())
 }
 

@@ -781,7 +781,9 @@ async fn an_envelope_redacted_while_being_sent_keeps_the_envelope_shape() {
     // An instance claims the `created` message, the customer is erased
     // while it is being sent, and the instance crashes.
     let config = TestApp::builder().config(&dir);
-    let store = app::open_store(&config.store).await.expect("the store opens");
+    let store = app::open_store(&config.store, config.clock.clone())
+        .await
+        .expect("the store opens");
     store
         .set_subscription_enabled(subscription.clone(), true)
         .await

@@ -212,7 +212,9 @@ async fn a_crashed_instances_claim_is_taken_over_by_another_instance() {
     // An instance that enables the subscription, claims the message and
     // crashes before it sends it; its lease has run out since.
     let config = TestApp::builder().config(&dir);
-    let store = app::open_store(&config.store).await.expect("the store opens");
+    let store = app::open_store(&config.store, config.clock.clone())
+        .await
+        .expect("the store opens");
     store
         .set_subscription_enabled(subscription.clone(), true)
         .await

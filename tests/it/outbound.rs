@@ -1307,7 +1307,7 @@ async fn a_send_that_outlived_its_lease_moves_nothing_over_a_later_claim() {
     let temp = app.stop().await;
 
     let config = TestApp::builder().config(&dir);
-    let store = clientele::app::open_store(&config.store)
+    let store = clientele::app::open_store(&config.store, config.clock.clone())
         .await
         .expect("the store opens");
     store
@@ -1410,7 +1410,7 @@ async fn an_attempt_recorded_as_its_subscription_is_deleted_leaves_no_orphan() {
     let dir = app.dir.clone();
     let temp = app.stop().await;
     let config = TestApp::builder().config(&dir);
-    let store = clientele::app::open_store(&config.store)
+    let store = clientele::app::open_store(&config.store, config.clock.clone())
         .await
         .expect("the store opens");
     store
@@ -1462,7 +1462,7 @@ async fn a_replay_as_its_subscription_is_deleted_leaves_no_orphan() {
     let dir = app.dir.clone();
     let temp = app.stop().await;
     let config = TestApp::builder().config(&dir);
-    let store = clientele::app::open_store(&config.store)
+    let store = clientele::app::open_store(&config.store, config.clock.clone())
         .await
         .expect("the store opens");
 

@@ -2,12 +2,11 @@
 //! commit; persons, aliases, links, reviews and decisions over HTTP.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::util::{self, SAFETY, TestApp};
+use crate::util::{self, TestApp};
 
 /// A Clientele envelope for customer `id`.
 fn customer(id: &str, at: &str, fields: Value) -> Value {
@@ -30,44 +29,6 @@ fn ada(id: &str, at: &str, email: &str) -> Value {
 async fn deliver(app: &TestApp, body: &Value) {
     let (status, answer) = app.deliver_json("clientele", body).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-}
-
-/// The resolver's backlog and lag, from `/metrics`.
-async fn unresolved(app: &TestApp) -> (u64, f64) {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("/metrics")
-        .text()
-        .await
-        .expect("a body");
-    let read = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-            .unwrap_or_else(|| panic!("/metrics has {name}:\n{text}"))
-            .to_owned()
-    };
-    (
-        read("clientele_persons_unresolved").parse().expect("a count"),
-        read("clientele_persons_lag_seconds").parse().expect("seconds"),
-    )
-}
-
-/// Waits until the resolver has resolved every change.
-async fn wait_resolved(app: &TestApp) {
-    let deadline = Instant::now() + SAFETY;
-    loop {
-        if unresolved(app).await.0 == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the resolver did not catch up within {SAFETY:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn person_of(app: &TestApp, customer: &str) -> Value {
@@ -119,7 +80,7 @@ async fn customers_sharing_an_email_and_a_name_are_one_person_with_a_golden_prof
         ),
     )
     .await;
-    wait_resolved(&app).await;
+    app.wait_resolved().await;
 
     let person = person_of(&app, "clientele:a1").await;
     assert_eq!(members(&person), ["clientele:a1", "clientele:a2"]);
@@ -174,7 +135,7 @@ async fn a_household_stays_two_persons() {
                             "phones": [{"kind": "home", "raw": "+1 914 555 1212"}], "addresses": home});
         deliver(&app, &customer(id, "2024-01-01T00:00:00Z", fields)).await;
     }
-    wait_resolved(&app).await;
+    app.wait_resolved().await;
     assert_ne!(
         person_of(&app, "clientele:h1").await["id"],
         person_of(&app, "clientele:h2").await["id"]
@@ -185,7 +146,7 @@ async fn a_household_stays_two_persons() {
 async fn a_join_keeps_the_older_id_and_the_absorbed_one_answers_with_alias_of() {
     let app = TestApp::spawn().await;
     deliver(&app, &ada("j1", "2024-01-01T00:00:00Z", "first@mail.org")).await;
-    wait_resolved(&app).await;
+    app.wait_resolved().await;
     deliver(&app, &ada("j2", "2024-01-01T00:00:00Z", "second@mail.org")).await;
     deliver(
         &app,
@@ -196,7 +157,7 @@ async fn a_join_keeps_the_older_id_and_the_absorbed_one_answers_with_alias_of() 
         ),
     )
     .await;
-    wait_resolved(&app).await;
+    app.wait_resolved().await;
     let older = person_of(&app, "clientele:j1").await["id"].as_str().unwrap().to_owned();
     // j2 and j1 already agree on name, birth date and address.
     assert_eq!(person_of(&app, "clientele:j2").await["id"], older);
@@ -204,7 +165,7 @@ async fn a_join_keeps_the_older_id_and_the_absorbed_one_answers_with_alias_of() 
 
     // j3 becomes Ada with j1's email: one person, under the older id.
     deliver(&app, &ada("j3", "2024-03-01T00:00:00Z", "first@mail.org")).await;
-    wait_resolved(&app).await;
+    app.wait_resolved().await;
     let joined = person_of(&app, "clientele:j3").await;
     assert_eq!(joined["id"], older.as_str());
     assert_eq!(members(&joined).len(), 3);
@@ -219,7 +180,7 @@ async fn an_erased_customer_leaves_its_person() {
     let app = TestApp::spawn().await;
     deliver(&app, &ada("e1", "2024-01-01T00:00:00Z", "erase@mail.org")).await;
     deliver(&app, &ada("e2", "2024-01-01T00:00:00Z", "erase@mail.org")).await;
-    wait_resolved(&app).await;
+    app.wait_resolved().await;
     let person = person_of(&app, "clientele:e1").await;
     assert_eq!(members(&person).len(), 2);
     let response = app
@@ -230,7 +191,7 @@ async fn an_erased_customer_leaves_its_person() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    wait_resolved(&app).await;
+    app.wait_resolved().await;
     let after = person_of(&app, "clientele:e1").await;
     assert_eq!(after["id"], person["id"]);
     assert_eq!(members(&after), ["clientele:e1"]);
@@ -287,9 +248,9 @@ async fn a_restart_mid_stream_neither_loses_nor_repeats_a_change() {
     for body in &records[30..] {
         deliver(&app, body).await;
     }
-    wait_resolved(&app).await;
+    app.wait_resolved().await;
     assert_eq!(groups(&app).await, expected(60));
-    let (_, lag) = unresolved(&app).await;
+    let (_, lag) = app.unresolved().await;
     assert_eq!(lag, 0.0);
 }
 
@@ -305,7 +266,7 @@ async fn a_review_is_decided_once_and_the_resolver_applies_it() {
     older["payload"]["birthDate"] = json!("1961-11-25");
     deliver(&app, &older).await;
     deliver(&app, &ada("r2", "2024-01-01T00:00:00Z", "review@mail.org")).await;
-    wait_resolved(&app).await;
+    app.wait_resolved().await;
     let (status, reviews) = app.get_query("/api/v1/persons/reviews", &[("status", "open")]).await;
     assert_eq!(status, StatusCode::OK);
     let review = &reviews["data"][0];
@@ -328,7 +289,7 @@ async fn a_review_is_decided_once_and_the_resolver_applies_it() {
     let (status, again) = post(&app, &path, json!({"decision": "separate"})).await;
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(again["decision"], "link");
-    wait_resolved(&app).await;
+    app.wait_resolved().await;
     let person = person_of(&app, "clientele:r1").await;
     assert_eq!(members(&person), ["clientele:r1", "clientele:r2"]);
     assert_eq!(person["links"][0]["decidedBy"], "operator");
@@ -347,7 +308,7 @@ async fn separate_splits_a_person_and_link_waits_until_it_is_withdrawn() {
     let app = TestApp::spawn().await;
     deliver(&app, &ada("d1", "2024-01-01T00:00:00Z", "split@mail.org")).await;
     deliver(&app, &ada("d2", "2024-01-01T00:00:00Z", "split@mail.org")).await;
-    wait_resolved(&app).await;
+    app.wait_resolved().await;
     let joined = person_of(&app, "clientele:d1").await;
     assert_eq!(members(&joined).len(), 2);
 
@@ -360,7 +321,7 @@ async fn separate_splits_a_person_and_link_waits_until_it_is_withdrawn() {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["customers"], json!(["clientele:d1", "clientele:d2"]));
-    wait_resolved(&app).await;
+    app.wait_resolved().await;
     let (one, two) = (
         person_of(&app, "clientele:d1").await,
         person_of(&app, "clientele:d2").await,
@@ -384,7 +345,7 @@ async fn separate_splits_a_person_and_link_waits_until_it_is_withdrawn() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    wait_resolved(&app).await;
+    app.wait_resolved().await;
     assert_eq!(person_of(&app, "clientele:d2").await["id"], joined["id"]);
     let (status, _) = post(
         &app,
@@ -427,14 +388,14 @@ async fn a_rebuild_finds_the_persons_the_resolver_built_with_their_ids() {
     deliver(&app, &ada("x2", "2024-01-01T00:00:00Z", "x@mail.org")).await;
     let pair = json!({"customers": ["clientele:x1", "clientele:x2"], "decision": "separate"});
     assert_eq!(post(&app, "/api/v1/persons/decisions", pair).await.0, StatusCode::OK);
-    wait_resolved(&app).await;
+    app.wait_resolved().await;
     let before = persons(&app).await;
     assert_eq!(before.len(), 12);
     app.stop().await;
 
     setup.rebuild(dir.path()).await;
     let app = setup.clone().spawn_in(dir.path()).await;
-    wait_resolved(&app).await;
+    app.wait_resolved().await;
     assert_eq!(persons(&app).await, before);
 }
 
@@ -446,7 +407,7 @@ async fn a_rebuild_while_serving_keeps_the_persons_and_the_resolver_follows_on()
     for body in stream(30) {
         deliver(&app, &body).await;
     }
-    wait_resolved(&app).await;
+    app.wait_resolved().await;
     let before = persons(&app).await;
 
     let (status, rebuilt) = app.post_admin("/api/v1/rebuild").await;
@@ -455,7 +416,7 @@ async fn a_rebuild_while_serving_keeps_the_persons_and_the_resolver_follows_on()
 
     deliver(&app, &ada("y1", "2024-01-01T00:00:00Z", "y@mail.org")).await;
     deliver(&app, &ada("y2", "2024-01-01T00:00:00Z", "y@mail.org")).await;
-    wait_resolved(&app).await;
+    app.wait_resolved().await;
     assert_eq!(
         members(&person_of(&app, "clientele:y1").await),
         ["clientele:y1", "clientele:y2"]
@@ -481,9 +442,9 @@ async fn subscriptions_that_ask_for_persons_get_person_messages() {
         .await;
     app.subscribe(json!({"url": customers_only.url()})).await;
     deliver(&app, &ada("m1", "2024-01-01T00:00:00Z", "messages@mail.org")).await;
-    wait_resolved(&app).await;
+    app.wait_resolved().await;
     deliver(&app, &ada("m2", "2024-01-01T00:00:00Z", "messages@mail.org")).await;
-    wait_resolved(&app).await;
+    app.wait_resolved().await;
     let person = person_of(&app, "clientele:m1").await;
     app.wait_drained().await;
 

@@ -28,7 +28,9 @@ async fn compact_later(dir: &std::path::Path, settings: RetentionSettings, days:
 /// One pass over the store of `dir` at `now`.
 async fn compact_at(dir: &std::path::Path, settings: RetentionSettings, now: UtcMillis) -> Compacted {
     let config = TestApp::builder().config(dir);
-    let store = app::open_store(&config.store).await.expect("the store opens");
+    let store = app::open_store(&config.store, config.clock.clone())
+        .await
+        .expect("the store opens");
     let compacted = retention::compact(store.as_ref(), &settings, now, Duration::ZERO)
         .await
         .expect("a compaction pass");
@@ -196,6 +198,7 @@ const SHORT: RetentionSettings = RetentionSettings {
     quarantine: DAY,
     dedupe: Duration::from_secs(3 * 24 * 3600),
     messages: DAY,
+    history: Some(DAY),
 };
 
 #[tokio::test]
@@ -270,7 +273,9 @@ async fn the_store_s_size_is_in_metrics() {
 /// them (SQLite), or its tables (Postgres).
 async fn store_bytes(dir: &std::path::Path) -> u64 {
     let config = TestApp::builder().config(dir);
-    let store = app::open_store(&config.store).await.expect("the store opens");
+    let store = app::open_store(&config.store, config.clock.clone())
+        .await
+        .expect("the store opens");
     let bytes = store.store_bytes().await.expect("its size");
     store.close().await;
     bytes
@@ -305,6 +310,108 @@ async fn compaction_gives_the_space_back() {
         // Postgres reuses the space once autovacuum has passed: Clientele
         // gives nothing back itself.
         assert_eq!(compacted.reclaimed, 0);
+    }
+    drop(temp);
+}
+
+/// Vagaro's customer `id` on `day`'s delivery `event`, named `name`.
+fn named(event: &str, id: &str, modified: &str, name: &str) -> Value {
+    util::set(vagaro(event, id, modified), "/payload/customerLastName", json!(name))
+}
+
+#[tokio::test]
+async fn envelopes_and_history_past_their_age_go_and_an_erasure_still_finds_what_stays() {
+    let (clock, hand) = Clock::simulated();
+    let app = TestApp::builder().clock(&clock).spawn().await;
+    // V3's messages are never taken: its envelope stays while they wait.
+    let receiver = util::TestReceiver::start(util::Behaviour::FailCustomer {
+        customer: "vagaro:V3".into(),
+        times: usize::MAX,
+        status: 503,
+    })
+    .await;
+    let (subscription, _) = app.subscribe_url(&receiver.url()).await;
+    // Day 0: V1 twice, V3 once. Day 2: V1 again.
+    delivered(
+        &app,
+        "vagaro",
+        &named("evt-1", "V1", "2026-01-01T00:00:00Z", "Quillbright"),
+    )
+    .await;
+    delivered(
+        &app,
+        "vagaro",
+        &named("evt-2", "V1", "2026-02-01T00:00:00Z", "Quillbright"),
+    )
+    .await;
+    delivered(
+        &app,
+        "vagaro",
+        &named("evt-3", "V3", "2026-01-01T00:00:00Z", "Thistlewaite"),
+    )
+    .await;
+    hand.advance(2 * DAY);
+    let latest = delivered(
+        &app,
+        "vagaro",
+        &named("evt-4", "V1", "2026-03-01T00:00:00Z", "Quillbright"),
+    )
+    .await;
+    // Kept: proves the scan at the end finds what is there.
+    delivered(
+        &app,
+        "vagaro",
+        &named("evt-5", "V5", "2026-01-01T00:00:00Z", "Marrowdale"),
+    )
+    .await;
+    app.wait_fanned_out().await;
+    app.wait_for_messages(&subscription, "V1's three and V5's delivered", |messages| {
+        messages.iter().filter(|m| m["status"] == "delivered").count() == 4
+    })
+    .await;
+    app.wait_resolved().await;
+    let dir = app.dir.clone();
+    let temp = app.stop().await;
+
+    // Day 2, a day's ages: day 0's two delivered messages go, then V1's
+    // two envelopes of day 0; V3's stays for its waiting message, V1's of
+    // day 2 is young. V1's first two history entries go (their bodies,
+    // superseded, went first); V3's stays with its applied body.
+    let compacted = compact_at(&dir, SHORT, clock.now()).await;
+    assert_eq!((compacted.messages, compacted.history), (2, 2), "{compacted:?}");
+    assert!(compacted.envelopes >= 2, "{compacted:?}");
+    let app = TestApp::builder().clock(&clock).spawn_in(&dir).await;
+    let history = app.history("vagaro:V1").await;
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0]["eventId"], latest["eventId"]);
+    assert_eq!(app.history("vagaro:V3").await.len(), 1);
+    // The changes kept: V3's, V1's latest and V5's.
+    let path = format!("/api/v1/subscriptions/{subscription}/replay");
+    let (status, body) = util::send(
+        app.client
+            .post(app.url(&path))
+            .bearer_auth(util::ADMIN)
+            .query(&[("since", "2020-01-01T00:00:00Z")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body, json!({"messages": 3}));
+
+    // An erasure finds every envelope and entry kept: their chains (on
+    // SQLite) start at the oldest kept.
+    for id in ["vagaro:V1", "vagaro:V3"] {
+        let (status, _) = app.delete(&format!("/api/v1/customers/{id}")).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+    }
+    let dir = app.dir.clone();
+    app.stop().await;
+    let everything = util::stored_bytes(&dir).await;
+    assert!(everything.windows(10).any(|w| w == b"Marrowdale"));
+    for name in ["Quillbright", "Thistlewaite"] {
+        assert!(
+            !everything.windows(name.len()).any(|w| w == name.as_bytes()),
+            "{name} is still in the store after its erasure"
+        );
     }
     drop(temp);
 }

@@ -37,6 +37,7 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
 use super::writes::Writes;
 use super::{Work, load, lock, settle, transact};
+use crate::clock::Clock;
 use crate::store::rows::{Settled, is_suppressed_target, pack_body, settling, touched_ids};
 use crate::store::{Delivery, IngestOutcome, Outcome, Publish, StoreError};
 
@@ -65,13 +66,14 @@ struct Waiting {
 
 impl Committer {
     /// Starts the committer tasks; they end when this is dropped.
-    pub(super) fn start(pool: PgPool, queued: Arc<Notify>) -> Self {
+    pub(super) fn start(pool: PgPool, queued: Arc<Notify>, clock: Clock) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..COMMITTERS {
             let group = Group {
                 pool: pool.clone(),
                 queued: queued.clone(),
+                clock: clock.clone(),
             };
             tokio::spawn(commit_waiting(group, receiver.clone()));
         }
@@ -121,6 +123,7 @@ async fn commit_waiting(group: Group, receiver: Arc<Mutex<mpsc::Receiver<Waiting
 pub(super) struct Group {
     pub(super) pool: PgPool,
     pub(super) queued: Arc<Notify>,
+    pub(super) clock: Clock,
 }
 
 impl Group {
@@ -151,7 +154,7 @@ impl Group {
         let group = self.clone();
         tokio::spawn(async move {
             let items = &items[range];
-            transact(&group.pool, &group.queued, &items, |work, items| {
+            transact(&group.pool, &group.queued, &group.clock, &items, |work, items| {
                 Box::pin(ingest(work, items))
             })
             .await
@@ -214,7 +217,7 @@ async fn ingest(work: &mut Work<'_>, items: &[Item]) -> Result<Vec<IngestOutcome
         }
         let event_id = format!("evt_{}", uuid::Uuid::now_v7().simple());
         let settling = settling(&event_id, &d.dedupe_key, d.received_at, &d.mapped);
-        let settled = settle(settling, &mut loaded, &mut writes, *publish);
+        let settled = settle(settling, &mut loaded, &mut writes, *publish, work.now);
         keys.insert(key, kept.ids.len());
         outcomes.push(settled.answer.clone());
         kept.push(d, event_id, settled)?;

@@ -122,15 +122,15 @@ pub(super) async fn set_enabled(
 /// Writes each change's envelope to the outbox, in one statement, in
 /// the order given (each customer's changes in version order): all the
 /// delivery's transaction writes for subscribers; the dispatcher fans the
-/// rows out into messages afterwards ([`fan_out`]). Returns whether it
-/// wrote any.
-pub(super) async fn queue(conn: &mut PgConnection, changes: &[Change]) -> Result<bool, StoreError> {
+/// rows out into messages afterwards ([`fan_out`]). The changes were
+/// made `now`. Returns whether it wrote any.
+pub(super) async fn queue(conn: &mut PgConnection, changes: &[Change], now: UtcMillis) -> Result<bool, StoreError> {
     if changes.is_empty() {
         return Ok(false);
     }
     let mut rows = OutboxRows::default();
     for change in changes {
-        let envelope = Envelope::new(change);
+        let envelope = Envelope::new(change, now);
         let body = pack_envelope(&envelope.body);
         rows.ids.push(envelope.id);
         rows.customers.push(change.customer.id.clone());

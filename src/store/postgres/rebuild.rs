@@ -12,6 +12,7 @@
 use sqlx::{Connection, PgConnection};
 
 use super::{MAX_RUNS, REBUILD_LOCK, Work, lost_race, reprocess};
+use crate::clock::Clock;
 use crate::store::rows::directory_deletes;
 use crate::store::{Publish, Rebuilt, Remap, StoreError};
 
@@ -39,6 +40,8 @@ pub(super) struct Shadow {
     /// The last event replayed (its `seq`).
     after: i64,
     rebuilt: Rebuilt,
+    /// What stamps the rebuilt records' changes.
+    clock: Clock,
     /// Erasures the store had kept when the rebuild began.
     erasures: i64,
 }
@@ -46,7 +49,12 @@ pub(super) struct Shadow {
 impl Shadow {
     /// Takes the rebuild's lock on `conn` and makes its temporary tables,
     /// empty, like the live ones.
-    pub(super) async fn open(mut conn: PgConnection, sources: Vec<String>, remap: Remap) -> Result<Self, StoreError> {
+    pub(super) async fn open(
+        mut conn: PgConnection,
+        sources: Vec<String>,
+        remap: Remap,
+        clock: Clock,
+    ) -> Result<Self, StoreError> {
         // Keyed by the store's schema: stores in other schemas of the
         // database rebuild on their own.
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext(current_schema()), $1)")
@@ -74,6 +82,7 @@ impl Shadow {
             after: 0,
             rebuilt: Rebuilt::default(),
             erasures,
+            clock,
         })
     }
 
@@ -99,6 +108,7 @@ impl Shadow {
         let mut work = Work {
             tx: self.conn.begin().await?,
             queued: false,
+            now: self.clock.now(),
         };
         let more = replay_in(
             &mut work,
@@ -144,6 +154,7 @@ impl Shadow {
         let mut work = Work {
             tx: self.conn.begin().await?,
             queued: false,
+            now: self.clock.now(),
         };
         sqlx::query(&format!(
             "LOCK TABLE {live}events, {live}customers IN SHARE ROW EXCLUSIVE MODE"

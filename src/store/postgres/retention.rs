@@ -3,11 +3,11 @@
 //! skip their step: the work is the same). Deleted rows' space is reused
 //! by the table once autovacuum has passed (`docs/decisions.md`).
 
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::PgConnection;
 
 use super::{COMPACTION_LOCK, LOCK_SPACE, PgStore};
 use crate::retention::{Cutoffs, Retention, Step};
-use crate::store::rows::{MESSAGE_COMPACTION, event_compaction};
+use crate::store::rows::{MESSAGE_COMPACTION, event_compaction, history_received_at};
 use crate::store::{BoxFuture, StoreError};
 
 /// The statement in Postgres's parameter style.
@@ -30,9 +30,13 @@ const TABLES: &str = "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamesp
                       WHERE n.nspname = current_schema() AND c.relkind = 'r'";
 
 impl PgStore {
-    /// A transaction holding the compaction lock of this store, or `None`
-    /// when another instance holds it.
-    async fn compaction(&self) -> Result<Option<Transaction<'static, Postgres>>, StoreError> {
+    /// Runs `step` in a transaction holding this store's compaction lock;
+    /// when another instance holds it, skips the step (the work is the
+    /// same) and answers `T::default()`.
+    async fn compaction<T: Default>(
+        &self,
+        step: impl for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         let mut tx = self.pool.begin().await?;
         // Per schema: stores in other schemas of the database compact
         // independently.
@@ -41,7 +45,12 @@ impl PgStore {
             .bind(COMPACTION_LOCK)
             .fetch_one(&mut *tx)
             .await?;
-        Ok(locked.then_some(tx))
+        if !locked {
+            return Ok(T::default());
+        }
+        let done = step(&mut tx).await?;
+        tx.commit().await?;
+        Ok(done)
     }
 }
 
@@ -51,13 +60,7 @@ async fn compact_events(
     after: i64,
     limit: usize,
 ) -> Result<Step, StoreError> {
-    let (end, first): (Option<i64>, Option<String>) = sqlx::query_as(
-        "SELECT MAX(seq), MIN(received_at) FROM (SELECT seq, received_at FROM events WHERE seq > $1 ORDER BY seq LIMIT $2) w",
-    )
-    .bind(after)
-    .bind(limit as i64)
-    .fetch_one(&mut *conn)
-    .await?;
+    let (end, first) = window(conn, "events", "received_at", after, limit).await?;
     let (Some(end), Some(first)) = (end, first) else {
         return Ok(Step::default());
     };
@@ -109,27 +112,116 @@ async fn compact_messages(conn: &mut PgConnection, cutoffs: Cutoffs, limit: usiz
     Ok(dropped)
 }
 
+/// The last row and the earliest time of the window of `table` after
+/// `$1`, `$2` rows long, by `time`.
+async fn window(
+    conn: &mut PgConnection,
+    table: &str,
+    time: &str,
+    after: i64,
+    limit: usize,
+) -> Result<(Option<i64>, Option<String>), StoreError> {
+    let sql = format!(
+        "SELECT MAX(seq), MIN({time}) FROM (SELECT seq, {time} FROM {table} WHERE seq > $1 ORDER BY seq LIMIT $2) w"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_one(&mut *conn)
+        .await?)
+}
+
+/// Envelopes are found by their customer (an index), not through a chain:
+/// any that nothing needs may go.
+async fn compact_outbox(
+    conn: &mut PgConnection,
+    cutoffs: Cutoffs,
+    after: i64,
+    limit: usize,
+) -> Result<Step, StoreError> {
+    let cutoff = cutoffs.messages.to_string();
+    let (Some(end), Some(first)) = window(conn, "outbox", "created_at", after, limit).await? else {
+        return Ok(Step::default());
+    };
+    if first >= cutoff {
+        return Ok(Step::default());
+    }
+    // Fanned out (numbered by `published`) and read by the resolver, which
+    // follows `published`.
+    let dropped = sqlx::query(
+        "DELETE FROM outbox o WHERE o.seq > $1 AND o.seq <= $2 AND o.created_at < $3
+             AND o.published <= (SELECT position FROM person_resolver)
+             AND NOT EXISTS (SELECT 1 FROM subscriptions s JOIN messages m
+                             ON m.subscription_id = s.id AND m.outbox_seq = o.seq)",
+    )
+    .bind(after)
+    .bind(end)
+    .bind(cutoff)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Step {
+        bodies: 0,
+        rows: dropped.rows_affected(),
+        next: Some(end),
+    })
+}
+
+/// Entries are found by their customer (an index): any past its age whose
+/// event has no body left may go.
+async fn compact_history(
+    conn: &mut PgConnection,
+    cutoffs: Cutoffs,
+    after: i64,
+    limit: usize,
+) -> Result<Step, StoreError> {
+    let Some(cutoff) = cutoffs.history else {
+        return Ok(Step::default());
+    };
+    let window: Vec<(i64, Vec<u8>, i16, bool)> = sqlx::query_as(
+        "SELECT h.seq, COALESCE(h.packed, convert_to(h.entry, 'UTF8')), h.codec, e.body IS NULL OR e.redacted
+         FROM history h LEFT JOIN events e ON e.id = h.event_id WHERE h.seq > $1 ORDER BY h.seq LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut next = window.last().map(|w| w.0);
+    let mut bodiless = Vec::new();
+    for (seq, entry, codec, gone) in window {
+        if history_received_at(entry, codec.into())? >= cutoff {
+            next = None;
+            break;
+        }
+        if gone {
+            bodiless.push(seq);
+        }
+    }
+    let dropped = sqlx::query("DELETE FROM history WHERE seq = ANY($1)")
+        .bind(&bodiless)
+        .execute(&mut *conn)
+        .await?;
+    Ok(Step {
+        bodies: 0,
+        rows: dropped.rows_affected(),
+        next,
+    })
+}
+
 impl Retention for PgStore {
     fn compact_events(&self, cutoffs: Cutoffs, after: i64, limit: usize) -> BoxFuture<'_, Result<Step, StoreError>> {
-        Box::pin(async move {
-            let Some(mut tx) = self.compaction().await? else {
-                return Ok(Step::default());
-            };
-            let step = compact_events(&mut tx, cutoffs, after, limit).await?;
-            tx.commit().await?;
-            Ok(step)
-        })
+        Box::pin(self.compaction(move |conn| Box::pin(compact_events(conn, cutoffs, after, limit))))
     }
 
     fn compact_messages(&self, cutoffs: Cutoffs, limit: usize) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let Some(mut tx) = self.compaction().await? else {
-                return Ok(0);
-            };
-            let dropped = compact_messages(&mut tx, cutoffs, limit).await?;
-            tx.commit().await?;
-            Ok(dropped)
-        })
+        Box::pin(self.compaction(move |conn| Box::pin(compact_messages(conn, cutoffs, limit))))
+    }
+
+    fn compact_outbox(&self, cutoffs: Cutoffs, after: i64, limit: usize) -> BoxFuture<'_, Result<Step, StoreError>> {
+        Box::pin(self.compaction(move |conn| Box::pin(compact_outbox(conn, cutoffs, after, limit))))
+    }
+
+    fn compact_history(&self, cutoffs: Cutoffs, after: i64, limit: usize) -> BoxFuture<'_, Result<Step, StoreError>> {
+        Box::pin(self.compaction(move |conn| Box::pin(compact_history(conn, cutoffs, after, limit))))
     }
 
     /// Autovacuum makes deleted rows' space reusable by itself; giving it

@@ -113,7 +113,8 @@ impl Writes {
         write_lookups(work, &self.records).await?;
         write_links(work, self.links).await?;
         write_history(work, &self.history).await?;
-        work.queued |= outbound::queue(work.conn(), &self.changes).await?;
+        let now = work.now;
+        work.queued |= outbound::queue(work.conn(), &self.changes, now).await?;
         Ok(())
     }
 }

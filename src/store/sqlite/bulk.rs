@@ -26,7 +26,7 @@ use rusqlite::{Connection, ToSql, params};
 
 use super::{Context, Head, Heads, RecordColumns, UPSERT_LINK, lookup_delete, lookup_insert, read_record, record_sql};
 use crate::directory::{self, Effects, Loaded, MergeLink, Record};
-use crate::model::{OrderKey, UtcMillis};
+use crate::model::OrderKey;
 use crate::store::compress::Packed;
 use crate::store::rows::{
     Envelope, Settled, Settling, is_suppressed_target, lookup_edits, pack_body, pack_envelope, pack_history,
@@ -293,7 +293,7 @@ impl Batch {
             Settling::Done(settled) => settled,
             Settling::Apply(event, meta) => {
                 self.state.links = self.links.naming(&directory::touched_ids(event));
-                let effects = directory::apply(&self.state, event, &meta, UtcMillis::now());
+                let effects = directory::apply(&self.state, event, &meta, ctx.clock.now());
                 let outcome = effects
                     .outcome
                     .expect("applying an event always settles its own customer");
@@ -345,7 +345,7 @@ impl Batch {
                 let head = self.heads.of(&customer.id);
                 let seq = self.next.outbox;
                 self.next.outbox += 1;
-                let envelope = Envelope::new(change);
+                let envelope = Envelope::new(change, ctx.clock.now());
                 self.outbox.push(OutboxRow {
                     seq,
                     created_at: envelope.created_at.to_string(),

@@ -84,10 +84,16 @@ pub(super) fn set_enabled(tx: &Connection, id: &str, enabled: bool) -> Result<Op
 /// Writes each change's envelope to the outbox, chained to its customer's
 /// previous one in `heads`: all the delivery's transaction writes for
 /// subscribers. The dispatcher fans the rows out into messages afterwards
-/// ([`fan_out`]). Returns whether it wrote any.
-pub(super) fn queue(tx: &Connection, changes: &[Change], heads: &mut Heads) -> Result<bool, StoreError> {
+/// ([`fan_out`]). The changes were made `now`. Returns whether it wrote
+/// any.
+pub(super) fn queue(
+    tx: &Connection,
+    changes: &[Change],
+    heads: &mut Heads,
+    now: UtcMillis,
+) -> Result<bool, StoreError> {
     for change in changes {
-        let envelope = Envelope::new(change);
+        let envelope = Envelope::new(change, now);
         let body = pack_envelope(&envelope.body);
         let customer = &change.customer;
         let head = heads.of(&customer.id);

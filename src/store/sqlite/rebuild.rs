@@ -13,6 +13,7 @@ use std::path::Path;
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::{BUSY_TIMEOUT, Context, history_chains, reprocess};
+use crate::clock::Clock;
 use crate::store::rows::directory_deletes;
 use crate::store::{Publish, Rebuilt, Remap, StoreError};
 
@@ -44,7 +45,7 @@ impl Shadow {
     /// Opens the rebuild's connection to the database at `path` and makes
     /// its temporary tables, empty, with the live ones' columns,
     /// constraints and indexes.
-    pub(super) fn open(path: &Path, sources: &[String], remap: Remap) -> Result<Self, StoreError> {
+    pub(super) fn open(path: &Path, sources: &[String], remap: Remap, clock: Clock) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // As the writer's: commits as durable, and what a swap frees
@@ -70,6 +71,7 @@ impl Shadow {
                 queued: false,
                 erased: false,
                 claims: 0,
+                clock,
             },
             sources: serde_json::to_string(sources)?,
             remap,

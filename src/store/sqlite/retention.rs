@@ -2,12 +2,17 @@
 //! thread, between deliveries; freed pages go back to the file system by
 //! incremental vacuum (a store made before `auto_vacuum` was set keeps
 //! them for reuse until a `VACUUM`: `docs/operating.md`).
+//!
+//! A customer's envelopes and history entries are found through chains
+//! from its latest (migration 4), not an index: an erasure walks them. So
+//! only the oldest rows of a chain go ([`drop_oldest`]): a row that goes
+//! leaves nothing older behind it, and every row kept stays reachable.
 
 use rusqlite::{Connection, params};
 
 use super::SqliteStore;
 use crate::retention::{Cutoffs, Retention, Step};
-use crate::store::rows::{MESSAGE_COMPACTION, event_compaction};
+use crate::store::rows::{MESSAGE_COMPACTION, event_compaction, history_received_at};
 use crate::store::{BoxFuture, StoreError};
 
 /// `PRAGMA auto_vacuum`'s value for incremental vacuum.
@@ -94,6 +99,100 @@ fn outbox_before(tx: &Connection, cutoff: &str) -> Result<Option<i64>, StoreErro
     Ok(found)
 }
 
+/// Drops, in order, the rows of `rows` (seq, the chain's previous row,
+/// whether the row itself may go) that have no older row of their chain
+/// left: each that goes makes the next of its chain the oldest. Returns
+/// how many went.
+fn drop_oldest(tx: &Connection, table: &str, rows: &[(i64, Option<i64>, bool)]) -> Result<u64, StoreError> {
+    let mut kept = tx.prepare_cached(&format!("SELECT 1 FROM {table} WHERE seq = ?1"))?;
+    let mut delete = tx.prepare_cached(&format!("DELETE FROM {table} WHERE seq = ?1"))?;
+    let mut dropped = 0;
+    for &(seq, prev, may_go) in rows {
+        if may_go && !prev.map_or(Ok(false), |prev| kept.exists([prev]))? {
+            dropped += delete.execute([seq])? as u64;
+        }
+    }
+    Ok(dropped)
+}
+
+/// The next window's start: the window's `last` row when all its `len`
+/// rows were past their age, else `None` (the rest is younger).
+fn next_window(len: usize, last: Option<i64>, past: usize) -> Option<i64> {
+    last.filter(|_| past == len)
+}
+
+fn compact_outbox(tx: &Connection, cutoffs: Cutoffs, after: i64, limit: usize) -> Result<Step, StoreError> {
+    // The dispatcher fans the outbox out, the resolver reads it: both pass.
+    let read: i64 = tx.query_row(
+        "SELECT MIN(f.position, r.position) FROM fanout f, person_resolver r",
+        [],
+        |r| r.get(0),
+    )?;
+    let window: Vec<(i64, Option<i64>, String)> = tx
+        .prepare_cached("SELECT seq, prev, created_at FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2")?
+        .query_map(params![after, limit as i64], |r| r.try_into())?
+        .collect::<Result<_, _>>()?;
+    let cutoff = cutoffs.messages.to_string();
+    // The one writer numbers the changes in the order of their times.
+    let past = window
+        .iter()
+        .take_while(|(seq, _, created)| *seq <= read && *created < cutoff)
+        .count();
+    let mut referenced = tx.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM subscriptions s JOIN messages m ON m.subscription_id = s.id AND m.outbox_seq = ?1)",
+    )?;
+    let rows = window[..past]
+        .iter()
+        .map(|(seq, prev, _)| Ok((*seq, *prev, !referenced.query_row([seq], |r| r.get::<_, bool>(0))?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Step {
+        bodies: 0,
+        rows: drop_oldest(tx, "outbox", &rows)?,
+        next: next_window(window.len(), window.last().map(|w| w.0), past),
+    })
+}
+
+/// A history entry as compaction reads it: seq, the chain's previous
+/// entry, the entry as kept and its codec, whether its event's body is
+/// gone.
+type EntryRow = (i64, Option<i64>, Vec<u8>, i64, bool);
+
+fn compact_history(tx: &Connection, cutoffs: Cutoffs, after: i64, limit: usize) -> Result<Step, StoreError> {
+    let Some(cutoff) = cutoffs.history else {
+        return Ok(Step::default());
+    };
+    // An entry's event without a body: gone, dropped by compaction or
+    // redacted.
+    let window: Vec<EntryRow> = tx
+        .prepare_cached(
+            "SELECT h.seq, h.prev, h.entry, h.codec, e.body IS NULL OR e.redacted
+             FROM history h LEFT JOIN events e ON e.id = h.event_id WHERE h.seq > ?1 ORDER BY h.seq LIMIT ?2",
+        )?
+        .query_map(params![after, limit as i64], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                super::kept_bytes(r.get_ref(2)?),
+                r.get(3)?,
+                r.get(4)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    let (len, last) = (window.len(), window.last().map(|w| w.0));
+    let mut rows = Vec::with_capacity(len);
+    for (seq, prev, entry, codec, bodiless) in window {
+        if history_received_at(entry, codec)? >= cutoff {
+            break;
+        }
+        rows.push((seq, prev, bodiless));
+    }
+    Ok(Step {
+        bodies: 0,
+        rows: drop_oldest(tx, "history", &rows)?,
+        next: next_window(len, last, rows.len()),
+    })
+}
+
 fn reclaim(tx: &Connection, pages: u32) -> Result<u64, StoreError> {
     let pragma = |name: &str| tx.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
     if pragma("auto_vacuum")? != INCREMENTAL {
@@ -115,6 +214,14 @@ impl Retention for SqliteStore {
 
     fn compact_messages(&self, cutoffs: Cutoffs, limit: usize) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(self.write(move |tx| compact_messages(tx, cutoffs, limit)))
+    }
+
+    fn compact_outbox(&self, cutoffs: Cutoffs, after: i64, limit: usize) -> BoxFuture<'_, Result<Step, StoreError>> {
+        Box::pin(self.write(move |tx| compact_outbox(tx, cutoffs, after, limit)))
+    }
+
+    fn compact_history(&self, cutoffs: Cutoffs, after: i64, limit: usize) -> BoxFuture<'_, Result<Step, StoreError>> {
+        Box::pin(self.write(move |tx| compact_history(tx, cutoffs, after, limit)))
     }
 
     fn reclaim(&self, pages: u32) -> BoxFuture<'_, Result<u64, StoreError>> {
@@ -165,5 +272,40 @@ mod tests {
             let found = outbox_before(&conn, &format!("t{cutoff:03}")).expect("a search");
             assert_eq!(found, expected, "before t{cutoff:03}");
         }
+    }
+
+    #[test]
+    fn only_the_oldest_of_a_chain_go_so_every_row_kept_stays_reachable() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch("CREATE TABLE chained (seq INTEGER PRIMARY KEY, prev INTEGER)")
+            .expect("a table");
+        // Two chains, a: 1 <- 3 <- 4 <- 6 and b: 2 <- 5; 4 may not go (a
+        // message waits for it).
+        for (seq, prev) in [
+            (1, None),
+            (2, None),
+            (3, Some(1)),
+            (4, Some(3)),
+            (5, Some(2)),
+            (6, Some(4)),
+        ] {
+            conn.execute("INSERT INTO chained VALUES (?1, ?2)", params![seq, prev])
+                .expect("a row");
+        }
+        let window = [
+            (1, None, true),
+            (2, None, true),
+            (3, Some(1), true),
+            (4, Some(3), false),
+            (5, Some(2), true),
+            (6, Some(4), true),
+        ];
+        assert_eq!(drop_oldest(&conn, "chained", &window).expect("a step"), 4);
+        let kept: Vec<i64> = conn
+            .prepare("SELECT seq FROM chained ORDER BY seq")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("the rows kept");
+        // 6 stays behind 4: the walk from 6 reaches 4 still.
+        assert_eq!(kept, [4, 6]);
     }
 }

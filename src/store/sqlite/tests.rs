@@ -85,7 +85,13 @@ fn quarantined(answer: Reply) -> String {
 fn a_failing_command_fails_alone_and_its_batch_commits_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("clientele.db");
-    let mut writer = Writer::open(&path, Arc::new(Notify::new()), checkpoint::Limits::DEFAULT).expect("open");
+    let mut writer = Writer::open(
+        &path,
+        Arc::new(Notify::new()),
+        checkpoint::Limits::DEFAULT,
+        Clock::system(),
+    )
+    .expect("open");
     let (first, answer) = command(unmappable("a"));
     writer.commit(&mut vec![first]);
     let redacted = quarantined(answer);
@@ -297,7 +303,13 @@ fn wal_restarts(size: usize, commits: usize) -> usize {
         tail: 8,
         passes: 4,
     };
-    let mut writer = Writer::open(&dir.path().join("clientele.db"), Arc::new(Notify::new()), limits).expect("open");
+    let mut writer = Writer::open(
+        &dir.path().join("clientele.db"),
+        Arc::new(Notify::new()),
+        limits,
+        Clock::system(),
+    )
+    .expect("open");
     let salt = || {
         use std::io::Read;
         let mut header = [0; 24];
@@ -345,7 +357,7 @@ fn the_wal_restarts_under_commits_larger_than_the_tail() {
 #[tokio::test]
 async fn a_closed_store_leaves_no_wal_behind() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(&dir.path().join("clientele.db")).expect("open");
+    let store = SqliteStore::open(&dir.path().join("clientele.db"), Clock::system()).expect("open");
     store.send(customer()).await.expect("the delivery is kept");
     let read = store.customer("vagaro:4CB231BAD3B26B7DE53FE5832A54A7B1".into()).await;
     assert!(read.expect("a read").is_some());
@@ -360,7 +372,7 @@ async fn a_closed_store_leaves_no_wal_behind() {
 async fn a_closed_store_holds_every_commit_in_its_file_behind_a_reader() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("clientele.db");
-    let store = SqliteStore::open(&path).expect("open");
+    let store = SqliteStore::open(&path, Clock::system()).expect("open");
     store.send(customer()).await.expect("the delivery is kept");
     let reader = Connection::open(&path).expect("a reader");
     assert_eq!(count(&reader, "SELECT COUNT(*) FROM customers"), 1);
@@ -379,7 +391,7 @@ async fn a_closed_store_holds_every_commit_in_its_file_behind_a_reader() {
 async fn the_writer_reads_again_what_another_connection_changed() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("clientele.db");
-    let store = SqliteStore::open(&path).expect("open");
+    let store = SqliteStore::open(&path, Clock::system()).expect("open");
     store
         .send(customer_numbered(Some(1)))
         .await
@@ -411,7 +423,7 @@ fn a_store_written_by_a_newer_clientele_is_refused() {
     Connection::open(&path)
         .and_then(|c| c.pragma_update(None, "user_version", 99))
         .expect("a newer schema");
-    match SqliteStore::open(&path) {
+    match SqliteStore::open(&path, Clock::system()) {
         Err(StoreError::NewerSchema { found: 99, known }) => assert_eq!(known, MIGRATIONS.len()),
         Err(e) => panic!("another error: {e}"),
         Ok(_) => panic!("a newer store was opened"),
@@ -422,11 +434,14 @@ fn a_store_written_by_a_newer_clientele_is_refused() {
 async fn a_store_whose_applied_migration_this_build_changed_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("clientele.db");
-    SqliteStore::open(&path).expect("a new store").close().await;
+    SqliteStore::open(&path, Clock::system())
+        .expect("a new store")
+        .close()
+        .await;
     Connection::open(&path)
         .and_then(|c| c.execute("UPDATE clientele_migrations SET checksum = x'00' WHERE version = 3", []))
         .expect("a checksum changed");
-    match SqliteStore::open(&path) {
+    match SqliteStore::open(&path, Clock::system()) {
         Err(StoreError::EditedMigration { version: 3 }) => {}
         Err(e) => panic!("another error: {e}"),
         Ok(_) => panic!("a store of another schema was opened"),
@@ -438,7 +453,7 @@ async fn a_store_whose_applied_migration_this_build_changed_is_refused() {
 #[tokio::test]
 async fn the_backlog_counts_changes_not_fanned_out_yet() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(&dir.path().join("clientele.db")).expect("open");
+    let store = SqliteStore::open(&dir.path().join("clientele.db"), Clock::system()).expect("open");
     store.send(subscription()).await.expect("a subscription");
     store.send(customer()).await.expect("a delivery");
     let backlog = store.backlog().await.expect("the backlog");
@@ -483,7 +498,7 @@ async fn kept(batched: bool, publish: Publish) -> (Vec<String>, Vec<(String, Str
         ]
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(&dir.path().join("clientele.db")).expect("open");
+    let store = SqliteStore::open(&dir.path().join("clientele.db"), Clock::system()).expect("open");
     let outcomes = if batched {
         store.ingest_batch(deliveries(), publish).await.expect("a batch")
     } else {
@@ -697,7 +712,7 @@ fn normalized(text: &str, today: &str) -> String {
 async fn keeping(before: &[Delivery], batch: Vec<Delivery>, bulk: bool, size: usize) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("clientele.db");
-    let store = SqliteStore::open(&path).expect("open");
+    let store = SqliteStore::open(&path, Clock::system()).expect("open");
     store.send(subscription()).await.expect("a subscription");
     for d in before {
         store.ingest(clone(d)).await.expect("a delivery");
@@ -800,7 +815,7 @@ async fn a_bulk_batch_keeps_what_deliveries_one_by_one_keep() {
 async fn a_rebuild_leaves_no_chain_end_behind_and_reads_only_its_customers_history() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("clientele.db");
-    let store = SqliteStore::open(&path).expect("open");
+    let store = SqliteStore::open(&path, Clock::system()).expect("open");
     store.send(customer()).await.expect("the delivery is kept");
     let reader = Connection::open(&path).expect("a reader");
     assert_eq!(count(&reader, "SELECT COUNT(*) FROM outbox"), 1);
@@ -865,7 +880,7 @@ async fn a_rebuild_leaves_no_chain_end_behind_and_reads_only_its_customers_histo
 async fn a_name_search_pages_alike_from_a_rare_word_or_along_the_feed() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("clientele.db");
-    let store = SqliteStore::open(&path).expect("open");
+    let store = SqliteStore::open(&path, Clock::system()).expect("open");
     for n in 1..=3 {
         store.send(customer_numbered(Some(n))).await.expect("a delivery");
     }

@@ -201,7 +201,7 @@ pub async fn store_to_rebuild(
     clientele::store::Remap,
 ) {
     let config = TestApp::builder().config(dir);
-    let store = clientele::app::open_store(&config.store)
+    let store = clientele::app::open_store(&config.store, config.clock.clone())
         .await
         .expect("the store opens");
     let sources = clientele::rebuild::sources(store.as_ref(), &config.sources)
@@ -1238,6 +1238,36 @@ impl TestApp {
 
     async fn wait_outbox(&self, what: &str, done: impl Fn(&Outbox) -> bool) {
         wait_outbox(&self.client, &self.url(""), what, done).await;
+    }
+
+    /// The persons resolver's backlog and lag, from `/metrics`.
+    pub async fn unresolved(&self) -> (u64, f64) {
+        let text = self.metrics().await;
+        let read = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+                .unwrap_or_else(|| panic!("/metrics has {name}:\n{text}"))
+                .to_owned()
+        };
+        (
+            read("clientele_persons_unresolved").parse().expect("a count"),
+            read("clientele_persons_lag_seconds").parse().expect("seconds"),
+        )
+    }
+
+    /// Waits until the persons resolver has resolved every change.
+    pub async fn wait_resolved(&self) {
+        let deadline = Instant::now() + SAFETY;
+        loop {
+            if self.unresolved().await.0 == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the resolver did not catch up within {SAFETY:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// `/metrics` as text.
