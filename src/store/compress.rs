@@ -1,12 +1,12 @@
 //! What the store keeps compressed: raw bodies, and its own JSON documents
-//! (history entries, outbox envelopes, records' profiles), as zstd frames,
+//! (history entries, outbox envelopes, records' profiles, persons), as zstd frames,
 //! each with a dictionary compiled into the binary. One such document is a
 //! few hundred bytes to a few KB of JSON whose keys repeat from one row to
 //! the next; alone, zstd finds little to share inside one, while a
 //! dictionary holds what they all share. The dictionaries are trained by
 //! `bench/dictionary/train.sh`: the bodies' on bodies shaped like the
-//! platforms' customer webhooks, the documents' on what Clientele makes of
-//! those.
+//! platforms' customer webhooks, the documents' and the persons' on what
+//! Clientele makes of those.
 //!
 //! Each row keeps its codec (a `codec` column): `0`, kept as it came
 //! (rows kept before compression, and those it would not shrink), or the
@@ -30,6 +30,7 @@ pub(super) const RAW: i64 = 0;
 const DICTIONARIES: &[(i64, &[u8])] = &[
     (1, include_bytes!("compress/bodies-1.dict")),
     (2, include_bytes!("compress/documents-2.dict")),
+    (3, include_bytes!("compress/persons-3.dict")),
 ];
 
 /// zstd's default level: on 1 KB it costs a few microseconds, and higher
@@ -43,6 +44,9 @@ pub(super) enum Kind {
     Body,
     /// Clientele's own JSON: history entries, envelopes, profiles.
     Document,
+    /// Persons' documents: customer ids and links, which the documents'
+    /// dictionary holds little of.
+    Person,
 }
 
 impl Kind {
@@ -51,12 +55,13 @@ impl Kind {
         match self {
             Kind::Body => 1,
             Kind::Document => 2,
+            Kind::Person => 3,
         }
     }
 }
 
 static ENCODERS: LazyLock<Vec<(i64, EncoderDictionary<'static>)>> = LazyLock::new(|| {
-    [Kind::Body, Kind::Document]
+    [Kind::Body, Kind::Document, Kind::Person]
         .map(|kind| {
             (
                 kind.current(),
@@ -230,6 +235,15 @@ mod tests {
         // Bodies already kept keep reading after documents were packed.
         let body = pack(Kind::Body, TREEZ);
         assert_eq!(unpack(body.codec, body.bytes).unwrap(), TREEZ);
+    }
+
+    #[test]
+    fn a_person_is_smaller_with_its_own_dictionary() {
+        let person = br#"{"customerIds":["treez:shop3:118842","vagaro:C0118842"],"links":[{"customers":["treez:shop3:118842","vagaro:C0118842"],"score":17.4,"evidence":[{"field":"given_name","comparison":"exact","weight":4.0},{"field":"family_name","comparison":"exact","weight":4.5},{"field":"phone","comparison":"exact","weight":11.46},{"field":"birth_date","comparison":"different","weight":-2.56}],"decidedBy":"model"}]}"#;
+        let packed = pack(Kind::Person, person);
+        assert_eq!(packed.codec, Kind::Person.current());
+        assert!(packed.bytes.len() < pack(Kind::Document, person).bytes.len());
+        assert_eq!(unpack(packed.codec, packed.bytes).unwrap(), person);
     }
 
     #[test]

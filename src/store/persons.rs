@@ -19,7 +19,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::rows::name_filter;
-use super::{BoxFuture, Page, StoreError};
+use super::{BoxFuture, Page, StoreError, compress};
 use crate::model::{Action, Customer, UtcMillis};
 use crate::persons::{Decider, Decision, Edge};
 
@@ -320,6 +320,11 @@ pub(super) fn person_message(
     PersonMessage { id, action, body }
 }
 
+/// A person's document as kept (see [`compress`]).
+pub(super) fn pack_person(doc: &PersonDoc) -> Result<compress::Packed, StoreError> {
+    Ok(compress::pack(compress::Kind::Person, &serde_json::to_vec(doc)?))
+}
+
 /// A review's id: the same pair, the same id.
 pub fn review_id(customers: &[String; 2]) -> String {
     use sha2::{Digest, Sha256};
@@ -415,8 +420,24 @@ impl From<String> for Arg {
 /// The statements both backends run alike, with Postgres's `$n`
 /// parameters (the embedded store reads them as SQLite's `?n`).
 pub(super) mod sql {
-    pub const PERSON_COLUMNS: &str = "id, doc, created_at, changed_at, seq";
-    pub const PERSON: &str = "SELECT id, doc, created_at, changed_at, seq FROM persons WHERE id = $1";
+    /// A person's columns as [`super::RawPerson`] reads them, `doc` being
+    /// the dialect's expression of its document as kept, then its codec.
+    pub fn person_columns(doc: &str) -> String {
+        format!("id, {doc}, created_at, changed_at, seq")
+    }
+
+    pub fn person(doc: &str) -> String {
+        format!("SELECT {} FROM persons WHERE id = $1", person_columns(doc))
+    }
+
+    pub fn persons(doc: &str) -> String {
+        format!("SELECT {} FROM persons", person_columns(doc))
+    }
+
+    /// Whether a subscription, enabled or not, asks for persons: only
+    /// then are persons' changes written to the outbox (a disabled one
+    /// catches up with them when enabled again).
+    pub const PERSONS_ASKED: &str = "SELECT EXISTS (SELECT 1 FROM subscriptions WHERE types LIKE '%\"person\"%')";
     pub const ALIAS: &str = "SELECT person_id FROM person_aliases WHERE alias = $1";
     pub const MEMBER: &str = "SELECT person_id FROM person_members WHERE customer_id = $1";
     pub const MERGED_INTO: &str = "SELECT merged_into FROM customers WHERE id = $1";
@@ -438,11 +459,7 @@ pub(super) mod sql {
     pub const POSITION: &str = "SELECT position FROM person_resolver";
     pub const RESOLVER: &str = "SELECT position, holder, person_seq FROM person_resolver";
     pub const MEMBERS: &str = "SELECT customer_id, person_id, version FROM person_members";
-    pub const PERSONS: &str = "SELECT id, doc, created_at, changed_at, seq FROM persons";
     pub const DECISIONS: &str = "SELECT a, b, decision, decided_at FROM person_decisions";
-    pub const UPSERT_PERSON: &str =
-        "INSERT INTO persons (id, doc, created_at, changed_at, seq) VALUES ($1, $2, $3, $3, $4)
-         ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, changed_at = excluded.changed_at, seq = excluded.seq";
     pub const DELETE_PERSON: &str = "DELETE FROM persons WHERE id = $1";
     pub const DELETE_ALIASES_OF: &str = "DELETE FROM person_aliases WHERE person_id = $1";
     pub const ALIAS_TO: &str = "INSERT INTO person_aliases (alias, person_id) VALUES ($1, $2)
@@ -462,9 +479,10 @@ pub(super) mod sql {
     pub const ADVANCE: &str = "UPDATE person_resolver SET position = $1, person_seq = $2, lease_until = $3";
 }
 
-/// The statement listing persons for `q`, with its arguments.
-pub(super) fn persons_sql(q: &PersonQuery) -> (String, Vec<Arg>) {
-    let mut sql = format!("SELECT {} FROM persons WHERE seq > $1", sql::PERSON_COLUMNS);
+/// The statement listing persons for `q`, with its arguments; `doc` as
+/// in [`sql::person_columns`].
+pub(super) fn persons_sql(q: &PersonQuery, doc: &str) -> (String, Vec<Arg>) {
+    let mut sql = format!("SELECT {} FROM persons WHERE seq > $1", sql::person_columns(doc));
     let mut args = vec![Arg::Int(q.after.unwrap_or(0))];
     let member = |sql: &mut String, args: &mut Vec<Arg>, inner: String, value: String| {
         args.push(Arg::Text(value));
@@ -506,10 +524,14 @@ pub(super) fn persons_sql(q: &PersonQuery) -> (String, Vec<Arg>) {
     (sql, args)
 }
 
-pub(super) type RawPerson = (String, String, String, String, i64);
+/// A person's row as read: its id, its document as kept and that
+/// document's codec, its times and its `seq`.
+pub(super) type RawPerson = (String, Vec<u8>, i64, String, String, i64);
 
-pub(super) fn decode_person((id, doc, created_at, changed_at, seq): RawPerson) -> Result<StoredPerson, StoreError> {
-    let doc: PersonDoc = serde_json::from_str(&doc)?;
+pub(super) fn decode_person(
+    (id, doc, codec, created_at, changed_at, seq): RawPerson,
+) -> Result<StoredPerson, StoreError> {
+    let doc: PersonDoc = serde_json::from_slice(&compress::unpack(codec, doc)?)?;
     Ok(StoredPerson {
         id,
         customer_ids: doc.customer_ids,

@@ -477,3 +477,49 @@ async fn subscriptions_that_ask_for_persons_get_person_messages() {
     );
     assert_eq!(customers_only.received().len(), 2);
 }
+
+/// Persons' changes are kept for subscribers only while a subscription
+/// asks for persons (issue 19): none is kept while none asks, so a
+/// persons subscription made later replays none of the changes before
+/// it, and gets those after it.
+#[tokio::test]
+async fn person_changes_are_kept_only_while_a_subscription_asks_for_them() {
+    let app = TestApp::spawn().await;
+    let customers = util::TestReceiver::healthy().await;
+    app.subscribe(json!({"url": customers.url(), "types": ["customer"]}))
+        .await;
+    deliver(&app, &ada("k1", "2024-01-01T00:00:00Z", "kept@mail.org")).await;
+    wait_resolved(&app).await;
+    let person = person_of(&app, "clientele:k1").await;
+    assert_eq!(members(&person), ["clientele:k1"]);
+
+    let persons = util::TestReceiver::healthy().await;
+    let subscription = app.subscribe(json!({"url": persons.url(), "types": ["person"]})).await;
+    let replay = format!(
+        "/api/v1/subscriptions/{}/replay?since=2000-01-01T00:00:00Z",
+        subscription["id"].as_str().expect("an id")
+    );
+    assert_eq!(
+        app.post_admin(&replay).await,
+        (StatusCode::ACCEPTED, json!({"messages": 0})),
+        "a person's change was kept while no subscription asked for persons"
+    );
+
+    deliver(&app, &ada("k2", "2024-01-01T00:00:00Z", "kept@mail.org")).await;
+    wait_resolved(&app).await;
+    app.wait_drained().await;
+    let got = persons.wait_for(1).await;
+    assert_eq!(got.len(), 1, "{:?}", got.iter().map(|m| &m.body).collect::<Vec<_>>());
+    assert_eq!(got[0].body["type"], "person");
+    assert_eq!(got[0].body["action"], "updated");
+    assert_eq!(got[0].body["payload"]["id"], person["id"]);
+    assert_eq!(
+        got[0].body["payload"]["customerIds"],
+        json!(["clientele:k1", "clientele:k2"])
+    );
+    assert_eq!(
+        app.post_admin(&replay).await,
+        (StatusCode::ACCEPTED, json!({"messages": 1}))
+    );
+    assert_eq!(customers.wait_for(2).await.len(), 2);
+}

@@ -58,6 +58,14 @@ pub(super) async fn subscription(conn: &mut PgConnection, id: &str) -> Result<Op
 }
 
 pub(super) async fn create_subscription(conn: &mut PgConnection, s: &Subscription) -> Result<(), StoreError> {
+    if s.types.iter().any(|t| t == "person") {
+        // Waits for a step of the resolver that is being written: that
+        // step wrote no person's change if it found no subscription asking
+        // for persons, and this one gets every step that follows.
+        sqlx::query("SELECT 1 FROM person_resolver FOR SHARE")
+            .execute(&mut *conn)
+            .await?;
+    }
     sqlx::query(
         "INSERT INTO subscriptions (id, url, secret, actions, sources, enabled, created_at, types)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

@@ -15,13 +15,22 @@ use crate::persons::Decision;
 use crate::store::persons::{
     Arg, Decided, Feed, FeedChange, Found, NewDecision, PersonQuery, Persons, RawPerson, RawReview, Resolution,
     Resolved, Review, ReviewStatus, StoredDecision, StoredPerson, decision_str, decode_decision, decode_person,
-    decode_review, person_message, persons_sql, review_id, reviews_touching, sql, withdrawn,
+    decode_review, pack_person, person_message, persons_sql, review_id, reviews_touching, sql, withdrawn,
 };
 use crate::store::rows::{RawRecord, pack_envelope, page, parse_time, record_columns};
 use crate::store::{BoxFuture, Page, StoreError};
 
+/// A person's document as kept, and its codec (see `sql::person_columns`):
+/// `doc`, JSON text, before version 19; `packed` since.
+const DOC: &str = "COALESCE(packed, convert_to(doc, 'UTF8')), codec::bigint";
+
+const UPSERT_PERSON: &str = "INSERT INTO persons (id, packed, codec, created_at, changed_at, seq)
+     VALUES ($1, $2, $3, $4, $4, $5)
+     ON CONFLICT (id) DO UPDATE SET doc = NULL, packed = excluded.packed, codec = excluded.codec,
+         changed_at = excluded.changed_at, seq = excluded.seq";
+
 async fn person_by_id(conn: &mut PgConnection, id: &str) -> Result<Option<StoredPerson>, StoreError> {
-    let row: Option<RawPerson> = sqlx::query_as(sql::PERSON).bind(id).fetch_optional(conn).await?;
+    let row: Option<RawPerson> = sqlx::query_as(&sql::person(DOC)).bind(id).fetch_optional(conn).await?;
     row.map(decode_person).transpose()
 }
 
@@ -100,24 +109,31 @@ async fn commit(conn: &mut PgConnection, holder: &str, step: &Resolution) -> Res
         return Ok(false);
     }
     let at = step.at.to_string();
+    let asked: bool = sqlx::query_scalar(sql::PERSONS_ASKED).fetch_one(&mut *conn).await?;
     let mut messages = Vec::new();
     for p in &step.deleted {
         for statement in [sql::DELETE_PERSON, sql::DELETE_ALIASES_OF] {
             sqlx::query(statement).bind(p).execute(&mut *conn).await?;
         }
         seq += 1;
-        messages.push((p, seq, person_message(p, None, step.absorbed_by(p), seq, step.at)));
+        if asked {
+            messages.push((p, seq, person_message(p, None, step.absorbed_by(p), seq, step.at)));
+        }
     }
     for u in &step.upserts {
         seq += 1;
-        sqlx::query(sql::UPSERT_PERSON)
+        let doc = pack_person(&u.doc)?;
+        sqlx::query(UPSERT_PERSON)
             .bind(&u.id)
-            .bind(serde_json::to_string(&u.doc)?)
+            .bind(&doc.bytes)
+            .bind(doc.codec as i16)
             .bind(&at)
             .bind(seq)
             .execute(&mut *conn)
             .await?;
-        messages.push((&u.id, seq, person_message(&u.id, Some(u), None, seq, step.at)));
+        if asked {
+            messages.push((&u.id, seq, person_message(&u.id, Some(u), None, seq, step.at)));
+        }
     }
     for (person, version, m) in messages {
         let body = pack_envelope(&m.body);
@@ -236,7 +252,7 @@ impl Persons for PgStore {
     fn persons(&self, query: PersonQuery) -> BoxFuture<'_, Result<Page<StoredPerson>, StoreError>> {
         Box::pin(self.read(move |conn| {
             Box::pin(async move {
-                let (statement, args) = persons_sql(&query);
+                let (statement, args) = persons_sql(&query, DOC);
                 let mut q = sqlx::query_as::<_, RawPerson>(&statement);
                 for a in args {
                     q = match a {
@@ -345,7 +361,7 @@ impl Persons for PgStore {
                 let position: i64 = sqlx::query_scalar(sql::POSITION).fetch_one(&mut *conn).await?;
                 let members: Vec<(String, Option<String>, i64)> =
                     sqlx::query_as(sql::MEMBERS).fetch_all(&mut *conn).await?;
-                let persons: Vec<RawPerson> = sqlx::query_as(sql::PERSONS).fetch_all(&mut *conn).await?;
+                let persons: Vec<RawPerson> = sqlx::query_as(&sql::persons(DOC)).fetch_all(&mut *conn).await?;
                 let decisions: Vec<(String, String, String, String)> =
                     sqlx::query_as(sql::DECISIONS).fetch_all(&mut *conn).await?;
                 Ok(Resolved {

@@ -12,7 +12,7 @@ use crate::outbound::PERSON_SOURCE;
 use crate::store::persons::{
     Arg, Decided, Feed, FeedChange, Found, NewDecision, PersonQuery, Persons, RawPerson, RawReview, Resolution,
     Resolved, Review, ReviewStatus, StoredDecision, StoredPerson, decision_str, decode_decision, decode_person,
-    decode_review, person_message, persons_sql, review_id, reviews_touching, sql, withdrawn,
+    decode_review, pack_person, person_message, persons_sql, review_id, reviews_touching, sql, withdrawn,
 };
 use crate::store::rows::{RawRecord, pack_envelope, page, parse_time, record_columns};
 use crate::store::{BoxFuture, Page, StoreError};
@@ -28,8 +28,17 @@ fn numbered(statement: &str) -> String {
     out
 }
 
+/// A person's document as kept, and its codec (see `sql::person_columns`):
+/// JSON text before version 21, bytes since.
+const DOC: &str = "CAST(doc AS BLOB), codec";
+
+const UPSERT_PERSON: &str = "INSERT INTO persons (id, doc, codec, created_at, changed_at, seq)
+     VALUES (?1, ?2, ?3, ?4, ?4, ?5)
+     ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, codec = excluded.codec, changed_at = excluded.changed_at,
+         seq = excluded.seq";
+
 fn person_by_id(conn: &Connection, id: &str) -> Result<Option<StoredPerson>, StoreError> {
-    conn.prepare_cached(&numbered(sql::PERSON))?
+    conn.prepare_cached(&numbered(&sql::person(DOC)))?
         .query_row([id], |r| RawPerson::try_from(r))
         .optional()?
         .map(decode_person)
@@ -117,22 +126,24 @@ fn commit(tx: &Connection, holder: &str, step: &Resolution) -> Result<bool, Stor
         return Ok(false);
     }
     let at = step.at.to_string();
+    let asked: bool = tx.prepare_cached(sql::PERSONS_ASKED)?.query_row([], |r| r.get(0))?;
     let mut messages = Vec::new();
     for p in &step.deleted {
         tx.prepare_cached(&numbered(sql::DELETE_PERSON))?.execute([p])?;
         tx.prepare_cached(&numbered(sql::DELETE_ALIASES_OF))?.execute([p])?;
         seq += 1;
-        messages.push((p, seq, person_message(p, None, step.absorbed_by(p), seq, step.at)));
+        if asked {
+            messages.push((p, seq, person_message(p, None, step.absorbed_by(p), seq, step.at)));
+        }
     }
     for u in &step.upserts {
         seq += 1;
-        tx.prepare_cached(&numbered(sql::UPSERT_PERSON))?.execute(params![
-            u.id,
-            serde_json::to_string(&u.doc)?,
-            at,
-            seq
-        ])?;
-        messages.push((&u.id, seq, person_message(&u.id, Some(u), None, seq, step.at)));
+        let doc = pack_person(&u.doc)?;
+        tx.prepare_cached(UPSERT_PERSON)?
+            .execute(params![u.id, doc.bytes, doc.codec, at, seq])?;
+        if asked {
+            messages.push((&u.id, seq, person_message(&u.id, Some(u), None, seq, step.at)));
+        }
     }
     for (person, version, m) in messages {
         let body = pack_envelope(&m.body);
@@ -227,7 +238,7 @@ impl Persons for SqliteStore {
 
     fn persons(&self, query: PersonQuery) -> BoxFuture<'_, Result<Page<StoredPerson>, StoreError>> {
         Box::pin(self.readers.run(move |conn| {
-            let (statement, args) = persons_sql(&query);
+            let (statement, args) = persons_sql(&query, DOC);
             let rows: Vec<RawPerson> = conn
                 .prepare(&numbered(&statement))?
                 .query_map(params_from_iter(bind(&args)), |r| RawPerson::try_from(r))?
@@ -324,7 +335,7 @@ impl Persons for SqliteStore {
             let members = all(tx, sql::MEMBERS, |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
             })?;
-            let persons = all(tx, sql::PERSONS, |r| RawPerson::try_from(r))?
+            let persons = all(tx, &sql::persons(DOC), |r| RawPerson::try_from(r))?
                 .into_iter()
                 .map(decode_person)
                 .collect::<Result<_, _>>()?;

@@ -207,7 +207,7 @@ fn migration_4_chains_the_rows_a_store_already_holds() {
 fn migration_19_packs_the_order_keys_and_makes_the_outbox_again() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut conn = Connection::open(dir.path().join("clientele.db")).expect("open");
-    let before = MIGRATIONS.len() - 1;
+    let before = 18;
     for sql in &MIGRATIONS[..before] {
         conn.execute_batch(sql).expect("the schema before version 19");
     }
@@ -922,4 +922,142 @@ async fn a_name_search_pages_alike_from_a_rare_word_or_along_the_feed() {
     assert_eq!(pages("smith JOHNNY").await, expected, "from the rare word");
     assert_eq!(pages("smith nobody").await, [Vec::<String>::new()]);
     store.close().await;
+}
+
+/// A person kept as JSON text before version 21 still reads; one written
+/// since is kept compressed and reads back as written. Its changes reach
+/// the outbox only while a subscription asks for persons.
+#[tokio::test]
+async fn persons_keep_their_documents_compressed_and_their_changes_only_when_asked() {
+    use crate::persons::Decider;
+    use crate::store::persons::{Evidence, Link, PersonDoc, PersonWrite, Persons, Resolution};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("clientele.db");
+    let doc = PersonDoc {
+        customer_ids: vec!["vagaro:a".into(), "vagaro:b".into()],
+        links: vec![Link {
+            customers: ["vagaro:a".into(), "vagaro:b".into()],
+            score: 12.5,
+            evidence: vec![Evidence {
+                field: "email".into(),
+                comparison: "exact".into(),
+                weight: 9.1,
+            }],
+            decided_by: Decider::Model,
+        }],
+    };
+    let json = serde_json::to_string(&doc).expect("json");
+    {
+        let conn = Connection::open(&path).expect("open");
+        let before = 19;
+        for sql in &MIGRATIONS[..before] {
+            conn.execute_batch(sql).expect("the schema before version 21");
+        }
+        conn.pragma_update(None, "user_version", before as i64)
+            .expect("the version before");
+        conn.execute(
+            "INSERT INTO persons (id, doc, created_at, changed_at, seq)
+                 VALUES ('per_old', ?1, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', 1)",
+            [&json],
+        )
+        .expect("a person");
+        conn.execute("UPDATE person_resolver SET person_seq = 1", [])
+            .expect("the resolver");
+    }
+    let store = SqliteStore::open(&path).expect("open");
+    let (old, _) = store.person("per_old".into()).await.expect("a read").expect("kept");
+    assert_eq!(
+        (old.customer_ids, old.links),
+        (doc.customer_ids.clone(), doc.links.clone())
+    );
+
+    let step = |from: i64, id: &str| Resolution {
+        from,
+        to: from,
+        applied: Vec::new(),
+        upserts: vec![PersonWrite {
+            id: id.into(),
+            doc: doc.clone(),
+            created: true,
+        }],
+        deleted: Vec::new(),
+        aliases: Vec::new(),
+        members: Vec::new(),
+        gone: Vec::new(),
+        reviews_of: Vec::new(),
+        reviews_among: Vec::new(),
+        reviews: Vec::new(),
+        at: UtcMillis::now(),
+    };
+    let until = UtcMillis::now().as_millisecond() + 60_000;
+    let position = store
+        .lease_resolver("test".into(), until)
+        .await
+        .expect("a lease")
+        .expect("free");
+    assert!(
+        store
+            .commit_resolution("test".into(), step(position, "per_new"))
+            .await
+            .expect("a step")
+    );
+    let (new, _) = store.person("per_new".into()).await.expect("a read").expect("kept");
+    assert_eq!(
+        (new.customer_ids, new.links),
+        (doc.customer_ids.clone(), doc.links.clone())
+    );
+
+    let mut customers_only = match subscription() {
+        Op::CreateSubscription(s) => s,
+        _ => unreachable!("a subscription"),
+    };
+    customers_only.types = vec!["customer".into()];
+    store.create_subscription(customers_only).await.expect("a subscription");
+    assert!(
+        store
+            .commit_resolution("test".into(), step(position, "per_second"))
+            .await
+            .expect("a step")
+    );
+    let mut persons = match subscription() {
+        Op::CreateSubscription(s) => s,
+        _ => unreachable!("a subscription"),
+    };
+    persons.id = "sub_persons".into();
+    persons.types = vec!["person".into()];
+    persons.enabled = false;
+    store.create_subscription(persons).await.expect("a subscription");
+    assert!(
+        store
+            .commit_resolution("test".into(), step(position, "per_third"))
+            .await
+            .expect("a step")
+    );
+    store.close().await;
+
+    let conn = Connection::open(&path).expect("open");
+    let (codec, kind, kept): (i64, String, i64) = conn
+        .query_row(
+            "SELECT codec, typeof(doc), length(doc) FROM persons WHERE id = 'per_new'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("the new person");
+    assert_ne!(codec, compress::RAW);
+    assert_eq!(kind, "blob");
+    assert!((kept as usize) < json.len(), "{kept} of {}", json.len());
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM persons WHERE id = 'per_old' AND codec = 0"),
+        1
+    );
+    // Only the step after a subscription (disabled, too) asked for persons.
+    let rows: Vec<String> = conn
+        .prepare("SELECT customer_id FROM outbox WHERE source = '@person'")
+        .expect("a statement")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(rows, ["per_third"]);
 }
