@@ -78,7 +78,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0015_dead_messages.sql"),
     include_str!("migrations/postgres/0016_customer_names.sql"),
     include_str!("migrations/postgres/0017_footprint.sql"),
-    include_str!("migrations/postgres/0019_person_codec.sql"),
+    include_str!("migrations/postgres/0018_person_codec.sql"),
 ];
 
 /// Connections per instance.

@@ -83,7 +83,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0017_dead_messages.sql"),
     include_str!("migrations/sqlite/0018_customer_names.sql"),
     include_str!("migrations/sqlite/0019_footprint.sql"),
-    include_str!("migrations/sqlite/0021_person_codec.sql"),
+    include_str!("migrations/sqlite/0020_person_codec.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back

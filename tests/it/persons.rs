@@ -489,7 +489,7 @@ async fn person_changes_are_kept_only_while_a_subscription_asks_for_them() {
     app.subscribe(json!({"url": customers.url(), "types": ["customer"]}))
         .await;
     deliver(&app, &ada("k1", "2024-01-01T00:00:00Z", "kept@mail.org")).await;
-    wait_resolved(&app).await;
+    app.wait_resolved().await;
     let person = person_of(&app, "clientele:k1").await;
     assert_eq!(members(&person), ["clientele:k1"]);
 
@@ -506,7 +506,7 @@ async fn person_changes_are_kept_only_while_a_subscription_asks_for_them() {
     );
 
     deliver(&app, &ada("k2", "2024-01-01T00:00:00Z", "kept@mail.org")).await;
-    wait_resolved(&app).await;
+    app.wait_resolved().await;
     app.wait_drained().await;
     let got = persons.wait_for(1).await;
     assert_eq!(got.len(), 1, "{:?}", got.iter().map(|m| &m.body).collect::<Vec<_>>());

@@ -21,7 +21,7 @@ use crate::store::rows::{RawRecord, pack_envelope, page, parse_time, record_colu
 use crate::store::{BoxFuture, Page, StoreError};
 
 /// A person's document as kept, and its codec (see `sql::person_columns`):
-/// `doc`, JSON text, before version 19; `packed` since.
+/// `doc`, JSON text, before version 18; `packed` since.
 const DOC: &str = "COALESCE(packed, convert_to(doc, 'UTF8')), codec::bigint";
 
 const UPSERT_PERSON: &str = "INSERT INTO persons (id, packed, codec, created_at, changed_at, seq)

@@ -29,7 +29,7 @@ fn numbered(statement: &str) -> String {
 }
 
 /// A person's document as kept, and its codec (see `sql::person_columns`):
-/// JSON text before version 21, bytes since.
+/// JSON text before version 20, bytes since.
 const DOC: &str = "CAST(doc AS BLOB), codec";
 
 const UPSERT_PERSON: &str = "INSERT INTO persons (id, doc, codec, created_at, changed_at, seq)

@@ -924,7 +924,7 @@ async fn a_name_search_pages_alike_from_a_rare_word_or_along_the_feed() {
     store.close().await;
 }
 
-/// A person kept as JSON text before version 21 still reads; one written
+/// A person kept as JSON text before version 20 still reads; one written
 /// since is kept compressed and reads back as written. Its changes reach
 /// the outbox only while a subscription asks for persons.
 #[tokio::test]
@@ -952,7 +952,7 @@ async fn persons_keep_their_documents_compressed_and_their_changes_only_when_ask
         let conn = Connection::open(&path).expect("open");
         let before = 19;
         for sql in &MIGRATIONS[..before] {
-            conn.execute_batch(sql).expect("the schema before version 21");
+            conn.execute_batch(sql).expect("the schema before version 20");
         }
         conn.pragma_update(None, "user_version", before as i64)
             .expect("the version before");
@@ -965,7 +965,7 @@ async fn persons_keep_their_documents_compressed_and_their_changes_only_when_ask
         conn.execute("UPDATE person_resolver SET person_seq = 1", [])
             .expect("the resolver");
     }
-    let store = SqliteStore::open(&path).expect("open");
+    let store = SqliteStore::open(&path, Clock::system()).expect("open");
     let (old, _) = store.person("per_old".into()).await.expect("a read").expect("kept");
     assert_eq!(
         (old.customer_ids, old.links),

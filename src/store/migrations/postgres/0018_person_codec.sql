@@ -1,4 +1,4 @@
--- Version 19: persons' documents kept compressed (store::compress), as
+-- Version 18: persons' documents kept compressed (store::compress), as
 -- records' profiles since version 13: a person written since keeps its
 -- document in `packed`, a zstd frame made with dictionary `codec` (or the
 -- JSON's bytes, codec 0, when compression would not shrink it), and `doc`

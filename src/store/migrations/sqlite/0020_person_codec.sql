@@ -1,4 +1,4 @@
--- Version 21: persons' documents kept compressed (store::compress), as
+-- Version 20: persons' documents kept compressed (store::compress), as
 -- records' profiles since version 15: `codec` 0, `doc` is the JSON text
 -- (every person written before this version, and a document compression
 -- would not shrink); otherwise `doc` is a zstd frame made with that
