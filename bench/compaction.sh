@@ -4,9 +4,11 @@
 # small pool of CUSTOMERS, default 2,000, so that nearly every delivery
 # supersedes a kept one): WARM seconds (default 20), then a window of
 # WINDOW seconds (default 75) that holds the compactor's second pass (a
-# minute after its first, at start). "with": `retention.raw_events = "1s"`,
-# so that pass drops the bodies of every superseded event; "without": the
-# default ages, so it finds nothing. Prints each window's rate and
+# minute after its first, at start). "with": `retention.raw_events`,
+# `messages` and `history` `"1s"`, so that pass drops the bodies of every
+# superseded event, every envelope the resolver has read (no
+# subscriptions) and the history entries of the bodies dropped;
+# "without": the default ages, so it finds nothing. Prints each window's rate and
 # latencies, what the pass dropped, and the store's size.
 #
 #   bench/compaction.sh            # BENCH_BIN=target/debug/clientele to skip the release build
@@ -28,7 +30,7 @@ printf '%-8s %12s %10s %10s %10s  %s\n' run deliveries/s p50 p99 store compactio
 for run in without with; do
   mkdir -p "$work/$run"
   ages=()
-  [ "$run" = with ] && ages=(CLIENTELE_RETENTION__RAW_EVENTS=1s)
+  [ "$run" = with ] && ages=(CLIENTELE_RETENTION__RAW_EVENTS=1s CLIENTELE_RETENTION__MESSAGES=1s CLIENTELE_RETENTION__HISTORY=1s)
   env "${ages[@]}" CLIENTELE_STORE="sqlite://$work/$run/clientele.db" CLIENTELE_LISTEN="127.0.0.1:$PORT" \
     CLIENTELE_ADMIN_TOKEN=bench RUST_LOG=error,clientele::retention=info "$BENCH_BIN" serve >"$work/$run.log" 2>&1 &
   server=$!
@@ -38,5 +40,5 @@ for run in without with; do
   kill -TERM "$server"; wait "$server" || true
   printf '%-8s %12s %10s %10s %10s  %s\n' "$run" "$(awk '/^Requests\/sec:/ {print $2}' "$work/$run.txt")" \
     "$(awk '$1 == "50%" {print $2}' "$work/$run.txt")" "$(awk '$1 == "99%" {print $2}' "$work/$run.txt")" \
-    "$(du -sh "$work/$run" | cut -f1)" "$(grep -o 'bodies=[0-9]* events=[0-9]*' "$work/$run.log" | tr '\n' ' ')"
+    "$(du -sh "$work/$run" | cut -f1)" "$(grep -o 'bodies=[0-9]* events=[0-9]* messages=[0-9]* envelopes=[0-9]* history=[0-9]*' "$work/$run.log" | tr '\n' ' ')"
 done
