@@ -141,7 +141,8 @@ fn scan(bytes: &[u8]) -> Scan {
                 in_string = false;
                 1
             }
-            (true, _) => 1,
+            // The rest of a string up to its next quote or escape, at once.
+            (true, _) => memchr::memchr2(b'"', b'\\', &bytes[at..]).unwrap_or(bytes.len() - at),
             (false, b'"') => {
                 in_string = true;
                 1

@@ -567,9 +567,10 @@ impl Reader {
     }
 
     /// Reads `v` (absent is `None`) with one of this module's parsers.
+    /// The field's name is written out only for a warning.
     pub fn read<'v, T>(
         &mut self,
-        field: &str,
+        field: impl fmt::Display,
         v: Option<&'v Value>,
         parse: impl FnOnce(&'v Value) -> Result<Option<T>, Problem>,
     ) -> Option<T> {
@@ -579,9 +580,9 @@ impl Reader {
         })
     }
 
-    pub fn warn(&mut self, field: &str, problem: Problem) {
+    pub fn warn(&mut self, field: impl fmt::Display, problem: Problem) {
         self.warnings.push(Warning {
-            field: field.to_owned(),
+            field: field.to_string(),
             problem: problem.to_string(),
         });
     }
@@ -609,7 +610,7 @@ impl Reader {
     /// A phone's or an address's kind (`mobile`, `address_of_record`), read
     /// as text; one that the platform leaves out is `other`.
     pub fn kind(&mut self, field: &str, v: Option<&Value>) -> String {
-        self.read(&format!("{field}.kind"), v, text)
+        self.read(format_args!("{field}.kind"), v, text)
             .unwrap_or_else(|| "other".to_owned())
     }
 
@@ -631,7 +632,7 @@ impl Reader {
             .list(field, v)
             .iter()
             .enumerate()
-            .filter_map(|(i, item)| self.read(&format!("{field}[{i}]"), Some(item), parse))
+            .filter_map(|(i, item)| self.read(format_args!("{field}[{i}]"), Some(item), parse))
             .collect();
         items.sort_unstable();
         items.dedup();
@@ -640,7 +641,7 @@ impl Reader {
 
     /// One identifier of a known kind (Treez `drivers_license`), or `None`
     /// when the field is empty or a placeholder (`N/A`).
-    pub fn identifier(&mut self, field: &str, kind: &str, v: Option<&Value>) -> Option<Identifier> {
+    pub fn identifier(&mut self, field: impl fmt::Display, kind: &str, v: Option<&Value>) -> Option<Identifier> {
         self.read(field, v, id).map(|value| Identifier {
             kind: kind.to_owned(),
             value,
@@ -656,15 +657,15 @@ impl Reader {
             .objects(field, v)
             .into_iter()
             .filter_map(|(at, item)| {
-                let kind = self.read(&format!("{at}.kind"), item.get("kind"), text);
-                let value = self.read(&format!("{at}.value"), item.get("value"), id);
+                let kind = self.read(format_args!("{at}.kind"), item.get("kind"), text);
+                let value = self.read(format_args!("{at}.value"), item.get("value"), id);
                 match (kind, value) {
                     (Some(kind), Some(value)) => Some(Identifier {
                         kind: kind.to_lowercase(),
                         value,
                     }),
                     (None, Some(_)) => {
-                        self.warn(&format!("{at}.kind"), Problem::Missing);
+                        self.warn(format_args!("{at}.kind"), Problem::Missing);
                         None
                     }
                     _ => None,
@@ -686,19 +687,19 @@ impl Reader {
         fields: AddressFields<'_>,
         default_country: Option<Country>,
     ) -> Option<Address> {
-        let mut read = |name: &str, v| self.read(&format!("{field}.{name}"), v, text);
+        let mut read = |name: &str, v| self.read(format_args!("{field}.{name}"), v, text);
         let street1 = read("street1", fields.street1);
         let street2 = read("street2", fields.street2);
         let city = read("city", fields.city);
         let region_name = read("regionName", fields.region_name);
         let postal_code = read("postalCode", fields.postal_code);
         let country_name = read("countryName", fields.country_name);
-        let own_country = self.read(&format!("{field}.countryCode"), fields.country_code, country);
+        let own_country = self.read(format_args!("{field}.countryCode"), fields.country_code, country);
         let country = own_country.or(default_country);
-        let region_code = self.read(&format!("{field}.regionCode"), fields.region_code, |v| {
+        let region_code = self.read(format_args!("{field}.regionCode"), fields.region_code, |v| {
             region(v, country)
         });
-        let primary = self.read(&format!("{field}.primary"), fields.primary, boolean);
+        let primary = self.read(format_args!("{field}.primary"), fields.primary, boolean);
         let says_something = [
             &street1,
             &street2,

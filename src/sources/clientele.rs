@@ -139,8 +139,8 @@ impl Adapter for ClienteleEnvelope {
                 let kind = r.kind(&at, p.get("kind"));
                 let read = |v: &Value| normalize::phone(&kind, v, country);
                 // `raw` is what the platform holds; `e164` alone will do.
-                r.read(&format!("{at}.raw"), p.get("raw"), read)
-                    .or_else(|| r.read(&format!("{at}.e164"), p.get("e164"), read))
+                r.read(format_args!("{at}.raw"), p.get("raw"), read)
+                    .or_else(|| r.read(format_args!("{at}.e164"), p.get("e164"), read))
             })
             .collect();
 

@@ -33,6 +33,8 @@ use crate::store::{Store, StoreError};
 pub const POLL: Duration = Duration::from_millis(500);
 /// How often the delivery counts are added to the store.
 const FLUSH: Duration = Duration::from_secs(2);
+/// Milliseconds in an hour, the counts' bucket.
+const HOUR_MS: i64 = 3_600_000;
 
 /// Where a source is defined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,7 +242,9 @@ struct Snapshot {
 /// Deliveries counted since the last flush.
 #[derive(Default)]
 struct Counts {
-    counts: HashMap<(String, String, &'static str), u64>,
+    /// By source, hour (as hours since 1970, written out at the flush) and
+    /// outcome.
+    counts: HashMap<(String, i64, &'static str), u64>,
     last_delivery: HashMap<String, UtcMillis>,
     tokens_used: HashMap<String, UtcMillis>,
 }
@@ -420,7 +424,7 @@ impl Registry {
     /// used; added to the store's hourly buckets by the next flush.
     pub fn count(&self, source: &str, outcome: &'static str, token: Option<&str>) {
         let now = UtcMillis::now();
-        let hour = hour_of(now);
+        let hour = now.as_millisecond().div_euclid(HOUR_MS);
         let mut counts = self.counts.lock().expect("counts lock");
         *counts.counts.entry((source.to_owned(), hour, outcome)).or_default() += 1;
         counts.last_delivery.insert(source.to_owned(), now);
@@ -436,7 +440,10 @@ impl Registry {
             counts: counts
                 .counts
                 .into_iter()
-                .map(|((source, hour, outcome), n)| (source, hour, outcome.to_owned(), n))
+                .map(|((source, hour, outcome), n)| {
+                    let hour = hour_of(UtcMillis::from_millisecond(hour * HOUR_MS));
+                    (source, hour, outcome.to_owned(), n)
+                })
                 .collect(),
             last_delivery: counts.last_delivery.into_iter().collect(),
             tokens_used: counts.tokens_used.into_iter().collect(),

@@ -199,7 +199,7 @@ impl Adapter for Treez {
 fn identifiers<'v>(r: &mut Reader, field: impl Fn(&str) -> Option<&'v Value>) -> Vec<Identifier> {
     let mut ids: Vec<Identifier> = ["drivers_license", "state_medical_id"]
         .into_iter()
-        .filter_map(|kind| r.identifier(&format!("identifiers.{kind}"), kind, field(kind)))
+        .filter_map(|kind| r.identifier(format_args!("identifiers.{kind}"), kind, field(kind)))
         .collect();
     ids.sort_unstable();
     ids

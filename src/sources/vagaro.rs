@@ -115,7 +115,7 @@ impl Adapter for Vagaro {
         let phones = [("mobile", "mobilePhone"), ("day", "dayPhone"), ("night", "nightPhone")]
             .into_iter()
             .filter_map(|(kind, name)| {
-                r.read(&format!("phones.{kind}"), field(name), |v| {
+                r.read(format_args!("phones.{kind}"), field(name), |v| {
                     normalize::phone(kind, v, country)
                 })
             })
