@@ -71,7 +71,7 @@ PY
 }
 
 start_clientele "sqlite://$work/clientele.db" >"$work/out" 2>"$work/log"
-echo "$BENCH_BIN, wrk -t2 -c64${PACE_MS:+ paced ${PACE_MS} ms}, ${DAY_SECONDS}s a day, $CUSTOMERS customers per platform, raw_events 1d, dedupe 3d;" \
+echo "$BENCH_BIN, wrk -t2 -c64${PACE_MS:+ paced ${PACE_MS} ms}, ${DAY_SECONDS}s a day, $CUSTOMERS customers per platform, raw_events, quarantine, messages, history 1d, dedupe 3d;" \
   "load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "received: events so far; kept: events in the store. In MB: the database file, then each table with its indexes"
 printf '%6s %8s %10s %10s %9s %9s %9s %9s %9s %9s %9s %12s\n' day per-s received kept customers store \
