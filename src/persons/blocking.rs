@@ -51,14 +51,6 @@ pub fn keys(s: &Subject) -> Vec<String> {
 /// Every pair of subjects (by index, the lower first, each once) that
 /// shares a key held by at most `max_block` subjects.
 pub fn candidate_pairs(subjects: &[Subject], max_block: usize) -> Vec<(usize, usize)> {
-    pairs_by(subjects, |_, holders| holders <= max_block)
-}
-
-/// Every pair of subjects (by index, the lower first, each once) that
-/// shares a key that `keep` keeps, given the key and how many of
-/// `subjects` hold it: the incremental resolver, which compares a few
-/// subjects, keeps the keys that the whole directory holds few enough of.
-pub fn pairs_by(subjects: &[Subject], keep: impl Fn(&str, usize) -> bool) -> Vec<(usize, usize)> {
     let mut blocks: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, s) in subjects.iter().enumerate() {
         for key in keys(s) {
@@ -66,8 +58,8 @@ pub fn pairs_by(subjects: &[Subject], keep: impl Fn(&str, usize) -> bool) -> Vec
         }
     }
     let mut pairs = BTreeSet::new();
-    for (key, members) in &blocks {
-        if members.len() < 2 || !keep(key, members.len()) {
+    for members in blocks.values() {
+        if members.len() < 2 || members.len() > max_block {
             continue;
         }
         for (n, &i) in members.iter().enumerate() {

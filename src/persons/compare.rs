@@ -75,8 +75,19 @@ pub trait Frequencies {
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
     total: u64,
-    counts: HashMap<(Field, String), Holders>,
+    counts: ByField<Holders>,
     cap: usize,
+}
+
+/// Per field, each value's entry: looked up by `&str`, so that a
+/// comparison counts without allocating.
+pub type ByField<T> = [HashMap<String, T>; Field::ALL.len()];
+
+impl Field {
+    /// The field's place in a [`ByField`].
+    pub fn at(self) -> usize {
+        self as usize
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -97,7 +108,7 @@ impl Tally {
         self.total += 1;
         let who = holder(s);
         for (field, value) in values(s) {
-            let holders = self.counts.entry((field, value)).or_default();
+            let holders = self.counts[field.at()].entry(value).or_default();
             holders.count += 1;
             if holders.names.len() < self.cap {
                 holders.names.insert(who.clone());
@@ -111,12 +122,10 @@ impl Frequencies for Tally {
         self.total
     }
     fn count(&self, field: Field, value: &str) -> u64 {
-        self.counts.get(&(field, value.to_owned())).map_or(0, |h| h.count)
+        self.counts[field.at()].get(value).map_or(0, |h| h.count)
     }
     fn names(&self, field: Field, value: &str) -> u64 {
-        self.counts
-            .get(&(field, value.to_owned()))
-            .map_or(0, |h| h.names.len() as u64)
+        self.counts[field.at()].get(value).map_or(0, |h| h.names.len() as u64)
     }
 }
 
@@ -419,7 +428,6 @@ type Part = (&'static str, &'static str, f64);
 fn place(a: &Place, b: &Place, tf: &impl Fn(Field, &str, f64, f64) -> f64) -> Vec<Part> {
     let mut out = Vec::new();
     if let (Some(sa), Some(sb)) = (&a.street, &b.street) {
-        let sim = strsim::jaro_winkler(sa, sb);
         let number = |s: &str| {
             s.split(' ')
                 .next()
@@ -434,12 +442,12 @@ fn place(a: &Place, b: &Place, tf: &impl Fn(Field, &str, f64, f64) -> f64) -> Ve
         {
             // Another house: neighbours are not one person.
             ("street", "other_number", -3.0)
-        } else if sim >= 0.9 {
-            ("street", "typo", 3.0)
-        } else if sim >= 0.8 {
-            ("street", "similar", 1.0)
         } else {
-            ("street", "different", -2.5)
+            match strsim::jaro_winkler(sa, sb) {
+                sim if sim >= 0.9 => ("street", "typo", 3.0),
+                sim if sim >= 0.8 => ("street", "similar", 1.0),
+                _ => ("street", "different", -2.5),
+            }
         });
     }
     if let (Some(pa), Some(pb)) = (&a.postcode, &b.postcode) {
@@ -452,10 +460,9 @@ fn place(a: &Place, b: &Place, tf: &impl Fn(Field, &str, f64, f64) -> f64) -> Ve
         });
     }
     if let (Some(ca), Some(cb)) = (&a.city, &b.city) {
-        let sim = strsim::jaro_winkler(ca, cb);
         out.push(if ca == cb {
             ("city", "exact", 2.0)
-        } else if sim >= 0.9 {
+        } else if strsim::jaro_winkler(ca, cb) >= 0.9 {
             ("city", "typo", 1.0)
         } else {
             ("city", "different", -1.0)
@@ -503,14 +510,15 @@ pub fn name_level(a: Option<&str>, b: Option<&str>, given: bool) -> Option<Level
         Level::Exact
     } else if given && nicknames(a, b) {
         Level::Nickname
-    } else if strsim::jaro_winkler(a, b) >= 0.92 || strsim::damerau_levenshtein(a, b) <= 1 {
+    } else if one_edit(a, b) {
         Level::Typo
-    } else if strsim::jaro_winkler(a, b) >= 0.85 {
-        Level::Similar
-    } else if (a.len() == 1 && b.starts_with(a)) || (b.len() == 1 && a.starts_with(b)) {
-        Level::Initial
     } else {
-        Level::Different
+        match strsim::jaro_winkler(a, b) {
+            jw if jw >= 0.92 => Level::Typo,
+            jw if jw >= 0.85 => Level::Similar,
+            _ if (a.len() == 1 && b.starts_with(a)) || (b.len() == 1 && a.starts_with(b)) => Level::Initial,
+            _ => Level::Different,
+        }
     })
 }
 
@@ -537,7 +545,37 @@ pub fn birth_level(a: &str, b: &str) -> Birth {
 
 /// One character wrong, or two neighbours swapped: a typing slip.
 pub fn slip(a: &str, b: &str) -> bool {
-    a.len() == b.len() && strsim::damerau_levenshtein(a, b) <= 1
+    a.len() == b.len() && one_edit(a, b)
+}
+
+/// Whether `a` and `b` are at most one edit apart (a character added,
+/// dropped or replaced, or two neighbours swapped): what
+/// `strsim::damerau_levenshtein(a, b) <= 1` says, without its tables.
+/// Past the common start and end, what is left of each must be at most
+/// one character, or two that are the other's two swapped.
+pub fn one_edit(a: &str, b: &str) -> bool {
+    let start = a
+        .chars()
+        .zip(b.chars())
+        .take_while(|(x, y)| x == y)
+        .map(|(x, _)| x.len_utf8())
+        .sum::<usize>();
+    let (a, b) = (&a[start..], &b[start..]);
+    let end = a
+        .chars()
+        .rev()
+        .zip(b.chars().rev())
+        .take_while(|(x, y)| x == y)
+        .map(|(x, _)| x.len_utf8())
+        .sum::<usize>();
+    let (a, b) = (&a[..a.len() - end], &b[..b.len() - end]);
+    let mut x = a.chars();
+    let mut y = b.chars();
+    match (x.next(), x.next(), x.next(), y.next(), y.next(), y.next()) {
+        (_, None, _, _, None, _) => true,
+        (Some(p), Some(q), None, Some(r), Some(s), None) => p == s && q == r,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,9 @@
 //!
 //! It keeps every customer's subject, blocking keys and value counts in
 //! memory ([`state::Index`]), loaded when it starts: then a change costs
-//! the pairs among its candidates and their persons (scored afresh each
-//! step), not a read of the directory; `bench/README.md` ("Persons")
-//! measures what that costs as blocks fill up. One instance resolves at a time,
+//! scoring its candidates and those of what it reaches (its persons, and
+//! whatever scores a review or more with them), afresh each step, not a
+//! read of the directory; `bench/README.md` ("Persons") measures it. One instance resolves at a time,
 //! under a lease kept in the store (instances sharing a Postgres store
 //! wait their turn); a step whose commit finds the lease or the position
 //! moved is dropped, and the resolver loads again. A rebuild
@@ -159,8 +159,10 @@ async fn follow(
 async fn load(store: &dyn Store, settings: &Settings) -> Result<(Index, i64, Vec<String>), StoreError> {
     let resolved = store.resolved().await?;
     let position = resolved.position;
-    let customers = every_customer(store).await?;
-    let (index, stale) = Index::load(settings.clone(), resolved, customers);
+    // A page at a time, each record kept as its subject only: the index,
+    // not the directory's records, is what stays in memory.
+    let records = every_customer(store, state::held).await?;
+    let (index, stale) = Index::load(settings.clone(), resolved, records);
     tracing::info!(
         persons = index.person_count(),
         stale = stale.len(),
@@ -169,7 +171,8 @@ async fn load(store: &dyn Store, settings: &Settings) -> Result<(Index, i64, Vec
     Ok((index, position, stale))
 }
 
-async fn every_customer(store: &dyn Store) -> Result<Vec<Customer>, StoreError> {
+/// Every record, each as `keep` turns it into what the caller holds.
+async fn every_customer<T>(store: &dyn Store, keep: impl Fn(Customer) -> T) -> Result<Vec<T>, StoreError> {
     let mut all = Vec::new();
     let mut after = None;
     loop {
@@ -181,7 +184,7 @@ async fn every_customer(store: &dyn Store) -> Result<Vec<Customer>, StoreError> 
                 ..CustomerQuery::default()
             })
             .await?;
-        all.extend(page.items);
+        all.extend(page.items.into_iter().map(&keep));
         match page.next {
             Some(next) => after = Some(next),
             None => return Ok(all),
@@ -250,7 +253,7 @@ async fn holding(
 async fn resolve_all(store: &dyn Store, settings: &Settings, holder: &str, now: UtcMillis) -> Result<(), StoreError> {
     let resolved = store.resolved().await?;
     let position = resolved.position;
-    let customers = every_customer(store).await?;
+    let customers = every_customer(store, |c| c).await?;
     let mut ids: BTreeSet<String> = resolved.members.iter().map(|(c, _, _)| c.clone()).collect();
     ids.extend(customers.iter().map(|c| c.id.clone()));
     // The persons as they were, so that each keeps its id, and no

@@ -3,12 +3,19 @@
 //! customers and links, and operators' decisions. A step takes the records
 //! that changed and returns what to write: pure, so that a step can be
 //! tested against a rebuild without a store.
+//!
+//! A step re-clusters the customers a change can reach (see
+//! [`Index::step`] and `docs/decisions.md`, "an incremental step that
+//! equals a rebuild"), scoring each pair it meets once: the work grows
+//! with the candidates of what changed, not with their square.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::model::{Customer, UtcMillis};
-use crate::persons::compare::{Field, holder, values};
-use crate::persons::{self, Clustering, Constraint, Decider, Frequencies, Settings, Subject, blocking, identity};
+use crate::persons::compare::{ByField, Field, holder, values};
+use crate::persons::{
+    self, Clustering, Conflict, Constraint, Decider, Decision, Edge, Frequencies, Settings, Subject, blocking, identity,
+};
 use crate::store::persons::{Link, PersonDoc, PersonWrite, Resolution, Resolved, StoredDecision};
 
 /// How common each value is, as [`persons::Tally`] counts it, with
@@ -17,7 +24,7 @@ use crate::store::persons::{Link, PersonDoc, PersonWrite, Resolution, Resolved, 
 struct Counts {
     total: u64,
     cap: u64,
-    values: HashMap<(Field, String), Holders>,
+    values: ByField<Holders>,
 }
 
 #[derive(Debug, Default)]
@@ -31,8 +38,8 @@ impl Counts {
     fn add(&mut self, s: &Subject) {
         self.total += 1;
         let who = holder(s);
-        for value in values(s) {
-            let h = self.values.entry(value).or_default();
+        for (field, value) in values(s) {
+            let h = self.values[field.at()].entry(value).or_default();
             h.count += 1;
             *h.names.entry(who.clone()).or_default() += 1;
         }
@@ -41,8 +48,9 @@ impl Counts {
     fn remove(&mut self, s: &Subject) {
         self.total -= 1;
         let who = holder(s);
-        for value in values(s) {
-            let Some(h) = self.values.get_mut(&value) else { continue };
+        for (field, value) in values(s) {
+            let values = &mut self.values[field.at()];
+            let Some(h) = values.get_mut(&value) else { continue };
             h.count -= 1;
             if let Some(n) = h.names.get_mut(&who) {
                 *n -= 1;
@@ -51,7 +59,7 @@ impl Counts {
                 }
             }
             if h.count == 0 {
-                self.values.remove(&value);
+                values.remove(&value);
             }
         }
     }
@@ -62,13 +70,23 @@ impl Frequencies for Counts {
         self.total
     }
     fn count(&self, field: Field, value: &str) -> u64 {
-        self.values.get(&(field, value.to_owned())).map_or(0, |h| h.count)
+        self.values[field.at()].get(value).map_or(0, |h| h.count)
     }
     fn names(&self, field: Field, value: &str) -> u64 {
-        self.values
-            .get(&(field, value.to_owned()))
+        self.values[field.at()]
+            .get(value)
             .map_or(0, |h| (h.names.len() as u64).min(self.cap))
     }
+}
+
+/// What the index keeps of a record when it loads: its id, version and
+/// subject (none for a merged record), not the record itself.
+pub type Held = (String, u64, Option<Subject>);
+
+/// A record as [`Index::load`] takes it.
+pub fn held(c: Customer) -> Held {
+    let subject = Subject::of(&c);
+    (c.id, c.version, subject)
 }
 
 /// See the module's documentation.
@@ -83,6 +101,8 @@ pub struct Index {
     versions: HashMap<String, u64>,
     persons: HashMap<String, PersonDoc>,
     constraints: BTreeMap<[String; 2], Constraint>,
+    /// Each customer's partners in operators' links, both ways.
+    linked: HashMap<String, Vec<String>>,
 }
 
 impl Index {
@@ -100,13 +120,15 @@ impl Index {
             versions: HashMap::new(),
             persons: HashMap::new(),
             constraints: BTreeMap::new(),
+            linked: HashMap::new(),
         }
     }
 
-    /// The index of what was resolved, holding `customers` (every record
-    /// now): returns it with the ids whose record differs from the one
-    /// resolved (changed, new, or gone), which the next step resolves.
-    pub fn load(settings: Settings, resolved: Resolved, customers: Vec<Customer>) -> (Self, Vec<String>) {
+    /// The index of what was resolved, holding `records` (every record
+    /// now, as [`held`] keeps it): returns it with the ids whose record
+    /// differs from the one resolved (changed, new, or gone), which the
+    /// next step resolves.
+    pub fn load(settings: Settings, resolved: Resolved, records: Vec<Held>) -> (Self, Vec<String>) {
         let mut index = Index::new(settings);
         index.set_decisions(resolved.decisions);
         for p in resolved.persons {
@@ -127,13 +149,13 @@ impl Index {
             // Gone unless a record says otherwise below.
             stale.insert(customer);
         }
-        for c in customers {
-            if index.versions.get(&c.id) == Some(&c.version) {
-                stale.remove(&c.id);
+        for (id, version, subject) in records {
+            if index.versions.get(&id) == Some(&version) {
+                stale.remove(&id);
             } else {
-                stale.insert(c.id.clone());
+                stale.insert(id);
             }
-            if let Some(s) = Subject::of(&c) {
+            if let Some(s) = subject {
                 index.insert(s);
             }
         }
@@ -153,6 +175,12 @@ impl Index {
                 (d.customers, c)
             })
             .collect();
+        self.linked.clear();
+        for c in self.constraints.values().filter(|c| c.decision == Decision::Link) {
+            let [a, b] = &c.customers;
+            self.linked.entry(a.clone()).or_default().push(b.clone());
+            self.linked.entry(b.clone()).or_default().push(a.clone());
+        }
     }
 
     pub fn person_count(&self) -> usize {
@@ -190,15 +218,31 @@ impl Index {
         at: UtcMillis,
     ) -> Resolution {
         let changed: BTreeSet<String> = records.iter().map(|(id, _)| id.clone()).collect();
-        let mut touched: BTreeSet<String> = changed.iter().filter_map(|c| self.person_of.get(c).cloned()).collect();
+        let records: Vec<(String, Option<Customer>, Option<Subject>)> = records
+            .into_iter()
+            .map(|(id, record)| {
+                let subject = record.as_ref().and_then(Subject::of);
+                (id, record, subject)
+            })
+            .collect();
+        // The size of each block a change leaves or joins, before.
+        let sizes: HashMap<String, usize> = records
+            .iter()
+            .flat_map(|(id, _, new)| self.subjects.get(id).into_iter().chain(new))
+            .flat_map(blocking::keys)
+            .map(|key| {
+                let size = self.blocks.get(&key).map_or(0, BTreeSet::len);
+                (key, size)
+            })
+            .collect();
         let mut merged = BTreeSet::new();
         let mut gone = Vec::new();
-        for (id, record) in records {
+        for (id, record, subject) in records {
             self.remove(&id);
             match record {
                 Some(c) => {
                     self.versions.insert(id.clone(), c.version);
-                    match Subject::of(&c) {
+                    match subject {
                         Some(s) => self.insert(s),
                         None => {
                             merged.insert(id);
@@ -212,46 +256,49 @@ impl Index {
             }
         }
 
-        // The changed customers, their candidates, and every customer of
-        // the persons either belongs to; then, until nothing moves, the
-        // candidates of each customer that lost a companion (left free to
-        // join someone else) and their persons.
-        let mut scope: BTreeSet<String> = BTreeSet::new();
-        let mut expanded: BTreeSet<String> = BTreeSet::new();
-        let mut frontier: Vec<String> = changed.iter().cloned().collect();
-        let clustering = loop {
-            for id in frontier {
-                scope.insert(id.clone());
-                self.add_candidates(&id, &mut scope);
-                expanded.insert(id);
+        // Where a change can move anything: the changed customers and
+        // every customer of a block that began or stopped naming
+        // candidates (its pairs appear or go); then, until nothing new
+        // comes, the customers of their persons (a person that loses one
+        // may split) and whatever may join them now. No pair that may
+        // join two customers leaves the scope, so its persons are the ones
+        // a rebuild would make of these customers.
+        let mut seeds = changed.clone();
+        let max_block = self.settings.max_block;
+        for (key, before) in sizes {
+            if let Some(block) = self.blocks.get(&key)
+                && (before <= max_block) != (block.len() <= max_block)
+            {
+                seeds.extend(block.iter().cloned());
             }
-            touched.extend(scope.iter().filter_map(|c| self.person_of.get(c).cloned()));
-            for p in &touched {
-                if let Some(doc) = self.persons.get(p) {
-                    scope.extend(doc.customer_ids.iter().cloned());
-                }
+        }
+        let (scope, edges) = self.reach(seeds);
+        let (inside, across): (Vec<Edge>, Vec<Edge>) = edges
+            .into_iter()
+            .partition(|e| e.customers.iter().all(|c| scope.contains(c)));
+        let mut clustering = self.cluster(&scope, inside);
+        // A pair from a changed customer to a person outside the scope is
+        // a review as the clusterer would make it: one that no conflict
+        // rules out, or that only a birth date or an id refuses, unless an
+        // operator separated the two persons. (An unchanged customer's
+        // such reviews stand: neither its pair nor the other person moved.)
+        for edge in across
+            .into_iter()
+            .filter(|e| e.customers.iter().any(|c| changed.contains(c)))
+        {
+            let reviewed = edge.conflict.is_none()
+                || (edge.score >= self.settings.link && edge.conflict != Some(Conflict::Household));
+            if reviewed && !self.separated(&clustering, &edge.customers, &scope) {
+                clustering.reviews.push(edge);
             }
-            let clustering = self.cluster(&scope);
-            frontier = clustering
-                .groups
-                .iter()
-                .flat_map(|g| {
-                    g.members
-                        .iter()
-                        .filter(|m| !expanded.contains(*m) && self.lost(m, &g.members))
-                })
-                .cloned()
-                .collect();
-            if frontier.is_empty() {
-                break clustering;
-            }
-        };
+        }
+        clustering.reviews.sort_by(|x, y| x.customers.cmp(&y.customers));
+        let touched: BTreeSet<String> = scope.iter().filter_map(|c| self.person_of.get(c).cloned()).collect();
         let prior: HashMap<String, String> = scope
             .iter()
             .filter_map(|c| Some((c.clone(), self.person_of.get(c)?.clone())))
             .collect();
         let assignment = identity::assign(&clustering.groups, &prior, &mut *mint);
-
         let mut step = Resolution {
             from: 0,
             to: 0,
@@ -311,33 +358,102 @@ impl Index {
         step
     }
 
-    /// Adds the customers that share a key with `id` (one the directory
-    /// holds few enough of) to `scope`.
-    fn add_candidates(&self, id: &str, scope: &mut BTreeSet<String>) {
-        let Some(s) = self.subjects.get(id) else { return };
-        for key in blocking::keys(s) {
-            if let Some(block) = self.blocks.get(&key).filter(|b| b.len() <= self.settings.max_block) {
-                scope.extend(block.iter().cloned());
+    /// The customers `seeds` reach: the customers of each one's person,
+    /// its partners in operators' links, and its candidates it may join
+    /// now (a score at or above the link threshold and no conflict: only
+    /// such a pair ever joins two persons), until nothing new comes; with
+    /// the edges (pairs at or above the review threshold) of each reached
+    /// customer, to customers outside too. Each pair is scored once (when
+    /// the first of the two is reached), so the work is the candidates of
+    /// what the scope holds, not the pairs among it.
+    fn reach(&self, seeds: BTreeSet<String>) -> (BTreeSet<String>, Vec<Edge>) {
+        let mut reached: BTreeSet<String> = BTreeSet::new();
+        let mut edges = Vec::new();
+        let mut queue: Vec<String> = seeds.into_iter().collect();
+        while let Some(id) = queue.pop() {
+            if reached.contains(&id) {
+                continue;
             }
+            let person = self.person_of.get(&id).and_then(|p| self.persons.get(p));
+            let companions = person.map(|doc| doc.customer_ids.iter()).into_iter().flatten();
+            queue.extend(
+                companions
+                    .chain(self.linked.get(&id).into_iter().flatten())
+                    .filter(|c| !reached.contains(*c))
+                    .cloned(),
+            );
+            if let Some(s) = self.subjects.get(&id) {
+                for other in self.candidates(s) {
+                    if reached.contains(other) {
+                        continue;
+                    }
+                    let o = &self.subjects[other];
+                    let (a, b) = if s.id < o.id { (s, o) } else { (o, s) };
+                    let c = persons::compare(a, b, &self.counts, &self.settings);
+                    if c.score >= self.settings.link && c.conflict.is_none() {
+                        queue.push(other.to_owned());
+                    }
+                    if c.score >= self.settings.review {
+                        edges.push(Edge::scored(&a.id, &b.id, c));
+                    }
+                }
+            }
+            reached.insert(id);
         }
+        (reached, edges)
     }
 
-    /// Whether a customer of the person it was in is not in `members`.
-    fn lost(&self, id: &str, members: &[String]) -> bool {
-        let Some(doc) = self.person_of.get(id).and_then(|p| self.persons.get(p)) else {
+    /// The customers that share a key with `s` that the directory holds
+    /// few enough of, each once.
+    fn candidates(&self, s: &Subject) -> HashSet<&str> {
+        blocking::keys(s)
+            .iter()
+            .filter_map(|key| self.blocks.get(key).filter(|b| b.len() <= self.settings.max_block))
+            .flatten()
+            .map(String::as_str)
+            .filter(|c| *c != s.id)
+            .collect()
+    }
+
+    /// Whether an operator separated the person `customers[0]` or
+    /// `customers[1]` (the one in `scope`) is in now from the person the
+    /// other one is in (outside `scope`, and so unchanged).
+    fn separated(&self, clustering: &Clustering, customers: &[String; 2], scope: &BTreeSet<String>) -> bool {
+        let (mine, theirs) = if scope.contains(&customers[0]) {
+            (&customers[0], &customers[1])
+        } else {
+            (&customers[1], &customers[0])
+        };
+        let Some(other) = self.person_of.get(theirs).and_then(|p| self.persons.get(p)) else {
             return false;
         };
-        doc.customer_ids.iter().any(|c| members.binary_search(c).is_err())
+        let holds = |members: &[String], c: &String| members.binary_search(c).is_ok();
+        // The customers an operator separated from the other person…
+        let apart: Vec<&String> = self
+            .constraints
+            .values()
+            .filter(|c| c.decision == Decision::Separate)
+            .filter_map(|c| {
+                let [u, v] = &c.customers;
+                if holds(&other.customer_ids, u) {
+                    Some(v)
+                } else {
+                    holds(&other.customer_ids, v).then_some(u)
+                }
+            })
+            .collect();
+        // …and whether one of them is in this one's person.
+        !apart.is_empty()
+            && clustering
+                .groups
+                .iter()
+                .find(|g| holds(&g.members, mine))
+                .is_some_and(|g| apart.iter().any(|c| holds(&g.members, c)))
     }
 
-    /// The persons of the customers of `scope`, scored among themselves.
-    fn cluster(&self, scope: &BTreeSet<String>) -> Clustering {
+    /// The persons of the customers of `scope`, from their `edges`.
+    fn cluster(&self, scope: &BTreeSet<String>, edges: Vec<Edge>) -> Clustering {
         let subjects: Vec<Subject> = scope.iter().filter_map(|id| self.subjects.get(id).cloned()).collect();
-        let max_block = self.settings.max_block;
-        let pairs = blocking::pairs_by(&subjects, |key, _| {
-            self.blocks.get(key).is_some_and(|b| b.len() <= max_block)
-        });
-        let edges = persons::score_pairs(&subjects, pairs, &self.counts, &self.settings);
         let constraints: Vec<Constraint> = self
             .constraints
             .values()

@@ -164,3 +164,12 @@ fn lenient_rules_weigh_conflicts_instead_of_refusing_them() {
     assert_eq!(c.conflict, None);
     assert!(c.evidence.iter().any(|e| e.field == "birth_date" && e.weight < 0.0));
 }
+
+proptest::proptest! {
+    /// `one_edit` says what `strsim::damerau_levenshtein(a, b) <= 1` says
+    /// (names, dates and ids of a few letters, accented ones among them).
+    #[test]
+    fn one_edit_agrees_with_the_damerau_distance(a in "[aé1]{0,5}", b in "[aé1]{0,5}") {
+        proptest::prop_assert_eq!(one_edit(&a, &b), strsim::damerau_levenshtein(&a, &b) <= 1);
+    }
+}
