@@ -202,7 +202,11 @@ fn reclaim(tx: &Connection, pages: u32) -> Result<u64, StoreError> {
     if free == 0 {
         return Ok(0);
     }
-    tx.execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))?;
+    // The pragma gives one page back per step of its statement: stepped
+    // to its end, not once (as `execute_batch` would).
+    let mut vacuum = tx.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
+    let mut steps = vacuum.query([])?;
+    while steps.next()?.is_some() {}
     let given = free - pragma("freelist_count")?;
     Ok((given * pragma("page_size")?) as u64)
 }
@@ -307,5 +311,27 @@ mod tests {
             .expect("the rows kept");
         // 6 stays behind 4: the walk from 6 reaches 4 still.
         assert_eq!(kept, [4, 6]);
+    }
+
+    #[test]
+    fn a_reclaim_step_gives_back_as_many_pages_as_asked() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let conn = Connection::open(dir.path().join("db")).expect("open");
+        conn.execute_batch(
+            "PRAGMA auto_vacuum = INCREMENTAL;
+             CREATE TABLE t (b BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 600)
+             INSERT INTO t SELECT zeroblob(4000) FROM n;
+             DELETE FROM t;",
+        )
+        .expect("600 pages freed");
+        let page: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .expect("a page size");
+        assert_eq!(reclaim(&conn, 256).expect("a step"), 256 * page as u64);
+        let free: i64 = conn
+            .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+            .expect("a count");
+        assert!(free >= 300, "{free} pages still free");
     }
 }
