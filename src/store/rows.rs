@@ -81,15 +81,20 @@ pub(super) fn history_page(rows: Vec<(i64, Vec<u8>, i64)>, limit: usize) -> Resu
 }
 
 /// When a kept history entry's event was received (compaction's age of
-/// the entry), read without the rest of the entry.
-pub(super) fn history_received_at(entry: Vec<u8>, codec: i64) -> Result<UtcMillis, StoreError> {
+/// the entry), as kept: its event row's `received_at` while the row is
+/// kept (`event`), else read from the entry (as kept, with its codec),
+/// which is then unpacked without the rest of it.
+pub(super) fn entry_received_at(event: Option<String>, entry: Vec<u8>, codec: i64) -> Result<String, StoreError> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Received {
         received_at: UtcMillis,
     }
+    if let Some(received_at) = event {
+        return Ok(received_at);
+    }
     let received: Received = json::decode(&compress::unpack(codec, entry)?)?;
-    Ok(received.received_at)
+    Ok(received.received_at.to_string())
 }
 
 /// What a kept event became, for its row in `events`.
@@ -1022,6 +1027,29 @@ pub(super) fn audit_page(rows: Vec<RawAudit>, limit: usize) -> Result<Page<Audit
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_s_age_is_its_event_s_while_the_event_is_kept_else_its_own() {
+        let received_at = UtcMillis::from_millisecond(1_700_000_000_000);
+        let entry = HistoryEntry {
+            event_id: "evt_1".into(),
+            received_at,
+            order_key: OrderKey {
+                at: None,
+                sent_at: None,
+                dedupe_key: "k".into(),
+            },
+            action: Action::Updated,
+            outcome: Outcome::Applied,
+            changes: Default::default(),
+            warnings: Vec::new(),
+        };
+        let packed = pack_history(&entry).expect("packed");
+        let own = entry_received_at(None, packed.bytes.clone(), packed.codec).expect("read from the entry");
+        assert_eq!(own, received_at.to_string());
+        let kept = entry_received_at(Some("the event's".into()), packed.bytes, packed.codec).expect("the event's");
+        assert_eq!(kept, "the event's");
+    }
 
     #[test]
     fn a_name_is_searched_by_its_folded_words_and_only_changed_words_are_written() {

@@ -7,7 +7,7 @@ use sqlx::PgConnection;
 
 use super::{COMPACTION_LOCK, LOCK_SPACE, PgStore};
 use crate::retention::{Cutoffs, Retention, Step};
-use crate::store::rows::{MESSAGE_COMPACTION, event_compaction, history_received_at};
+use crate::store::rows::{MESSAGE_COMPACTION, entry_received_at, event_compaction};
 use crate::store::{BoxFuture, StoreError};
 
 /// The statement in Postgres's parameter style.
@@ -166,6 +166,11 @@ async fn compact_outbox(
     })
 }
 
+/// A history entry as compaction reads it: seq, its event's received time
+/// while the event row is kept, else the entry as kept, and its codec;
+/// whether its event's body is gone.
+type EntryRow = (i64, Option<String>, Option<Vec<u8>>, i16, bool);
+
 /// Entries are found by their customer (an index): any past its age whose
 /// event has no body left may go.
 async fn compact_history(
@@ -177,18 +182,21 @@ async fn compact_history(
     let Some(cutoff) = cutoffs.history else {
         return Ok(Step::default());
     };
-    let window: Vec<(i64, Vec<u8>, i16, bool)> = sqlx::query_as(
-        "SELECT h.seq, COALESCE(h.packed, convert_to(h.entry, 'UTF8')), h.codec, e.body IS NULL OR e.redacted
+    // Only an entry whose event row is gone is read.
+    let window: Vec<EntryRow> = sqlx::query_as(
+        "SELECT h.seq, e.received_at,
+                CASE WHEN e.seq IS NULL THEN COALESCE(h.packed, convert_to(h.entry, 'UTF8')) END, h.codec,
+                e.body IS NULL OR e.redacted
          FROM history h LEFT JOIN events e ON e.id = h.event_id WHERE h.seq > $1 ORDER BY h.seq LIMIT $2",
     )
     .bind(after)
     .bind(limit as i64)
     .fetch_all(&mut *conn)
     .await?;
-    let mut next = window.last().map(|w| w.0);
+    let (mut next, cutoff) = (window.last().map(|w| w.0), cutoff.to_string());
     let mut bodiless = Vec::new();
-    for (seq, entry, codec, gone) in window {
-        if history_received_at(entry, codec.into())? >= cutoff {
+    for (seq, received, entry, codec, gone) in window {
+        if entry_received_at(received, entry.unwrap_or_default(), codec.into())? >= cutoff {
             next = None;
             break;
         }

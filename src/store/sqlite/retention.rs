@@ -12,7 +12,7 @@ use rusqlite::{Connection, params};
 
 use super::SqliteStore;
 use crate::retention::{Cutoffs, Retention, Step};
-use crate::store::rows::{MESSAGE_COMPACTION, event_compaction, history_received_at};
+use crate::store::rows::{MESSAGE_COMPACTION, entry_received_at, event_compaction};
 use crate::store::{BoxFuture, StoreError};
 
 /// `PRAGMA auto_vacuum`'s value for incremental vacuum.
@@ -153,35 +153,37 @@ fn compact_outbox(tx: &Connection, cutoffs: Cutoffs, after: i64, limit: usize) -
 }
 
 /// A history entry as compaction reads it: seq, the chain's previous
-/// entry, the entry as kept and its codec, whether its event's body is
-/// gone.
-type EntryRow = (i64, Option<i64>, Vec<u8>, i64, bool);
+/// entry, its event's received time while the event row is kept, else the
+/// entry as kept, and its codec; whether its event's body is gone.
+type EntryRow = (i64, Option<i64>, Option<String>, Vec<u8>, i64, bool);
 
 fn compact_history(tx: &Connection, cutoffs: Cutoffs, after: i64, limit: usize) -> Result<Step, StoreError> {
     let Some(cutoff) = cutoffs.history else {
         return Ok(Step::default());
     };
     // An entry's event without a body: gone, dropped by compaction or
-    // redacted.
+    // redacted. Only an entry whose event row is gone is read.
     let window: Vec<EntryRow> = tx
         .prepare_cached(
-            "SELECT h.seq, h.prev, h.entry, h.codec, e.body IS NULL OR e.redacted
+            "SELECT h.seq, h.prev, e.received_at, CASE WHEN e.seq IS NULL THEN h.entry END, h.codec,
+                    e.body IS NULL OR e.redacted
              FROM history h LEFT JOIN events e ON e.id = h.event_id WHERE h.seq > ?1 ORDER BY h.seq LIMIT ?2",
         )?
         .query_map(params![after, limit as i64], |r| {
             Ok((
                 r.get(0)?,
                 r.get(1)?,
-                super::kept_bytes(r.get_ref(2)?),
-                r.get(3)?,
+                r.get(2)?,
+                super::kept_bytes(r.get_ref(3)?),
                 r.get(4)?,
+                r.get(5)?,
             ))
         })?
         .collect::<Result<_, _>>()?;
-    let (len, last) = (window.len(), window.last().map(|w| w.0));
+    let (len, last, cutoff) = (window.len(), window.last().map(|w| w.0), cutoff.to_string());
     let mut rows = Vec::with_capacity(len);
-    for (seq, prev, entry, codec, bodiless) in window {
-        if history_received_at(entry, codec)? >= cutoff {
+    for (seq, prev, received, entry, codec, bodiless) in window {
+        if entry_received_at(received, entry, codec)? >= cutoff {
             break;
         }
         rows.push((seq, prev, bodiless));
