@@ -218,6 +218,14 @@ impl Index {
         at: UtcMillis,
     ) -> Resolution {
         let changed: BTreeSet<String> = records.iter().map(|(id, _)| id.clone()).collect();
+        // The customers whose record is not the one last resolved: a
+        // record seen again (a step repeated after a restart, a stale
+        // customer the feed also names) moves no person by itself.
+        let renewed: BTreeSet<String> = records
+            .iter()
+            .filter(|(id, record)| self.versions.get(id) != record.as_ref().map(|c| &c.version))
+            .map(|(id, _)| id.clone())
+            .collect();
         let records: Vec<(String, Option<Customer>, Option<Subject>)> = records
             .into_iter()
             .map(|(id, record)| {
@@ -320,7 +328,7 @@ impl Index {
                 customer_ids: group.members,
             };
             let created = !self.persons.contains_key(&id);
-            let moved = doc.customer_ids.iter().any(|m| changed.contains(m));
+            let moved = doc.customer_ids.iter().any(|m| renewed.contains(m));
             if created || moved || self.persons.get(&id) != Some(&doc) {
                 step.upserts.push(PersonWrite {
                     id: id.clone(),

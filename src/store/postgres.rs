@@ -96,7 +96,10 @@ const LOCK_SPACE: i32 = 0x434c_4e54;
 /// The second key of the lock held while migrating; records' keys are
 /// hashes of their ids, which may collide with it harmlessly.
 const MIGRATION_LOCK: i32 = 0;
-/// The second key of the lock a fan-out holds (see [`outbound::fan_out`]).
+/// With the hash of the store's schema, the second key of the lock a
+/// fan-out holds (see [`outbound::fan_out`]): a store in another schema of
+/// the database fans out on its own (one database-wide key made each
+/// schema's fan-out skip its turn while another's ran).
 const FAN_OUT_LOCK: i32 = 1;
 /// With the hash of the store's schema, the second key of the lock a
 /// compaction step holds: one instance compacts a store at a time (see

@@ -199,6 +199,12 @@ fn a_join_and_a_split_keep_ids_and_an_erased_customer_leaves() {
     assert_eq!(second.upserts[0].id, id);
     assert_eq!(second.upserts[0].doc.customer_ids, ["a", "b"]);
     assert_eq!(second.upserts[0].doc.links.len(), 1);
+    let again = index.step(
+        vec![("b".into(), Some(record("b", 1, &humans, &full)))],
+        &mut mint,
+        UtcMillis::now(),
+    );
+    assert!(again.upserts.is_empty(), "a record seen again moved its person");
     let erased = index.step(vec![("a".into(), None)], &mut mint, UtcMillis::now());
     assert_eq!(erased.gone, ["a"]);
     assert_eq!(erased.upserts[0].id, id);

@@ -185,7 +185,7 @@ struct OutboxRows {
 
 /// Takes the fan-out's lock until the transaction ends, waiting for it.
 async fn lock_fan_out(conn: &mut PgConnection) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext(current_schema()) # $2)")
         .bind(LOCK_SPACE)
         .bind(FAN_OUT_LOCK)
         .execute(conn)
@@ -203,7 +203,7 @@ async fn lock_fan_out(conn: &mut PgConnection) -> Result<(), StoreError> {
 /// locks, as whatever moves a line does. Returns whether more rows wait.
 pub(super) async fn fan_out(conn: &mut PgConnection) -> Result<bool, StoreError> {
     const COLUMNS: &str = "published, seq, customer_id, source, action, created_at";
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext(current_schema()) # $2)")
         .bind(LOCK_SPACE)
         .bind(FAN_OUT_LOCK)
         .fetch_one(&mut *conn)
