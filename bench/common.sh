@@ -87,3 +87,14 @@ measure_postgres() {
       printf "Postgres store / HTTP ceiling: %.2f with one instance, %.2f with two (%.0f deliveries/s together)\n", p / n, (a + b) / n, a + b
     }'
 }
+
+# create_sources N FILE PORT: N Treez sources through the API, "name token" lines in FILE.
+create_sources() {
+  seq 1 "$1" | xargs -P 8 -I{} curl -s -H 'Authorization: Bearer bench' -H 'Content-Type: application/json' \
+    -d '{"name": "shop-{}", "kind": "treez", "defaultCountry": "US"}' "http://127.0.0.1:$3/api/v1/sources" |
+    sed 's/}{/}\n{/g' |
+    sed -n 's/.*"name":"\([^"]*\)".*"token":"\([^"]*\)".*/\1 \2/p' >"$2"
+  local made
+  made=$(grep -c . "$2")
+  [ "$made" = "$1" ] || { echo "created $made sources of $1" >&2; exit 1; }
+}

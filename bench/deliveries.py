@@ -2,10 +2,14 @@
 """Sends N deliveries, the same ones each run: bench/ingest.lua's Vagaro and
 Treez bodies, alternating, with event numbers from START and customers picked
 from them rather than at random, over C keep-alive connections.
+With SOURCES_FILE (lines of "name token", as bench/sources.sh makes),
+every delivery is a Treez body to one of those sources, with that
+source's token: each customer's own, so that a run with few sources and
+one with many keep the same customers.
 
-    bench/deliveries.py PORT N C START
+    [SOURCES_FILE=F] bench/deliveries.py PORT N C START
 """
-import http.client, sys, threading
+import http.client, os, sys, threading
 
 port, n, conns, start = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 vagaro = '{"id":"%s","createdDate":"%s","type":"customer","action":"updated","payload":{"customerId":"C%07d","businessIds":["%d","%d"],"customerFirstName":"First%d","customerLastName":"Last%d","businessGroupId":"group-%d","email":"person%d@example.com","mobilePhone":"914555%04d","dayPhone":"","nightPhone":"N/A","streetAddress":"%d Main Street","city":"New York","regionCode":"NY","regionName":"New York","countryCode":"US","countryName":"United States of America","postalCode":"10030","createdDate":"2023-07-10T08:50:00Z","createdBy":"bench","modifiedDate":"%s","modifiedBy":"bench"}}'
@@ -15,6 +19,11 @@ def ts(n):
     s = n % 86400
     return "%04d-%02d-%02dT%02d:%02d:%02d.000Z" % (2026 + n // 29030400, 1 + (n // 2419200) % 12, 1 + (n // 86400) % 28, s // 3600, (s // 60) % 60, s % 60)
 
+sources = []
+if os.environ.get("SOURCES_FILE"):
+    with open(os.environ["SOURCES_FILE"]) as f:
+        sources = [line.split() for line in f if line.strip()]
+
 failures = []
 def worker(k):
     conn = http.client.HTTPConnection("127.0.0.1", port)
@@ -22,7 +31,11 @@ def worker(k):
         counter = start + i
         c = (counter * 7919) % 100000 + 1
         when = ts(counter)
-        if counter % 2 == 0:
+        if sources:
+            name, token = sources[c % len(sources)]
+            body = treez % (c % 10, c, c, c, c, c % 10000, counter, when, c)
+            path, headers = "/webhooks/" + name, {"Content-Type": "application/json", "Authorization": "Bearer " + token}
+        elif counter % 2 == 0:
             body = vagaro % ("evt-%d" % counter, when, c, c % 50, c % 7, c, c, c % 10, c, c % 10000, c, when)
             path, headers = "/webhooks/vagaro", {"Content-Type": "application/json", "X-Vagaro-Signature": "vagaro-secret"}
         else:

@@ -3,8 +3,8 @@
 # ingest with 3. Two servers, each on a fresh embedded store of its own,
 # one with 3 sources and one with 10,000, all created through the API
 # once; then rounds of the same wrk load (bench/ingest.lua with
-# SOURCES_FILE: every delivery a Treez body to a source picked at random,
-# with its own token) against one and the other in turn, in the order
+# SOURCES_FILE: every delivery a Treez body to its customer's source, with
+# its token) against one and the other in turn, in the order
 # A B, B A, A B... so that a machine that slows down or speeds up weighs
 # on both alike. Only the server being measured has work meanwhile.
 #
@@ -35,17 +35,6 @@ cleanup() {
 trap cleanup EXIT
 # shellcheck source=bench/common.sh
 source bench/common.sh
-
-# create_sources N FILE PORT: N Treez sources through the API, "name token" lines in FILE.
-create_sources() {
-  seq 1 "$1" | xargs -P 8 -I{} curl -s -H 'Authorization: Bearer bench' -H 'Content-Type: application/json' \
-    -d '{"name": "shop-{}", "kind": "treez", "defaultCountry": "US"}' "http://127.0.0.1:$3/api/v1/sources" |
-    sed 's/}{/}\n{/g' |
-    sed -n 's/.*"name":"\([^"]*\)".*"token":"\([^"]*\)".*/\1 \2/p' >"$2"
-  local made
-  made=$(grep -c . "$2")
-  [ "$made" = "$1" ] || { echo "created $made sources of $1" >&2; exit 1; }
-}
 
 # cpu_ticks PID: the process's user + system time, in clock ticks.
 cpu_ticks() {

@@ -118,8 +118,11 @@ async fn receive(
             (error.code(), error.into_response())
         }
     };
-    metrics::counter!("clientele_deliveries_total", "source" => name.clone(), "status" => status).increment(1);
-    metrics::histogram!("clientele_ingest_duration_seconds", "source" => name).record(started.elapsed().as_secs_f64());
+    metrics::counter!("clientele_deliveries_total", "source" => name, "status" => status).increment(1);
+    // One histogram for the instance, not one per source: fifteen series a
+    // source made a scrape of 10,000 sources' a hundred and fifty thousand
+    // lines; per-source counts stay in the counter above.
+    metrics::histogram!("clientele_ingest_duration_seconds").record(started.elapsed().as_secs_f64());
     response
 }
 

@@ -403,7 +403,7 @@ async fn metrics_count_deliveries_by_source_and_outcome() {
         r#"clientele_deliveries_total{source="treez",status="applied"}"#,
         r#"clientele_deliveries_total{source="treez",status="duplicate"}"#,
         r#"clientele_deliveries_total{source="treez",status="quarantined"}"#,
-        r#"clientele_ingest_duration_seconds_bucket{source="treez",le="0.005"}"#,
+        r#"clientele_ingest_duration_seconds_bucket{le="0.005"}"#,
     ] {
         assert!(text.contains(series), "{series} missing from:\n{text}");
     }

@@ -10,9 +10,9 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
-use super::{BUSY_TIMEOUT, Context, history_chains, reprocess};
+use super::{Context, connect, history_chains, reprocess};
 use crate::clock::Clock;
 use crate::store::rows::directory_deletes;
 use crate::store::{Publish, Rebuilt, Remap, StoreError};
@@ -46,8 +46,7 @@ impl Shadow {
     /// its temporary tables, empty, with the live ones' columns,
     /// constraints and indexes.
     pub(super) fn open(path: &Path, sources: &[String], remap: Remap, clock: Clock) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let conn = connect(path, OpenFlags::default())?;
         // As the writer's: commits as durable, and what a swap frees
         // zeroed (an erasure after it finds nothing left in free space).
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;")?;
