@@ -613,8 +613,8 @@ pub(super) fn pack_order_key(key: &OrderKey) -> Vec<u8> {
 /// holds, so that no other key kept as its text can read the same.
 const DIGEST: u8 = 0xff;
 
-/// How a content hash reads ([`crate::sources::content_hash`]): this, then
-/// 64 lowercase hex digits.
+/// How a content hash reads ([`crate::sources::delivery::content_hash`]):
+/// this, then 64 lowercase hex digits.
 const DIGEST_PREFIX: &str = "sha256:";
 
 /// A dedupe key as both stores keep it (`events.dedupe_key`, and in order
