@@ -7,6 +7,7 @@
 # so a debug build serves (BENCH_BIN=target/debug/clientele).
 #
 #   bench/footprint.sh [seconds=30]          # PG_URL=postgres://postgres@127.0.0.1:5432 for Postgres
+#   KEEP=/tmp/store.db bench/footprint.sh    # keeps the SQLite store there, to look into
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,6 +45,7 @@ for name, size in rows:
     print(name, size)
 PY
   events=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT COUNT(*) FROM events').fetchone()[0])" "$work/clientele.db")
+  [ -z "${KEEP:-}" ] || cp "$work/clientele.db" "$KEEP"
 fi
 awk -v events="$events" '
   { size[NR] = $2; name[NR] = $1; total += $2 }

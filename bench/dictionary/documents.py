@@ -2,8 +2,10 @@
 """Delivers the sample bodies in DIR (samples.py) to a Clientele at URL
 (the example configuration's sources and tokens), then writes what the
 store made of them, one file each, into OUT: history entries, outbox
-envelopes and customer profiles, for `zstd --train` (train.sh)."""
-import json, os, sqlite3, sys, urllib.request
+envelopes and customer profiles, for `zstd --train` (train.sh). The store
+keeps them as zstd frames (store::compress): each is unpacked with the
+dictionary its row names."""
+import json, os, sqlite3, subprocess, sys, urllib.request
 
 samples, url, db, out = sys.argv[1:5]
 routes = {"vagaro": ("X-Vagaro-Signature", "vagaro-secret"), "treez": ("Authorization", "Bearer treez-secret"),
@@ -21,10 +23,18 @@ for name in sorted(os.listdir(samples)):
         pass  # quarantined or refused: nothing of it to train on
 os.makedirs(out, exist_ok=True)
 conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-queries = {"history": "SELECT entry FROM history", "outbox": "SELECT body FROM outbox",
-           "profile": "SELECT profile FROM customers"}
+queries = {"history": "SELECT entry, codec FROM history", "outbox": "SELECT body, codec FROM outbox",
+           "profile": "SELECT profile, profile_codec FROM customers"}
+dictionaries = os.path.join(os.path.dirname(__file__), "../../src/store/compress")
+
+def unpacked(kept, codec):
+    if codec == 0:
+        return kept.encode() if isinstance(kept, str) else kept
+    [name] = [n for n in os.listdir(dictionaries) if n.endswith(f"-{codec}.dict")]
+    return subprocess.run(["zstd", "-q", "-d", "-c", "-D", os.path.join(dictionaries, name)], input=kept,
+                          capture_output=True, check=True).stdout
+
 for kind, sql in queries.items():
-    for i, (text,) in enumerate(conn.execute(sql)):
-        if isinstance(text, str):
-            with open(os.path.join(out, f"{kind}-{i:05d}.json"), "w") as f:
-                f.write(text)
+    for i, (kept, codec) in enumerate(conn.execute(sql)):
+        with open(os.path.join(out, f"{kind}-{i:05d}.json"), "wb") as f:
+            f.write(unpacked(kept, codec))

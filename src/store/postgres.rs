@@ -79,6 +79,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0016_customer_names.sql"),
     include_str!("migrations/postgres/0017_footprint.sql"),
     include_str!("migrations/postgres/0018_person_codec.sql"),
+    include_str!("migrations/postgres/0019_dedupe_digests.sql"),
 ];
 
 /// Connections per instance.

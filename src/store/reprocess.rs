@@ -7,13 +7,13 @@
 //! settles and writing what it settled to on its row.
 
 use super::StoreError;
-use super::rows::{Settling, is_suppressed_target, parse_time, settling};
+use super::rows::{Settling, is_suppressed_target, parse_time, settling, unpack_dedupe_key};
 use crate::directory::Loaded;
 use crate::sources::{Mapped, Unmappable};
 
-/// A kept event's row as reprocessing reads it: its dedupe key, when it
-/// was received (as stored), and whether an erasure redacted it.
-pub(super) type KeptRow = (String, String, bool);
+/// A kept event's row as reprocessing reads it: its dedupe key and when it
+/// was received (both as kept), and whether an erasure redacted it.
+pub(super) type KeptRow = (Vec<u8>, String, bool);
 
 /// What reprocessing a kept event does.
 pub(super) enum Reprocessing<'a> {
@@ -48,7 +48,7 @@ pub(super) fn reprocessing<'a>(
     let received_at = parse_time(&received_at)?;
     Ok(Reprocessing::Settle(settling(
         event_id,
-        &dedupe_key,
+        &unpack_dedupe_key(&dedupe_key)?,
         received_at,
         mapped,
     )))
@@ -62,7 +62,7 @@ mod tests {
     const RECEIVED: &str = "2026-12-06T10:00:00.000Z";
 
     fn kept(redacted: bool) -> Option<KeptRow> {
-        Some(("dk-1".to_owned(), RECEIVED.to_owned(), redacted))
+        Some((b"dk-1".to_vec(), RECEIVED.to_owned(), redacted))
     }
 
     fn naming(customer: &str) -> Result<Mapped, Unmappable> {
@@ -120,7 +120,7 @@ mod tests {
 
     #[test]
     fn a_stored_time_that_cannot_be_read_is_a_bug() {
-        let kept = Some(("dk-1".to_owned(), "yesterday".to_owned(), false));
+        let kept = Some((b"dk-1".to_vec(), "yesterday".to_owned(), false));
         let mapped = naming("treez:1");
         let failed = reprocessing("evt_1", kept, &Loaded::default(), &mapped);
         assert!(matches!(failed, Err(StoreError::Bug(_))));

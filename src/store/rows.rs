@@ -597,16 +597,49 @@ const ORDER_KEY_TIMES: usize = 16;
 /// An order key as both stores keep it (`customers.order_key`,
 /// `merge_links.order_key`): its time and its envelope time as 8 bytes
 /// each (big-endian milliseconds since 1970, [`NO_TIME`] for none), then
-/// the dedupe key's UTF-8 bytes, which a statement reads from byte 17 on
-/// ([`event_compaction`]). The JSON it replaces took about twice the
-/// bytes.
+/// the dedupe key as `events.dedupe_key` keeps it ([`pack_dedupe_key`]),
+/// which a statement reads from byte 17 on ([`event_compaction`]). The
+/// JSON it replaces took about twice the bytes.
 pub(super) fn pack_order_key(key: &OrderKey) -> Vec<u8> {
     let mut packed = Vec::with_capacity(ORDER_KEY_TIMES + key.dedupe_key.len());
     for time in [key.at, key.sent_at] {
         packed.extend_from_slice(&time.map_or(NO_TIME, UtcMillis::as_millisecond).to_be_bytes());
     }
-    packed.extend_from_slice(key.dedupe_key.as_bytes());
+    packed.extend_from_slice(&pack_dedupe_key(&key.dedupe_key));
     packed
+}
+
+/// What a dedupe key kept as a digest starts with: a byte no UTF-8 text
+/// holds, so that no other key kept as its text can read the same.
+const DIGEST: u8 = 0xff;
+
+/// How a content hash reads ([`crate::sources::delivery::content_hash`]):
+/// this, then 64 lowercase hex digits.
+const DIGEST_PREFIX: &str = "sha256:";
+
+/// A dedupe key as both stores keep it (`events.dedupe_key`, and in order
+/// keys): a content hash, the key of every body without an event id, as
+/// [`DIGEST`] and its 32 bytes (33 bytes, not 71); any other key as its
+/// UTF-8 bytes. Both stores compare kept keys byte for byte, in the
+/// events' unique index and against the order keys.
+pub(super) fn pack_dedupe_key(key: &str) -> Vec<u8> {
+    let digest = key
+        .strip_prefix(DIGEST_PREFIX)
+        .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .and_then(|hex| hex::decode(hex).ok());
+    match digest {
+        Some(digest) => [&[DIGEST][..], &digest].concat(),
+        None => key.as_bytes().to_vec(),
+    }
+}
+
+/// The dedupe key that [`pack_dedupe_key`] packed.
+pub(super) fn unpack_dedupe_key(packed: &[u8]) -> Result<String, StoreError> {
+    match packed.split_first() {
+        Some((&DIGEST, digest)) if digest.len() == 32 => Ok(format!("{DIGEST_PREFIX}{}", hex::encode(digest))),
+        _ => String::from_utf8(packed.to_vec())
+            .map_err(|_| StoreError::Bug(format!("a kept dedupe key cannot be read ({} bytes)", packed.len()))),
+    }
 }
 
 /// The order key that [`pack_order_key`] packed.
@@ -620,7 +653,7 @@ pub(super) fn unpack_order_key(packed: &[u8]) -> Result<OrderKey, StoreError> {
     Ok(OrderKey {
         at: time(&times[..8]),
         sent_at: time(&times[8..]),
-        dedupe_key: String::from_utf8(key.to_vec()).map_err(|_| corrupt())?,
+        dedupe_key: unpack_dedupe_key(key)?,
     })
 }
 
@@ -645,7 +678,8 @@ pub(super) struct RawEvent {
     pub seq: i64,
     pub id: String,
     pub source: String,
-    pub dedupe_key: String,
+    /// As kept: see [`pack_dedupe_key`].
+    pub dedupe_key: Vec<u8>,
     pub received_at: String,
     pub headers: String,
     pub body: Option<Vec<u8>>,
@@ -671,7 +705,7 @@ impl RawEvent {
         Ok(StoredEvent {
             event_id: self.id,
             source: self.source,
-            dedupe_key: self.dedupe_key,
+            dedupe_key: unpack_dedupe_key(&self.dedupe_key)?,
             received_at: parse_time(&self.received_at)?,
             status,
             reason: self.reason,
@@ -852,7 +886,7 @@ pub(super) fn lookup_edits(old: Option<&Profile>, new: &Profile) -> Vec<(Lookup,
 /// dedupe cutoff if earlier) for the first two, the bodies' for the last;
 /// the first takes the bodies' too (`?5`, `?6`). `key(column)` reads, in
 /// the dialect, the dedupe key of a packed order key ([`pack_order_key`]:
-/// its bytes from the 17th on, as text).
+/// its bytes from the 17th on, as [`pack_dedupe_key`] keeps them).
 pub(super) fn event_compaction(key: impl Fn(&str) -> String) -> [String; 3] {
     // What the directory is a function of: the records' snapshots and the
     // links' claims. A rebuild builds beside the live records and swaps
@@ -1027,6 +1061,21 @@ pub(super) fn audit_page(rows: Vec<RawAudit>, limit: usize) -> Result<Page<Audit
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_content_hash_is_kept_as_its_digest_and_every_key_reads_back_as_it_came() {
+        let hash = crate::sources::delivery::content_hash(&serde_json::json!({"id": 1}));
+        let packed = pack_dedupe_key(&hash);
+        assert_eq!((packed.len(), packed[0]), (33, DIGEST));
+        // Keys that only look like hashes, and keys of any text, stay text.
+        let upper = format!("sha256:{}", hash["sha256:".len()..].to_uppercase());
+        for key in [hash.as_str(), &upper, &hash[..70], "evt-0-161194002", "évènement", ""] {
+            let packed = pack_dedupe_key(key);
+            assert_eq!(packed == key.as_bytes(), key != hash, "{key}");
+            assert_eq!(unpack_dedupe_key(&packed).unwrap(), key);
+        }
+        assert!(unpack_dedupe_key(&[DIGEST, 1, 2]).is_err());
+    }
 
     #[test]
     fn an_entry_s_age_is_its_event_s_while_the_event_is_kept_else_its_own() {

@@ -59,8 +59,8 @@ use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
     EVENT_COLUMNS, Lookup, NAMES_BACKFILL_STEP, NamesBackfill, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling,
     customer_page, history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys, name_words,
-    pack_body, pack_history, pack_order_key, pack_profile, page, record_columns, redact_envelopes, redaction, settling,
-    touched_ids, unpack_order_key,
+    pack_body, pack_dedupe_key, pack_history, pack_order_key, pack_profile, page, record_columns, redact_envelopes,
+    redaction, settling, touched_ids, unpack_order_key,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -84,6 +84,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0018_customer_names.sql"),
     include_str!("migrations/sqlite/0019_footprint.sql"),
     include_str!("migrations/sqlite/0020_person_codec.sql"),
+    include_str!("migrations/sqlite/0021_dedupe_digests.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back
@@ -1034,11 +1035,12 @@ fn ingest(tx: &Connection, d: &Delivery, publish: Publish, ctx: &mut Context) ->
     if is_suppressed_target(&loaded, &d.mapped) {
         return Ok(IngestOutcome::Suppressed);
     }
+    let dedupe_key = pack_dedupe_key(&d.dedupe_key);
     let duplicate = tx
         .prepare_cached(
             "UPDATE events SET duplicates = duplicates + 1 WHERE source = ?1 AND dedupe_key = ?2 RETURNING id",
         )?
-        .query_row([&d.source, &d.dedupe_key], |r| r.get::<_, String>(0))
+        .query_row(params![d.source, dedupe_key], |r| r.get::<_, String>(0))
         .optional()?;
     if let Some(event_id) = duplicate {
         return Ok(IngestOutcome::Duplicate { event_id });
@@ -1060,7 +1062,7 @@ fn ingest(tx: &Connection, d: &Delivery, publish: Publish, ctx: &mut Context) ->
     .execute(params![
         event_id,
         d.source,
-        d.dedupe_key,
+        dedupe_key,
         d.received_at.to_string(),
         serde_json::to_string(&d.headers)?,
         body.bytes,

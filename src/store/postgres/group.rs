@@ -38,7 +38,9 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use super::writes::Writes;
 use super::{Work, load, lock, settle, transact};
 use crate::clock::Clock;
-use crate::store::rows::{Settled, is_suppressed_target, pack_body, settling, touched_ids};
+use crate::store::rows::{
+    Settled, is_suppressed_target, pack_body, pack_dedupe_key, settling, touched_ids, unpack_dedupe_key,
+};
 use crate::store::{Delivery, IngestOutcome, Outcome, Publish, StoreError};
 
 /// Deliveries in one transaction, at most: their locks stay well inside
@@ -237,18 +239,18 @@ async fn count_duplicates(
     items: &[Item],
     suppressed: &[bool],
 ) -> Result<HashMap<(String, String), String>, StoreError> {
-    let (sources, keys): (Vec<&str>, Vec<&str>) = items
+    let (sources, keys): (Vec<&str>, Vec<Vec<u8>>) = items
         .iter()
         .zip(suppressed)
         .filter(|(_, suppressed)| !**suppressed)
-        .map(|((d, _), _)| (d.source.as_str(), d.dedupe_key.as_str()))
+        .map(|((d, _), _)| (d.source.as_str(), pack_dedupe_key(&d.dedupe_key)))
         .unzip();
     if sources.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(String, String, String)> = sqlx::query_as(
+    let rows: Vec<(String, Vec<u8>, String)> = sqlx::query_as(
         "UPDATE events e SET duplicates = e.duplicates + d.n
-         FROM (SELECT source, dedupe_key, count(*) AS n FROM unnest($1::text[], $2::text[]) AS k(source, dedupe_key)
+         FROM (SELECT source, dedupe_key, count(*) AS n FROM unnest($1::text[], $2::bytea[]) AS k(source, dedupe_key)
                GROUP BY source, dedupe_key) AS d
          WHERE e.source = d.source AND e.dedupe_key = d.dedupe_key
          RETURNING e.source, e.dedupe_key, e.id",
@@ -257,7 +259,9 @@ async fn count_duplicates(
     .bind(keys)
     .fetch_all(work.conn())
     .await?;
-    Ok(rows.into_iter().map(|(source, key, id)| ((source, key), id)).collect())
+    rows.into_iter()
+        .map(|(source, key, id)| Ok(((source, unpack_dedupe_key(&key)?), id)))
+        .collect()
 }
 
 /// The group's new events' rows, a column each, and what their bodies
@@ -266,7 +270,8 @@ async fn count_duplicates(
 struct Kept {
     ids: Vec<String>,
     sources: Vec<String>,
-    keys: Vec<String>,
+    /// As kept: see [`pack_dedupe_key`].
+    keys: Vec<Vec<u8>>,
     received: Vec<String>,
     headers: Vec<String>,
     bodies: Vec<Vec<u8>>,
@@ -290,7 +295,7 @@ impl Kept {
         }
         self.ids.push(event_id);
         self.sources.push(d.source.clone());
-        self.keys.push(d.dedupe_key.clone());
+        self.keys.push(pack_dedupe_key(&d.dedupe_key));
         self.received.push(d.received_at.to_string());
         self.headers.push(serde_json::to_string(&d.headers)?);
         self.bodies.push(body.bytes);
@@ -315,7 +320,7 @@ impl Kept {
                                      outcome, customer_id, duplicates)
                  SELECT id, source, dedupe_key, received_at, headers, body, codec, status, reason,
                         outcome, customer_id, duplicates
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[],
+                 FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::bytea[],
                              $7::smallint[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[])
                       WITH ORDINALITY AS e(id, source, dedupe_key, received_at, headers, body, codec, status,
                                            reason, outcome, customer_id, duplicates, n)

@@ -18,7 +18,7 @@ fn dialect(sql: &str) -> String {
 /// The dedupe key of the packed order key in `column` (see
 /// [`crate::store::rows::pack_order_key`]).
 fn dedupe_key(column: &str) -> String {
-    format!("convert_from(substring({column} from 17), 'UTF8')")
+    format!("substring({column} from 17)")
 }
 
 /// The last outbox row made before `$1`: its messages and those before

@@ -29,8 +29,8 @@ use crate::directory::{self, Effects, Loaded, MergeLink, Record};
 use crate::model::OrderKey;
 use crate::store::compress::Packed;
 use crate::store::rows::{
-    Envelope, Settled, Settling, is_suppressed_target, lookup_edits, pack_body, pack_envelope, pack_history,
-    pack_order_key, record_columns, settling, touched_ids, unpack_order_key,
+    Envelope, Settled, Settling, is_suppressed_target, lookup_edits, pack_body, pack_dedupe_key, pack_envelope,
+    pack_history, pack_order_key, record_columns, settling, touched_ids, unpack_dedupe_key, unpack_order_key,
 };
 use crate::store::{Delivery, IngestOutcome, Publish, StoreError};
 
@@ -102,7 +102,8 @@ struct EventRow {
     seq: i64,
     id: String,
     source: String,
-    dedupe_key: String,
+    /// As kept: see [`pack_dedupe_key`].
+    dedupe_key: Vec<u8>,
     received_at: String,
     headers: String,
     body: Packed,
@@ -308,7 +309,7 @@ impl Batch {
             seq,
             id: event_id,
             source: d.source.clone(),
-            dedupe_key: d.dedupe_key.clone(),
+            dedupe_key: pack_dedupe_key(&d.dedupe_key),
             received_at: d.received_at.to_string(),
             headers: serde_json::to_string(&d.headers)?,
             body: pack_body(&d.body),
@@ -529,17 +530,21 @@ fn kept_keys(tx: &Connection, deliveries: &[Delivery]) -> Result<HashMap<String,
     for d in deliveries {
         keys.entry(&d.source).or_default().insert(&d.dedupe_key);
     }
+    // The keys as kept, in hex: JSON holds no bytes.
     let mut kept = tx.prepare_cached(
-        "SELECT dedupe_key, id FROM events WHERE source = ?1 AND dedupe_key IN (SELECT value FROM json_each(?2))",
+        "SELECT dedupe_key, id FROM events WHERE source = ?1 AND dedupe_key IN (SELECT unhex(value) FROM json_each(?2))",
     )?;
     let mut seen = HashMap::new();
     for (source, keys) in keys {
-        let rows = kept.query_map(params![source, serde_json::to_string(&keys)?], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        let packed: Vec<String> = keys.iter().map(|k| hex::encode(pack_dedupe_key(k))).collect();
+        let rows = kept.query_map(params![source, serde_json::to_string(&packed)?], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
         })?;
-        let found = rows
-            .map(|row| row.map(|(key, id)| (key, Seen::Stored(id))))
-            .collect::<Result<HashMap<_, _>, _>>()?;
+        let mut found = HashMap::new();
+        for row in rows {
+            let (key, id) = row?;
+            found.insert(unpack_dedupe_key(&key)?, Seen::Stored(id));
+        }
         seen.insert(source.to_owned(), found);
     }
     Ok(seen)

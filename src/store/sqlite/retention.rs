@@ -21,7 +21,7 @@ const INCREMENTAL: i64 = 2;
 /// The dedupe key of the packed order key in `column` (see
 /// [`crate::store::rows::pack_order_key`]).
 fn dedupe_key(column: &str) -> String {
-    format!("CAST(substr({column}, 17) AS TEXT)")
+    format!("substr({column}, 17)")
 }
 
 fn compact_events(tx: &Connection, cutoffs: Cutoffs, after: i64, limit: usize) -> Result<Step, StoreError> {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::model::OrderKey;
 use crate::sources::{Kind, testing};
+use crate::store::rows::unpack_dedupe_key;
 
 type Reply = oneshot::Receiver<Result<Answer, StoreError>>;
 
@@ -127,7 +128,7 @@ fn a_failing_command_fails_alone_and_its_batch_commits_once() {
     let kept = [quarantined(before_answer), quarantined(after_answer)];
     let rows: Vec<(String, String)> = writer
         .conn
-        .prepare("SELECT dedupe_key, id FROM events ORDER BY seq")
+        .prepare("SELECT CAST(dedupe_key AS TEXT), id FROM events ORDER BY seq")
         .expect("prepare")
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .expect("query")
@@ -290,6 +291,90 @@ fn migration_19_packs_the_order_keys_and_makes_the_outbox_again() {
     )
     .expect("a new envelope");
     assert_eq!(count(&conn, "SELECT MAX(seq) FROM outbox"), 4);
+}
+
+/// Migration 21 on a store that keeps dedupe keys as text: content hashes
+/// become digests and every other key its bytes, in the events and after
+/// the times of the order keys, each as the code packs it now (and reads
+/// back as it was); a key that only looks like a hash stays as it came.
+#[test]
+fn migration_21_keeps_content_hashes_as_digests() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut conn = Connection::open(dir.path().join("clientele.db")).expect("open");
+    let before = 20;
+    for sql in &MIGRATIONS[..before] {
+        conn.execute_batch(sql).expect("the schema before version 21");
+    }
+    conn.pragma_update(None, "user_version", before as i64)
+        .expect("the version before");
+    let keys = [
+        format!("sha256:{}", "0f".repeat(32)),
+        format!("sha256:{}", "AB".repeat(32)),
+        format!("sha256:{}", "ab".repeat(31)),
+        "évènement-1".to_owned(),
+    ];
+    let order_keys: Vec<OrderKey> = keys
+        .iter()
+        .map(|key| OrderKey {
+            at: Some(UtcMillis::from_millisecond(1_900_557_602_001)),
+            sent_at: None,
+            dedupe_key: key.clone(),
+        })
+        .collect();
+    // As migration 19 and the code before this one packed them: the key's
+    // text after the times.
+    let as_text = |key: &OrderKey| [&pack_order_key(key)[..16], key.dedupe_key.as_bytes()].concat();
+    for (n, key) in keys.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO events (id, source, dedupe_key, received_at, headers, status) VALUES (?1, 's', ?2, 't', '{}', 'accepted')",
+            params![format!("e{n}"), key],
+        )
+        .expect("an event");
+        conn.execute(
+            "INSERT INTO customers (id, source, external_id, status, profile, order_key, merged_from, version,
+                                    changed_at, change_seq)
+                 VALUES (?1, 's', ?1, 'active', '{}', ?2, '[]', 1, 't', ?3)",
+            params![format!("c{n}"), as_text(&order_keys[n]), n as i64],
+        )
+        .expect("a record");
+    }
+    conn.execute(
+        "INSERT INTO merge_links (survivor, absorbed, order_key) VALUES ('c0', 'c1', ?1)",
+        [as_text(&order_keys[0])],
+    )
+    .expect("a link");
+    migrate(&mut conn).expect("migrate");
+
+    for (n, (key, order_key)) in keys.iter().zip(&order_keys).enumerate() {
+        let (kept, kind): (Vec<u8>, String) = conn
+            .query_row(
+                "SELECT dedupe_key, typeof(dedupe_key) FROM events WHERE id = ?1",
+                [format!("e{n}")],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("the event");
+        assert_eq!((kept.clone(), kind.as_str()), (pack_dedupe_key(key), "blob"));
+        assert_eq!(unpack_dedupe_key(&kept).expect("a key"), *key);
+        let packed: Vec<u8> = conn
+            .query_row(
+                "SELECT order_key FROM customers WHERE id = ?1",
+                [format!("c{n}")],
+                |r| r.get(0),
+            )
+            .expect("the record");
+        assert_eq!(packed, pack_order_key(order_key));
+        assert_eq!(unpack_order_key(&packed).expect("an order key"), *order_key);
+    }
+    assert_eq!(pack_dedupe_key(&keys[0]).len(), 33);
+    assert_eq!(pack_dedupe_key(&keys[1]), keys[1].as_bytes());
+    let link: Vec<u8> = conn
+        .query_row("SELECT order_key FROM merge_links", [], |r| r.get(0))
+        .expect("the link");
+    assert_eq!(link, pack_order_key(&order_keys[0]));
+    // Compaction still finds each record's applied event by its key.
+    let applied = "SELECT COUNT(*) FROM events e
+                   JOIN customers c ON c.id = 'c' || substr(e.id, 2) AND substr(c.order_key, 17) = e.dedupe_key";
+    assert_eq!(count(&conn, applied), keys.len() as i64);
 }
 
 /// How many times the WAL restarted from its beginning (each time with a
