@@ -144,6 +144,9 @@ pub struct Due {
     /// The envelope id, sent as `webhook-id`.
     pub event_id: String,
     pub body: String,
+    /// When the change was committed (the envelope's `createdDate`): a
+    /// delivery's lag is counted from it.
+    pub created_at: UtcMillis,
     /// Failed attempts so far, which sets the next wait.
     pub failures: u32,
     /// Raised by a manual retry or a replay: an attempt started before one

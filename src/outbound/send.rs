@@ -53,6 +53,10 @@ impl Sender {
         };
         metrics::counter!("clientele_messages_total", "outcome" => outcome).increment(1);
         metrics::histogram!("clientele_delivery_attempt_seconds").record(elapsed.as_secs_f64());
+        if next == Next::Delivered {
+            let lag = UtcMillis::now().as_millisecond() - message.created_at.as_millisecond();
+            metrics::histogram!("clientele_delivery_lag_seconds").record(lag.max(0) as f64 / 1000.0);
+        }
         match next {
             Next::Dead {
                 disable_subscription: true,

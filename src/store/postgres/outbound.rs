@@ -23,13 +23,13 @@ use crate::store::replay::{ChangeRow, requeued};
 use crate::store::rows::{
     BACKLOG, DEAD, DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published,
     RawAttempt, RawMessage, RawPublished, RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription,
-    following, pack_envelope, page, unpack_envelope,
+    following, pack_envelope, page, parse_time, unpack_envelope,
 };
 use crate::store::{MessageQuery, Page, Retry, StoreError};
 
 /// A leased message: seq, subscription, failures, generation, claim, url,
-/// secret, envelope id and body.
-type LeasedRow = (i64, String, i32, i64, i64, String, String, String, Vec<u8>, i16);
+/// secret, envelope id, body and the change's time.
+type LeasedRow = (i64, String, i32, i64, i64, String, String, String, Vec<u8>, i16, String);
 /// A [`RawSubscription`] and its `fanned_to`.
 type RawSubscription8 = (
     String,
@@ -521,7 +521,7 @@ pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -
          FROM subscriptions s, outbox o
          WHERE m.seq = ANY($1) AND s.id = m.subscription_id AND o.seq = m.outbox_seq
          RETURNING m.seq, m.subscription_id, m.failures, m.generation, m.claim, s.url, s.secret, o.id,
-                   COALESCE(o.packed, convert_to(o.body, 'UTF8')), o.codec",
+                   COALESCE(o.packed, convert_to(o.body, 'UTF8')), o.codec, o.created_at",
     )
     .bind(&seqs)
     .bind(lease_until)
@@ -529,7 +529,7 @@ pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -
     .await?;
     rows.into_iter()
         .map(
-            |(seq, subscription_id, failures, generation, claim, url, secret, event_id, body, codec)| {
+            |(seq, subscription_id, failures, generation, claim, url, secret, event_id, body, codec, created_at)| {
                 Ok(Due {
                     seq,
                     subscription_id,
@@ -537,6 +537,7 @@ pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -
                     secret,
                     event_id,
                     body: unpack_envelope(body, codec.into())?,
+                    created_at: parse_time(&created_at)?,
                     failures: failures as u32,
                     generation,
                     claim,
