@@ -157,6 +157,15 @@ pub struct Due {
     pub claim: i64,
 }
 
+/// An attempt at a claimed message and what follows from it, as the
+/// store records it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub message: Due,
+    pub attempt: Attempt,
+    pub next: Next,
+}
+
 /// What an attempt leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
