@@ -6,11 +6,11 @@
 //! the store at a time records every attempt that ended since the last
 //! (in one transaction), fans out and claims; meanwhile the sends go on,
 //! and each that ends frees its slot for a message already claimed. A
-//! subscription whose last send answered within [`FAST`] is claimed ahead
-//! of its slots ([`AHEAD`] times them), so that its slots do not wait for
-//! the store's commits; a claimed message is sent only while its lease
-//! covers the whole send, else it is left to be claimed again once the
-//! lease ends. A message is not claimed again while this instance holds it
+//! healthy subscription is claimed ahead of its slots, as many as they
+//! send in [`AHEAD_FOR`] at the pace of its last delivery (up to [`AHEAD`]
+//! times them), so that its slots do not wait for the store's commits; a
+//! claimed message is sent only while its lease covers the whole send,
+//! else it is left to be claimed again once the lease ends. A message is not claimed again while this instance holds it
 //! (claimed, being sent, or its attempt not recorded yet), and a
 //! customer's next message is due only once the attempt that ends its
 //! predecessor is recorded: one at a time per customer, in order.
@@ -45,13 +45,14 @@ use crate::model::UtcMillis;
 pub const MAX_IN_FLIGHT: usize = 64;
 /// Sends of one healthy subscription in flight at once at most.
 pub const PER_SUBSCRIPTION: usize = 8;
-/// How far ahead of its slots a fast subscription is claimed: it holds up
-/// to this many times [`PER_SUBSCRIPTION`] messages.
-const AHEAD: usize = 8;
-/// A subscription whose last send was delivered within this is fast, for
-/// [`FAST_FOR`].
-const FAST: Duration = Duration::from_millis(50);
-const FAST_FOR: Duration = Duration::from_secs(60);
+/// How far ahead of its slots a healthy subscription is claimed at most:
+/// it holds up to this many times [`PER_SUBSCRIPTION`] messages.
+const AHEAD: usize = 32;
+/// A healthy subscription holds what its slots send in this long, at the
+/// pace of its last delivery.
+const AHEAD_FOR: Duration = Duration::from_secs(1);
+/// A pace older than this is forgotten.
+const PACE_FOR: Duration = Duration::from_secs(60);
 /// Messages held at once at most (claimed, and not yet recorded), besides
 /// the first of each subscription that holds none.
 const MAX_HELD: usize = MAX_IN_FLIGHT * AHEAD;
@@ -239,9 +240,8 @@ struct Held {
     messages: HashSet<i64>,
     /// Attempts that ended, for the next trip to record.
     unrecorded: Vec<Recorded>,
-    /// The subscriptions whose last send was delivered within [`FAST`], and
-    /// when it ended.
-    fast: HashMap<String, Instant>,
+    /// How long each subscription's last delivery took, and when it ended.
+    pace: HashMap<String, (Duration, Instant)>,
 }
 
 impl Held {
@@ -254,27 +254,29 @@ impl Held {
         self.running(subscription) + self.ready.get(subscription).map_or(0, VecDeque::len)
     }
 
-    /// How many messages of a subscription it may hold now: its slots, and
-    /// more for a fast one.
+    /// How many messages of a subscription it may hold now: its slots,
+    /// and for a healthy one what they send in [`AHEAD_FOR`] at its pace.
     fn depth(&self, subscription: &str, breakers: &Breakers, now: Instant) -> usize {
         let cap = breakers.cap(subscription, now);
-        if cap == PER_SUBSCRIPTION && self.fast.contains_key(subscription) {
-            cap * AHEAD
-        } else {
-            cap
+        match self.pace.get(subscription) {
+            Some((took, _)) if cap == PER_SUBSCRIPTION => {
+                let rounds = AHEAD_FOR.as_micros() / took.as_micros().max(1);
+                cap * usize::try_from(rounds).unwrap_or(AHEAD).clamp(1, AHEAD)
+            }
+            _ => cap,
         }
     }
 
     /// The next claim: what each subscription may take to its depth.
     fn claim(&mut self, now: UtcMillis, lease_until: UtcMillis, breakers: &Breakers, instant: Instant) -> Claim {
-        self.fast
-            .retain(|_, at| instant.saturating_duration_since(*at) <= FAST_FOR);
+        self.pace
+            .retain(|_, (_, at)| instant.saturating_duration_since(*at) <= PACE_FOR);
         let listed: HashSet<&String> = self
             .running
             .keys()
             .chain(self.ready.keys())
             .chain(breakers.0.keys())
-            .chain(self.fast.keys())
+            .chain(self.pace.keys())
             .collect();
         let shares = listed
             .into_iter()
@@ -395,15 +397,16 @@ impl Held {
         breakers.record(&subscription, delivered, now);
         match recorded {
             Some(recorded) => {
-                if delivered && u128::from(recorded.attempt.duration_ms) < FAST.as_millis() {
-                    self.fast.insert(subscription, now);
+                if delivered {
+                    let took = Duration::from_millis(recorded.attempt.duration_ms);
+                    self.pace.insert(subscription, (took, now));
                 } else {
-                    self.fast.remove(&subscription);
+                    self.pace.remove(&subscription);
                 }
                 self.unrecorded.push(recorded);
             }
             None => {
-                self.fast.remove(&subscription);
+                self.pace.remove(&subscription);
                 self.messages.remove(&seq);
             }
         }
