@@ -559,6 +559,73 @@ mod tests {
     }
 
     #[test]
+    fn a_healthy_subscription_is_claimed_ahead_by_its_pace_and_a_failing_one_is_not() {
+        let mut held = Held::default();
+        let mut breakers = Breakers::default();
+        let now = Instant::now();
+        assert_eq!(
+            held.depth("new", &breakers, now),
+            PER_SUBSCRIPTION,
+            "no pace yet: its slots"
+        );
+        held.pace.insert("fast".into(), (Duration::from_millis(1), now));
+        held.pace.insert("slow".into(), (Duration::from_millis(250), now));
+        held.pace.insert("slower".into(), (Duration::from_secs(3), now));
+        assert_eq!(held.depth("fast", &breakers, now), PER_SUBSCRIPTION * AHEAD);
+        assert_eq!(
+            held.depth("slow", &breakers, now),
+            PER_SUBSCRIPTION * 4,
+            "what it sends in a second"
+        );
+        assert_eq!(held.depth("slower", &breakers, now), PER_SUBSCRIPTION);
+        breakers.record("fast", false, now);
+        assert_eq!(held.depth("fast", &breakers, now), 1, "one probe after a failure");
+    }
+
+    #[test]
+    fn a_claimed_message_is_held_until_its_attempt_is_recorded() {
+        let due = |seq| Due {
+            seq,
+            subscription_id: "sub".into(),
+            url: "http://127.0.0.1/".into(),
+            secret: String::new(),
+            event_id: format!("evt_{seq}"),
+            body: "{}".into(),
+            created_at: UtcMillis::now(),
+            failures: 0,
+            generation: 0,
+            claim: 1,
+        };
+        let mut held = Held::default();
+        let now = UtcMillis::now();
+        let found = held.arrive(Trip {
+            recorded: Vec::new(),
+            more: false,
+            claimed: vec![due(1), due(2)],
+            lease_until: now,
+        });
+        assert!(found, "a claim that found messages goes again");
+        let claim = held.claim(now, now, &Breakers::default(), Instant::now());
+        assert_eq!(claim.sending, HashSet::from([1, 2]));
+        assert_eq!(claim.share("sub"), PER_SUBSCRIPTION - 2);
+        assert!(claim.busy.contains("sub"));
+        held.give_back_ready();
+        assert!(
+            held.messages.is_empty(),
+            "given back: claimed again once the lease ends"
+        );
+        held.messages.insert(3);
+        let again = held.arrive(Trip {
+            recorded: vec![3],
+            more: false,
+            claimed: Vec::new(),
+            lease_until: now,
+        });
+        assert!(!again);
+        assert!(held.messages.is_empty(), "recorded: claimable again");
+    }
+
+    #[test]
     fn the_breaker_of_a_subscription_no_longer_tried_is_forgotten() {
         let mut breakers = Breakers::default();
         let start = Instant::now();
