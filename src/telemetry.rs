@@ -26,6 +26,12 @@ use crate::config::LogFormat;
 /// group commit, a few milliseconds.
 const LATENCY_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 512.0];
+/// Delivery lag buckets, in seconds, from a change's commit to its
+/// subscriber's answer: milliseconds when the dispatcher keeps up, hours
+/// behind a subscriber that was down.
+const LAG_BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0, 3600.0, 36000.0,
+];
 
 /// The process-wide metrics recorder, installed on first use.
 pub fn metrics() -> PrometheusHandle {
@@ -36,6 +42,9 @@ pub fn metrics() -> PrometheusHandle {
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full("clientele_store_batch_size".into()), &BATCH_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full("clientele_delivery_lag_seconds".into()), &LAG_BUCKETS)
                 })
                 .expect("bucket lists are not empty")
                 .build_recorder();

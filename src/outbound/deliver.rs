@@ -182,6 +182,7 @@ mod tests {
             secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
             event_id: "evt_1".into(),
             body: body.into(),
+            created_at: UtcMillis::now(),
             failures: 0,
             generation: 0,
             claim: 0,

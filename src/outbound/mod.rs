@@ -144,6 +144,9 @@ pub struct Due {
     /// The envelope id, sent as `webhook-id`.
     pub event_id: String,
     pub body: String,
+    /// When the change was committed (the envelope's `createdDate`): a
+    /// delivery's lag is counted from it.
+    pub created_at: UtcMillis,
     /// Failed attempts so far, which sets the next wait.
     pub failures: u32,
     /// Raised by a manual retry or a replay: an attempt started before one
@@ -152,6 +155,15 @@ pub struct Due {
     /// This claim's token, new at each claim of the message: its attempt
     /// moves the message only while no later claim took it.
     pub claim: i64,
+}
+
+/// An attempt at a claimed message and what follows from it, as the
+/// store records it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub message: Due,
+    pub attempt: Attempt,
+    pub next: Next,
 }
 
 /// What an attempt leads to.

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::{Attempt, Due, Next};
+use super::{Due, Recorded};
 use crate::BoxFuture;
 use crate::model::UtcMillis;
 
@@ -37,9 +37,13 @@ pub trait Outbox: Send + Sync + 'static {
     /// in order.
     fn claim_due(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<Due>, OutboxError>>;
 
-    /// Records an attempt at a claimed message, and what follows from it
-    /// unless the message was retried or replayed since it was claimed.
-    fn record_attempt(&self, message: &Due, attempt: Attempt, next: Next) -> BoxFuture<'_, Result<(), OutboxError>>;
+    /// Records attempts at claimed messages, each with what follows from
+    /// it unless the message was retried or replayed since it was claimed,
+    /// or another claim took it since (its lease ran out): then the
+    /// attempt is listed and moves nothing. Many in one transaction: a
+    /// failure records none of them, and their messages are sent again
+    /// once their leases end.
+    fn record_attempts(&self, attempts: Vec<Recorded>) -> BoxFuture<'_, Result<(), OutboxError>>;
 
     /// Pending messages per subscription, and the outbox rows not fanned
     /// out yet.
@@ -56,21 +60,22 @@ pub struct Claim {
     /// Claimed messages are not due again before this: an attempt lost in a
     /// crash is retried once it passes.
     pub lease_until: UtcMillis,
-    /// Sends the claim may start, besides the first of each subscription
-    /// that has none in flight: that one it always may, so that no
-    /// subscriber waits for the slots others hold.
+    /// Messages the claim may take, besides the first of each
+    /// subscription the dispatcher holds none of: that one it always may,
+    /// so that no subscriber waits for the slots others hold.
     pub limit: usize,
-    /// How many more sends of a subscription may start, for those listed;
-    /// `per_subscription` for the others.
+    /// How many more messages of a subscription the claim may take, for
+    /// those listed; `per_subscription` for the others.
     pub shares: HashMap<String, usize>,
     pub per_subscription: usize,
-    /// The subscriptions with sends in flight now.
+    /// The subscriptions the dispatcher holds claimed messages of now.
     pub busy: HashSet<String>,
-    /// The messages being sent now (by `seq`): never claimed again while
-    /// they are, even when due again (retried, replayed, or their lease
-    /// ran out), so that a message is not sent twice at once and no claim
-    /// leases one it cannot send. Due, they are claimed once their send
-    /// ends.
+    /// The messages the dispatcher holds now (by `seq`: claimed, being
+    /// sent, or their attempts not recorded yet): never claimed again while
+    /// it does, even when due again (retried, replayed, or their lease ran
+    /// out), so that a message is not sent twice at once and no claim
+    /// leases one it cannot send. Due, they are claimed once their
+    /// attempts are recorded.
     pub sending: HashSet<i64>,
 }
 

@@ -1,35 +1,33 @@
 //! Sending one message: signed once ([`super::deliver::Signed`]), handed
 //! to the [`super::deliver::Destination`] its URL names (HTTP or a broker,
 //! kept per URL by [`Destinations`]), within `[delivery] timeout`, and the
-//! attempt recorded with what follows from it ([`super::policy`]). The same
-//! for every kind: metrics, logs, retries and dead messages do not know
-//! where the message went.
+//! attempt returned with what follows from it ([`super::policy`]), for the
+//! dispatcher to record with others. The same for every kind: metrics,
+//! logs, retries and dead messages do not know where the message went.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::deliver::{Destinations, Outcome, Signed};
-use super::{Attempt, Due, Next, Outbox, policy};
+use super::{Attempt, Due, Next, Recorded, policy};
 use crate::config::DeliverySettings;
 use crate::model::UtcMillis;
 
 pub struct Sender {
     destinations: Destinations,
-    outbox: Arc<dyn Outbox>,
     settings: DeliverySettings,
 }
 
 impl Sender {
-    pub fn new(outbox: Arc<dyn Outbox>, settings: DeliverySettings) -> Result<Self, reqwest::Error> {
+    pub fn new(settings: DeliverySettings) -> Result<Self, reqwest::Error> {
         Ok(Self {
             destinations: Destinations::new(&settings)?,
-            outbox,
             settings,
         })
     }
 
-    /// Sends one message and records the attempt; returns what followed.
-    pub async fn attempt(&self, message: Due) -> Next {
+    /// Sends one message; returns the attempt and what follows from it,
+    /// to record.
+    pub async fn attempt(&self, message: Due) -> Recorded {
         let at = UtcMillis::now();
         let started = Instant::now();
         let outcome = self.deliver(&message, at).await;
@@ -53,6 +51,10 @@ impl Sender {
         };
         metrics::counter!("clientele_messages_total", "outcome" => outcome).increment(1);
         metrics::histogram!("clientele_delivery_attempt_seconds").record(elapsed.as_secs_f64());
+        if next == Next::Delivered {
+            let lag = UtcMillis::now().as_millisecond() - message.created_at.as_millisecond();
+            metrics::histogram!("clientele_delivery_lag_seconds").record(lag.max(0) as f64 / 1000.0);
+        }
         match next {
             Next::Dead {
                 disable_subscription: true,
@@ -79,11 +81,7 @@ impl Sender {
             error,
             duration_ms: elapsed.as_millis() as u64,
         };
-        if let Err(e) = self.outbox.record_attempt(&message, attempt, next).await {
-            // The lease ends and the message is sent again: at least once.
-            tracing::error!(error = %e, message = message.seq, "cannot record a message attempt");
-        }
-        next
+        Recorded { message, attempt, next }
     }
 
     /// Signs the message and hands it to its destination, within the

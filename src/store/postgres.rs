@@ -45,7 +45,7 @@ use crate::BoxFuture;
 use crate::clock::Clock;
 use crate::directory::{self, Loaded, MergeLink, Record};
 use crate::model::{Customer, UtcMillis};
-use crate::outbound::{Attempt, Backlog, Claim, Due, Message, Next, Outbox, OutboxError, Subscription};
+use crate::outbound::{Backlog, Claim, Due, Message, Outbox, OutboxError, Recorded, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
 mod group;
@@ -687,13 +687,17 @@ impl Outbox for PgStore {
         }))
     }
 
-    fn record_attempt(&self, message: &Due, attempt: Attempt, next: Next) -> BoxFuture<'_, Result<(), OutboxError>> {
-        let args = (message.clone(), attempt, next);
+    fn record_attempts(&self, attempts: Vec<Recorded>) -> BoxFuture<'_, Result<(), OutboxError>> {
         Box::pin(outboxed(async move {
-            self.write(&args, |work, (message, attempt, next)| {
-                Box::pin(outbound::record_attempt(work.conn(), message, attempt, *next))
-            })
-            .await
+            // A transaction per group: their customers' locks stay well
+            // inside Postgres's lock table, as a group of deliveries' do.
+            for group in attempts.chunks(group::MAX_GROUP) {
+                self.write::<&[Recorded], ()>(&group, |work, group| {
+                    Box::pin(outbound::record_attempts(work.conn(), group))
+                })
+                .await?;
+            }
+            Ok(())
         }))
     }
 

@@ -27,7 +27,7 @@ use crate::BoxFuture;
 use crate::clock::Clock;
 use crate::directory::{self, Loaded, MergeLink, Record};
 use crate::model::{Customer, Profile, UtcMillis};
-use crate::outbound::{Attempt, Backlog, Claim, Due, Message, Next, Outbox, OutboxError, Subscription};
+use crate::outbound::{Backlog, Claim, Due, Message, Outbox, OutboxError, Recorded, Subscription};
 use crate::sources::{Mapped, Unmappable};
 
 /// The start of the statement that inserts records, to be followed by rows
@@ -153,11 +153,7 @@ enum Op {
     Replay(String, UtcMillis),
     FanOut,
     Claim(Claim),
-    RecordAttempt {
-        message: Due,
-        attempt: Attempt,
-        next: Next,
-    },
+    RecordAttempts(Vec<Recorded>),
     /// A write of another role (sources, keys: see [`SqliteStore::write`]).
     Run(WriteFn),
     /// Work that runs between two of the writer's transactions, not in
@@ -632,12 +628,8 @@ impl Outbox for SqliteStore {
         })))
     }
 
-    fn record_attempt(&self, message: &Due, attempt: Attempt, next: Next) -> BoxFuture<'_, Result<(), OutboxError>> {
-        let op = Op::RecordAttempt {
-            message: message.clone(),
-            attempt,
-            next,
-        };
+    fn record_attempts(&self, attempts: Vec<Recorded>) -> BoxFuture<'_, Result<(), OutboxError>> {
+        let op = Op::RecordAttempts(attempts);
         Box::pin(outboxed(self.ask(op, |a| matches!(a, Answer::Done).then_some(()))))
     }
 
@@ -1019,8 +1011,10 @@ fn execute(tx: &Connection, op: &Op, ctx: &mut Context) -> Result<Answer, StoreE
             ctx.claims += 1;
             outbound::claim(tx, claim, ctx.claims).map(Answer::Claimed)
         }
-        Op::RecordAttempt { message, attempt, next } => {
-            outbound::record_attempt(tx, message, attempt, *next)?;
+        Op::RecordAttempts(attempts) => {
+            for Recorded { message, attempt, next } in attempts {
+                outbound::record_attempt(tx, message, attempt, *next)?;
+            }
             Ok(Answer::Done)
         }
         Op::Run(write) => write(tx).map(Answer::Any),

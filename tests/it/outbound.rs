@@ -1296,7 +1296,7 @@ fn expired_claim() -> clientele::outbound::Claim {
 /// later claim's send is under way. That send decides.
 #[tokio::test]
 async fn a_send_that_outlived_its_lease_moves_nothing_over_a_later_claim() {
-    use clientele::outbound::{Attempt, MessageStatus, Next};
+    use clientele::outbound::{Attempt, MessageStatus, Next, Recorded};
     use clientele::store::MessageQuery;
 
     let app = TestApp::spawn().await;
@@ -1330,7 +1330,11 @@ async fn a_send_that_outlived_its_lease_moves_nothing_over_a_later_claim() {
         disable_subscription: true,
     };
     store
-        .record_attempt(&stale, attempt(410), gone)
+        .record_attempts(vec![Recorded {
+            message: stale,
+            attempt: attempt(410),
+            next: gone,
+        }])
         .await
         .expect("the stale attempt is recorded");
     let message = |store: std::sync::Arc<dyn clientele::store::Store>| {
@@ -1359,7 +1363,11 @@ async fn a_send_that_outlived_its_lease_moves_nothing_over_a_later_claim() {
     );
 
     store
-        .record_attempt(&later, attempt(200), Next::Delivered)
+        .record_attempts(vec![Recorded {
+            message: later,
+            attempt: attempt(200),
+            next: Next::Delivered,
+        }])
         .await
         .expect("the later attempt is recorded");
     let seen = message(store.clone()).await;
@@ -1398,7 +1406,7 @@ async fn orphans(dir: &std::path::Path) -> i64 {
 /// attempt is left without its message.
 #[tokio::test]
 async fn an_attempt_recorded_as_its_subscription_is_deleted_leaves_no_orphan() {
-    use clientele::outbound::{Attempt, Next};
+    use clientele::outbound::{Attempt, Next, Recorded};
     if !several_writers() {
         return;
     }
@@ -1434,7 +1442,13 @@ async fn an_attempt_recorded_as_its_subscription_is_deleted_leaves_no_orphan() {
             let next = Next::Retry {
                 at: clientele::model::UtcMillis::now(),
             };
-            store.record_attempt(&due, attempt, next).await
+            store
+                .record_attempts(vec![Recorded {
+                    message: due,
+                    attempt,
+                    next,
+                }])
+                .await
         }
     });
     util::postgres::wait_for_a_waiter(&mut db, CUSTOMER).await;

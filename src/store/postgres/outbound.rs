@@ -18,18 +18,18 @@ use sqlx::PgConnection;
 use super::{FAN_OUT_LOCK, LOCK_SPACE, lock};
 use crate::directory::Change;
 use crate::model::UtcMillis;
-use crate::outbound::{Attempt, Backlog, Claim, Due, Message, MessageStatus, Next, Subscription};
+use crate::outbound::{Backlog, Claim, Due, Message, MessageStatus, Next, Recorded, Subscription};
 use crate::store::replay::{ChangeRow, requeued};
 use crate::store::rows::{
     BACKLOG, DEAD, DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published,
     RawAttempt, RawMessage, RawPublished, RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription,
-    following, pack_envelope, page, unpack_envelope,
+    following, pack_envelope, page, parse_time, unpack_envelope,
 };
 use crate::store::{MessageQuery, Page, Retry, StoreError};
 
 /// A leased message: seq, subscription, failures, generation, claim, url,
-/// secret, envelope id and body.
-type LeasedRow = (i64, String, i32, i64, i64, String, String, String, Vec<u8>, i16);
+/// secret, envelope id, body and the change's time.
+type LeasedRow = (i64, String, i32, i64, i64, String, String, String, Vec<u8>, i16, String);
 /// A [`RawSubscription`] and its `fanned_to`.
 type RawSubscription8 = (
     String,
@@ -521,7 +521,7 @@ pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -
          FROM subscriptions s, outbox o
          WHERE m.seq = ANY($1) AND s.id = m.subscription_id AND o.seq = m.outbox_seq
          RETURNING m.seq, m.subscription_id, m.failures, m.generation, m.claim, s.url, s.secret, o.id,
-                   COALESCE(o.packed, convert_to(o.body, 'UTF8')), o.codec",
+                   COALESCE(o.packed, convert_to(o.body, 'UTF8')), o.codec, o.created_at",
     )
     .bind(&seqs)
     .bind(lease_until)
@@ -529,7 +529,7 @@ pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -
     .await?;
     rows.into_iter()
         .map(
-            |(seq, subscription_id, failures, generation, claim, url, secret, event_id, body, codec)| {
+            |(seq, subscription_id, failures, generation, claim, url, secret, event_id, body, codec, created_at)| {
                 Ok(Due {
                     seq,
                     subscription_id,
@@ -537,6 +537,7 @@ pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -
                     secret,
                     event_id,
                     body: unpack_envelope(body, codec.into())?,
+                    created_at: parse_time(&created_at)?,
                     failures: failures as u32,
                     generation,
                     claim,
@@ -570,28 +571,36 @@ pub const CLAIM: &str = "WITH RECURSIVE due AS (
         FOR UPDATE OF m SKIP LOCKED) h
     ORDER BY due.id, h.next_attempt_at, h.seq";
 
-/// Records an attempt, and what follows from it unless the message was
-/// retried or replayed meanwhile (its generation moved on). An attempt
+/// Records attempts, each with what follows from it unless the message
+/// was retried or replayed meanwhile (its generation moved on). An attempt
 /// whose claim another instance took since (its lease ran out) is listed
-/// and moves nothing: the later claim's send decides.
-pub(super) async fn record_attempt(
-    conn: &mut PgConnection,
-    message: &Due,
-    attempt: &Attempt,
-    next: Next,
-) -> Result<(), StoreError> {
-    let Due {
-        seq, generation, claim, ..
-    } = *message;
-    let customer: Option<String> = sqlx::query_scalar("SELECT customer_id FROM messages WHERE seq = $1")
-        .bind(seq)
-        .fetch_optional(&mut *conn)
-        .await?;
-    // Deleted with its subscription meanwhile: nothing to record.
-    let Some(customer_id) = customer else {
-        return Ok(());
-    };
-    lock(conn, std::slice::from_ref(&customer_id)).await?;
+/// and moves nothing: the later claim's send decides. Takes the lines'
+/// customers' locks first, all in one statement, in the order every
+/// transaction takes them.
+pub(super) async fn record_attempts(conn: &mut PgConnection, attempts: &[Recorded]) -> Result<(), StoreError> {
+    let seqs: Vec<i64> = attempts.iter().map(|r| r.message.seq).collect();
+    let customers: HashMap<i64, String> = sqlx::query_as("SELECT seq, customer_id FROM messages WHERE seq = ANY($1)")
+        .bind(&seqs)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+    let locked: Vec<String> = customers.values().cloned().collect();
+    lock(conn, &locked).await?;
+    for recorded in attempts {
+        // Deleted with its subscription meanwhile: nothing to record.
+        if let Some(customer_id) = customers.get(&recorded.message.seq) {
+            record_attempt(conn, recorded, customer_id).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Records one attempt, its customer's lock held.
+async fn record_attempt(conn: &mut PgConnection, recorded: &Recorded, customer_id: &str) -> Result<(), StoreError> {
+    let Recorded { message, attempt, next } = recorded;
+    let (seq, generation, claim) = (message.seq, message.generation, message.claim);
+    let next = *next;
     // Read again under the row's lock: a deletion of its subscription that
     // committed meanwhile leaves nothing to record, and one that comes
     // later waits for this attempt, then deletes it with its message.
@@ -654,7 +663,7 @@ pub(super) async fn record_attempt(
     // Delivered, dead or cancelled: the customer's next message, if any,
     // is due. Pending: it stays the line's head unless a manual retry made
     // an older one pending meanwhile.
-    settle_queue(conn, &subscription_id, &customer_id, attempt.at).await?;
+    settle_queue(conn, &subscription_id, customer_id, attempt.at).await?;
     if let Next::Dead {
         disable_subscription: true,
     } = next

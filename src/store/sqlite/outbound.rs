@@ -13,7 +13,7 @@ use crate::store::replay::requeued;
 use crate::store::rows::{
     BACKLOG, DEAD, DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published,
     RawMessage, RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription, following, pack_envelope,
-    page, unpack_envelope,
+    page, parse_time, unpack_envelope,
 };
 use crate::store::{MessageQuery, Page, Retry};
 
@@ -340,7 +340,8 @@ pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<D
          RETURNING subscription_id, failures, outbox_seq, generation, claim",
     )?;
     let mut details = tx.prepare_cached(
-        "SELECT s.url, s.secret, o.id, o.body, o.codec FROM subscriptions s, outbox o WHERE s.id = ?1 AND o.seq = ?2",
+        "SELECT s.url, s.secret, o.id, o.body, o.codec, o.created_at FROM subscriptions s, outbox o
+         WHERE s.id = ?1 AND o.seq = ?2",
     )?;
     let mut claimed = Vec::with_capacity(seqs.len());
     for seq in seqs {
@@ -348,9 +349,17 @@ pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<D
             .query_row(params![seq, claim.lease_until.as_millisecond()], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })?;
-        let (url, secret, event_id, body, codec) = details.query_row(params![subscription_id, outbox_seq], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, kept_bytes(r.get_ref(3)?), r.get(4)?))
-        })?;
+        let (url, secret, event_id, body, codec, created_at): (_, _, _, _, _, String) =
+            details.query_row(params![subscription_id, outbox_seq], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    kept_bytes(r.get_ref(3)?),
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?;
         let body = unpack_envelope(body, codec)?;
         claimed.push(Due {
             seq,
@@ -359,6 +368,7 @@ pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<D
             secret,
             event_id,
             body,
+            created_at: parse_time(&created_at)?,
             failures,
             generation,
             claim: token,
