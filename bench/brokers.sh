@@ -29,16 +29,9 @@ bash .ci/brokers.sh >/dev/null
 [ -n "${BENCH_BIN:-}" ] || cargo build --release --quiet --bin clientele
 cargo build --release --quiet --example noop --example brokers
 
-work=$(mktemp -d)
-cleanup() {
-  target/release/examples/brokers teardown || true
-  jobs -p | xargs -r kill 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 # shellcheck source=bench/common.sh
 source bench/common.sh
+scratch "target/release/examples/brokers teardown"
 
 target/release/examples/noop "127.0.0.1:$NOOP_PORT" &
 wait_for "$NOOP_PORT"

@@ -1,6 +1,6 @@
 # Shared by the benchmark scripts (sourced): starting and stopping
 # Clientele, and measuring it under wrk with bench/ingest.lua. Expects
-# $work (a scratch directory), $PORT, $THREADS, $CONNECTIONS, $DURATION;
+# $work (a scratch directory: `scratch` makes it), $PORT, $THREADS, $CONNECTIONS, $DURATION;
 # runs $BENCH_BIN (default: the release build); $PG_URL for Postgres.
 
 BENCH_BIN=${BENCH_BIN:-target/release/clientele}
@@ -10,6 +10,21 @@ BENCH_DB=${BENCH_DB:-clientele_bench}
 if ! command -v wrk >/dev/null; then
   apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 fi
+
+# scratch [COMMAND]: a fresh $work; when the script exits, COMMAND runs
+# (if given), the script's jobs are stopped and $work is removed.
+scratch() {
+  work=$(mktemp -d)
+  on_exit=${1:-}
+  trap cleanup EXIT
+}
+
+cleanup() {
+  if [ -n "$on_exit" ]; then $on_exit || true; fi
+  jobs -p | xargs -r kill 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
 
 wait_for() {
   for _ in $(seq 1 100); do

@@ -37,15 +37,9 @@ if [ -z "${BENCH_BINS:-}" ]; then
   BENCH_BINS=target/release/clientele
 fi
 
-work=$(mktemp -d)
-cleanup() {
-  jobs -p | xargs -r kill 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 # shellcheck source=bench/common.sh
 source bench/common.sh
+scratch
 
 # cpu PID: the process's CPU time so far, in seconds.
 cpu() {

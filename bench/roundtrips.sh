@@ -23,15 +23,9 @@ if [ -z "${BENCH_BIN:-}" ]; then
   cargo build --release --quiet --bin clientele
 fi
 
-work=$(mktemp -d)
-cleanup() {
-  jobs -p | xargs -r kill 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 # shellcheck source=bench/common.sh
 source bench/common.sh
+scratch
 
 fresh_database
 RUST_LOG=sqlx::query=debug start_clientele "$PG_URL/$BENCH_DB" 2>"$work/log"

@@ -26,15 +26,9 @@ PORT_MANY=$((PORT + 1))
 
 cargo build --release --quiet --bin clientele
 
-work=$(mktemp -d)
-cleanup() {
-  jobs -p | xargs -r kill 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 # shellcheck source=bench/common.sh
 source bench/common.sh
+scratch
 
 # cpu_ticks PID: the process's user + system time, in clock ticks.
 cpu_ticks() {

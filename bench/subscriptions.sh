@@ -21,15 +21,9 @@ PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 
 [ -n "${BENCH_BIN:-}" ] || cargo build --release --quiet --bin clientele
 
-work=$(mktemp -d)
-cleanup() {
-  jobs -p | xargs -r kill 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 # shellcheck source=bench/common.sh
 source bench/common.sh
+scratch
 
 # subscribe BODY: creates COUNT subscriptions; prints nothing.
 subscribe() {
