@@ -74,6 +74,20 @@ fn count(conn: &Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).expect(sql)
 }
 
+/// A connection to a new database at `path` holding the schema a store
+/// had just before migration `version` (counted from 1), as such a store
+/// would be found.
+fn schema_before(path: &Path, version: usize) -> Connection {
+    let conn = Connection::open(path).expect("open");
+    for sql in &MIGRATIONS[..version - 1] {
+        conn.execute_batch(sql)
+            .unwrap_or_else(|e| panic!("the schema before version {version}: {e}"));
+    }
+    conn.pragma_update(None, "user_version", (version - 1) as i64)
+        .expect("the version before");
+    conn
+}
+
 fn quarantined(answer: Reply) -> String {
     match answer.blocking_recv().expect("answered") {
         Ok(Answer::Ingest(IngestOutcome::Quarantined { event_id, .. })) => event_id,
@@ -163,11 +177,7 @@ fn a_failing_command_fails_alone_and_its_batch_commits_once() {
 #[test]
 fn migration_4_chains_the_rows_a_store_already_holds() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut conn = Connection::open(dir.path().join("clientele.db")).expect("open");
-    for sql in &MIGRATIONS[..3] {
-        conn.execute_batch(sql).expect("the schema before chains");
-    }
-    conn.pragma_update(None, "user_version", 3).expect("version 3");
+    let mut conn = schema_before(&dir.path().join("clientele.db"), 4);
     conn.execute_batch(
         "INSERT INTO customers (id, source, external_id, status, profile, merged_from, version, changed_at, change_seq)
              VALUES ('a', 's', 'a', 'active', '{}', '[]', 2, 't', 1), ('b', 's', 'b', 'active', '{}', '[]', 1, 't', 2);
@@ -207,13 +217,7 @@ fn migration_4_chains_the_rows_a_store_already_holds() {
 #[test]
 fn migration_19_packs_the_order_keys_and_makes_the_outbox_again() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut conn = Connection::open(dir.path().join("clientele.db")).expect("open");
-    let before = 18;
-    for sql in &MIGRATIONS[..before] {
-        conn.execute_batch(sql).expect("the schema before version 19");
-    }
-    conn.pragma_update(None, "user_version", before as i64)
-        .expect("the version before");
+    let mut conn = schema_before(&dir.path().join("clientele.db"), 19);
     let time = UtcMillis::from_millisecond;
     let keys = [
         OrderKey {
@@ -300,13 +304,7 @@ fn migration_19_packs_the_order_keys_and_makes_the_outbox_again() {
 #[test]
 fn migration_21_keeps_content_hashes_as_digests() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut conn = Connection::open(dir.path().join("clientele.db")).expect("open");
-    let before = 20;
-    for sql in &MIGRATIONS[..before] {
-        conn.execute_batch(sql).expect("the schema before version 21");
-    }
-    conn.pragma_update(None, "user_version", before as i64)
-        .expect("the version before");
+    let mut conn = schema_before(&dir.path().join("clientele.db"), 21);
     let keys = [
         format!("sha256:{}", "0f".repeat(32)),
         format!("sha256:{}", "AB".repeat(32)),
@@ -1034,13 +1032,7 @@ async fn persons_keep_their_documents_compressed_and_their_changes_only_when_ask
     };
     let json = serde_json::to_string(&doc).expect("json");
     {
-        let conn = Connection::open(&path).expect("open");
-        let before = 19;
-        for sql in &MIGRATIONS[..before] {
-            conn.execute_batch(sql).expect("the schema before version 20");
-        }
-        conn.pragma_update(None, "user_version", before as i64)
-            .expect("the version before");
+        let conn = schema_before(&path, 20);
         conn.execute(
             "INSERT INTO persons (id, doc, created_at, changed_at, seq)
                  VALUES ('per_old', ?1, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', 1)",
