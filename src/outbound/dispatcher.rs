@@ -10,10 +10,11 @@
 //! send in [`AHEAD_FOR`] at the pace of its last delivery (up to [`AHEAD`]
 //! times them), so that its slots do not wait for the store's commits; a
 //! claimed message is sent only while its lease covers the whole send,
-//! else it is left to be claimed again once the lease ends. A message is not claimed again while this instance holds it
-//! (claimed, being sent, or its attempt not recorded yet), and a
-//! customer's next message is due only once the attempt that ends its
-//! predecessor is recorded: one at a time per customer, in order.
+//! else it is left to be claimed again once the lease ends. A message is
+//! not claimed again while this instance holds it (claimed, being sent,
+//! or its attempt not recorded yet), and a customer's next message is due
+//! only once the attempt that ends its predecessor is recorded: one at a
+//! time per customer, in order.
 //!
 //! It wakes when the store reports new outbox rows or messages, when a
 //! send or a trip to the store ends, and on a short tick for scheduled
