@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use clientele::model::UtcMillis;
+use clientele::outbound::Message;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use util::{
@@ -1278,7 +1280,7 @@ async fn a_claim_reads_what_it_returns_whatever_the_statistics_say() {
 
 /// A claim of every due message whose lease has already run out.
 fn expired_claim() -> clientele::outbound::Claim {
-    let now = clientele::model::UtcMillis::now();
+    let now = UtcMillis::now();
     clientele::outbound::Claim {
         now,
         lease_until: now,
@@ -1290,70 +1292,260 @@ fn expired_claim() -> clientele::outbound::Claim {
     }
 }
 
+/// The store of an app stopped with `subscription` disabled, so that
+/// nothing was sent, opened again with the subscription enabled and the
+/// outbox fanned out: the test claims and records by hand, no dispatcher
+/// running. Also the store's directory, and what keeps it.
+async fn by_hand(
+    app: TestApp,
+    subscription: &str,
+) -> (
+    std::sync::Arc<dyn clientele::store::Store>,
+    std::path::PathBuf,
+    Option<tempfile::TempDir>,
+) {
+    let dir = app.dir.clone();
+    let temp = app.stop().await;
+    let config = TestApp::builder().config(&dir);
+    let store = clientele::app::open_store(&config.store, config.clock.clone())
+        .await
+        .expect("the store opens");
+    store
+        .set_subscription_enabled(subscription.to_owned(), true)
+        .await
+        .expect("the subscription is enabled");
+    while store.fan_out().await.expect("a fan-out") {}
+    (store, dir, temp)
+}
+
+/// An attempt answered `status_code`, made at `at`.
+fn attempt(status_code: u16, at: UtcMillis) -> clientele::outbound::Attempt {
+    clientele::outbound::Attempt {
+        at,
+        status_code: Some(status_code),
+        error: None,
+        duration_ms: 1,
+    }
+}
+
+/// A subscription's messages, in order, as the store lists them.
+async fn listed(store: &std::sync::Arc<dyn clientele::store::Store>, subscription: &str) -> Vec<Message> {
+    store
+        .messages(clientele::store::MessageQuery {
+            subscription_id: subscription.to_owned(),
+            customer_id: None,
+            status: None,
+            limit: 10,
+            after: None,
+        })
+        .await
+        .expect("the messages")
+        .items
+}
+
+/// Customer `a` and `b`, two versions of `a`'s and of `b`'s (just one
+/// version of `b` unless `b_twice`), their messages to a subscription
+/// nothing sends to: the store by hand ([`by_hand`]), and each message's
+/// `seq` by customer and version.
+async fn two_lines(
+    b_twice: bool,
+) -> (
+    std::sync::Arc<dyn clientele::store::Store>,
+    String,
+    impl Fn(&str, u64) -> i64,
+    Option<tempfile::TempDir>,
+) {
+    let app = TestApp::spawn().await;
+    let (subscription, _) = app.subscribe_url(Down::new().url()).await;
+    app.set_enabled(&subscription, false).await;
+    accept(&app, "treez", &person("ord", "a", "Ann", T1)).await;
+    accept(&app, "treez", &person("ord", "a", "Anne", T2)).await;
+    accept(&app, "treez", &person("ord", "b", "Bob", T1)).await;
+    if b_twice {
+        accept(&app, "treez", &person("ord", "b", "Bobby", T2)).await;
+    }
+    let (store, _, temp) = by_hand(app, &subscription).await;
+    let messages = listed(&store, &subscription).await;
+    let seq = move |customer: &str, version: u64| {
+        messages
+            .iter()
+            .find(|m| m.customer_id == format!("treez:ord:{customer}") && m.version == version)
+            .expect("the message")
+            .seq
+    };
+    (store, subscription, seq, temp)
+}
+
+/// The claimed message `seq`.
+fn claimed(claim: &[clientele::outbound::Due], seq: i64) -> clientele::outbound::Due {
+    claim
+        .iter()
+        .find(|d| d.seq == seq)
+        .cloned()
+        .expect("the message claimed")
+}
+
+/// One batch of attempts, of two customers' lines, each line's stale
+/// claim (its lease ran out) before the later claim of the same message:
+/// each stale attempt is listed and moves nothing, each later one decides,
+/// as if recorded one at a time.
+#[tokio::test]
+async fn a_batch_of_stale_and_live_attempts_of_two_lines_records_each_as_alone() {
+    use clientele::outbound::{MessageStatus, Next, Recorded};
+
+    let (store, subscription, seq, temp) = two_lines(false).await;
+    let stale = store.claim_due(expired_claim()).await.expect("a claim");
+    let later = store.claim_due(expired_claim()).await.expect("a claim");
+    let (now, at_a, at_b) = (UtcMillis::now(), UtcMillis::now(), UtcMillis::now());
+    let retry_at = now.saturating_add(Duration::from_secs(3600));
+    let record = |claim: &[clientele::outbound::Due], seq, attempt, next| Recorded {
+        message: claimed(claim, seq),
+        attempt,
+        next,
+    };
+    let gone = Next::Dead {
+        disable_subscription: true,
+    };
+    store
+        .record_attempts(vec![
+            record(&stale, seq("a", 1), attempt(410, now), gone),
+            record(&later, seq("a", 1), attempt(200, at_a), Next::Delivered),
+            record(&stale, seq("b", 1), attempt(200, now), Next::Delivered),
+            record(&later, seq("b", 1), attempt(500, at_b), Next::Retry { at: retry_at }),
+        ])
+        .await
+        .expect("the batch is recorded");
+
+    let messages = listed(&store, &subscription).await;
+    let message = |seq| messages.iter().find(|m| m.seq == seq).expect("the message");
+    let (a1, a2, b1) = (message(seq("a", 1)), message(seq("a", 2)), message(seq("b", 1)));
+    assert_eq!((a1.status, a1.attempts.len()), (MessageStatus::Delivered, 2), "{a1:?}");
+    assert_eq!(
+        (a2.status, a2.next_attempt_at),
+        (MessageStatus::Pending, Some(at_a)),
+        "a's next version is due once the first is delivered"
+    );
+    assert_eq!(
+        (b1.status, b1.next_attempt_at, b1.attempts.len()),
+        (MessageStatus::Pending, Some(retry_at), 2),
+        "the later claim's failure decides, not the stale success"
+    );
+    let enabled = store.subscription(subscription).await.expect("read");
+    assert!(
+        enabled.expect("the subscription").enabled,
+        "a stale 410 disables nothing"
+    );
+    store.close().await;
+    drop(temp);
+}
+
+/// Two messages of one line out at once (a manual retry made the first
+/// pending again while the second was being sent) and recorded in one
+/// batch, in either order: as one at a time, in the batch's order. On
+/// `a`'s line the second fails first and waits behind the first, which
+/// then is delivered and makes it due at once; on `b`'s the first is
+/// delivered first, then the second's failure sets its retry.
+#[tokio::test]
+async fn two_attempts_of_one_line_in_a_batch_are_recorded_in_its_order() {
+    use clientele::outbound::{MessageStatus, Next, Recorded};
+    use clientele::store::Retry;
+
+    let (store, subscription, seq, temp) = two_lines(true).await;
+    let first = store.claim_due(expired_claim()).await.expect("a claim");
+    let delivered = |seq| Recorded {
+        message: claimed(&first, seq),
+        attempt: attempt(200, UtcMillis::now()),
+        next: Next::Delivered,
+    };
+    store
+        .record_attempts(vec![delivered(seq("a", 1)), delivered(seq("b", 1))])
+        .await
+        .expect("the first versions are delivered");
+    let second = store.claim_due(expired_claim()).await.expect("a claim");
+    for message in listed(&store, &subscription).await {
+        if message.version == 1 {
+            assert_eq!(store.retry_message(message.id).await.expect("a retry"), Retry::Queued);
+        }
+    }
+    let again = store.claim_due(expired_claim()).await.expect("a claim");
+    let (at_a, at_b) = (UtcMillis::now(), UtcMillis::now());
+    let retry_at = at_a.saturating_add(Duration::from_secs(3600));
+    let failed = |seq| Recorded {
+        message: claimed(&second, seq),
+        attempt: attempt(500, UtcMillis::now()),
+        next: Next::Retry { at: retry_at },
+    };
+    let delivered = |seq, at| Recorded {
+        message: claimed(&again, seq),
+        attempt: attempt(200, at),
+        next: Next::Delivered,
+    };
+    store
+        .record_attempts(vec![
+            failed(seq("a", 2)),
+            delivered(seq("a", 1), at_a),
+            delivered(seq("b", 1), at_b),
+            failed(seq("b", 2)),
+        ])
+        .await
+        .expect("the batch is recorded");
+
+    let messages = listed(&store, &subscription).await;
+    let message = |seq| messages.iter().find(|m| m.seq == seq).expect("the message");
+    for customer in ["a", "b"] {
+        let first = message(seq(customer, 1));
+        assert_eq!(
+            (first.status, first.attempts.len()),
+            (MessageStatus::Delivered, 2),
+            "{first:?}"
+        );
+    }
+    let (a2, b2) = (message(seq("a", 2)), message(seq("b", 2)));
+    assert_eq!(
+        (a2.status, a2.next_attempt_at),
+        (MessageStatus::Pending, Some(at_a)),
+        "{a2:?}"
+    );
+    assert_eq!(
+        (b2.status, b2.next_attempt_at),
+        (MessageStatus::Pending, Some(retry_at)),
+        "{b2:?}"
+    );
+    store.close().await;
+    drop(temp);
+}
+
 /// A send that outlived its lease, whose message another claim took since,
 /// records its attempt (it happened) but moves nothing: not a `410 Gone`
 /// that would kill the message and disable the subscription while the
 /// later claim's send is under way. That send decides.
 #[tokio::test]
 async fn a_send_that_outlived_its_lease_moves_nothing_over_a_later_claim() {
-    use clientele::outbound::{Attempt, MessageStatus, Next, Recorded};
-    use clientele::store::MessageQuery;
+    use clientele::outbound::{MessageStatus, Next, Recorded};
 
     let app = TestApp::spawn().await;
     let (subscription, _) = app.subscribe_url(Down::new().url()).await;
     app.set_enabled(&subscription, false).await;
     app.deliver_json("treez", &treez("shop", "1", T1)).await;
-    let dir = app.dir.clone();
-    let temp = app.stop().await;
-
-    let config = TestApp::builder().config(&dir);
-    let store = clientele::app::open_store(&config.store, config.clock.clone())
-        .await
-        .expect("the store opens");
-    store
-        .set_subscription_enabled(subscription.clone(), true)
-        .await
-        .expect("the subscription is enabled");
-    while store.fan_out().await.expect("a fan-out") {}
+    let (store, _, temp) = by_hand(app, &subscription).await;
     let stale = store.claim_due(expired_claim()).await.expect("a claim").remove(0);
     let later = store.claim_due(expired_claim()).await.expect("a claim").remove(0);
     assert_eq!(later.seq, stale.seq, "the lease ran out: the message is claimed again");
     assert_ne!(later.claim, stale.claim, "each claim has its own token");
 
-    let attempt = |status_code| Attempt {
-        at: clientele::model::UtcMillis::now(),
-        status_code: Some(status_code),
-        error: None,
-        duration_ms: 1,
-    };
     let gone = Next::Dead {
         disable_subscription: true,
     };
     store
         .record_attempts(vec![Recorded {
             message: stale,
-            attempt: attempt(410),
+            attempt: attempt(410, UtcMillis::now()),
             next: gone,
         }])
         .await
         .expect("the stale attempt is recorded");
-    let message = |store: std::sync::Arc<dyn clientele::store::Store>| {
-        let subscription = subscription.clone();
-        async move {
-            let page = store
-                .messages(MessageQuery {
-                    subscription_id: subscription,
-                    customer_id: None,
-                    status: None,
-                    limit: 10,
-                    after: None,
-                })
-                .await
-                .expect("the messages");
-            page.items.into_iter().next().expect("the message")
-        }
-    };
-    let seen = message(store.clone()).await;
+    let message = || async { listed(&store, &subscription).await.remove(0) };
+    let seen = message().await;
     assert_eq!(seen.status, MessageStatus::Pending, "the later claim still holds it");
     assert_eq!(seen.attempts.len(), 1, "the stale attempt is listed");
     let enabled = store.subscription(subscription.clone()).await.expect("read");
@@ -1365,12 +1557,12 @@ async fn a_send_that_outlived_its_lease_moves_nothing_over_a_later_claim() {
     store
         .record_attempts(vec![Recorded {
             message: later,
-            attempt: attempt(200),
+            attempt: attempt(200, UtcMillis::now()),
             next: Next::Delivered,
         }])
         .await
         .expect("the later attempt is recorded");
-    let seen = message(store.clone()).await;
+    let seen = message().await;
     assert_eq!(seen.status, MessageStatus::Delivered, "the claim's holder decides");
     assert_eq!(seen.attempts.len(), 2);
     store.close().await;
@@ -1406,7 +1598,7 @@ async fn orphans(dir: &std::path::Path) -> i64 {
 /// attempt is left without its message.
 #[tokio::test]
 async fn an_attempt_recorded_as_its_subscription_is_deleted_leaves_no_orphan() {
-    use clientele::outbound::{Attempt, Next, Recorded};
+    use clientele::outbound::{Next, Recorded};
     if !several_writers() {
         return;
     }
@@ -1415,17 +1607,7 @@ async fn an_attempt_recorded_as_its_subscription_is_deleted_leaves_no_orphan() {
     let (subscription, _) = app.subscribe_url(Down::new().url()).await;
     app.set_enabled(&subscription, false).await;
     app.deliver_json("treez", &treez("shop", "orphaned-attempt", T1)).await;
-    let dir = app.dir.clone();
-    let temp = app.stop().await;
-    let config = TestApp::builder().config(&dir);
-    let store = clientele::app::open_store(&config.store, config.clock.clone())
-        .await
-        .expect("the store opens");
-    store
-        .set_subscription_enabled(subscription.clone(), true)
-        .await
-        .expect("enabled");
-    while store.fan_out().await.expect("a fan-out") {}
+    let (store, dir, temp) = by_hand(app, &subscription).await;
     let due = store.claim_due(expired_claim()).await.expect("a claim").remove(0);
 
     let mut db = util::postgres::store_connection(&dir).await;
@@ -1433,19 +1615,11 @@ async fn an_attempt_recorded_as_its_subscription_is_deleted_leaves_no_orphan() {
     let recording = tokio::spawn({
         let store = store.clone();
         async move {
-            let attempt = Attempt {
-                at: clientele::model::UtcMillis::now(),
-                status_code: Some(500),
-                error: None,
-                duration_ms: 1,
-            };
-            let next = Next::Retry {
-                at: clientele::model::UtcMillis::now(),
-            };
+            let next = Next::Retry { at: UtcMillis::now() };
             store
                 .record_attempts(vec![Recorded {
                     message: due,
-                    attempt,
+                    attempt: attempt(500, UtcMillis::now()),
                     next,
                 }])
                 .await
@@ -1482,7 +1656,7 @@ async fn a_replay_as_its_subscription_is_deleted_leaves_no_orphan() {
 
     let mut db = util::postgres::store_connection(&dir).await;
     util::postgres::lock_customer(&mut db, CUSTOMER).await;
-    let since: clientele::model::UtcMillis = "2000-01-01T00:00:00Z".parse().expect("a time");
+    let since: UtcMillis = "2000-01-01T00:00:00Z".parse().expect("a time");
     let replaying = tokio::spawn({
         let (store, subscription) = (store.clone(), subscription.clone());
         async move { store.replay(subscription, since).await }

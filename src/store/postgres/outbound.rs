@@ -355,17 +355,45 @@ async fn settle_queue(
     customer_id: &str,
     now: UtcMillis,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE messages SET next_attempt_at = NULL
-         WHERE subscription_id = $1 AND customer_id = $2 AND status = 'pending' AND next_attempt_at IS NOT NULL
-           AND outbox_seq > (SELECT MIN(outbox_seq) FROM messages
-                             WHERE subscription_id = $1 AND customer_id = $2 AND status = 'pending')",
+    settle_lines(
+        conn,
+        &[subscription_id.to_owned()],
+        &[customer_id.to_owned()],
+        &[now.as_millisecond()],
     )
-    .bind(subscription_id)
-    .bind(customer_id)
-    .execute(&mut *conn)
+    .await
+}
+
+/// Settles lines (the subscriptions, customers and times at the same
+/// places of the three arrays, each line once), in one statement: each
+/// line's first pending message (in outbox order) is due, at the line's
+/// time if it waited, and the others wait, without a due time.
+async fn settle_lines(
+    conn: &mut PgConnection,
+    subscriptions: &[String],
+    customers: &[String],
+    at: &[i64],
+) -> Result<(), StoreError> {
+    if subscriptions.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE messages m SET next_attempt_at = CASE WHEN m.seq = l.head THEN l.at END
+         FROM (SELECT l.subscription_id, l.customer_id, l.at,
+                      (SELECT p.seq FROM messages p
+                       WHERE p.subscription_id = l.subscription_id AND p.customer_id = l.customer_id
+                         AND p.status = 'pending'
+                       ORDER BY p.outbox_seq LIMIT 1) AS head
+               FROM unnest($1::text[], $2::text[], $3::bigint[]) AS l(subscription_id, customer_id, at)) l
+         WHERE m.subscription_id = l.subscription_id AND m.customer_id = l.customer_id AND m.status = 'pending'
+           AND CASE WHEN m.seq = l.head THEN m.next_attempt_at IS NULL ELSE m.next_attempt_at IS NOT NULL END",
+    )
+    .bind(subscriptions)
+    .bind(customers)
+    .bind(at)
+    .execute(conn)
     .await?;
-    promote_heads(conn, &[subscription_id.to_owned()], &[customer_id.to_owned()], now).await
+    Ok(())
 }
 
 /// Makes the first pending message of each line (the subscriptions and
@@ -576,104 +604,177 @@ pub const CLAIM: &str = "WITH RECURSIVE due AS (
 /// whose claim another instance took since (its lease ran out) is listed
 /// and moves nothing: the later claim's send decides. Takes the lines'
 /// customers' locks first, all in one statement, in the order every
-/// transaction takes them.
+/// transaction takes them; then records the attempts a round at a time,
+/// two set-based statements each ([`record_round`]), whatever their
+/// number.
+///
+/// A round holds at most one attempt of each line (subscription and
+/// customer): the first round each line's first attempt, the next its
+/// second, and so on (two of a line when a manual retry made an older
+/// message pending while its successor was out). Attempts of different
+/// lines touch different rows, so a round's order among them is
+/// immaterial and each line's attempts keep theirs: the same as recording
+/// them one after the other.
 pub(super) async fn record_attempts(conn: &mut PgConnection, attempts: &[Recorded]) -> Result<(), StoreError> {
     let seqs: Vec<i64> = attempts.iter().map(|r| r.message.seq).collect();
-    let customers: HashMap<i64, String> = sqlx::query_as("SELECT seq, customer_id FROM messages WHERE seq = ANY($1)")
-        .bind(&seqs)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect();
-    let locked: Vec<String> = customers.values().cloned().collect();
-    lock(conn, &locked).await?;
+    let lines: HashMap<i64, (String, String)> =
+        sqlx::query_as("SELECT seq, subscription_id, customer_id FROM messages WHERE seq = ANY($1)")
+            .bind(&seqs)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|(seq, subscription_id, customer_id)| (seq, (subscription_id, customer_id)))
+            .collect();
+    let customers: Vec<String> = lines.values().map(|(_, customer_id)| customer_id.clone()).collect();
+    lock(conn, &customers).await?;
+    let mut rounds: Vec<Vec<(&Recorded, &(String, String))>> = Vec::new();
+    let mut taken: HashMap<&(String, String), usize> = HashMap::new();
+    // Deleted with its subscription meanwhile: nothing to record.
     for recorded in attempts {
-        // Deleted with its subscription meanwhile: nothing to record.
-        if let Some(customer_id) = customers.get(&recorded.message.seq) {
-            record_attempt(conn, recorded, customer_id).await?;
+        if let Some(line) = lines.get(&recorded.message.seq) {
+            let round = taken.entry(line).or_default();
+            if *round == rounds.len() {
+                rounds.push(Vec::new());
+            }
+            rounds[*round].push((recorded, line));
+            *round += 1;
         }
+    }
+    for round in rounds {
+        record_round(conn, &round).await?;
     }
     Ok(())
 }
 
-/// Records one attempt, its customer's lock held.
-async fn record_attempt(conn: &mut PgConnection, recorded: &Recorded, customer_id: &str) -> Result<(), StoreError> {
-    let Recorded { message, attempt, next } = recorded;
-    let (seq, generation, claim) = (message.seq, message.generation, message.claim);
-    let next = *next;
-    // Read again under the row's lock: a deletion of its subscription that
-    // committed meanwhile leaves nothing to record, and one that comes
-    // later waits for this attempt, then deletes it with its message.
-    let holder: Option<(String, i64)> =
-        sqlx::query_as("SELECT subscription_id, claim FROM messages WHERE seq = $1 FOR UPDATE")
-            .bind(seq)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let Some((subscription_id, holder)) = holder else {
-        return Ok(());
-    };
-    sqlx::query("INSERT INTO attempts (message_seq, at, status_code, error, duration_ms) VALUES ($1, $2, $3, $4, $5)")
-        .bind(seq)
-        .bind(attempt.at.to_string())
-        .bind(attempt.status_code.map(i32::from))
-        .bind(&attempt.error)
-        .bind(attempt.duration_ms as i64)
-        .execute(&mut *conn)
-        .await?;
-    if holder != claim {
-        tracing::warn!(
-            message = seq,
-            "an attempt outlived its lease: another claim holds the message"
-        );
-        return Ok(());
+/// Records attempts of different lines, their customers' locks held: the
+/// attempts and their messages' outcomes in one statement, then the lines
+/// settled in another ([`settle_lines`]).
+///
+/// The messages are read again under their rows' locks: a deletion of
+/// their subscription that committed meanwhile leaves nothing to record,
+/// and one that comes later waits for these attempts, then deletes them
+/// with their messages. For each message whose claim is still the
+/// attempt's, in one `UPDATE`: its lease ends; unless it was retried or
+/// replayed since the claim (its generation moved on), or an erasure
+/// withdrew it ([`WITHDRAWN`]: then it is cancelled whatever its
+/// generation), it takes the attempt's outcome ([`attempt_outcome`]);
+/// retried or replayed, it is due at the attempt's time, not when the
+/// lease ran out. A subscription whose message died of a `410 Gone` is
+/// disabled.
+async fn record_round(conn: &mut PgConnection, round: &[(&Recorded, &(String, String))]) -> Result<(), StoreError> {
+    let mut rows = AttemptRows::default();
+    for (Recorded { message, attempt, next }, _) in round {
+        let kept = attempt_outcome(*next, false);
+        let withdrawn = attempt_outcome(*next, true);
+        rows.seqs.push(message.seq);
+        rows.generations.push(message.generation);
+        rows.claims.push(message.claim);
+        rows.at.push(attempt.at.to_string());
+        rows.at_ms.push(attempt.at.as_millisecond());
+        rows.status_codes.push(attempt.status_code.map(i32::from));
+        rows.errors.push(attempt.error.clone());
+        rows.durations.push(attempt.duration_ms as i64);
+        rows.kept.0.push(kept.0.as_str());
+        rows.kept.1.push(kept.1);
+        rows.kept.2.push(kept.2);
+        rows.withdrawn.0.push(withdrawn.0.as_str());
+        rows.withdrawn.1.push(withdrawn.1);
+        rows.withdrawn.2.push(withdrawn.2);
+        rows.disable.push(matches!(
+            next,
+            Next::Dead {
+                disable_subscription: true
+            }
+        ));
     }
-    sqlx::query("UPDATE messages SET sending_until = NULL WHERE seq = $1")
-        .bind(seq)
-        .execute(&mut *conn)
-        .await?;
-    let withdrawn: bool = sqlx::query_scalar(&format!(
-        "SELECT {WITHDRAWN} FROM messages m JOIN outbox o ON o.seq = m.outbox_seq WHERE m.seq = $1"
+    // The attempt's outcome applies: the claim's generation, or cancelled.
+    const TAKES: &str = "(m.generation = x.generation OR x.status = 'cancelled') AND m.status = 'pending'";
+    let listed: Vec<(i64, bool)> = sqlx::query_as(&format!(
+        "WITH r AS (
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::int[],
+                                  $7::text[], $8::bigint[], $9::text[], $10::bigint[], $11::int[], $12::text[],
+                                  $13::bigint[], $14::int[], $15::bool[]) WITH ORDINALITY
+                  AS r(seq, generation, claim, at, at_ms, status_code, error, duration_ms, status, next_at, failed,
+                       withdrawn_status, withdrawn_next_at, withdrawn_failed, disable, n)),
+         held AS (SELECT seq, claim, outbox_seq FROM messages WHERE seq = ANY($1) ORDER BY seq FOR UPDATE),
+         listed AS (
+             INSERT INTO attempts (message_seq, at, status_code, error, duration_ms)
+             SELECT r.seq, r.at, r.status_code, r.error, r.duration_ms FROM r JOIN held h ON h.seq = r.seq
+             ORDER BY r.n),
+         done AS (
+             UPDATE messages m
+             SET sending_until = NULL,
+                 status = CASE WHEN {TAKES} THEN x.status ELSE m.status END,
+                 failures = m.failures + CASE WHEN {TAKES} THEN x.failed ELSE 0 END,
+                 next_attempt_at = CASE WHEN {TAKES} THEN x.next_at
+                                        WHEN m.generation <> x.generation AND m.status = 'pending'
+                                             AND m.next_attempt_at IS NOT NULL THEN x.at_ms
+                                        ELSE m.next_attempt_at END
+             FROM r JOIN held h ON h.seq = r.seq AND h.claim = r.claim
+                  JOIN outbox o ON o.seq = h.outbox_seq,
+                  LATERAL (SELECT r.generation, r.at_ms, r.disable,
+                                  CASE WHEN {WITHDRAWN} THEN r.withdrawn_status ELSE r.status END AS status,
+                                  CASE WHEN {WITHDRAWN} THEN r.withdrawn_next_at ELSE r.next_at END AS next_at,
+                                  CASE WHEN {WITHDRAWN} THEN r.withdrawn_failed ELSE r.failed END AS failed) x
+             WHERE m.seq = r.seq
+             RETURNING m.subscription_id, x.disable),
+         disabled AS ({DISABLE_SUBSCRIPTION} ANY (SELECT subscription_id FROM done WHERE disable))
+         SELECT h.seq, h.claim = r.claim FROM r JOIN held h ON h.seq = r.seq ORDER BY r.n"
     ))
-    .bind(seq)
-    .fetch_one(&mut *conn)
+    .bind(&rows.seqs)
+    .bind(&rows.generations)
+    .bind(&rows.claims)
+    .bind(&rows.at)
+    .bind(&rows.at_ms)
+    .bind(&rows.status_codes)
+    .bind(&rows.errors)
+    .bind(&rows.durations)
+    .bind(&rows.kept.0)
+    .bind(&rows.kept.1)
+    .bind(&rows.kept.2)
+    .bind(&rows.withdrawn.0)
+    .bind(&rows.withdrawn.1)
+    .bind(&rows.withdrawn.2)
+    .bind(&rows.disable)
+    .fetch_all(&mut *conn)
     .await?;
-    let (status, next_at, failed) = attempt_outcome(next, withdrawn);
-    sqlx::query(
-        "UPDATE messages SET status = $2, next_attempt_at = $3, failures = failures + $4
-         WHERE seq = $1 AND (generation = $5 OR $2 = 'cancelled') AND status = 'pending'",
-    )
-    .bind(seq)
-    .bind(status.as_str())
-    .bind(next_at)
-    .bind(failed)
-    .bind(generation)
-    .execute(&mut *conn)
-    .await?;
-    // Retried or replayed during this attempt: due now, not when the lease
-    // this attempt held runs out.
-    sqlx::query(
-        "UPDATE messages SET next_attempt_at = $2 WHERE seq = $1 AND generation <> $3 AND status = 'pending'
-         AND next_attempt_at IS NOT NULL",
-    )
-    .bind(seq)
-    .bind(attempt.at.as_millisecond())
-    .bind(generation)
-    .execute(&mut *conn)
-    .await?;
+    let live: HashMap<i64, bool> = listed.into_iter().collect();
+    let mut settled = (Vec::new(), Vec::new(), Vec::new());
+    for ((recorded, (subscription_id, customer_id)), at) in round.iter().zip(rows.at_ms) {
+        match live.get(&recorded.message.seq) {
+            Some(true) => {
+                settled.0.push(subscription_id.clone());
+                settled.1.push(customer_id.clone());
+                settled.2.push(at);
+            }
+            Some(false) => tracing::warn!(
+                message = recorded.message.seq,
+                "an attempt outlived its lease: another claim holds the message"
+            ),
+            None => {}
+        }
+    }
     // Delivered, dead or cancelled: the customer's next message, if any,
     // is due. Pending: it stays the line's head unless a manual retry made
     // an older one pending meanwhile.
-    settle_queue(conn, &subscription_id, customer_id, attempt.at).await?;
-    if let Next::Dead {
-        disable_subscription: true,
-    } = next
-    {
-        sqlx::query(&format!("{DISABLE_SUBSCRIPTION} $1"))
-            .bind(&subscription_id)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
+    settle_lines(conn, &settled.0, &settled.1, &settled.2).await
+}
+
+/// A round's attempts, a column each, with each attempt's outcome (status,
+/// due time, failure) both as it is and for a message an erasure withdrew.
+#[derive(Default)]
+struct AttemptRows {
+    seqs: Vec<i64>,
+    generations: Vec<i64>,
+    claims: Vec<i64>,
+    at: Vec<String>,
+    at_ms: Vec<i64>,
+    status_codes: Vec<Option<i32>>,
+    errors: Vec<Option<String>>,
+    durations: Vec<i64>,
+    kept: (Vec<&'static str>, Vec<Option<i64>>, Vec<i32>),
+    withdrawn: (Vec<&'static str>, Vec<Option<i64>>, Vec<i32>),
+    disable: Vec<bool>,
 }
 
 /// A `messages` row joined with its outbox row, as [`RawMessage`] lists it.
