@@ -8,5 +8,5 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build -q --release --example persons_resolver
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-target/release/examples/persons_resolver --base "${1:-30000}" --changes "${2:-20000}" --rate "${3:-1000}" --seconds "${4:-20}"
+"${CARGO_TARGET_DIR:-target}"/release/examples/persons_resolver --base "${1:-30000}" --changes "${2:-20000}" --rate "${3:-1000}" --seconds "${4:-20}"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
