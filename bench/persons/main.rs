@@ -10,7 +10,7 @@
 //! generates the household trap instead (N families sharing an address, a
 //! surname, a family email and phone, with junk emails and a front-desk
 //! phone, some members entered twice with a typo or a nickname), whose
-//! truth is known.
+//! truth is known; `--seed N` draws another trap of the same shape.
 //!
 //! Options: `--no-identifiers` drops the envelopes' identifiers before
 //! mapping; `--rules strict|lenient` (SPEC §11's conflicts as vetoes, or
@@ -30,6 +30,7 @@ struct Args {
     data: Option<String>,
     truth: Option<String>,
     households: Option<usize>,
+    seed: u64,
     identifiers: bool,
     explain: usize,
     settings: Settings,
@@ -40,6 +41,7 @@ fn args() -> anyhow::Result<Args> {
         data: None,
         truth: None,
         households: None,
+        seed: 20261206,
         identifiers: true,
         explain: 0,
         settings: Settings::default(),
@@ -51,6 +53,7 @@ fn args() -> anyhow::Result<Args> {
             "--data" => a.data = Some(value()?),
             "--truth" => a.truth = Some(value()?),
             "--households" => a.households = Some(value()?.parse()?),
+            "--seed" => a.seed = value()?.parse()?,
             "--no-identifiers" => a.identifiers = false,
             "--explain" => a.explain = value()?.parse()?,
             "--link" => a.settings.link = value()?.parse()?,
@@ -76,7 +79,7 @@ fn main() -> anyhow::Result<()> {
     let args = args()?;
     let (lines, truth) = match (&args.data, &args.truth, args.households) {
         (Some(data), Some(truth), None) => (read_lines(data)?, read_truth(truth)?),
-        (None, None, Some(families)) => households(families),
+        (None, None, Some(families)) => households(families, args.seed),
         _ => bail!("either --data FILE --truth FILE, or --households N"),
     };
 
@@ -375,8 +378,8 @@ const JUNK_EMAILS: &[&str] = &["noemail@shop.com", "none@none.com", "test@test.c
 /// phone; a third of the people are entered twice (a second store), the
 /// copy with a typo or a nickname. Its truth: the pairs of records that are
 /// one person.
-fn households(families: usize) -> (Vec<Value>, HashSet<(String, String)>) {
-    let mut rng = Rng(20261206);
+fn households(families: usize, seed: u64) -> (Vec<Value>, HashSet<(String, String)>) {
+    let mut rng = Rng(seed);
     let mut lines = Vec::new();
     let mut truth = HashSet::new();
     let front_desk = "+61290000000";

@@ -338,20 +338,6 @@ pub fn compare<'a>(a: &'a Subject, b: &'a Subject, freq: &dyn Frequencies, setti
         c.conflict = Some(Conflict::Household);
     }
 
-    // Birth date.
-    if let (Some(da), Some(db)) = (&a.birth, &b.birth) {
-        match birth_level(da, db) {
-            Birth::Exact => add(&mut c, "birth_date", "exact", 10.0),
-            Birth::Slip => add(&mut c, "birth_date", "slip", 3.5),
-            Birth::Different => {
-                add(&mut c, "birth_date", "different", -8.0);
-                if settings.rules.birth_dates {
-                    c.conflict = Some(Conflict::BirthDate);
-                }
-            }
-        }
-    }
-
     // Email and phones: any shared value agrees.
     contact(
         &mut c,
@@ -393,7 +379,33 @@ pub fn compare<'a>(a: &'a Subject, b: &'a Subject, freq: &dyn Frequencies, setti
             add(&mut c, field, comparison, weight);
         }
     }
+
+    // Birth date, last: a slip weighs as agreement only when a shared
+    // id, email, phone or house (street and number) says the same, for
+    // strangers of one common name and postcode are a slip apart often
+    // enough in a large directory (the household trap, `bench/persons`).
+    if let (Some(da), Some(db)) = (&a.birth, &b.birth) {
+        match birth_level(da, db) {
+            Birth::Exact => add(&mut c, "birth_date", "exact", 10.0),
+            Birth::Slip if corroborated(&c) => add(&mut c, "birth_date", "slip", 3.5),
+            Birth::Slip => add(&mut c, "birth_date", "slip_alone", 1.0),
+            Birth::Different => {
+                add(&mut c, "birth_date", "different", -8.0);
+                if settings.rules.birth_dates {
+                    c.conflict = Some(Conflict::BirthDate);
+                }
+            }
+        }
+    }
     c
+}
+
+/// Whether evidence that names one human besides the name agrees: an
+/// identifier, an email, a phone, or the street with its house number.
+fn corroborated(c: &Comparison) -> bool {
+    c.evidence
+        .iter()
+        .any(|e| e.comparison == "exact" && matches!(e.field, "identifier" | "email" | "phone" | "street"))
 }
 
 #[allow(clippy::too_many_arguments)]

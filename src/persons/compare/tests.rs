@@ -58,6 +58,30 @@ fn a_day_and_month_swap_or_one_digit_is_a_slip_not_a_conflict() {
 }
 
 #[test]
+fn a_birth_date_slip_weighs_little_unless_a_contact_or_the_house_agrees() {
+    let slip = |c: &Comparison| {
+        c.evidence
+            .iter()
+            .find(|e| e.field == "birth_date")
+            .map(|e| (e.comparison, e.weight))
+            .unwrap()
+    };
+    // Strangers of one name and postcode, another house, a slip apart.
+    let mut a = person("ann", "lee", "19700102");
+    let mut b = person("ann", "lee", "19700103");
+    b.addresses[0].street = Some("90 stanley st".into());
+    assert_eq!(slip(&score(&a, &b)), ("slip_alone", 1.0));
+    // The same house says the slip is one person's.
+    b.addresses[0].street = a.addresses[0].street.clone();
+    assert_eq!(slip(&score(&a, &b)), ("slip", 3.5));
+    // So does a shared phone, even from another house.
+    b.addresses[0].street = Some("90 stanley st".into());
+    a.phones = vec!["+61412345678".into()];
+    b.phones = a.phones.clone();
+    assert_eq!(slip(&score(&a, &b)), ("slip", 3.5));
+}
+
+#[test]
 fn household_members_conflict_unless_an_identifier_agrees() {
     let mut mother = person("mary", "lee", "19700102");
     let mut twin = person("susan", "lee", "19700102");
