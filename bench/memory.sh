@@ -3,7 +3,9 @@
 # imported into a fresh embedded store with `clientele import`, then `serve`
 # on it until the persons resolver has resolved them all, then `serve` again
 # (its index loaded from the store), each time reading the process's RSS and
-# peak RSS once `clientele_persons_unresolved` is 0. An empty store first.
+# peak RSS once the resolver has started ("persons resolver started" logged:
+# its index is loaded) and `clientele_persons_unresolved` is 0. An empty
+# store first.
 #
 #   bench/memory.sh [customers=50000]...   # one fresh store for each size given
 set -euo pipefail
@@ -17,9 +19,10 @@ scratch
 
 # serve_resolved LABEL: serve on $work/store until every change is resolved, its RSS, stop.
 serve_resolved() {
-  "$BENCH_BIN" serve --config "$work/bench.toml" >"$work/serve.log" 2>&1 &
+  RUST_LOG=info "$BENCH_BIN" serve --config "$work/bench.toml" >"$work/serve.log" 2>&1 &
   clientele=$!
   wait_for "$PORT"
+  until grep -q "persons resolver started" "$work/serve.log"; do sleep 1; done
   until curl -s "http://127.0.0.1:$PORT/metrics" | grep -qx 'clientele_persons_unresolved 0'; do sleep 1; done
   printf '%-44s %s\n' "$1" "$(awk '/^VmRSS:|^VmHWM:/ {printf "%s %.0f MiB  ", $1, $2 / 1024}' "/proc/$clientele/status")"
   stop_clientele
