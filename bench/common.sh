@@ -113,3 +113,19 @@ create_sources() {
   made=$(grep -c . "$2")
   [ "$made" = "$1" ] || { echo "created $made sources of $1" >&2; exit 1; }
 }
+
+# vagaro_config FILE PORT DATABASE: a configuration listening on PORT, its
+# embedded store at DATABASE (a path), with one Vagaro source (token
+# `vagaro-secret`), as the import, console and memory benchmarks use.
+vagaro_config() {
+  cat >"$1" <<TOML
+listen = "127.0.0.1:$2"
+store = "sqlite://$3"
+admin_token = "bench-admin-token"
+[[sources]]
+name = "vagaro"
+kind = "vagaro"
+tokens = ["vagaro-secret"]
+default_country = "US"
+TOML
+}

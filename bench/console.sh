@@ -13,6 +13,8 @@
 #   BASE=20000 REQUESTS=200 bench/console.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 N=${1:-1000000}
 DIR=${2:-$(mktemp -d)}
@@ -25,16 +27,7 @@ bin=target/release/clientele
 base="http://127.0.0.1:$PORT"
 
 rm -rf "$DIR/store"
-cat > "$DIR/bench.toml" <<TOML
-listen = "127.0.0.1:$PORT"
-store = "sqlite://$DIR/store/clientele.db"
-admin_token = "bench-admin-token"
-[[sources]]
-name = "vagaro"
-kind = "vagaro"
-tokens = ["vagaro-secret"]
-default_country = "US"
-TOML
+vagaro_config "$DIR/bench.toml" "$PORT" "$DIR/store/clientele.db"
 bench/import_data.py "$BASE" > "$DIR/customers.jsonl"
 echo "importing $BASE customers"
 "$bin" import --config "$DIR/bench.toml" --source vagaro "$DIR/customers.jsonl" > /dev/null 2>&1

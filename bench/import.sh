@@ -14,6 +14,8 @@
 # customers take about 5 GB with their raw events, history and outbox).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 N=${1:-1000000}
 DIR=${2:-$(mktemp -d)}
@@ -24,16 +26,7 @@ bin=target/release/clientele
 data="$DIR/customers-$N.jsonl"
 [ -s "$data" ] || bench/import_data.py "$N" > "$data"
 rm -rf "$DIR/store"
-cat > "$DIR/bench.toml" <<TOML
-listen = "127.0.0.1:18093"
-store = "sqlite://$DIR/store/clientele.db"
-admin_token = "bench-admin-token"
-[[sources]]
-name = "vagaro"
-kind = "vagaro"
-tokens = ["vagaro-secret"]
-default_country = "US"
-TOML
+vagaro_config "$DIR/bench.toml" 18093 "$DIR/store/clientele.db"
 
 # Runs the command, prints its summary line and its peak RSS.
 measure() {

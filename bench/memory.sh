@@ -30,16 +30,7 @@ serve_resolved() {
 
 for n in "${@:-50000}"; do
   rm -rf "$work/store"
-  cat >"$work/bench.toml" <<TOML
-listen = "127.0.0.1:$PORT"
-store = "sqlite://$work/store/clientele.db"
-admin_token = "bench-admin-token"
-[[sources]]
-name = "vagaro"
-kind = "vagaro"
-tokens = ["vagaro-secret"]
-default_country = "US"
-TOML
+  vagaro_config "$work/bench.toml" "$PORT" "$work/store/clientele.db"
   bench/import_data.py "$n" >"$work/customers.jsonl"
   serve_resolved "empty store"
   "$BENCH_BIN" import --config "$work/bench.toml" --source vagaro "$work/customers.jsonl" | tail -n 1

@@ -26,6 +26,8 @@ use clientele::persons::{self, Rules, Settings, Subject, Tally};
 use clientele::sources::{Kind, Mapped, SourceSettings};
 use serde_json::{Value, json};
 
+mod names;
+
 struct Args {
     data: Option<String>,
     truth: Option<String>,
@@ -325,38 +327,8 @@ const GIVEN: &[&str] = &[
     "ronald",
     "stephanie",
 ];
-const FAMILY: &[&str] = &[
-    "smith",
-    "johnson",
-    "williams",
-    "brown",
-    "jones",
-    "garcia",
-    "miller",
-    "davis",
-    "rodriguez",
-    "martinez",
-    "hernandez",
-    "lopez",
-    "gonzalez",
-    "wilson",
-    "anderson",
-    "thomas",
-    "taylor",
-    "moore",
-    "jackson",
-    "martin",
-    "lee",
-    "perez",
-    "thompson",
-    "white",
-    "harris",
-    "sanchez",
-    "clark",
-    "ramirez",
-    "lewis",
-    "robinson",
-];
+/// The trap's family names: the thirty commonest, so that strangers share them.
+const FAMILY: &[&str] = names::FAMILY.split_at(30).0;
 const NICK: &[(&str, &str)] = &[
     ("robert", "bob"),
     ("william", "bill"),
