@@ -1292,6 +1292,24 @@ fn expired_claim() -> clientele::outbound::Claim {
     }
 }
 
+/// The store of `app`, stopped, opened again in the test: the store, its
+/// directory, and what keeps the directory.
+async fn reopened(
+    app: TestApp,
+) -> (
+    std::sync::Arc<dyn clientele::store::Store>,
+    std::path::PathBuf,
+    Option<tempfile::TempDir>,
+) {
+    let dir = app.dir.clone();
+    let temp = app.stop().await;
+    let config = TestApp::builder().config(&dir);
+    let store = clientele::app::open_store(&config.store, config.clock.clone())
+        .await
+        .expect("the store opens");
+    (store, dir, temp)
+}
+
 /// The store of an app stopped with `subscription` disabled, so that
 /// nothing was sent, opened again with the subscription enabled and the
 /// outbox fanned out: the test claims and records by hand, no dispatcher
@@ -1304,12 +1322,7 @@ async fn by_hand(
     std::path::PathBuf,
     Option<tempfile::TempDir>,
 ) {
-    let dir = app.dir.clone();
-    let temp = app.stop().await;
-    let config = TestApp::builder().config(&dir);
-    let store = clientele::app::open_store(&config.store, config.clock.clone())
-        .await
-        .expect("the store opens");
+    let (store, dir, temp) = reopened(app).await;
     store
         .set_subscription_enabled(subscription.to_owned(), true)
         .await
@@ -1647,12 +1660,7 @@ async fn a_replay_as_its_subscription_is_deleted_leaves_no_orphan() {
     let (subscription, _) = app.subscribe_url(&receiver.url()).await;
     app.deliver_json("treez", &treez("shop", "orphaned-replay", T1)).await;
     app.wait_all(&subscription, 1, "delivered").await;
-    let dir = app.dir.clone();
-    let temp = app.stop().await;
-    let config = TestApp::builder().config(&dir);
-    let store = clientele::app::open_store(&config.store, config.clock.clone())
-        .await
-        .expect("the store opens");
+    let (store, dir, temp) = reopened(app).await;
 
     let mut db = util::postgres::store_connection(&dir).await;
     util::postgres::lock_customer(&mut db, CUSTOMER).await;
