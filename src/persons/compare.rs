@@ -464,10 +464,11 @@ fn place(a: &Place, b: &Place, tf: &impl Fn(Field, &str, f64, f64) -> f64) -> Ve
         });
     }
     if let (Some(pa), Some(pb)) = (&a.postcode, &b.postcode) {
-        // A slip is one value mistyped: between two houses, two postcodes
-        // a digit apart are two places (neighbouring postcodes are often a
-        // digit apart), not a typo.
-        let two_houses = out.iter().any(|&(_, comparison, _)| comparison == "other_number");
+        // A slip is one value mistyped: at two houses of two streets, two
+        // postcodes a digit apart are two places (neighbouring postcodes
+        // are often a digit apart), not a typo; on one street they are.
+        let two_houses = out.iter().any(|&(_, comparison, _)| comparison == "other_number")
+            && matches!((street_name(a), street_name(b)), (Some(x), Some(y)) if strsim::jaro_winkler(x, y) < 0.8);
         out.push(if pa == pb {
             ("postcode", "exact", tf(Field::Postcode, pa, 0.9, 7.0))
         } else if slip(pa, pb) && !two_houses {
@@ -486,6 +487,11 @@ fn place(a: &Place, b: &Place, tf: &impl Fn(Field, &str, f64, f64) -> f64) -> Ve
         });
     }
     out
+}
+
+/// A street's name, past its house number.
+fn street_name(p: &Place) -> Option<&str> {
+    p.street.as_deref()?.split_once(' ').map(|(_, name)| name)
 }
 
 /// How two names compare.

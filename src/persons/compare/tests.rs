@@ -129,6 +129,11 @@ fn a_postcode_a_digit_off_is_a_typo_at_one_house_and_another_place_at_two() {
     let c = score(&a, &b);
     assert!(levels(&c).contains(&("street", "other_number")));
     assert_eq!(postcode(&c), Some(("different", -2.5)));
+    // One street: its postcode is one, and the digit a typo.
+    b.addresses[0].street = Some("183 stanley st".into());
+    let c = score(&a, &b);
+    assert!(levels(&c).contains(&("street", "other_number")));
+    assert_eq!(postcode(&c), Some(("typo", 1.0)));
 }
 
 #[test]
