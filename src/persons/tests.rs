@@ -76,6 +76,20 @@ fn a_chain_never_puts_disagreeing_birth_dates_into_one_person() {
 }
 
 #[test]
+fn a_typo_between_twins_never_puts_the_twins_into_one_person() {
+    // Michael and Michelle are twins of one house; "micheal" (Michael
+    // entered again) is a typo to each of them, and only the
+    // whole-person check keeps the twins apart.
+    let subjects = vec![
+        person("a1", "michael", "lee", "19900304"),
+        person("a2", "micheal", "lee", "19900304"),
+        person("b", "michelle", "lee", "19900304"),
+    ];
+    let c = resolve(&subjects, &[], &Settings::default());
+    assert_eq!(members(&c), [vec!["a1", "a2"], vec!["b"]]);
+}
+
+#[test]
 fn an_operator_separation_splits_and_a_link_joins_whatever_the_model_says() {
     let subjects = vec![
         person("a1", "mary", "lee", "19700102"),

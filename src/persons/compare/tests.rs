@@ -93,6 +93,50 @@ fn household_members_conflict_unless_an_identifier_agrees() {
 }
 
 #[test]
+fn twins_whose_common_names_look_alike_are_a_household_and_a_typo_is_not() {
+    let michael = person("michael", "lee", "19900304");
+    let c = score(&michael, &person("michelle", "lee", "19900304"));
+    assert_eq!(c.conflict, Some(Conflict::Household));
+    assert!(levels(&c).contains(&("given_name", "different")));
+    // One edit is a typo, even between two common names.
+    for (a, b) in [("michael", "micheal"), ("carol", "carl")] {
+        let c = score(&person(a, "lee", "19900304"), &person(b, "lee", "19900304"));
+        assert_eq!(c.conflict, None, "{a} {b}");
+        assert!(levels(&c).contains(&("given_name", "typo")), "{a} {b}");
+    }
+    // Two spellings of one name are no household.
+    let c = score(
+        &person("stephen", "lee", "19900304"),
+        &person("steven", "lee", "19900304"),
+    );
+    assert_eq!(c.conflict, None);
+    assert!(levels(&c).contains(&("given_name", "similar")));
+}
+
+#[test]
+fn a_postcode_a_digit_off_is_a_typo_at_one_house_and_another_place_at_two() {
+    let postcode = |c: &Comparison| {
+        c.evidence
+            .iter()
+            .find(|e| e.field == "postcode")
+            .map(|e| (e.comparison, e.weight))
+    };
+    let a = person("linda", "ramirez", "19560206");
+    let mut b = a.clone();
+    b.addresses[0].postcode = Some("2001".into());
+    assert_eq!(postcode(&score(&a, &b)), Some(("typo", 1.0)));
+    b.addresses[0].street = Some("183 johnson st".into());
+    let c = score(&a, &b);
+    assert!(levels(&c).contains(&("street", "other_number")));
+    assert_eq!(postcode(&c), Some(("different", -2.5)));
+    // One street: its postcode is one, and the digit a typo.
+    b.addresses[0].street = Some("183 stanley st".into());
+    let c = score(&a, &b);
+    assert!(levels(&c).contains(&("street", "other_number")));
+    assert_eq!(postcode(&c), Some(("typo", 1.0)));
+}
+
+#[test]
 fn two_different_ids_of_one_kind_conflict_and_a_slip_does_not() {
     let mut a = person("ann", "lee", "19700102");
     let mut b = a.clone();
