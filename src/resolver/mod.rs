@@ -199,15 +199,16 @@ async fn resolve(
     ids: Vec<String>,
     now: UtcMillis,
 ) -> Result<Resolution, StoreError> {
-    let mut records = store.records(ids.clone()).await?;
-    records.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut records: HashMap<String, Customer> = store
+        .records(ids.clone())
+        .await?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
     let found: Vec<(String, Option<Customer>)> = ids
         .into_iter()
         .map(|id| {
-            let record = records
-                .binary_search_by(|r| r.id.as_str().cmp(&id))
-                .ok()
-                .map(|i| records[i].clone());
+            let record = records.remove(&id);
             (id, record)
         })
         .collect();
