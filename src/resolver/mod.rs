@@ -142,7 +142,8 @@ async fn follow(
             }
             None => std::mem::take(&mut pending).into_iter().collect(),
         };
-        let mut step = resolve(store, &mut index, ids, clock.now()).await?;
+        let asked: BTreeSet<String> = queued.iter().map(|(_, c)| c.clone()).collect();
+        let mut step = resolve(store, &mut index, ids, &asked, clock.now()).await?;
         step.from = position;
         step.to = to;
         step.applied = queued.iter().map(|(seq, _)| *seq).collect();
@@ -192,11 +193,16 @@ async fn every_customer<T>(store: &dyn Store, keep: impl Fn(Customer) -> T) -> R
     }
 }
 
-/// Reads the records of `ids` and runs a step over them.
+/// Reads the records of `ids` and runs a step over those the index has
+/// not resolved yet, and over those an operator's decision `asked` for:
+/// a record resolved already (the backlog the resolver found stale when it
+/// started, met again in the feed; a step repeated after a restart) moves
+/// no person by itself.
 async fn resolve(
     store: &dyn Store,
     index: &mut Index,
     ids: Vec<String>,
+    asked: &BTreeSet<String>,
     now: UtcMillis,
 ) -> Result<Resolution, StoreError> {
     let mut records: HashMap<String, Customer> = store
@@ -211,6 +217,7 @@ async fn resolve(
             let record = records.remove(&id);
             (id, record)
         })
+        .filter(|(id, record)| asked.contains(id) || !index.holds(id, record.as_ref().map(|c| c.version)))
         .collect();
     Ok(index.step(found, &mut identity::new_id, now))
 }

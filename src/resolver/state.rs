@@ -226,6 +226,12 @@ impl Index {
         }
     }
 
+    /// Whether the record of `id` last resolved has `version` (none: it
+    /// had no record, or the index never met it).
+    pub fn holds(&self, id: &str, version: Option<u64>) -> bool {
+        self.versions.get(id).copied() == version
+    }
+
     pub fn person_count(&self) -> usize {
         self.persons.len()
     }
