@@ -142,7 +142,8 @@ async fn follow(
             }
             None => std::mem::take(&mut pending).into_iter().collect(),
         };
-        let mut step = resolve(store, &mut index, ids, clock.now()).await?;
+        let asked: BTreeSet<String> = queued.iter().map(|(_, c)| c.clone()).collect();
+        let mut step = resolve(store, &mut index, ids, &asked, clock.now()).await?;
         step.from = position;
         step.to = to;
         step.applied = queued.iter().map(|(seq, _)| *seq).collect();
@@ -192,24 +193,31 @@ async fn every_customer<T>(store: &dyn Store, keep: impl Fn(Customer) -> T) -> R
     }
 }
 
-/// Reads the records of `ids` and runs a step over them.
+/// Reads the records of `ids` and runs a step over those the index has
+/// not resolved yet, and over those an operator's decision `asked` for:
+/// a record resolved already (the backlog the resolver found stale when it
+/// started, met again in the feed; a step repeated after a restart) moves
+/// no person by itself.
 async fn resolve(
     store: &dyn Store,
     index: &mut Index,
     ids: Vec<String>,
+    asked: &BTreeSet<String>,
     now: UtcMillis,
 ) -> Result<Resolution, StoreError> {
-    let mut records = store.records(ids.clone()).await?;
-    records.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut records: HashMap<String, Customer> = store
+        .records(ids.clone())
+        .await?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
     let found: Vec<(String, Option<Customer>)> = ids
         .into_iter()
         .map(|id| {
-            let record = records
-                .binary_search_by(|r| r.id.as_str().cmp(&id))
-                .ok()
-                .map(|i| records[i].clone());
+            let record = records.remove(&id);
             (id, record)
         })
+        .filter(|(id, record)| asked.contains(id) || !index.holds(id, record.as_ref().map(|c| c.version)))
         .collect();
     Ok(index.step(found, &mut identity::new_id, now))
 }

@@ -9,7 +9,7 @@
 //! equals a rebuild"), scoring each pair it meets once: the work grows
 //! with the candidates of what changed, not with their square.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::model::{Customer, UtcMillis};
 use crate::persons::compare::{ByField, Field, holder, values};
@@ -89,12 +89,40 @@ pub fn held(c: Customer) -> Held {
     (c.id, c.version, subject)
 }
 
-/// See the module's documentation.
+/// A customer's number in the index: where its id is in `Index::ids`.
+type Num = u32;
+
+/// A record's subject as the index holds it, with the blocks it is in.
+#[derive(Debug)]
+struct Kept {
+    subject: Subject,
+    blocks: Vec<Num>,
+}
+
+/// A blocking key and the customers that hold it, by number.
+#[derive(Debug)]
+struct Block {
+    key: String,
+    members: Vec<Num>,
+}
+
+/// See the module's documentation. Customers and blocking keys are
+/// numbered as the index meets them, so that a step's walk over
+/// candidates indexes vectors rather than hashing and comparing ids.
 #[derive(Debug)]
 pub struct Index {
     settings: Settings,
-    subjects: HashMap<String, Subject>,
-    blocks: HashMap<String, BTreeSet<String>>,
+    /// Every customer id met (a gone one keeps its number), by number,
+    /// and each one's number.
+    ids: Vec<String>,
+    numbers: HashMap<String, Num>,
+    /// By number: the subject, none for a merged or gone record.
+    subjects: Vec<Option<Kept>>,
+    /// Each key held by a subject, its block's number; blocks by number
+    /// (an emptied one is freed, and its number taken again).
+    keys: HashMap<String, Num>,
+    blocks: Vec<Block>,
+    free: Vec<Num>,
     counts: Counts,
     person_of: HashMap<String, String>,
     /// The version of each record resolved, merged ones too.
@@ -110,8 +138,12 @@ impl Index {
         let cap = u64::from(settings.max_shared) + 1;
         Index {
             settings,
-            subjects: HashMap::new(),
-            blocks: HashMap::new(),
+            ids: Vec::new(),
+            numbers: HashMap::new(),
+            subjects: Vec::new(),
+            keys: HashMap::new(),
+            blocks: Vec::new(),
+            free: Vec::new(),
             counts: Counts {
                 cap,
                 ..Counts::default()
@@ -132,6 +164,9 @@ impl Index {
         let mut index = Index::new(settings);
         index.set_decisions(resolved.decisions);
         for p in resolved.persons {
+            for c in &p.customer_ids {
+                index.number(c);
+            }
             index.persons.insert(
                 p.id,
                 PersonDoc {
@@ -142,6 +177,7 @@ impl Index {
         }
         let mut stale: BTreeSet<String> = BTreeSet::new();
         for (customer, person, version) in resolved.members {
+            index.number(&customer);
             if let Some(person) = person {
                 index.person_of.insert(customer.clone(), person);
             }
@@ -176,36 +212,97 @@ impl Index {
             })
             .collect();
         self.linked.clear();
-        for c in self.constraints.values().filter(|c| c.decision == Decision::Link) {
-            let [a, b] = &c.customers;
+        let links: Vec<[String; 2]> = self
+            .constraints
+            .values()
+            .filter(|c| c.decision == Decision::Link)
+            .map(|c| c.customers.clone())
+            .collect();
+        for [a, b] in links {
+            self.number(&a);
+            self.number(&b);
             self.linked.entry(a.clone()).or_default().push(b.clone());
-            self.linked.entry(b.clone()).or_default().push(a.clone());
+            self.linked.entry(b).or_default().push(a);
         }
+    }
+
+    /// Whether the record of `id` last resolved has `version` (none: it
+    /// had no record, or the index never met it).
+    pub fn holds(&self, id: &str, version: Option<u64>) -> bool {
+        self.versions.get(id).copied() == version
     }
 
     pub fn person_count(&self) -> usize {
         self.persons.len()
     }
 
+    /// The number of customer `id`, given now if it has none.
+    fn number(&mut self, id: &str) -> Num {
+        if let Some(&n) = self.numbers.get(id) {
+            return n;
+        }
+        let n = Num::try_from(self.ids.len()).expect("fewer than 2³² customers");
+        self.ids.push(id.to_owned());
+        self.numbers.insert(id.to_owned(), n);
+        self.subjects.push(None);
+        n
+    }
+
+    fn subject(&self, id: &str) -> Option<&Subject> {
+        let n = *self.numbers.get(id)?;
+        self.subjects[n as usize].as_ref().map(|k| &k.subject)
+    }
+
+    /// How many customers hold `key`.
+    fn block_size(&self, key: &str) -> usize {
+        self.keys.get(key).map_or(0, |&b| self.blocks[b as usize].members.len())
+    }
+
     fn insert(&mut self, s: Subject) {
+        let n = self.number(&s.id);
+        let mut blocks = Vec::new();
         for key in blocking::keys(&s) {
-            self.blocks.entry(key).or_default().insert(s.id.clone());
+            let b = match self.keys.get(&key) {
+                Some(&b) => b,
+                None => {
+                    let b = match self.free.pop() {
+                        Some(b) => b,
+                        None => {
+                            self.blocks.push(Block {
+                                key: String::new(),
+                                members: Vec::new(),
+                            });
+                            Num::try_from(self.blocks.len() - 1).expect("fewer than 2³² keys")
+                        }
+                    };
+                    self.blocks[b as usize].key.clone_from(&key);
+                    self.keys.insert(key, b);
+                    b
+                }
+            };
+            self.blocks[b as usize].members.push(n);
+            blocks.push(b);
         }
         self.counts.add(&s);
-        self.subjects.insert(s.id.clone(), s);
+        self.subjects[n as usize] = Some(Kept { subject: s, blocks });
     }
 
     fn remove(&mut self, id: &str) {
-        let Some(s) = self.subjects.remove(id) else { return };
-        for key in blocking::keys(&s) {
-            if let Some(block) = self.blocks.get_mut(&key) {
-                block.remove(id);
-                if block.is_empty() {
-                    self.blocks.remove(&key);
-                }
+        let Some(&n) = self.numbers.get(id) else { return };
+        let Some(kept) = self.subjects[n as usize].take() else {
+            return;
+        };
+        for b in kept.blocks {
+            let block = &mut self.blocks[b as usize];
+            if let Some(at) = block.members.iter().position(|m| *m == n) {
+                block.members.swap_remove(at);
+            }
+            if block.members.is_empty() {
+                self.keys.remove(&std::mem::take(&mut block.key));
+                self.free.push(b);
             }
         }
-        self.counts.remove(&s);
+        self.counts.remove(&kept.subject);
     }
 
     /// Resolves the records that changed (`None`: gone), with `mint` for
@@ -218,6 +315,9 @@ impl Index {
         at: UtcMillis,
     ) -> Resolution {
         let changed: BTreeSet<String> = records.iter().map(|(id, _)| id.clone()).collect();
+        for id in &changed {
+            self.number(id);
+        }
         // The customers whose record is not the one last resolved: a
         // record seen again (a step repeated after a restart, a stale
         // customer the feed also names) moves no person by itself.
@@ -236,10 +336,10 @@ impl Index {
         // The size of each block a change leaves or joins, before.
         let sizes: HashMap<String, usize> = records
             .iter()
-            .flat_map(|(id, _, new)| self.subjects.get(id).into_iter().chain(new))
+            .flat_map(|(id, _, new)| self.subject(id).into_iter().chain(new))
             .flat_map(blocking::keys)
             .map(|key| {
-                let size = self.blocks.get(&key).map_or(0, BTreeSet::len);
+                let size = self.block_size(&key);
                 (key, size)
             })
             .collect();
@@ -274,10 +374,11 @@ impl Index {
         let mut seeds = changed.clone();
         let max_block = self.settings.max_block;
         for (key, before) in sizes {
-            if let Some(block) = self.blocks.get(&key)
-                && (before <= max_block) != (block.len() <= max_block)
-            {
-                seeds.extend(block.iter().cloned());
+            if let Some(&b) = self.keys.get(&key) {
+                let block = &self.blocks[b as usize].members;
+                if (before <= max_block) != (block.len() <= max_block) {
+                    seeds.extend(block.iter().map(|&m| self.ids[m as usize].clone()));
+                }
             }
         }
         let (scope, edges) = self.reach(seeds);
@@ -375,52 +476,52 @@ impl Index {
     /// the first of the two is reached), so the work is the candidates of
     /// what the scope holds, not the pairs among it.
     fn reach(&self, seeds: BTreeSet<String>) -> (BTreeSet<String>, Vec<Edge>) {
-        let mut reached: BTreeSet<String> = BTreeSet::new();
+        let max_block = self.settings.max_block;
+        let mut reached = vec![false; self.ids.len()];
+        // The customer whose candidates each one was last counted among.
+        let mut met = vec![Num::MAX; self.ids.len()];
+        let mut scope = BTreeSet::new();
         let mut edges = Vec::new();
-        let mut queue: Vec<String> = seeds.into_iter().collect();
-        while let Some(id) = queue.pop() {
-            if reached.contains(&id) {
+        let number = |id: &String| self.numbers.get(id).copied();
+        let mut queue: Vec<Num> = seeds.iter().filter_map(number).collect();
+        while let Some(n) = queue.pop() {
+            if std::mem::replace(&mut reached[n as usize], true) {
                 continue;
             }
-            let person = self.person_of.get(&id).and_then(|p| self.persons.get(p));
+            let id = &self.ids[n as usize];
+            let person = self.person_of.get(id).and_then(|p| self.persons.get(p));
             let companions = person.map(|doc| doc.customer_ids.iter()).into_iter().flatten();
             queue.extend(
                 companions
-                    .chain(self.linked.get(&id).into_iter().flatten())
-                    .filter(|c| !reached.contains(*c))
-                    .cloned(),
+                    .chain(self.linked.get(id).into_iter().flatten())
+                    .filter_map(number)
+                    .filter(|&c| !reached[c as usize]),
             );
-            if let Some(s) = self.subjects.get(&id) {
-                for other in self.candidates(s) {
-                    if reached.contains(other) {
-                        continue;
-                    }
-                    let o = &self.subjects[other];
-                    let (a, b) = if s.id < o.id { (s, o) } else { (o, s) };
-                    let c = persons::compare(a, b, &self.counts, &self.settings);
-                    if c.score >= self.settings.link && c.conflict.is_none() {
-                        queue.push(other.to_owned());
-                    }
-                    if c.score >= self.settings.review {
-                        edges.push(Edge::scored(&a.id, &b.id, c));
-                    }
+            scope.insert(id.clone());
+            let Some(kept) = &self.subjects[n as usize] else {
+                continue;
+            };
+            let s = &kept.subject;
+            // The customers sharing a key that few enough hold, each once.
+            let blocks = kept.blocks.iter().map(|&b| &self.blocks[b as usize].members);
+            for other in blocks.filter(|b| b.len() <= max_block).flatten().copied() {
+                if reached[other as usize] || std::mem::replace(&mut met[other as usize], n) == n {
+                    continue;
+                }
+                let Some(o) = self.subjects[other as usize].as_ref().map(|k| &k.subject) else {
+                    continue;
+                };
+                let (a, b) = if s.id < o.id { (s, o) } else { (o, s) };
+                let c = persons::compare(a, b, &self.counts, &self.settings);
+                if c.score >= self.settings.link && c.conflict.is_none() {
+                    queue.push(other);
+                }
+                if c.score >= self.settings.review {
+                    edges.push(Edge::scored(&a.id, &b.id, c));
                 }
             }
-            reached.insert(id);
         }
-        (reached, edges)
-    }
-
-    /// The customers that share a key with `s` that the directory holds
-    /// few enough of, each once.
-    fn candidates(&self, s: &Subject) -> HashSet<&str> {
-        blocking::keys(s)
-            .iter()
-            .filter_map(|key| self.blocks.get(key).filter(|b| b.len() <= self.settings.max_block))
-            .flatten()
-            .map(String::as_str)
-            .filter(|c| *c != s.id)
-            .collect()
+        (scope, edges)
     }
 
     /// Whether an operator separated the person `customers[0]` or
@@ -461,7 +562,7 @@ impl Index {
 
     /// The persons of the customers of `scope`, from their `edges`.
     fn cluster(&self, scope: &BTreeSet<String>, edges: Vec<Edge>) -> Clustering {
-        let subjects: Vec<Subject> = scope.iter().filter_map(|id| self.subjects.get(id).cloned()).collect();
+        let subjects: Vec<Subject> = scope.iter().filter_map(|id| self.subject(id).cloned()).collect();
         let constraints: Vec<Constraint> = self
             .constraints
             .values()

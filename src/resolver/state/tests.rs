@@ -205,8 +205,11 @@ fn a_join_and_a_split_keep_ids_and_an_erased_customer_leaves() {
         UtcMillis::now(),
     );
     assert!(again.upserts.is_empty(), "a record seen again moved its person");
+    assert!(index.holds("b", Some(1)) && !index.holds("b", Some(2)) && !index.holds("b", None));
+    assert!(index.holds("z", None), "a customer never met has no record to resolve");
     let erased = index.step(vec![("a".into(), None)], &mut mint, UtcMillis::now());
     assert_eq!(erased.gone, ["a"]);
+    assert!(index.holds("a", None));
     assert_eq!(erased.upserts[0].id, id);
     assert_eq!(erased.upserts[0].doc.customer_ids, ["b"]);
     assert!(erased.deleted.is_empty());
