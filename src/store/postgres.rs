@@ -34,7 +34,7 @@ use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
     EVENT_COLUMNS, NAMES_BACKFILL_STEP, NamesBackfill, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling,
     customer_page, history_page, mention_erasures, mention_keys, name_words, page, record_columns, redact_envelopes,
-    redaction, touched_ids, unpack_order_key,
+    redaction, status_indexed, touched_ids, unpack_order_key,
 };
 use super::{
     CustomerQuery, Delivery, Directory, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery, Import, Inbox,
@@ -80,6 +80,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0017_footprint.sql"),
     include_str!("migrations/postgres/0018_person_codec.sql"),
     include_str!("migrations/postgres/0019_dedupe_digests.sql"),
+    include_str!("migrations/postgres/0020_events_status_partial.sql"),
 ];
 
 /// Connections per instance.
@@ -1067,7 +1068,9 @@ async fn list_events(conn: &mut PgConnection, query: EventQuery) -> Result<Page<
     let mut sql = QueryBuilder::<Postgres>::new(format!("SELECT {columns} FROM events WHERE seq > "));
     sql.push_bind(query.after.unwrap_or(0));
     if let Some(status) = query.status {
-        sql.push(" AND status = ").push_bind(status.as_str());
+        sql.push(" AND status = ")
+            .push_bind(status.as_str())
+            .push(status_indexed(status));
     }
     sql.push(" ORDER BY seq LIMIT ").push_bind(query.limit as i64 + 1);
     let rows: Vec<RawEvent> = sql.build_query_as().fetch_all(conn).await?;

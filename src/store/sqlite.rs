@@ -19,9 +19,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, Transaction
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{
-    CustomerQuery, Delivery, Directory, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery, Import, Inbox,
-    IngestOutcome, MessageQuery, Outcome, Page, Publish, Rebuild, Rebuilt, Remap, Retry, Store, StoreError,
-    StoredEvent, Subscriptions, compress, migrations, outboxed,
+    CustomerQuery, Delivery, Directory, Erasure, EventQuery, EventRedaction, EventStatus, HistoryEntry, HistoryQuery,
+    Import, Inbox, IngestOutcome, MessageQuery, Outcome, Page, Publish, Rebuild, Rebuilt, Remap, Retry, Store,
+    StoreError, StoredEvent, Subscriptions, compress, migrations, outboxed,
 };
 use crate::BoxFuture;
 use crate::clock::Clock;
@@ -60,7 +60,7 @@ use super::rows::{
     EVENT_COLUMNS, Lookup, NAMES_BACKFILL_STEP, NamesBackfill, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling,
     customer_page, history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys, name_words,
     pack_body, pack_dedupe_key, pack_history, pack_order_key, pack_profile, page, record_columns, redact_envelopes,
-    redaction, settling, touched_ids, unpack_order_key,
+    redaction, settling, status_indexed, touched_ids, unpack_order_key,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -85,6 +85,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0019_footprint.sql"),
     include_str!("migrations/sqlite/0020_person_codec.sql"),
     include_str!("migrations/sqlite/0021_dedupe_digests.sql"),
+    include_str!("migrations/sqlite/0022_events_status_partial.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back
@@ -325,6 +326,15 @@ fn backfill_names(conn: &mut Connection) -> Result<(), StoreError> {
     }
 }
 
+/// The statement listing events of `status` past a `seq` (`?2`), `?3` at
+/// most, with `columns`.
+fn events_by_status(columns: &str, status: EventStatus) -> String {
+    format!(
+        "SELECT {columns} FROM events WHERE status = ?1{} AND seq > ?2 ORDER BY seq LIMIT ?3",
+        status_indexed(status)
+    )
+}
+
 impl Import for SqliteStore {
     /// One command to the writer: the batch runs in the writer's
     /// transaction, with whatever else is waiting.
@@ -389,9 +399,7 @@ impl Inbox for SqliteStore {
             // One statement per shape, so that a status filter uses its index.
             let rows = match query.status {
                 Some(status) => {
-                    let sql =
-                        format!("SELECT {columns} FROM events WHERE status = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3");
-                    let mut stmt = conn.prepare_cached(&sql)?;
+                    let mut stmt = conn.prepare_cached(&events_by_status(&columns, status))?;
                     let rows = stmt.query_map(params![status.as_str(), after, limit], read_event)?;
                     rows.collect::<Result<Vec<_>, _>>()?
                 }

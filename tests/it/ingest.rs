@@ -490,6 +490,13 @@ async fn unmappable_json_is_quarantined_with_a_reason_and_listed() {
     }
     assert_eq!(app.events(Some("accepted")).await, Vec::<Value>::new());
     assert_eq!(app.directory().await, Vec::<Value>::new());
+
+    // An accepted event is listed as accepted, and only there.
+    let (_, answer) = app.deliver_json("treez", &treez("q", "6", T1)).await;
+    let accepted = app.events(Some("accepted")).await;
+    assert_eq!(accepted.len(), 1, "{accepted:?}");
+    assert_eq!(accepted[0]["eventId"], answer["eventId"]);
+    assert_eq!(app.events(Some("quarantined")).await.len(), quarantined.len());
 }
 
 /// The sum of `clientele_deliveries_total` samples for `source` and `status`.

@@ -956,6 +956,36 @@ async fn a_rebuild_leaves_no_chain_end_behind_and_reads_only_its_customers_histo
     store.close().await;
 }
 
+/// Events not accepted are listed through the index by status, which
+/// holds only them (migration 22); accepted ones in `seq` order.
+#[tokio::test]
+async fn events_not_accepted_are_listed_through_the_index_by_status() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("clientele.db");
+    let store = SqliteStore::open(&path, Clock::system()).expect("open");
+    store.close().await;
+    let conn = Connection::open(&path).expect("the store's file");
+    let plan = |status| {
+        let sql = format!("EXPLAIN QUERY PLAN {}", events_by_status("seq", status));
+        let mut stmt = conn.prepare(&sql).expect("a plan");
+        let steps = stmt
+            .query_map(params!["", 0, 1], |r| r.get::<_, String>(3))
+            .expect("its rows")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("its rows");
+        steps.join("; ")
+    };
+    for status in [EventStatus::Quarantined, EventStatus::Ignored] {
+        let plan = plan(status);
+        assert!(plan.contains("INDEX events_status"), "{status:?}: {plan}");
+    }
+    let plan = plan(EventStatus::Accepted);
+    assert!(!plan.contains("events_status"), "{plan}");
+    let indexed = "SELECT sql FROM sqlite_master WHERE name = 'events_status'";
+    let sql: String = conn.query_row(indexed, [], |r| r.get(0)).expect("the index");
+    assert!(sql.ends_with("WHERE status <> 'accepted'"), "{sql}");
+}
+
 /// A name search finds the same customers, a page at a time, whether it
 /// starts from a rare word's rows or checks a common word along the change
 /// feed (`name_clause`'s two plans).
