@@ -323,7 +323,7 @@ impl Index {
         // customer the feed also names) moves no person by itself.
         let renewed: BTreeSet<String> = records
             .iter()
-            .filter(|(id, record)| self.versions.get(id) != record.as_ref().map(|c| &c.version))
+            .filter(|(id, record)| !self.holds(id, record.as_ref().map(|c| c.version)))
             .map(|(id, _)| id.clone())
             .collect();
         let records: Vec<(String, Option<Customer>, Option<Subject>)> = records
