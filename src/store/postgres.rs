@@ -891,7 +891,7 @@ async fn erase_traces(work: &mut Work<'_>, id: &str) -> Result<u64, StoreError> 
         format!("{REDACT_EVENTS} WHERE status = 'quarantined' AND customer_id = $1"),
         format!(
             "{}::text, packed = NULL, redacted = TRUE WHERE customer_id = $1",
-            redact_envelopes("json_build_object", "TRUE")
+            redact_envelopes("json_build_object", "TRUE", "id")
         ),
     ] {
         redacted += sqlx::query(&sql).bind(id).execute(work.conn()).await?.rows_affected();

@@ -258,10 +258,10 @@ pub(super) fn redaction(status: Option<&str>) -> EventRedaction {
 /// with `id` and `version`, `changes`), without the personal data, and
 /// says `redacted`: a message being sent when it was redacted is sent again
 /// so after a crash. `object` is the dialect's JSON object constructor,
-/// `yes` its JSON `true`.
-pub(super) fn redact_envelopes(object: &str, yes: &str) -> String {
+/// `yes` its JSON `true`, `id` the envelope id's text as the store keeps it.
+pub(super) fn redact_envelopes(object: &str, yes: &str, id: &str) -> String {
     format!(
-        "UPDATE outbox SET codec = 0, body = {object}('id', id, 'createdDate', created_at, 'type', 'customer', 'action', action,
+        "UPDATE outbox SET codec = 0, body = {object}('id', {id}, 'createdDate', created_at, 'type', 'customer', 'action', action,
                                            'payload', {object}('id', customer_id, 'version', version),
                                            'changes', {object}(), 'redacted', {yes})"
     )

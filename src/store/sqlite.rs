@@ -42,6 +42,7 @@ macro_rules! insert_records {
 
 mod bulk;
 mod checkpoint;
+mod ids;
 mod keys;
 mod lock;
 mod outbound;
@@ -54,6 +55,7 @@ mod sources;
 mod tests;
 
 use self::checkpoint::Checkpoints;
+use self::ids::{ID_TEXT, KeptId, PackedId};
 use self::lock::StoreLock;
 use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
@@ -86,6 +88,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0020_person_codec.sql"),
     include_str!("migrations/sqlite/0021_dedupe_digests.sql"),
     include_str!("migrations/sqlite/0022_events_status_partial.sql"),
+    include_str!("migrations/sqlite/0023_ids_as_bytes.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back
@@ -373,7 +376,10 @@ impl Inbox for SqliteStore {
     fn event(&self, id: String) -> BoxFuture<'_, Result<Option<StoredEvent>, StoreError>> {
         Box::pin(self.readers.run(move |conn| {
             let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1");
-            let raw = conn.prepare_cached(&sql)?.query_row([&id], read_event).optional()?;
+            let raw = conn
+                .prepare_cached(&sql)?
+                .query_row([PackedId(&id)], read_event)
+                .optional()?;
             raw.map(RawEvent::into_event).transpose()
         }))
     }
@@ -1042,8 +1048,9 @@ fn ingest(tx: &Connection, d: &Delivery, publish: Publish, ctx: &mut Context) ->
         .prepare_cached(
             "UPDATE events SET duplicates = duplicates + 1 WHERE source = ?1 AND dedupe_key = ?2 RETURNING id",
         )?
-        .query_row(params![d.source, dedupe_key], |r| r.get::<_, String>(0))
-        .optional()?;
+        .query_row(params![d.source, dedupe_key], |r| r.get::<_, KeptId>(0))
+        .optional()?
+        .map(|id| id.0);
     if let Some(event_id) = duplicate {
         return Ok(IngestOutcome::Duplicate { event_id });
     }
@@ -1062,7 +1069,7 @@ fn ingest(tx: &Connection, d: &Delivery, publish: Publish, ctx: &mut Context) ->
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
-        event_id,
+        PackedId(&event_id),
         d.source,
         dedupe_key,
         d.received_at.to_string(),
@@ -1092,7 +1099,7 @@ fn reprocess(
     let (loaded, mut heads) = load_touched(tx, mapped, publish)?;
     let kept = tx
         .prepare_cached("SELECT dedupe_key, received_at, redacted FROM events WHERE id = ?1")?
-        .query_row([event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row([PackedId(event_id)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     let settling = match reprocessing(event_id, kept, &loaded, mapped)? {
         Reprocessing::Missing => return Ok(None),
@@ -1106,7 +1113,7 @@ fn reprocess(
     let settled = settle(tx, settling, &loaded, &mut heads, publish, ctx)?;
     tx.prepare_cached("UPDATE events SET status = ?2, reason = ?3, outcome = ?4, customer_id = ?5 WHERE id = ?1")?
         .execute(params![
-            event_id,
+            PackedId(event_id),
             settled.status.as_str(),
             settled.reason,
             settled.outcome.map(Outcome::as_str),
@@ -1235,7 +1242,7 @@ fn erase_traces(tx: &Connection, id: &str, now: UtcMillis) -> Result<usize, Stor
     let envelopes = tx
         .prepare_cached(&format!(
             "{OUTBOX_CHAIN} {} WHERE seq IN (SELECT seq FROM chain)",
-            redact_envelopes("json_object", "json('true')")
+            redact_envelopes("json_object", "json('true')", ID_TEXT)
         ))?
         .execute([id])?;
     tx.prepare_cached("DELETE FROM outbox_heads WHERE customer_id = ?1")?
@@ -1254,7 +1261,7 @@ fn erase_traces(tx: &Connection, id: &str, now: UtcMillis) -> Result<usize, Stor
 fn redact_event(tx: &Connection, id: &str, ctx: &mut Context) -> Result<EventRedaction, StoreError> {
     let status: Option<String> = tx
         .prepare_cached("SELECT status FROM events WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
+        .query_row([PackedId(id)], |r| r.get(0))
         .optional()?;
     let redaction = redaction(status.as_deref());
     if redaction == EventRedaction::Redacted {
@@ -1270,7 +1277,7 @@ fn forget_event(tx: &Connection, id: &str) -> Result<(), StoreError> {
         format!("{REDACT_EVENTS} WHERE id = ?1"),
         "DELETE FROM event_mentions WHERE event_seq = (SELECT seq FROM events WHERE id = ?1)".into(),
     ] {
-        tx.prepare_cached(&sql)?.execute([id])?;
+        tx.prepare_cached(&sql)?.execute([PackedId(id)])?;
     }
     Ok(())
 }
@@ -1410,7 +1417,13 @@ fn persist(
     for (customer_id, entry) in &effects.history {
         let head = heads.of(customer_id);
         let packed = pack_history(entry)?;
-        let params = params![customer_id, entry.event_id, packed.bytes, packed.codec, head.history];
+        let params = params![
+            customer_id,
+            PackedId(&entry.event_id),
+            packed.bytes,
+            packed.codec,
+            head.history
+        ];
         head.history = Some(history.query_row(params, |r| r.get(0))?);
     }
     if publish == Publish::Yes {
@@ -1693,7 +1706,7 @@ pub(super) fn read_record(r: &Row<'_>) -> rusqlite::Result<RawRecord> {
 fn read_event(r: &Row<'_>) -> rusqlite::Result<RawEvent> {
     Ok(RawEvent {
         seq: r.get(0)?,
-        id: r.get(1)?,
+        id: r.get::<_, KeptId>(1)?.0,
         source: r.get(2)?,
         dedupe_key: r.get(3)?,
         received_at: r.get(4)?,

@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rusqlite::{Connection, ToSql, params};
 
+use super::ids::{KeptId, PackedId};
 use super::{Context, Head, Heads, RecordColumns, UPSERT_LINK, lookup_delete, lookup_insert, read_record, record_sql};
 use crate::directory::{self, Effects, Loaded, MergeLink, Record};
 use crate::model::OrderKey;
@@ -100,7 +101,7 @@ struct Seqs {
 
 struct EventRow {
     seq: i64,
-    id: String,
+    id: PackedId<String>,
     source: String,
     /// As kept: see [`pack_dedupe_key`].
     dedupe_key: Vec<u8>,
@@ -117,14 +118,14 @@ struct EventRow {
 struct HistoryRow {
     seq: i64,
     customer_id: String,
-    event_id: String,
+    event_id: PackedId<String>,
     entry: Packed,
     prev: Option<i64>,
 }
 
 struct OutboxRow {
     seq: i64,
-    envelope: Envelope,
+    id: PackedId<String>,
     body: Packed,
     created_at: String,
     customer_id: String,
@@ -283,7 +284,7 @@ impl Batch {
                 let event = &mut self.events[*at];
                 event.duplicates += 1;
                 return Ok(IngestOutcome::Duplicate {
-                    event_id: event.id.clone(),
+                    event_id: event.id.0.clone(),
                 });
             }
             None => {}
@@ -307,7 +308,7 @@ impl Batch {
         self.mentions.extend(d.mentions.iter().map(|m| (m.key(&d.source), seq)));
         self.events.push(EventRow {
             seq,
-            id: event_id,
+            id: PackedId(event_id),
             source: d.source.clone(),
             dedupe_key: pack_dedupe_key(&d.dedupe_key),
             received_at: d.received_at.to_string(),
@@ -333,7 +334,7 @@ impl Batch {
             self.history.push(HistoryRow {
                 seq,
                 customer_id: customer_id.clone(),
-                event_id: entry.event_id.clone(),
+                event_id: PackedId(entry.event_id.clone()),
                 entry: pack_history(entry)?,
                 prev: head.history,
             });
@@ -351,7 +352,7 @@ impl Batch {
                     seq,
                     created_at: envelope.created_at.to_string(),
                     body: pack_envelope(&envelope.body),
-                    envelope,
+                    id: PackedId(envelope.id),
                     customer_id: customer.id.clone(),
                     source: customer.source.clone(),
                     action: change.action.as_str(),
@@ -414,7 +415,7 @@ impl Batch {
             |o| {
                 vec![
                     &o.seq,
-                    &o.envelope.id,
+                    &o.id,
                     &o.customer_id,
                     &o.source,
                     &o.action,
@@ -462,7 +463,7 @@ impl Batch {
         )?;
         let mut bump = tx.prepare_cached("UPDATE events SET duplicates = duplicates + ?2 WHERE id = ?1")?;
         for (event_id, duplicates) in &self.bumps {
-            bump.execute(params![event_id, duplicates])?;
+            bump.execute(params![PackedId(event_id), duplicates])?;
         }
         Ok(())
     }
@@ -538,7 +539,7 @@ fn kept_keys(tx: &Connection, deliveries: &[Delivery]) -> Result<HashMap<String,
     for (source, keys) in keys {
         let packed: Vec<String> = keys.iter().map(|k| hex::encode(pack_dedupe_key(k))).collect();
         let rows = kept.query_map(params![source, serde_json::to_string(&packed)?], |r| {
-            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, KeptId>(1)?.0))
         })?;
         let mut found = HashMap::new();
         for row in rows {

@@ -17,6 +17,7 @@ use crate::store::rows::{
 };
 use crate::store::{MessageQuery, Page, Retry};
 
+use super::ids::{KeptId, PackedId};
 use super::{Heads, kept_bytes};
 
 const SUBSCRIPTION_COLUMNS: &str = "id, url, secret, actions, sources, enabled, created_at, types";
@@ -104,7 +105,7 @@ pub(super) fn queue(
             )?
             .query_row(
                 params![
-                    envelope.id,
+                    PackedId(&envelope.id),
                     customer.id,
                     customer.source,
                     change.action.as_str(),
@@ -354,7 +355,7 @@ pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<D
                 Ok((
                     r.get(0)?,
                     r.get(1)?,
-                    r.get(2)?,
+                    r.get::<_, KeptId>(2)?.0,
                     kept_bytes(r.get_ref(3)?),
                     r.get(4)?,
                     r.get(5)?,
@@ -476,7 +477,7 @@ pub(super) fn messages(conn: &Connection, q: &MessageQuery) -> Result<Page<Messa
             Ok(RawMessage {
                 seq: r.get(0)?,
                 id: r.get(1)?,
-                event_id: r.get(2)?,
+                event_id: r.get::<_, KeptId>(2)?.0,
                 subscription_id: r.get(3)?,
                 customer_id: r.get(4)?,
                 version: r.get(5)?,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::SqliteStore;
+use super::ids::PackedId;
 use crate::model::{Customer, UtcMillis};
 use crate::outbound::PERSON_SOURCE;
 use crate::store::persons::{
@@ -152,7 +153,7 @@ fn commit(tx: &Connection, holder: &str, step: &Resolution) -> Result<bool, Stor
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?
         .execute(params![
-            m.id,
+            PackedId(&m.id),
             person,
             PERSON_SOURCE,
             m.action.as_str(),

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
+use super::ids::{KeptId, PackedId};
 use super::{Context, connect, history_chains, reprocess};
 use crate::clock::Clock;
 use crate::store::rows::directory_deletes;
@@ -90,7 +91,7 @@ impl Shadow {
                  WHERE status = 'accepted' AND seq > ?1 ORDER BY seq LIMIT ?2",
             )?
             .query_map(params![self.after, limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok((r.get(0)?, r.get::<_, KeptId>(1)?.0, r.get(2)?, r.get(3)?, r.get(4)?))
             })?
             .collect::<Result<_, _>>()?;
         let events = crate::store::compress::unpacked(events)?;
@@ -102,7 +103,7 @@ impl Shadow {
                 continue;
             };
             tx.prepare_cached("INSERT OR IGNORE INTO temp.events SELECT * FROM main.events WHERE id = ?1")?
-                .execute([id])?;
+                .execute([PackedId(id)])?;
             match reprocess(&tx, id, &mapped, Publish::No, &mut self.ctx) {
                 Ok(_) => self.rebuilt.replayed += 1,
                 Err(StoreError::Redacted(_)) => self.rebuilt.skipped += 1,

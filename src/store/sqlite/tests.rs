@@ -7,6 +7,7 @@ use super::*;
 use crate::model::OrderKey;
 use crate::sources::{Kind, testing};
 use crate::store::rows::unpack_dedupe_key;
+use rusqlite::types::FromSql;
 
 type Reply = oneshot::Receiver<Result<Answer, StoreError>>;
 
@@ -113,7 +114,7 @@ fn a_failing_command_fails_alone_and_its_batch_commits_once() {
     // Reprocessing an event whose raw body was redacted fails.
     writer
         .conn
-        .execute("UPDATE events SET redacted = 1 WHERE id = ?1", [&redacted])
+        .execute("UPDATE events SET redacted = 1 WHERE id = ?1", [PackedId(&redacted)])
         .expect("redact");
 
     let (subscribe, subscribed) = command(subscription());
@@ -144,7 +145,7 @@ fn a_failing_command_fails_alone_and_its_batch_commits_once() {
         .conn
         .prepare("SELECT CAST(dedupe_key AS TEXT), id FROM events ORDER BY seq")
         .expect("prepare")
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_map([], |r| Ok((r.get(0)?, r.get::<_, KeptId>(1)?.0)))
         .expect("query")
         .collect::<Result<_, _>>()
         .expect("rows");
@@ -295,6 +296,52 @@ fn migration_19_packs_the_order_keys_and_makes_the_outbox_again() {
     )
     .expect("a new envelope");
     assert_eq!(count(&conn, "SELECT MAX(seq) FROM outbox"), 4);
+}
+
+/// Migration 23 on a store that keeps ids as text: each id Clientele made
+/// becomes its 16 bytes in the events, the history and the outbox, and
+/// reads back as it was, through the index that finds an event by id; an
+/// id of any other form stays text.
+#[test]
+fn migration_23_keeps_the_ids_clientele_made_as_16_bytes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut conn = schema_before(&dir.path().join("clientele.db"), 23);
+    let ids = [
+        "evt_019af3e2c1b87d40a3c5e8f0b2d4a6c8",
+        "evt_019AF3E2C1B87D40A3C5E8F0B2D4A6C8",
+        "event-7",
+    ];
+    for (n, id) in ids.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO events (id, source, dedupe_key, received_at, headers, status) VALUES (?1, 's', ?2, 't', '{}', 'accepted')",
+            params![id, format!("k{n}")],
+        )
+        .expect("an event");
+        conn.execute(
+            "INSERT INTO history (customer_id, event_id, entry) VALUES ('c', ?1, '{}')",
+            [id],
+        )
+        .expect("an entry");
+        conn.execute(
+            "INSERT INTO outbox (id, customer_id, source, action, version, created_at, body) VALUES (?1, 'c', 's', 'created', 1, 't', '{}')",
+            [id],
+        )
+        .expect("an envelope");
+    }
+    migrate(&mut conn).expect("migrate");
+
+    for (id, kind) in ids.iter().zip(["blob", "text", "text"]) {
+        for (table, column) in [("events", "id"), ("history", "event_id"), ("outbox", "id")] {
+            let (kept, stored): (KeptId, String) = conn
+                .query_row(
+                    &format!("SELECT {column}, typeof({column}) FROM {table} WHERE {column} = ?1"),
+                    [PackedId(id)],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .expect(table);
+            assert_eq!((kept.0.as_str(), stored.as_str()), (*id, kind), "{table}");
+        }
+    }
 }
 
 /// Migration 21 on a store that keeps dedupe keys as text: content hashes
@@ -725,10 +772,13 @@ fn dump(path: &Path, answers: &[IngestOutcome]) -> String {
         let codec = (0..width).find(|&i| matches!(statement.column_name(i), Ok("codec" | "profile_codec")));
         let packed = ["body", "entry", "profile"];
         let packed = (0..width).find(|&i| matches!(statement.column_name(i), Ok(name) if packed.contains(&name)));
+        let ids: Vec<bool> = (0..width)
+            .map(|i| matches!(statement.column_name(i), Ok("id" | "event_id")))
+            .collect();
         let mut rows = statement.query([]).expect(table);
         out.push_str(&format!("{table}:\n"));
         while let Some(row) = rows.next().expect(table) {
-            for i in 0..width {
+            for (i, &is_id) in ids.iter().enumerate() {
                 if let (Some(codec), Some(packed)) = (codec, packed)
                     && i == packed
                     && let value = row.get_ref(i).expect("a packed column")
@@ -743,6 +793,7 @@ fn dump(path: &Path, answers: &[IngestOutcome]) -> String {
                     continue;
                 }
                 let value = match row.get_ref(i).expect("a column") {
+                    id @ rusqlite::types::ValueRef::Blob(_) if is_id => KeptId::column_result(id).expect("an id").0,
                     rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
                         String::from_utf8_lossy(t).into_owned()
                     }
