@@ -1309,8 +1309,9 @@ fn load(tx: &Connection, ids: &[String], publish: Publish) -> Result<(Loaded, He
     let mut loaded = Loaded::default();
     let mut heads = Heads::default();
     let sql = format!(
-        "SELECT {}, last_history, last_outbox FROM customers WHERE id = ?1",
-        record_columns("profile")
+        "SELECT {}, last_history, last_outbox, {} FROM customers WHERE id = ?1",
+        record_columns("profile"),
+        outbound::head_composed()
     );
     let mut records = tx.prepare_cached(&sql)?;
     // A record a rebuild emptied takes back where its chain of envelopes
@@ -1329,6 +1330,7 @@ fn load(tx: &Connection, ids: &[String], publish: Publish) -> Result<(Loaded, He
                     Head {
                         history: r.get(11)?,
                         outbox: r.get(12)?,
+                        composed: r.get(13)?,
                         adopted: None,
                     },
                 ))
@@ -1385,6 +1387,9 @@ struct Heads(HashMap<String, Head>);
 struct Head {
     history: Option<i64>,
     outbox: Option<i64>,
+    /// The outbox row at `outbox` is kept [`outbound::COMPOSED`] from the
+    /// record.
+    composed: bool,
     /// The chain's end taken from `outbox_heads` for a record not written
     /// yet; its row there goes once the record names it.
     adopted: Option<i64>,
@@ -1425,6 +1430,17 @@ fn persist(
             head.history
         ];
         head.history = Some(history.query_row(params, |r| r.get(0))?);
+    }
+    // A record about to change first writes out the envelope composed
+    // from it, published or not.
+    for write in effects.writes.iter().filter(|w| w.changed) {
+        if let Some(old) = loaded.records.get(&write.record.id) {
+            let head = heads.of(&old.id);
+            if let (true, Some(seq)) = (head.composed, head.outbox) {
+                outbound::write_out(tx, seq, old)?;
+            }
+            head.composed = false;
+        }
     }
     if publish == Publish::Yes {
         self::publish(tx, &effects.changes, heads, ctx)?;

@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use rusqlite::{Connection, ToSql, params};
 
 use super::ids::{KeptId, PackedId};
+use super::outbound::{COMPOSED, head_composed, write_out};
 use super::{Context, Head, Heads, RecordColumns, UPSERT_LINK, lookup_delete, lookup_insert, read_record, record_sql};
 use crate::directory::{self, Effects, Loaded, MergeLink, Record};
 use crate::model::OrderKey;
@@ -33,7 +34,7 @@ use crate::store::rows::{
     Envelope, Settled, Settling, is_suppressed_target, lookup_edits, pack_body, pack_dedupe_key, pack_envelope,
     pack_history, pack_order_key, record_columns, settling, touched_ids, unpack_dedupe_key, unpack_order_key,
 };
-use crate::store::{Delivery, IngestOutcome, Publish, StoreError};
+use crate::store::{Action, Delivery, IngestOutcome, Publish, StoreError};
 
 /// Rows one multi-row `INSERT` writes at most: the widest (customers, 16
 /// columns) stays far below SQLite's 32,766 parameters.
@@ -67,6 +68,9 @@ struct Batch {
     heads: Heads,
     /// The records as their rows were before the batch.
     stored: HashMap<String, Record>,
+    /// Of those, the ones whose last outbox row is kept composed from them
+    /// (`outbound::COMPOSED`), and that row: written out if they change.
+    composed: HashMap<String, i64>,
     /// The customers whose row the batch writes, in the order they were
     /// first written.
     written: Vec<String>,
@@ -126,7 +130,8 @@ struct HistoryRow {
 struct OutboxRow {
     seq: i64,
     id: PackedId<String>,
-    body: Packed,
+    /// The envelope, packed when written (or kept composed).
+    body: String,
     created_at: String,
     customer_id: String,
     source: String,
@@ -178,14 +183,16 @@ impl Batch {
         let mut state = Loaded::default();
         let mut heads = Heads::default();
         let sql = format!(
-            "SELECT {}, last_history, last_outbox FROM customers WHERE id IN (SELECT value FROM json_each(?1))",
-            record_columns("profile")
+            "SELECT {}, last_history, last_outbox, {} FROM customers WHERE id IN (SELECT value FROM json_each(?1))",
+            record_columns("profile"),
+            head_composed()
         );
         let mut rows = tx.prepare_cached(&sql)?;
         let rows = rows.query_map([&ids], |r| {
             let head = Head {
                 history: r.get(11)?,
                 outbox: r.get(12)?,
+                composed: r.get(13)?,
                 adopted: None,
             };
             Ok((read_record(r)?, head))
@@ -197,6 +204,11 @@ impl Batch {
             state.records.insert(record.id.clone(), record);
         }
         let stored = state.records.clone();
+        let composed = heads
+            .0
+            .iter()
+            .filter_map(|(id, head)| Some((id.clone(), head.outbox.filter(|_| head.composed)?)))
+            .collect();
         // A customer without a record takes back where its chain of
         // envelopes ended, if a rebuild left it (as `super::load` does).
         let mut adopt = tx.prepare_cached(
@@ -250,6 +262,7 @@ impl Batch {
             links,
             heads,
             stored,
+            composed,
             written: Vec::new(),
             changed: HashMap::new(),
             raised: BTreeMap::new(),
@@ -351,7 +364,7 @@ impl Batch {
                 self.outbox.push(OutboxRow {
                     seq,
                     created_at: envelope.created_at.to_string(),
-                    body: pack_envelope(&envelope.body),
+                    body: envelope.body,
                     id: PackedId(envelope.id),
                     customer_id: customer.id.clone(),
                     source: customer.source.clone(),
@@ -408,11 +421,33 @@ impl Batch {
                 ]
             },
         )?;
+        // Each customer's last envelope, if it created the customer at the
+        // version its record ends the batch at, is kept composed, as
+        // `outbound::queue` keeps it.
+        let last: HashMap<&str, i64> = self.outbox.iter().map(|o| (o.customer_id.as_str(), o.seq)).collect();
+        let outbox: Vec<(&OutboxRow, Packed)> = self
+            .outbox
+            .iter()
+            .map(|o| {
+                let composed = o.action == Action::Created.as_str()
+                    && last[o.customer_id.as_str()] == o.seq
+                    && self.state.records.get(&o.customer_id).map(|r| r.version as i64) == Some(o.version);
+                let body = if composed {
+                    Packed {
+                        bytes: Vec::new(),
+                        codec: COMPOSED,
+                    }
+                } else {
+                    pack_envelope(&o.body)
+                };
+                (o, body)
+            })
+            .collect();
         insert_rows(
             tx,
             "INSERT INTO outbox (seq, id, customer_id, source, action, version, created_at, body, codec, prev) VALUES",
-            &self.outbox,
-            |o| {
+            &outbox,
+            |(o, body)| {
                 vec![
                     &o.seq,
                     &o.id,
@@ -421,8 +456,8 @@ impl Batch {
                     &o.action,
                     &o.version,
                     &o.created_at,
-                    &o.body.bytes,
-                    &o.body.codec,
+                    &body.bytes,
+                    &body.codec,
                     &o.prev,
                 ]
             },
@@ -494,9 +529,12 @@ impl Batch {
                     }
                     continue;
                 }
-                (Some(_), Some(change_seq)) => {
+                (Some(old), Some(change_seq)) => {
+                    if let Some(&seq) = self.composed.get(id) {
+                        write_out(tx, seq, old)?;
+                    }
                     let columns = RecordColumns::new(record, change_seq, head)?;
-                    tx.prepare_cached(record_sql(old, record))?
+                    tx.prepare_cached(record_sql(Some(old), record))?
                         .execute(columns.values().as_slice())?
                 }
                 (Some(_), None) => tx

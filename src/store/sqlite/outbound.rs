@@ -5,20 +5,21 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::directory::Change;
+use crate::directory::{Change, Record};
 use crate::model::UtcMillis;
 use crate::outbound::{Attempt, Backlog, Claim, Due, Message, MessageStatus, Next, Subscription};
 use crate::store::StoreError;
+use crate::store::compress::Packed;
 use crate::store::replay::requeued;
 use crate::store::rows::{
     BACKLOG, DEAD, DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published,
     RawMessage, RawSubscription, WITHDRAWN, attempt_outcome, catch_up, decode_subscription, following, pack_envelope,
     page, parse_time, unpack_envelope,
 };
-use crate::store::{MessageQuery, Page, Retry};
+use crate::store::{Action, MessageQuery, Page, Retry};
 
 use super::ids::{KeptId, PackedId};
-use super::{Heads, kept_bytes};
+use super::{Heads, kept_bytes, load_record};
 
 const SUBSCRIPTION_COLUMNS: &str = "id, url, secret, actions, sources, enabled, created_at, types";
 
@@ -82,21 +83,81 @@ pub(super) fn set_enabled(tx: &Connection, id: &str, enabled: bool) -> Result<Op
     subscription(tx, id)
 }
 
+/// The codec of an outbox row kept without its envelope: a customer's
+/// `created` envelope, while it is the customer's last one, is its record
+/// at that version with nothing else (no changes: SPEC §6), so it is
+/// composed from the record when it is sent ([`composed`]) rather than
+/// kept twice. Before the record changes, the envelope is written out
+/// ([`write_out`]), so that it stays what it was. Not a compression codec:
+/// [`crate::store::compress`] refuses it.
+pub(super) const COMPOSED: i64 = -1;
+
+/// Whether a `customers` row's last outbox row is kept [`COMPOSED`], as a
+/// column of a statement on `customers`.
+pub(super) fn head_composed() -> String {
+    format!("COALESCE((SELECT codec FROM outbox WHERE seq = last_outbox) = {COMPOSED}, FALSE)")
+}
+
+/// The `created` envelope `id`, made at `created_at`, of `record`, at the
+/// version it was made for: the bytes [`Envelope::new`] made then.
+pub(super) fn composed(id: &str, created_at: UtcMillis, version: i64, record: &Record) -> Result<String, StoreError> {
+    if record.version != version as u64 {
+        return Err(StoreError::Bug(format!(
+            "an envelope composed from its record at version {version} found it at version {}",
+            record.version
+        )));
+    }
+    Ok(Envelope::body(
+        id,
+        created_at,
+        Action::Created,
+        &record.to_customer(),
+        &serde_json::Map::new(),
+    ))
+}
+
+/// Writes out the envelope of outbox row `seq` if it is kept [`COMPOSED`],
+/// from `record`, the record it is composed from, before the record
+/// changes.
+pub(super) fn write_out(tx: &Connection, seq: i64, record: &Record) -> Result<(), StoreError> {
+    let row: Option<(KeptId, String, i64)> = tx
+        .prepare_cached("SELECT id, created_at, version FROM outbox WHERE seq = ?1 AND codec = ?2")?
+        .query_row(params![seq, COMPOSED], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((id, created_at, version)) = row else {
+        return Ok(());
+    };
+    let body = pack_envelope(&composed(&id.0, parse_time(&created_at)?, version, record)?);
+    tx.prepare_cached("UPDATE outbox SET body = ?2, codec = ?3 WHERE seq = ?1")?
+        .execute(params![seq, body.bytes, body.codec])?;
+    Ok(())
+}
+
 /// Writes each change's envelope to the outbox, chained to its customer's
 /// previous one in `heads`: all the delivery's transaction writes for
 /// subscribers. The dispatcher fans the rows out into messages afterwards
-/// ([`fan_out`]). The changes were made `now`. Returns whether it wrote
-/// any.
+/// ([`fan_out`]). The changes were made `now`. A customer's last change
+/// here, if it created the customer, is kept [`COMPOSED`]. Returns
+/// whether it wrote any.
 pub(super) fn queue(
     tx: &Connection,
     changes: &[Change],
     heads: &mut Heads,
     now: UtcMillis,
 ) -> Result<bool, StoreError> {
-    for change in changes {
+    for (n, change) in changes.iter().enumerate() {
         let envelope = Envelope::new(change, now);
-        let body = pack_envelope(&envelope.body);
         let customer = &change.customer;
+        let composed =
+            change.action == Action::Created && !changes[n + 1..].iter().any(|later| later.customer.id == customer.id);
+        let body = if composed {
+            Packed {
+                bytes: Vec::new(),
+                codec: COMPOSED,
+            }
+        } else {
+            pack_envelope(&envelope.body)
+        };
         let head = heads.of(&customer.id);
         let outbox_seq: i64 = tx
             .prepare_cached(
@@ -118,6 +179,7 @@ pub(super) fn queue(
                 |r| r.get(0),
             )?;
         head.outbox = Some(outbox_seq);
+        head.composed = composed;
     }
     Ok(!changes.is_empty())
 }
@@ -341,8 +403,8 @@ pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<D
          RETURNING subscription_id, failures, outbox_seq, generation, claim",
     )?;
     let mut details = tx.prepare_cached(
-        "SELECT s.url, s.secret, o.id, o.body, o.codec, o.created_at FROM subscriptions s, outbox o
-         WHERE s.id = ?1 AND o.seq = ?2",
+        "SELECT s.url, s.secret, o.id, o.body, o.codec, o.created_at, o.customer_id, o.version
+         FROM subscriptions s, outbox o WHERE s.id = ?1 AND o.seq = ?2",
     )?;
     let mut claimed = Vec::with_capacity(seqs.len());
     for seq in seqs {
@@ -350,18 +412,35 @@ pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<D
             .query_row(params![seq, claim.lease_until.as_millisecond()], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })?;
-        let (url, secret, event_id, body, codec, created_at): (_, _, _, _, _, String) =
-            details.query_row(params![subscription_id, outbox_seq], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get::<_, KeptId>(2)?.0,
-                    kept_bytes(r.get_ref(3)?),
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })?;
-        let body = unpack_envelope(body, codec)?;
+        let (url, secret, event_id, body, codec, created_at, customer_id, version): (
+            _,
+            _,
+            String,
+            _,
+            _,
+            String,
+            String,
+            _,
+        ) = details.query_row(params![subscription_id, outbox_seq], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get::<_, KeptId>(2)?.0,
+                kept_bytes(r.get_ref(3)?),
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+            ))
+        })?;
+        let created_at = parse_time(&created_at)?;
+        let body = if codec == COMPOSED {
+            let record = load_record(tx, &customer_id)?
+                .ok_or_else(|| StoreError::Bug("an envelope composed from its record found none".into()))?;
+            composed(&event_id, created_at, version, &record)?
+        } else {
+            unpack_envelope(body, codec)?
+        };
         claimed.push(Due {
             seq,
             subscription_id,
@@ -369,7 +448,7 @@ pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<D
             secret,
             event_id,
             body,
-            created_at: parse_time(&created_at)?,
+            created_at,
             failures,
             generation,
             claim: token,

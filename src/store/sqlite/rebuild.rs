@@ -13,9 +13,10 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
 use super::ids::{KeptId, PackedId};
-use super::{Context, connect, history_chains, reprocess};
+use super::outbound::{COMPOSED, write_out};
+use super::{Context, connect, history_chains, read_record, reprocess};
 use crate::clock::Clock;
-use crate::store::rows::directory_deletes;
+use crate::store::rows::{directory_deletes, record_columns};
 use crate::store::{Publish, Rebuilt, Remap, StoreError};
 
 /// The tables a rebuild writes, which temporary ones shadow on its
@@ -127,6 +128,7 @@ impl Shadow {
             return Err(StoreError::RebuildOverrun);
         }
         let sources = &self.sources;
+        write_out_replaced(&tx, sources)?;
         for sql in [
             // A version never goes down: at least the live record's, or the
             // floor a rebuild that stopped midway left.
@@ -190,6 +192,25 @@ impl Shadow {
         tx.commit()?;
         Ok(self.rebuilt)
     }
+}
+
+/// Writes out the envelopes kept composed from the live records of the
+/// rebuilt `sources` (a JSON array), which the swap replaces with records
+/// that differ at least in when they changed.
+fn write_out_replaced(tx: &Connection, sources: &str) -> Result<(), StoreError> {
+    let sql = format!(
+        "SELECT {}, last_outbox FROM main.customers
+         WHERE source IN (SELECT value FROM json_each(?1))
+           AND EXISTS (SELECT 1 FROM main.outbox o WHERE o.seq = last_outbox AND o.codec = {COMPOSED})",
+        record_columns("profile")
+    );
+    let mut composed = tx.prepare(&sql)?;
+    let rows = composed.query_map([sources], |r| Ok((read_record(r)?, r.get::<_, i64>(11)?)))?;
+    for row in rows {
+        let (raw, seq) = row?;
+        write_out(tx, seq, &raw.into_record()?.0)?;
+    }
+    Ok(())
 }
 
 /// The statement that makes, in `temp`, the table or index whose live

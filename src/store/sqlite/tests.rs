@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::model::OrderKey;
 use crate::sources::{Kind, testing};
-use crate::store::rows::unpack_dedupe_key;
+use crate::store::rows::{unpack_dedupe_key, unpack_envelope};
 use rusqlite::types::FromSql;
 
 type Reply = oneshot::Receiver<Result<Answer, StoreError>>;
@@ -50,6 +50,26 @@ fn customer_numbered(n: Option<u32>) -> Op {
     Op::Ingest(Box::new(Delivery {
         source: "vagaro".into(),
         dedupe_key,
+        received_at: UtcMillis::now(),
+        headers: Default::default(),
+        body: serde_json::to_vec(&value).expect("JSON"),
+        mapped: Kind::Vagaro.adapter().map(&value, &settings),
+        mentions: Vec::new(),
+    }))
+}
+
+/// Vagaro's example customer with `last_name`, modified at `modified`, as
+/// event `event`.
+fn customer_renamed(event: &str, last_name: &str, modified: &str) -> Op {
+    let body = include_bytes!("../../../tests/fixtures/vagaro-customer-updated.json");
+    let mut value: serde_json::Value = serde_json::from_slice(body).expect("the fixture is JSON");
+    value["id"] = event.into();
+    value["payload"]["customerLastName"] = last_name.into();
+    value["payload"]["modifiedDate"] = modified.into();
+    let settings = testing::settings("vagaro", jiff::tz::TimeZone::UTC);
+    Op::Ingest(Box::new(Delivery {
+        source: "vagaro".into(),
+        dedupe_key: event.into(),
         received_at: UtcMillis::now(),
         headers: Default::default(),
         body: serde_json::to_vec(&value).expect("JSON"),
@@ -296,6 +316,90 @@ fn migration_19_packs_the_order_keys_and_makes_the_outbox_again() {
     )
     .expect("a new envelope");
     assert_eq!(count(&conn, "SELECT MAX(seq) FROM outbox"), 4);
+}
+
+/// A customer's `created` envelope is kept composed while it is the
+/// customer's last: composed from the record, it is the envelope of the
+/// change (the record at version 1, no changes); written out when the
+/// record changes, it keeps those bytes; a stale event leaves it composed.
+#[test]
+fn a_created_envelope_is_composed_from_its_record_until_the_record_changes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut writer = Writer::open(
+        &dir.path().join("clientele.db"),
+        Arc::new(Notify::new()),
+        checkpoint::Limits::DEFAULT,
+        Clock::system(),
+    )
+    .expect("open");
+    let kept = |writer: &Writer, seq: i64| -> (i64, String) {
+        let (id, created_at, version, customer_id, body, codec): (KeptId, String, i64, String, Vec<u8>, i64) = writer
+            .conn
+            .query_row(
+                "SELECT id, created_at, version, customer_id, body, codec FROM outbox WHERE seq = ?1",
+                [seq],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            )
+            .expect("an envelope");
+        let body = if codec == outbound::COMPOSED {
+            let record = load_record(&writer.conn, &customer_id)
+                .expect("read")
+                .expect("its record");
+            outbound::composed(&id.0, created_at.parse().expect("a time"), version, &record).expect("composed")
+        } else {
+            unpack_envelope(body, codec).expect("unpacked")
+        };
+        (codec, body)
+    };
+    let (created, answer) = command(customer_renamed("e1", "Smith", "2024-04-01T00:00:00Z"));
+    writer.commit(&mut vec![created]);
+    assert!(matches!(
+        answer.blocking_recv(),
+        Ok(Ok(Answer::Ingest(IngestOutcome::Accepted { .. })))
+    ));
+    let (codec, envelope) = kept(&writer, 1);
+    assert_eq!(codec, outbound::COMPOSED);
+    let sent: serde_json::Value = serde_json::from_str(&envelope).expect("JSON");
+    let id: String = writer
+        .conn
+        .query_row("SELECT customer_id FROM outbox WHERE seq = 1", [], |r| r.get(0))
+        .expect("its customer");
+    let record = load_record(&writer.conn, &id).expect("read");
+    let customer = serde_json::to_value(record.expect("the record").to_customer()).expect("JSON");
+    assert_eq!(
+        (
+            &sent["action"],
+            &sent["payload"],
+            &sent["changes"],
+            sent["payload"]["version"].as_u64()
+        ),
+        (&"created".into(), &customer, &serde_json::json!({}), Some(1))
+    );
+
+    let (stale, answer) = command(customer_renamed("e0", "Older", "2024-03-01T00:00:00Z"));
+    writer.commit(&mut vec![stale]);
+    assert!(matches!(
+        answer.blocking_recv(),
+        Ok(Ok(Answer::Ingest(IngestOutcome::Accepted { .. })))
+    ));
+    assert_eq!(
+        kept(&writer, 1),
+        (outbound::COMPOSED, envelope.clone()),
+        "a stale event"
+    );
+
+    let (updated, answer) = command(customer_renamed("e2", "Smyth", "2024-05-01T00:00:00Z"));
+    writer.commit(&mut vec![updated]);
+    assert!(matches!(
+        answer.blocking_recv(),
+        Ok(Ok(Answer::Ingest(IngestOutcome::Accepted { .. })))
+    ));
+    let (codec, written_out) = kept(&writer, 1);
+    assert_ne!(codec, outbound::COMPOSED);
+    assert_eq!(written_out, envelope, "the same bytes, written out");
+    let (codec, update) = kept(&writer, 2);
+    assert_ne!(codec, outbound::COMPOSED, "an update is kept whole");
+    assert!(update.contains(r#""action":"updated""#) && update.contains("Smyth"));
 }
 
 /// Migration 23 on a store that keeps ids as text: each id Clientele made
@@ -711,7 +815,9 @@ fn mixed_deliveries(seed: u64, count: usize) -> Vec<Delivery> {
             _ => {
                 let mut body = treez_body.clone();
                 let data = &mut body["data"];
-                let me = next(8);
+                // One of eight customers, or now and then one seen once or
+                // twice (its `created` envelope stays its last).
+                let me = if next(4) == 0 { 8 + next(count as u64) } else { next(8) };
                 data["customer_id"] = me.to_string().into();
                 data["last_update"] = format!("2026-0{}-24T11:38:21.000-07:00", 1 + next(9)).into();
                 data["first_name"] = format!("Jules{}", next(3)).into();
@@ -786,6 +892,10 @@ fn dump(path: &Path, answers: &[IngestOutcome]) -> String {
                 {
                     let bytes = kept_bytes(value);
                     let codec: i64 = row.get(codec).expect("a codec");
+                    if codec == outbound::COMPOSED {
+                        out.push_str("COMPOSED|");
+                        continue;
+                    }
                     *compressed.entry(table).or_default() += i64::from(codec != compress::RAW);
                     let bytes = compress::unpack(codec, bytes).expect("unpacked");
                     out.push_str(&String::from_utf8_lossy(&bytes));
@@ -925,6 +1035,10 @@ async fn a_bulk_batch_keeps_what_deliveries_one_by_one_keep() {
             }
         }
         assert!(one_by_one.contains("Duplicate"), "seed {seed}: no duplicate tried");
+        assert!(
+            one_by_one.contains("COMPOSED"),
+            "seed {seed}: no envelope kept composed"
+        );
         assert!(
             one_by_one.contains("Suppressed"),
             "seed {seed}: no erased customer tried"
