@@ -42,6 +42,7 @@ macro_rules! insert_records {
 
 mod bulk;
 mod checkpoint;
+mod composed;
 mod ids;
 mod keys;
 mod lock;
@@ -446,12 +447,11 @@ impl Directory for SqliteStore {
 
     fn history(&self, query: HistoryQuery) -> BoxFuture<'_, Result<Option<Page<HistoryEntry>>, StoreError>> {
         Box::pin(self.readers.run(move |conn| {
-            let exists = conn
-                .prepare_cached("SELECT 1 FROM customers WHERE id = ?1")?
-                .exists([&query.customer_id])?;
-            if !exists {
+            // One snapshot (see `Readers::run`): an entry composed from the
+            // record is read with the record it was composed from.
+            let Some(record) = load_record(conn, &query.customer_id)? else {
                 return Ok(None);
-            }
+            };
             // The chain from the latest entry back to the cursor: only the
             // page's entries are read whole.
             let mut stmt = conn.prepare_cached(
@@ -461,9 +461,19 @@ impl Directory for SqliteStore {
                  SELECT seq, entry, codec FROM history WHERE seq IN (SELECT seq FROM chain) ORDER BY seq LIMIT ?3",
             )?;
             let args = params![query.customer_id, query.after.unwrap_or(0), query.limit as i64 + 1];
-            let rows = stmt
+            let rows: Vec<(i64, Vec<u8>, i64)> = stmt
                 .query_map(args, |r| Ok((r.get(0)?, kept_bytes(r.get_ref(1)?), r.get(2)?)))?
                 .collect::<Result<_, _>>()?;
+            let rows = rows
+                .into_iter()
+                .map(|(seq, entry, codec)| match codec {
+                    composed::COMPOSED => {
+                        let entry = composed::kept_entry(conn, seq, &record)?;
+                        Ok((seq, serde_json::to_vec(&entry)?, compress::RAW))
+                    }
+                    _ => Ok((seq, entry, codec)),
+                })
+                .collect::<Result<_, StoreError>>()?;
             Ok(Some(history_page(rows, query.limit)?))
         }))
     }
@@ -1311,7 +1321,7 @@ fn load(tx: &Connection, ids: &[String], publish: Publish) -> Result<(Loaded, He
     let sql = format!(
         "SELECT {}, last_history, last_outbox, {} FROM customers WHERE id = ?1",
         record_columns("profile"),
-        outbound::head_composed()
+        composed::heads()
     );
     let mut records = tx.prepare_cached(&sql)?;
     // A record a rebuild emptied takes back where its chain of envelopes
@@ -1330,7 +1340,8 @@ fn load(tx: &Connection, ids: &[String], publish: Publish) -> Result<(Loaded, He
                     Head {
                         history: r.get(11)?,
                         outbox: r.get(12)?,
-                        composed: r.get(13)?,
+                        outbox_composed: r.get(13)?,
+                        history_composed: r.get(14)?,
                         adopted: None,
                     },
                 ))
@@ -1387,9 +1398,12 @@ struct Heads(HashMap<String, Head>);
 struct Head {
     history: Option<i64>,
     outbox: Option<i64>,
-    /// The outbox row at `outbox` is kept [`outbound::COMPOSED`] from the
+    /// The outbox row at `outbox` is kept [`composed::COMPOSED`] from the
     /// record.
-    composed: bool,
+    outbox_composed: bool,
+    /// The history entry at `history` is kept [`composed::COMPOSED`] from
+    /// the record.
+    history_composed: bool,
     /// The chain's end taken from `outbox_heads` for a record not written
     /// yet; its row there goes once the record names it.
     adopted: Option<i64>,
@@ -1416,12 +1430,45 @@ fn persist(
     publish: Publish,
     ctx: &mut Context,
 ) -> Result<(), StoreError> {
+    // A customer about to get another history entry, or whose record is
+    // about to change, first has what was composed from its record written
+    // out, published or not.
+    let touched = effects.history.iter().map(|(id, _)| id);
+    for id in touched.chain(effects.writes.iter().filter(|w| w.changed).map(|w| &w.record.id)) {
+        let head = heads.of(id);
+        if head.outbox_composed || head.history_composed {
+            let old = loaded
+                .records
+                .get(id)
+                .ok_or_else(|| StoreError::Bug("a row composed from a record that was not loaded".into()))?;
+            let outbox = head.outbox.filter(|_| head.outbox_composed);
+            composed::write_out(tx, outbox, head.history.filter(|_| head.history_composed), old)?;
+            head.outbox_composed = false;
+            head.history_composed = false;
+        }
+    }
     let mut history = tx.prepare_cached(
         "INSERT INTO history (customer_id, event_id, entry, codec, prev) VALUES (?1, ?2, ?3, ?4, ?5) RETURNING seq",
     )?;
-    for (customer_id, entry) in &effects.history {
+    for (n, (customer_id, entry)) in effects.history.iter().enumerate() {
+        // A customer's last entry here, if it is the creation of the
+        // record written, is kept composed.
+        let last = !effects.history[n + 1..].iter().any(|(later, _)| later == customer_id);
+        let written = effects
+            .writes
+            .iter()
+            .rev()
+            .find(|w| &w.record.id == customer_id && w.changed);
+        let compose = last && written.is_some_and(|w| composed::composes(entry, &w.record));
         let head = heads.of(customer_id);
-        let packed = pack_history(entry)?;
+        let packed = if compose {
+            compress::Packed {
+                bytes: Vec::new(),
+                codec: composed::COMPOSED,
+            }
+        } else {
+            pack_history(entry)?
+        };
         let params = params![
             customer_id,
             PackedId(&entry.event_id),
@@ -1430,17 +1477,7 @@ fn persist(
             head.history
         ];
         head.history = Some(history.query_row(params, |r| r.get(0))?);
-    }
-    // A record about to change first writes out the envelope composed
-    // from it, published or not.
-    for write in effects.writes.iter().filter(|w| w.changed) {
-        if let Some(old) = loaded.records.get(&write.record.id) {
-            let head = heads.of(&old.id);
-            if let (true, Some(seq)) = (head.composed, head.outbox) {
-                outbound::write_out(tx, seq, old)?;
-            }
-            head.composed = false;
-        }
+        head.history_composed = compose;
     }
     if publish == Publish::Yes {
         self::publish(tx, &effects.changes, heads, ctx)?;

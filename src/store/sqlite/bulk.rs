@@ -24,10 +24,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rusqlite::{Connection, ToSql, params};
 
+use super::composed::{self, COMPOSED};
 use super::ids::{KeptId, PackedId};
-use super::outbound::{COMPOSED, head_composed, write_out};
 use super::{Context, Head, Heads, RecordColumns, UPSERT_LINK, lookup_delete, lookup_insert, read_record, record_sql};
-use crate::directory::{self, Effects, Loaded, MergeLink, Record};
+use crate::directory::{self, Effects, HistoryEntry, Loaded, MergeLink, Record};
 use crate::model::OrderKey;
 use crate::store::compress::Packed;
 use crate::store::rows::{
@@ -68,9 +68,10 @@ struct Batch {
     heads: Heads,
     /// The records as their rows were before the batch.
     stored: HashMap<String, Record>,
-    /// Of those, the ones whose last outbox row is kept composed from them
-    /// (`outbound::COMPOSED`), and that row: written out if they change.
-    composed: HashMap<String, i64>,
+    /// Of those, the ones whose last outbox row or history entry is kept
+    /// composed from them ([`COMPOSED`]), and those: written out if the
+    /// record changes or the customer gets another entry.
+    composed: HashMap<String, (Option<i64>, Option<i64>)>,
     /// The customers whose row the batch writes, in the order they were
     /// first written.
     written: Vec<String>,
@@ -123,8 +124,11 @@ struct HistoryRow {
     seq: i64,
     customer_id: String,
     event_id: PackedId<String>,
-    entry: Packed,
+    /// The entry, packed when written (or kept composed).
+    entry: HistoryEntry,
     prev: Option<i64>,
+    /// The batch's event that made it (its place in `events`).
+    event: usize,
 }
 
 struct OutboxRow {
@@ -132,6 +136,8 @@ struct OutboxRow {
     id: PackedId<String>,
     /// The envelope, packed when written (or kept composed).
     body: String,
+    /// The batch's event that made it (its place in `events`).
+    event: usize,
     created_at: String,
     customer_id: String,
     source: String,
@@ -185,14 +191,15 @@ impl Batch {
         let sql = format!(
             "SELECT {}, last_history, last_outbox, {} FROM customers WHERE id IN (SELECT value FROM json_each(?1))",
             record_columns("profile"),
-            head_composed()
+            composed::heads()
         );
         let mut rows = tx.prepare_cached(&sql)?;
         let rows = rows.query_map([&ids], |r| {
             let head = Head {
                 history: r.get(11)?,
                 outbox: r.get(12)?,
-                composed: r.get(13)?,
+                outbox_composed: r.get(13)?,
+                history_composed: r.get(14)?,
                 adopted: None,
             };
             Ok((read_record(r)?, head))
@@ -207,7 +214,11 @@ impl Batch {
         let composed = heads
             .0
             .iter()
-            .filter_map(|(id, head)| Some((id.clone(), head.outbox.filter(|_| head.composed)?)))
+            .filter(|(_, head)| head.outbox_composed || head.history_composed)
+            .map(|(id, head)| {
+                let outbox = head.outbox.filter(|_| head.outbox_composed);
+                (id.clone(), (outbox, head.history.filter(|_| head.history_composed)))
+            })
             .collect();
         // A customer without a record takes back where its chain of
         // envelopes ended, if a rebuild left it (as `super::load` does).
@@ -340,19 +351,19 @@ impl Batch {
     /// history entries and outbox rows as rows to insert, the records in
     /// the state.
     fn persist(&mut self, effects: Effects, publish: Publish, ctx: &mut Context) -> Result<(), StoreError> {
-        for (customer_id, entry) in &effects.history {
-            let head = self.heads.of(customer_id);
+        for (customer_id, entry) in effects.history {
             let seq = self.next.history;
             self.next.history += 1;
+            let prev = self.heads.of(&customer_id).history.replace(seq);
+            self.write_row(&customer_id, None);
             self.history.push(HistoryRow {
                 seq,
-                customer_id: customer_id.clone(),
+                customer_id,
                 event_id: PackedId(entry.event_id.clone()),
-                entry: pack_history(entry)?,
-                prev: head.history,
+                prev,
+                entry,
+                event: self.events.len(),
             });
-            head.history = Some(seq);
-            self.write_row(customer_id, None);
         }
         if publish == Publish::Yes {
             for change in &effects.changes {
@@ -366,6 +377,7 @@ impl Batch {
                     created_at: envelope.created_at.to_string(),
                     body: envelope.body,
                     id: PackedId(envelope.id),
+                    event: self.events.len(),
                     customer_id: customer.id.clone(),
                     source: customer.source.clone(),
                     action: change.action.as_str(),
@@ -406,31 +418,63 @@ impl Batch {
 
     /// Writes what the batch left, a table at a time.
     fn write(self, tx: &Connection) -> Result<(), StoreError> {
+        // A customer that gets another entry, or whose record changes,
+        // first has what was composed from its stored record written out,
+        // as `super::persist` does.
+        let changed = self
+            .changed
+            .iter()
+            .filter(|(_, change)| change.is_some())
+            .map(|(id, _)| id);
+        let touched: BTreeSet<&String> = self.history.iter().map(|h| &h.customer_id).chain(changed).collect();
+        for id in touched {
+            if let (Some(&(outbox, history)), Some(stored)) = (self.composed.get(id), self.stored.get(id)) {
+                composed::write_out(tx, outbox, history, stored)?;
+            }
+        }
+        // Each customer's last entry, if it is the creation of the record
+        // the batch ends with, is kept composed.
+        let last: HashMap<&str, i64> = self.history.iter().map(|h| (h.customer_id.as_str(), h.seq)).collect();
+        let history = self
+            .history
+            .iter()
+            .map(|h| {
+                let record = self.state.records.get(&h.customer_id);
+                let entry = if last[h.customer_id.as_str()] == h.seq
+                    && record.is_some_and(|r| composed::composes(&h.entry, r))
+                {
+                    Packed {
+                        bytes: Vec::new(),
+                        codec: COMPOSED,
+                    }
+                } else {
+                    pack_history(&h.entry)?
+                };
+                Ok((h, entry))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         insert_rows(
             tx,
             "INSERT INTO history (seq, customer_id, event_id, entry, codec, prev) VALUES",
-            &self.history,
-            |h| {
-                vec![
-                    &h.seq,
-                    &h.customer_id,
-                    &h.event_id,
-                    &h.entry.bytes,
-                    &h.entry.codec,
-                    &h.prev,
-                ]
-            },
+            &history,
+            |(h, entry)| vec![&h.seq, &h.customer_id, &h.event_id, &entry.bytes, &entry.codec, &h.prev],
         )?;
         // Each customer's last envelope, if it created the customer at the
-        // version its record ends the batch at, is kept composed, as
-        // `outbound::queue` keeps it.
+        // version its record ends the batch at and no later event gave the
+        // customer another entry, is kept composed, as
+        // `super::outbound::queue` keeps it and `super::persist` writes it
+        // out.
         let last: HashMap<&str, i64> = self.outbox.iter().map(|o| (o.customer_id.as_str(), o.seq)).collect();
+        let last_entry: HashMap<&str, usize> = self.history.iter().map(|h| (h.customer_id.as_str(), h.event)).collect();
         let outbox: Vec<(&OutboxRow, Packed)> = self
             .outbox
             .iter()
             .map(|o| {
                 let composed = o.action == Action::Created.as_str()
                     && last[o.customer_id.as_str()] == o.seq
+                    && last_entry
+                        .get(o.customer_id.as_str())
+                        .is_none_or(|&event| event == o.event)
                     && self.state.records.get(&o.customer_id).map(|r| r.version as i64) == Some(o.version);
                 let body = if composed {
                     Packed {
@@ -529,12 +573,9 @@ impl Batch {
                     }
                     continue;
                 }
-                (Some(old), Some(change_seq)) => {
-                    if let Some(&seq) = self.composed.get(id) {
-                        write_out(tx, seq, old)?;
-                    }
+                (Some(_), Some(change_seq)) => {
                     let columns = RecordColumns::new(record, change_seq, head)?;
-                    tx.prepare_cached(record_sql(Some(old), record))?
+                    tx.prepare_cached(record_sql(old, record))?
                         .execute(columns.values().as_slice())?
                 }
                 (Some(_), None) => tx

@@ -5,7 +5,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::directory::{Change, Record};
+use crate::directory::Change;
 use crate::model::UtcMillis;
 use crate::outbound::{Attempt, Backlog, Claim, Due, Message, MessageStatus, Next, Subscription};
 use crate::store::StoreError;
@@ -18,6 +18,7 @@ use crate::store::rows::{
 };
 use crate::store::{Action, MessageQuery, Page, Retry};
 
+use super::composed::{self, COMPOSED};
 use super::ids::{KeptId, PackedId};
 use super::{Heads, kept_bytes, load_record};
 
@@ -83,56 +84,6 @@ pub(super) fn set_enabled(tx: &Connection, id: &str, enabled: bool) -> Result<Op
     subscription(tx, id)
 }
 
-/// The codec of an outbox row kept without its envelope: a customer's
-/// `created` envelope, while it is the customer's last one, is its record
-/// at that version with nothing else (no changes: SPEC §6), so it is
-/// composed from the record when it is sent ([`composed`]) rather than
-/// kept twice. Before the record changes, the envelope is written out
-/// ([`write_out`]), so that it stays what it was. Not a compression codec:
-/// [`crate::store::compress`] refuses it.
-pub(super) const COMPOSED: i64 = -1;
-
-/// Whether a `customers` row's last outbox row is kept [`COMPOSED`], as a
-/// column of a statement on `customers`.
-pub(super) fn head_composed() -> String {
-    format!("COALESCE((SELECT codec FROM outbox WHERE seq = last_outbox) = {COMPOSED}, FALSE)")
-}
-
-/// The `created` envelope `id`, made at `created_at`, of `record`, at the
-/// version it was made for: the bytes [`Envelope::new`] made then.
-pub(super) fn composed(id: &str, created_at: UtcMillis, version: i64, record: &Record) -> Result<String, StoreError> {
-    if record.version != version as u64 {
-        return Err(StoreError::Bug(format!(
-            "an envelope composed from its record at version {version} found it at version {}",
-            record.version
-        )));
-    }
-    Ok(Envelope::body(
-        id,
-        created_at,
-        Action::Created,
-        &record.to_customer(),
-        &serde_json::Map::new(),
-    ))
-}
-
-/// Writes out the envelope of outbox row `seq` if it is kept [`COMPOSED`],
-/// from `record`, the record it is composed from, before the record
-/// changes.
-pub(super) fn write_out(tx: &Connection, seq: i64, record: &Record) -> Result<(), StoreError> {
-    let row: Option<(KeptId, String, i64)> = tx
-        .prepare_cached("SELECT id, created_at, version FROM outbox WHERE seq = ?1 AND codec = ?2")?
-        .query_row(params![seq, COMPOSED], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
-    let Some((id, created_at, version)) = row else {
-        return Ok(());
-    };
-    let body = pack_envelope(&composed(&id.0, parse_time(&created_at)?, version, record)?);
-    tx.prepare_cached("UPDATE outbox SET body = ?2, codec = ?3 WHERE seq = ?1")?
-        .execute(params![seq, body.bytes, body.codec])?;
-    Ok(())
-}
-
 /// Writes each change's envelope to the outbox, chained to its customer's
 /// previous one in `heads`: all the delivery's transaction writes for
 /// subscribers. The dispatcher fans the rows out into messages afterwards
@@ -179,7 +130,7 @@ pub(super) fn queue(
                 |r| r.get(0),
             )?;
         head.outbox = Some(outbox_seq);
-        head.composed = composed;
+        head.outbox_composed = composed;
     }
     Ok(!changes.is_empty())
 }
@@ -437,7 +388,7 @@ pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<D
         let body = if codec == COMPOSED {
             let record = load_record(tx, &customer_id)?
                 .ok_or_else(|| StoreError::Bug("an envelope composed from its record found none".into()))?;
-            composed(&event_id, created_at, version, &record)?
+            composed::envelope(&event_id, created_at, version, &record)?
         } else {
             unpack_envelope(body, codec)?
         };

@@ -12,8 +12,8 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
+use super::composed::{COMPOSED, write_out};
 use super::ids::{KeptId, PackedId};
-use super::outbound::{COMPOSED, write_out};
 use super::{Context, connect, history_chains, read_record, reprocess};
 use crate::clock::Clock;
 use crate::store::rows::{directory_deletes, record_columns};
@@ -196,7 +196,8 @@ impl Shadow {
 
 /// Writes out the envelopes kept composed from the live records of the
 /// rebuilt `sources` (a JSON array), which the swap replaces with records
-/// that differ at least in when they changed.
+/// that differ at least in when they changed. (Their history goes with
+/// them.)
 fn write_out_replaced(tx: &Connection, sources: &str) -> Result<(), StoreError> {
     let sql = format!(
         "SELECT {}, last_outbox FROM main.customers
@@ -208,7 +209,7 @@ fn write_out_replaced(tx: &Connection, sources: &str) -> Result<(), StoreError> 
     let rows = composed.query_map([sources], |r| Ok((read_record(r)?, r.get::<_, i64>(11)?)))?;
     for row in rows {
         let (raw, seq) = row?;
-        write_out(tx, seq, &raw.into_record()?.0)?;
+        write_out(tx, Some(seq), None, &raw.into_record()?.0)?;
     }
     Ok(())
 }

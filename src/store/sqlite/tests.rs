@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::model::OrderKey;
 use crate::sources::{Kind, testing};
+use crate::store::Action;
 use crate::store::rows::{unpack_dedupe_key, unpack_envelope};
 use rusqlite::types::FromSql;
 
@@ -318,12 +319,13 @@ fn migration_19_packs_the_order_keys_and_makes_the_outbox_again() {
     assert_eq!(count(&conn, "SELECT MAX(seq) FROM outbox"), 4);
 }
 
-/// A customer's `created` envelope is kept composed while it is the
-/// customer's last: composed from the record, it is the envelope of the
-/// change (the record at version 1, no changes); written out when the
-/// record changes, it keeps those bytes; a stale event leaves it composed.
+/// A customer's `created` envelope and history entry are kept composed
+/// while each is the customer's last: composed from the record, the
+/// envelope is the change's (the record at version 1, no changes), the
+/// entry the record's fields from nothing; a stale event's entry writes
+/// both out, each as it was composed; an update's are kept whole.
 #[test]
-fn a_created_envelope_is_composed_from_its_record_until_the_record_changes() {
+fn a_created_envelope_and_entry_are_composed_from_the_record_until_it_changes() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut writer = Writer::open(
         &dir.path().join("clientele.db"),
@@ -341,15 +343,34 @@ fn a_created_envelope_is_composed_from_its_record_until_the_record_changes() {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
             )
             .expect("an envelope");
-        let body = if codec == outbound::COMPOSED {
+        let body = if codec == composed::COMPOSED {
             let record = load_record(&writer.conn, &customer_id)
                 .expect("read")
                 .expect("its record");
-            outbound::composed(&id.0, created_at.parse().expect("a time"), version, &record).expect("composed")
+            composed::envelope(&id.0, created_at.parse().expect("a time"), version, &record).expect("composed")
         } else {
             unpack_envelope(body, codec).expect("unpacked")
         };
         (codec, body)
+    };
+    let entry = |writer: &Writer, seq: i64| -> (i64, HistoryEntry) {
+        let (customer_id, entry, codec): (String, Vec<u8>, i64) = writer
+            .conn
+            .query_row(
+                "SELECT customer_id, entry, codec FROM history WHERE seq = ?1",
+                [seq],
+                |r| Ok((r.get(0)?, kept_bytes(r.get_ref(1)?), r.get(2)?)),
+            )
+            .expect("an entry");
+        let entry = if codec == composed::COMPOSED {
+            let record = load_record(&writer.conn, &customer_id)
+                .expect("read")
+                .expect("its record");
+            composed::kept_entry(&writer.conn, seq, &record).expect("composed")
+        } else {
+            crate::model::json::decode(&compress::unpack(codec, entry).expect("unpacked")).expect("an entry")
+        };
+        (codec, entry)
     };
     let (created, answer) = command(customer_renamed("e1", "Smith", "2024-04-01T00:00:00Z"));
     writer.commit(&mut vec![created]);
@@ -358,7 +379,9 @@ fn a_created_envelope_is_composed_from_its_record_until_the_record_changes() {
         Ok(Ok(Answer::Ingest(IngestOutcome::Accepted { .. })))
     ));
     let (codec, envelope) = kept(&writer, 1);
-    assert_eq!(codec, outbound::COMPOSED);
+    assert_eq!(codec, composed::COMPOSED);
+    let (codec, created) = entry(&writer, 1);
+    assert_eq!(codec, composed::COMPOSED);
     let sent: serde_json::Value = serde_json::from_str(&envelope).expect("JSON");
     let id: String = writer
         .conn
@@ -375,6 +398,22 @@ fn a_created_envelope_is_composed_from_its_record_until_the_record_changes() {
         ),
         (&"created".into(), &customer, &serde_json::json!({}), Some(1))
     );
+    let record = load_record(&writer.conn, &id).expect("read").expect("the record");
+    assert_eq!(
+        (
+            created.action,
+            created.outcome,
+            &created.changes,
+            Some(&created.order_key)
+        ),
+        (
+            Action::Created,
+            Outcome::Applied,
+            &directory::diff(None, &record.to_customer()),
+            record.order_key.as_ref()
+        )
+    );
+    assert!(created.changes.contains_key("lastName") && created.event_id.starts_with("evt_"));
 
     let (stale, answer) = command(customer_renamed("e0", "Older", "2024-03-01T00:00:00Z"));
     writer.commit(&mut vec![stale]);
@@ -382,11 +421,13 @@ fn a_created_envelope_is_composed_from_its_record_until_the_record_changes() {
         answer.blocking_recv(),
         Ok(Ok(Answer::Ingest(IngestOutcome::Accepted { .. })))
     ));
-    assert_eq!(
-        kept(&writer, 1),
-        (outbound::COMPOSED, envelope.clone()),
-        "a stale event"
-    );
+    let (codec, written_out) = entry(&writer, 1);
+    assert_ne!(codec, composed::COMPOSED, "another entry");
+    assert_eq!(written_out, created, "the same entry, written out");
+    assert_eq!(entry(&writer, 2).1.outcome, Outcome::Stale);
+    let (codec, written_out) = kept(&writer, 1);
+    assert_ne!(codec, composed::COMPOSED, "written out with the entry");
+    assert_eq!(written_out, envelope, "the same bytes, written out");
 
     let (updated, answer) = command(customer_renamed("e2", "Smyth", "2024-05-01T00:00:00Z"));
     writer.commit(&mut vec![updated]);
@@ -394,11 +435,14 @@ fn a_created_envelope_is_composed_from_its_record_until_the_record_changes() {
         answer.blocking_recv(),
         Ok(Ok(Answer::Ingest(IngestOutcome::Accepted { .. })))
     ));
-    let (codec, written_out) = kept(&writer, 1);
-    assert_ne!(codec, outbound::COMPOSED);
-    assert_eq!(written_out, envelope, "the same bytes, written out");
+    assert_eq!(kept(&writer, 1).1, envelope);
     let (codec, update) = kept(&writer, 2);
-    assert_ne!(codec, outbound::COMPOSED, "an update is kept whole");
+    assert_ne!(codec, composed::COMPOSED, "an update is kept whole");
+    assert_ne!(
+        entry(&writer, 3).0,
+        composed::COMPOSED,
+        "an update's entry is kept whole"
+    );
     assert!(update.contains(r#""action":"updated""#) && update.contains("Smyth"));
 }
 
@@ -892,7 +936,7 @@ fn dump(path: &Path, answers: &[IngestOutcome]) -> String {
                 {
                     let bytes = kept_bytes(value);
                     let codec: i64 = row.get(codec).expect("a codec");
-                    if codec == outbound::COMPOSED {
+                    if codec == composed::COMPOSED {
                         out.push_str("COMPOSED|");
                         continue;
                     }
@@ -1332,4 +1376,46 @@ async fn persons_keep_their_documents_compressed_and_their_changes_only_when_ask
         .collect::<Result<_, _>>()
         .expect("rows");
     assert_eq!(rows, ["per_third"]);
+}
+
+/// The history a store reads shows an entry kept composed as the entry it
+/// was composed from: the creation, with its event's id and time.
+#[tokio::test]
+async fn a_history_read_shows_a_composed_entry_whole() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("clientele.db");
+    let store = SqliteStore::open(&path, Clock::system()).expect("open");
+    let Answer::Ingest(IngestOutcome::Accepted { event_id, .. }) = store.send(customer()).await.expect("kept") else {
+        panic!("not accepted");
+    };
+    let reader = Connection::open(&path).expect("a reader");
+    assert_eq!(count(&reader, "SELECT codec FROM history"), composed::COMPOSED);
+    let (id, received_at): (String, String) = reader
+        .query_row("SELECT customer_id, received_at FROM events", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("the event");
+    let page = store
+        .history(HistoryQuery {
+            customer_id: id.clone(),
+            limit: 10,
+            after: None,
+        })
+        .await
+        .expect("read")
+        .expect("the customer's");
+    let record = load_record(&reader, &id).expect("read").expect("the record");
+    assert_eq!(
+        page.items,
+        [HistoryEntry {
+            event_id,
+            received_at: received_at.parse().expect("a time"),
+            order_key: record.order_key.clone().expect("an order key"),
+            action: Action::Created,
+            outcome: Outcome::Applied,
+            changes: directory::diff(None, &record.to_customer()),
+            warnings: Vec::new(),
+        }]
+    );
+    store.close().await;
 }
