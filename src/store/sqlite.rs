@@ -1462,10 +1462,7 @@ fn persist(
         let compose = last && written.is_some_and(|w| composed::composes(entry, &w.record));
         let head = heads.of(customer_id);
         let packed = if compose {
-            compress::Packed {
-                bytes: Vec::new(),
-                codec: composed::COMPOSED,
-            }
+            composed::kept()
         } else {
             pack_history(entry)?
         };

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rusqlite::{Connection, ToSql, params};
 
-use super::composed::{self, COMPOSED};
+use super::composed;
 use super::ids::{KeptId, PackedId};
 use super::{Context, Head, Heads, RecordColumns, UPSERT_LINK, lookup_delete, lookup_insert, read_record, record_sql};
 use crate::directory::{self, Effects, HistoryEntry, Loaded, MergeLink, Record};
@@ -69,7 +69,7 @@ struct Batch {
     /// The records as their rows were before the batch.
     stored: HashMap<String, Record>,
     /// Of those, the ones whose last outbox row or history entry is kept
-    /// composed from them ([`COMPOSED`]), and those: written out if the
+    /// composed from them ([`composed::COMPOSED`]), and those: written out if the
     /// record changes or the customer gets another entry.
     composed: HashMap<String, (Option<i64>, Option<i64>)>,
     /// The customers whose row the batch writes, in the order they were
@@ -443,10 +443,7 @@ impl Batch {
                 let entry = if last[h.customer_id.as_str()] == h.seq
                     && record.is_some_and(|r| composed::composes(&h.entry, r))
                 {
-                    Packed {
-                        bytes: Vec::new(),
-                        codec: COMPOSED,
-                    }
+                    composed::kept()
                 } else {
                     pack_history(&h.entry)?
                 };
@@ -477,10 +474,7 @@ impl Batch {
                         .is_none_or(|&event| event == o.event)
                     && self.state.records.get(&o.customer_id).map(|r| r.version as i64) == Some(o.version);
                 let body = if composed {
-                    Packed {
-                        bytes: Vec::new(),
-                        codec: COMPOSED,
-                    }
+                    composed::kept()
                 } else {
                     pack_envelope(&o.body)
                 };

@@ -16,12 +16,21 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::ids::KeptId;
 use crate::directory::{self, HistoryEntry, Record};
 use crate::model::UtcMillis;
+use crate::store::compress::Packed;
 use crate::store::rows::{Envelope, pack_envelope, pack_history, parse_time};
 use crate::store::{Action, Outcome, StoreError};
 
 /// The codec of a row kept without its body, composed from its record.
 /// Not a compression codec: [`crate::store::compress`] refuses it.
 pub(super) const COMPOSED: i64 = -1;
+
+/// What a row kept [`COMPOSED`] keeps of its body: nothing.
+pub(super) fn kept() -> Packed {
+    Packed {
+        bytes: Vec::new(),
+        codec: COMPOSED,
+    }
+}
 
 /// Whether a `customers` row's last outbox row and last history entry
 /// are kept [`COMPOSED`], as two columns of a statement on `customers`.

@@ -9,7 +9,6 @@ use crate::directory::Change;
 use crate::model::UtcMillis;
 use crate::outbound::{Attempt, Backlog, Claim, Due, Message, MessageStatus, Next, Subscription};
 use crate::store::StoreError;
-use crate::store::compress::Packed;
 use crate::store::replay::requeued;
 use crate::store::rows::{
     BACKLOG, DEAD, DISABLE_SUBSCRIPTION, Envelope, FAN_OUT_BATCH, FAN_OUT_SUBSCRIPTIONS, Fanned, Following, Published,
@@ -102,10 +101,7 @@ pub(super) fn queue(
         let composed =
             change.action == Action::Created && !changes[n + 1..].iter().any(|later| later.customer.id == customer.id);
         let body = if composed {
-            Packed {
-                bytes: Vec::new(),
-                codec: COMPOSED,
-            }
+            composed::kept()
         } else {
             pack_envelope(&envelope.body)
         };

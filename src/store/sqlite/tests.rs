@@ -47,6 +47,11 @@ fn customer_numbered(n: Option<u32>) -> Op {
             format!("customer-{n}")
         }
     };
+    vagaro(value, dedupe_key)
+}
+
+/// Vagaro's delivery of `value`, deduplicated by `dedupe_key`.
+fn vagaro(value: serde_json::Value, dedupe_key: String) -> Op {
     let settings = testing::settings("vagaro", jiff::tz::TimeZone::UTC);
     Op::Ingest(Box::new(Delivery {
         source: "vagaro".into(),
@@ -67,16 +72,7 @@ fn customer_renamed(event: &str, last_name: &str, modified: &str) -> Op {
     value["id"] = event.into();
     value["payload"]["customerLastName"] = last_name.into();
     value["payload"]["modifiedDate"] = modified.into();
-    let settings = testing::settings("vagaro", jiff::tz::TimeZone::UTC);
-    Op::Ingest(Box::new(Delivery {
-        source: "vagaro".into(),
-        dedupe_key: event.into(),
-        received_at: UtcMillis::now(),
-        headers: Default::default(),
-        body: serde_json::to_vec(&value).expect("JSON"),
-        mapped: Kind::Vagaro.adapter().map(&value, &settings),
-        mentions: Vec::new(),
-    }))
+    vagaro(value, event.into())
 }
 
 fn subscription() -> Op {
