@@ -325,6 +325,12 @@ pub(super) fn pack_person(doc: &PersonDoc) -> Result<compress::Packed, StoreErro
     Ok(compress::pack(compress::Kind::Person, &serde_json::to_vec(doc)?))
 }
 
+/// A review's evidence as kept (see [`compress`]): JSON with many field
+/// names, compressed with the persons' dictionary, which holds them.
+pub(super) fn pack_evidence(evidence: &[Evidence]) -> Result<compress::Packed, StoreError> {
+    Ok(compress::pack(compress::Kind::Person, &serde_json::to_vec(evidence)?))
+}
+
 /// A review's id: the same pair, the same id.
 pub fn review_id(customers: &[String; 2]) -> String {
     use sha2::{Digest, Sha256};
@@ -441,10 +447,23 @@ pub(super) mod sql {
     pub const ALIAS: &str = "SELECT person_id FROM person_aliases WHERE alias = $1";
     pub const MEMBER: &str = "SELECT person_id FROM person_members WHERE customer_id = $1";
     pub const MERGED_INTO: &str = "SELECT merged_into FROM customers WHERE id = $1";
-    pub const REVIEWS: &str = "SELECT seq, id, a, b, score, evidence, status, decision, created_at, decided_at
-         FROM person_reviews WHERE seq > $1 AND ($2 = '' OR status = $2) ORDER BY seq LIMIT $3";
-    pub const REVIEW: &str = "SELECT seq, id, a, b, score, evidence, status, decision, created_at, decided_at
-         FROM person_reviews WHERE id = $1";
+    /// A review's columns as [`super::RawReview`] reads them, `evidence`
+    /// being the dialect's expression of its evidence as kept, then its
+    /// codec.
+    fn review_columns(evidence: &str) -> String {
+        format!("seq, id, a, b, score, {evidence}, status, decision, created_at, decided_at")
+    }
+
+    pub fn reviews(evidence: &str) -> String {
+        format!(
+            "SELECT {} FROM person_reviews WHERE seq > $1 AND ($2 = '' OR status = $2) ORDER BY seq LIMIT $3",
+            review_columns(evidence)
+        )
+    }
+
+    pub fn review(evidence: &str) -> String {
+        format!("SELECT {} FROM person_reviews WHERE id = $1", review_columns(evidence))
+    }
     pub const DECISION: &str = "SELECT decision FROM person_decisions WHERE a = $1 AND b = $2";
     pub const KEEP_DECISION: &str = "INSERT INTO person_decisions (a, b, decision, decided_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (a, b) DO UPDATE SET decision = excluded.decision, decided_at = excluded.decided_at";
@@ -471,10 +490,17 @@ pub(super) mod sql {
     pub const FORGET_REVIEWS: &str = "DELETE FROM person_reviews WHERE a = $1 OR b = $1";
     pub const FORGET_DECISIONS: &str = "DELETE FROM person_decisions WHERE a = $1 OR b = $1";
     pub const DELETE_REVIEW: &str = "DELETE FROM person_reviews WHERE id = $1 AND status = 'open'";
-    pub const UPSERT_REVIEW: &str = "INSERT INTO person_reviews (id, a, b, score, evidence, status, created_at)
-         VALUES ($1, $2, $3, $4, $5, 'open', $6)
-         ON CONFLICT (id) DO UPDATE SET score = excluded.score, evidence = excluded.evidence
-         WHERE person_reviews.status = 'open'";
+    /// Opens a review, or brings an open one's score and evidence up to
+    /// date: `$5` its evidence as kept (in the dialect's `column`), `$6`
+    /// their codec.
+    pub fn upsert_review(column: &str) -> String {
+        format!(
+            "INSERT INTO person_reviews (id, a, b, score, {column}, codec, status, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 'open', $7)
+             ON CONFLICT (id) DO UPDATE SET score = excluded.score, {column} = excluded.{column}, codec = excluded.codec
+             WHERE person_reviews.status = 'open'"
+        )
+    }
     pub const DEQUEUE: &str = "DELETE FROM person_queue WHERE seq = $1";
     pub const ADVANCE: &str = "UPDATE person_resolver SET position = $1, person_seq = $2, lease_until = $3";
 }
@@ -542,13 +568,16 @@ pub(super) fn decode_person(
     })
 }
 
+/// A review's row as read: seq, id, its customers, score, its evidence as
+/// kept and that evidence's codec, status, decision and times.
 pub(super) type RawReview = (
     i64,
     String,
     String,
     String,
     f64,
-    String,
+    Vec<u8>,
+    i64,
     String,
     Option<String>,
     String,
@@ -556,13 +585,13 @@ pub(super) type RawReview = (
 );
 
 pub(super) fn decode_review(
-    (seq, id, a, b, score, evidence, status, decision, created_at, decided_at): RawReview,
+    (seq, id, a, b, score, evidence, codec, status, decision, created_at, decided_at): RawReview,
 ) -> Result<Review, StoreError> {
     Ok(Review {
         id,
         customers: [a, b],
         score,
-        evidence: serde_json::from_str(&evidence)?,
+        evidence: serde_json::from_slice(&compress::unpack(codec, evidence)?)?,
         status: ReviewStatus::parse(&status)
             .ok_or_else(|| StoreError::Bug(format!("a review's status reads {status:?}")))?,
         decision: decision.as_deref().map(parse_decision).transpose()?,

@@ -81,6 +81,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0018_person_codec.sql"),
     include_str!("migrations/postgres/0019_dedupe_digests.sql"),
     include_str!("migrations/postgres/0020_events_status_partial.sql"),
+    include_str!("migrations/postgres/0021_review_codec.sql"),
 ];
 
 /// Connections per instance.

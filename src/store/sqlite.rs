@@ -90,6 +90,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0021_dedupe_digests.sql"),
     include_str!("migrations/sqlite/0022_events_status_partial.sql"),
     include_str!("migrations/sqlite/0023_ids_as_bytes.sql"),
+    include_str!("migrations/sqlite/0024_review_codec.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back

@@ -15,7 +15,8 @@ use crate::persons::Decision;
 use crate::store::persons::{
     Arg, Decided, Feed, FeedChange, Found, NewDecision, PersonQuery, Persons, RawPerson, RawReview, Resolution,
     Resolved, Review, ReviewStatus, StoredDecision, StoredPerson, decision_str, decode_decision, decode_person,
-    decode_review, pack_person, person_message, persons_sql, review_id, reviews_touching, sql, withdrawn,
+    decode_review, pack_evidence, pack_person, person_message, persons_sql, review_id, reviews_touching, sql,
+    withdrawn,
 };
 use crate::store::rows::{RawRecord, pack_envelope, page, parse_time, record_columns};
 use crate::store::{BoxFuture, Page, StoreError};
@@ -23,6 +24,10 @@ use crate::store::{BoxFuture, Page, StoreError};
 /// A person's document as kept, and its codec (see `sql::person_columns`):
 /// `doc`, JSON text, before version 18; `packed` since.
 const DOC: &str = "COALESCE(packed, convert_to(doc, 'UTF8')), codec::bigint";
+
+/// A review's evidence as kept and its codec: in `packed` since version
+/// 21, as JSON text in `evidence` before.
+const EVIDENCE: &str = "COALESCE(packed, convert_to(evidence, 'UTF8')), codec::bigint";
 
 const UPSERT_PERSON: &str = "INSERT INTO persons (id, packed, codec, created_at, changed_at, seq)
      VALUES ($1, $2, $3, $4, $4, $5)
@@ -59,7 +64,7 @@ async fn person_of(conn: &mut PgConnection, customer_id: &str) -> Result<Option<
 async fn decide(conn: &mut PgConnection, d: &NewDecision) -> Result<Decided, StoreError> {
     let mut customers = d.customers.clone();
     if let Some(review) = &d.review {
-        let found: Option<RawReview> = sqlx::query_as(&format!("{} FOR UPDATE", sql::REVIEW))
+        let found: Option<RawReview> = sqlx::query_as(&format!("{} FOR UPDATE", sql::review(EVIDENCE)))
             .bind(review)
             .fetch_optional(&mut *conn)
             .await?;
@@ -188,12 +193,14 @@ async fn commit(conn: &mut PgConnection, holder: &str, step: &Resolution) -> Res
         sqlx::query(sql::DELETE_REVIEW).bind(id).execute(&mut *conn).await?;
     }
     for r in &step.reviews {
-        sqlx::query(sql::UPSERT_REVIEW)
+        let evidence = pack_evidence(&r.evidence)?;
+        sqlx::query(&sql::upsert_review("packed"))
             .bind(review_id(&r.customers))
             .bind(&r.customers[0])
             .bind(&r.customers[1])
             .bind(r.score)
-            .bind(serde_json::to_string(&r.evidence)?)
+            .bind(evidence.bytes)
+            .bind(evidence.codec as i16)
             .bind(&at)
             .execute(&mut *conn)
             .await?;
@@ -274,7 +281,7 @@ impl Persons for PgStore {
         after: Option<i64>,
     ) -> BoxFuture<'_, Result<Page<Review>, StoreError>> {
         Box::pin(async move {
-            let rows: Vec<RawReview> = sqlx::query_as(sql::REVIEWS)
+            let rows: Vec<RawReview> = sqlx::query_as(&sql::reviews(EVIDENCE))
                 .bind(after.unwrap_or(0))
                 .bind(status.map_or("", ReviewStatus::as_str))
                 .bind(limit as i64 + 1)

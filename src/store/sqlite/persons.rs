@@ -13,7 +13,8 @@ use crate::outbound::PERSON_SOURCE;
 use crate::store::persons::{
     Arg, Decided, Feed, FeedChange, Found, NewDecision, PersonQuery, Persons, RawPerson, RawReview, Resolution,
     Resolved, Review, ReviewStatus, StoredDecision, StoredPerson, decision_str, decode_decision, decode_person,
-    decode_review, pack_person, person_message, persons_sql, review_id, reviews_touching, sql, withdrawn,
+    decode_review, pack_evidence, pack_person, person_message, persons_sql, review_id, reviews_touching, sql,
+    withdrawn,
 };
 use crate::store::rows::{RawRecord, pack_envelope, page, parse_time, record_columns};
 use crate::store::{BoxFuture, Page, StoreError};
@@ -32,6 +33,10 @@ fn numbered(statement: &str) -> String {
 /// A person's document as kept, and its codec (see `sql::person_columns`):
 /// JSON text before version 20, bytes since.
 const DOC: &str = "CAST(doc AS BLOB), codec";
+
+/// A review's evidence as kept and its codec (see `sql::review`): JSON
+/// text before version 24, bytes since.
+const EVIDENCE: &str = "CAST(evidence AS BLOB), codec";
 
 const UPSERT_PERSON: &str = "INSERT INTO persons (id, doc, codec, created_at, changed_at, seq)
      VALUES (?1, ?2, ?3, ?4, ?4, ?5)
@@ -83,7 +88,7 @@ fn decide(tx: &Connection, d: &NewDecision) -> Result<Decided, StoreError> {
     let mut customers = d.customers.clone();
     if let Some(review) = &d.review {
         let Some(found) = tx
-            .prepare_cached(&numbered(sql::REVIEW))?
+            .prepare_cached(&numbered(&sql::review(EVIDENCE)))?
             .query_row([review], |r| RawReview::try_from(r))
             .optional()?
             .map(decode_review)
@@ -191,14 +196,17 @@ fn commit(tx: &Connection, holder: &str, step: &Resolution) -> Result<bool, Stor
         tx.prepare_cached(&numbered(sql::DELETE_REVIEW))?.execute([id])?;
     }
     for r in &step.reviews {
-        tx.prepare_cached(&numbered(sql::UPSERT_REVIEW))?.execute(params![
-            review_id(&r.customers),
-            r.customers[0],
-            r.customers[1],
-            r.score,
-            serde_json::to_string(&r.evidence)?,
-            at
-        ])?;
+        let evidence = pack_evidence(&r.evidence)?;
+        tx.prepare_cached(&numbered(&sql::upsert_review("evidence")))?
+            .execute(params![
+                review_id(&r.customers),
+                r.customers[0],
+                r.customers[1],
+                r.score,
+                evidence.bytes,
+                evidence.codec,
+                at
+            ])?;
     }
     for queued in &step.applied {
         tx.prepare_cached(&numbered(sql::DEQUEUE))?.execute([queued])?;
@@ -258,7 +266,7 @@ impl Persons for SqliteStore {
         Box::pin(self.readers.run(move |conn| {
             let status = status.map_or("", ReviewStatus::as_str);
             let rows: Vec<RawReview> = conn
-                .prepare_cached(&numbered(sql::REVIEWS))?
+                .prepare_cached(&numbered(&sql::reviews(EVIDENCE)))?
                 .query_map(params![after.unwrap_or(0), status, limit as i64 + 1], |r| {
                     RawReview::try_from(r)
                 })?

@@ -1415,3 +1415,83 @@ async fn a_history_read_shows_a_composed_entry_whole() {
     );
     store.close().await;
 }
+
+/// A review kept with JSON evidence before version 24 still reads; one
+/// opened since keeps its evidence compressed and reads back as opened.
+#[tokio::test]
+async fn reviews_keep_their_evidence_compressed() {
+    use crate::persons::Decider;
+    use crate::store::persons::{Evidence, Link, Persons, Resolution};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("clientele.db");
+    let review = |a: &str, b: &str| Link {
+        customers: [a.into(), b.into()],
+        score: 8.44,
+        evidence: ["given_name", "family_name", "street", "postcode", "city"]
+            .into_iter()
+            .map(|field| Evidence {
+                field: field.into(),
+                comparison: "typo".into(),
+                weight: 4.0,
+            })
+            .collect(),
+        decided_by: Decider::Model,
+    };
+    let old = review("vagaro:a", "vagaro:b");
+    {
+        let conn = schema_before(&path, 24);
+        conn.execute(
+            "INSERT INTO person_reviews (id, a, b, score, evidence, status, created_at)
+                 VALUES ('rev_old', 'vagaro:a', 'vagaro:b', 8.44, ?1, 'open', '2026-01-01T00:00:00.000Z')",
+            [serde_json::to_string(&old.evidence).expect("json")],
+        )
+        .expect("a review");
+    }
+    let store = SqliteStore::open(&path, Clock::system()).expect("open");
+    let new = review("vagaro:c", "vagaro:d");
+    let position = store
+        .lease_resolver("test".into(), UtcMillis::now().as_millisecond() + 60_000)
+        .await
+        .expect("a lease")
+        .expect("free");
+    let step = Resolution {
+        from: position,
+        to: position,
+        applied: Vec::new(),
+        upserts: Vec::new(),
+        deleted: Vec::new(),
+        aliases: Vec::new(),
+        members: Vec::new(),
+        gone: Vec::new(),
+        reviews_of: Vec::new(),
+        reviews_among: Vec::new(),
+        reviews: vec![new.clone()],
+        at: UtcMillis::now(),
+    };
+    assert!(store.commit_resolution("test".into(), step).await.expect("a step"));
+    let page = store.reviews(None, 10, None).await.expect("the reviews");
+    let read: Vec<_> = page
+        .items
+        .iter()
+        .map(|r| (r.customers.clone(), r.evidence.clone()))
+        .collect();
+    assert_eq!(
+        read,
+        [(old.customers, old.evidence), (new.customers, new.evidence.clone())]
+    );
+    store.close().await;
+
+    let conn = Connection::open(&path).expect("open");
+    let (codec, kind, kept): (i64, String, i64) = conn
+        .query_row(
+            "SELECT codec, typeof(evidence), length(evidence) FROM person_reviews WHERE a = 'vagaro:c'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("the new review");
+    let json = serde_json::to_string(&new.evidence).expect("json").len() as i64;
+    assert_ne!(codec, compress::RAW);
+    assert_eq!(kind, "blob");
+    assert!(kept < json / 2, "{kept} of {json}");
+}
