@@ -293,19 +293,15 @@ const YEARS: std::ops::RangeInclusive<i16> = 1..=9999;
 /// first: they are never data (the raw body keeps them), and no SQL text
 /// column can hold them.
 fn clean(s: &str) -> Option<Cow<'_, str>> {
-    let s: Cow<'_, str> = if s.contains('\0') {
-        Cow::Owned(s.replace('\0', ""))
+    let says_something = |trimmed: &str| !trimmed.is_empty() && !trimmed.eq_ignore_ascii_case("n/a");
+    if s.contains('\0') {
+        let s = s.replace('\0', "");
+        let trimmed = s.trim_matches(blank);
+        says_something(trimmed).then(|| Cow::Owned(trimmed.to_owned()))
     } else {
-        Cow::Borrowed(s)
-    };
-    let trimmed = s.trim_matches(blank);
-    if trimmed.is_empty() || trimmed.eq_ignore_ascii_case("n/a") {
-        return None;
+        let trimmed = s.trim_matches(blank);
+        says_something(trimmed).then_some(Cow::Borrowed(trimmed))
     }
-    Some(match s {
-        Cow::Borrowed(s) => Cow::Borrowed(s.trim_matches(blank)),
-        Cow::Owned(s) => Cow::Owned(s.trim_matches(blank).to_owned()),
-    })
 }
 
 /// Characters that show nothing: white space, and the zero-width ones
@@ -331,10 +327,16 @@ fn bool_word(s: &str) -> Option<bool> {
 /// A string field. Numbers are read as their decimal form because
 /// platforms send ids as integers as readily as strings (`"3904"`, `19`).
 pub fn text(v: &Json) -> Result<Option<String>, Problem> {
+    Ok(text_in(v)?.map(Cow::into_owned))
+}
+
+/// [`text`] borrowed from the body where it can be, for the parsers that
+/// keep something else than the text itself.
+fn text_in<'v>(v: &'v Json) -> Result<Option<Cow<'v, str>>, Problem> {
     match v {
         Json::Null => Ok(None),
-        Json::String(s) => Ok(clean(s).map(Cow::into_owned)),
-        Json::Number(n) => Ok(Some(n.to_string())),
+        Json::String(s) => Ok(clean(s)),
+        Json::Number(n) => Ok(Some(Cow::Owned(n.to_string()))),
         Json::Bool(_) | Json::Array(_) | Json::Object(_) => Err(Problem::NotString),
     }
 }
@@ -361,7 +363,7 @@ pub const MAX_MERGED: usize = 1000;
 /// the spec keeps (the seed's own example is an obfuscated
 /// `[email protected]`).
 pub fn email(v: &Json) -> Result<Option<String>, Problem> {
-    Ok(text(v)?.map(|s| s.to_lowercase()))
+    Ok(text_in(v)?.map(|s| s.to_lowercase()))
 }
 
 /// A phone of the given kind. `raw` keeps the platform's text; `e164` is
@@ -408,7 +410,7 @@ pub fn warm_up() {
 /// A country: an ISO 3166-1 alpha-2 or alpha-3 code in any case (or `XK`,
 /// `AC` or `TA`, see [`Country`]), as alpha-2.
 pub fn country(v: &Json) -> Result<Option<Country>, Problem> {
-    text(v)?
+    text_in(v)?
         .map(|s| Country::from_code(&s).ok_or(Problem::UnknownCountry))
         .transpose()
 }
@@ -418,7 +420,7 @@ pub fn country(v: &Json) -> Result<Option<Country>, Problem> {
 /// `country`, the record's country or else the source's default. Either
 /// must name a real subdivision.
 pub fn region(v: &Json, country: Option<Country>) -> Result<Option<String>, Problem> {
-    let Some(code) = text(v)? else {
+    let Some(code) = text_in(v)? else {
         return Ok(None);
     };
     let code = code.to_ascii_uppercase();
@@ -450,7 +452,7 @@ pub fn boolean(v: &Json) -> Result<Option<bool>, Problem> {
 
 /// A platform time, see [`UtcMillis::parse_in`].
 pub fn timestamp(v: &Json, tz: &TimeZone) -> Result<Option<UtcMillis>, Problem> {
-    text(v)?.map(|s| UtcMillis::parse_in(&s, tz)).transpose()
+    text_in(v)?.map(|s| UtcMillis::parse_in(&s, tz)).transpose()
 }
 
 /// A calendar date as `YYYY-MM-DD`, checked to exist (`2023-02-30` is a
@@ -458,7 +460,7 @@ pub fn timestamp(v: &Json, tz: &TimeZone) -> Result<Option<UtcMillis>, Problem> 
 /// as written, with no time-zone conversion: a birth date is a day in the
 /// calendar, not an instant, and converting would shift it.
 pub fn date(v: &Json) -> Result<Option<String>, Problem> {
-    let Some(s) = text(v)? else {
+    let Some(s) = text_in(v)? else {
         return Ok(None);
     };
     let date = pieces(&s).ok_or(Problem::NotDate)?.date();

@@ -40,7 +40,7 @@ pub fn delivery<'h>(
             .iter()
             .find_map(|name| text(name))
             .or_else(|| kind.adapter().envelope_id(&read.value))
-            .unwrap_or_else(|| hash(&read.value));
+            .unwrap_or_else(|| hash(&read.value, body.len()));
         let mapped = kind.map(&read, settings);
         let mentions = unlinked_mentions(&mapped, &read.value, settings);
         (dedupe_key, mapped, mentions)
@@ -64,12 +64,13 @@ pub fn delivery<'h>(
 /// value, the same whatever its key order, whitespace and the spelling of
 /// its numbers.
 pub fn content_hash(value: &Value) -> String {
-    hash(&Json::from(value))
+    hash(&Json::from(value), 0)
 }
 
-/// [`content_hash`] of a body as read.
-fn hash(value: &Json) -> String {
-    let mut canonical = Vec::new();
+/// [`content_hash`] of a body as read, whose canonical form is about
+/// `size` bytes (the body's, but for its white space).
+fn hash(value: &Json, size: usize) -> String {
+    let mut canonical = Vec::with_capacity(size);
     write_canonical(&mut canonical, value);
     format!("sha256:{}", hex::encode(Sha256::digest(&canonical)))
 }
@@ -106,8 +107,16 @@ fn write_canonical(out: &mut Vec<u8>, value: &Json) {
     }
 }
 
+/// `s` as serde_json writes it: within quotes, escaping quotes,
+/// backslashes and control characters, and nothing else.
 fn write_str(out: &mut Vec<u8>, s: &str) {
-    serde_json::to_writer(out, s).expect("a string serializes into memory");
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        serde_json::to_writer(out, s).expect("a string serializes into memory");
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
 }
 
 /// A number as its value, whatever its spelling: `100`, `100.0` and `1e2`
@@ -154,6 +163,17 @@ mod tests {
             content_hash(&body),
             "sha256:88c61f122a7c956c153958858f9763d5576ad461e5fc7c5e08b7898c8c8d9438"
         );
+    }
+
+    proptest::proptest! {
+        /// Written without serde_json where nothing needs escaping, a
+        /// string is still written as serde_json writes it.
+        #[test]
+        fn strings_are_written_as_serde_json_writes_them(s in r#"(\PC|[\x00-\x1f\x7f"\\])*"#) {
+            let mut out = Vec::new();
+            write_str(&mut out, &s);
+            proptest::prop_assert_eq!(out, serde_json::to_vec(&s).unwrap());
+        }
     }
 
     #[test]
