@@ -21,6 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use clientele::model::json::Json;
 use clientele::model::{Country, Customer, UtcMillis};
 use clientele::persons::{self, Rules, Settings, Subject, Tally};
 use clientele::sources::{Kind, Mapped, SourceSettings};
@@ -236,7 +237,7 @@ fn map(line: &Value) -> anyhow::Result<Customer> {
         timezone: jiff::tz::TimeZone::UTC,
         account: None,
     };
-    match Kind::Clientele.adapter().map(&line["body"], &settings) {
+    match Kind::Clientele.adapter().map(&Json::from(&line["body"]), &settings) {
         Ok(Mapped::Customer(e)) => Ok(Customer {
             id: e.customer.id,
             source: e.customer.source,

@@ -9,7 +9,6 @@ use std::collections::HashSet;
 
 use schemars::JsonSchema;
 use serde::Serialize;
-use serde_json::Value;
 
 use super::AppState;
 use super::auth::{Principal, Scope};
@@ -77,7 +76,7 @@ pub fn phone_filter(app: &AppState, source: Option<&str>, raw: &str) -> Result<S
         Some(live) => live.source.settings.default_country,
         None => app.registry.first_config().and_then(|s| s.settings.default_country),
     };
-    normalize::phone("query", &Value::String(raw.to_owned()), country)
+    normalize::phone("query", &json::Json::String(raw.into()), country)
         .ok()
         .flatten()
         .and_then(|p| p.e164)

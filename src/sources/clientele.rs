@@ -9,8 +9,7 @@
 //! outbound payload of Clientele itself can be sent back in: the
 //! directory's own bookkeeping fields in it are skipped.
 
-use serde_json::Value;
-
+use crate::model::json::Json;
 use crate::model::normalize::{self, AddressFields, Problem, Reader};
 use crate::model::{Country, CustomerEvent, CustomerRef, Profile, Status};
 use crate::sources::envelope::{self, Envelope};
@@ -53,11 +52,11 @@ impl Adapter for ClienteleEnvelope {
         TokenHeader::Bearer
     }
 
-    fn envelope_id(&self, body: &Value) -> Option<String> {
+    fn envelope_id(&self, body: &Json) -> Option<String> {
         envelope::id(body)
     }
 
-    fn map(&self, body: &Value, source: &SourceSettings) -> Result<Mapped, Unmappable> {
+    fn map(&self, body: &Json, source: &SourceSettings) -> Result<Mapped, Unmappable> {
         let Envelope {
             envelope,
             payload,
@@ -137,7 +136,7 @@ impl Adapter for ClienteleEnvelope {
             .into_iter()
             .filter_map(|(at, p)| {
                 let kind = r.kind(&at, p.get("kind"));
-                let read = |v: &Value| normalize::phone(&kind, v, country);
+                let read = |v: &Json| normalize::phone(&kind, v, country);
                 // `raw` is what the platform holds; `e164` alone will do.
                 r.read(format_args!("{at}.raw"), p.get("raw"), read)
                     .or_else(|| r.read(format_args!("{at}.e164"), p.get("e164"), read))
@@ -147,7 +146,7 @@ impl Adapter for ClienteleEnvelope {
         let mut attributes = normalize::attributes(
             payload
                 .iter()
-                .filter(|(name, _)| !MAPPED.contains(&name.as_str()) && !DIRECTORY_OWN.contains(&name.as_str())),
+                .filter(|(name, _)| !MAPPED.contains(name) && !DIRECTORY_OWN.contains(name)),
         );
         // Explicit attributes win over stray top-level fields of the same name.
         if let Some(explicit) = r.read("attributes", field("attributes"), normalize::object) {
@@ -189,7 +188,7 @@ impl Adapter for ClienteleEnvelope {
 /// `active` or `inactive` in any case. `merged`, as Clientele itself
 /// shows an absorbed record, is read as `inactive`: the merge is carried
 /// by `mergedInto`, and the directory shows it.
-fn status(v: &Value) -> Result<Option<Status>, Problem> {
+fn status(v: &Json) -> Result<Option<Status>, Problem> {
     let Some(s) = normalize::text(v)? else {
         return Ok(None);
     };
@@ -205,7 +204,7 @@ mod tests {
     use jiff::tz::TimeZone;
     use proptest::prelude::*;
     use proptest::test_runner::{RngAlgorithm, TestCaseError};
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::sources::Kind;
@@ -318,7 +317,7 @@ mod tests {
     fn token_is_bearer_and_id_the_envelope_id() {
         assert_eq!(ClienteleEnvelope.token_header(), TokenHeader::Bearer);
         assert_eq!(
-            ClienteleEnvelope.envelope_id(&envelope(json!({}))).as_deref(),
+            testing::envelope_id(&ClienteleEnvelope, &envelope(json!({}))).as_deref(),
             Some("evt_1")
         );
     }
@@ -328,7 +327,7 @@ mod tests {
         let mut body = envelope(json!({"customerId": "c-1"}));
         body["type"] = json!("order");
         assert_eq!(
-            ClienteleEnvelope.map(&body, &settings()),
+            testing::map(&ClienteleEnvelope, &body, &settings()),
             Ok(Mapped::Ignored {
                 what: "clientele order event".into()
             })
@@ -378,7 +377,8 @@ mod tests {
             account: Some("main".into()),
             ..settings()
         };
-        let Ok(Mapped::Customer(e)) = ClienteleEnvelope.map(&envelope(json!({"customerId": 42})), &source) else {
+        let Ok(Mapped::Customer(e)) = testing::map(&ClienteleEnvelope, &envelope(json!({"customerId": 42})), &source)
+        else {
             panic!("expected a customer");
         };
         assert_eq!(e.customer.id, "backfill:42");
@@ -479,7 +479,7 @@ mod tests {
             ..settings()
         };
         let body: Value = serde_json::from_str(include_str!("../../tests/fixtures/treez-customer.json")).unwrap();
-        let Ok(Mapped::Customer(original)) = Kind::Treez.adapter().map(&body, &treez) else {
+        let Ok(Mapped::Customer(original)) = testing::map(Kind::Treez.adapter(), &body, &treez) else {
             panic!("expected a customer");
         };
         let mut payload = serde_json::to_value(&original.profile).unwrap();

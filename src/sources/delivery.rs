@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Kind, SourceSettings, unlinked_mentions};
 use crate::model::UtcMillis;
-use crate::model::json::{self, JsonError};
+use crate::model::json::{self, Json, JsonError};
 use crate::store::Delivery;
 
 /// Request headers kept with each delivery.
@@ -34,23 +34,27 @@ pub fn delivery<'h>(
     received_at: UtcMillis,
 ) -> Result<Delivery, JsonError> {
     let text = |name: &str| header(name).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
-    let read = json::parse_delivery(&body)?;
-    let dedupe_key = DEDUPE_HEADERS
-        .iter()
-        .find_map(|name| text(name))
-        .or_else(|| kind.adapter().envelope_id(&read.value))
-        .unwrap_or_else(|| content_hash(&read.value));
+    let (dedupe_key, mapped, mentions) = {
+        let read = json::parse_delivery(&body)?;
+        let dedupe_key = DEDUPE_HEADERS
+            .iter()
+            .find_map(|name| text(name))
+            .or_else(|| kind.adapter().envelope_id(&read.value))
+            .unwrap_or_else(|| hash(&read.value, body.len()));
+        let mapped = kind.map(&read, settings);
+        let mentions = unlinked_mentions(&mapped, &read.value, settings);
+        (dedupe_key, mapped, mentions)
+    };
     let headers = KEPT_HEADERS
         .iter()
         .filter_map(|name| text(name).map(|v| (name.to_string(), v)))
         .collect::<BTreeMap<_, _>>();
-    let mapped = kind.map(&read, settings);
     Ok(Delivery {
         source: settings.name.clone(),
         dedupe_key,
         received_at,
         headers,
-        mentions: unlinked_mentions(&mapped, &read.value, settings),
+        mentions,
         mapped,
         body,
     })
@@ -60,73 +64,73 @@ pub fn delivery<'h>(
 /// value, the same whatever its key order, whitespace and the spelling of
 /// its numbers.
 pub fn content_hash(value: &Value) -> String {
-    let mut hasher = Hashing(Sha256::new());
-    hash_value(&mut hasher, value);
-    format!("sha256:{}", hex::encode(hasher.0.finalize()))
+    hash(&Json::from(value), 0)
 }
 
-/// Writes the canonical form straight into the digest, allocating nothing.
-struct Hashing(Sha256);
-
-impl std::io::Write for Hashing {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.update(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+/// [`content_hash`] of a body as read, whose canonical form is about
+/// `size` bytes (the body's, but for its white space).
+fn hash(value: &Json, size: usize) -> String {
+    let mut canonical = Vec::with_capacity(size);
+    write_canonical(&mut canonical, value);
+    format!("sha256:{}", hex::encode(Sha256::digest(&canonical)))
 }
 
-/// Feeds a canonical form: object keys sorted, whatever order the map
-/// keeps; strings as JSON writes them.
-fn hash_value(hasher: &mut Hashing, value: &Value) {
+/// Writes the canonical form that is hashed: object keys sorted (a
+/// [`Json`] object's order), strings as JSON writes them. Written out
+/// whole, then digested at once: fed piece by piece, the digest's own
+/// buffering cost more than the copy.
+fn write_canonical(out: &mut Vec<u8>, value: &Json) {
     match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            hasher.0.update(b"{");
-            for (key, value) in entries {
-                hash_str(hasher, key);
-                hasher.0.update(b":");
-                hash_value(hasher, value);
-                hasher.0.update(b",");
+        Json::Object(object) => {
+            out.push(b'{');
+            for (key, value) in object.iter() {
+                write_str(out, key);
+                out.push(b':');
+                write_canonical(out, value);
+                out.push(b',');
             }
-            hasher.0.update(b"}");
+            out.push(b'}');
         }
-        Value::Array(items) => {
-            hasher.0.update(b"[");
+        Json::Array(items) => {
+            out.push(b'[');
             for item in items {
-                hash_value(hasher, item);
-                hasher.0.update(b",");
+                write_canonical(out, item);
+                out.push(b',');
             }
-            hasher.0.update(b"]");
+            out.push(b']');
         }
-        Value::Number(number) => hash_number(hasher, number),
-        Value::String(s) => hash_str(hasher, s),
-        Value::Bool(true) => hasher.0.update(b"true"),
-        Value::Bool(false) => hasher.0.update(b"false"),
-        Value::Null => hasher.0.update(b"null"),
+        Json::Number(number) => write_number(out, number),
+        Json::String(s) => write_str(out, s),
+        Json::Bool(true) => out.extend_from_slice(b"true"),
+        Json::Bool(false) => out.extend_from_slice(b"false"),
+        Json::Null => out.extend_from_slice(b"null"),
     }
 }
 
-fn hash_str(hasher: &mut Hashing, s: &str) {
-    serde_json::to_writer(hasher, s).expect("a string serializes, and the digest takes any bytes");
+/// `s` as serde_json writes it: within quotes, escaping quotes,
+/// backslashes and control characters, and nothing else.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        serde_json::to_writer(out, s).expect("a string serializes into memory");
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
 }
 
 /// A number as its value, whatever its spelling: `100`, `100.0` and `1e2`
 /// give `100`. A float with no fraction is written as the integer it is
 /// when one fits in 64 bits; integers stay exact.
-fn hash_number(hasher: &mut Hashing, number: &serde_json::Number) {
+fn write_number(out: &mut Vec<u8>, number: &serde_json::Number) {
     use std::io::Write;
     // From i64::MIN to u64::MAX, both included.
     const INTEGERS: std::ops::Range<f64> = -9_223_372_036_854_775_808.0..18_446_744_073_709_551_616.0;
     let written = match number.as_f64() {
-        Some(f) if number.is_f64() && f.fract() == 0.0 && INTEGERS.contains(&f) => write!(hasher, "{}", f as i128),
-        _ => write!(hasher, "{number}"),
+        Some(f) if number.is_f64() && f.fract() == 0.0 && INTEGERS.contains(&f) => write!(out, "{}", f as i128),
+        _ => write!(out, "{number}"),
     };
-    written.expect("the digest takes any bytes");
+    written.expect("a number writes into memory");
 }
 
 #[cfg(test)]
@@ -159,6 +163,17 @@ mod tests {
             content_hash(&body),
             "sha256:88c61f122a7c956c153958858f9763d5576ad461e5fc7c5e08b7898c8c8d9438"
         );
+    }
+
+    proptest::proptest! {
+        /// Written without serde_json where nothing needs escaping, a
+        /// string is still written as serde_json writes it.
+        #[test]
+        fn strings_are_written_as_serde_json_writes_them(s in r#"(\PC|[\x00-\x1f\x7f"\\])*"#) {
+            let mut out = Vec::new();
+            write_str(&mut out, &s);
+            proptest::prop_assert_eq!(out, serde_json::to_vec(&s).unwrap());
+        }
     }
 
     #[test]

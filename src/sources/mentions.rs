@@ -13,10 +13,10 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{Mapped, SourceSettings, Unmappable};
+use crate::model::json::Json;
 use crate::model::normalize;
 
 /// Mentions one body records at most: a body listing more (no platform's
@@ -59,7 +59,7 @@ impl Mention {
 /// The mentions to record for `body`, which the adapter mapped into
 /// `mapped`: none for a body the directory applies or quarantines under
 /// its customer's id, as an erasure finds those by the id.
-pub fn unlinked_mentions(mapped: &Result<Mapped, Unmappable>, body: &Value, source: &SourceSettings) -> Vec<Mention> {
+pub fn unlinked_mentions(mapped: &Result<Mapped, Unmappable>, body: &Json, source: &SourceSettings) -> Vec<Mention> {
     match mapped {
         Ok(Mapped::Ignored { .. }) | Err(Unmappable { customer: None, .. }) => mentions(body, source),
         Ok(Mapped::Customer(_)) | Err(Unmappable { customer: Some(_), .. }) => Vec::new(),
@@ -67,7 +67,7 @@ pub fn unlinked_mentions(mapped: &Result<Mapped, Unmappable>, body: &Value, sour
 }
 
 /// Everything `body` names, at most [`MAX_MENTIONS`].
-fn mentions(body: &Value, source: &SourceSettings) -> Vec<Mention> {
+fn mentions(body: &Json, source: &SourceSettings) -> Vec<Mention> {
     let mut found = BTreeSet::new();
     walk(body, Field::default(), source, &mut found);
     found.into_iter().collect()
@@ -102,13 +102,13 @@ fn squash(name: &str) -> String {
         .collect()
 }
 
-fn walk<'v>(value: &'v Value, at: Field<'v>, source: &SourceSettings, found: &mut BTreeSet<Mention>) {
+fn walk<'v>(value: &'v Json<'v>, at: Field<'v>, source: &SourceSettings, found: &mut BTreeSet<Mention>) {
     if found.len() >= MAX_MENTIONS {
         return;
     }
     match value {
-        Value::Object(map) => {
-            for (name, v) in map {
+        Json::Object(object) => {
+            for (name, v) in object.iter() {
                 let field = Field {
                     name: Some(name),
                     parent: at.name,
@@ -117,7 +117,7 @@ fn walk<'v>(value: &'v Value, at: Field<'v>, source: &SourceSettings, found: &mu
             }
         }
         // A list's items are named by the list's field (`customer_ids`).
-        Value::Array(items) => items.iter().for_each(|item| walk(item, at, source, found)),
+        Json::Array(items) => items.iter().for_each(|item| walk(item, at, source, found)),
         scalar => {
             if at.names_a_customer_id()
                 && let Ok(Some(id)) = normalize::id(scalar)
@@ -130,7 +130,7 @@ fn walk<'v>(value: &'v Value, at: Field<'v>, source: &SourceSettings, found: &mu
             {
                 found.insert(Mention::Phone(e164));
             }
-            if let Value::String(s) = scalar
+            if let Json::String(s) = scalar
                 && s.contains('@')
                 && let Ok(Some(email)) = normalize::email(scalar)
             {
@@ -169,7 +169,7 @@ mod tests {
                 "id": "not a customer",
             },
         });
-        let mut found = unlinked_mentions(&ignored(), &body, &settings());
+        let mut found = unlinked_mentions(&ignored(), &Json::from(&body), &settings());
         found.sort();
         assert_eq!(
             found,
@@ -189,16 +189,16 @@ mod tests {
         let unlinked = Err(Unmappable::new("type is missing"));
         let linked = Err(Unmappable::of("vagaro:V1")("no usable time".into()));
         assert_eq!(
-            unlinked_mentions(&unlinked, &body, &settings()),
+            unlinked_mentions(&unlinked, &Json::from(&body), &settings()),
             [Mention::Id("V1".into())]
         );
-        assert_eq!(unlinked_mentions(&linked, &body, &settings()), []);
+        assert_eq!(unlinked_mentions(&linked, &Json::from(&body), &settings()), []);
     }
 
     #[test]
     fn a_body_records_a_bounded_number_of_mentions() {
         let emails: Vec<String> = (0..1000).map(|i| format!("p{i}@example.com")).collect();
-        let found = unlinked_mentions(&ignored(), &json!({ "emails": emails }), &settings());
+        let found = unlinked_mentions(&ignored(), &Json::from(&json!({ "emails": emails })), &settings());
         assert_eq!(found.len(), MAX_MENTIONS);
     }
 

@@ -22,9 +22,8 @@ mod vagaro;
 
 use jiff::tz::TimeZone;
 use serde::Deserialize;
-use serde_json::Value;
 
-use crate::model::json::Delivery;
+use crate::model::json::{Delivery, Json};
 use crate::model::{Country, CustomerEvent};
 
 pub use mentions::{Mention, unlinked_mentions};
@@ -138,9 +137,9 @@ pub trait Adapter: Send + Sync {
 
     /// The envelope's own event id, for deduplication, where the platform
     /// sends one.
-    fn envelope_id(&self, body: &Value) -> Option<String>;
+    fn envelope_id(&self, body: &Json) -> Option<String>;
 
     /// Maps a body into a customer event, an ignored event, or a reason to
     /// quarantine it.
-    fn map(&self, body: &Value, source: &SourceSettings) -> Result<Mapped, Unmappable>;
+    fn map(&self, body: &Json, source: &SourceSettings) -> Result<Mapped, Unmappable>;
 }

@@ -7,6 +7,7 @@ use serde_json::Value;
 use proptest::test_runner::TestCaseError;
 
 use super::{Adapter, Mapped, SourceSettings, Unmappable};
+use crate::model::json::Json;
 use crate::model::{Country, CustomerEvent};
 
 /// A US source named `name` reading offset-less times in `timezone`.
@@ -27,9 +28,19 @@ pub fn overlay(mut body: Value, at: &str, fields: Value) -> Value {
     body
 }
 
+/// What `adapter` makes of `body`, read as a delivery is.
+pub fn map(adapter: &dyn Adapter, body: &Value, settings: &SourceSettings) -> Result<Mapped, Unmappable> {
+    adapter.map(&Json::from(body), settings)
+}
+
+/// The envelope id `adapter` reads in `body`.
+pub fn envelope_id(adapter: &dyn Adapter, body: &Value) -> Option<String> {
+    adapter.envelope_id(&Json::from(body))
+}
+
 /// The customer event `adapter` maps `body` to; panics on anything else.
 pub fn event(adapter: &dyn Adapter, body: &Value, settings: &SourceSettings) -> CustomerEvent {
-    match adapter.map(body, settings) {
+    match map(adapter, body, settings) {
         Ok(Mapped::Customer(event)) => *event,
         other => panic!("expected a customer, got {other:?}"),
     }
@@ -37,13 +48,13 @@ pub fn event(adapter: &dyn Adapter, body: &Value, settings: &SourceSettings) -> 
 
 /// Why `adapter` quarantines `body`; panics if it does not.
 pub fn reason(adapter: &dyn Adapter, body: &Value, settings: &SourceSettings) -> String {
-    adapter.map(body, settings).unwrap_err().reason
+    map(adapter, body, settings).unwrap_err().reason
 }
 
 /// The customer a body that `adapter` quarantines names; panics if it
 /// does not quarantine it.
 pub fn quarantined_customer(adapter: &dyn Adapter, body: &Value, settings: &SourceSettings) -> Option<String> {
-    adapter.map(body, settings).unwrap_err().customer
+    map(adapter, body, settings).unwrap_err().customer
 }
 
 /// The fields an event warned about.
@@ -186,7 +197,7 @@ pub fn check_mapping(
     own: impl FnOnce(&CustomerEvent) -> Result<(), TestCaseError>,
 ) -> Result<(), TestCaseError> {
     let planted = strings(planted);
-    let event = match adapter.map(body, source) {
+    let event = match map(adapter, body, source) {
         Ok(Mapped::Customer(event)) => event,
         Ok(Mapped::Ignored { .. }) => return Ok(()),
         Err(Unmappable { reason, .. }) => {

@@ -12,6 +12,7 @@
 
 use serde_json::Value;
 
+use crate::model::json::Json;
 use crate::model::normalize::{self, AddressFields, Reader, UtcMillis, required};
 use crate::model::{CustomerEvent, CustomerRef, Identifier, Profile, Status};
 use crate::sources::{Adapter, Mapped, SourceSettings, TokenHeader, Unmappable};
@@ -50,11 +51,11 @@ impl Adapter for Treez {
         TokenHeader::Bearer
     }
 
-    fn envelope_id(&self, _body: &Value) -> Option<String> {
+    fn envelope_id(&self, _body: &Json) -> Option<String> {
         None
     }
 
-    fn map(&self, body: &Value, source: &SourceSettings) -> Result<Mapped, Unmappable> {
+    fn map(&self, body: &Json, source: &SourceSettings) -> Result<Mapped, Unmappable> {
         let body = required("body", Some(body), normalize::object).map_err(Unmappable::new)?;
         if let Some(Ok(Some(true))) = body.get("test").map(normalize::boolean) {
             return Ok(Mapped::Ignored {
@@ -147,7 +148,7 @@ impl Adapter for Treez {
             })
             .collect();
 
-        let mut attributes = normalize::attributes(data.iter().filter(|(name, _)| !MAPPED.contains(&name.as_str())));
+        let mut attributes = normalize::attributes(data.iter().filter(|(name, _)| !MAPPED.contains(name)));
         let never_visited = UtcMillis::parse_in(NEVER_VISITED, tz).ok();
         let last_visit = r
             .read("attributes.lastVisitAt", field("last_visit_date"), |v| {
@@ -196,7 +197,7 @@ impl Adapter for Treez {
 }
 
 /// The customer's government ids (SPEC §11), sorted like every set.
-fn identifiers<'v>(r: &mut Reader, field: impl Fn(&str) -> Option<&'v Value>) -> Vec<Identifier> {
+fn identifiers<'v>(r: &mut Reader, field: impl Fn(&str) -> Option<&'v Json<'v>>) -> Vec<Identifier> {
     let mut ids: Vec<Identifier> = ["drivers_license", "state_medical_id"]
         .into_iter()
         .filter_map(|kind| r.identifier(format_args!("identifiers.{kind}"), kind, field(kind)))
@@ -335,14 +336,14 @@ mod tests {
     #[test]
     fn token_is_bearer_and_bodies_carry_no_id() {
         assert_eq!(Treez.token_header(), TokenHeader::Bearer);
-        assert_eq!(Treez.envelope_id(&fixture()), None);
+        assert_eq!(testing::envelope_id(&Treez, &fixture()), None);
     }
 
     #[test]
     fn test_pings_and_other_event_types_are_ignored() {
         let ping = json!({"test": true, "dispensary_short_name": "partnersandbox3"});
         assert_eq!(
-            Treez.map(&ping, &settings()),
+            testing::map(&Treez, &ping, &settings()),
             Ok(Mapped::Ignored {
                 what: "treez test ping".into()
             })
@@ -351,7 +352,7 @@ mod tests {
             let mut body = fixture();
             body["event_type"] = json!(kind);
             assert_eq!(
-                Treez.map(&body, &settings()),
+                testing::map(&Treez, &body, &settings()),
                 Ok(Mapped::Ignored {
                     what: format!("treez {kind} event")
                 })
@@ -386,7 +387,7 @@ mod tests {
             account: Some("acme".into()),
             ..settings()
         };
-        let Ok(Mapped::Customer(e)) = Treez.map(&body, &source) else {
+        let Ok(Mapped::Customer(e)) = testing::map(&Treez, &body, &source) else {
             panic!("expected a customer");
         };
         assert_eq!(e.customer.id, "treez:acme:3904");

@@ -10,9 +10,9 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use clientele::model::json::Json;
 use clientele::model::normalize::{Country, phone};
 use serde::Deserialize;
-use serde_json::Value;
 
 /// The least share of cases on which Clientele and libphonenumber must
 /// give the same answer (the same E.164, or both none).
@@ -42,7 +42,7 @@ fn cases() -> Vec<Case> {
 
 fn normalized(case: &Case) -> Option<String> {
     let country = Country::parse(&case.r);
-    phone("mobile", &Value::String(case.input.clone()), country)
+    phone("mobile", &Json::String(case.input.as_str().into()), country)
         .expect("a string is never a problem")
         .and_then(|p| p.e164)
 }

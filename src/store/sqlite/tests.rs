@@ -59,7 +59,7 @@ fn vagaro(value: serde_json::Value, dedupe_key: String) -> Op {
         received_at: UtcMillis::now(),
         headers: Default::default(),
         body: serde_json::to_vec(&value).expect("JSON"),
-        mapped: Kind::Vagaro.adapter().map(&value, &settings),
+        mapped: testing::map(Kind::Vagaro.adapter(), &value, &settings),
         mentions: Vec::new(),
     }))
 }
@@ -754,7 +754,7 @@ fn delivery_of(n: u32, modified: &str, dedupe_key: &str) -> Delivery {
         received_at: UtcMillis::now(),
         headers: Default::default(),
         body: serde_json::to_vec(&value).expect("JSON"),
-        mapped: Kind::Vagaro.adapter().map(&value, &settings),
+        mapped: testing::map(Kind::Vagaro.adapter(), &value, &settings),
         mentions: Vec::new(),
     }
 }
@@ -1117,7 +1117,7 @@ async fn a_rebuild_leaves_no_chain_end_behind_and_reads_only_its_customers_histo
     let remap: Remap = Arc::new(|_, body| {
         let value: serde_json::Value = serde_json::from_slice(body).ok()?;
         let settings = testing::settings("vagaro", jiff::tz::TimeZone::UTC);
-        Some(Kind::Vagaro.adapter().map(&value, &settings))
+        Some(testing::map(Kind::Vagaro.adapter(), &value, &settings))
     });
     for _ in 0..3 {
         let mut rebuild = store
