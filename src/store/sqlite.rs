@@ -91,6 +91,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0022_events_status_partial.sql"),
     include_str!("migrations/sqlite/0023_ids_as_bytes.sql"),
     include_str!("migrations/sqlite/0024_review_codec.sql"),
+    include_str!("migrations/sqlite/0025_composed_received_at.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back
@@ -1449,7 +1450,8 @@ fn persist(
         }
     }
     let mut history = tx.prepare_cached(
-        "INSERT INTO history (customer_id, event_id, entry, codec, prev) VALUES (?1, ?2, ?3, ?4, ?5) RETURNING seq",
+        "INSERT INTO history (customer_id, event_id, entry, codec, prev, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         RETURNING seq",
     )?;
     for (n, (customer_id, entry)) in effects.history.iter().enumerate() {
         // A customer's last entry here, if it is the creation of the
@@ -1472,7 +1474,8 @@ fn persist(
             PackedId(&entry.event_id),
             packed.bytes,
             packed.codec,
-            head.history
+            head.history,
+            compose.then(|| entry.received_at.as_millisecond()),
         ];
         head.history = Some(history.query_row(params, |r| r.get(0))?);
         head.history_composed = compose;

@@ -440,21 +440,31 @@ impl Batch {
             .iter()
             .map(|h| {
                 let record = self.state.records.get(&h.customer_id);
-                let entry = if last[h.customer_id.as_str()] == h.seq
-                    && record.is_some_and(|r| composed::composes(&h.entry, r))
-                {
+                let compose =
+                    last[h.customer_id.as_str()] == h.seq && record.is_some_and(|r| composed::composes(&h.entry, r));
+                let entry = if compose {
                     composed::kept()
                 } else {
                     pack_history(&h.entry)?
                 };
-                Ok((h, entry))
+                Ok((h, entry, compose.then(|| h.entry.received_at.as_millisecond())))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         insert_rows(
             tx,
-            "INSERT INTO history (seq, customer_id, event_id, entry, codec, prev) VALUES",
+            "INSERT INTO history (seq, customer_id, event_id, entry, codec, prev, received_at) VALUES",
             &history,
-            |(h, entry)| vec![&h.seq, &h.customer_id, &h.event_id, &entry.bytes, &entry.codec, &h.prev],
+            |(h, entry, received_at)| {
+                vec![
+                    &h.seq,
+                    &h.customer_id,
+                    &h.event_id,
+                    &entry.bytes,
+                    &entry.codec,
+                    &h.prev,
+                    received_at,
+                ]
+            },
         )?;
         // Each customer's last envelope, if it created the customer at the
         // version its record ends the batch at and no later event gave the

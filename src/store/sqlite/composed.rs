@@ -1,10 +1,10 @@
 //! What the embedded store composes from a record instead of keeping it
 //! twice. A customer's `created` envelope is its record at that version
 //! and no changes (SPEC §6); its `created` history entry is the record's
-//! fields as changes from nothing, with the event that made it (its id,
-//! when it was received, its order key: the record's). While each is the
-//! customer's last, its row keeps no body ([`COMPOSED`]) and is made from
-//! the record when it is read, with the serialization that made it, so
+//! fields as changes from nothing, with the event that made it (its id
+//! and when it was received, kept in its row; its order key, the
+//! record's). While each is the customer's last, its row keeps no body
+//! ([`COMPOSED`]) and is made from the record when it is read, with the serialization that made it, so
 //! the bytes sent and signed are the same on every try. Before the record
 //! changes or the customer gets another entry, the writer writes both out
 //! from the record it holds ([`write_out`]): an older envelope or entry
@@ -88,16 +88,14 @@ pub(super) fn entry(event_id: String, received_at: UtcMillis, record: &Record) -
 }
 
 /// The history entry at `seq`, kept [`COMPOSED`] from `record`: its
-/// event's id and when it was received, read from their rows.
+/// event's id and when it was received are in its row.
 pub(super) fn kept_entry(conn: &Connection, seq: i64, record: &Record) -> Result<HistoryEntry, StoreError> {
-    let (event_id, received_at): (KeptId, Option<String>) = conn
-        .prepare_cached(
-            "SELECT h.event_id, e.received_at FROM history h LEFT JOIN events e ON e.id = h.event_id WHERE h.seq = ?1",
-        )?
+    let (event_id, received_at): (KeptId, Option<i64>) = conn
+        .prepare_cached("SELECT event_id, received_at FROM history WHERE seq = ?1")?
         .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let received_at =
-        received_at.ok_or_else(|| StoreError::Bug("a history entry composed from an event that is gone".into()))?;
-    entry(event_id.0, parse_time(&received_at)?, record)
+    let received_at = received_at
+        .ok_or_else(|| StoreError::Bug("a history entry composed without when its event was received".into()))?;
+    entry(event_id.0, UtcMillis::from_millisecond(received_at), record)
 }
 
 /// Writes out, from `record`, whichever of outbox row `outbox` and history
@@ -126,7 +124,7 @@ pub(super) fn write_out(
             .exists(params![seq, COMPOSED])?;
         if composed {
             let entry = pack_history(&kept_entry(tx, seq, record)?)?;
-            tx.prepare_cached("UPDATE history SET entry = ?2, codec = ?3 WHERE seq = ?1")?
+            tx.prepare_cached("UPDATE history SET entry = ?2, codec = ?3, received_at = NULL WHERE seq = ?1")?
                 .execute(params![seq, entry.bytes, entry.codec])?;
         }
     }
