@@ -614,9 +614,10 @@ pub(super) fn decode_decision(
 /// The statement reading the reviews that touch the customers of a list
 /// bound as `$1`, `(id, a, b, status)`; `member` is the dialect's test
 /// that a column's value is in that list. It asks no status: with one,
-/// SQLite's planner reads every open review by `person_reviews_status`
-/// instead of the few of these customers by `person_reviews_a` and `_b`,
-/// and a step's work grew with the directory's reviews.
+/// a planner may read every open review by `person_reviews_status`
+/// (Postgres keeps it; SQLite's went with migration 26) instead of the
+/// few of these customers by `person_reviews_a` and `_b`, and a step's
+/// work grew with the directory's reviews.
 pub(super) fn reviews_touching(member: impl Fn(&str) -> String) -> String {
     format!(
         "SELECT id, a, b, status FROM person_reviews WHERE {} OR {}",
