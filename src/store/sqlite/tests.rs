@@ -1349,15 +1349,10 @@ async fn persons_keep_their_documents_compressed_and_their_changes_only_when_ask
     store.close().await;
 
     let conn = Connection::open(&path).expect("open");
-    let (codec, kind, kept): (i64, String, i64) = conn
-        .query_row(
-            "SELECT codec, typeof(doc), length(doc) FROM persons WHERE id = 'per_new'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .expect("the new person");
-    assert_ne!(codec, compress::RAW);
-    assert_eq!(kind, "blob");
+    let kept = compressed_length(
+        &conn,
+        "SELECT codec, typeof(doc), length(doc) FROM persons WHERE id = 'per_new'",
+    );
     assert!((kept as usize) < json.len(), "{kept} of {}", json.len());
     assert_eq!(
         count(&conn, "SELECT COUNT(*) FROM persons WHERE id = 'per_old' AND codec = 0"),
@@ -1483,15 +1478,21 @@ async fn reviews_keep_their_evidence_compressed() {
     store.close().await;
 
     let conn = Connection::open(&path).expect("open");
-    let (codec, kind, kept): (i64, String, i64) = conn
-        .query_row(
-            "SELECT codec, typeof(evidence), length(evidence) FROM person_reviews WHERE a = 'vagaro:c'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .expect("the new review");
+    let kept = compressed_length(
+        &conn,
+        "SELECT codec, typeof(evidence), length(evidence) FROM person_reviews WHERE a = 'vagaro:c'",
+    );
     let json = serde_json::to_string(&new.evidence).expect("json").len() as i64;
+    assert!(kept < json / 2, "{kept} of {json}");
+}
+
+/// The length of the value that `sql` reads as its codec, storage class
+/// and length, after checking that it is kept compressed, as a BLOB.
+fn compressed_length(conn: &Connection, sql: &str) -> i64 {
+    let (codec, kind, kept): (i64, String, i64) = conn
+        .query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect(sql);
     assert_ne!(codec, compress::RAW);
     assert_eq!(kind, "blob");
-    assert!(kept < json / 2, "{kept} of {json}");
+    kept
 }
