@@ -187,7 +187,7 @@ enum Answer {
     Replayed(Option<u64>),
     Erased(Erasure),
     EventRedacted(EventRedaction),
-    Claimed(Vec<Due>),
+    Claimed(Vec<outbound::Claimed>),
     FannedOut { more: bool },
     Any(Box<dyn std::any::Any + Send>),
     Done,
@@ -649,10 +649,23 @@ impl Outbox for SqliteStore {
     }
 
     fn claim_due(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<Due>, OutboxError>> {
-        Box::pin(outboxed(self.ask(Op::Claim(claim), |a| match a {
-            Answer::Claimed(due) => Some(due),
-            _ => None,
-        })))
+        Box::pin(outboxed(async move {
+            let claimed = self
+                .ask(Op::Claim(claim), |a| match a {
+                    Answer::Claimed(claimed) => Some(claimed),
+                    _ => None,
+                })
+                .await?;
+            claimed
+                .into_iter()
+                .map(|(mut due, pending)| {
+                    if let Some(pending) = pending {
+                        due.body = pending.compose(&due)?;
+                    }
+                    Ok(due)
+                })
+                .collect()
+        }))
     }
 
     fn record_attempts(&self, attempts: Vec<Recorded>) -> BoxFuture<'_, Result<(), OutboxError>> {

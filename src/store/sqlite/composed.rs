@@ -14,10 +14,12 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::ids::KeptId;
+use super::read_record;
 use crate::directory::{self, HistoryEntry, Record};
 use crate::model::UtcMillis;
+use crate::outbound::Due;
 use crate::store::compress::Packed;
-use crate::store::rows::{Envelope, pack_envelope, pack_history, parse_time};
+use crate::store::rows::{Envelope, RawRecord, pack_envelope, pack_history, parse_time, record_columns};
 use crate::store::{Action, Outcome, StoreError};
 
 /// The codec of a row kept without its body, composed from its record.
@@ -57,6 +59,38 @@ pub(super) fn envelope(id: &str, created_at: UtcMillis, version: i64, record: &R
         &record.to_customer(),
         &serde_json::Map::new(),
     ))
+}
+
+/// The record a claimed message's envelope is composed from, as read by
+/// the writer; composed by whoever awaited the claim, off the writer's
+/// thread.
+pub(super) struct Pending {
+    record: RawRecord,
+    version: i64,
+}
+
+impl Pending {
+    /// Reads the record of `customer_id`, whose envelope at `version` is
+    /// kept composed.
+    pub(super) fn read(tx: &Connection, customer_id: &str, version: i64) -> Result<Self, StoreError> {
+        let sql = format!("SELECT {} FROM customers WHERE id = ?1", record_columns("profile"));
+        let record = tx
+            .prepare_cached(&sql)?
+            .query_row([customer_id], read_record)
+            .optional()?
+            .ok_or_else(|| StoreError::Bug("an envelope composed from its record found none".into()))?;
+        Ok(Pending { record, version })
+    }
+
+    /// The envelope of `due`, claimed.
+    pub(super) fn compose(self, due: &Due) -> Result<String, StoreError> {
+        envelope(
+            &due.event_id,
+            due.created_at,
+            self.version,
+            &self.record.into_record()?.0,
+        )
+    }
 }
 
 /// Whether `entry`, a customer's last, is the creation of `record` as

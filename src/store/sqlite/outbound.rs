@@ -19,7 +19,11 @@ use crate::store::{Action, MessageQuery, Page, Retry};
 
 use super::composed::{self, COMPOSED};
 use super::ids::{KeptId, PackedId};
-use super::{Heads, kept_bytes, load_record};
+use super::{Heads, kept_bytes};
+
+/// A claimed message, and the record its envelope is composed from if it
+/// is kept composed ([`composed::Pending::compose`]).
+pub(super) type Claimed = (Due, Option<composed::Pending>);
 
 const SUBSCRIPTION_COLUMNS: &str = "id, url, secret, actions, sources, enabled, created_at, types";
 
@@ -307,7 +311,7 @@ pub(super) fn replay(tx: &Connection, subscription_id: &str, since: UtcMillis) -
 
 /// Claims due messages; `turn` picks the subscription to start with, in
 /// rotation, so that each gets its share whatever their number.
-pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<Due>, StoreError> {
+pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<Claimed>, StoreError> {
     // The subscriptions with a line whose head has a due time, skipping
     // from one to the next in the heads' index (one probe each), then each
     // one's heads that are due, oldest first, to its share: the cost
@@ -380,26 +384,27 @@ pub(super) fn claim(tx: &Connection, claim: &Claim, turn: usize) -> Result<Vec<D
                 r.get(7)?,
             ))
         })?;
-        let created_at = parse_time(&created_at)?;
-        let body = if codec == COMPOSED {
-            let record = load_record(tx, &customer_id)?
-                .ok_or_else(|| StoreError::Bug("an envelope composed from its record found none".into()))?;
-            composed::envelope(&event_id, created_at, version, &record)?
+        // A composed envelope's record is read here and composed by the
+        // caller, off the writer's thread.
+        let (body, pending) = if codec == COMPOSED {
+            let record = composed::Pending::read(tx, &customer_id, version)?;
+            (String::new(), Some(record))
         } else {
-            unpack_envelope(body, codec)?
+            (unpack_envelope(body, codec)?, None)
         };
-        claimed.push(Due {
+        let due = Due {
             seq,
             subscription_id,
             url,
             secret,
             event_id,
             body,
-            created_at,
+            created_at: parse_time(&created_at)?,
             failures,
             generation,
             claim: token,
-        });
+        };
+        claimed.push((due, pending));
     }
     Ok(claimed)
 }
