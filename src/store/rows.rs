@@ -87,9 +87,14 @@ pub(super) fn positioned_page<T>(rows: Vec<(i64, T)>, limit: usize) -> Page<T> {
 pub(super) fn history_page(rows: Vec<(i64, Vec<u8>, i64)>, limit: usize) -> Result<Page<HistoryEntry>, StoreError> {
     let rows = rows
         .into_iter()
-        .map(|(seq, entry, codec)| Ok((seq, json::decode(&compress::unpack(codec, entry)?)?)))
+        .map(|(seq, entry, codec)| Ok((seq, unpack_history(codec, entry)?)))
         .collect::<Result<_, StoreError>>()?;
     Ok(positioned_page(rows, limit))
+}
+
+/// A history entry from its bytes as kept and their codec.
+pub(super) fn unpack_history(codec: i64, entry: Vec<u8>) -> Result<HistoryEntry, StoreError> {
+    Ok(json::decode(&compress::unpack(codec, entry)?)?)
 }
 
 /// When a kept history entry's event was received (compaction's age of

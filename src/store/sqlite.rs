@@ -61,9 +61,9 @@ use self::lock::StoreLock;
 use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
     EVENT_COLUMNS, Lookup, NAMES_BACKFILL_STEP, NamesBackfill, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling,
-    customer_page, history_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys, name_words,
-    pack_body, pack_dedupe_key, pack_history, pack_order_key, pack_profile, page, record_columns, redact_envelopes,
-    redaction, settling, status_indexed, touched_ids, unpack_order_key,
+    customer_page, is_suppressed_target, lookup_edits, mention_erasures, mention_keys, name_words, pack_body,
+    pack_dedupe_key, pack_history, pack_order_key, pack_profile, page, positioned_page, record_columns,
+    redact_envelopes, redaction, settling, status_indexed, touched_ids, unpack_history, unpack_order_key,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -467,17 +467,18 @@ impl Directory for SqliteStore {
             let rows: Vec<(i64, Vec<u8>, i64)> = stmt
                 .query_map(args, |r| Ok((r.get(0)?, kept_bytes(r.get_ref(1)?), r.get(2)?)))?
                 .collect::<Result<_, _>>()?;
-            let rows = rows
+            let entries = rows
                 .into_iter()
-                .map(|(seq, entry, codec)| match codec {
-                    composed::COMPOSED => {
-                        let entry = composed::kept_entry(conn, seq, &record)?;
-                        Ok((seq, serde_json::to_vec(&entry)?, compress::RAW))
-                    }
-                    _ => Ok((seq, entry, codec)),
+                .map(|(seq, entry, codec)| {
+                    let entry = match codec {
+                        composed::COMPOSED => composed::kept_entry(conn, seq, &record)?
+                            .ok_or_else(|| StoreError::Bug("a composed history entry is gone".into()))?,
+                        _ => unpack_history(codec, entry)?,
+                    };
+                    Ok((seq, entry))
                 })
                 .collect::<Result<_, StoreError>>()?;
-            Ok(Some(history_page(rows, query.limit)?))
+            Ok(Some(positioned_page(entries, query.limit)))
         }))
     }
 
@@ -1664,9 +1665,14 @@ fn lookup_delete(lookup: Lookup) -> String {
 }
 
 fn load_record(conn: &Connection, id: &str) -> Result<Option<Record>, StoreError> {
-    let sql = format!("SELECT {} FROM customers WHERE id = ?1", record_columns("profile"));
-    let raw = conn.prepare_cached(&sql)?.query_row([id], read_record).optional()?;
+    let raw = load_raw_record(conn, id)?;
     raw.map(|r| r.into_record().map(|(record, _)| record)).transpose()
+}
+
+/// Customer `id`'s row, as read.
+fn load_raw_record(conn: &Connection, id: &str) -> Result<Option<RawRecord>, StoreError> {
+    let sql = format!("SELECT {} FROM customers WHERE id = ?1", record_columns("profile"));
+    Ok(conn.prepare_cached(&sql)?.query_row([id], read_record).optional()?)
 }
 
 fn list_customers(conn: &Connection, q: &CustomerQuery) -> Result<Page<Customer>, StoreError> {

@@ -14,12 +14,12 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::ids::KeptId;
-use super::read_record;
+use super::load_raw_record;
 use crate::directory::{self, HistoryEntry, Record};
 use crate::model::UtcMillis;
 use crate::outbound::Due;
 use crate::store::compress::Packed;
-use crate::store::rows::{Envelope, RawRecord, pack_envelope, pack_history, parse_time, record_columns};
+use crate::store::rows::{Envelope, RawRecord, pack_envelope, pack_history, parse_time};
 use crate::store::{Action, Outcome, StoreError};
 
 /// The codec of a row kept without its body, composed from its record.
@@ -73,11 +73,7 @@ impl Pending {
     /// Reads the record of `customer_id`, whose envelope at `version` is
     /// kept composed.
     pub(super) fn read(tx: &Connection, customer_id: &str, version: i64) -> Result<Self, StoreError> {
-        let sql = format!("SELECT {} FROM customers WHERE id = ?1", record_columns("profile"));
-        let record = tx
-            .prepare_cached(&sql)?
-            .query_row([customer_id], read_record)
-            .optional()?
+        let record = load_raw_record(tx, customer_id)?
             .ok_or_else(|| StoreError::Bug("an envelope composed from its record found none".into()))?;
         Ok(Pending { record, version })
     }
@@ -121,15 +117,19 @@ pub(super) fn entry(event_id: String, received_at: UtcMillis, record: &Record) -
     })
 }
 
-/// The history entry at `seq`, kept [`COMPOSED`] from `record`: its
-/// event's id and when it was received are in its row.
-pub(super) fn kept_entry(conn: &Connection, seq: i64, record: &Record) -> Result<HistoryEntry, StoreError> {
-    let (event_id, received_at): (KeptId, Option<i64>) = conn
-        .prepare_cached("SELECT event_id, received_at FROM history WHERE seq = ?1")?
-        .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
+/// The history entry at `seq` if it is kept [`COMPOSED`], from `record`:
+/// its event's id and when it was received are in its row.
+pub(super) fn kept_entry(conn: &Connection, seq: i64, record: &Record) -> Result<Option<HistoryEntry>, StoreError> {
+    let row: Option<(KeptId, Option<i64>)> = conn
+        .prepare_cached("SELECT event_id, received_at FROM history WHERE seq = ?1 AND codec = ?2")?
+        .query_row(params![seq, COMPOSED], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((event_id, received_at)) = row else {
+        return Ok(None);
+    };
     let received_at = received_at
         .ok_or_else(|| StoreError::Bug("a history entry composed without when its event was received".into()))?;
-    entry(event_id.0, UtcMillis::from_millisecond(received_at), record)
+    entry(event_id.0, UtcMillis::from_millisecond(received_at), record).map(Some)
 }
 
 /// Writes out, from `record`, whichever of outbox row `outbox` and history
@@ -152,15 +152,12 @@ pub(super) fn write_out(
                 .execute(params![seq, body.bytes, body.codec])?;
         }
     }
-    if let Some(seq) = history {
-        let composed = tx
-            .prepare_cached("SELECT 1 FROM history WHERE seq = ?1 AND codec = ?2")?
-            .exists(params![seq, COMPOSED])?;
-        if composed {
-            let entry = pack_history(&kept_entry(tx, seq, record)?)?;
-            tx.prepare_cached("UPDATE history SET entry = ?2, codec = ?3, received_at = NULL WHERE seq = ?1")?
-                .execute(params![seq, entry.bytes, entry.codec])?;
-        }
+    if let Some(seq) = history
+        && let Some(entry) = kept_entry(tx, seq, record)?
+    {
+        let entry = pack_history(&entry)?;
+        tx.prepare_cached("UPDATE history SET entry = ?2, codec = ?3, received_at = NULL WHERE seq = ?1")?
+            .execute(params![seq, entry.bytes, entry.codec])?;
     }
     Ok(())
 }
