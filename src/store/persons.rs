@@ -447,22 +447,26 @@ pub(super) mod sql {
     pub const ALIAS: &str = "SELECT person_id FROM person_aliases WHERE alias = $1";
     pub const MEMBER: &str = "SELECT person_id FROM person_members WHERE customer_id = $1";
     pub const MERGED_INTO: &str = "SELECT merged_into FROM customers WHERE id = $1";
-    /// A review's columns as [`super::RawReview`] reads them, `evidence`
-    /// being the dialect's expression of its evidence as kept, then its
-    /// codec.
-    fn review_columns(evidence: &str) -> String {
-        format!("seq, id, a, b, score, {evidence}, status, decision, created_at, decided_at")
+    /// A review's columns as [`super::RawReview`] reads them: `id` the
+    /// dialect's expression of its id as text, `evidence` its expression
+    /// of the evidence as kept, then its codec.
+    fn review_columns(id: &str, evidence: &str) -> String {
+        format!("seq, {id}, a, b, score, {evidence}, status, decision, created_at, decided_at")
     }
 
-    pub fn reviews(evidence: &str) -> String {
+    pub fn reviews(id: &str, evidence: &str) -> String {
         format!(
             "SELECT {} FROM person_reviews WHERE seq > $1 AND ($2 = '' OR status = $2) ORDER BY seq LIMIT $3",
-            review_columns(evidence)
+            review_columns(id, evidence)
         )
     }
 
-    pub fn review(evidence: &str) -> String {
-        format!("SELECT {} FROM person_reviews WHERE id = $1", review_columns(evidence))
+    /// The review whose id, as kept, is bound as `$1`.
+    pub fn review(id: &str, evidence: &str) -> String {
+        format!(
+            "SELECT {} FROM person_reviews WHERE id = $1",
+            review_columns(id, evidence)
+        )
     }
     pub const DECISION: &str = "SELECT decision FROM person_decisions WHERE a = $1 AND b = $2";
     pub const KEEP_DECISION: &str = "INSERT INTO person_decisions (a, b, decision, decided_at) VALUES ($1, $2, $3, $4)

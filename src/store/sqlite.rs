@@ -93,6 +93,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0024_review_codec.sql"),
     include_str!("migrations/sqlite/0025_composed_received_at.sql"),
     include_str!("migrations/sqlite/0026_reviews_by_status.sql"),
+    include_str!("migrations/sqlite/0027_review_ids_as_bytes.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back

@@ -64,7 +64,7 @@ async fn person_of(conn: &mut PgConnection, customer_id: &str) -> Result<Option<
 async fn decide(conn: &mut PgConnection, d: &NewDecision) -> Result<Decided, StoreError> {
     let mut customers = d.customers.clone();
     if let Some(review) = &d.review {
-        let found: Option<RawReview> = sqlx::query_as(&format!("{} FOR UPDATE", sql::review(EVIDENCE)))
+        let found: Option<RawReview> = sqlx::query_as(&format!("{} FOR UPDATE", sql::review("id", EVIDENCE)))
             .bind(review)
             .fetch_optional(&mut *conn)
             .await?;
@@ -281,7 +281,7 @@ impl Persons for PgStore {
         after: Option<i64>,
     ) -> BoxFuture<'_, Result<Page<Review>, StoreError>> {
         Box::pin(async move {
-            let rows: Vec<RawReview> = sqlx::query_as(&sql::reviews(EVIDENCE))
+            let rows: Vec<RawReview> = sqlx::query_as(&sql::reviews("id", EVIDENCE))
                 .bind(after.unwrap_or(0))
                 .bind(status.map_or("", ReviewStatus::as_str))
                 .bind(limit as i64 + 1)

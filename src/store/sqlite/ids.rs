@@ -1,38 +1,43 @@
-//! How the embedded store keeps the ids Clientele makes for events and
-//! envelopes (`events.id`, `history.event_id`, `outbox.id`): `evt_` and a
-//! UUID's 32 lowercase hex digits are kept as those 16 bytes, a BLOB,
-//! rather than 36 characters of text, in each row and index that holds
-//! one (migration 23); any other id stays text. A BLOB never equals a
+//! How the embedded store keeps the ids Clientele makes: an event's or an
+//! envelope's (`events.id`, `history.event_id`, `outbox.id`), `evt_` and
+//! a UUID's 32 lowercase hex digits, as those 16 bytes (migration 23);
+//! a review's (`person_reviews.id`), `rev_` and 24 lowercase hex digits
+//! of a digest, as those 12 bytes (migration 27). Each is a BLOB rather
+//! than text in each row and index that holds one, and its length tells
+//! which prefix it had; any other id stays text. A BLOB never equals a
 //! TEXT, so every statement binds an id as it is kept ([`PackedId`]) and
 //! reads it back through [`KeptId`]; in SQL, [`ID_TEXT`] spells it out.
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, Value, ValueRef};
 
-const PREFIX: &str = "evt_";
+/// The ids kept as bytes: each prefix, with how many bytes its hex digits
+/// make.
+const PACKED: [(&str, usize); 2] = [("evt_", 16), ("rev_", 12)];
 
-/// The SQL expression of column `id`'s text form: migration 23 and
-/// [`PackedId`] keep the same ids as bytes.
-pub(super) const ID_TEXT: &str = "CASE WHEN typeof(id) = 'blob' THEN 'evt_' || lower(hex(id)) ELSE id END";
+/// The SQL expression of column `id`'s text form: migrations 23 and 27,
+/// and [`PackedId`], keep the same ids as bytes ([`PACKED`]).
+pub(super) const ID_TEXT: &str = "CASE WHEN typeof(id) = 'blob' THEN (CASE length(id) WHEN 12 THEN 'rev_' ELSE 'evt_' END) || lower(hex(id)) ELSE id END";
 
 /// An id to bind, as it is kept.
 pub(super) struct PackedId<S>(pub S);
 
 impl<S: AsRef<str>> PackedId<S> {
-    fn bytes(&self) -> Option<[u8; 16]> {
-        let digits = self.0.as_ref().strip_prefix(PREFIX)?;
-        if digits.len() != 32 || digits.bytes().any(|b| !matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    fn bytes(&self) -> Option<Vec<u8>> {
+        let id = self.0.as_ref();
+        let (digits, len) = PACKED
+            .iter()
+            .find_map(|(prefix, len)| Some((id.strip_prefix(prefix)?, *len)))?;
+        if digits.len() != 2 * len || digits.bytes().any(|b| !matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return None;
         }
-        let mut bytes = [0; 16];
-        hex::decode_to_slice(digits, &mut bytes).ok()?;
-        Some(bytes)
+        hex::decode(digits).ok()
     }
 }
 
 impl<S: AsRef<str>> ToSql for PackedId<S> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(match self.bytes() {
-            Some(bytes) => ToSqlOutput::Owned(Value::Blob(bytes.to_vec())),
+            Some(bytes) => ToSqlOutput::Owned(Value::Blob(bytes)),
             None => ToSqlOutput::Borrowed(ValueRef::Text(self.0.as_ref().as_bytes())),
         })
     }
@@ -44,7 +49,11 @@ pub(super) struct KeptId(pub String);
 impl FromSql for KeptId {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
         match value {
-            ValueRef::Blob(bytes) if bytes.len() == 16 => Ok(KeptId(format!("{PREFIX}{}", hex::encode(bytes)))),
+            ValueRef::Blob(bytes) => PACKED
+                .iter()
+                .find(|(_, len)| *len == bytes.len())
+                .map(|(prefix, _)| KeptId(format!("{prefix}{}", hex::encode(bytes))))
+                .ok_or(FromSqlError::InvalidType),
             ValueRef::Text(_) => String::column_result(value).map(KeptId),
             _ => Err(FromSqlError::InvalidType),
         }
@@ -74,10 +83,18 @@ mod tests {
     }
 
     #[test]
+    fn a_review_id_is_kept_as_12_bytes_and_reads_back_as_it_came() {
+        let id = "rev_94185b8572603169f158678d";
+        assert_eq!(kept(id), ("blob".into(), id.into(), id.into()));
+    }
+
+    #[test]
     fn any_other_id_is_kept_as_text() {
         for id in [
             "evt_019AF3E2C1B87D40A3C5E8F0B2D4A6C8",
             "evt_019af3e2",
+            "evt_94185b8572603169f158678d",
+            "rev_019af3e2c1b87d40a3c5e8f0b2d4a6c8",
             "msg_019af3e2c1b87d40a3c5e8f0b2d4a6c8",
             "",
         ] {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::SqliteStore;
-use super::ids::PackedId;
+use super::ids::{ID_TEXT, KeptId, PackedId};
 use crate::model::{Customer, UtcMillis};
 use crate::outbound::PERSON_SOURCE;
 use crate::store::persons::{
@@ -88,8 +88,8 @@ fn decide(tx: &Connection, d: &NewDecision) -> Result<Decided, StoreError> {
     let mut customers = d.customers.clone();
     if let Some(review) = &d.review {
         let Some(found) = tx
-            .prepare_cached(&numbered(&sql::review(EVIDENCE)))?
-            .query_row([review], |r| RawReview::try_from(r))
+            .prepare_cached(&numbered(&sql::review(ID_TEXT, EVIDENCE)))?
+            .query_row([PackedId(review)], |r| RawReview::try_from(r))
             .optional()?
             .map(decode_review)
             .transpose()?
@@ -189,17 +189,18 @@ fn commit(tx: &Connection, holder: &str, step: &Resolution) -> Result<bool, Stor
             format!("{column} IN (SELECT value FROM json_each(?1))")
         }))?
         .query_map([serde_json::to_string(&customers)?], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok((r.get::<_, KeptId>(0)?.0, r.get(1)?, r.get(2)?, r.get(3)?))
         })?
         .collect::<Result<_, _>>()?;
     for id in withdrawn(step, touching) {
-        tx.prepare_cached(&numbered(sql::DELETE_REVIEW))?.execute([id])?;
+        tx.prepare_cached(&numbered(sql::DELETE_REVIEW))?
+            .execute([PackedId(id)])?;
     }
     for r in &step.reviews {
         let evidence = pack_evidence(&r.evidence)?;
         tx.prepare_cached(&numbered(&sql::upsert_review("evidence")))?
             .execute(params![
-                review_id(&r.customers),
+                PackedId(review_id(&r.customers)),
                 r.customers[0],
                 r.customers[1],
                 r.score,
@@ -266,7 +267,7 @@ impl Persons for SqliteStore {
         Box::pin(self.readers.run(move |conn| {
             let status = status.map_or("", ReviewStatus::as_str);
             let rows: Vec<RawReview> = conn
-                .prepare_cached(&numbered(&sql::reviews(EVIDENCE)))?
+                .prepare_cached(&numbered(&sql::reviews(ID_TEXT, EVIDENCE)))?
                 .query_map(params![after.unwrap_or(0), status, limit as i64 + 1], |r| {
                     RawReview::try_from(r)
                 })?

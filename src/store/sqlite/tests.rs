@@ -482,6 +482,60 @@ fn migration_23_keeps_the_ids_clientele_made_as_16_bytes() {
     }
 }
 
+/// Migration 27 on a store that keeps review ids as text: each id
+/// Clientele derived becomes its 12 bytes and the store finds, reads and
+/// decides its review by it as before; an id of any other form stays text.
+#[tokio::test]
+async fn migration_27_keeps_review_ids_as_12_bytes() {
+    use crate::persons::Decision;
+    use crate::store::persons::{Decided, NewDecision, Persons, review_id};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("clientele.db");
+    let derived = review_id(&["vagaro:a".to_owned(), "vagaro:b".to_owned()]);
+    let ids = [
+        (derived.as_str(), "vagaro:a", "vagaro:b"),
+        ("rev_old", "vagaro:c", "vagaro:d"),
+    ];
+    {
+        let conn = schema_before(&path, 27);
+        for (id, a, b) in ids {
+            conn.execute(
+                "INSERT INTO person_reviews (id, a, b, score, evidence, status, created_at)
+                     VALUES (?1, ?2, ?3, 8.0, '[]', 'open', '2026-01-01T00:00:00.000Z')",
+                params![id, a, b],
+            )
+            .expect("a review");
+        }
+    }
+    let store = SqliteStore::open(&path, Clock::system()).expect("open");
+    let page = store.reviews(None, 10, None).await.expect("the reviews");
+    let read: Vec<_> = page.items.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(read, [derived.as_str(), "rev_old"]);
+    for (id, _, _) in ids {
+        let decided = store
+            .decide(NewDecision {
+                review: Some(id.to_owned()),
+                customers: [String::new(), String::new()],
+                decision: Decision::Separate,
+                at: UtcMillis::now(),
+            })
+            .await
+            .expect("a decision");
+        assert!(matches!(decided, Decided::Kept(_)), "{id}: {decided:?}");
+    }
+    store.close().await;
+
+    let conn = Connection::open(&path).expect("open");
+    let kinds: Vec<(String, i64)> = conn
+        .prepare("SELECT typeof(id), length(id) FROM person_reviews ORDER BY seq")
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(kinds, [("blob".to_owned(), 12), ("text".to_owned(), 7)]);
+}
+
 /// Migration 21 on a store that keeps dedupe keys as text: content hashes
 /// become digests and every other key its bytes, in the events and after
 /// the times of the order keys, each as the code packs it now (and reads
