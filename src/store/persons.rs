@@ -426,26 +426,35 @@ impl From<String> for Arg {
 /// The statements both backends run alike, with Postgres's `$n`
 /// parameters (the embedded store reads them as SQLite's `?n`).
 pub(super) mod sql {
-    /// A person's columns as [`super::RawPerson`] reads them, `doc` being
-    /// the dialect's expression of its document as kept, then its codec.
-    pub fn person_columns(doc: &str) -> String {
-        format!("id, {doc}, created_at, changed_at, seq")
+    /// A person's columns as [`super::RawPerson`] reads them: `id` the
+    /// dialect's expression of its id as text, `doc` its expression of the
+    /// document as kept, then its codec.
+    pub fn person_columns(id: &str, doc: &str) -> String {
+        format!("{id}, {doc}, created_at, changed_at, seq")
     }
 
-    pub fn person(doc: &str) -> String {
-        format!("SELECT {} FROM persons WHERE id = $1", person_columns(doc))
+    /// The person whose id, as kept, is bound as `$1`.
+    pub fn person(id: &str, doc: &str) -> String {
+        format!("SELECT {} FROM persons WHERE id = $1", person_columns(id, doc))
     }
 
-    pub fn persons(doc: &str) -> String {
-        format!("SELECT {} FROM persons", person_columns(doc))
+    pub fn persons(id: &str, doc: &str) -> String {
+        format!("SELECT {} FROM persons", person_columns(id, doc))
     }
 
     /// Whether a subscription, enabled or not, asks for persons: only
     /// then are persons' changes written to the outbox (a disabled one
     /// catches up with them when enabled again).
     pub const PERSONS_ASKED: &str = "SELECT EXISTS (SELECT 1 FROM subscriptions WHERE types LIKE '%\"person\"%')";
-    pub const ALIAS: &str = "SELECT person_id FROM person_aliases WHERE alias = $1";
-    pub const MEMBER: &str = "SELECT person_id FROM person_members WHERE customer_id = $1";
+    /// The person holding the customers of the alias bound as `$1` (as
+    /// kept), `person_id` the dialect's expression of its id as text.
+    pub fn alias(person_id: &str) -> String {
+        format!("SELECT {person_id} FROM person_aliases WHERE alias = $1")
+    }
+    /// A customer's person, `person_id` as in [`alias`].
+    pub fn member(person_id: &str) -> String {
+        format!("SELECT {person_id} FROM person_members WHERE customer_id = $1")
+    }
     pub const MERGED_INTO: &str = "SELECT merged_into FROM customers WHERE id = $1";
     /// A review's columns as [`super::RawReview`] reads them: `id` the
     /// dialect's expression of its id as text, `evidence` its expression
@@ -481,7 +490,10 @@ pub(super) mod sql {
     pub const TAKE: &str = "UPDATE person_resolver SET holder = $1, lease_until = $2";
     pub const POSITION: &str = "SELECT position FROM person_resolver";
     pub const RESOLVER: &str = "SELECT position, holder, person_seq FROM person_resolver";
-    pub const MEMBERS: &str = "SELECT customer_id, person_id, version FROM person_members";
+    /// Every customer's person, `person_id` as in [`alias`].
+    pub fn members(person_id: &str) -> String {
+        format!("SELECT customer_id, {person_id}, version FROM person_members")
+    }
     pub const DECISIONS: &str = "SELECT a, b, decision, decided_at FROM person_decisions";
     pub const DELETE_PERSON: &str = "DELETE FROM persons WHERE id = $1";
     pub const DELETE_ALIASES_OF: &str = "DELETE FROM person_aliases WHERE person_id = $1";
@@ -509,10 +521,10 @@ pub(super) mod sql {
     pub const ADVANCE: &str = "UPDATE person_resolver SET position = $1, person_seq = $2, lease_until = $3";
 }
 
-/// The statement listing persons for `q`, with its arguments; `doc` as
-/// in [`sql::person_columns`].
-pub(super) fn persons_sql(q: &PersonQuery, doc: &str) -> (String, Vec<Arg>) {
-    let mut sql = format!("SELECT {} FROM persons WHERE seq > $1", sql::person_columns(doc));
+/// The statement listing persons for `q`, with its arguments; `id` and
+/// `doc` as in [`sql::person_columns`].
+pub(super) fn persons_sql(q: &PersonQuery, id: &str, doc: &str) -> (String, Vec<Arg>) {
+    let mut sql = format!("SELECT {} FROM persons WHERE seq > $1", sql::person_columns(id, doc));
     let mut args = vec![Arg::Int(q.after.unwrap_or(0))];
     let member = |sql: &mut String, args: &mut Vec<Arg>, inner: String, value: String| {
         args.push(Arg::Text(value));

@@ -56,7 +56,7 @@ mod sources;
 mod tests;
 
 use self::checkpoint::Checkpoints;
-use self::ids::{ID_TEXT, KeptId, PackedId};
+use self::ids::{EVENT, KeptId, PackedId, id_text};
 use self::lock::StoreLock;
 use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
@@ -94,6 +94,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0025_composed_received_at.sql"),
     include_str!("migrations/sqlite/0026_reviews_by_status.sql"),
     include_str!("migrations/sqlite/0027_review_ids_as_bytes.sql"),
+    include_str!("migrations/sqlite/0028_person_ids_as_bytes.sql"),
 ];
 
 /// The seqs of customer `?1`'s history entries, from its latest back
@@ -1270,7 +1271,7 @@ fn erase_traces(tx: &Connection, id: &str, now: UtcMillis) -> Result<usize, Stor
     let envelopes = tx
         .prepare_cached(&format!(
             "{OUTBOX_CHAIN} {} WHERE seq IN (SELECT seq FROM chain)",
-            redact_envelopes("json_object", "json('true')", ID_TEXT)
+            redact_envelopes("json_object", "json('true')", &id_text("id", EVENT))
         ))?
         .execute([id])?;
     tx.prepare_cached("DELETE FROM outbox_heads WHERE customer_id = ?1")?

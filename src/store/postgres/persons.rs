@@ -35,14 +35,17 @@ const UPSERT_PERSON: &str = "INSERT INTO persons (id, packed, codec, created_at,
          changed_at = excluded.changed_at, seq = excluded.seq";
 
 async fn person_by_id(conn: &mut PgConnection, id: &str) -> Result<Option<StoredPerson>, StoreError> {
-    let row: Option<RawPerson> = sqlx::query_as(&sql::person(DOC)).bind(id).fetch_optional(conn).await?;
+    let row: Option<RawPerson> = sqlx::query_as(&sql::person("id", DOC))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
     row.map(decode_person).transpose()
 }
 
 async fn person_of(conn: &mut PgConnection, customer_id: &str) -> Result<Option<StoredPerson>, StoreError> {
     let mut id = customer_id.to_owned();
     for _ in 0..16 {
-        let member: Option<Option<String>> = sqlx::query_scalar(sql::MEMBER)
+        let member: Option<Option<String>> = sqlx::query_scalar(&sql::member("person_id"))
             .bind(&id)
             .fetch_optional(&mut *conn)
             .await?;
@@ -240,7 +243,7 @@ impl Persons for PgStore {
                 if let Some(p) = person_by_id(conn, &id).await? {
                     return Ok(Some((p, None)));
                 }
-                let survivor: Option<String> = sqlx::query_scalar(sql::ALIAS)
+                let survivor: Option<String> = sqlx::query_scalar(&sql::alias("person_id"))
                     .bind(&id)
                     .fetch_optional(&mut *conn)
                     .await?;
@@ -259,7 +262,7 @@ impl Persons for PgStore {
     fn persons(&self, query: PersonQuery) -> BoxFuture<'_, Result<Page<StoredPerson>, StoreError>> {
         Box::pin(self.read(move |conn| {
             Box::pin(async move {
-                let (statement, args) = persons_sql(&query, DOC);
+                let (statement, args) = persons_sql(&query, "id", DOC);
                 let mut q = sqlx::query_as::<_, RawPerson>(&statement);
                 for a in args {
                     q = match a {
@@ -367,8 +370,8 @@ impl Persons for PgStore {
             Box::pin(async move {
                 let position: i64 = sqlx::query_scalar(sql::POSITION).fetch_one(&mut *conn).await?;
                 let members: Vec<(String, Option<String>, i64)> =
-                    sqlx::query_as(sql::MEMBERS).fetch_all(&mut *conn).await?;
-                let persons: Vec<RawPerson> = sqlx::query_as(&sql::persons(DOC)).fetch_all(&mut *conn).await?;
+                    sqlx::query_as(&sql::members("person_id")).fetch_all(&mut *conn).await?;
+                let persons: Vec<RawPerson> = sqlx::query_as(&sql::persons("id", DOC)).fetch_all(&mut *conn).await?;
                 let decisions: Vec<(String, String, String, String)> =
                     sqlx::query_as(sql::DECISIONS).fetch_all(&mut *conn).await?;
                 Ok(Resolved {

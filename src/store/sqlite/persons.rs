@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::SqliteStore;
-use super::ids::{ID_TEXT, KeptId, PackedId};
+use super::ids::{KeptId, PERSON, PackedId, REVIEW, id_text};
 use crate::model::{Customer, UtcMillis};
 use crate::outbound::PERSON_SOURCE;
 use crate::store::persons::{
@@ -43,15 +43,24 @@ const UPSERT_PERSON: &str = "INSERT INTO persons (id, doc, codec, created_at, ch
      ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, codec = excluded.codec, changed_at = excluded.changed_at,
          seq = excluded.seq";
 
+/// The text form of a person's id in `column` ([`id_text`]).
+fn person_id(column: &str) -> String {
+    id_text(column, PERSON)
+}
+
 fn person_by_id(conn: &Connection, id: &str) -> Result<Option<StoredPerson>, StoreError> {
-    conn.prepare_cached(&numbered(&sql::person(DOC)))?
-        .query_row([id], |r| RawPerson::try_from(r))
+    conn.prepare_cached(&numbered(&sql::person(&person_id("id"), DOC)))?
+        .query_row([PackedId(id)], |r| RawPerson::try_from(r))
         .optional()?
         .map(decode_person)
         .transpose()
 }
 
-fn one<T: rusqlite::types::FromSql>(conn: &Connection, statement: &str, id: &str) -> Result<Option<T>, StoreError> {
+fn one<T: rusqlite::types::FromSql>(
+    conn: &Connection,
+    statement: &str,
+    id: impl rusqlite::ToSql,
+) -> Result<Option<T>, StoreError> {
     Ok(conn
         .prepare_cached(&numbered(statement))?
         .query_row([id], |r| r.get::<_, T>(0))
@@ -62,7 +71,7 @@ fn one<T: rusqlite::types::FromSql>(conn: &Connection, statement: &str, id: &str
 fn person_of(conn: &Connection, customer_id: &str) -> Result<Option<StoredPerson>, StoreError> {
     let mut id = customer_id.to_owned();
     for _ in 0..16 {
-        if let Some(Some(person)) = one::<Option<String>>(conn, sql::MEMBER, &id)? {
+        if let Some(Some(person)) = one::<Option<String>>(conn, &sql::member(&person_id("person_id")), &id)? {
             return person_by_id(conn, &person);
         }
         match one::<Option<String>>(conn, sql::MERGED_INTO, &id)? {
@@ -88,7 +97,7 @@ fn decide(tx: &Connection, d: &NewDecision) -> Result<Decided, StoreError> {
     let mut customers = d.customers.clone();
     if let Some(review) = &d.review {
         let Some(found) = tx
-            .prepare_cached(&numbered(&sql::review(ID_TEXT, EVIDENCE)))?
+            .prepare_cached(&numbered(&sql::review(&id_text("id", REVIEW), EVIDENCE)))?
             .query_row([PackedId(review)], |r| RawReview::try_from(r))
             .optional()?
             .map(decode_review)
@@ -135,8 +144,10 @@ fn commit(tx: &Connection, holder: &str, step: &Resolution) -> Result<bool, Stor
     let asked: bool = tx.prepare_cached(sql::PERSONS_ASKED)?.query_row([], |r| r.get(0))?;
     let mut messages = Vec::new();
     for p in &step.deleted {
-        tx.prepare_cached(&numbered(sql::DELETE_PERSON))?.execute([p])?;
-        tx.prepare_cached(&numbered(sql::DELETE_ALIASES_OF))?.execute([p])?;
+        tx.prepare_cached(&numbered(sql::DELETE_PERSON))?
+            .execute([PackedId(p)])?;
+        tx.prepare_cached(&numbered(sql::DELETE_ALIASES_OF))?
+            .execute([PackedId(p)])?;
         seq += 1;
         if asked {
             messages.push((p, seq, person_message(p, None, step.absorbed_by(p), seq, step.at)));
@@ -146,7 +157,7 @@ fn commit(tx: &Connection, holder: &str, step: &Resolution) -> Result<bool, Stor
         seq += 1;
         let doc = pack_person(&u.doc)?;
         tx.prepare_cached(UPSERT_PERSON)?
-            .execute(params![u.id, doc.bytes, doc.codec, at, seq])?;
+            .execute(params![PackedId(&u.id), doc.bytes, doc.codec, at, seq])?;
         if asked {
             messages.push((&u.id, seq, person_message(&u.id, Some(u), None, seq, step.at)));
         }
@@ -170,13 +181,16 @@ fn commit(tx: &Connection, holder: &str, step: &Resolution) -> Result<bool, Stor
     }
     for (alias, survivor) in &step.aliases {
         tx.prepare_cached(&numbered(sql::ALIAS_TO))?
-            .execute(params![alias, survivor])?;
+            .execute(params![PackedId(alias), PackedId(survivor)])?;
         tx.prepare_cached(&numbered(sql::MOVE_ALIASES))?
-            .execute(params![alias, survivor])?;
+            .execute(params![PackedId(alias), PackedId(survivor)])?;
     }
     for (customer, person, version) in &step.members {
-        tx.prepare_cached(&numbered(sql::UPSERT_MEMBER))?
-            .execute(params![customer, person, *version as i64])?;
+        tx.prepare_cached(&numbered(sql::UPSERT_MEMBER))?.execute(params![
+            customer,
+            person.as_deref().map(PackedId),
+            *version as i64
+        ])?;
     }
     for c in &step.gone {
         for statement in [sql::FORGET_MEMBER, sql::FORGET_REVIEWS, sql::FORGET_DECISIONS] {
@@ -235,7 +249,7 @@ impl Persons for SqliteStore {
             if let Some(p) = person_by_id(conn, &id)? {
                 return Ok(Some((p, None)));
             }
-            let Some(survivor) = one::<String>(conn, sql::ALIAS, &id)? else {
+            let Some(survivor) = one::<String>(conn, &sql::alias(&person_id("person_id")), PackedId(&id))? else {
                 return Ok(None);
             };
             Ok(person_by_id(conn, &survivor)?.map(|p| (p, Some(id.clone()))))
@@ -248,7 +262,7 @@ impl Persons for SqliteStore {
 
     fn persons(&self, query: PersonQuery) -> BoxFuture<'_, Result<Page<StoredPerson>, StoreError>> {
         Box::pin(self.readers.run(move |conn| {
-            let (statement, args) = persons_sql(&query, DOC);
+            let (statement, args) = persons_sql(&query, &person_id("id"), DOC);
             let rows: Vec<RawPerson> = conn
                 .prepare(&numbered(&statement))?
                 .query_map(params_from_iter(bind(&args)), |r| RawPerson::try_from(r))?
@@ -267,7 +281,7 @@ impl Persons for SqliteStore {
         Box::pin(self.readers.run(move |conn| {
             let status = status.map_or("", ReviewStatus::as_str);
             let rows: Vec<RawReview> = conn
-                .prepare_cached(&numbered(&sql::reviews(ID_TEXT, EVIDENCE)))?
+                .prepare_cached(&numbered(&sql::reviews(&id_text("id", REVIEW), EVIDENCE)))?
                 .query_map(params![after.unwrap_or(0), status, limit as i64 + 1], |r| {
                     RawReview::try_from(r)
                 })?
@@ -342,10 +356,10 @@ impl Persons for SqliteStore {
             let position = tx
                 .prepare_cached(&numbered(sql::POSITION))?
                 .query_row([], |r| r.get(0))?;
-            let members = all(tx, sql::MEMBERS, |r| {
+            let members = all(tx, &sql::members(&person_id("person_id")), |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
             })?;
-            let persons = all(tx, &sql::persons(DOC), |r| RawPerson::try_from(r))?
+            let persons = all(tx, &sql::persons(&person_id("id"), DOC), |r| RawPerson::try_from(r))?
                 .into_iter()
                 .map(decode_person)
                 .collect::<Result<_, _>>()?;

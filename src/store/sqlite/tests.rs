@@ -536,6 +536,87 @@ async fn migration_27_keeps_review_ids_as_12_bytes() {
     assert_eq!(kinds, [("blob".to_owned(), 12), ("text".to_owned(), 7)]);
 }
 
+/// Migration 28 on a store that keeps person ids as text: each id
+/// Clientele made becomes its 16 bytes in the persons, their members and
+/// aliases, and the store finds a person by its id, an alias, a customer
+/// and a listing as before; an id of any other form stays text.
+#[tokio::test]
+async fn migration_28_keeps_person_ids_as_16_bytes() {
+    use crate::store::persons::{PersonQuery, Persons};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("clientele.db");
+    let person = "per_01a24ff9d0d17703ae6a4473f60000d3";
+    let alias = "per_01a24ff9d0d17703ae6a447496cf0a4f";
+    {
+        let conn = schema_before(&path, 28);
+        for (n, (id, customer)) in [(person, "vagaro:a"), ("per_old", "vagaro:b")].into_iter().enumerate() {
+            conn.execute(
+                "INSERT INTO persons (id, doc, created_at, changed_at, seq)
+                     VALUES (?1, ?2, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', ?3)",
+                params![
+                    id,
+                    format!(r#"{{"customerIds":["{customer}"],"links":[]}}"#),
+                    n as i64 + 1
+                ],
+            )
+            .expect("a person");
+            conn.execute(
+                "INSERT INTO person_members (customer_id, person_id, version) VALUES (?1, ?2, 1)",
+                params![customer, id],
+            )
+            .expect("a member");
+        }
+        conn.execute(
+            "INSERT INTO person_aliases (alias, person_id) VALUES (?1, ?2)",
+            params![alias, person],
+        )
+        .expect("an alias");
+    }
+    let store = SqliteStore::open(&path, Clock::system()).expect("open");
+    for (id, customer) in [(person, "vagaro:a"), ("per_old", "vagaro:b")] {
+        let (found, _) = store.person(id.into()).await.expect("a read").expect("found");
+        assert_eq!((found.id.as_str(), found.customer_ids), (id, vec![customer.to_owned()]));
+        let of = store.person_of(customer.into()).await.expect("a read").expect("found");
+        assert_eq!(of.id, id);
+    }
+    let (survivor, asked) = store.person(alias.into()).await.expect("a read").expect("found");
+    assert_eq!((survivor.id.as_str(), asked.as_deref()), (person, Some(alias)));
+    let listed = store
+        .persons(PersonQuery {
+            email: None,
+            phone: None,
+            name: None,
+            changed_since: None,
+            limit: 10,
+            after: None,
+        })
+        .await
+        .expect("a listing");
+    let ids: Vec<_> = listed.items.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, [person, "per_old"]);
+    let members = store.resolved().await.expect("resolved").members;
+    assert_eq!(
+        members,
+        [
+            ("vagaro:a".to_owned(), Some(person.to_owned()), 1),
+            ("vagaro:b".to_owned(), Some("per_old".to_owned()), 1)
+        ]
+    );
+    store.close().await;
+
+    let conn = Connection::open(&path).expect("open");
+    let kinds: (String, String, String) = conn
+        .query_row(
+            "SELECT (SELECT group_concat(typeof(id)) FROM (SELECT id FROM persons ORDER BY seq)),
+                    (SELECT group_concat(typeof(person_id)) FROM (SELECT person_id FROM person_members ORDER BY customer_id)),
+                    (SELECT typeof(alias) || ',' || typeof(person_id) FROM person_aliases)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("the kinds");
+    assert_eq!(kinds, ("blob,text".into(), "blob,text".into(), "blob,blob".into()));
+}
+
 /// Migration 21 on a store that keeps dedupe keys as text: content hashes
 /// become digests and every other key its bytes, in the events and after
 /// the times of the order keys, each as the code packs it now (and reads
