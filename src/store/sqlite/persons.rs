@@ -2,7 +2,7 @@
 //! [`crate::store::persons::sql`], the feed read from the outbox by `seq`
 //! (the single writer commits in that order).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
@@ -48,8 +48,19 @@ fn person_id(column: &str) -> String {
     id_text(column, PERSON)
 }
 
+/// The shared statements that take this dialect's expressions, each made
+/// once: persons' and reviews' ids as text, evidence as kept.
+static PERSON_BY_ID: LazyLock<String> = LazyLock::new(|| numbered(&sql::person(&person_id("id"), DOC)));
+static PERSONS: LazyLock<String> = LazyLock::new(|| sql::persons(&person_id("id"), DOC));
+static MEMBER: LazyLock<String> = LazyLock::new(|| sql::member(&person_id("person_id")));
+static MEMBERS: LazyLock<String> = LazyLock::new(|| sql::members(&person_id("person_id")));
+static ALIAS: LazyLock<String> = LazyLock::new(|| sql::alias(&person_id("person_id")));
+static REVIEW_BY_ID: LazyLock<String> = LazyLock::new(|| numbered(&sql::review(&id_text("id", REVIEW), EVIDENCE)));
+static REVIEWS: LazyLock<String> = LazyLock::new(|| numbered(&sql::reviews(&id_text("id", REVIEW), EVIDENCE)));
+static UPSERT_REVIEW: LazyLock<String> = LazyLock::new(|| numbered(&sql::upsert_review("evidence")));
+
 fn person_by_id(conn: &Connection, id: &str) -> Result<Option<StoredPerson>, StoreError> {
-    conn.prepare_cached(&numbered(&sql::person(&person_id("id"), DOC)))?
+    conn.prepare_cached(&PERSON_BY_ID)?
         .query_row([PackedId(id)], |r| RawPerson::try_from(r))
         .optional()?
         .map(decode_person)
@@ -71,7 +82,7 @@ fn one<T: rusqlite::types::FromSql>(
 fn person_of(conn: &Connection, customer_id: &str) -> Result<Option<StoredPerson>, StoreError> {
     let mut id = customer_id.to_owned();
     for _ in 0..16 {
-        if let Some(Some(person)) = one::<Option<String>>(conn, &sql::member(&person_id("person_id")), &id)? {
+        if let Some(Some(person)) = one::<Option<String>>(conn, &MEMBER, &id)? {
             return person_by_id(conn, &person);
         }
         match one::<Option<String>>(conn, sql::MERGED_INTO, &id)? {
@@ -97,7 +108,7 @@ fn decide(tx: &Connection, d: &NewDecision) -> Result<Decided, StoreError> {
     let mut customers = d.customers.clone();
     if let Some(review) = &d.review {
         let Some(found) = tx
-            .prepare_cached(&numbered(&sql::review(&id_text("id", REVIEW), EVIDENCE)))?
+            .prepare_cached(&REVIEW_BY_ID)?
             .query_row([PackedId(review)], |r| RawReview::try_from(r))
             .optional()?
             .map(decode_review)
@@ -212,16 +223,15 @@ fn commit(tx: &Connection, holder: &str, step: &Resolution) -> Result<bool, Stor
     }
     for r in &step.reviews {
         let evidence = pack_evidence(&r.evidence)?;
-        tx.prepare_cached(&numbered(&sql::upsert_review("evidence")))?
-            .execute(params![
-                PackedId(review_id(&r.customers)),
-                r.customers[0],
-                r.customers[1],
-                r.score,
-                evidence.bytes,
-                evidence.codec,
-                at
-            ])?;
+        tx.prepare_cached(&UPSERT_REVIEW)?.execute(params![
+            PackedId(review_id(&r.customers)),
+            r.customers[0],
+            r.customers[1],
+            r.score,
+            evidence.bytes,
+            evidence.codec,
+            at
+        ])?;
     }
     for queued in &step.applied {
         tx.prepare_cached(&numbered(sql::DEQUEUE))?.execute([queued])?;
@@ -249,7 +259,7 @@ impl Persons for SqliteStore {
             if let Some(p) = person_by_id(conn, &id)? {
                 return Ok(Some((p, None)));
             }
-            let Some(survivor) = one::<String>(conn, &sql::alias(&person_id("person_id")), PackedId(&id))? else {
+            let Some(survivor) = one::<String>(conn, &ALIAS, PackedId(&id))? else {
                 return Ok(None);
             };
             Ok(person_by_id(conn, &survivor)?.map(|p| (p, Some(id.clone()))))
@@ -281,7 +291,7 @@ impl Persons for SqliteStore {
         Box::pin(self.readers.run(move |conn| {
             let status = status.map_or("", ReviewStatus::as_str);
             let rows: Vec<RawReview> = conn
-                .prepare_cached(&numbered(&sql::reviews(&id_text("id", REVIEW), EVIDENCE)))?
+                .prepare_cached(&REVIEWS)?
                 .query_map(params![after.unwrap_or(0), status, limit as i64 + 1], |r| {
                     RawReview::try_from(r)
                 })?
@@ -356,10 +366,8 @@ impl Persons for SqliteStore {
             let position = tx
                 .prepare_cached(&numbered(sql::POSITION))?
                 .query_row([], |r| r.get(0))?;
-            let members = all(tx, &sql::members(&person_id("person_id")), |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
-            })?;
-            let persons = all(tx, &sql::persons(&person_id("id"), DOC), |r| RawPerson::try_from(r))?
+            let members = all(tx, &MEMBERS, |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))?;
+            let persons = all(tx, &PERSONS, |r| RawPerson::try_from(r))?
                 .into_iter()
                 .map(decode_person)
                 .collect::<Result<_, _>>()?;

@@ -1414,22 +1414,12 @@ async fn persons_keep_their_documents_compressed_and_their_changes_only_when_ask
     );
 
     let step = |from: i64, id: &str| Resolution {
-        from,
-        to: from,
-        applied: Vec::new(),
         upserts: vec![PersonWrite {
             id: id.into(),
             doc: doc.clone(),
             created: true,
         }],
-        deleted: Vec::new(),
-        aliases: Vec::new(),
-        members: Vec::new(),
-        gone: Vec::new(),
-        reviews_of: Vec::new(),
-        reviews_among: Vec::new(),
-        reviews: Vec::new(),
-        at: UtcMillis::now(),
+        ..resolving_nothing(from)
     };
     let until = UtcMillis::now().as_millisecond() + 60_000;
     let position = store
@@ -1580,18 +1570,8 @@ async fn reviews_keep_their_evidence_compressed() {
         .expect("a lease")
         .expect("free");
     let step = Resolution {
-        from: position,
-        to: position,
-        applied: Vec::new(),
-        upserts: Vec::new(),
-        deleted: Vec::new(),
-        aliases: Vec::new(),
-        members: Vec::new(),
-        gone: Vec::new(),
-        reviews_of: Vec::new(),
-        reviews_among: Vec::new(),
         reviews: vec![new.clone()],
-        at: UtcMillis::now(),
+        ..resolving_nothing(position)
     };
     assert!(store.commit_resolution("test".into(), step).await.expect("a step"));
     let page = store.reviews(None, 10, None).await.expect("the reviews");
@@ -1613,6 +1593,24 @@ async fn reviews_keep_their_evidence_compressed() {
     );
     let json = serde_json::to_string(&new.evidence).expect("json").len() as i64;
     assert!(kept < json / 2, "{kept} of {json}");
+}
+
+/// A resolver's step from `position` that stays there and writes nothing.
+fn resolving_nothing(position: i64) -> crate::store::persons::Resolution {
+    crate::store::persons::Resolution {
+        from: position,
+        to: position,
+        applied: Vec::new(),
+        upserts: Vec::new(),
+        deleted: Vec::new(),
+        aliases: Vec::new(),
+        members: Vec::new(),
+        gone: Vec::new(),
+        reviews_of: Vec::new(),
+        reviews_among: Vec::new(),
+        reviews: Vec::new(),
+        at: UtcMillis::now(),
+    }
 }
 
 /// The length of the value that `sql` reads as its codec, storage class
