@@ -16,6 +16,16 @@
 //!   each is sent by one instance, and a crashed instance's claims are
 //!   taken over when their leases end.
 //!
+//! A statement that joins a batch (`unnest`, `= ANY`) against a table
+//! that grows is sent unprepared (`persistent(false)`), so that Postgres
+//! plans it for each execution with the table as large as it is then. A
+//! prepared statement's plan is made once, after five executions, and
+//! kept until the table's statistics change: made while the table was
+//! small (a new database, or at any size while autovacuum is off or has
+//! not yet run) it reads the whole table for every batch from then on,
+//! and ingest slowed as the tables grew (docs/decisions.md, "Statements
+//! planned with the table's size"; [`DUPLICATES`] is one).
+//!
 //! A transaction that loses a race (a deadlock, a duplicate key) is run
 //! again from the start. When the database cannot be reached, requests fail
 //! with [`StoreError::Unavailable`] (answered `503`), and the pool
@@ -58,6 +68,7 @@ mod sessions;
 mod sources;
 mod writes;
 
+pub use group::DUPLICATES;
 pub use outbound::CLAIM;
 
 const MIGRATIONS: &[&str] = &[
@@ -970,7 +981,8 @@ async fn load(conn: &mut PgConnection, ids: &[String], publish: Publish) -> Resu
     // order, or a suppressed id, or a link's survivor, absorbed id and
     // (in the record's `order_key`) order key, or a floor's id and
     // version, the rest null.
-    let rows: Vec<PgRow> = sqlx::query(&sql).bind(ids).fetch_all(conn).await?;
+    // Unprepared, as joins of a batch are (see the module's doc).
+    let rows: Vec<PgRow> = sqlx::query(&sql).persistent(false).bind(ids).fetch_all(conn).await?;
     let mut loaded = Loaded::default();
     for row in rows {
         match row.try_get::<&str, _>(0)? {

@@ -1085,3 +1085,66 @@ async fn a_delivery_the_store_refuses_does_not_fail_those_kept_with_it() {
         assert_eq!(app.customer(id).await["id"], id);
     }
 }
+
+#[tokio::test]
+async fn a_retry_is_found_by_its_key_whatever_the_statistics_say() {
+    if util::TestStore::chosen() != util::TestStore::Postgres {
+        println!("skipped: the planner's statistics are Postgres's");
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let url = util::store_url(&app.dir);
+    let temp = app.stop().await;
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("the test database");
+    let duplicates = clientele::store::postgres::DUPLICATES;
+    // Statistics taken while nothing was kept and no autovacuum to catch
+    // up; the statement prepared and planned once (as Postgres does after
+    // five executions of a prepared statement; forced here); then 20,000
+    // events kept.
+    for sql in [
+        "ALTER TABLE events SET (autovacuum_enabled = false)".to_owned(),
+        "ANALYZE events".to_owned(),
+        "SET plan_cache_mode = force_generic_plan".to_owned(),
+        format!("PREPARE duplicates (text[], bytea[]) AS {duplicates}"),
+        "EXECUTE duplicates (ARRAY['s'], ARRAY[int8send(0)])".to_owned(),
+        "INSERT INTO events (id, source, dedupe_key, received_at, headers, status)
+         SELECT 'evt_' || i, 's', int8send(i), '2026-01-01T00:00:00.000Z', '{}', 'accepted'
+         FROM generate_series(1, 20000) i"
+            .to_owned(),
+    ] {
+        sqlx::query(&sql).execute(&mut db).await.expect(&sql);
+    }
+    let prepared: Vec<String> =
+        sqlx::query_scalar("EXPLAIN (ANALYZE, COSTS OFF) EXECUTE duplicates (ARRAY['s'], ARRAY[int8send(7)])")
+            .fetch_all(&mut db)
+            .await
+            .expect("the prepared statement's plan");
+    let read = util::postgres::rows_read(&prepared);
+    let prepared = prepared.join("\n");
+    assert!(
+        read >= 20_000,
+        "why the store sends it unprepared: planned once, it reads every event ({read}):\n{prepared}"
+    );
+
+    sqlx::query("RESET plan_cache_mode")
+        .execute(&mut db)
+        .await
+        .expect("reset");
+    let sent: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, COSTS OFF) {duplicates}"))
+        .persistent(false)
+        .bind(vec!["s"])
+        .bind(vec![8_i64.to_be_bytes().to_vec()])
+        .fetch_all(&mut db)
+        .await
+        .expect("the plan of the statement as the store sends it");
+    let read = util::postgres::rows_read(&sent);
+    let sent = sent.join("\n");
+    assert!(sent.contains("rows=1 loops=1"), "the retried event found:\n{sent}");
+    assert!(
+        read < 100,
+        "the statement read {read} rows to find one of 20,000:\n{sent}"
+    );
+    drop(temp);
+}

@@ -1260,18 +1260,7 @@ async fn a_claim_reads_what_it_returns_whatever_the_statistics_say() {
     .fetch_all(&mut db)
     .await
     .expect("the claim's plan");
-    // Every row a node produced or threw away.
-    let number = |line: &str, key: &str| -> u64 {
-        line.split(key)
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    let read: u64 = plan
-        .iter()
-        .map(|line| number(line, "rows=") * number(line, "loops=").max(1) + number(line, "Filter: "))
-        .sum();
+    let read = util::postgres::rows_read(&plan);
     let plan = plan.join("\n");
     assert!(plan.contains("rows=80 loops=1"), "eight of each subscription:\n{plan}");
     assert!(read < 2_000, "the claim read {read} rows for 80 of 100,000:\n{plan}");

@@ -232,6 +232,16 @@ async fn ingest(work: &mut Work<'_>, items: &[Item]) -> Result<Vec<IngestOutcome
     Ok(outcomes)
 }
 
+/// Counts, on each event already kept, the deliveries of a batch that
+/// repeat it (`$1` their sources, `$2` their packed dedupe keys), and
+/// returns the events' source, dedupe key and id. Sent unprepared (see
+/// [`super`]): a plan made while `events` was small reads every event.
+pub const DUPLICATES: &str = "UPDATE events e SET duplicates = e.duplicates + d.n
+     FROM (SELECT source, dedupe_key, count(*) AS n FROM unnest($1::text[], $2::bytea[]) AS k(source, dedupe_key)
+           GROUP BY source, dedupe_key) AS d
+     WHERE e.source = d.source AND e.dedupe_key = d.dedupe_key
+     RETURNING e.source, e.dedupe_key, e.id";
+
 /// Counts, on each event already kept, the group's deliveries that repeat
 /// it (none suppressed): returns their ids by source and dedupe key.
 async fn count_duplicates(
@@ -248,17 +258,12 @@ async fn count_duplicates(
     if sources.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(String, Vec<u8>, String)> = sqlx::query_as(
-        "UPDATE events e SET duplicates = e.duplicates + d.n
-         FROM (SELECT source, dedupe_key, count(*) AS n FROM unnest($1::text[], $2::bytea[]) AS k(source, dedupe_key)
-               GROUP BY source, dedupe_key) AS d
-         WHERE e.source = d.source AND e.dedupe_key = d.dedupe_key
-         RETURNING e.source, e.dedupe_key, e.id",
-    )
-    .bind(sources)
-    .bind(keys)
-    .fetch_all(work.conn())
-    .await?;
+    let rows: Vec<(String, Vec<u8>, String)> = sqlx::query_as(DUPLICATES)
+        .persistent(false)
+        .bind(sources)
+        .bind(keys)
+        .fetch_all(work.conn())
+        .await?;
     rows.into_iter()
         .map(|(source, key, id)| Ok(((source, unpack_dedupe_key(&key)?), id)))
         .collect()

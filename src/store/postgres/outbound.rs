@@ -272,10 +272,12 @@ pub(super) async fn fan_out(conn: &mut PgConnection) -> Result<bool, StoreError>
         .collect();
     lock(conn, &customers).await?;
     let seqs: Vec<i64> = new.iter().map(|row| row.seq).collect();
+    // Unprepared, as joins of a batch are (see the store's module doc).
     sqlx::query(
         "UPDATE outbox o SET published = $1 + n.n FROM unnest($2::bigint[]) WITH ORDINALITY AS n(seq, n)
          WHERE o.seq = n.seq",
     )
+    .persistent(false)
     .bind(position)
     .bind(&seqs)
     .execute(&mut *conn)
@@ -303,6 +305,7 @@ async fn insert_messages(conn: &mut PgConnection, fanned: &Fanned) -> Result<(),
     if fanned.seqs.is_empty() {
         return Ok(());
     }
+    // Unprepared, as joins of a batch are (see the store's module doc).
     sqlx::query(&format!(
         "INSERT INTO messages (id, subscription_id, outbox_seq, customer_id, status)
          SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), f.subscription_id, o.seq, o.customer_id,
@@ -312,6 +315,7 @@ async fn insert_messages(conn: &mut PgConnection, fanned: &Fanned) -> Result<(),
          ORDER BY f.n
          ON CONFLICT (subscription_id, outbox_seq) DO NOTHING"
     ))
+    .persistent(false)
     .bind(&fanned.subscriptions)
     .bind(&fanned.seqs)
     .execute(&mut *conn)
@@ -377,6 +381,7 @@ async fn settle_lines(
     if subscriptions.is_empty() {
         return Ok(());
     }
+    // Unprepared, as joins of a batch are (see the store's module doc).
     sqlx::query(
         "UPDATE messages m SET next_attempt_at = CASE WHEN m.seq = l.head THEN l.at END
          FROM (SELECT l.subscription_id, l.customer_id, l.at,
@@ -388,6 +393,7 @@ async fn settle_lines(
          WHERE m.subscription_id = l.subscription_id AND m.customer_id = l.customer_id AND m.status = 'pending'
            AND CASE WHEN m.seq = l.head THEN m.next_attempt_at IS NULL ELSE m.next_attempt_at IS NOT NULL END",
     )
+    .persistent(false)
     .bind(subscriptions)
     .bind(customers)
     .bind(at)
@@ -404,6 +410,7 @@ async fn promote_heads(
     customers: &[String],
     now: UtcMillis,
 ) -> Result<(), StoreError> {
+    // Unprepared, as joins of a batch are (see the store's module doc).
     sqlx::query(
         "UPDATE messages SET next_attempt_at = $3
          WHERE seq IN (SELECT (SELECT p.seq FROM messages p
@@ -413,6 +420,7 @@ async fn promote_heads(
                        FROM unnest($1::text[], $2::text[]) AS l(subscription_id, customer_id))
            AND next_attempt_at IS NULL",
     )
+    .persistent(false)
     .bind(subscriptions)
     .bind(customers)
     .bind(now.as_millisecond())

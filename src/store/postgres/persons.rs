@@ -4,6 +4,9 @@
 //! fan-out numbers them in commit order under its lock). The resolver's
 //! row is locked by its commit, so two instances never both write a step.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::hash::Hash;
 use std::sync::Arc;
 
 use sqlx::PgConnection;
@@ -29,10 +32,35 @@ const DOC: &str = "COALESCE(packed, convert_to(doc, 'UTF8')), codec::bigint";
 /// 21, as JSON text in `evidence` before.
 const EVIDENCE: &str = "COALESCE(packed, convert_to(evidence, 'UTF8')), codec::bigint";
 
-const UPSERT_PERSON: &str = "INSERT INTO persons (id, packed, codec, created_at, changed_at, seq)
-     VALUES ($1, $2, $3, $4, $4, $5)
+/// A step's persons: ids, documents as kept, codecs, seqs; `$5` the time.
+const UPSERT_PERSONS: &str = "INSERT INTO persons (id, packed, codec, created_at, changed_at, seq)
+     SELECT id, packed, codec, $5, $5, seq FROM unnest($1::text[], $2::bytea[], $3::smallint[], $4::bigint[])
+         AS p(id, packed, codec, seq)
      ON CONFLICT (id) DO UPDATE SET doc = NULL, packed = excluded.packed, codec = excluded.codec,
          changed_at = excluded.changed_at, seq = excluded.seq";
+
+/// A step's persons' messages, in order: ids, persons, actions, versions,
+/// envelopes as kept, codecs; `$7` the time, `$8` the source they go out as.
+const PERSON_MESSAGES: &str = "INSERT INTO outbox (id, customer_id, source, action, version, created_at, packed, codec)
+     SELECT id, person, $8, action, version, $7, packed, codec
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::smallint[])
+         WITH ORDINALITY AS m(id, person, action, version, packed, codec, n)
+     ORDER BY n";
+
+/// A step's customers' persons: customers, persons (or none), versions.
+const UPSERT_MEMBERS: &str = "INSERT INTO person_members (customer_id, person_id, version)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+     ON CONFLICT (customer_id) DO UPDATE SET person_id = excluded.person_id, version = excluded.version";
+
+/// A step's reviews to open or bring up to date, in order: ids, the two
+/// customers, scores, evidence as kept, codecs; `$7` the time.
+const UPSERT_REVIEWS: &str = "INSERT INTO person_reviews (id, a, b, score, packed, codec, status, created_at)
+     SELECT id, a, b, score, packed, codec, 'open', $7
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::bytea[], $6::smallint[])
+         WITH ORDINALITY AS r(id, a, b, score, packed, codec, n)
+     ORDER BY n
+     ON CONFLICT (id) DO UPDATE SET score = excluded.score, packed = excluded.packed, codec = excluded.codec
+     WHERE person_reviews.status = 'open'";
 
 async fn person_by_id(conn: &mut PgConnection, id: &str) -> Result<Option<StoredPerson>, StoreError> {
     let row: Option<RawPerson> = sqlx::query_as(&sql::person("id", DOC))
@@ -128,37 +156,48 @@ async fn commit(conn: &mut PgConnection, holder: &str, step: &Resolution) -> Res
             messages.push((p, seq, person_message(p, None, step.absorbed_by(p), seq, step.at)));
         }
     }
+    let mut persons = Vec::new();
     for u in &step.upserts {
         seq += 1;
-        let doc = pack_person(&u.doc)?;
-        sqlx::query(UPSERT_PERSON)
-            .bind(&u.id)
-            .bind(&doc.bytes)
-            .bind(doc.codec as i16)
-            .bind(&at)
-            .bind(seq)
-            .execute(&mut *conn)
-            .await?;
+        persons.push((u.id.as_str(), pack_person(&u.doc)?, seq));
         if asked {
             messages.push((&u.id, seq, person_message(&u.id, Some(u), None, seq, step.at)));
         }
     }
-    for (person, version, m) in messages {
-        let body = pack_envelope(&m.body);
-        sqlx::query(
-            "INSERT INTO outbox (id, customer_id, source, action, version, created_at, packed, codec)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&m.id)
-        .bind(person)
-        .bind(PERSON_SOURCE)
-        .bind(m.action.as_str())
-        .bind(version)
-        .bind(&at)
-        .bind(&body.bytes)
-        .bind(body.codec as i16)
-        .execute(&mut *conn)
-        .await?;
+    let persons = upserted(persons, |(id, _, _)| *id);
+    if !persons.is_empty() {
+        sqlx::query(UPSERT_PERSONS)
+            .bind(persons.iter().map(|(id, _, _)| *id).collect::<Vec<_>>())
+            .bind(
+                persons
+                    .iter()
+                    .map(|(_, doc, _)| doc.bytes.as_slice())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(persons.iter().map(|(_, doc, _)| doc.codec as i16).collect::<Vec<_>>())
+            .bind(persons.iter().map(|(_, _, seq)| *seq).collect::<Vec<_>>())
+            .bind(&at)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if !messages.is_empty() {
+        let bodies: Vec<_> = messages.iter().map(|(_, _, m)| pack_envelope(&m.body)).collect();
+        sqlx::query(PERSON_MESSAGES)
+            .bind(messages.iter().map(|(_, _, m)| m.id.as_str()).collect::<Vec<_>>())
+            .bind(
+                messages
+                    .iter()
+                    .map(|(person, _, _)| person.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(messages.iter().map(|(_, _, m)| m.action.as_str()).collect::<Vec<_>>())
+            .bind(messages.iter().map(|(_, version, _)| *version).collect::<Vec<_>>())
+            .bind(bodies.iter().map(|b| b.bytes.as_slice()).collect::<Vec<_>>())
+            .bind(bodies.iter().map(|b| b.codec as i16).collect::<Vec<_>>())
+            .bind(&at)
+            .bind(PERSON_SOURCE)
+            .execute(&mut *conn)
+            .await?;
     }
     for (alias, survivor) in &step.aliases {
         for statement in [sql::ALIAS_TO, sql::MOVE_ALIASES] {
@@ -169,11 +208,27 @@ async fn commit(conn: &mut PgConnection, holder: &str, step: &Resolution) -> Res
                 .await?;
         }
     }
-    for (customer, person, version) in &step.members {
-        sqlx::query(sql::UPSERT_MEMBER)
-            .bind(customer)
-            .bind(person)
-            .bind(*version as i64)
+    let members = upserted(&step.members, |(customer, _, _)| customer.as_str());
+    if !members.is_empty() {
+        sqlx::query(UPSERT_MEMBERS)
+            .bind(
+                members
+                    .iter()
+                    .map(|(customer, _, _)| customer.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                members
+                    .iter()
+                    .map(|(_, person, _)| person.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                members
+                    .iter()
+                    .map(|(_, _, version)| *version as i64)
+                    .collect::<Vec<_>>(),
+            )
             .execute(&mut *conn)
             .await?;
     }
@@ -188,28 +243,57 @@ async fn commit(conn: &mut PgConnection, holder: &str, step: &Resolution) -> Res
         .chain(&step.reviews_among)
         .map(String::as_str)
         .collect();
+    // Unprepared, as joins of a batch are (see the store's module doc).
     let touching = sqlx::query_as(&reviews_touching(|column| format!("{column} = ANY($1)")))
+        .persistent(false)
         .bind(customers)
         .fetch_all(&mut *conn)
         .await?;
-    for id in withdrawn(step, touching) {
-        sqlx::query(sql::DELETE_REVIEW).bind(id).execute(&mut *conn).await?;
+    let withdrawn = withdrawn(step, touching);
+    if !withdrawn.is_empty() {
+        // Unprepared: planned once while the table was small, a prepared
+        // plan read every open review by their status for each of these.
+        sqlx::query("DELETE FROM person_reviews WHERE id = ANY($1) AND status = 'open'")
+            .persistent(false)
+            .bind(withdrawn)
+            .execute(&mut *conn)
+            .await?;
     }
-    for r in &step.reviews {
-        let evidence = pack_evidence(&r.evidence)?;
-        sqlx::query(&sql::upsert_review("packed"))
-            .bind(review_id(&r.customers))
-            .bind(&r.customers[0])
-            .bind(&r.customers[1])
-            .bind(r.score)
-            .bind(evidence.bytes)
-            .bind(evidence.codec as i16)
+    let reviews = step
+        .reviews
+        .iter()
+        .map(|r| Ok((review_id(&r.customers), r, pack_evidence(&r.evidence)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let reviews = upserted(reviews, |(id, _, _)| id.clone());
+    if !reviews.is_empty() {
+        sqlx::query(UPSERT_REVIEWS)
+            .bind(reviews.iter().map(|(id, _, _)| id.as_str()).collect::<Vec<_>>())
+            .bind(
+                reviews
+                    .iter()
+                    .map(|(_, r, _)| r.customers[0].as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                reviews
+                    .iter()
+                    .map(|(_, r, _)| r.customers[1].as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(reviews.iter().map(|(_, r, _)| r.score).collect::<Vec<_>>())
+            .bind(reviews.iter().map(|(_, _, e)| e.bytes.as_slice()).collect::<Vec<_>>())
+            .bind(reviews.iter().map(|(_, _, e)| e.codec as i16).collect::<Vec<_>>())
             .bind(&at)
             .execute(&mut *conn)
             .await?;
     }
-    for queued in &step.applied {
-        sqlx::query(sql::DEQUEUE).bind(queued).execute(&mut *conn).await?;
+    if !step.applied.is_empty() {
+        // Unprepared, as joins of a batch are (see the store's module doc).
+        sqlx::query("DELETE FROM person_queue WHERE seq = ANY($1)")
+            .persistent(false)
+            .bind(&step.applied)
+            .execute(&mut *conn)
+            .await?;
     }
     let lease = UtcMillis::now()
         .saturating_add(std::time::Duration::from_secs(5))
@@ -221,6 +305,25 @@ async fn commit(conn: &mut PgConnection, holder: &str, step: &Resolution) -> Res
         .execute(&mut *conn)
         .await?;
     Ok(true)
+}
+
+/// The rows of one set-based upsert, from rows meant to be upserted one
+/// by one in order: a key met again replaces the values of the row where
+/// it was first met, as one by one would leave them (one statement may not
+/// change a row twice).
+fn upserted<T, K: Eq + Hash>(rows: impl IntoIterator<Item = T>, key: impl Fn(&T) -> K) -> Vec<T> {
+    let mut at = HashMap::new();
+    let mut kept: Vec<T> = Vec::new();
+    for row in rows {
+        match at.entry(key(&row)) {
+            Entry::Occupied(first) => kept[*first.get()] = row,
+            Entry::Vacant(first) => {
+                first.insert(kept.len());
+                kept.push(row);
+            }
+        }
+    }
+    kept
 }
 
 impl PgStore {
@@ -331,10 +434,12 @@ impl Persons for PgStore {
 
     fn records(&self, ids: Vec<String>) -> BoxFuture<'_, Result<Vec<Customer>, StoreError>> {
         Box::pin(async move {
+            // Unprepared, as joins of a batch are (see the store's module doc).
             let rows: Vec<RawRecord> = sqlx::query_as(&format!(
                 "SELECT {} FROM customers WHERE id = ANY($1)",
                 record_columns(super::PROFILE)
             ))
+            .persistent(false)
             .bind(&ids)
             .fetch_all(&self.pool)
             .await?;
@@ -446,5 +551,17 @@ impl Persons for PgStore {
                 Ok(((changes + queued) as u64, oldest))
             })
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upserted;
+
+    #[test]
+    fn a_key_met_again_keeps_its_first_place_and_its_last_values() {
+        let rows = vec![("a", 1), ("b", 2), ("a", 3), ("c", 4), ("b", 5)];
+        assert_eq!(upserted(rows, |(key, _)| *key), vec![("a", 3), ("b", 5), ("c", 4)]);
+        assert!(upserted(Vec::<(&str, i32)>::new(), |(key, _)| *key).is_empty());
     }
 }

@@ -163,10 +163,12 @@ async fn write_records(work: &mut Work<'_>, records: &[Written]) -> Result<(), S
         rows.codecs.push(profile.codec as i16);
     }
     if !moved.is_empty() {
+        // Unprepared, as joins of a batch are (see the store's module doc).
         sqlx::query(
             "UPDATE customers c SET order_key = m.order_key
              FROM unnest($1::text[], $2::bytea[]) AS m(id, order_key) WHERE c.id = m.id",
         )
+        .persistent(false)
         .bind(moved)
         .bind(moved_keys)
         .execute(work.conn())
@@ -226,7 +228,8 @@ async fn write_lookups(work: &mut Work<'_>, records: &[Written]) -> Result<(), S
     if edits.is_empty() {
         return Ok(());
     }
-    let mut query = sqlx::query(&LOOKUPS);
+    // Unprepared, as joins of a batch are (see the store's module doc).
+    let mut query = sqlx::query(&LOOKUPS).persistent(false);
     for lookup in Lookup::ALL {
         for add in [false, true] {
             let (keys, ids) = edits.remove(&(lookup, add)).unwrap_or_default();

@@ -219,3 +219,19 @@ pub async fn wait_for_a_waiter(db: &mut PgConnection, customer: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// The rows an `EXPLAIN (ANALYZE, COSTS OFF)` plan's nodes produced or
+/// threw away: each node's rows times its loops, and what its filters
+/// removed.
+pub fn rows_read(plan: &[String]) -> u64 {
+    let number = |line: &str, key: &str| -> u64 {
+        line.split(key)
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    plan.iter()
+        .map(|line| number(line, "rows=") * number(line, "loops=").max(1) + number(line, "Filter: "))
+        .sum()
+}
