@@ -24,7 +24,9 @@
 //! small (a new database, or at any size while autovacuum is off or has
 //! not yet run) it reads the whole table for every batch from then on,
 //! and ingest slowed as the tables grew (docs/decisions.md, "Statements
-//! planned with the table's size"; [`DUPLICATES`] is one).
+//! planned with the table's size"; [`DUPLICATES`] is one). sqlx looks a
+//! text up in the connection's prepared statements first: a text sent
+//! unprepared is never also sent prepared.
 //!
 //! A transaction that loses a race (a deadlock, a duplicate key) is run
 //! again from the start. When the database cannot be reached, requests fail
@@ -872,7 +874,12 @@ async fn erase(work: &mut Work<'_>, id: &String) -> Result<Erasure, StoreError> 
     erase_traces(work, id).await?;
     let keys = mention_keys(&record);
     for sql in mention_erasures("SELECT event_seq FROM event_mentions WHERE key = ANY($1)") {
-        sqlx::query(&sql).bind(&keys).execute(work.conn()).await?;
+        // Unprepared, as joins of a batch are (see the module's doc).
+        sqlx::query(&sql)
+            .persistent(false)
+            .bind(&keys)
+            .execute(work.conn())
+            .await?;
     }
     suppress(work, id, now).await?;
     let mut writes = Writes::default();

@@ -1087,64 +1087,80 @@ async fn a_delivery_the_store_refuses_does_not_fail_those_kept_with_it() {
 }
 
 #[tokio::test]
-async fn a_retry_is_found_by_its_key_whatever_the_statistics_say() {
+async fn retries_are_counted_without_reading_every_event_whatever_the_statistics_say() {
     if util::TestStore::chosen() != util::TestStore::Postgres {
         println!("skipped: the planner's statistics are Postgres's");
         return;
     }
     let app = TestApp::spawn().await;
     let url = util::store_url(&app.dir);
-    let temp = app.stop().await;
     let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
         .await
         .expect("the test database");
-    let duplicates = clientele::store::postgres::DUPLICATES;
-    // Statistics taken while nothing was kept and no autovacuum to catch
-    // up; the statement prepared and planned once (as Postgres does after
-    // five executions of a prepared statement; forced here); then 20,000
-    // events kept.
-    for sql in [
-        "ALTER TABLE events SET (autovacuum_enabled = false)".to_owned(),
-        "ANALYZE events".to_owned(),
-        "SET plan_cache_mode = force_generic_plan".to_owned(),
-        format!("PREPARE duplicates (text[], bytea[]) AS {duplicates}"),
-        "EXECUTE duplicates (ARRAY['s'], ARRAY[int8send(0)])".to_owned(),
-        "INSERT INTO events (id, source, dedupe_key, received_at, headers, status)
-         SELECT 'evt_' || i, 's', int8send(i), '2026-01-01T00:00:00.000Z', '{}', 'accepted'
-         FROM generate_series(1, 20000) i"
-            .to_owned(),
-    ] {
-        sqlx::query(&sql).execute(&mut db).await.expect(&sql);
+    let body = treez("plans", "1", T1);
+    let (status, first) = app.deliver_json("treez", &body).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    // Statistics taken while one event was kept, and no autovacuum to
+    // catch up.
+    for sql in ["ALTER TABLE events SET (autovacuum_enabled = false)", "ANALYZE events"] {
+        sqlx::query(sql).execute(&mut db).await.expect(sql);
     }
-    let prepared: Vec<String> =
-        sqlx::query_scalar("EXPLAIN (ANALYZE, COSTS OFF) EXECUTE duplicates (ARRAY['s'], ARRAY[int8send(7)])")
-            .fetch_all(&mut db)
-            .await
-            .expect("the prepared statement's plan");
-    let read = util::postgres::rows_read(&prepared);
-    let prepared = prepared.join("\n");
-    assert!(
-        read >= 20_000,
-        "why the store sends it unprepared: planned once, it reads every event ({read}):\n{prepared}"
-    );
+    // Postgres plans a prepared statement once, after its fifth execution
+    // on a connection: 200 retries run the retries' count more than five
+    // times on each of the store's connections (16 at most) while
+    // `events` holds one row.
+    let retry = |n: usize| {
+        let (app, body, first) = (&app, &body, &first);
+        async move {
+            for _ in 0..n {
+                let (status, again) = app.deliver_json("treez", body).await;
+                assert_eq!(status, StatusCode::OK, "{again}");
+                assert_eq!(again["status"], "duplicate", "{again}");
+                assert_eq!(again["eventId"], first["eventId"]);
+            }
+        }
+    };
+    retry(200).await;
+    sqlx::query(
+        "INSERT INTO events (id, source, dedupe_key, received_at, headers, status)
+         SELECT 'evt_' || i, 'other', int8send(i), '2026-01-01T00:00:00.000Z', '{}', 'accepted'
+         FROM generate_series(1, 50000) i",
+    )
+    .execute(&mut db)
+    .await
+    .expect("50,000 events");
+    retry(30).await;
+    drop(db);
+    let schema = util::postgres::schema(&app.dir);
+    let temp = app.stop().await;
 
-    sqlx::query("RESET plan_cache_mode")
-        .execute(&mut db)
+    // A connection reports what it read when it closes: once the 230
+    // retries' updates are counted, so is every scan of their connections.
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
         .await
-        .expect("reset");
-    let sent: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, COSTS OFF) {duplicates}"))
-        .persistent(false)
-        .bind(vec!["s"])
-        .bind(vec![8_i64.to_be_bytes().to_vec()])
-        .fetch_all(&mut db)
+        .expect("the test database");
+    let mut read = (0, 0);
+    for _ in 0..600 {
+        read = sqlx::query_as(
+            "SELECT n_tup_upd, seq_tup_read FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'events'",
+        )
+        .bind(&schema)
+        .fetch_one(&mut db)
         .await
-        .expect("the plan of the statement as the store sends it");
-    let read = util::postgres::rows_read(&sent);
-    let sent = sent.join("\n");
-    assert!(sent.contains("rows=1 loops=1"), "the retried event found:\n{sent}");
+        .expect("the table's counts");
+        if read.0 >= 230 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (updated, scanned): (i64, i64) = read;
     assert!(
-        read < 100,
-        "the statement read {read} rows to find one of 20,000:\n{sent}"
+        updated >= 230,
+        "the store's connections did not report their counts: {updated} updates"
+    );
+    assert!(
+        scanned < 50_000,
+        "the retries' count read {scanned} events by scanning the table: a plan made while it held one event"
     );
     drop(temp);
 }

@@ -101,7 +101,9 @@ pub(super) async fn delete_subscription(conn: &mut PgConnection, id: &str) -> Re
         .bind(id)
         .fetch_all(&mut *conn)
         .await?;
+    // Unprepared, as joins of a batch are (see the store's module doc).
     sqlx::query("DELETE FROM attempts WHERE message_seq = ANY($1)")
+        .persistent(false)
         .bind(&seqs)
         .execute(&mut *conn)
         .await?;
@@ -505,10 +507,12 @@ pub(super) async fn replay(
     };
     lock(conn, customers).await?;
     let now = UtcMillis::now();
+    // Unprepared, as joins of a batch are (see the store's module doc).
     let rows: Vec<ChangeRow> = sqlx::query_as(
         "SELECT seq, customer_id, source, action FROM outbox
          WHERE customer_id = ANY($1) AND created_at >= $2 AND NOT redacted ORDER BY seq",
     )
+    .persistent(false)
     .bind(customers)
     .bind(since.to_string())
     .fetch_all(&mut *conn)
@@ -552,6 +556,7 @@ pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -
         }
     }
     let seqs = claim.pick(due, turn);
+    // Unprepared, as joins of a batch are (see the store's module doc).
     let rows: Vec<LeasedRow> = sqlx::query_as(
         "UPDATE messages m SET next_attempt_at = $2, sending_until = $2, claim = m.claim + 1
          FROM subscriptions s, outbox o
@@ -559,6 +564,7 @@ pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -
          RETURNING m.seq, m.subscription_id, m.failures, m.generation, m.claim, s.url, s.secret, o.id,
                    COALESCE(o.packed, convert_to(o.body, 'UTF8')), o.codec, o.created_at",
     )
+    .persistent(false)
     .bind(&seqs)
     .bind(lease_until)
     .fetch_all(&mut *conn)
@@ -625,8 +631,10 @@ pub const CLAIM: &str = "WITH RECURSIVE due AS (
 /// them one after the other.
 pub(super) async fn record_attempts(conn: &mut PgConnection, attempts: &[Recorded]) -> Result<(), StoreError> {
     let seqs: Vec<i64> = attempts.iter().map(|r| r.message.seq).collect();
+    // Unprepared, as joins of a batch are (see the store's module doc).
     let lines: HashMap<i64, (String, String)> =
         sqlx::query_as("SELECT seq, subscription_id, customer_id FROM messages WHERE seq = ANY($1)")
+            .persistent(false)
             .bind(&seqs)
             .fetch_all(&mut *conn)
             .await?
@@ -697,6 +705,7 @@ async fn record_round(conn: &mut PgConnection, round: &[(&Recorded, &(String, St
     }
     // The attempt's outcome applies: the claim's generation, or cancelled.
     const TAKES: &str = "(m.generation = x.generation OR x.status = 'cancelled') AND m.status = 'pending'";
+    // Unprepared, as joins of a batch are (see the store's module doc).
     let listed: Vec<(i64, bool)> = sqlx::query_as(&format!(
         "WITH r AS (
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::int[],
@@ -729,6 +738,7 @@ async fn record_round(conn: &mut PgConnection, round: &[(&Recorded, &(String, St
          disabled AS ({DISABLE_SUBSCRIPTION} ANY (SELECT subscription_id FROM done WHERE disable))
          SELECT h.seq, h.claim = r.claim FROM r JOIN held h ON h.seq = r.seq ORDER BY r.n"
     ))
+    .persistent(false)
     .bind(&rows.seqs)
     .bind(&rows.generations)
     .bind(&rows.claims)
@@ -810,10 +820,12 @@ pub(super) async fn messages(conn: &mut PgConnection, q: &MessageQuery) -> Resul
         .fetch_all(&mut *conn)
         .await?;
     let seqs: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    // Unprepared, as joins of a batch are (see the store's module doc).
     let attempts: Vec<AttemptRow> = sqlx::query_as(
         "SELECT message_seq, at, status_code, error, duration_ms FROM attempts
          WHERE message_seq = ANY($1) ORDER BY seq",
     )
+    .persistent(false)
     .bind(&seqs)
     .fetch_all(&mut *conn)
     .await?;

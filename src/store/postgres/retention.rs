@@ -204,7 +204,9 @@ async fn compact_history(
             bodiless.push(seq);
         }
     }
+    // Unprepared, as joins of a batch are (see the store's module doc).
     let dropped = sqlx::query("DELETE FROM history WHERE seq = ANY($1)")
+        .persistent(false)
         .bind(&bodiless)
         .execute(&mut *conn)
         .await?;
