@@ -224,14 +224,23 @@ pub async fn wait_for_a_waiter(db: &mut PgConnection, customer: &str) {
 /// threw away: each node's rows times its loops, and what its filters
 /// removed.
 pub fn rows_read(plan: &[String]) -> u64 {
-    let number = |line: &str, key: &str| -> u64 {
-        line.split(key)
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
     plan.iter()
-        .map(|line| number(line, "rows=") * number(line, "loops=").max(1) + number(line, "Filter: "))
+        .map(|line| number_after(line, "rows=") * number_after(line, "loops=").max(1) + number_after(line, "Filter: "))
         .sum()
+}
+
+/// The rows an `EXPLAIN (ANALYZE, COSTS OFF)` plan returned: its top
+/// node's.
+pub fn rows_returned(plan: &[String]) -> u64 {
+    plan.first().map_or(0, |top| number_after(top, "rows="))
+}
+
+/// The whole number after `key` in a plan's line, 0 without one; a
+/// fraction (Postgres 18 prints rows as `80.00`) is cut off.
+fn number_after(line: &str, key: &str) -> u64 {
+    line.split(key)
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
