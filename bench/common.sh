@@ -69,6 +69,16 @@ metric() {
   curl -s "http://127.0.0.1:$PORT/metrics" | awk -v name="$1" 'index($0, name) == 1 {s += $NF} END {print s + 0}'
 }
 
+# postgres_settings: the server settings that change what the Postgres
+# runs measure (autovacuum off leaves statistics as the tables' first
+# rows left them; libraries preloaded such as auto_explain time every
+# statement).
+postgres_settings() {
+  psql "$PG_URL/postgres" -Atc "SELECT 'Postgres ' || current_setting('server_version') || ': autovacuum '
+    || current_setting('autovacuum') || ', preloaded [' || current_setting('shared_preload_libraries') || '] ['
+    || current_setting('session_preload_libraries') || ']'"
+}
+
 # fresh_database: an empty $BENCH_DB at $PG_URL.
 fresh_database() {
   psql "$PG_URL/postgres" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" -c "CREATE DATABASE $BENCH_DB"

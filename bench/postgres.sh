@@ -24,6 +24,7 @@ source bench/common.sh
 scratch
 
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+postgres_settings
 printf '%-10s %12s %10s %10s %10s %10s\n' target deliveries/s p50 p99 non-2xx peak-RSS
 
 target/release/examples/noop "127.0.0.1:$NOOP_PORT" &

@@ -45,6 +45,7 @@ cpu() { for p in "$@"; do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; d
 psql "$PG_URL/$BENCH_DB" -qc "SELECT pg_stat_statements_reset()" >/dev/null
 c0=$(cpu "$clientele"); p0=$(cpu $(pgrep -x postgres))
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s after ${WARM}s of warm-up, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+postgres_settings
 printf '%-10s %12s %10s %10s %10s %10s\n' target deliveries/s p50 p99 non-2xx peak-RSS
 measure postgres "$clientele" "$PORT"
 c1=$(cpu "$clientele"); p1=$(cpu $(pgrep -x postgres))
