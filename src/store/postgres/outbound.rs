@@ -17,7 +17,7 @@ use sqlx::PgConnection;
 
 use super::{FAN_OUT_LOCK, LOCK_SPACE, lock};
 use crate::directory::Change;
-use crate::model::UtcMillis;
+use crate::model::{Action, UtcMillis};
 use crate::outbound::{Backlog, Claim, Due, Message, MessageStatus, Next, Recorded, Subscription};
 use crate::store::replay::{ChangeRow, requeued};
 use crate::store::rows::{
@@ -140,41 +140,21 @@ pub(super) async fn queue(conn: &mut PgConnection, changes: &[Change], now: UtcM
     }
     let mut rows = OutboxRows::default();
     for change in changes {
-        let envelope = Envelope::new(change, now);
-        let body = pack_envelope(&envelope.body);
-        rows.ids.push(envelope.id);
-        rows.customers.push(change.customer.id.clone());
-        rows.sources.push(change.customer.source.clone());
-        rows.actions.push(change.action.as_str());
-        rows.versions.push(change.customer.version as i64);
-        rows.created.push(envelope.created_at.to_string());
-        rows.bodies.push(body.bytes);
-        rows.codecs.push(body.codec as i16);
+        rows.push(
+            Envelope::new(change, now),
+            &change.customer.id,
+            &change.customer.source,
+            change.action,
+            change.customer.version as i64,
+        );
     }
-    sqlx::query(
-        "INSERT INTO outbox (id, customer_id, source, action, version, created_at, packed, codec)
-         SELECT id, customer_id, source, action, version, created_at, packed, codec
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bytea[],
-                     $8::smallint[]) WITH ORDINALITY
-              AS r(id, customer_id, source, action, version, created_at, packed, codec, n)
-         ORDER BY n",
-    )
-    .bind(rows.ids)
-    .bind(rows.customers)
-    .bind(rows.sources)
-    .bind(rows.actions)
-    .bind(rows.versions)
-    .bind(rows.created)
-    .bind(rows.bodies)
-    .bind(rows.codecs)
-    .execute(&mut *conn)
-    .await?;
+    rows.write(conn).await?;
     Ok(true)
 }
 
-/// Outbox rows to insert, a column each.
+/// Outbox rows to insert, a column each, in order.
 #[derive(Default)]
-struct OutboxRows {
+pub(super) struct OutboxRows {
     ids: Vec<String>,
     customers: Vec<String>,
     sources: Vec<String>,
@@ -183,6 +163,49 @@ struct OutboxRows {
     created: Vec<String>,
     bodies: Vec<Vec<u8>>,
     codecs: Vec<i16>,
+}
+
+impl OutboxRows {
+    /// Adds `envelope`, of a change to `customer` (a customer's id, or a
+    /// person's), its body kept compressed.
+    pub(super) fn push(&mut self, envelope: Envelope, customer: &str, source: &str, action: Action, version: i64) {
+        let body = pack_envelope(&envelope.body);
+        self.ids.push(envelope.id);
+        self.customers.push(customer.to_owned());
+        self.sources.push(source.to_owned());
+        self.actions.push(action.as_str());
+        self.versions.push(version);
+        self.created.push(envelope.created_at.to_string());
+        self.bodies.push(body.bytes);
+        self.codecs.push(body.codec as i16);
+    }
+
+    /// Inserts the rows in one statement, their `seq`s in the order
+    /// pushed.
+    pub(super) async fn write(self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO outbox (id, customer_id, source, action, version, created_at, packed, codec)
+             SELECT id, customer_id, source, action, version, created_at, packed, codec
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bytea[],
+                         $8::smallint[]) WITH ORDINALITY
+                  AS r(id, customer_id, source, action, version, created_at, packed, codec, n)
+             ORDER BY n",
+        )
+        .bind(self.ids)
+        .bind(self.customers)
+        .bind(self.sources)
+        .bind(self.actions)
+        .bind(self.versions)
+        .bind(self.created)
+        .bind(self.bodies)
+        .bind(self.codecs)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
 }
 
 /// Takes the fan-out's lock until the transaction ends, waiting for it.

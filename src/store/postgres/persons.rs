@@ -12,6 +12,7 @@ use std::sync::Arc;
 use sqlx::PgConnection;
 
 use super::PgStore;
+use super::outbound::OutboxRows;
 use crate::model::{Customer, UtcMillis};
 use crate::outbound::PERSON_SOURCE;
 use crate::persons::Decision;
@@ -21,7 +22,7 @@ use crate::store::persons::{
     decode_review, pack_evidence, pack_person, person_message, persons_sql, review_id, reviews_touching, sql,
     withdrawn,
 };
-use crate::store::rows::{RawRecord, pack_envelope, page, parse_time, record_columns};
+use crate::store::rows::{Envelope, RawRecord, page, parse_time, record_columns};
 use crate::store::{BoxFuture, Page, StoreError};
 
 /// A person's document as kept, and its codec (see `sql::person_columns`):
@@ -38,14 +39,6 @@ const UPSERT_PERSONS: &str = "INSERT INTO persons (id, packed, codec, created_at
          AS p(id, packed, codec, seq)
      ON CONFLICT (id) DO UPDATE SET doc = NULL, packed = excluded.packed, codec = excluded.codec,
          changed_at = excluded.changed_at, seq = excluded.seq";
-
-/// A step's persons' messages, in order: ids, persons, actions, versions,
-/// envelopes as kept, codecs; `$7` the time, `$8` the source they go out as.
-const PERSON_MESSAGES: &str = "INSERT INTO outbox (id, customer_id, source, action, version, created_at, packed, codec)
-     SELECT id, person, $8, action, version, $7, packed, codec
-     FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::smallint[])
-         WITH ORDINALITY AS m(id, person, action, version, packed, codec, n)
-     ORDER BY n";
 
 /// A step's customers' persons: customers, persons (or none), versions.
 const UPSERT_MEMBERS: &str = "INSERT INTO person_members (customer_id, person_id, version)
@@ -180,25 +173,16 @@ async fn commit(conn: &mut PgConnection, holder: &str, step: &Resolution) -> Res
             .execute(&mut *conn)
             .await?;
     }
-    if !messages.is_empty() {
-        let bodies: Vec<_> = messages.iter().map(|(_, _, m)| pack_envelope(&m.body)).collect();
-        sqlx::query(PERSON_MESSAGES)
-            .bind(messages.iter().map(|(_, _, m)| m.id.as_str()).collect::<Vec<_>>())
-            .bind(
-                messages
-                    .iter()
-                    .map(|(person, _, _)| person.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(messages.iter().map(|(_, _, m)| m.action.as_str()).collect::<Vec<_>>())
-            .bind(messages.iter().map(|(_, version, _)| *version).collect::<Vec<_>>())
-            .bind(bodies.iter().map(|b| b.bytes.as_slice()).collect::<Vec<_>>())
-            .bind(bodies.iter().map(|b| b.codec as i16).collect::<Vec<_>>())
-            .bind(&at)
-            .bind(PERSON_SOURCE)
-            .execute(&mut *conn)
-            .await?;
+    let mut outbox = OutboxRows::default();
+    for (person, version, m) in messages {
+        let envelope = Envelope {
+            id: m.id,
+            created_at: step.at,
+            body: m.body,
+        };
+        outbox.push(envelope, person, PERSON_SOURCE, m.action, version);
     }
+    outbox.write(conn).await?;
     for (alias, survivor) in &step.aliases {
         for statement in [sql::ALIAS_TO, sql::MOVE_ALIASES] {
             sqlx::query(statement)
