@@ -500,24 +500,9 @@ pub(super) mod sql {
     pub const ALIAS_TO: &str = "INSERT INTO person_aliases (alias, person_id) VALUES ($1, $2)
          ON CONFLICT (alias) DO UPDATE SET person_id = excluded.person_id";
     pub const MOVE_ALIASES: &str = "UPDATE person_aliases SET person_id = $2 WHERE person_id = $1";
-    pub const UPSERT_MEMBER: &str = "INSERT INTO person_members (customer_id, person_id, version) VALUES ($1, $2, $3)
-         ON CONFLICT (customer_id) DO UPDATE SET person_id = excluded.person_id, version = excluded.version";
     pub const FORGET_MEMBER: &str = "DELETE FROM person_members WHERE customer_id = $1";
     pub const FORGET_REVIEWS: &str = "DELETE FROM person_reviews WHERE a = $1 OR b = $1";
     pub const FORGET_DECISIONS: &str = "DELETE FROM person_decisions WHERE a = $1 OR b = $1";
-    pub const DELETE_REVIEW: &str = "DELETE FROM person_reviews WHERE id = $1 AND status = 'open'";
-    /// Opens a review, or brings an open one's score and evidence up to
-    /// date: `$5` its evidence as kept (in the dialect's `column`), `$6`
-    /// their codec.
-    pub fn upsert_review(column: &str) -> String {
-        format!(
-            "INSERT INTO person_reviews (id, a, b, score, {column}, codec, status, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, 'open', $7)
-             ON CONFLICT (id) DO UPDATE SET score = excluded.score, {column} = excluded.{column}, codec = excluded.codec
-             WHERE person_reviews.status = 'open'"
-        )
-    }
-    pub const DEQUEUE: &str = "DELETE FROM person_queue WHERE seq = $1";
     pub const ADVANCE: &str = "UPDATE person_resolver SET position = $1, person_seq = $2, lease_until = $3";
 }
 

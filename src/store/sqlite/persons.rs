@@ -38,10 +38,21 @@ const DOC: &str = "CAST(doc AS BLOB), codec";
 /// text before version 24, bytes since.
 const EVIDENCE: &str = "CAST(evidence AS BLOB), codec";
 
+/// The resolver's writes a row each (Postgres writes a step's rows in a
+/// statement each, `store::postgres::persons`).
 const UPSERT_PERSON: &str = "INSERT INTO persons (id, doc, codec, created_at, changed_at, seq)
      VALUES (?1, ?2, ?3, ?4, ?4, ?5)
      ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, codec = excluded.codec, changed_at = excluded.changed_at,
          seq = excluded.seq";
+const UPSERT_MEMBER: &str = "INSERT INTO person_members (customer_id, person_id, version) VALUES (?1, ?2, ?3)
+     ON CONFLICT (customer_id) DO UPDATE SET person_id = excluded.person_id, version = excluded.version";
+const DELETE_REVIEW: &str = "DELETE FROM person_reviews WHERE id = ?1 AND status = 'open'";
+/// Opens a review, or brings an open one's score and evidence up to date.
+const UPSERT_REVIEW: &str = "INSERT INTO person_reviews (id, a, b, score, evidence, codec, status, created_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7)
+     ON CONFLICT (id) DO UPDATE SET score = excluded.score, evidence = excluded.evidence, codec = excluded.codec
+     WHERE person_reviews.status = 'open'";
+const DEQUEUE: &str = "DELETE FROM person_queue WHERE seq = ?1";
 
 /// The text form of a person's id in `column` ([`id_text`]).
 fn person_id(column: &str) -> String {
@@ -57,7 +68,6 @@ static MEMBERS: LazyLock<String> = LazyLock::new(|| sql::members(&person_id("per
 static ALIAS: LazyLock<String> = LazyLock::new(|| sql::alias(&person_id("person_id")));
 static REVIEW_BY_ID: LazyLock<String> = LazyLock::new(|| numbered(&sql::review(&id_text("id", REVIEW), EVIDENCE)));
 static REVIEWS: LazyLock<String> = LazyLock::new(|| numbered(&sql::reviews(&id_text("id", REVIEW), EVIDENCE)));
-static UPSERT_REVIEW: LazyLock<String> = LazyLock::new(|| numbered(&sql::upsert_review("evidence")));
 
 fn person_by_id(conn: &Connection, id: &str) -> Result<Option<StoredPerson>, StoreError> {
     conn.prepare_cached(&PERSON_BY_ID)?
@@ -197,7 +207,7 @@ fn commit(tx: &Connection, holder: &str, step: &Resolution) -> Result<bool, Stor
             .execute(params![PackedId(alias), PackedId(survivor)])?;
     }
     for (customer, person, version) in &step.members {
-        tx.prepare_cached(&numbered(sql::UPSERT_MEMBER))?.execute(params![
+        tx.prepare_cached(UPSERT_MEMBER)?.execute(params![
             customer,
             person.as_deref().map(PackedId),
             *version as i64
@@ -218,12 +228,11 @@ fn commit(tx: &Connection, holder: &str, step: &Resolution) -> Result<bool, Stor
         })?
         .collect::<Result<_, _>>()?;
     for id in withdrawn(step, touching) {
-        tx.prepare_cached(&numbered(sql::DELETE_REVIEW))?
-            .execute([PackedId(id)])?;
+        tx.prepare_cached(DELETE_REVIEW)?.execute([PackedId(id)])?;
     }
     for r in &step.reviews {
         let evidence = pack_evidence(&r.evidence)?;
-        tx.prepare_cached(&UPSERT_REVIEW)?.execute(params![
+        tx.prepare_cached(UPSERT_REVIEW)?.execute(params![
             PackedId(review_id(&r.customers)),
             r.customers[0],
             r.customers[1],
@@ -234,7 +243,7 @@ fn commit(tx: &Connection, holder: &str, step: &Resolution) -> Result<bool, Stor
         ])?;
     }
     for queued in &step.applied {
-        tx.prepare_cached(&numbered(sql::DEQUEUE))?.execute([queued])?;
+        tx.prepare_cached(DEQUEUE)?.execute([queued])?;
     }
     let lease = UtcMillis::now()
         .saturating_add(std::time::Duration::from_secs(5))
