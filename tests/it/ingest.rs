@@ -1093,13 +1093,11 @@ async fn retries_are_counted_without_reading_every_event_whatever_the_statistics
         return;
     }
     let app = TestApp::spawn().await;
-    let url = util::store_url(&app.dir);
-    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
-        .await
-        .expect("the test database");
+    let mut db = util::postgres::store_connection(&app.dir).await;
     let body = treez("plans", "1", T1);
     let (status, first) = app.deliver_json("treez", &body).await;
     assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["status"], "accepted", "{first}");
     // Statistics taken while one event was kept, and no autovacuum to
     // catch up.
     for sql in ["ALTER TABLE events SET (autovacuum_enabled = false)", "ANALYZE events"] {
@@ -1131,14 +1129,13 @@ async fn retries_are_counted_without_reading_every_event_whatever_the_statistics
     .expect("50,000 events");
     retry(30).await;
     drop(db);
-    let schema = util::postgres::schema(&app.dir);
+    let dir = app.dir.clone();
     let temp = app.stop().await;
 
     // A connection reports what it read when it closes: once the 230
     // retries' updates are counted, so is every scan of their connections.
-    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
-        .await
-        .expect("the test database");
+    let schema = util::postgres::schema(&dir);
+    let mut db = util::postgres::store_connection(&dir).await;
     let mut read = (0, 0);
     for _ in 0..600 {
         read = sqlx::query_as(

@@ -1228,11 +1228,9 @@ async fn a_claim_reads_what_it_returns_whatever_the_statistics_say() {
         return;
     }
     let app = TestApp::spawn().await;
-    let url = util::store_url(&app.dir);
+    let dir = app.dir.clone();
     let temp = app.stop().await;
-    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
-        .await
-        .expect("the test database");
+    let mut db = util::postgres::store_connection(&dir).await;
     // Statistics taken while nothing was pending, then a burst: 100,000
     // pending messages of 10 subscriptions, in lines of 10 per customer,
     // whose 10,000 heads are due; no autovacuum to catch up.
