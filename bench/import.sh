@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Import benchmark (SPEC §10): `clientele import` of N Vagaro customers
 # (bench/import_data.py: each customer once, random 32-hex ids) into a fresh
-# embedded store, then the same file again (every record a duplicate), then
+# embedded store (loaded into a copy without a journal: src/store/sqlite/staged.rs),
+# then the same file again (every record a duplicate, through the WAL), then
 # `clientele export` of the whole directory; each with its wall time and
 # peak RSS (/usr/bin/time -v). The reading-and-mapping ceiling
 # (`--dry-run`: the same reader and adapter, no store) runs first, in the

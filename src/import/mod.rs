@@ -35,6 +35,7 @@ use crate::config::{Config, Source, StoreUrl};
 use crate::model::UtcMillis;
 use crate::sources::{Kind, Mapped};
 use crate::sources::{delivery, registry};
+use crate::store::sqlite::{SqliteStore, Staging};
 use crate::store::{Delivery, IngestOutcome, Outcome, Publish, Store, StoreError};
 
 pub use progress::Tally;
@@ -156,7 +157,7 @@ async fn find_source(config: &Config, name: &str, sink: &Sink) -> Result<Source,
         return Ok(source.clone());
     }
     let spec = match sink {
-        Sink::Store(store) => store
+        Sink::Store(store, _) => store
             .stored_sources(None, Some(name.to_owned()))
             .await?
             .sources
@@ -194,7 +195,9 @@ pub fn prepare(kind: Kind, source: &crate::sources::SourceSettings, record: Reco
 
 /// Where batches go.
 enum Sink {
-    Store(Arc<dyn Store>),
+    /// With the copy a staged import loads ([`Staging`]), put in the
+    /// store's place once every record is kept.
+    Store(Arc<dyn Store>, Option<Staging>),
     Remote(remote::Remote),
     DryRun,
 }
@@ -238,7 +241,16 @@ pub async fn run(config: &Config, options: Options) -> Result<Tally, ImportError
     };
     let mut in_flight: VecDeque<(Vec<Line>, Keeping)> = VecDeque::new();
     let result = async {
+        // Said once there is something to keep: a file that cannot be read
+        // stops the import with one line.
+        let mut staged = matches!(sink, Sink::Store(_, Some(_)));
         while let Some(batch) = arriving.recv().await {
+            if std::mem::take(&mut staged) {
+                report.say(
+                    "the store holds no customer yet: the import loads a copy of it, put in its place once \
+                     every record is kept (if it stops before, nothing is kept: run it again)",
+                );
+            }
             if in_flight.len() >= IN_FLIGHT {
                 let (lines, kept) = in_flight.pop_front().expect("in flight");
                 report.outcomes(&lines, kept.await.map_err(|_| ImportError::Reader)??);
@@ -253,11 +265,16 @@ pub async fn run(config: &Config, options: Options) -> Result<Tally, ImportError
     .await;
     drop(arriving);
     let read = reader.join().map_err(|_| ImportError::Reader)?;
-    if let Sink::Store(store) = &sink {
+    if let Sink::Store(store, _) = &sink {
         store.close().await;
     }
     result?;
     read?;
+    if let Sink::Store(_, Some(staging)) = sink {
+        tokio::task::spawn_blocking(move || staging.finish())
+            .await
+            .map_err(|e| StoreError::Bug(format!("putting the imported copy in place panicked: {e}")))??;
+    }
     Ok(report.finish())
 }
 
@@ -278,7 +295,7 @@ async fn target(config: &Config, options: &Options) -> Result<(Sink, Source), Im
     let sink = if options.dry_run && configured {
         Sink::DryRun
     } else {
-        open_sink(config, &options.source, options.format).await?
+        open_sink(config, &options.source, options.format, !options.dry_run).await?
     };
     let checked = async {
         let source = find_source(config, &options.source, &sink).await?;
@@ -295,7 +312,7 @@ async fn target(config: &Config, options: &Options) -> Result<(Sink, Source), Im
     match checked {
         Ok(source) if !options.dry_run => Ok((sink, source)),
         checked => {
-            if let Sink::Store(store) = &sink {
+            if let Sink::Store(store, _) = &sink {
                 store.close().await;
             }
             checked.map(|source| (Sink::DryRun, source))
@@ -303,11 +320,18 @@ async fn target(config: &Config, options: &Options) -> Result<(Sink, Source), Im
     }
 }
 
-/// The store itself when this process may write it; the running server
-/// that holds the embedded store's lock otherwise.
-async fn open_sink(config: &Config, source: &str, format: Format) -> Result<Sink, ImportError> {
-    match crate::app::open_store(&config.store, config.clock.clone()).await {
-        Ok(store) => Ok(Sink::Store(store)),
+/// The store itself when this process may write it (an embedded one that
+/// holds nothing yet `staged`, see [`Staging`]); the running server that
+/// holds the embedded store's lock otherwise.
+async fn open_sink(config: &Config, source: &str, format: Format, staged: bool) -> Result<Sink, ImportError> {
+    let clock = config.clock.clone();
+    let opened = match &config.store {
+        StoreUrl::Sqlite(path) if staged => SqliteStore::open_for_import(path, clock)
+            .map(|(store, staging)| (Arc::new(store) as Arc<dyn Store>, staging)),
+        url => crate::app::open_store(url, clock).await.map(|store| (store, None)),
+    };
+    match opened {
+        Ok((store, staging)) => Ok(Sink::Store(store, staging)),
         Err(StoreError::InUse { holder, .. }) if matches!(config.store, StoreUrl::Sqlite(_)) => {
             let remote = remote::Remote::new(config, source, format)?;
             eprintln!(
@@ -431,7 +455,7 @@ fn keep(sink: &Sink, work: Vec<Work>, publish: Publish) -> Keeping {
             let kept = deliveries.iter().map(dry_run).collect();
             tokio::spawn(async move { Ok(fill(outcomes, kept)) })
         }
-        Sink::Store(store) => {
+        Sink::Store(store, _) => {
             let store = store.clone();
             tokio::spawn(async move {
                 let kept = if deliveries.is_empty() {

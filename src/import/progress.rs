@@ -143,7 +143,8 @@ impl Report {
         }
     }
 
-    fn say(&self, line: &str) {
+    /// Prints `line` on stderr, above the bar when one is drawn.
+    pub fn say(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
             None => eprintln!("{line}"),

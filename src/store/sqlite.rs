@@ -52,12 +52,14 @@ mod rebuild;
 mod retention;
 mod sessions;
 mod sources;
+mod staged;
 #[cfg(test)]
 mod tests;
 
 use self::checkpoint::Checkpoints;
 use self::ids::{EVENT, KeptId, PackedId, id_text};
 use self::lock::StoreLock;
+pub use self::staged::Staging;
 use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
     EVENT_COLUMNS, Lookup, NAMES_BACKFILL_STEP, NamesBackfill, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling,
@@ -134,6 +136,28 @@ fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// How the writer keeps its commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// In the WAL, each one on the disk before it is answered.
+    Journaled,
+    /// Without a journal: a staged import's copy of the store, which
+    /// replaces the store only once it is whole ([`staged`]).
+    Staged,
+}
+
+/// Creates the folder of the database at `path` if need be, and takes its
+/// lock.
+fn lock_store(path: &Path) -> Result<StoreLock, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            path: path.display().to_string(),
+            reason: format!("cannot create {}: {e}", dir.display()),
+        })?;
+    }
+    StoreLock::acquire(path)
+}
+
 pub struct SqliteStore {
     commands: mpsc::Sender<Command>,
     readers: Arc<Readers>,
@@ -199,19 +223,36 @@ impl SqliteStore {
     /// Opens (creating if need be) the database at `path` and brings its
     /// schema up to date; the directory's changes are stamped by `clock`.
     pub fn open(path: &Path, clock: Clock) -> Result<Self, StoreError> {
+        let lock = Arc::new(lock_store(path)?);
+        staged::remove_left_behind(path);
+        Self::open_locked(path, lock, Durability::Journaled, clock)
+    }
+
+    /// Opens the database at `path`, whose lock (or, for a staged import,
+    /// whose target's lock) this process holds.
+    fn open_locked(
+        path: &Path,
+        lock: Arc<StoreLock>,
+        durability: Durability,
+        clock: Clock,
+    ) -> Result<Self, StoreError> {
         let open_error = |reason: String| StoreError::Open {
             path: path.display().to_string(),
             reason,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| open_error(format!("cannot create {}: {e}", dir.display())))?;
-        }
         let queued = Arc::new(Notify::new());
-        let writer =
-            Writer::open(path, queued.clone(), checkpoint::Limits::DEFAULT, clock.clone()).map_err(|e| match e {
-                StoreError::Sqlite(e) => open_error(e.to_string()),
-                e => e,
-            })?;
+        let writer = Writer::open_locked(
+            path,
+            lock,
+            durability,
+            queued.clone(),
+            checkpoint::Limits::DEFAULT,
+            clock.clone(),
+        )
+        .map_err(|e| match e {
+            StoreError::Sqlite(e) => open_error(e.to_string()),
+            e => e,
+        })?;
         let (commands, receiver) = mpsc::channel(QUEUE);
         let handle = std::thread::Builder::new()
             .name("clientele-writer".into())
@@ -764,7 +805,7 @@ struct Writer {
     /// Told when a commit queued outbound messages.
     queued: Arc<Notify>,
     /// Declared after `conn`: released once the connection has closed.
-    _lock: StoreLock,
+    _lock: Arc<StoreLock>,
 }
 
 /// What the writer carries from one request to the next.
@@ -790,20 +831,39 @@ struct Context {
 impl Writer {
     /// Opens the database's one writing connection and brings its schema up
     /// to date; its checkpoints follow `limits`.
+    #[cfg(test)]
     fn open(path: &Path, queued: Arc<Notify>, limits: checkpoint::Limits, clock: Clock) -> Result<Self, StoreError> {
-        let lock = StoreLock::acquire(path)?;
+        let lock = Arc::new(lock_store(path)?);
+        Self::open_locked(path, lock, Durability::Journaled, queued, limits, clock)
+    }
+
+    /// [`Writer::open`] for a database whose lock this process holds, kept
+    /// as `durability` says.
+    fn open_locked(
+        path: &Path,
+        lock: Arc<StoreLock>,
+        durability: Durability,
+        queued: Arc<Notify>,
+        limits: checkpoint::Limits,
+        clock: Clock,
+    ) -> Result<Self, StoreError> {
         let mut conn = connect(path, OpenFlags::default())?;
         // Incremental vacuum gives compaction's freed pages back to the
         // file system; SQLite takes the setting only before the first
         // table is made, so a store made before stays as it is.
         conn.execute_batch(
             "PRAGMA auto_vacuum = INCREMENTAL;
-             PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
              PRAGMA temp_store = MEMORY;
-             PRAGMA secure_delete = ON;
-             PRAGMA cache_size = -16384;",
+             PRAGMA secure_delete = ON;",
         )?;
+        conn.execute_batch(match durability {
+            Durability::Journaled => {
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = FULL;
+                 PRAGMA cache_size = -16384;"
+            }
+            Durability::Staged => staged::PRAGMAS,
+        })?;
         migrate(&mut conn)?;
         backfill_names(&mut conn)?;
         if conn.query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0))? == 0 {

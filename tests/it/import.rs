@@ -163,6 +163,13 @@ async fn importing_twice_keeps_nothing_twice() {
     let second = import(&config, "clientele", "jsonl", &[], &records).await;
     assert_eq!(second.count("duplicate"), 50, "{}", second.stdout);
     assert_eq!(second.count("applied"), 0);
+    // The embedded store held nothing before the first: that one was
+    // loaded into a copy, put in place whole; the second went through the WAL.
+    let staged = "the store holds no customer yet";
+    let embedded = TestStore::chosen() == TestStore::Sqlite;
+    assert_eq!(first.stderr.contains(staged), embedded, "{}", first.stderr);
+    assert!(!second.stderr.contains(staged), "{}", second.stderr);
+    assert!(!temp.path().join("clientele.db.staging").exists());
 
     let app = TestApp::builder().spawn_in(temp.path()).await;
     assert_eq!(app.events(None).await.len(), 50);

@@ -1186,6 +1186,20 @@ fn clone(d: &Delivery) -> Delivery {
     }
 }
 
+/// Fails with the first line where two [`dump`]s differ.
+fn assert_same_dump(expected: (&str, &str), actual: (&str, &str), case: &str) {
+    if expected.1 == actual.1 {
+        return;
+    }
+    let first = expected
+        .1
+        .lines()
+        .zip(actual.1.lines())
+        .find(|(a, b)| a != b)
+        .map(|(a, b)| format!("{}: {a}\n{}: {b}", expected.0, actual.0));
+    panic!("{case}: the stores differ; first difference:\n{first:?}");
+}
+
 #[tokio::test]
 async fn a_bulk_batch_keeps_what_deliveries_one_by_one_keep() {
     for seed in [1, 2, 3] {
@@ -1194,14 +1208,11 @@ async fn a_bulk_batch_keeps_what_deliveries_one_by_one_keep() {
         let one_by_one = keeping(before, batch.iter().map(clone).collect(), false, 0).await;
         for size in [1, 37, 300] {
             let bulk = keeping(before, batch.iter().map(clone).collect(), true, size).await;
-            if bulk != one_by_one {
-                let diff = one_by_one
-                    .lines()
-                    .zip(bulk.lines())
-                    .find(|(a, b)| a != b)
-                    .map(|(a, b)| format!("one by one: {a}\nin bulk:    {b}"));
-                panic!("seed {seed}, batches of {size}: the stores differ; first difference:\n{diff:?}");
-            }
+            assert_same_dump(
+                ("one by one", &one_by_one),
+                ("in bulk", &bulk),
+                &format!("seed {seed}, batches of {size}"),
+            );
         }
         assert!(one_by_one.contains("Duplicate"), "seed {seed}: no duplicate tried");
         assert!(
@@ -1220,6 +1231,115 @@ async fn a_bulk_batch_keeps_what_deliveries_one_by_one_keep() {
             );
         }
     }
+}
+
+/// Imports `deliveries` in batches of 100 into a store that holds only a
+/// subscription, staged (`open_for_import`) or through the WAL; returns
+/// what the store keeps once the import is done.
+async fn imported(path: &Path, deliveries: &[Delivery], staged: bool) -> String {
+    let store = SqliteStore::open(path, Clock::system()).expect("open");
+    store.send(subscription()).await.expect("a subscription");
+    store.close().await;
+    let (store, staging) = if staged {
+        SqliteStore::open_for_import(path, Clock::system()).expect("open for an import")
+    } else {
+        (SqliteStore::open(path, Clock::system()).expect("open"), None)
+    };
+    assert_eq!(staging.is_some(), staged, "a store with no customer is staged");
+    let mut answers = Vec::new();
+    for part in deliveries.chunks(100) {
+        let part = part.iter().map(clone).collect();
+        answers.extend(store.ingest_batch(part, Publish::Yes).await.expect("a batch"));
+    }
+    store.close().await;
+    if let Some(staging) = staging {
+        // Until the copy is in place, the store stays locked.
+        assert!(matches!(
+            SqliteStore::open(path, Clock::system()),
+            Err(StoreError::InUse { .. })
+        ));
+        staging.finish().expect("the copy put in place");
+    }
+    dump(path, &answers)
+}
+
+/// A first import loaded into a copy without a journal keeps exactly the
+/// rows the WAL's path keeps, and leaves a store as `serve` makes them:
+/// WAL mode, incremental vacuum, nothing beside it but its lock.
+#[tokio::test]
+async fn a_staged_import_keeps_what_a_journaled_one_keeps() {
+    let deliveries = mixed_deliveries(4, 300);
+    let (journaled, staged) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let through_wal = imported(&journaled.path().join("clientele.db"), &deliveries, false).await;
+    let path = staged.path().join("clientele.db");
+    let loaded = imported(&path, &deliveries, true).await;
+    assert!(
+        through_wal.contains("Stale") && through_wal.contains("Duplicate"),
+        "{through_wal}"
+    );
+    assert_same_dump(("through the WAL", &through_wal), ("staged", &loaded), "a first import");
+    let conn = Connection::open(&path).expect("the store");
+    let pragma = |name: &str| {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, rusqlite::types::Value>(0))
+            .expect(name)
+    };
+    use rusqlite::types::Value::{Integer, Text};
+    assert_eq!(pragma("journal_mode"), Text("wal".into()));
+    assert_eq!(
+        pragma("auto_vacuum"),
+        Integer(2),
+        "incremental vacuum, as the store it copied"
+    );
+    assert_eq!(pragma("integrity_check"), Text("ok".into()));
+    drop(conn);
+    let mut beside: Vec<String> = std::fs::read_dir(staged.path())
+        .expect("the folder")
+        .map(|e| e.expect("an entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    beside.sort();
+    assert_eq!(beside, ["clientele.db", "clientele.db.lock"]);
+}
+
+/// An import that stops before its copy is in place (an error, or a crash
+/// that leaves the copy behind) leaves the store as it was; the next open
+/// removes the copy. A store that holds a customer is not staged.
+#[tokio::test]
+async fn a_staged_import_that_stops_leaves_the_store_as_it_was() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("clientele.db");
+    let store = SqliteStore::open(&path, Clock::system()).expect("open");
+    store.send(subscription()).await.expect("a subscription");
+    store.close().await;
+    let before = dump(&path, &[]);
+    let staging_file = dir.path().join("clientele.db.staging");
+    for crash in [false, true] {
+        let (store, staging) = SqliteStore::open_for_import(&path, Clock::system()).expect("open for an import");
+        let staging = staging.expect("staged");
+        let batch = vec![delivery_of(1, "2025-01-01T00:00:00Z", "first")];
+        store.ingest_batch(batch, Publish::Yes).await.expect("a batch");
+        store.close().await;
+        assert!(staging_file.exists());
+        // A crash leaves the copy (and lets the lock go, which a test
+        // process cannot do but by dropping it).
+        let left = dir.path().join("left");
+        std::fs::copy(&staging_file, &left).expect("the copy kept aside");
+        drop(staging);
+        if crash {
+            std::fs::rename(&left, &staging_file).expect("the copy left behind");
+            SqliteStore::open(&path, Clock::system()).expect("open").close().await;
+        }
+        assert!(!staging_file.exists(), "crash {crash}: the copy is removed");
+        assert_eq!(dump(&path, &[]), before, "crash {crash}: the store is as it was");
+    }
+    let store = SqliteStore::open(&path, Clock::system()).expect("open");
+    store.send(customer()).await.expect("a customer");
+    store.close().await;
+    let (store, staging) = SqliteStore::open_for_import(&path, Clock::system()).expect("open for an import");
+    assert!(
+        staging.is_none(),
+        "a store that holds a customer is written through the WAL"
+    );
+    store.close().await;
 }
 
 /// A rebuild carries each record's chain of envelopes over to the record
