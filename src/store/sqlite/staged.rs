@@ -7,13 +7,16 @@
 //! about 26 KB written to the disk for each record's 1.3 KB
 //! (bench/README.md). A store that holds no customer and no event has
 //! nothing a stop midway could lose but its sources, keys and
-//! subscriptions, a few pages. So the import copies it (`VACUUM INTO`),
+//! subscriptions, a few pages. So the import copies it (`VACUUM INTO`,
+//! once its WAL is checkpointed into its file), with the store's owner;
 //! loads the copy with the same writer and statements but no journal
 //! (`journal_mode = MEMORY`, `synchronous = OFF`: each page reaches the
-//! file once, when it leaves the cache or at a commit) and, when every
-//! record is kept, turns the copy's WAL mode on, flushes it to the disk
-//! and renames it over the store. The store's lock is held from before the
-//! copy until after the rename, so no `serve` opens either file half-made.
+//! file once, when it leaves the cache or at a commit); and, when every
+//! record is kept, turns the copy's WAL mode on, gives it the store's
+//! permissions, flushes it to the disk and renames it over the store. The
+//! store's lock is held from before the copy until after the rename, so no
+//! `serve` opens either file half-made. (A tool that ignores the lock, an
+//! `sqlite3` shell or backup, must not open the store meanwhile.)
 //! A stop before the rename (an error, a kill, a crash) leaves the store
 //! as it was and the copy beside it, which the next open of the store
 //! removes; the import, run again, keeps everything.
@@ -63,7 +66,7 @@ impl SqliteStore {
     pub fn open_for_import(path: &Path, clock: Clock) -> Result<(Self, Option<Staging>), StoreError> {
         let lock = Arc::new(lock_store(path)?);
         remove_left_behind(path);
-        if !holds_nothing(path)? {
+        if !holds_nothing(path).map_err(|e| preparing(path, e))? {
             return Ok((Self::open_locked(path, lock, Durability::Journaled, clock)?, None));
         }
         // A link is followed: the rename replaces the file, not the link.
@@ -75,10 +78,33 @@ impl SqliteStore {
             done: false,
         };
         if staging.target.exists() {
-            copy(&staging.target, &staging.staging)?;
+            copy(&staging.target, &staging.staging).map_err(|e| preparing(&staging.target, e))?;
+            if let Err(e) = same_owner(&staging.target, &staging.staging) {
+                tracing::info!(
+                    error = %e,
+                    "the import's copy cannot have the store's owner: the import goes through the WAL instead"
+                );
+                drop(staging);
+                return Ok((Self::open_locked(path, lock, Durability::Journaled, clock)?, None));
+            }
         }
-        let store = Self::open_locked(&staging.staging, lock, Durability::Staged, clock)?;
+        let store = Self::open_locked(&staging.staging, lock, Durability::Staged, clock)
+            .map_err(|e| preparing(&staging.target, e))?;
         Ok((store, Some(staging)))
+    }
+}
+
+/// An error met while making or opening the copy, said of the store at
+/// `target` (the copy is gone by the time it is read).
+fn preparing(target: &Path, error: StoreError) -> StoreError {
+    let reason = match error {
+        StoreError::Sqlite(e) => e.to_string(),
+        StoreError::Open { reason, .. } => reason,
+        other => return other,
+    };
+    StoreError::Open {
+        path: target.display().to_string(),
+        reason: format!("cannot make the copy a first import loads: {reason}"),
     }
 }
 
@@ -93,21 +119,32 @@ impl Staging {
                 "cannot {step} ({e}): the store is as it was before the import; run the import again"
             ))
         };
-        let conn = Connection::open(&self.staging)?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        if mode != "wal" {
-            return Err(failed(
-                "turn the imported copy's WAL on",
-                &format!("journal mode {mode}"),
-            ));
+        let wal_on = || -> rusqlite::Result<String> {
+            let conn = Connection::open(&self.staging)?;
+            let mode = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            conn.close().map_err(|(_, e)| e)?;
+            Ok(mode)
+        };
+        match wal_on() {
+            Ok(mode) if mode == "wal" => {}
+            Ok(mode) => {
+                return Err(failed(
+                    "turn the imported copy's WAL on",
+                    &format!("journal mode {mode}"),
+                ));
+            }
+            Err(e) => return Err(failed("turn the imported copy's WAL on", &e)),
         }
-        conn.close().map_err(|(_, e)| e)?;
+        if self.target.exists() {
+            std::fs::metadata(&self.target)
+                .and_then(|store| std::fs::set_permissions(&self.staging, store.permissions()))
+                .map_err(|e| failed("give the imported copy the store's permissions", &e))?;
+        }
         File::open(&self.staging)
             .and_then(|file| file.sync_all())
             .map_err(|e| failed("flush the imported copy to the disk", &e))?;
-        // Any WAL beside the store is an old one: its commits are in the
-        // copy (SQLite read them for it), and a WAL left beside the new
-        // file would be read into it.
+        // The store's WAL was emptied before the copy was made (`copy`):
+        // one left beside the new file would be read into it.
         for suffix in ["-wal", "-shm"] {
             remove_if_there(&sibling(&self.target, suffix)).map_err(|e| failed("remove the store's old WAL", &e))?;
         }
@@ -115,9 +152,11 @@ impl Staging {
         self.done = true;
         // The rename itself on the disk: without it a power cut could bring
         // back the empty store (never a half-made one).
-        if let Some(folder) = self.target.parent().filter(|f| !f.as_os_str().is_empty())
-            && let Err(e) = File::open(folder).and_then(|folder| folder.sync_all())
-        {
+        let folder = match self.target.parent() {
+            Some(folder) if !folder.as_os_str().is_empty() => folder,
+            _ => Path::new("."),
+        };
+        if let Err(e) = File::open(folder).and_then(|folder| folder.sync_all()) {
             tracing::warn!(error = %e, "cannot flush the store's folder to the disk after the import");
         }
         Ok(())
@@ -170,14 +209,44 @@ fn holds_nothing(path: &Path) -> Result<bool, StoreError> {
     )?)
 }
 
-/// Copies the database at `from` to a new file at `to`.
+/// Copies the database at `from` to a new file at `to`, once every commit
+/// of its WAL is in its file: so that removing that WAL before the copy
+/// takes the store's place loses nothing, even if the process stops
+/// between the two.
 fn copy(from: &Path, to: &Path) -> Result<(), StoreError> {
     let to_text = to.to_str().ok_or_else(|| StoreError::Open {
         path: from.display().to_string(),
         reason: format!("{} is not a UTF-8 path, which SQLite's copy needs", to.display()),
     })?;
-    let conn = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    let conn = Connection::open(from)?;
+    conn.busy_timeout(super::BUSY_TIMEOUT)?;
+    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+    if busy != 0 {
+        return Err(StoreError::Open {
+            path: from.display().to_string(),
+            reason: "another connection reads it (an sqlite3 shell, a backup?): close it, then run the import again"
+                .into(),
+        });
+    }
     conn.execute("VACUUM INTO ?1", [to_text])?;
+    Ok(())
+}
+
+/// Gives the copy at `to` the owner of the store at `from`, as the file
+/// that replaces it: a store made by the service's user must stay its own
+/// when an administrator imports into it.
+#[cfg(unix)]
+fn same_owner(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (store, copy) = (std::fs::metadata(from)?, std::fs::metadata(to)?);
+    if (store.uid(), store.gid()) != (copy.uid(), copy.gid()) {
+        std::os::unix::fs::chown(to, Some(store.uid()), Some(store.gid()))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn same_owner(_from: &Path, _to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 

@@ -1300,6 +1300,60 @@ async fn a_staged_import_keeps_what_a_journaled_one_keeps() {
     assert_eq!(beside, ["clientele.db", "clientele.db.lock"]);
 }
 
+/// A first import into a store that a stopped process left with a commit
+/// in its WAL keeps that commit, in the store's own file before the copy
+/// is made (so that no stop while the copy takes its place loses it), and
+/// the store's permissions.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_staged_import_keeps_the_stores_wal_commits_and_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let (made, stopped) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let store = SqliteStore::open(&made.path().join("clientele.db"), Clock::system()).expect("open");
+    store.send(subscription()).await.expect("a subscription");
+    store.close().await;
+    let moved = "http://127.0.0.1:9/moved";
+    let writer = Connection::open(made.path().join("clientele.db")).expect("a connection");
+    writer
+        .execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint = 0; UPDATE subscriptions SET url = '{moved}'"
+        ))
+        .expect("a commit in the WAL");
+    for file in ["clientele.db", "clientele.db-wal"] {
+        std::fs::copy(made.path().join(file), stopped.path().join(file)).expect("the files a stop leaves");
+    }
+    drop(writer);
+    let path = stopped.path().join("clientele.db");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("a private store");
+    let url = |path: &Path| -> String {
+        let conn = Connection::open(path).expect("open");
+        conn.query_row("SELECT url FROM subscriptions", [], |r| r.get(0))
+            .expect("the subscription")
+    };
+
+    // Another connection open, idle: SQLite would not checkpoint the WAL
+    // when the import's connections close.
+    let idle = Connection::open(&path).expect("another connection");
+    assert_eq!(count(&idle, "SELECT COUNT(*) FROM subscriptions"), 1);
+    let (store, staging) = SqliteStore::open_for_import(&path, Clock::system()).expect("open for an import");
+    let alone = stopped.path().join("alone.db");
+    std::fs::copy(&path, &alone).expect("the store's file alone");
+    assert_eq!(
+        url(&alone),
+        moved,
+        "the WAL's commit is in the store's file before the copy"
+    );
+    drop(idle);
+    let batch = vec![delivery_of(1, "2025-01-01T00:00:00Z", "first")];
+    store.ingest_batch(batch, Publish::Yes).await.expect("a batch");
+    store.close().await;
+    staging.expect("staged").finish().expect("the copy put in place");
+
+    assert_eq!(url(&path), moved);
+    let mode = std::fs::metadata(&path).expect("the store").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the store's permissions, not the copy's");
+}
+
 /// An import that stops before its copy is in place (an error, or a crash
 /// that leaves the copy behind) leaves the store as it was; the next open
 /// removes the copy. A store that holds a customer is not staged.
