@@ -446,24 +446,30 @@ pub fn diff(before: Option<&Customer>, after: &Customer) -> Map<String, Value> {
         Ok(Value::Object(map)) => map,
         _ => unreachable!("a customer serializes to a JSON object"),
     };
-    let before = before.map(to_map).unwrap_or_default();
-    let after = to_map(after);
+    let mut before = before.map(to_map).unwrap_or_default();
     let mut changes = Map::new();
-    for (field, new) in &after {
+    // Both maps are taken apart: each value moves into its change, none is
+    // copied.
+    for (field, new) in to_map(after) {
         if NOT_CHANGES.contains(&field.as_str()) {
             continue;
         }
-        let old = before.get(field).unwrap_or(&Value::Null);
-        if old == new || (old.is_null() && is_empty(new)) {
+        let old = before.remove(&field).unwrap_or(Value::Null);
+        if old == new || (old.is_null() && is_empty(&new)) {
             continue;
         }
         let change = if SET_FIELDS.contains(&field.as_str()) {
-            let set = |v: &Value| -> BTreeSet<String> {
-                v.as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|x| x.as_str().map(str::to_owned))
-                    .collect()
+            let set = |v: Value| -> BTreeSet<String> {
+                match v {
+                    Value::Array(items) => items
+                        .into_iter()
+                        .filter_map(|x| match x {
+                            Value::String(s) => Some(s),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => BTreeSet::new(),
+                }
             };
             let (old, new) = (set(old), set(new));
             json!({
@@ -471,9 +477,12 @@ pub fn diff(before: Option<&Customer>, after: &Customer) -> Map<String, Value> {
                 "removed": old.difference(&new).collect::<Vec<_>>(),
             })
         } else {
-            json!({"from": old, "to": new})
+            let mut change = Map::new();
+            change.insert("from".into(), old);
+            change.insert("to".into(), new);
+            Value::Object(change)
         };
-        changes.insert(field.clone(), change);
+        changes.insert(field, change);
     }
     changes
 }
