@@ -436,9 +436,14 @@ pub(super) fn unpack_envelope(bytes: Vec<u8>, codec: i64) -> Result<String, Stor
 impl Envelope {
     /// The envelope of `change`, made at `created_at`.
     pub fn new(change: &Change, created_at: UtcMillis) -> Self {
-        let id = format!("evt_{}", uuid::Uuid::now_v7().simple());
+        let id = Self::new_id();
         let body = Self::body(&id, created_at, change.action, &change.customer, &change.changes);
         Envelope { id, created_at, body }
+    }
+
+    /// A new envelope's id (time-ordered).
+    pub fn new_id() -> String {
+        format!("evt_{}", uuid::Uuid::now_v7().simple())
     }
 
     /// The body of envelope `id`, made at `created_at`, of a change with

@@ -20,7 +20,10 @@
 //!   the positions (`seq`) the one-by-one path gives them, so that the
 //!   chains (migration 4) and the outbox's order come out the same;
 //! - **the raw bodies compressed beside the fold**, on a thread of their
-//!   own: they depend on nothing the fold decides.
+//!   own: they depend on nothing the fold decides;
+//! - **an envelope serialized only if it is written**: one kept composed
+//!   (`super::composed`, a creation the batch leaves as it made it) never
+//!   is.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -30,7 +33,7 @@ use super::composed;
 use super::ids::{KeptId, PackedId};
 use super::{Context, Head, Heads, RecordColumns, UPSERT_LINK, lookup_delete, lookup_insert, read_record, record_sql};
 use crate::directory::{self, Effects, HistoryEntry, Loaded, MergeLink, Record};
-use crate::model::OrderKey;
+use crate::model::{OrderKey, UtcMillis};
 use crate::store::compress::Packed;
 use crate::store::rows::{
     Envelope, Settled, Settling, is_suppressed_target, lookup_edits, pack_body, pack_dedupe_key, pack_envelope,
@@ -154,11 +157,12 @@ struct HistoryRow {
 struct OutboxRow {
     seq: i64,
     id: PackedId<String>,
-    /// The envelope, packed when written (or kept composed).
-    body: String,
+    /// What its envelope tells: serialized and packed when written, unless
+    /// kept composed (then never serialized here).
+    change: directory::Change,
     /// The batch's event that made it (its place in `events`).
     event: usize,
-    created_at: String,
+    created_at: UtcMillis,
     customer_id: String,
     source: String,
     action: &'static str,
@@ -399,27 +403,26 @@ impl Batch {
             });
         }
         if publish == Publish::Yes {
-            for change in &effects.changes {
+            ctx.queued |= !effects.changes.is_empty();
+            for change in effects.changes {
                 let customer = &change.customer;
                 let head = self.heads.of(&customer.id);
                 let seq = self.next.outbox;
                 self.next.outbox += 1;
-                let envelope = Envelope::new(change, ctx.clock.now());
                 self.outbox.push(OutboxRow {
                     seq,
-                    created_at: envelope.created_at.to_string(),
-                    body: envelope.body,
-                    id: PackedId(envelope.id),
+                    created_at: ctx.clock.now(),
+                    id: PackedId(Envelope::new_id()),
                     event: self.events.len(),
                     customer_id: customer.id.clone(),
                     source: customer.source.clone(),
                     action: change.action.as_str(),
                     version: customer.version as i64,
                     prev: head.outbox,
+                    change,
                 });
                 head.outbox = Some(seq);
             }
-            ctx.queued |= !effects.changes.is_empty();
         }
         for write in effects.writes {
             let change = write.changed.then(|| {
@@ -507,7 +510,7 @@ impl Batch {
         // out.
         let last: HashMap<&str, i64> = self.outbox.iter().map(|o| (o.customer_id.as_str(), o.seq)).collect();
         let last_entry: HashMap<&str, usize> = self.history.iter().map(|h| (h.customer_id.as_str(), h.event)).collect();
-        let outbox: Vec<(&OutboxRow, Packed)> = self
+        let outbox: Vec<(&OutboxRow, String, Packed)> = self
             .outbox
             .iter()
             .map(|o| {
@@ -520,16 +523,23 @@ impl Batch {
                 let body = if composed {
                     composed::kept()
                 } else {
-                    pack_envelope(&o.body)
+                    let change = &o.change;
+                    pack_envelope(&Envelope::body(
+                        &o.id.0,
+                        o.created_at,
+                        change.action,
+                        &change.customer,
+                        &change.changes,
+                    ))
                 };
-                (o, body)
+                (o, o.created_at.to_string(), body)
             })
             .collect();
         insert_rows(
             tx,
             "INSERT INTO outbox (seq, id, customer_id, source, action, version, created_at, body, codec, prev) VALUES",
             &outbox,
-            |(o, body)| {
+            |(o, created_at, body)| {
                 vec![
                     &o.seq,
                     &o.id,
@@ -537,7 +547,7 @@ impl Batch {
                     &o.source,
                     &o.action,
                     &o.version,
-                    &o.created_at,
+                    created_at,
                     &body.bytes,
                     &body.codec,
                     &o.prev,
