@@ -163,8 +163,7 @@ struct OutboxRow {
     /// The batch's event that made it (its place in `events`).
     event: usize,
     created_at: UtcMillis,
-    customer_id: String,
-    source: String,
+    /// `change`'s action and version, as their columns hold them.
     action: &'static str,
     version: i64,
     prev: Option<i64>,
@@ -414,8 +413,6 @@ impl Batch {
                     created_at: ctx.clock.now(),
                     id: PackedId(Envelope::new_id()),
                     event: self.events.len(),
-                    customer_id: customer.id.clone(),
-                    source: customer.source.clone(),
                     action: change.action.as_str(),
                     version: customer.version as i64,
                     prev: head.outbox,
@@ -508,18 +505,22 @@ impl Batch {
         // customer another entry, is kept composed, as
         // `super::outbound::queue` keeps it and `super::persist` writes it
         // out.
-        let last: HashMap<&str, i64> = self.outbox.iter().map(|o| (o.customer_id.as_str(), o.seq)).collect();
+        let last: HashMap<&str, i64> = self
+            .outbox
+            .iter()
+            .map(|o| (o.change.customer.id.as_str(), o.seq))
+            .collect();
         let last_entry: HashMap<&str, usize> = self.history.iter().map(|h| (h.customer_id.as_str(), h.event)).collect();
         let outbox: Vec<(&OutboxRow, String, Packed)> = self
             .outbox
             .iter()
             .map(|o| {
                 let composed = o.action == Action::Created.as_str()
-                    && last[o.customer_id.as_str()] == o.seq
+                    && last[o.change.customer.id.as_str()] == o.seq
                     && last_entry
-                        .get(o.customer_id.as_str())
+                        .get(o.change.customer.id.as_str())
                         .is_none_or(|&event| event == o.event)
-                    && self.state.records.get(&o.customer_id).map(|r| r.version as i64) == Some(o.version);
+                    && self.state.records.get(&o.change.customer.id).map(|r| r.version as i64) == Some(o.version);
                 let body = if composed {
                     composed::kept()
                 } else {
@@ -543,8 +544,8 @@ impl Batch {
                 vec![
                     &o.seq,
                     &o.id,
-                    &o.customer_id,
-                    &o.source,
+                    &o.change.customer.id,
+                    &o.change.customer.source,
                     &o.action,
                     &o.version,
                     created_at,
