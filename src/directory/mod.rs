@@ -156,6 +156,10 @@ pub struct RecordWrite {
 pub struct Change {
     pub action: Action,
     pub customer: Customer,
+    /// What differs from the customer before, as [`diff`] tells it; none
+    /// for a creation, whose payload is all there is to know (SPEC §6: its
+    /// fields are not sent again as changes from nothing; the history
+    /// keeps them).
     pub changes: Map<String, Value>,
 }
 
@@ -284,9 +288,15 @@ pub fn apply(loaded: &Loaded, event: &CustomerEvent, meta: &EventMeta, now: UtcM
         if is_me {
             effects.outcome = Some(Outcome::Applied);
         }
+        // A creation's change sends no changes: its history entry takes
+        // them without a copy.
+        let (entry_changes, changes) = match action {
+            Action::Created => (changes, Map::new()),
+            _ => (changes.clone(), changes),
+        };
         effects.history.push((
             id.to_owned(),
-            entry(meta, action, Outcome::Applied, changes.clone(), &event.warnings),
+            entry(meta, action, Outcome::Applied, entry_changes, &event.warnings),
         ));
         effects.changes.push(Change {
             action,

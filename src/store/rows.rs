@@ -465,13 +465,6 @@ impl Envelope {
             },
             _ => Payload::Customer(customer),
         };
-        // A creation's payload is all there is to know: its fields are not
-        // sent again as changes from nothing (the history keeps them).
-        let none = serde_json::Map::new();
-        let changes = match action {
-            Action::Created => &none,
-            _ => changes,
-        };
         // Serialized straight from borrowed fields: building a JSON value
         // first cost the writer thread a tenth of its time.
         serde_json::to_string(&EnvelopeBody {

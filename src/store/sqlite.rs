@@ -11,6 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -137,13 +138,14 @@ fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
 }
 
 /// How the writer keeps its commits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Durability {
     /// In the WAL, each one on the disk before it is answered.
     Journaled,
-    /// Without a journal: a staged import's copy of the store, which
-    /// replaces the store only once it is whole ([`staged`]).
-    Staged,
+    /// Without a journal, in one transaction: a staged import's copy of
+    /// the store, which replaces the store only once it is whole
+    /// ([`staged`]). `committed` is set once that transaction is.
+    Staged { committed: Arc<AtomicBool> },
 }
 
 /// Creates the folder of the database at `path` if need be, and takes its
@@ -801,6 +803,9 @@ struct Writer {
     /// is the last to close.
     checkpoints: Checkpoints,
     conn: Connection,
+    /// A staged import's one transaction; `None` for a store's writer,
+    /// which commits each batch.
+    loading: Option<staged::Loading>,
     ctx: Context,
     /// Told when a commit queued outbound messages.
     queued: Arc<Notify>,
@@ -862,7 +867,7 @@ impl Writer {
                  PRAGMA synchronous = FULL;
                  PRAGMA cache_size = -16384;"
             }
-            Durability::Staged => staged::PRAGMAS,
+            Durability::Staged { .. } => staged::PRAGMAS,
         })?;
         migrate(&mut conn)?;
         backfill_names(&mut conn)?;
@@ -875,6 +880,10 @@ impl Writer {
         let checkpoints = Checkpoints::start(path, &mut conn, limits)?;
         Ok(Self {
             checkpoints,
+            loading: match durability {
+                Durability::Journaled => None,
+                Durability::Staged { committed } => Some(staged::Loading::new(committed)),
+            },
             ctx: Context {
                 last_change: last_change(&conn)?,
                 data_version: data_version(&conn)?,
@@ -988,6 +997,9 @@ impl Writer {
     /// of its own if `isolated`, and commits. Without savepoints, the first
     /// command that fails rolls the transaction back: then `None`.
     fn transact(&mut self, batch: &[Command], isolated: bool) -> Result<Option<Answers>, rusqlite::Error> {
+        if let Some(loading) = &mut self.loading {
+            return Ok(Some(loading.transact(&self.conn, batch, &mut self.ctx)));
+        }
         let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Another connection committed since this one last looked (a tool,
         // or a process that ignored the lock): what the context remembers

@@ -36,7 +36,7 @@ use crate::directory::{self, Effects, HistoryEntry, Loaded, MergeLink, Record};
 use crate::model::{OrderKey, UtcMillis};
 use crate::store::compress::Packed;
 use crate::store::rows::{
-    Envelope, Settled, Settling, is_suppressed_target, lookup_edits, pack_body, pack_dedupe_key, pack_envelope,
+    Envelope, Lookup, Settled, Settling, is_suppressed_target, lookup_edits, pack_body, pack_dedupe_key, pack_envelope,
     pack_history, pack_order_key, record_columns, settling, touched_ids, unpack_dedupe_key, unpack_order_key,
 };
 use crate::store::{Action, Delivery, IngestOutcome, Publish, StoreError};
@@ -450,8 +450,23 @@ impl Batch {
     }
 
     /// Writes what the batch left, a table at a time; the events' bodies
-    /// are in `bodies`, packed, at their deliveries' places.
-    fn write(self, tx: &Connection, bodies: &[Option<Packed>]) -> Result<(), StoreError> {
+    /// are in `bodies`, packed, at their deliveries' places. The records'
+    /// rows are made ready (a ninth of the writer's instructions,
+    /// callgrind) while the other tables are written.
+    fn write(&self, tx: &Connection, bodies: &[Option<Packed>]) -> Result<(), StoreError> {
+        std::thread::scope(|scope| {
+            let records = scope.spawn(|| self.plan_records());
+            self.write_entries(tx, bodies)?;
+            records
+                .join()
+                .map_err(|_| StoreError::Bug("making an import's records ready panicked".into()))??
+                .write(tx)
+        })
+    }
+
+    /// Writes the rows the batch appends (history, outbox, events and
+    /// their mentions), its links and its duplicates' counts.
+    fn write_entries(&self, tx: &Connection, bodies: &[Option<Packed>]) -> Result<(), StoreError> {
         // A customer that gets another entry, or whose record changes,
         // first has what was composed from its stored record written out,
         // as `super::persist` does.
@@ -555,7 +570,6 @@ impl Batch {
                 ]
             },
         )?;
-        self.write_records(tx)?;
         for ((survivor, absorbed), key) in &self.raised {
             tx.prepare_cached(UPSERT_LINK)?
                 .execute(params![survivor, absorbed, pack_order_key(key)])?;
@@ -604,11 +618,12 @@ impl Batch {
         Ok(())
     }
 
-    /// Writes each written record once, in its last state, and brings its
-    /// lookup rows from the stored record's to it.
-    fn write_records(&self, tx: &Connection) -> Result<(), StoreError> {
-        let mut inserted = Vec::new();
-        let mut lookups: BTreeMap<_, Vec<(String, &str)>> = BTreeMap::new();
+    /// What writing each written record once, in its last state, takes:
+    /// its columns (the profile serialized and compressed) and its lookup
+    /// rows' edits from the stored record's. No statement: made on a
+    /// thread of its own while the other tables are written.
+    fn plan_records(&self) -> Result<RecordWrites<'_>, StoreError> {
+        let mut plan = RecordWrites::default();
         for id in &self.written {
             let record = self
                 .state
@@ -619,33 +634,62 @@ impl Batch {
             let old = self.stored.get(id);
             let change = self.changed.get(id).copied().flatten();
             for (lookup, add, key) in lookup_edits(old.map(|o| &o.profile), &record.profile) {
-                lookups.entry((lookup, add)).or_default().push((key, id));
+                plan.lookups.entry((lookup, add)).or_default().push((key, id));
             }
-            let written = match (old, change) {
+            match (old, change) {
                 (None, Some(change_seq)) => {
-                    inserted.push(RecordColumns::new(record, change_seq, head)?);
-                    if let Some(seq) = head.adopted {
-                        tx.prepare_cached("DELETE FROM outbox_heads WHERE customer_id = ?1 AND seq = ?2")?
-                            .execute(params![id, seq])?;
-                    }
-                    continue;
+                    plan.inserted.push(RecordColumns::new(record, change_seq, head)?);
+                    plan.adopted.extend(head.adopted.map(|seq| (id, seq)));
                 }
-                (Some(_), Some(change_seq)) => {
-                    let columns = RecordColumns::new(record, change_seq, head)?;
-                    tx.prepare_cached(record_sql(old, record))?
-                        .execute(columns.values().as_slice())?
-                }
-                (Some(_), None) => tx
-                    .prepare_cached("UPDATE customers SET order_key = ?2, last_history = ?3 WHERE id = ?1")?
-                    .execute(params![id, record.order_key.as_ref().map(pack_order_key), head.history])?,
-                (None, None) => 0,
-            };
-            if written != 1 {
-                return Err(StoreError::Bug("a record to update has no row".into()));
+                (Some(old), Some(change_seq)) => plan.updated.push((
+                    record_sql(Some(old), record),
+                    RecordColumns::new(record, change_seq, head)?,
+                )),
+                (Some(_), None) => plan.moved.push((record, head.history)),
+                (None, None) => {}
             }
         }
-        insert_rows(tx, insert_records!(), &inserted, RecordColumns::values)?;
-        for ((lookup, add), rows) in &lookups {
+        Ok(plan)
+    }
+}
+
+/// The records a batch writes, as [`Batch::plan_records`] made them ready
+/// for their statements.
+#[derive(Default)]
+struct RecordWrites<'a> {
+    /// New records.
+    inserted: Vec<RecordColumns<'a>>,
+    /// Records whose fields changed, with the statement that updates them.
+    updated: Vec<(&'static str, RecordColumns<'a>)>,
+    /// Records of which only the order key and history's head moved.
+    moved: Vec<(&'a Record, Option<i64>)>,
+    /// Chains' ends taken from `outbox_heads` by new records, whose rows
+    /// there go.
+    adopted: Vec<(&'a String, i64)>,
+    lookups: BTreeMap<(Lookup, bool), Vec<(String, &'a String)>>,
+}
+
+impl RecordWrites<'_> {
+    fn write(&self, tx: &Connection) -> Result<(), StoreError> {
+        for (sql, columns) in &self.updated {
+            check_written(tx.prepare_cached(sql)?.execute(columns.values().as_slice())?)?;
+        }
+        for (record, history) in &self.moved {
+            let written = tx
+                .prepare_cached("UPDATE customers SET order_key = ?2, last_history = ?3 WHERE id = ?1")?
+                .execute(params![
+                    record.id,
+                    record.order_key.as_ref().map(pack_order_key),
+                    history
+                ])?;
+            check_written(written)?;
+        }
+        for (id, seq) in &self.adopted {
+            tx.prepare_cached("DELETE FROM outbox_heads WHERE customer_id = ?1 AND seq = ?2")?
+                .execute(params![id, seq])?;
+        }
+        insert_rows(tx, insert_records!(), &self.inserted, RecordColumns::values)?;
+        for ((lookup, add), rows) in &self.lookups {
             if *add {
                 insert_rows(tx, &lookup_insert(*lookup), rows, |(key, id)| {
                     vec![key as &dyn ToSql, id]
@@ -658,6 +702,15 @@ impl Batch {
             }
         }
         Ok(())
+    }
+}
+
+/// A record's update found its row.
+fn check_written(rows: usize) -> Result<(), StoreError> {
+    if rows == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Bug("a record to update has no row".into()))
     }
 }
 

@@ -1396,6 +1396,56 @@ async fn a_staged_import_that_stops_leaves_the_store_as_it_was() {
     store.close().await;
 }
 
+/// A staged import keeps its records in one transaction, committed when
+/// the store closes: none reaches the copy's file before. A write that
+/// fails ends it: every later write is refused, and the copy, whose
+/// transaction did not commit, is not put in the store's place.
+#[tokio::test]
+async fn a_staged_import_is_one_transaction_that_a_failed_write_ends() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for fails in [false, true] {
+        let path = dir.path().join(format!("fails-{fails}.db"));
+        SqliteStore::open(&path, Clock::system()).expect("open").close().await;
+        let before = dump(&path, &[]);
+        let staging_file = dir.path().join(format!("fails-{fails}.db.staging"));
+        let (store, staging) = SqliteStore::open_for_import(&path, Clock::system()).expect("open for an import");
+        let staging = staging.expect("staged");
+        let first = vec![delivery_of(1, "2025-01-01T00:00:00Z", "first")];
+        store.ingest_batch(first, Publish::Yes).await.expect("a batch");
+        let reader = Connection::open(&staging_file).expect("a reader of the copy");
+        assert_eq!(
+            count(&reader, "SELECT COUNT(*) FROM customers"),
+            0,
+            "nothing is committed before the store closes"
+        );
+        drop(reader);
+        if fails {
+            let failed = store
+                .write(|conn| Ok(conn.execute_batch("INSERT INTO no_such_table VALUES (1)")?))
+                .await;
+            assert!(failed.is_err(), "the write fails");
+        }
+        let second = vec![delivery_of(2, "2025-01-02T00:00:00Z", "second")];
+        let refused = store.ingest_batch(second, Publish::Yes).await;
+        store.close().await;
+        if fails {
+            assert!(
+                matches!(&refused, Err(StoreError::Unavailable(why)) if why.contains("an earlier write of this import failed")),
+                "{refused:?}"
+            );
+            let error = staging.finish().expect_err("the copy is not put in place");
+            assert!(error.to_string().contains("did not commit"), "{error}");
+            assert!(!staging_file.exists(), "the copy is removed");
+            assert_eq!(dump(&path, &[]), before, "the store is as it was");
+        } else {
+            refused.expect("a second batch");
+            staging.finish().expect("the copy is put in place");
+            let store = Connection::open(&path).expect("open");
+            assert_eq!(count(&store, "SELECT COUNT(*) FROM customers"), 2);
+        }
+    }
+}
+
 /// A rebuild carries each record's chain of envelopes over to the record
 /// it makes again, and takes back the end an older rebuild left in
 /// `outbox_heads`, so that the table does not grow with each rebuild (it
