@@ -188,6 +188,23 @@ pub fn touched_ids(event: &CustomerEvent) -> Vec<String> {
 
 /// Folds `event` into the loaded state. `now` stamps changed records.
 pub fn apply(loaded: &Loaded, event: &CustomerEvent, meta: &EventMeta, now: UtcMillis) -> Effects {
+    fold(loaded, event, meta, now, true)
+}
+
+/// [`apply`], but a created record's history entry is left without its
+/// changes: they are [`creation_changes`] of the record it created, for a
+/// caller that keeps most creations composed from their records and
+/// would never read them.
+pub fn apply_deferring_creations(loaded: &Loaded, event: &CustomerEvent, meta: &EventMeta, now: UtcMillis) -> Effects {
+    fold(loaded, event, meta, now, false)
+}
+
+/// A created record's changes: each of its fields, from nothing.
+pub fn creation_changes(created: &Record) -> Map<String, Value> {
+    diff(None, &created.to_customer())
+}
+
+fn fold(loaded: &Loaded, event: &CustomerEvent, meta: &EventMeta, now: UtcMillis, creations: bool) -> Effects {
     let me = &event.customer;
     let key = &meta.order_key;
     let mut effects = Effects::default();
@@ -256,7 +273,10 @@ pub fn apply(loaded: &Loaded, event: &CustomerEvent, meta: &EventMeta, now: UtcM
         // The change's own customer: what differs once it is applied
         // (version and changedAt are not changes) is set below.
         let mut customer = record.to_customer();
-        let changes = diff(before.as_ref(), &customer);
+        let changes = match old {
+            None if !creations => Map::new(),
+            _ => diff(before.as_ref(), &customer),
+        };
         let is_me = id == me.id;
         if old.is_some() && changes.is_empty() {
             if is_me {

@@ -109,6 +109,11 @@ struct Batch {
     bumps: BTreeMap<String, i64>,
     events: Vec<EventRow>,
     history: Vec<HistoryRow>,
+    /// The customers created in the batch whose creation's entry (its
+    /// place in `history`) is still without its changes
+    /// ([`directory::apply_deferring_creations`]): most are kept composed,
+    /// and never need them.
+    bare_creations: HashMap<String, usize>,
     outbox: Vec<OutboxRow>,
     mentions: Vec<(String, i64)>,
     next: Seqs,
@@ -304,6 +309,7 @@ impl Batch {
             bumps: BTreeMap::new(),
             events: Vec::with_capacity(deliveries.len()),
             history: Vec::new(),
+            bare_creations: HashMap::new(),
             outbox: Vec::new(),
             mentions: Vec::new(),
             next: Seqs {
@@ -355,7 +361,7 @@ impl Batch {
             Settling::Done(settled) => settled,
             Settling::Apply(event, meta) => {
                 self.state.links = self.links.naming(&directory::touched_ids(event));
-                let effects = directory::apply(&self.state, event, &meta, ctx.clock.now());
+                let effects = directory::apply_deferring_creations(&self.state, event, &meta, ctx.clock.now());
                 let outcome = effects
                     .outcome
                     .expect("applying an event always settles its own customer");
@@ -387,7 +393,14 @@ impl Batch {
     /// history entries and outbox rows as rows to insert, the records in
     /// the state.
     fn persist(&mut self, effects: Effects, publish: Publish, ctx: &mut Context) -> Result<(), StoreError> {
+        let touched = effects.history.iter().map(|(id, _)| id);
+        for id in touched.chain(effects.writes.iter().map(|w| &w.record.id)) {
+            self.complete_creation(id)?;
+        }
         for (customer_id, entry) in effects.history {
+            if entry.action == Action::Created {
+                self.bare_creations.insert(customer_id.clone(), self.history.len());
+            }
             let seq = self.next.history;
             self.next.history += 1;
             let prev = self.heads.of(&customer_id).history.replace(seq);
@@ -433,6 +446,21 @@ impl Batch {
             self.raised
                 .insert((link.survivor.clone(), link.absorbed.clone()), link.order_key.clone());
             self.links.raise(link);
+        }
+        Ok(())
+    }
+
+    /// Gives customer `id`'s creation in the batch, if its entry is still
+    /// without its changes, those of the record it created: before the
+    /// record changes or the customer gets another entry.
+    fn complete_creation(&mut self, id: &str) -> Result<(), StoreError> {
+        if let Some(at) = self.bare_creations.remove(id) {
+            let record = self
+                .state
+                .records
+                .get(id)
+                .ok_or_else(|| StoreError::Bug("a created customer has no record".into()))?;
+            self.history[at].entry.changes = directory::creation_changes(record);
         }
         Ok(())
     }
@@ -487,14 +515,21 @@ impl Batch {
         let history = self
             .history
             .iter()
-            .map(|h| {
+            .enumerate()
+            .map(|(at, h)| {
                 let record = self.state.records.get(&h.customer_id);
                 let compose =
                     last[h.customer_id.as_str()] == h.seq && record.is_some_and(|r| composed::composes(&h.entry, r));
-                let entry = if compose {
-                    composed::kept()
-                } else {
-                    pack_history(&h.entry)?
+                let entry = match record {
+                    _ if compose => composed::kept(),
+                    // A creation the batch left as it made it.
+                    Some(record) if self.bare_creations.get(&h.customer_id) == Some(&at) => {
+                        pack_history(&HistoryEntry {
+                            changes: directory::creation_changes(record),
+                            ..h.entry.clone()
+                        })?
+                    }
+                    _ => pack_history(&h.entry)?,
                 };
                 Ok((h, entry, compose.then(|| h.entry.received_at.as_millisecond())))
             })

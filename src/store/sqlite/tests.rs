@@ -990,8 +990,10 @@ fn mixed_deliveries(seed: u64, count: usize) -> Vec<Delivery> {
                 data["customer_id"] = me.to_string().into();
                 data["last_update"] = format!("2026-0{}-24T11:38:21.000-07:00", 1 + next(9)).into();
                 data["first_name"] = format!("Jules{}", next(3)).into();
-                data["email"] = match next(3) {
+                data["email"] = match next(4) {
                     0 => serde_json::Value::Null,
+                    // Read with a warning: a creation that is not composed.
+                    3 => serde_json::json!(["not", "an", "address"]),
                     n => format!("t{n}@example.com").into(),
                 };
                 data["phone"] = format!("(310) 555-01{:02}", next(4)).into();
