@@ -112,7 +112,7 @@ pub(super) fn entry(event_id: String, received_at: UtcMillis, record: &Record) -
         order_key,
         action: Action::Created,
         outcome: Outcome::Applied,
-        changes: directory::diff(None, &record.to_customer()),
+        changes: directory::creation_changes(record),
         warnings: Vec::new(),
     })
 }
