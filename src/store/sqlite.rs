@@ -1012,7 +1012,7 @@ impl Writer {
         }
         let mut results = Vec::with_capacity(batch.len());
         for command in batch {
-            let result = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<Answer, StoreError> {
+            let result = unpanicked(|| {
                 if !isolated {
                     return execute(&tx, &command.op, &mut self.ctx);
                 }
@@ -1020,8 +1020,7 @@ impl Writer {
                 let answer = execute(&sp, &command.op, &mut self.ctx)?;
                 sp.commit()?;
                 Ok(answer)
-            }))
-            .unwrap_or_else(|_| Err(StoreError::Bug("a write panicked".into())));
+            });
             if let Err(e) = &result {
                 if !isolated {
                     return Ok(None);
@@ -1033,6 +1032,13 @@ impl Writer {
         tx.commit()?;
         Ok(Some(results))
     }
+}
+
+/// What `write` answers, or a bug if it panicked: one write's panic fails
+/// that write, not the writer.
+fn unpanicked(write: impl FnOnce() -> Result<Answer, StoreError>) -> Result<Answer, StoreError> {
+    std::panic::catch_unwind(AssertUnwindSafe(write))
+        .unwrap_or_else(|_| Err(StoreError::Bug("a write panicked".into())))
 }
 
 impl Writer {

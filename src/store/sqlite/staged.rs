@@ -23,7 +23,6 @@
 //! removes; the import, run again, keeps everything.
 
 use std::fs::File;
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::lock::StoreLock;
-use super::{Answer, Answers, Command, Context, Durability, Op, SqliteStore, execute, lock_store};
+use super::{Answer, Answers, Command, Context, Durability, Op, SqliteStore, execute, lock_store, unpanicked};
 use crate::clock::Clock;
 use crate::store::StoreError;
 
@@ -56,7 +55,6 @@ pub(super) const PRAGMAS: &str = "PRAGMA journal_mode = MEMORY;
 /// transaction did not commit.
 pub(super) struct Loading {
     committed: Arc<AtomicBool>,
-    began: bool,
     /// Why a write failed, once one has.
     failed: Option<String>,
 }
@@ -65,7 +63,6 @@ impl Loading {
     pub(super) fn new(committed: Arc<AtomicBool>) -> Self {
         Loading {
             committed,
-            began: false,
             failed: None,
         }
     }
@@ -81,10 +78,9 @@ impl Loading {
                 "an earlier write of this import failed ({failed}), so its copy of the store is thrown away"
             )));
         }
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<Answer, StoreError> {
-            if !self.began {
+        let result = unpanicked(|| {
+            if conn.is_autocommit() {
                 conn.execute_batch("BEGIN IMMEDIATE")?;
-                self.began = true;
             }
             let answer = execute(conn, op, ctx)?;
             if matches!(op, Op::Shutdown) {
@@ -92,8 +88,7 @@ impl Loading {
                 self.committed.store(true, Ordering::Release);
             }
             Ok(answer)
-        }))
-        .unwrap_or_else(|_| Err(StoreError::Bug("a write panicked".into())));
+        });
         if let Err(e) = &result {
             tracing::error!(error = %e, "a write of a staged import failed: the import stops and keeps nothing");
             self.failed = Some(e.to_string());
