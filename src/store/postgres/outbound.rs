@@ -579,6 +579,9 @@ pub(super) async fn claim(conn: &mut PgConnection, claim: &Claim, turn: usize) -
         }
     }
     let seqs = claim.pick(due, turn);
+    if seqs.is_empty() {
+        return Ok(Vec::new());
+    }
     // Unprepared, as joins of a batch are (see the store's module doc).
     let rows: Vec<LeasedRow> = sqlx::query_as(
         "UPDATE messages m SET next_attempt_at = $2, sending_until = $2, claim = m.claim + 1

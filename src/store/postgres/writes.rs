@@ -214,7 +214,10 @@ async fn write_records(work: &mut Work<'_>, records: &[Written]) -> Result<(), S
 
 /// The lookups of the changed records (phones, business ids, name words),
 /// from the keys of the profiles found to those of the profiles written:
-/// one statement, the same text whatever changed.
+/// one statement, of one of two texts. Most groups only add
+/// (new customers, profiles whose phones and names stay): then the
+/// statement joins no table and is prepared, planned once per connection
+/// instead of for each group.
 async fn write_lookups(work: &mut Work<'_>, records: &[Written]) -> Result<(), StoreError> {
     // For each lookup and way (removed, added): keys and their customer ids.
     let mut edits: BTreeMap<(Lookup, bool), (Vec<String>, Vec<String>)> = BTreeMap::new();
@@ -228,10 +231,17 @@ async fn write_lookups(work: &mut Work<'_>, records: &[Written]) -> Result<(), S
     if edits.is_empty() {
         return Ok(());
     }
-    // Unprepared, as joins of a batch are (see the store's module doc).
-    let mut query = sqlx::query(&LOOKUPS).persistent(false);
+    let removes = edits.keys().any(|(_, add)| !add);
+    // Removing joins the lookup tables: unprepared, as joins of a batch are
+    // (see the store's module doc).
+    let mut query = if removes {
+        sqlx::query(&EDIT_LOOKUPS).persistent(false)
+    } else {
+        sqlx::query(&ADD_LOOKUPS)
+    };
     for lookup in Lookup::ALL {
-        for add in [false, true] {
+        let ways: &[bool] = if removes { &[false, true] } else { &[true] };
+        for &add in ways {
             let (keys, ids) = edits.remove(&(lookup, add)).unwrap_or_default();
             query = query.bind(keys).bind(ids);
         }
@@ -242,16 +252,24 @@ async fn write_lookups(work: &mut Work<'_>, records: &[Written]) -> Result<(), S
 
 /// [`write_lookups`]' statement: for each lookup of [`Lookup::ALL`], the
 /// rows to delete, then to add, each as two arrays (keys, customer ids).
-static LOOKUPS: LazyLock<String> = LazyLock::new(|| {
+static EDIT_LOOKUPS: LazyLock<String> = LazyLock::new(|| lookups_statement(true));
+
+/// [`write_lookups`]' statement when nothing is removed: for each lookup of
+/// [`Lookup::ALL`], the rows to add, as two arrays (keys, customer ids).
+static ADD_LOOKUPS: LazyLock<String> = LazyLock::new(|| lookups_statement(false));
+
+fn lookups_statement(removes: bool) -> String {
     let mut parts = Vec::new();
     for lookup in Lookup::ALL {
         let (table, key) = lookup.table();
+        if removes {
+            let (k, c) = (parts.len() * 2 + 1, parts.len() * 2 + 2);
+            parts.push(format!(
+                "DELETE FROM {table} t USING unnest(${k}::text[], ${c}::text[]) AS g(key, customer_id)
+                 WHERE t.{key} = g.key AND t.customer_id = g.customer_id"
+            ));
+        }
         let (k, c) = (parts.len() * 2 + 1, parts.len() * 2 + 2);
-        parts.push(format!(
-            "DELETE FROM {table} t USING unnest(${k}::text[], ${c}::text[]) AS g(key, customer_id)
-             WHERE t.{key} = g.key AND t.customer_id = g.customer_id"
-        ));
-        let (k, c) = (k + 2, c + 2);
         parts.push(format!(
             "INSERT INTO {table} ({key}, customer_id) SELECT * FROM unnest(${k}::text[], ${c}::text[])
              ON CONFLICT DO NOTHING"
@@ -264,7 +282,7 @@ static LOOKUPS: LazyLock<String> = LazyLock::new(|| {
         .map(|(i, p)| format!("e{i} AS ({p})"))
         .collect();
     format!("WITH {} {last}", ctes.join(", "))
-});
+}
 
 async fn write_links(work: &mut Work<'_>, links: BTreeMap<(String, String), OrderKey>) -> Result<(), StoreError> {
     if links.is_empty() {
