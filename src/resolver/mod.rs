@@ -41,9 +41,9 @@ const POLL: Duration = Duration::from_millis(50);
 const PAUSE: Duration = Duration::from_secs(1);
 /// How often steps follow each other at most, unless a full batch waits:
 /// under load a step takes what this long brought, scores the candidates
-/// those changes share once, and writes them in a few statements (on
-/// Postgres, 8-15% less CPU a delivery in both processes than a step after
-/// each commit: bench/README.md, "Group commit on Postgres").
+/// those changes share once, and writes them in a few statements: on
+/// Postgres, 8% to 15% less CPU a delivery in both processes than a step
+/// after each commit (bench/README.md, "Fewer plans, paced resolver steps").
 const STEP_EVERY: Duration = Duration::from_millis(200);
 
 /// Follows the feed until `stop` turns true; a failed step is logged and
