@@ -13,8 +13,9 @@
 //! without a journal on the disk (`journal_mode = MEMORY`, `synchronous =
 //! OFF`: each page reaches the file when it leaves the cache or at the
 //! commit; a write that fails ends the import, [`Loading`]); and, when
-//! every record is kept and committed, turns the copy's WAL mode on, gives it the store's
-//! permissions, flushes it to the disk and renames it over the store. The
+//! every record is kept and committed, turns the copy's WAL mode on,
+//! gives it the store's permissions, flushes it to the disk and renames
+//! it over the store. The
 //! store's lock is held from before the copy until after the rename, so no
 //! `serve` opens either file half-made. (A tool that ignores the lock, an
 //! `sqlite3` shell or backup, must not open the store meanwhile.)

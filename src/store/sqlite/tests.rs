@@ -1428,19 +1428,19 @@ async fn a_staged_import_is_one_transaction_that_a_failed_write_ends() {
             assert!(failed.is_err(), "the write fails");
         }
         let second = vec![delivery_of(2, "2025-01-02T00:00:00Z", "second")];
-        let refused = store.ingest_batch(second, Publish::Yes).await;
+        let later = store.ingest_batch(second, Publish::Yes).await;
         store.close().await;
         if fails {
             assert!(
-                matches!(&refused, Err(StoreError::Unavailable(why)) if why.contains("an earlier write of this import failed")),
-                "{refused:?}"
+                matches!(&later, Err(StoreError::Unavailable(why)) if why.contains("an earlier write of this import failed")),
+                "{later:?}"
             );
             let error = staging.finish().expect_err("the copy is not put in place");
             assert!(error.to_string().contains("did not commit"), "{error}");
             assert!(!staging_file.exists(), "the copy is removed");
             assert_eq!(dump(&path, &[]), before, "the store is as it was");
         } else {
-            refused.expect("a second batch");
+            later.expect("a second batch");
             staging.finish().expect("the copy is put in place");
             let store = Connection::open(&path).expect("open");
             assert_eq!(count(&store, "SELECT COUNT(*) FROM customers"), 2);
