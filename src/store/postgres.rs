@@ -28,6 +28,13 @@
 //! text up in the connection's prepared statements first: a text sent
 //! unprepared is never also sent prepared.
 //!
+//! A group of deliveries ([`group`]) is the exception: its transactions
+//! run on connections of their own whose planner may not scan a table or
+//! join it by hashing or merging ([`INDEXED`]), so that a plan made on a
+//! small table reads the indexes as well as one made on a large table.
+//! There its joins of a batch are prepared, planned once a connection
+//! instead of at every group ([`Plans`]).
+//!
 //! A transaction that loses a race (a deadlock, a duplicate key) is run
 //! again from the start. When the database cannot be reached, requests fail
 //! with [`StoreError::Unavailable`] (answered `503`), and the pool
@@ -97,8 +104,18 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0021_review_codec.sql"),
 ];
 
-/// Connections per instance.
+/// Connections per instance, besides the groups'.
 const POOL_SIZE: u32 = 16;
+/// Connections per instance for groups of deliveries: one for each
+/// committer, and two for imports (see [`group`]).
+const GROUP_POOL_SIZE: u32 = group::COMMITTERS as u32 + 2;
+/// The groups' connections' planner settings: no plan scans a table or
+/// joins one by hashing or merging where an index can be read instead, so
+/// a statement joining a batch against a table reads the index for each
+/// key of the batch whatever the table's size when it was planned. Each
+/// statement a group sends joins at most a group's rows against a table,
+/// by its key: a lookup a key is its best plan at any size.
+const INDEXED: &str = "SET enable_seqscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off";
 /// How long a request waits for a connection (the database down, or every
 /// connection busy) before it fails as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -127,6 +144,9 @@ const REBUILD_LOCK: i32 = 3;
 
 pub struct PgStore {
     pool: PgPool,
+    /// What keeps groups of deliveries, on connections of their own
+    /// ([`INDEXED`]).
+    group: group::Group,
     queued: Arc<Notify>,
     /// Claims made so far by this instance: each starts at the next
     /// subscription, so that none waits behind the others.
@@ -144,6 +164,25 @@ struct Work<'c> {
     queued: bool,
     /// The directory's changes in this transaction happen at this time.
     now: UtcMillis,
+    /// How its connection plans joins of a batch.
+    plans: Plans,
+}
+
+/// How a transaction's connection plans the statements that join a batch
+/// against a table that grows (see the module's doc).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Plans {
+    /// Unprepared: planned at each execution, with the table's size then.
+    EachTime,
+    /// Prepared, on a connection whose plans read indexes ([`INDEXED`]).
+    Indexed,
+}
+
+impl Plans {
+    /// Whether a join of a batch is prepared on this connection.
+    fn prepared(self) -> bool {
+        self == Plans::Indexed
+    }
 }
 
 impl Work<'_> {
@@ -182,10 +221,21 @@ impl PgStore {
         migrate(&pool)
             .await
             .map_err(|e| open_error(format!("cannot migrate: {e}")))?;
+        let groups = PgPoolOptions::new()
+            .max_connections(GROUP_POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(|conn, _| Box::pin(async move { conn.execute(INDEXED).await.map(drop) }))
+            .connect_lazy_with(pool.connect_options().as_ref().clone());
         let queued = Arc::new(Notify::new());
+        let group = group::Group {
+            pool: groups,
+            queued: queued.clone(),
+            clock: clock.clone(),
+        };
         Ok(Self {
-            committer: group::Committer::start(pool.clone(), queued.clone(), clock.clone()),
+            committer: group::Committer::start(group.clone()),
             pool,
+            group,
             queued,
             claims: AtomicUsize::new(0),
             clock,
@@ -194,16 +244,7 @@ impl PgStore {
 
     /// Runs `op` in a transaction and commits it (see [`transact`]).
     async fn write<A: Sync, T>(&self, args: &A, op: WriteFn<A, T>) -> Result<T, StoreError> {
-        transact(&self.pool, &self.queued, &self.clock, args, op).await
-    }
-
-    /// What keeps groups of deliveries on this store's pool.
-    fn group(&self) -> group::Group {
-        group::Group {
-            pool: self.pool.clone(),
-            queued: self.queued.clone(),
-            clock: self.clock.clone(),
-        }
+        transact(&self.pool, Plans::EachTime, &self.queued, &self.clock, args, op).await
     }
 
     /// Runs a read in a read-only transaction on one snapshot, so that a
@@ -223,12 +264,14 @@ impl PgStore {
     }
 }
 
-/// Runs `op` in a transaction on a connection of `pool` and commits it;
+/// Runs `op` in a transaction on a connection of `pool`, which plans as
+/// `plans` says, and commits it;
 /// runs it again, from the start, while it loses races (see
 /// [`lost_race`]). Tells `queued` once a transaction that queued outbound
 /// messages has committed.
 async fn transact<A: Sync, T>(
     pool: &PgPool,
+    plans: Plans,
     queued: &Notify,
     clock: &Clock,
     args: &A,
@@ -241,6 +284,7 @@ async fn transact<A: Sync, T>(
                 tx: pool.begin().await?,
                 queued: false,
                 now: clock.now(),
+                plans,
             };
             let value = op(&mut work, args).await?;
             work.tx.commit().await?;
@@ -427,7 +471,6 @@ impl Import for PgStore {
         publish: Publish,
     ) -> BoxFuture<'_, Result<Vec<IngestOutcome>, StoreError>> {
         Box::pin(async move {
-            let group = self.group();
             let mut outcomes = Vec::with_capacity(deliveries.len());
             let mut deliveries = deliveries.into_iter().peekable();
             while deliveries.peek().is_some() {
@@ -436,7 +479,7 @@ impl Import for PgStore {
                     .take(group::MAX_GROUP)
                     .map(|d| (d, publish))
                     .collect();
-                for outcome in group.commit(items.into()).await {
+                for outcome in self.group.commit(items.into()).await {
                     outcomes.push(outcome?);
                 }
             }
@@ -788,7 +831,7 @@ async fn lock_and_load(
         return Ok(Loaded::default());
     }
     lock(conn, &ids).await?;
-    load(conn, &ids, publish).await
+    load(conn, &ids, publish, Plans::EachTime).await
 }
 
 async fn is_suppressed(conn: &mut PgConnection, id: &str) -> Result<bool, StoreError> {
@@ -848,7 +891,8 @@ async fn erase(work: &mut Work<'_>, id: &String) -> Result<Erasure, StoreError> 
     let Some(record) = load_record(work.conn(), id).await? else {
         return erase_without_record(work, id, now).await;
     };
-    let mut loaded = load(work.conn(), &ids, Publish::Yes).await?;
+    let plans = work.plans;
+    let mut loaded = load(work.conn(), &ids, Publish::Yes, plans).await?;
     let erasing = directory::erase(
         &loaded,
         &record,
@@ -963,8 +1007,9 @@ async fn suppress(work: &mut Work<'_>, id: &str, now: UtcMillis) -> Result<(), S
 /// The records with these ids that exist, every merge link naming one, and
 /// which of them were erased: one statement, rows of three kinds. With
 /// changes to publish, the floors a rebuild left too: a rebuild itself
-/// replays without them ([`Store::begin_rebuild`]).
-async fn load(conn: &mut PgConnection, ids: &[String], publish: Publish) -> Result<Loaded, StoreError> {
+/// replays without them ([`Store::begin_rebuild`]). On a connection that
+/// plans as `plans` says.
+async fn load(conn: &mut PgConnection, ids: &[String], publish: Publish, plans: Plans) -> Result<Loaded, StoreError> {
     let floors = match publish {
         Publish::Yes => {
             "UNION ALL
@@ -988,8 +1033,12 @@ async fn load(conn: &mut PgConnection, ids: &[String], publish: Publish) -> Resu
     // order, or a suppressed id, or a link's survivor, absorbed id and
     // (in the record's `order_key`) order key, or a floor's id and
     // version, the rest null.
-    // Unprepared, as joins of a batch are (see the module's doc).
-    let rows: Vec<PgRow> = sqlx::query(&sql).persistent(false).bind(ids).fetch_all(conn).await?;
+    // A join of a batch (see the module's doc).
+    let rows: Vec<PgRow> = sqlx::query(&sql)
+        .persistent(plans.prepared())
+        .bind(ids)
+        .fetch_all(conn)
+        .await?;
     let mut loaded = Loaded::default();
     for row in rows {
         match row.try_get::<&str, _>(0)? {

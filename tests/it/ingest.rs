@@ -1098,15 +1098,20 @@ async fn retries_are_counted_without_reading_every_event_whatever_the_statistics
     let (status, first) = app.deliver_json("treez", &body).await;
     assert_eq!(status, StatusCode::OK, "{first}");
     assert_eq!(first["status"], "accepted", "{first}");
-    // Statistics taken while one event was kept, and no autovacuum to
-    // catch up.
-    for sql in ["ALTER TABLE events SET (autovacuum_enabled = false)", "ANALYZE events"] {
+    // Statistics taken while one event and one customer were kept, and no
+    // autovacuum to catch up.
+    for sql in [
+        "ALTER TABLE events SET (autovacuum_enabled = false)",
+        "ALTER TABLE customers SET (autovacuum_enabled = false)",
+        "ANALYZE events",
+        "ANALYZE customers",
+    ] {
         sqlx::query(sql).execute(&mut db).await.expect(sql);
     }
     // Postgres plans a prepared statement once, after its fifth execution
-    // on a connection: 200 retries run the retries' count more than five
-    // times on each of the store's connections (16 at most) while
-    // `events` holds one row.
+    // on a connection: 200 retries load their customer and run the
+    // retries' count more than five times on each of the connections
+    // groups of deliveries run on while each table holds one row.
     let retry = |n: usize| {
         let (app, body, first) = (&app, &body, &first);
         async move {
@@ -1119,14 +1124,16 @@ async fn retries_are_counted_without_reading_every_event_whatever_the_statistics
         }
     };
     retry(200).await;
-    sqlx::query(
+    for sql in [
         "INSERT INTO events (id, source, dedupe_key, received_at, headers, status)
          SELECT 'evt_' || i, 'other', int8send(i), '2026-01-01T00:00:00.000Z', '{}', 'accepted'
          FROM generate_series(1, 50000) i",
-    )
-    .execute(&mut db)
-    .await
-    .expect("50,000 events");
+        "INSERT INTO customers (id, source, external_id, status, merged_from, version, changed_at, change_seq)
+         SELECT 'other:' || i, 'other', i::text, 'active', '[]', 1, '2026-01-01T00:00:00.000Z', -i
+         FROM generate_series(1, 50000) i",
+    ] {
+        sqlx::query(sql).execute(&mut db).await.expect(sql);
+    }
     retry(30).await;
     drop(db);
     let dir = app.dir.clone();
@@ -1136,28 +1143,40 @@ async fn retries_are_counted_without_reading_every_event_whatever_the_statistics
     // retries' updates are counted, so is every scan of their connections.
     let schema = util::postgres::schema(&dir);
     let mut db = util::postgres::store_connection(&dir).await;
-    let mut read = (0, 0);
+    let read = |table: &'static str| {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT seq_tup_read FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2",
+        )
+        .bind(schema.clone())
+        .bind(table)
+    };
+    let mut updated: i64 = 0;
     for _ in 0..600 {
-        read = sqlx::query_as(
-            "SELECT n_tup_upd, seq_tup_read FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'events'",
+        updated = sqlx::query_scalar(
+            "SELECT n_tup_upd FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'events'",
         )
         .bind(&schema)
         .fetch_one(&mut db)
         .await
         .expect("the table's counts");
-        if read.0 >= 230 {
+        if updated >= 230 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let (updated, scanned): (i64, i64) = read;
     assert!(
         updated >= 230,
         "the store's connections did not report their counts: {updated} updates"
     );
+    let scanned = read("events").fetch_one(&mut db).await.expect("events' counts");
     assert!(
         scanned < 50_000,
         "the retries' count read {scanned} events by scanning the table: a plan made while it held one event"
+    );
+    let scanned = read("customers").fetch_one(&mut db).await.expect("customers' counts");
+    assert!(
+        scanned < 50_000,
+        "loading the retries' customer read {scanned} customers by scanning the table: a plan made while it held one"
     );
     drop(temp);
 }

@@ -36,7 +36,7 @@ use sqlx::PgPool;
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
 use super::writes::Writes;
-use super::{Work, load, lock, settle, transact};
+use super::{Plans, Work, load, lock, settle, transact};
 use crate::clock::Clock;
 use crate::store::rows::{
     Settled, is_suppressed_target, pack_body, pack_dedupe_key, settling, touched_ids, unpack_dedupe_key,
@@ -48,7 +48,7 @@ use crate::store::{Delivery, IngestOutcome, Outcome, Publish, StoreError};
 pub(super) const MAX_GROUP: usize = 64;
 /// Committer tasks per instance: while one group commits, the next
 /// gathers and runs.
-const COMMITTERS: usize = 2;
+pub(super) const COMMITTERS: usize = 2;
 /// Deliveries waiting for a committer; the HTTP layer bounds deliveries
 /// in flight below this.
 const QUEUE: usize = 1024;
@@ -67,17 +67,13 @@ struct Waiting {
 }
 
 impl Committer {
-    /// Starts the committer tasks; they end when this is dropped.
-    pub(super) fn start(pool: PgPool, queued: Arc<Notify>, clock: Clock) -> Self {
+    /// Starts the committer tasks, committing with `group`; they end when
+    /// this is dropped.
+    pub(super) fn start(group: Group) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..COMMITTERS {
-            let group = Group {
-                pool: pool.clone(),
-                queued: queued.clone(),
-                clock: clock.clone(),
-            };
-            tokio::spawn(commit_waiting(group, receiver.clone()));
+            tokio::spawn(commit_waiting(group.clone(), receiver.clone()));
         }
         Self { sender }
     }
@@ -120,9 +116,11 @@ async fn commit_waiting(group: Group, receiver: Arc<Mutex<mpsc::Receiver<Waiting
     }
 }
 
-/// What commits groups: the pool, and whom to tell of queued messages.
+/// What commits groups: the groups' connections, and whom to tell of
+/// queued messages.
 #[derive(Clone)]
 pub(super) struct Group {
+    /// Connections that plan as [`super::INDEXED`] says.
     pub(super) pool: PgPool,
     pub(super) queued: Arc<Notify>,
     pub(super) clock: Clock,
@@ -156,9 +154,14 @@ impl Group {
         let group = self.clone();
         tokio::spawn(async move {
             let items = &items[range];
-            transact(&group.pool, &group.queued, &group.clock, &items, |work, items| {
-                Box::pin(ingest(work, items))
-            })
+            transact(
+                &group.pool,
+                Plans::Indexed,
+                &group.queued,
+                &group.clock,
+                &items,
+                |work, items| Box::pin(ingest(work, items)),
+            )
             .await
         })
         .await
@@ -185,8 +188,9 @@ async fn ingest(work: &mut Work<'_>, items: &[Item]) -> Result<Vec<IngestOutcome
     let mut loaded = if ids.is_empty() {
         Default::default()
     } else {
+        let plans = work.plans;
         lock(work.conn(), &ids).await?;
-        load(work.conn(), &ids, Publish::Yes).await?
+        load(work.conn(), &ids, Publish::Yes, plans).await?
     };
     let suppressed: Vec<bool> = items
         .iter()
@@ -234,8 +238,9 @@ async fn ingest(work: &mut Work<'_>, items: &[Item]) -> Result<Vec<IngestOutcome
 
 /// Counts, on each event already kept, the deliveries of a batch that
 /// repeat it (`$1` their sources, `$2` their packed dedupe keys), and
-/// returns the events' source, dedupe key and id. Sent unprepared (see
-/// [`super`]): a plan made while `events` was small reads every event.
+/// returns the events' source, dedupe key and id. Prepared only where
+/// plans read indexes (see [`super`]): a plan made while `events` was
+/// small reads every event otherwise.
 pub const DUPLICATES: &str = "UPDATE events e SET duplicates = e.duplicates + d.n
      FROM (SELECT source, dedupe_key, count(*) AS n FROM unnest($1::text[], $2::bytea[]) AS k(source, dedupe_key)
            GROUP BY source, dedupe_key) AS d
@@ -258,8 +263,9 @@ async fn count_duplicates(
     if sources.is_empty() {
         return Ok(HashMap::new());
     }
+    let prepared = work.plans.prepared();
     let rows: Vec<(String, Vec<u8>, String)> = sqlx::query_as(DUPLICATES)
-        .persistent(false)
+        .persistent(prepared)
         .bind(sources)
         .bind(keys)
         .fetch_all(work.conn())

@@ -11,7 +11,7 @@
 
 use sqlx::{Connection, PgConnection};
 
-use super::{MAX_RUNS, REBUILD_LOCK, Work, lost_race, reprocess};
+use super::{MAX_RUNS, Plans, REBUILD_LOCK, Work, lost_race, reprocess};
 use crate::clock::Clock;
 use crate::store::rows::directory_deletes;
 use crate::store::{Publish, Rebuilt, Remap, StoreError};
@@ -109,6 +109,7 @@ impl Shadow {
             tx: self.conn.begin().await?,
             queued: false,
             now: self.clock.now(),
+            plans: Plans::EachTime,
         };
         let more = replay_in(
             &mut work,
@@ -155,6 +156,7 @@ impl Shadow {
             tx: self.conn.begin().await?,
             queued: false,
             now: self.clock.now(),
+            plans: Plans::EachTime,
         };
         sqlx::query(&format!(
             "LOCK TABLE {live}events, {live}customers IN SHARE ROW EXCLUSIVE MODE"

@@ -163,12 +163,13 @@ async fn write_records(work: &mut Work<'_>, records: &[Written]) -> Result<(), S
         rows.codecs.push(profile.codec as i16);
     }
     if !moved.is_empty() {
-        // Unprepared, as joins of a batch are (see the store's module doc).
+        // A join of a batch (see the store's module doc).
+        let prepared = work.plans.prepared();
         sqlx::query(
             "UPDATE customers c SET order_key = m.order_key
              FROM unnest($1::text[], $2::bytea[]) AS m(id, order_key) WHERE c.id = m.id",
         )
-        .persistent(false)
+        .persistent(prepared)
         .bind(moved)
         .bind(moved_keys)
         .execute(work.conn())
@@ -232,10 +233,10 @@ async fn write_lookups(work: &mut Work<'_>, records: &[Written]) -> Result<(), S
         return Ok(());
     }
     let removes = edits.keys().any(|(_, add)| !add);
-    // Removing joins the lookup tables: unprepared, as joins of a batch are
-    // (see the store's module doc).
+    // Removing joins the lookup tables, as a join of a batch (see the
+    // store's module doc).
     let mut query = if removes {
-        sqlx::query(&EDIT_LOOKUPS).persistent(false)
+        sqlx::query(&EDIT_LOOKUPS).persistent(work.plans.prepared())
     } else {
         sqlx::query(&ADD_LOOKUPS)
     };
