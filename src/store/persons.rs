@@ -11,7 +11,7 @@
 //!
 //! The change feed is the outbox (every published change of a record, an
 //! erasure's `deleted` among them) in commit order: its `seq` on the
-//! embedded store, its fan-out's `published` number on Postgres. What the
+//! embedded store, its rows' `published` places on Postgres. What the
 //! feed does not carry (a rebuild, an import without publishing) the
 //! resolver finds when it starts, by the versions it last resolved.
 

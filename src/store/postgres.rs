@@ -12,6 +12,10 @@
 //! - the records an event touches are locked (transaction-scoped advisory
 //!   locks, taken in one order) before they are read, so concurrent events
 //!   for one customer apply one after the other, on any instance;
+//! - outbox rows take their places in the feed (`published`) in the order
+//!   their transactions commit: each numbers its rows under a lock it
+//!   holds until it ends, so a reader that sees a number sees every
+//!   number below it that will ever be committed;
 //! - due messages are claimed with `FOR UPDATE SKIP LOCKED` and leased, so
 //!   each is sent by one instance, and a crashed instance's claims are
 //!   taken over when their leases end.
@@ -102,6 +106,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0019_dedupe_digests.sql"),
     include_str!("migrations/postgres/0020_events_status_partial.sql"),
     include_str!("migrations/postgres/0021_review_codec.sql"),
+    include_str!("migrations/postgres/0022_published_at_commit.sql"),
 ];
 
 /// Connections per instance, besides the groups'.
@@ -141,6 +146,11 @@ const COMPACTION_LOCK: i32 = 2;
 /// The second key of the lock a rebuild's connection holds (see
 /// [`rebuild`]), whose first is its schema's hash.
 const REBUILD_LOCK: i32 = 3;
+/// With the hash of the store's schema, the second key of the lock a
+/// transaction takes to write outbox rows, held until it ends, so that
+/// their places in the feed follow the commits (see
+/// [`outbound::OutboxRows::write`]).
+const PUBLISH_LOCK: i32 = 4;
 
 pub struct PgStore {
     pool: PgPool,

@@ -1635,6 +1635,51 @@ async fn an_attempt_recorded_as_its_subscription_is_deleted_leaves_no_orphan() {
     drop(temp);
 }
 
+/// Outbox rows take their places in the feed in commit order: a writer
+/// waits for the transaction that holds the places before its own, and
+/// the places a writer took and rolled back are a gap that holds back
+/// neither the subscribers nor the count of rows not fanned out.
+#[tokio::test]
+async fn a_change_takes_its_place_after_a_writer_that_rolled_back_and_is_sent() {
+    if !several_writers() {
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let receiver = TestReceiver::healthy().await;
+    app.subscribe_url(&receiver.url()).await;
+    accept(&app, "treez", &treez("shop", "before-the-gap", T1)).await;
+    receiver.wait_for(1).await;
+
+    let mut db = util::postgres::store_connection(&app.dir).await;
+    util::postgres::lock_publishing(&mut db).await;
+    sqlx::query("SELECT nextval('outbox_places') FROM generate_series(1, 3)")
+        .execute(&mut db)
+        .await
+        .expect("three places");
+    let mut waiter = util::postgres::store_connection(&app.dir).await;
+    let body = treez("shop", "after-the-gap", T1);
+    let ((status, answer), ()) = tokio::join!(app.deliver_json("treez", &body), async {
+        util::postgres::wait_for_a_publisher(&mut waiter).await;
+        sqlx::query("ROLLBACK")
+            .execute(&mut db)
+            .await
+            .expect("the places given up");
+    });
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    let received = receiver.wait_for(2).await;
+    let customers: Vec<&str> = received.iter().map(|r| r.customer()).collect();
+    assert_eq!(customers, ["treez:shop:before-the-gap", "treez:shop:after-the-gap"]);
+    let places: Vec<i64> = sqlx::query_scalar("SELECT published FROM outbox ORDER BY published")
+        .fetch_all(&mut db)
+        .await
+        .expect("the places");
+    assert_eq!(places.len(), 2, "{places:?}");
+    assert_eq!(places[1] - places[0], 4, "after the three given up: {places:?}");
+    let metrics = app.metrics().await;
+    assert!(metrics.contains("\nclientele_outbox_unfanned 0\n"), "{metrics}");
+}
+
 /// A replay that waits for a customer's lock while its subscription is
 /// deleted: the deletion waits for it and takes its messages along.
 #[tokio::test]

@@ -18,8 +18,8 @@
 //!    answers and the same directory as one transaction each. A delivery
 //!    whose dedupe key an earlier one of the group was kept with is its
 //!    duplicate;
-//! 4. write records, lookups, links, history, outbox rows and the events,
-//!    a statement each ([`Writes::write`], [`Kept::write`]).
+//! 4. write the events, then records, lookups, links, history and outbox
+//!    rows, a statement each ([`Kept::write`], [`Writes::write`]).
 //!
 //! A group that loses a race (a deadlock, a delivery another instance kept
 //! first) runs again from the start, as any transaction. A group that
@@ -228,11 +228,12 @@ async fn ingest(work: &mut Work<'_>, items: &[Item]) -> Result<Vec<IngestOutcome
         outcomes.push(settled.answer.clone());
         kept.push(d, event_id, settled)?;
     }
-    writes.write(work).await?;
     // Another instance may have kept one of these deliveries since the
     // count above: then this insert fails on the unique key, and the
     // group runs again and answers `duplicate` for it.
     kept.write(work).await?;
+    // Last, as outbox rows are written (see `outbound::OutboxRows::write`).
+    writes.write(work).await?;
     Ok(outcomes)
 }
 

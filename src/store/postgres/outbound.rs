@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use sqlx::PgConnection;
 
-use super::{FAN_OUT_LOCK, LOCK_SPACE, lock};
+use super::{FAN_OUT_LOCK, LOCK_SPACE, PUBLISH_LOCK, lock};
 use crate::directory::Change;
 use crate::model::{Action, UtcMillis};
 use crate::outbound::{Backlog, Claim, Due, Message, MessageStatus, Next, Recorded, Subscription};
@@ -180,15 +180,26 @@ impl OutboxRows {
         self.codecs.push(body.codec as i16);
     }
 
-    /// Inserts the rows in one statement, their `seq`s in the order
-    /// pushed.
+    /// Inserts the rows in one statement, their `seq`s and places in the
+    /// feed (`published`) in the order pushed. The places come from a
+    /// sequence under the publish lock, which the transaction holds until
+    /// it ends: a later number is taken after this transaction's commit,
+    /// so the numbers follow the commits, with gaps where a transaction
+    /// rolled back. Whatever else the transaction does after this waits
+    /// in every other writer's way: it is written last.
     pub(super) async fn write(self, conn: &mut PgConnection) -> Result<(), StoreError> {
         if self.ids.is_empty() {
             return Ok(());
         }
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext(current_schema()) # $2)")
+            .bind(LOCK_SPACE)
+            .bind(PUBLISH_LOCK)
+            .execute(&mut *conn)
+            .await?;
         sqlx::query(
-            "INSERT INTO outbox (id, customer_id, source, action, version, created_at, packed, codec)
-             SELECT id, customer_id, source, action, version, created_at, packed, codec
+            "INSERT INTO outbox (id, customer_id, source, action, version, created_at, packed, codec, published)
+             SELECT id, customer_id, source, action, version, created_at, packed, codec,
+                    nextval('outbox_places')
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bytea[],
                          $8::smallint[]) WITH ORDINALITY
                   AS r(id, customer_id, source, action, version, created_at, packed, codec, n)
@@ -221,11 +232,11 @@ async fn lock_fan_out(conn: &mut PgConnection) -> Result<(), StoreError> {
 /// Fans out the outbox rows not fanned out yet; see
 /// [`Store::fan_out`](crate::store::Store::fan_out). One instance at a
 /// time, under the fan-out's lock (another instance at it: nothing to do
-/// here). Rows commit out of `seq` order, so the fan-out numbers the
-/// committed rows it takes (`published`), in `seq` order, which is each
-/// customer's order (its changes commit one after the other, under its
-/// lock); the cursors follow that number. It holds the lines' customers'
-/// locks, as whatever moves a line does. Returns whether more rows wait.
+/// here). It takes the rows past its position in the order of their
+/// places in the feed (`published`), which follow their commits (see
+/// [`OutboxRows::write`]) and so each customer's order; the cursors
+/// follow that number. It holds the lines' customers' locks, as whatever
+/// moves a line does. Returns whether more rows wait.
 pub(super) async fn fan_out(conn: &mut PgConnection) -> Result<bool, StoreError> {
     const COLUMNS: &str = "published, seq, customer_id, source, action, created_at";
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext(current_schema()) # $2)")
@@ -239,19 +250,14 @@ pub(super) async fn fan_out(conn: &mut PgConnection) -> Result<bool, StoreError>
     let position: i64 = sqlx::query_scalar("SELECT position FROM fanout")
         .fetch_one(&mut *conn)
         .await?;
-    let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
-        "SELECT seq, customer_id, source, action, created_at FROM outbox
-         WHERE published IS NULL ORDER BY seq LIMIT $1",
-    )
+    let rows: Vec<RawPublished> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM outbox WHERE published > $1 ORDER BY published LIMIT $2"
+    ))
+    .bind(position)
     .bind(FAN_OUT_BATCH as i64)
     .fetch_all(&mut *conn)
     .await?;
-    let new = (position + 1..)
-        .zip(rows)
-        .map(|(n, (seq, customer_id, source, action, created_at))| {
-            Published::decode((n, seq, customer_id, source, action, created_at))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let new = rows.into_iter().map(Published::decode).collect::<Result<Vec<_>, _>>()?;
     let raw: Vec<RawSubscription8> = sqlx::query_as(FAN_OUT_SUBSCRIPTIONS).fetch_all(&mut *conn).await?;
     let subscriptions = raw
         .into_iter()
@@ -296,17 +302,6 @@ pub(super) async fn fan_out(conn: &mut PgConnection) -> Result<bool, StoreError>
         .chain(fanned.lines.iter().map(|(_, c)| c.clone()))
         .collect();
     lock(conn, &customers).await?;
-    let seqs: Vec<i64> = new.iter().map(|row| row.seq).collect();
-    // Unprepared, as joins of a batch are (see the store's module doc).
-    sqlx::query(
-        "UPDATE outbox o SET published = $1 + n.n FROM unnest($2::bigint[]) WITH ORDINALITY AS n(seq, n)
-         WHERE o.seq = n.seq",
-    )
-    .persistent(false)
-    .bind(position)
-    .bind(&seqs)
-    .execute(&mut *conn)
-    .await?;
     insert_messages(conn, &fanned).await?;
     if let Some(last) = new.last() {
         sqlx::query("UPDATE fanout SET position = $1")
@@ -886,8 +881,14 @@ pub(super) async fn messages(conn: &mut PgConnection, q: &MessageQuery) -> Resul
 
 pub(super) async fn backlog(conn: &mut PgConnection) -> Result<Backlog, StoreError> {
     let rows: Vec<(String, i64)> = sqlx::query_as(BACKLOG).fetch_all(&mut *conn).await?;
-    // The partial index on unpublished rows keeps this to them.
-    let unfanned: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published IS NULL")
+    let position: i64 = sqlx::query_scalar("SELECT position FROM fanout")
+        .fetch_one(&mut *conn)
+        .await?;
+    // Unprepared, planned with the position: the index on `published`
+    // keeps this to the rows past it.
+    let unfanned: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published > $1")
+        .persistent(false)
+        .bind(position)
         .fetch_one(&mut *conn)
         .await?;
     let dead: i64 = sqlx::query_scalar(DEAD).fetch_one(conn).await?;

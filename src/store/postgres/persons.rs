@@ -1,8 +1,9 @@
 //! The Postgres store's [`Persons`]: the statements of
-//! [`crate::store::persons::sql`], the feed read from the outbox by the
-//! fan-out's `published` number (rows commit out of `seq` order here; the
-//! fan-out numbers them in commit order under its lock). The resolver's
-//! row is locked by its commit, so two instances never both write a step.
+//! [`crate::store::persons::sql`], the feed read from the outbox by its
+//! rows' places in the feed (`published`: rows commit out of `seq` order
+//! here, and take their places in commit order, see
+//! [`super::outbound::OutboxRows::write`]). The resolver's row is locked
+//! by its commit, so two instances never both write a step.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -182,7 +183,6 @@ async fn commit(conn: &mut PgConnection, holder: &str, step: &Resolution) -> Res
         };
         outbox.push(envelope, person, PERSON_SOURCE, m.action, version);
     }
-    outbox.write(conn).await?;
     for (alias, survivor) in &step.aliases {
         for statement in [sql::ALIAS_TO, sql::MOVE_ALIASES] {
             sqlx::query(statement)
@@ -288,6 +288,8 @@ async fn commit(conn: &mut PgConnection, holder: &str, step: &Resolution) -> Res
         .bind(lease)
         .execute(&mut *conn)
         .await?;
+    // Last (see `outbound::OutboxRows::write`).
+    outbox.write(conn).await?;
     Ok(true)
 }
 
@@ -516,8 +518,7 @@ impl Persons for PgStore {
             Box::pin(async move {
                 let (changes, oldest): (i64, Option<String>) = sqlx::query_as(
                     "SELECT COUNT(*), MIN(created_at) FROM outbox
-                     WHERE (published IS NULL OR published > (SELECT position FROM person_resolver))
-                       AND source <> '@person'",
+                     WHERE published > (SELECT position FROM person_resolver) AND source <> '@person'",
                 )
                 .fetch_one(&mut *conn)
                 .await?;

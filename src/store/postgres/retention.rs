@@ -146,10 +146,10 @@ async fn compact_outbox(
     if first >= cutoff {
         return Ok(Step::default());
     }
-    // Fanned out (numbered by `published`) and read by the resolver, which
-    // follows `published`.
+    // Fanned out and read by the resolver: both follow `published`.
     let dropped = sqlx::query(
         "DELETE FROM outbox o WHERE o.seq > $1 AND o.seq <= $2 AND o.created_at < $3
+             AND o.published <= (SELECT position FROM fanout)
              AND o.published <= (SELECT position FROM person_resolver)
              AND NOT EXISTS (SELECT 1 FROM subscriptions s JOIN messages m
                              ON m.subscription_id = s.id AND m.outbox_seq = o.seq)",

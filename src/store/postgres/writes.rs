@@ -107,7 +107,9 @@ impl Writes {
     }
 
     /// Writes it all in the transaction: records, lookups, links, history
-    /// and outbox rows, a statement each (none for what is empty).
+    /// and outbox rows, a statement each (none for what is empty). The
+    /// outbox rows come last, and so should this in a transaction (see
+    /// `outbound::OutboxRows::write`).
     pub(super) async fn write(self, work: &mut Work<'_>) -> Result<(), StoreError> {
         write_records(work, &self.records).await?;
         write_lookups(work, &self.records).await?;

@@ -191,24 +191,51 @@ pub async fn store_connection(dir: &Path) -> PgConnection {
 /// Takes the store's lock on `customer` (`src/store/postgres.rs`) in a
 /// transaction of `db`, held until it ends.
 pub async fn lock_customer(db: &mut PgConnection, customer: &str) {
-    sqlx::query("BEGIN").execute(&mut *db).await.expect("a transaction");
-    sqlx::query("SELECT pg_advisory_xact_lock(x'434c4e54'::int, hashtext($1))")
-        .bind(customer)
-        .execute(&mut *db)
-        .await
-        .expect("the customer's lock");
+    take_lock(db, "hashtext($1)", customer).await;
 }
 
 /// Waits until another session waits for the lock on `customer`: the
 /// operation under test got that far.
 pub async fn wait_for_a_waiter(db: &mut PgConnection, customer: &str) {
+    wait_for_lock(db, "hashtext($1)", customer).await;
+}
+
+/// Waits until another session waits for the lock a transaction takes to
+/// write outbox rows (`PUBLISH_LOCK` in `src/store/postgres.rs`).
+pub async fn wait_for_a_publisher(db: &mut PgConnection) {
+    wait_for_lock(db, PUBLISH_LOCK, "4").await;
+}
+
+/// The store's lock that outbox writers take, in a transaction of `db`,
+/// held until it ends.
+pub async fn lock_publishing(db: &mut PgConnection) {
+    take_lock(db, PUBLISH_LOCK, "4").await;
+}
+
+/// The second key of the publish lock, of `$1` (its number).
+const PUBLISH_LOCK: &str = "hashtext(current_schema()) # $1::int";
+
+/// Takes the store's advisory lock whose second key is `key` (SQL) of
+/// `arg` (`$1`) in a transaction of `db`, held until it ends.
+async fn take_lock(db: &mut PgConnection, key: &str, arg: &str) {
+    sqlx::query("BEGIN").execute(&mut *db).await.expect("a transaction");
+    sqlx::query(&format!("SELECT pg_advisory_xact_lock(x'434c4e54'::int, {key})"))
+        .bind(arg)
+        .execute(&mut *db)
+        .await
+        .expect("the lock");
+}
+
+/// Waits until another session waits for the store's advisory lock whose
+/// second key is `key` (SQL) of `arg` (`$1`).
+async fn wait_for_lock(db: &mut PgConnection, key: &str, arg: &str) {
     let deadline = std::time::Instant::now() + super::SAFETY;
     loop {
-        let waiting: i64 = sqlx::query_scalar(
+        let waiting: i64 = sqlx::query_scalar(&format!(
             "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
-               AND classid = x'434c4e54'::int::bigint::oid AND objid = (hashtext($1)::bigint & 4294967295)::oid",
-        )
-        .bind(customer)
+               AND classid = x'434c4e54'::int::bigint::oid AND objid = (({key})::bigint & 4294967295)::oid"
+        ))
+        .bind(arg)
         .fetch_one(&mut *db)
         .await
         .expect("pg_locks");
