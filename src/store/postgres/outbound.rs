@@ -296,12 +296,12 @@ pub(super) async fn fan_out(conn: &mut PgConnection) -> Result<bool, StoreError>
         Ok(rows)
     })?;
     fanned.add(&new, following(&subscriptions, position));
-    let customers: Vec<String> = new
-        .iter()
-        .map(|row| row.customer_id.clone())
-        .chain(fanned.lines.iter().map(|(_, c)| c.clone()))
-        .collect();
-    lock(conn, &customers).await?;
+    // Only the lines' customers: a row no subscription wants moves no
+    // line, and the fan-out writes no outbox row.
+    let customers: Vec<String> = fanned.lines.iter().map(|(_, c)| c.clone()).collect();
+    if !customers.is_empty() {
+        lock(conn, &customers).await?;
+    }
     insert_messages(conn, &fanned).await?;
     if let Some(last) = new.last() {
         sqlx::query("UPDATE fanout SET position = $1")
