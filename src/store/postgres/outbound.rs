@@ -89,7 +89,7 @@ pub(super) async fn create_subscription(conn: &mut PgConnection, s: &Subscriptio
 /// attempt being recorded (which holds its message's row: the messages
 /// go first, then the attempts, read after those rows were ours).
 pub(super) async fn delete_subscription(conn: &mut PgConnection, id: &str) -> Result<bool, StoreError> {
-    lock_fan_out(conn).await?;
+    lock_schema(conn, FAN_OUT_LOCK).await?;
     let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM subscriptions WHERE id = $1 FOR UPDATE")
         .bind(id)
         .fetch_optional(&mut *conn)
@@ -119,7 +119,7 @@ pub(super) async fn set_enabled(
     id: &str,
     enabled: bool,
 ) -> Result<Option<Subscription>, StoreError> {
-    lock_fan_out(conn).await?;
+    lock_schema(conn, FAN_OUT_LOCK).await?;
     let sql = if enabled {
         "UPDATE subscriptions SET enabled = TRUE WHERE id = $1".to_owned()
     } else {
@@ -191,11 +191,7 @@ impl OutboxRows {
         if self.ids.is_empty() {
             return Ok(());
         }
-        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext(current_schema()) # $2)")
-            .bind(LOCK_SPACE)
-            .bind(PUBLISH_LOCK)
-            .execute(&mut *conn)
-            .await?;
+        lock_schema(conn, PUBLISH_LOCK).await?;
         sqlx::query(
             "INSERT INTO outbox (id, customer_id, source, action, version, created_at, packed, codec, published)
              SELECT id, customer_id, source, action, version, created_at, packed, codec,
@@ -219,11 +215,12 @@ impl OutboxRows {
     }
 }
 
-/// Takes the fan-out's lock until the transaction ends, waiting for it.
-async fn lock_fan_out(conn: &mut PgConnection) -> Result<(), StoreError> {
+/// Takes the store's lock `key` (of its schema: [`FAN_OUT_LOCK`],
+/// [`PUBLISH_LOCK`]) until the transaction ends, waiting for it.
+async fn lock_schema(conn: &mut PgConnection, key: i32) -> Result<(), StoreError> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext(current_schema()) # $2)")
         .bind(LOCK_SPACE)
-        .bind(FAN_OUT_LOCK)
+        .bind(key)
         .execute(conn)
         .await?;
     Ok(())
