@@ -641,7 +641,10 @@ impl Store for PgStore {
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
-        Box::pin(self.pool.close())
+        Box::pin(async move {
+            self.group.pool.close().await;
+            self.pool.close().await;
+        })
     }
 }
 
