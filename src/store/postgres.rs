@@ -820,7 +820,6 @@ async fn reprocess(
     };
     let mut writes = Writes::default();
     let settled = settle(settling, &mut loaded, &mut writes, publish, work.now);
-    writes.write(work).await?;
     sqlx::query("UPDATE events SET status = $2, reason = $3, outcome = $4, customer_id = $5 WHERE id = $1")
         .bind(event_id)
         .bind(settled.status.as_str())
@@ -829,6 +828,8 @@ async fn reprocess(
         .bind(&settled.customer_id)
         .execute(work.conn())
         .await?;
+    // Last, as outbox rows are written (see `outbound::OutboxRows::write`).
+    writes.write(work).await?;
     Ok(Some(settled.answer))
 }
 
