@@ -18,7 +18,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::rows::name_filter;
+use super::rows::{Lookup, Lookups, name_filter};
 use super::{BoxFuture, Page, StoreError, compress};
 use crate::model::{Action, Customer, UtcMillis};
 use crate::persons::{Decider, Decision, Edge};
@@ -507,40 +507,24 @@ pub(super) mod sql {
 }
 
 /// The statement listing persons for `q`, with its arguments; `id` and
-/// `doc` as in [`sql::person_columns`].
-pub(super) fn persons_sql(q: &PersonQuery, id: &str, doc: &str) -> (String, Vec<Arg>) {
+/// `doc` as in [`sql::person_columns`], the customers found by their
+/// lookups as `lookups` keeps them.
+pub(super) fn persons_sql(q: &PersonQuery, id: &str, doc: &str, lookups: Lookups) -> (String, Vec<Arg>) {
     let mut sql = format!("SELECT {} FROM persons WHERE seq > $1", sql::person_columns(id, doc));
     let mut args = vec![Arg::Int(q.after.unwrap_or(0))];
-    let member = |sql: &mut String, args: &mut Vec<Arg>, inner: String, value: String| {
-        args.push(Arg::Text(value));
-        sql.push_str(&format!(
-            " AND id IN (SELECT person_id FROM person_members WHERE customer_id IN ({}))",
-            inner.replace("$$", &format!("${}", args.len()))
-        ));
-    };
+    let persons_of =
+        |customers: &str| format!("id IN (SELECT person_id FROM person_members WHERE customer_id IN ({customers}))");
     if let Some(email) = &q.email {
-        member(
-            &mut sql,
-            &mut args,
-            "SELECT id FROM customers WHERE email = $$".into(),
-            email.trim().to_lowercase(),
-        );
+        args.push(Arg::Text(email.trim().to_lowercase()));
+        let customers = format!("SELECT id FROM customers WHERE email = ${}", args.len());
+        sql.push_str(&format!(" AND {}", persons_of(&customers)));
     }
     if let Some(phone) = &q.phone {
-        member(
-            &mut sql,
-            &mut args,
-            "SELECT customer_id FROM customer_phones WHERE e164 = $$".into(),
-            phone.clone(),
-        );
+        let customers = lookups.customers_with(Lookup::Phones, phone, &mut args, |n| format!("${n}"));
+        sql.push_str(&format!(" AND {}", persons_of(&customers)));
     }
     if let Some(name) = &q.name {
-        sql.push_str(&name_filter(
-            name,
-            &mut args,
-            |n| format!("${n}"),
-            |customers| format!("id IN (SELECT person_id FROM person_members WHERE customer_id IN ({customers}))"),
-        ));
+        sql.push_str(&name_filter(name, lookups, &mut args, |n| format!("${n}"), persons_of));
     }
     if let Some(since) = q.changed_since {
         args.push(Arg::Text(since.to_string()));

@@ -55,7 +55,7 @@ use tokio::sync::Notify;
 use self::writes::Writes;
 use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
-    EVENT_COLUMNS, NAMES_BACKFILL_STEP, NamesBackfill, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling,
+    EVENT_COLUMNS, Lookup, NAMES_BACKFILL_STEP, NamesBackfill, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling,
     customer_page, history_page, mention_erasures, mention_keys, name_words, page, record_columns, redact_envelopes,
     redaction, status_indexed, touched_ids, unpack_order_key,
 };
@@ -107,6 +107,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0020_events_status_partial.sql"),
     include_str!("migrations/postgres/0021_review_codec.sql"),
     include_str!("migrations/postgres/0022_published_at_commit.sql"),
+    include_str!("migrations/postgres/0023_customer_keys.sql"),
 ];
 
 /// Connections per instance, besides the groups'.
@@ -420,11 +421,11 @@ async fn apply_migrations(conn: &mut PgConnection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Writes the `customer_names` rows of the customers kept before the
-/// migration that made the table, a step a transaction, from the position
-/// it keeps in `backfills` (gone when done), while the migration lock
-/// holds the other instances back: a start after an interrupted one goes
-/// on from there.
+/// Writes the names' keys of the customers kept before the migration that
+/// made `customer_names` (version 16; its rows are `customer_keys`' since
+/// 23), a step a transaction, from the position it keeps in `backfills`
+/// (gone when done), while the migration lock holds the other instances
+/// back: a start after an interrupted one goes on from there.
 async fn backfill_names(conn: &mut PgConnection) -> Result<(), StoreError> {
     let mut backfill = NamesBackfill::new();
     let read = format!("SELECT id, {PROFILE}, profile_codec FROM customers WHERE id > $1 ORDER BY id LIMIT $2");
@@ -453,11 +454,15 @@ async fn backfill_names(conn: &mut PgConnection) -> Result<(), StoreError> {
                     .await?;
             }
             Some((last, words, ids)) => {
+                // Added to the customers' other keys (see migration 23).
                 sqlx::query(
-                    "INSERT INTO customer_names (word, customer_id) SELECT * FROM unnest($1::text[], $2::text[])
-                     ON CONFLICT DO NOTHING",
+                    "INSERT INTO customer_keys (customer_id, keys)
+                     SELECT customer_id, array_agg(word) FROM unnest($1::text[], $2::text[]) AS k(word, customer_id)
+                     GROUP BY customer_id
+                     ON CONFLICT (customer_id) DO UPDATE
+                     SET keys = ARRAY(SELECT DISTINCT unnest(customer_keys.keys || excluded.keys))",
                 )
-                .bind(words)
+                .bind(words.iter().map(|word| Lookup::Names.key(word)).collect::<Vec<_>>())
                 .bind(ids)
                 .execute(&mut *tx)
                 .await?;
@@ -922,9 +927,7 @@ async fn erase(work: &mut Work<'_>, id: &String) -> Result<Erasure, StoreError> 
     for sql in [
         "DELETE FROM history WHERE customer_id = $1",
         "DELETE FROM merge_links WHERE survivor = $1 OR absorbed = $1",
-        "DELETE FROM customer_phones WHERE customer_id = $1",
-        "DELETE FROM customer_businesses WHERE customer_id = $1",
-        "DELETE FROM customer_names WHERE customer_id = $1",
+        "DELETE FROM customer_keys WHERE customer_id = $1",
         "DELETE FROM customers WHERE id = $1",
     ] {
         sqlx::query(sql).bind(id).execute(work.conn()).await?;
@@ -1106,14 +1109,14 @@ async fn list_customers(conn: &mut PgConnection, q: CustomerQuery) -> Result<Pag
         ("account = ", q.account.clone(), ""),
         ("email = ", q.email.as_ref().map(|e| e.trim().to_lowercase()), ""),
         (
-            "id IN (SELECT customer_id FROM customer_phones WHERE e164 = ",
-            q.phone.clone(),
-            ")",
+            "id IN (SELECT customer_id FROM customer_keys WHERE keys @> ARRAY[",
+            q.phone.as_deref().map(|phone| Lookup::Phones.key(phone)),
+            "::text])",
         ),
         (
-            "id IN (SELECT customer_id FROM customer_businesses WHERE business_id = ",
-            q.business_id.clone(),
-            ")",
+            "id IN (SELECT customer_id FROM customer_keys WHERE keys @> ARRAY[",
+            q.business_id.as_deref().map(|id| Lookup::Businesses.key(id)),
+            "::text])",
         ),
         ("changed_at >= ", q.changed_since.map(|t| t.to_string()), ""),
     ];
@@ -1123,14 +1126,14 @@ async fn list_customers(conn: &mut PgConnection, q: CustomerQuery) -> Result<Pag
         }
     }
     if let Some(name) = &q.name {
-        let words = name_words([name]);
-        if words.is_empty() {
+        let keys: Vec<String> = name_words([name]).iter().map(|word| Lookup::Names.key(word)).collect();
+        if keys.is_empty() {
             sql.push(" AND FALSE");
-        }
-        for word in words {
-            sql.push(" AND id IN (SELECT customer_id FROM customer_names WHERE word = ")
-                .push_bind(word)
-                .push(")");
+        } else {
+            // Every word, of one customer.
+            sql.push(" AND id IN (SELECT customer_id FROM customer_keys WHERE keys @> ")
+                .push_bind(keys)
+                .push("::text[])");
         }
     }
     if !q.include_merged {

@@ -208,13 +208,16 @@ pub(super) fn touched_ids(mapped: &Result<Mapped, Unmappable>) -> Vec<String> {
 
 /// The statements that delete the directory's rows, in the tables of
 /// `schema` (empty, or a schema's name and a dot), of the customers whose
-/// ids `customers` selects: merge links, lookups, and the records last, as
-/// `customers` may select through them. Their history goes first, each
-/// backend its way (an index on Postgres, the records' chains on SQLite).
-pub(super) fn directory_deletes(schema: &str, customers: &str) -> Vec<String> {
+/// ids `customers` selects: merge links, lookups (kept as `lookups` says),
+/// and the records last, as `customers` may select through them. Their
+/// history goes first, each backend its way (an index on Postgres, the
+/// records' chains on SQLite).
+pub(super) fn directory_deletes(schema: &str, customers: &str, lookups: Lookups) -> Vec<String> {
     let links = format!("DELETE FROM {schema}merge_links WHERE survivor IN ({customers}) OR absorbed IN ({customers})");
-    let lookups =
-        Lookup::ALL.map(|l| format!("DELETE FROM {schema}{} WHERE customer_id IN ({customers})", l.table().0));
+    let lookups = lookups
+        .tables()
+        .into_iter()
+        .map(|table| format!("DELETE FROM {schema}{table} WHERE customer_id IN ({customers})"));
     let records = format!("DELETE FROM {schema}customers WHERE id IN ({customers})");
     std::iter::once(links).chain(lookups).chain([records]).collect()
 }
@@ -833,13 +836,25 @@ pub(super) enum Lookup {
 impl Lookup {
     pub(super) const ALL: [Lookup; 3] = [Lookup::Phones, Lookup::Businesses, Lookup::Names];
 
-    /// Its table and the column of its key; the other is `customer_id`.
+    /// Its table and the column of its key, where it has one of its own
+    /// ([`Lookups::Tables`]); the other column is `customer_id`.
     pub(super) fn table(self) -> (&'static str, &'static str) {
         match self {
             Lookup::Phones => ("customer_phones", "e164"),
             Lookup::Businesses => ("customer_businesses", "business_id"),
             Lookup::Names => ("customer_names", "word"),
         }
+    }
+
+    /// `value` as a key of a customer's row of keys ([`Lookups::Keys`]):
+    /// after its lookup's prefix, which keeps the lookups apart.
+    pub(super) fn key(self, value: &str) -> String {
+        let prefix = match self {
+            Lookup::Phones => "p:",
+            Lookup::Businesses => "b:",
+            Lookup::Names => "n:",
+        };
+        format!("{prefix}{value}")
     }
 
     fn keys(self, p: &Profile) -> BTreeSet<String> {
@@ -851,13 +866,62 @@ impl Lookup {
     }
 }
 
+/// How a store keeps its lookups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lookups {
+    /// A table a lookup, a row a key and customer (SQLite).
+    Tables,
+    /// A row a customer in `customer_keys`, its keys in an array found by
+    /// a GIN index, each after its lookup's prefix ([`Lookup::key`])
+    /// (Postgres).
+    Keys,
+}
+
+impl Lookups {
+    /// The tables that hold them.
+    pub(super) fn tables(self) -> Vec<&'static str> {
+        match self {
+            Lookups::Tables => Lookup::ALL.iter().map(|l| l.table().0).collect(),
+            Lookups::Keys => vec!["customer_keys"],
+        }
+    }
+
+    /// The ids of the customers that have `value` among their keys of
+    /// `lookup`, as a subquery: `value` is pushed to `args` and bound
+    /// where `param` puts it, given its place in `args` (from 1).
+    pub(super) fn customers_with<A: From<String>>(
+        self,
+        lookup: Lookup,
+        value: &str,
+        args: &mut Vec<A>,
+        param: impl Fn(usize) -> String,
+    ) -> String {
+        match self {
+            Lookups::Tables => {
+                args.push(A::from(value.to_owned()));
+                let (table, key) = lookup.table();
+                format!("SELECT customer_id FROM {table} WHERE {key} = {}", param(args.len()))
+            }
+            Lookups::Keys => {
+                args.push(A::from(lookup.key(value)));
+                format!(
+                    "SELECT customer_id FROM customer_keys WHERE keys @> ARRAY[{}::text]",
+                    param(args.len())
+                )
+            }
+        }
+    }
+}
+
 /// The filter (` AND …`) of the rows whose customers' names hold every
-/// word of `name` (see [`name_words`]): `of(customers)` is the condition
-/// that a row has one of the customers a subquery lists. Each word is
-/// pushed to `args` and bound where `param` puts it, given its place in
-/// `args` (from 1). A name without a word matches nothing.
+/// word of `name` (see [`name_words`]), found as `lookups` keeps them:
+/// `of(customers)` is the condition that a row has one of the customers a
+/// subquery lists. Each word is pushed to `args` and bound where `param`
+/// puts it, given its place in `args` (from 1). A name without a word
+/// matches nothing.
 pub(super) fn name_filter<A: From<String>>(
     name: &str,
+    lookups: Lookups,
     args: &mut Vec<A>,
     param: impl Fn(usize) -> String,
     of: impl Fn(&str) -> String,
@@ -868,11 +932,7 @@ pub(super) fn name_filter<A: From<String>>(
     }
     let mut sql = String::new();
     for word in words {
-        args.push(A::from(word));
-        let customers = format!(
-            "SELECT customer_id FROM customer_names WHERE word = {}",
-            param(args.len())
-        );
+        let customers = lookups.customers_with(Lookup::Names, &word, args, &param);
         sql.push_str(&format!(" AND {}", of(&customers)));
     }
     sql
@@ -886,6 +946,14 @@ pub(crate) fn name_words<'a>(names: impl IntoIterator<Item = &'a String>) -> BTr
         .into_iter()
         .filter_map(|name| fold(name))
         .flat_map(|folded| folded.split(' ').map(str::to_owned).collect::<Vec<_>>())
+        .collect()
+}
+
+/// A profile's keys in a customer's row of keys ([`Lookups::Keys`]).
+pub(super) fn lookup_keys(p: &Profile) -> BTreeSet<String> {
+    Lookup::ALL
+        .into_iter()
+        .flat_map(|lookup| lookup.keys(p).into_iter().map(move |value| lookup.key(&value)))
         .collect()
 }
 

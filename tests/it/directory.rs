@@ -245,10 +245,21 @@ async fn the_names_of_customers_kept_before_are_found_after_a_restart() {
         .await;
     }
     app.stop().await;
+    // Postgres keeps a customer's keys in one row, names' after `n:`.
+    let (forget_names, forget_b2) = match util::TestStore::chosen() {
+        util::TestStore::Sqlite => (
+            "DELETE FROM customer_names",
+            "DELETE FROM customer_names WHERE customer_id = 'vagaro:B2'",
+        ),
+        util::TestStore::Postgres => (
+            "UPDATE customer_keys SET keys = ARRAY(SELECT k FROM unnest(keys) k WHERE k NOT LIKE 'n:%')",
+            "DELETE FROM customer_keys WHERE customer_id = 'vagaro:B2'",
+        ),
+    };
     util::execute(
         dir.path(),
         &[
-            "DELETE FROM customer_names",
+            forget_names,
             "INSERT INTO backfills (name, after) VALUES ('customer_names', 'vagaro:B0')",
         ],
     )
@@ -261,17 +272,64 @@ async fn the_names_of_customers_kept_before_are_found_after_a_restart() {
     );
     assert_eq!(by_name(&app, "hopper2").await, ["vagaro:B2"]);
     app.stop().await;
-    util::execute(
-        dir.path(),
-        &["DELETE FROM customer_names WHERE customer_id = 'vagaro:B2'"],
-    )
-    .await;
+    util::execute(dir.path(), &[forget_b2]).await;
     let app = TestApp::builder().spawn_in(dir.path()).await;
     assert_eq!(
         by_name(&app, "grace").await,
         ["vagaro:B1"],
         "done once: the position is gone"
     );
+    app.stop().await;
+}
+
+/// A Postgres store of version 22 kept its lookups a row a key, in three
+/// tables; version 23 moves them into one row of keys a customer. Here a
+/// store's keys are put back as version 22 kept them, and the next start
+/// migrates them: every customer is found as before.
+#[tokio::test]
+async fn postgres_lookups_kept_a_row_a_key_are_found_after_the_migration() {
+    if util::TestStore::chosen() != util::TestStore::Postgres {
+        println!("skipped: a Postgres store's migration");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let app = TestApp::builder().spawn_in(dir.path()).await;
+    let customer = |id: &str, business: &str, phone: &str| {
+        let body = named(1, id, "Ada", &format!("Lovelace{id}"));
+        let body = with(body, "/payload/businessIds", json!([business, "shared"]));
+        with(body, "/payload/mobilePhone", json!(phone))
+    };
+    accept(&app, "vagaro", &customer("K1", "b1", "9145551212")).await;
+    accept(&app, "vagaro", &customer("K2", "b2", "9145551313")).await;
+    app.stop().await;
+    util::execute(
+        dir.path(),
+        &[
+            "CREATE TABLE customer_phones (e164 TEXT NOT NULL, customer_id TEXT NOT NULL, PRIMARY KEY (e164, customer_id))",
+            "CREATE TABLE customer_businesses (business_id TEXT NOT NULL, customer_id TEXT NOT NULL,
+                                               PRIMARY KEY (business_id, customer_id))",
+            "CREATE TABLE customer_names (word TEXT NOT NULL, customer_id TEXT NOT NULL, PRIMARY KEY (word, customer_id))",
+            "INSERT INTO customer_phones SELECT substr(k, 3), customer_id FROM customer_keys, unnest(keys) k WHERE k LIKE 'p:%'",
+            "INSERT INTO customer_businesses
+             SELECT substr(k, 3), customer_id FROM customer_keys, unnest(keys) k WHERE k LIKE 'b:%'",
+            "INSERT INTO customer_names SELECT substr(k, 3), customer_id FROM customer_keys, unnest(keys) k WHERE k LIKE 'n:%'",
+            "DROP TABLE customer_keys",
+            "DELETE FROM clientele_schema WHERE version = 23",
+        ],
+    )
+    .await;
+    let app = TestApp::builder().spawn_in(dir.path()).await;
+    assert_eq!(app.customer_ids(&[("phone", "+1 914 555 1313")]).await, ["vagaro:K2"]);
+    assert_eq!(app.customer_ids(&[("businessId", "b1")]).await, ["vagaro:K1"]);
+    assert_eq!(
+        app.customer_ids(&[("businessId", "shared")]).await,
+        ["vagaro:K1", "vagaro:K2"]
+    );
+    assert_eq!(by_name(&app, "ada lovelacek1").await, ["vagaro:K1"]);
+    assert_eq!(by_name(&app, "ada").await, ["vagaro:K1", "vagaro:K2"]);
+    // And written as version 23 keeps them from then on.
+    accept(&app, "vagaro", &customer("K3", "b3", "9145551414")).await;
+    assert_eq!(app.customer_ids(&[("businessId", "shared")]).await.len(), 3);
     app.stop().await;
 }
 

@@ -23,7 +23,7 @@ use crate::store::persons::{
     decode_review, pack_evidence, pack_person, person_message, persons_sql, review_id, reviews_touching, sql,
     withdrawn,
 };
-use crate::store::rows::{Envelope, RawRecord, page, parse_time, record_columns};
+use crate::store::rows::{Envelope, Lookups, RawRecord, page, parse_time, record_columns};
 use crate::store::{BoxFuture, Page, StoreError};
 
 /// A person's document as kept, and its codec (see `sql::person_columns`):
@@ -351,7 +351,7 @@ impl Persons for PgStore {
     fn persons(&self, query: PersonQuery) -> BoxFuture<'_, Result<Page<StoredPerson>, StoreError>> {
         Box::pin(self.read(move |conn| {
             Box::pin(async move {
-                let (statement, args) = persons_sql(&query, "id", DOC);
+                let (statement, args) = persons_sql(&query, "id", DOC, Lookups::Keys);
                 let mut q = sqlx::query_as::<_, RawPerson>(&statement);
                 for a in args {
                     q = match a {

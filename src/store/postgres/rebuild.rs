@@ -13,17 +13,15 @@ use sqlx::{Connection, PgConnection};
 
 use super::{MAX_RUNS, Plans, REBUILD_LOCK, Work, lost_race, reprocess};
 use crate::clock::Clock;
-use crate::store::rows::directory_deletes;
+use crate::store::rows::{Lookups, directory_deletes};
 use crate::store::{Publish, Rebuilt, Remap, StoreError};
 
 /// The tables a rebuild writes, which temporary ones shadow on its
 /// connection: the directory, and the events whose outcome it settles
 /// again (copied one by one as they are replayed).
-const SHADOWED: [&str; 8] = [
+const SHADOWED: [&str; 6] = [
     "customers",
-    "customer_phones",
-    "customer_businesses",
-    "customer_names",
+    "customer_keys",
     "merge_links",
     "history",
     "events",
@@ -189,7 +187,7 @@ impl Shadow {
             sqlx::query(&sql).execute(work.conn()).await?;
         }
         let deletes = std::iter::once(format!("DELETE FROM {live}history WHERE customer_id IN ({reset})"))
-            .chain(directory_deletes(&live, &reset));
+            .chain(directory_deletes(&live, &reset, Lookups::Keys));
         for sql in deletes {
             sqlx::query(&sql).bind(&self.sources).execute(work.conn()).await?;
         }
@@ -199,11 +197,7 @@ impl Shadow {
                  SELECT customer_id, event_id, entry, packed, codec FROM pg_temp.history ORDER BY seq"
             ),
             format!("INSERT INTO {live}customers SELECT * FROM pg_temp.customers"),
-            format!("INSERT INTO {live}customer_phones SELECT * FROM pg_temp.customer_phones ON CONFLICT DO NOTHING"),
-            format!(
-                "INSERT INTO {live}customer_businesses SELECT * FROM pg_temp.customer_businesses ON CONFLICT DO NOTHING"
-            ),
-            format!("INSERT INTO {live}customer_names SELECT * FROM pg_temp.customer_names ON CONFLICT DO NOTHING"),
+            format!("INSERT INTO {live}customer_keys SELECT * FROM pg_temp.customer_keys ON CONFLICT DO NOTHING"),
             format!("INSERT INTO {live}merge_links SELECT * FROM pg_temp.merge_links ON CONFLICT DO NOTHING"),
             format!(
                 "UPDATE {live}events e SET status = t.status, reason = t.reason, outcome = t.outcome,

@@ -4,12 +4,11 @@
 //! trip each, however many rows.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::LazyLock;
 
 use super::{Work, outbound};
 use crate::directory::{Change, Effects, HistoryEntry, Loaded, MergeLink, Record};
 use crate::model::{OrderKey, Profile};
-use crate::store::rows::{Lookup, lookup_edits, pack_history, pack_order_key, pack_profile};
+use crate::store::rows::{lookup_keys, pack_history, pack_order_key, pack_profile};
 use crate::store::{Publish, StoreError};
 
 /// The directory's rows a transaction writes.
@@ -215,76 +214,44 @@ async fn write_records(work: &mut Work<'_>, records: &[Written]) -> Result<(), S
     Ok(())
 }
 
-/// The lookups of the changed records (phones, business ids, name words),
-/// from the keys of the profiles found to those of the profiles written:
-/// one statement, of one of two texts. Most groups only add
-/// (new customers, profiles whose phones and names stay): then the
-/// statement joins no table and is prepared, planned once per connection
-/// instead of for each group.
+/// The changed records' lookup keys (phones, business ids, name words):
+/// a record's row in `customer_keys` is written (or, without keys,
+/// deleted) only when its keys differ from those of the profile found, as
+/// most updates change none. One statement.
 async fn write_lookups(work: &mut Work<'_>, records: &[Written]) -> Result<(), StoreError> {
-    // For each lookup and way (removed, added): keys and their customer ids.
-    let mut edits: BTreeMap<(Lookup, bool), (Vec<String>, Vec<String>)> = BTreeMap::new();
+    let (mut ids, mut keys, mut gone) = (Vec::new(), Vec::new(), Vec::new());
     for written in records.iter().filter(|w| w.changed) {
-        for (lookup, add, key) in lookup_edits(written.found.as_ref(), &written.record.profile) {
-            let (keys, ids) = edits.entry((lookup, add)).or_default();
+        let before = written.found.as_ref().map(lookup_keys).unwrap_or_default();
+        let after = lookup_keys(&written.record.profile);
+        if after == before {
+            continue;
+        }
+        if after.is_empty() {
+            gone.push(written.record.id.as_str());
+        }
+        for key in after {
+            ids.push(written.record.id.as_str());
             keys.push(key);
-            ids.push(written.record.id.clone());
         }
     }
-    if edits.is_empty() {
+    if ids.is_empty() && gone.is_empty() {
         return Ok(());
     }
-    let removes = edits.keys().any(|(_, add)| !add);
-    // Removing joins the lookup tables, as a join of a batch (see the
-    // store's module doc).
-    let mut query = if removes {
-        sqlx::query(&EDIT_LOOKUPS).persistent(work.plans.prepared())
-    } else {
-        sqlx::query(&ADD_LOOKUPS)
-    };
-    for lookup in Lookup::ALL {
-        let ways: &[bool] = if removes { &[false, true] } else { &[true] };
-        for &add in ways {
-            let (keys, ids) = edits.remove(&(lookup, add)).unwrap_or_default();
-            query = query.bind(keys).bind(ids);
-        }
-    }
-    query.execute(work.conn()).await?;
+    // Deleting joins a batch against the table (see the store's module doc).
+    sqlx::query(
+        "WITH gone AS (DELETE FROM customer_keys WHERE customer_id = ANY($3::text[]))
+         INSERT INTO customer_keys (customer_id, keys)
+         SELECT customer_id, array_agg(key) FROM unnest($1::text[], $2::text[]) AS k(customer_id, key)
+         GROUP BY customer_id
+         ON CONFLICT (customer_id) DO UPDATE SET keys = excluded.keys",
+    )
+    .persistent(work.plans.prepared())
+    .bind(ids)
+    .bind(keys)
+    .bind(gone)
+    .execute(work.conn())
+    .await?;
     Ok(())
-}
-
-/// [`write_lookups`]' statement: for each lookup of [`Lookup::ALL`], the
-/// rows to delete, then to add, each as two arrays (keys, customer ids).
-static EDIT_LOOKUPS: LazyLock<String> = LazyLock::new(|| lookups_statement(true));
-
-/// [`write_lookups`]' statement when nothing is removed: for each lookup of
-/// [`Lookup::ALL`], the rows to add, as two arrays (keys, customer ids).
-static ADD_LOOKUPS: LazyLock<String> = LazyLock::new(|| lookups_statement(false));
-
-fn lookups_statement(removes: bool) -> String {
-    let mut parts = Vec::new();
-    for lookup in Lookup::ALL {
-        let (table, key) = lookup.table();
-        if removes {
-            let (k, c) = (parts.len() * 2 + 1, parts.len() * 2 + 2);
-            parts.push(format!(
-                "DELETE FROM {table} t USING unnest(${k}::text[], ${c}::text[]) AS g(key, customer_id)
-                 WHERE t.{key} = g.key AND t.customer_id = g.customer_id"
-            ));
-        }
-        let (k, c) = (parts.len() * 2 + 1, parts.len() * 2 + 2);
-        parts.push(format!(
-            "INSERT INTO {table} ({key}, customer_id) SELECT * FROM unnest(${k}::text[], ${c}::text[])
-             ON CONFLICT DO NOTHING"
-        ));
-    }
-    let last = parts.pop().unwrap_or_default();
-    let ctes: Vec<String> = parts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("e{i} AS ({p})"))
-        .collect();
-    format!("WITH {} {last}", ctes.join(", "))
 }
 
 async fn write_links(work: &mut Work<'_>, links: BTreeMap<(String, String), OrderKey>) -> Result<(), StoreError> {

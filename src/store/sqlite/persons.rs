@@ -16,7 +16,7 @@ use crate::store::persons::{
     decode_review, pack_evidence, pack_person, person_message, persons_sql, review_id, reviews_touching, sql,
     withdrawn,
 };
-use crate::store::rows::{RawRecord, pack_envelope, page, parse_time, record_columns};
+use crate::store::rows::{Lookups, RawRecord, pack_envelope, page, parse_time, record_columns};
 use crate::store::{BoxFuture, Page, StoreError};
 
 /// `statement` with SQLite's `?n` for Postgres's `$n`.
@@ -281,7 +281,7 @@ impl Persons for SqliteStore {
 
     fn persons(&self, query: PersonQuery) -> BoxFuture<'_, Result<Page<StoredPerson>, StoreError>> {
         Box::pin(self.readers.run(move |conn| {
-            let (statement, args) = persons_sql(&query, &person_id("id"), DOC);
+            let (statement, args) = persons_sql(&query, &person_id("id"), DOC, Lookups::Tables);
             let rows: Vec<RawPerson> = conn
                 .prepare(&numbered(&statement))?
                 .query_map(params_from_iter(bind(&args)), |r| RawPerson::try_from(r))?

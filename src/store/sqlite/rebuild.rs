@@ -16,7 +16,7 @@ use super::composed::{COMPOSED, write_out};
 use super::ids::{KeptId, PackedId};
 use super::{Context, connect, history_chains, read_record, reprocess};
 use crate::clock::Clock;
-use crate::store::rows::{directory_deletes, record_columns};
+use crate::store::rows::{Lookups, directory_deletes, record_columns};
 use crate::store::{Publish, Rebuilt, Remap, StoreError};
 
 /// The tables a rebuild writes, which temporary ones shadow on its
@@ -172,7 +172,7 @@ impl Shadow {
             "{} DELETE FROM main.history WHERE seq IN (SELECT seq FROM chain)",
             history_chains("main.", LIVE)
         );
-        for sql in std::iter::once(live_history).chain(directory_deletes("main.", LIVE)) {
+        for sql in std::iter::once(live_history).chain(directory_deletes("main.", LIVE, Lookups::Tables)) {
             tx.execute(&sql, [sources])?;
         }
         for sql in [
