@@ -55,9 +55,9 @@ use tokio::sync::Notify;
 use self::writes::Writes;
 use super::reprocess::{Reprocessing, reprocessing};
 use super::rows::{
-    EVENT_COLUMNS, Lookup, NAMES_BACKFILL_STEP, NamesBackfill, REDACT_EVENTS, RawEvent, RawRecord, Settled, Settling,
-    customer_page, history_page, mention_erasures, mention_keys, name_words, page, record_columns, redact_envelopes,
-    redaction, status_indexed, touched_ids, unpack_order_key,
+    EVENT_COLUMNS, HOLDING_KEYS, Lookup, NAMES_BACKFILL_STEP, NamesBackfill, REDACT_EVENTS, RawEvent, RawRecord,
+    Settled, Settling, customer_page, history_page, mention_erasures, mention_keys, name_words, page, record_columns,
+    redact_envelopes, redaction, status_indexed, touched_ids, unpack_order_key,
 };
 use super::{
     CustomerQuery, Delivery, Directory, Erasure, EventQuery, EventRedaction, HistoryEntry, HistoryQuery, Import, Inbox,
@@ -1105,36 +1105,36 @@ async fn list_customers(conn: &mut PgConnection, q: CustomerQuery) -> Result<Pag
     ));
     sql.push_bind(q.after.unwrap_or(0));
     let filters = [
-        ("source = ", q.source.clone(), ""),
-        ("account = ", q.account.clone(), ""),
-        ("email = ", q.email.as_ref().map(|e| e.trim().to_lowercase()), ""),
-        (
-            "id IN (SELECT customer_id FROM customer_keys WHERE keys @> ARRAY[",
-            q.phone.as_deref().map(|phone| Lookup::Phones.key(phone)),
-            "::text])",
-        ),
-        (
-            "id IN (SELECT customer_id FROM customer_keys WHERE keys @> ARRAY[",
-            q.business_id.as_deref().map(|id| Lookup::Businesses.key(id)),
-            "::text])",
-        ),
-        ("changed_at >= ", q.changed_since.map(|t| t.to_string()), ""),
+        ("source = ", q.source.clone()),
+        ("account = ", q.account.clone()),
+        ("email = ", q.email.as_ref().map(|e| e.trim().to_lowercase())),
+        ("changed_at >= ", q.changed_since.map(|t| t.to_string())),
     ];
-    for (clause, value, close) in filters {
+    for (clause, value) in filters {
         if let Some(value) = value {
-            sql.push(" AND ").push(clause).push_bind(value).push(close);
+            sql.push(" AND ").push(clause).push_bind(value);
         }
     }
+    // The phone, the business id and every word of the name, of one
+    // customer: one probe of the keys' index.
+    let mut keys: Vec<String> = [
+        q.phone.as_deref().map(|phone| Lookup::Phones.key(phone)),
+        q.business_id.as_deref().map(|id| Lookup::Businesses.key(id)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     if let Some(name) = &q.name {
-        let keys: Vec<String> = name_words([name]).iter().map(|word| Lookup::Names.key(word)).collect();
-        if keys.is_empty() {
+        let words = name_words([name]);
+        if words.is_empty() {
             sql.push(" AND FALSE");
-        } else {
-            // Every word, of one customer.
-            sql.push(" AND id IN (SELECT customer_id FROM customer_keys WHERE keys @> ")
-                .push_bind(keys)
-                .push("::text[])");
         }
+        keys.extend(words.iter().map(|word| Lookup::Names.key(word)));
+    }
+    if !keys.is_empty() {
+        sql.push(format_args!(" AND id IN ({HOLDING_KEYS}"))
+            .push_bind(keys)
+            .push("::text[])");
     }
     if !q.include_merged {
         sql.push(" AND status <> 'merged'");

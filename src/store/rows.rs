@@ -866,6 +866,10 @@ impl Lookup {
     }
 }
 
+/// A subquery of the customers whose row of keys ([`Lookups::Keys`])
+/// holds every key of the array that follows it.
+pub(super) const HOLDING_KEYS: &str = "SELECT customer_id FROM customer_keys WHERE keys @> ";
+
 /// How a store keeps its lookups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Lookups {
@@ -904,10 +908,7 @@ impl Lookups {
             }
             Lookups::Keys => {
                 args.push(A::from(lookup.key(value)));
-                format!(
-                    "SELECT customer_id FROM customer_keys WHERE keys @> ARRAY[{}::text]",
-                    param(args.len())
-                )
+                format!("{HOLDING_KEYS}ARRAY[{}::text]", param(args.len()))
             }
         }
     }
